@@ -1,0 +1,159 @@
+// Package events is orderflow's event contract: topic names, event payloads and the
+// CloudEvents 1.0 envelope carried in Kafka headers (binary content mode).
+//
+// It uses the standard library only, so any consumer can depend on it without
+// pulling in a Kafka client or a database driver.
+package events
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Topics. Every event has exactly one producer and is keyed by order id.
+const (
+	TopicOrderCreated     = "order.created"
+	TopicPaymentCompleted = "payment.completed"
+	TopicPaymentFailed    = "payment.failed"
+)
+
+// Event types (ce_type). A breaking change to a payload is a new type ("….v2").
+const (
+	TypeOrderCreated     = "order.created"
+	TypePaymentCompleted = "payment.completed"
+	TypePaymentFailed    = "payment.failed"
+)
+
+// Topics lists every topic orderflow publishes to.
+func Topics() []string {
+	return []string{TopicOrderCreated, TopicPaymentCompleted, TopicPaymentFailed}
+}
+
+// DeadLetterTopic names the topic where group parks the poison records it read from topic.
+func DeadLetterTopic(topic, group string) string {
+	return topic + "." + group + ".dlq"
+}
+
+// Payment failure reason codes (payment.failed "reason").
+const (
+	ReasonCardDeclined         = "card_declined"
+	ReasonInsufficientFunds    = "insufficient_funds"
+	ReasonInvalidPaymentMethod = "invalid_payment_method"
+)
+
+// Event is a payload that can travel in an envelope.
+type Event interface {
+	// EventType is the ce_type of the payload.
+	EventType() string
+	// Subject is the order id: the ce_subject and the Kafka key.
+	Subject() string
+	// Validate reports the first field that makes the payload unusable.
+	Validate() error
+}
+
+// Item is one order line. Money is in integer minor units of the order's currency.
+type Item struct {
+	SKU            string `json:"sku"`
+	Quantity       int    `json:"quantity"`
+	UnitPriceCents int64  `json:"unit_price_cents"`
+}
+
+// OrderCreated says an order was accepted and waits for payment.
+type OrderCreated struct {
+	OrderID       string    `json:"order_id"`
+	CustomerID    string    `json:"customer_id"`
+	CustomerEmail string    `json:"customer_email"`
+	Items         []Item    `json:"items"`
+	TotalCents    int64     `json:"total_cents"`
+	Currency      string    `json:"currency"`
+	PaymentMethod string    `json:"payment_method"`
+	CreatedAt     time.Time `json:"created_at"`
+}
+
+// PaymentCompleted says the customer was charged for the order.
+type PaymentCompleted struct {
+	OrderID       string    `json:"order_id"`
+	PaymentID     string    `json:"payment_id"`
+	ChargeID      string    `json:"charge_id"`
+	CustomerID    string    `json:"customer_id"`
+	CustomerEmail string    `json:"customer_email"`
+	AmountCents   int64     `json:"amount_cents"`
+	Currency      string    `json:"currency"`
+	CompletedAt   time.Time `json:"completed_at"`
+}
+
+// PaymentFailed says the charge was refused for good; Reason is a code such as card_declined.
+type PaymentFailed struct {
+	OrderID       string    `json:"order_id"`
+	PaymentID     string    `json:"payment_id"`
+	CustomerID    string    `json:"customer_id"`
+	CustomerEmail string    `json:"customer_email"`
+	AmountCents   int64     `json:"amount_cents"`
+	Currency      string    `json:"currency"`
+	Reason        string    `json:"reason"`
+	FailedAt      time.Time `json:"failed_at"`
+}
+
+func (OrderCreated) EventType() string     { return TypeOrderCreated }
+func (PaymentCompleted) EventType() string { return TypePaymentCompleted }
+func (PaymentFailed) EventType() string    { return TypePaymentFailed }
+
+func (e OrderCreated) Subject() string     { return e.OrderID }
+func (e PaymentCompleted) Subject() string { return e.OrderID }
+func (e PaymentFailed) Subject() string    { return e.OrderID }
+
+// Validate checks what a consumer relies on; the producer validated the rest.
+func (e OrderCreated) Validate() error {
+	var errs []error
+	errs = append(errs, required("order_id", e.OrderID), required("customer_id", e.CustomerID),
+		required("customer_email", e.CustomerEmail), currency(e.Currency),
+		required("payment_method", e.PaymentMethod), positive("total_cents", e.TotalCents))
+	if len(e.Items) == 0 {
+		errs = append(errs, errors.New("items: empty"))
+	}
+	var sum int64
+	for i, it := range e.Items {
+		if it.SKU == "" || it.Quantity <= 0 || it.UnitPriceCents <= 0 {
+			errs = append(errs, fmt.Errorf("items[%d]: sku, quantity and unit_price_cents are required", i))
+		}
+		sum += int64(it.Quantity) * it.UnitPriceCents
+	}
+	if len(e.Items) > 0 && sum != e.TotalCents {
+		errs = append(errs, fmt.Errorf("total_cents: %d is not the sum of the items (%d)", e.TotalCents, sum))
+	}
+	return errors.Join(errs...)
+}
+
+func (e PaymentCompleted) Validate() error {
+	return errors.Join(required("order_id", e.OrderID), required("payment_id", e.PaymentID),
+		required("customer_email", e.CustomerEmail), currency(e.Currency),
+		positive("amount_cents", e.AmountCents))
+}
+
+func (e PaymentFailed) Validate() error {
+	return errors.Join(required("order_id", e.OrderID), required("payment_id", e.PaymentID),
+		required("customer_email", e.CustomerEmail), currency(e.Currency),
+		required("reason", e.Reason))
+}
+
+func required(field, v string) error {
+	if v == "" {
+		return fmt.Errorf("%s: required", field)
+	}
+	return nil
+}
+
+func positive(field string, v int64) error {
+	if v <= 0 {
+		return fmt.Errorf("%s: must be positive, got %d", field, v)
+	}
+	return nil
+}
+
+func currency(v string) error {
+	if len(v) != 3 {
+		return fmt.Errorf("currency: want a 3-letter code, got %q", v)
+	}
+	return nil
+}

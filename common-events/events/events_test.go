@@ -1,0 +1,197 @@
+package events_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/orderflow/common-events/events"
+)
+
+type golden struct {
+	Headers map[string]string `json:"headers"`
+	Data    json.RawMessage   `json:"data"`
+}
+
+func readGolden(t *testing.T, name string) ([]events.Header, []byte) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("testdata", "golden", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g golden
+	if err := json.Unmarshal(raw, &g); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	var hs []events.Header
+	for k, v := range g.Headers {
+		hs = append(hs, events.Header{Key: k, Value: []byte(v)})
+	}
+	return hs, g.Data
+}
+
+func mustTime(s string) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		panic(err)
+	}
+	return t
+}
+
+// Every released payload must still decode to the same values: this is the schema
+// evolution guard. Add fields only; never edit these files to make a change pass.
+func TestGoldenPayloadsStillDecode(t *testing.T) {
+	const orderID = "019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f"
+	tests := []struct {
+		file string
+		want events.Event
+	}{
+		{"order.created.json", events.OrderCreated{
+			OrderID: orderID, CustomerID: "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93", CustomerEmail: "ada@example.com",
+			Items:      []events.Item{{SKU: "BOOK-42", Quantity: 2, UnitPriceCents: 1999}, {SKU: "PEN-7", Quantity: 1, UnitPriceCents: 350}},
+			TotalCents: 4348, Currency: "EUR", PaymentMethod: "tok_visa", CreatedAt: mustTime("2026-11-23T09:15:02.12Z"),
+		}},
+		{"payment.completed.json", events.PaymentCompleted{
+			OrderID: orderID, PaymentID: "019a8f3e-7d01-7e20-b1c2-d3e4f5a6b7c8", ChargeID: "ch_019a8f3e7d007f33a4b5c6d7e8f90a1b",
+			CustomerID: "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93", CustomerEmail: "ada@example.com",
+			AmountCents: 4348, Currency: "EUR", CompletedAt: mustTime("2026-11-23T09:15:02.41Z"),
+		}},
+		{"payment.failed.json", events.PaymentFailed{
+			OrderID: orderID, PaymentID: "019a8f3e-7d01-7e20-b1c2-d3e4f5a6b7c9",
+			CustomerID: "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93", CustomerEmail: "ada@example.com",
+			AmountCents: 4348, Currency: "EUR", Reason: events.ReasonCardDeclined, FailedAt: mustTime("2026-11-23T09:15:02.41Z"),
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			env, err := events.ParseEnvelope(readGolden(t, tt.file))
+			if err != nil {
+				t.Fatalf("ParseEnvelope: %v", err)
+			}
+			if env.Type != tt.want.EventType() || env.Subject != orderID || env.CorrelationID == "" || env.TraceParent == "" {
+				t.Errorf("envelope = %+v", env)
+			}
+			got, err := events.Decode(env)
+			if err != nil {
+				t.Fatalf("Decode: %v", err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Decode = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestNewEnvelopeRoundTrips(t *testing.T) {
+	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	ev := events.PaymentFailed{OrderID: "o-1", PaymentID: "p-1", CustomerEmail: "a@b.c", AmountCents: 5, Currency: "USD", Reason: events.ReasonInsufficientFunds, FailedAt: now}
+	env, err := events.New(ev, events.Meta{Source: "payment-service", CorrelationID: "corr-1"}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`).MatchString(env.ID) {
+		t.Errorf("ce_id %q is not a UUIDv7", env.ID)
+	}
+	ms := fmt.Sprintf("%012x", now.UnixMilli())
+	if want := ms[:8] + "-" + ms[8:]; !strings.HasPrefix(env.ID, want) {
+		t.Errorf("ce_id %q does not start with the timestamp %s", env.ID, want)
+	}
+	if !regexp.MustCompile(`^00-[0-9a-f]{32}-[0-9a-f]{16}-01$`).MatchString(env.TraceParent) {
+		t.Errorf("traceparent %q is not W3C", env.TraceParent)
+	}
+	back, err := events.ParseEnvelope(env.Headers(), env.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back, env) {
+		t.Errorf("round trip = %+v, want %+v", back, env)
+	}
+	got, err := events.Decode(back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, ev) {
+		t.Errorf("Decode = %+v, want %+v", got, ev)
+	}
+}
+
+func TestNewRefusesInvalidPayload(t *testing.T) {
+	_, err := events.New(events.OrderCreated{OrderID: "o-1"}, events.Meta{Source: "x"}, time.Now())
+	if err == nil {
+		t.Fatal("New accepted an order.created without items, email or total")
+	}
+}
+
+func TestDecodeErrors(t *testing.T) {
+	hs, data := readGolden(t, "order.created.json")
+	without := func(key string) []events.Header {
+		var out []events.Header
+		for _, h := range hs {
+			if h.Key != key {
+				out = append(out, h)
+			}
+		}
+		return out
+	}
+	with := func(key, value string) []events.Header {
+		return append(without(key), events.Header{Key: key, Value: []byte(value)})
+	}
+	tests := []struct {
+		name    string
+		headers []events.Header
+		data    string
+		want    error
+	}{
+		{"no ce_id", without(events.HeaderID), string(data), events.ErrMissingHeader},
+		{"no ce_type", without(events.HeaderType), string(data), events.ErrMissingHeader},
+		{"no headers at all", nil, string(data), events.ErrMissingHeader},
+		{"bad spec version", with(events.HeaderSpecVersion, "0.3"), string(data), events.ErrInvalidHeader},
+		{"bad time", with(events.HeaderTime, "yesterday"), string(data), events.ErrInvalidHeader},
+		{"xml content", with(events.HeaderContentType, "application/xml"), string(data), events.ErrInvalidHeader},
+		{"unknown type", with(events.HeaderType, "order.shipped"), string(data), events.ErrUnknownType},
+		{"not json", hs, "\x00\x01garbage", events.ErrInvalidPayload},
+		{"wrong field type", hs, `{"order_id": 7}`, events.ErrInvalidPayload},
+		{"missing fields", hs, `{"order_id":"019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f"}`, events.ErrInvalidPayload},
+		{"subject mismatch", with(events.HeaderSubject, "someone-else"), string(data), events.ErrInvalidPayload},
+		{"trailing data", hs, string(data) + "{}", events.ErrInvalidPayload},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env, err := events.ParseEnvelope(tt.headers, []byte(tt.data))
+			if err == nil {
+				_, err = events.Decode(env)
+			}
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+			var de *events.DecodeError
+			if !errors.As(err, &de) {
+				t.Errorf("err %T is not a *DecodeError", err)
+			}
+		})
+	}
+}
+
+func TestDecodeIgnoresAddedFields(t *testing.T) {
+	hs, data := readGolden(t, "payment.completed.json")
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	m["loyalty_points"] = 12
+	more, _ := json.Marshal(m)
+	env, err := events.ParseEnvelope(hs, more)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := events.Decode(env); err != nil {
+		t.Fatalf("a payload with an added field no longer decodes: %v", err)
+	}
+}

@@ -1,0 +1,117 @@
+// Package kafka is orderflow's sarama configuration and the glue between sarama records
+// and event envelopes. Every service builds its clients here, so they all share the safe
+// settings.
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/orderflow/common-events/events"
+)
+
+// Config returns sarama settings that keep delivery guarantees, not sarama's defaults:
+// an idempotent producer waiting for every in-sync replica, one request in flight per
+// broker so retries cannot reorder, manual-after-processing offsets starting from the
+// oldest record for a new group.
+func Config(clientID string) *sarama.Config {
+	c := sarama.NewConfig()
+	c.ClientID = clientID
+	c.Version = sarama.V2_8_0_0
+
+	c.Net.MaxOpenRequests = 1
+	c.Net.DialTimeout = 5 * time.Second
+	c.Metadata.Retry.Max = 2
+	c.Metadata.Retry.Backoff = 200 * time.Millisecond
+
+	c.Producer.Idempotent = true
+	c.Producer.RequiredAcks = sarama.WaitForAll
+	c.Producer.Retry.Max = 5
+	c.Producer.Retry.Backoff = 200 * time.Millisecond
+	c.Producer.Return.Successes = true
+	c.Producer.Return.Errors = true
+	c.Producer.Partitioner = sarama.NewHashPartitioner // key = order id → one partition per order
+	c.Producer.Compression = sarama.CompressionNone
+
+	c.Consumer.Offsets.Initial = sarama.OffsetOldest
+	c.Consumer.Offsets.AutoCommit.Enable = true // commits what was marked, and only that
+	c.Consumer.Offsets.AutoCommit.Interval = time.Second
+	c.Consumer.Return.Errors = true
+	c.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyRoundRobin()}
+	c.Consumer.Group.Session.Timeout = 10 * time.Second
+	c.Consumer.Group.Heartbeat.Interval = 3 * time.Second
+	return c
+}
+
+// EnsureTopics creates each topic with the given partition count unless it exists.
+// Safe to run from every instance at every start.
+func EnsureTopics(brokers []string, clientID string, partitions int32, topics ...string) error {
+	admin, err := sarama.NewClusterAdmin(brokers, Config(clientID))
+	if err != nil {
+		return fmt.Errorf("ensure topics: %w", err)
+	}
+	defer admin.Close()
+	existing, err := admin.ListTopics()
+	if err != nil {
+		return fmt.Errorf("ensure topics: list: %w", err)
+	}
+	for _, t := range topics {
+		if _, ok := existing[t]; ok {
+			continue
+		}
+		err := admin.CreateTopic(t, &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: -1}, false)
+		if err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
+			return fmt.Errorf("ensure topics: create %s: %w", t, err)
+		}
+	}
+	return nil
+}
+
+// Ping reports whether the brokers answer a metadata request within the context's time.
+func Ping(ctx context.Context, client sarama.Client) error {
+	done := make(chan error, 1)
+	go func() { done <- client.RefreshMetadata() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("kafka: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("kafka: %w", ctx.Err())
+	}
+}
+
+// Message turns an envelope into a record for topic, keyed by the order id.
+func Message(topic string, env events.Envelope) *sarama.ProducerMessage {
+	return &sarama.ProducerMessage{
+		Topic:   topic,
+		Key:     sarama.StringEncoder(env.Subject),
+		Value:   sarama.ByteEncoder(env.Data),
+		Headers: RecordHeaders(env.Headers()),
+	}
+}
+
+// RecordHeaders converts envelope headers to sarama's.
+func RecordHeaders(hs []events.Header) []sarama.RecordHeader {
+	out := make([]sarama.RecordHeader, len(hs))
+	for i, h := range hs {
+		out[i] = sarama.RecordHeader{Key: []byte(h.Key), Value: h.Value}
+	}
+	return out
+}
+
+// Envelope reads a consumed record back into an envelope.
+func Envelope(msg *sarama.ConsumerMessage) (events.Envelope, error) {
+	hs := make([]events.Header, 0, len(msg.Headers))
+	for _, h := range msg.Headers {
+		if h != nil {
+			hs = append(hs, events.Header{Key: string(h.Key), Value: h.Value})
+		}
+	}
+	return events.ParseEnvelope(hs, msg.Value)
+}

@@ -1,0 +1,227 @@
+// Package outbox closes the dual-write window: an event is stored in the same database
+// transaction as the change it describes, and a relay publishes it to Kafka afterwards.
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/common-events/internal/backoff"
+)
+
+// Channel is the LISTEN/NOTIFY channel that wakes the relay when a row is committed.
+const Channel = "outbox"
+
+// lockID is the advisory lock the leading relay holds. Each service has its own database,
+// so one constant key suffices.
+const lockID int64 = 0x6f7574626f78 // "outbox"
+
+// Insert stores env, bound for topic, inside the caller's transaction; it is published
+// only if that transaction commits. The NOTIFY is delivered at commit too.
+func Insert(ctx context.Context, tx pgx.Tx, topic string, env events.Envelope) error {
+	headers := make(map[string]string, 9)
+	for _, h := range env.Headers() {
+		headers[h.Key] = string(h.Value)
+	}
+	hj, err := json.Marshal(headers)
+	if err != nil {
+		return fmt.Errorf("outbox insert: %w", err)
+	}
+	_, err = tx.Exec(ctx, `
+		WITH ins AS (
+			INSERT INTO outbox (topic, key, headers, payload) VALUES ($1, $2, $3, $4) RETURNING 1
+		)
+		SELECT pg_notify($5, '') FROM ins`,
+		topic, env.Subject, hj, env.Data, Channel)
+	if err != nil {
+		return fmt.Errorf("outbox insert: %w", err)
+	}
+	return nil
+}
+
+// Relay publishes committed outbox rows in id order and deletes them once the broker
+// acknowledged them. Any number of relays may run against one database: the one holding
+// the advisory lock publishes, the others wait to take over.
+type Relay struct {
+	Pool     *pgxpool.Pool
+	Producer sarama.SyncProducer
+	Log      *slog.Logger
+
+	BatchSize    int           // rows per publish; default 500
+	PollInterval time.Duration // fallback when no NOTIFY arrives; default 1s
+	Retry        backoff.Policy
+}
+
+func (r *Relay) defaults() {
+	if r.BatchSize <= 0 {
+		r.BatchSize = 500
+	}
+	if r.PollInterval <= 0 {
+		r.PollInterval = time.Second
+	}
+	if r.Retry.Min <= 0 {
+		r.Retry = backoff.Policy{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+	}
+}
+
+// Run relays until ctx is done. Database and broker outages are waited out with backoff;
+// rows stay in the outbox until they are acknowledged, so nothing is lost.
+func (r *Relay) Run(ctx context.Context) error {
+	r.defaults()
+	for attempt := 1; ; attempt++ {
+		err := r.lead(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		d := r.Retry.Delay(attempt)
+		r.Log.Warn("outbox relay: lost its database connection; retrying", "err", err, "retry_in", d)
+		backoff.Sleep(ctx, d)
+	}
+}
+
+// lead takes a dedicated connection, waits for the lock, then publishes until the
+// connection fails or ctx is done. Closing the connection releases the lock.
+func (r *Relay) lead(ctx context.Context) error {
+	pooled, err := r.Pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	conn := pooled.Hijack()
+	defer conn.Close(context.WithoutCancel(ctx))
+
+	for {
+		var leader bool
+		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, lockID).Scan(&leader); err != nil {
+			return err
+		}
+		if leader {
+			break
+		}
+		if !backoff.Sleep(ctx, r.PollInterval) {
+			return ctx.Err()
+		}
+	}
+	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
+		return err
+	}
+	r.Log.Info("outbox relay: leading")
+
+	brokerFailures := 0
+	for {
+		n, err := r.publishBatch(ctx, conn)
+		var be brokerError
+		switch {
+		case errors.As(err, &be):
+			brokerFailures++
+			d := r.Retry.Delay(brokerFailures)
+			r.Log.Warn("outbox relay: broker refused the batch; retrying", "err", be.err, "retry_in", d)
+			if !backoff.Sleep(ctx, d) {
+				return ctx.Err()
+			}
+			continue
+		case err != nil:
+			return err
+		}
+		brokerFailures = 0
+		if n == r.BatchSize {
+			continue // more rows are waiting
+		}
+		if err := r.wait(ctx, conn); err != nil {
+			return err
+		}
+	}
+}
+
+// wait blocks until a NOTIFY arrives or the poll interval passes.
+func (r *Relay) wait(ctx context.Context, conn *pgx.Conn) error {
+	wctx, cancel := context.WithTimeout(ctx, r.PollInterval)
+	defer cancel()
+	_, err := conn.WaitForNotification(wctx)
+	if err != nil && ctx.Err() == nil && errors.Is(wctx.Err(), context.DeadlineExceeded) {
+		return nil // the poll interval passed: look again anyway
+	}
+	if err != nil && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
+type brokerError struct{ err error }
+
+func (e brokerError) Error() string { return e.err.Error() }
+
+type row struct {
+	id      int64
+	topic   string
+	key     string
+	headers map[string]string
+	payload []byte
+}
+
+// publishBatch sends up to BatchSize rows and deletes the acknowledged ones.
+// It returns how many rows it read.
+func (r *Relay) publishBatch(ctx context.Context, conn *pgx.Conn) (int, error) {
+	rows, err := conn.Query(ctx, `SELECT id, topic, key, headers, payload FROM outbox ORDER BY id LIMIT $1`, r.BatchSize)
+	if err != nil {
+		return 0, err
+	}
+	batch, err := pgx.CollectRows(rows, func(cr pgx.CollectableRow) (b row, err error) {
+		err = cr.Scan(&b.id, &b.topic, &b.key, &b.headers, &b.payload)
+		return b, err
+	})
+	if err != nil || len(batch) == 0 {
+		return 0, err
+	}
+
+	msgs := make([]*sarama.ProducerMessage, len(batch))
+	for i, b := range batch {
+		hs := make([]sarama.RecordHeader, 0, len(b.headers))
+		for k, v := range b.headers {
+			hs = append(hs, sarama.RecordHeader{Key: []byte(k), Value: []byte(v)})
+		}
+		msgs[i] = &sarama.ProducerMessage{
+			Topic: b.topic, Key: sarama.StringEncoder(b.key), Value: sarama.ByteEncoder(b.payload),
+			Headers: hs, Metadata: b.id,
+		}
+	}
+	sendErr := r.Producer.SendMessages(msgs)
+
+	failed := map[int64]bool{}
+	var perrs sarama.ProducerErrors
+	if errors.As(sendErr, &perrs) {
+		for _, pe := range perrs {
+			failed[pe.Msg.Metadata.(int64)] = true
+		}
+	} else if sendErr != nil {
+		return len(batch), brokerError{sendErr}
+	}
+	acked := make([]int64, 0, len(batch))
+	for _, b := range batch {
+		if !failed[b.id] {
+			acked = append(acked, b.id)
+		}
+	}
+	if len(acked) > 0 {
+		// Finish the delete even when shutting down, so a clean stop republishes nothing.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, err := conn.Exec(dctx, `DELETE FROM outbox WHERE id = ANY($1)`, acked); err != nil {
+			// Published but not deleted: the rows go out again, and consumers' inboxes
+			// absorb the duplicates.
+			return len(batch), err
+		}
+	}
+	if sendErr != nil {
+		return len(batch), brokerError{sendErr}
+	}
+	return len(batch), nil
+}

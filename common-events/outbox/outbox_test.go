@@ -1,0 +1,259 @@
+package outbox_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/common-events/kafka"
+	"github.com/orderflow/common-events/outbox"
+	"github.com/orderflow/devstack/testenv"
+	"github.com/orderflow/migrations"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func openDB(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), testenv.Database(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	if err := migrations.Up(context.Background(), db, migrations.Orders); err != nil {
+		t.Fatal(err)
+	}
+	return pool
+}
+
+func orderEvent(t *testing.T, i int) events.Envelope {
+	t.Helper()
+	ev := events.OrderCreated{
+		OrderID: fmt.Sprintf("order-%03d", i), CustomerID: "c", CustomerEmail: "a@b.c",
+		Items:      []events.Item{{SKU: "S", Quantity: 1, UnitPriceCents: 100}},
+		TotalCents: 100, Currency: "EUR", PaymentMethod: "tok_visa", CreatedAt: time.Now(),
+	}
+	env, err := events.New(ev, events.Meta{Source: "test"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
+func insert(t *testing.T, pool *pgxpool.Pool, envs ...events.Envelope) {
+	t.Helper()
+	err := pgx.BeginFunc(context.Background(), pool, func(tx pgx.Tx) error {
+		for _, env := range envs {
+			if err := outbox.Insert(context.Background(), tx, events.TopicOrderCreated, env); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func startRelay(t *testing.T, ctx context.Context, pool *pgxpool.Pool, brokers []string) {
+	t.Helper()
+	p, err := sarama.NewSyncProducer(brokers, kafka.Config("relay-test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &outbox.Relay{Pool: pool, Producer: p, Log: quietLog(), PollInterval: 5 * time.Second}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := r.Run(ctx); err != nil {
+			t.Errorf("relay: %v", err)
+		}
+	})
+	t.Cleanup(func() { cancel(); wg.Wait(); p.Close() })
+}
+
+func outboxRows(t *testing.T, pool *pgxpool.Pool) int {
+	t.Helper()
+	var n int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM outbox`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func waitEmpty(t *testing.T, pool *pgxpool.Pool, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for outboxRows(t, pool) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("outbox still holds %d rows after %s", outboxRows(t, pool), within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestRelayPublishesCommittedRowsInOrderAndDeletesThem(t *testing.T) {
+	pool := openDB(t)
+	b := testenv.Kafka(t)
+	if err := kafka.EnsureTopics(b.Addrs, "t", 1, events.TopicOrderCreated); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	startRelay(t, ctx, pool, b.Addrs)
+
+	var envs []events.Envelope
+	for i := range 20 {
+		envs = append(envs, orderEvent(t, i))
+	}
+	insert(t, pool, envs[:10]...)
+	insert(t, pool, envs[10:]...)
+
+	// A rolled-back transaction publishes nothing.
+	rolledBack := orderEvent(t, 99)
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := outbox.Insert(ctx, tx, events.TopicOrderCreated, rolledBack); err != nil {
+		t.Fatal(err)
+	}
+	_ = tx.Rollback(ctx)
+
+	// The poll interval is 5 s: delivery within 2 s proves LISTEN/NOTIFY woke the relay.
+	got := testenv.Records(t, b.Addrs, events.TopicOrderCreated, 20, 2*time.Second)
+	if len(got) != 20 {
+		t.Fatalf("published %d records, want 20", len(got))
+	}
+	for i, m := range got {
+		if id := testenv.Header(m, events.HeaderID); id != envs[i].ID {
+			t.Errorf("record %d has ce_id %s, want %s (id order)", i, id, envs[i].ID)
+		}
+		if string(m.Key) != envs[i].Subject {
+			t.Errorf("record %d key = %s, want %s", i, m.Key, envs[i].Subject)
+		}
+		env, err := kafka.Envelope(m)
+		if err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		if _, err := events.Decode(env); err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+	}
+	waitEmpty(t, pool, 2*time.Second)
+}
+
+func TestOnlyOneRelayPublishes(t *testing.T) {
+	pool := openDB(t)
+	b := testenv.Kafka(t)
+	if err := kafka.EnsureTopics(b.Addrs, "t", 3, events.TopicOrderCreated); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	for range 3 {
+		startRelay(t, ctx, pool, b.Addrs)
+	}
+	const n = 300
+	for i := range n / 10 {
+		var envs []events.Envelope
+		for j := range 10 {
+			envs = append(envs, orderEvent(t, i*10+j))
+		}
+		insert(t, pool, envs...)
+	}
+	waitEmpty(t, pool, 10*time.Second)
+	got := testenv.Records(t, b.Addrs, events.TopicOrderCreated, n, 5*time.Second)
+	seen := map[string]int{}
+	for _, m := range got {
+		seen[testenv.Header(m, events.HeaderID)]++
+	}
+	if len(got) != n || len(seen) != n {
+		t.Fatalf("three relays published %d records (%d distinct), want %d exactly once", len(got), len(seen), n)
+	}
+}
+
+// The dual-write window: rows committed while the broker is down stay in the outbox and
+// are published once it is back; none is lost.
+func TestRelaySurvivesBrokerOutage(t *testing.T) {
+	if os.Getenv("KAFKA_BROKERS") != "" {
+		t.Skip("needs the in-process broker to stop and restart it")
+	}
+	pool := openDB(t)
+	dir := filepath.Join(t.TempDir(), "kafka")
+	port := freePort(t)
+	c := startBroker(t, dir, port)
+	addrs := c.ListenAddrs()
+	if err := kafka.EnsureTopics(addrs, "t", 2, events.TopicOrderCreated); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	startRelay(t, ctx, pool, addrs)
+
+	insert(t, pool, orderEvent(t, 0))
+	waitEmpty(t, pool, 5*time.Second)
+
+	c.Close()
+	for i := 1; i <= 10; i++ {
+		insert(t, pool, orderEvent(t, i))
+	}
+	time.Sleep(time.Second)
+	if n := outboxRows(t, pool); n != 10 {
+		t.Fatalf("outbox holds %d rows while the broker is down, want 10", n)
+	}
+
+	c = startBroker(t, dir, port)
+	waitEmpty(t, pool, 20*time.Second)
+	got := testenv.Records(t, addrs, events.TopicOrderCreated, 11, 5*time.Second)
+	seen := map[string]bool{}
+	for _, m := range got {
+		seen[string(m.Key)] = true
+	}
+	for i := 0; i <= 10; i++ {
+		if !seen[fmt.Sprintf("order-%03d", i)] {
+			t.Errorf("order-%03d was lost", i)
+		}
+	}
+}
+
+func startBroker(t *testing.T, dir string, port int) *kfake.Cluster {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.DataDir(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, p, _ := net.SplitHostPort(ln.Addr().String())
+	n, _ := strconv.Atoi(p)
+	return n
+}

@@ -1,0 +1,210 @@
+// Package platform is what every orderflow service stands on: configuration from the
+// environment, the JSON logger, the database pool with its migrations, the Kafka clients,
+// the HTTP server with problem+json errors and health checks, and the shutdown order.
+package platform
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Env reads settings once from getenv and collects every problem, so start-up fails with
+// one line naming each bad setting.
+type Env struct {
+	getenv func(string) string
+	errs   []error
+	names  []string
+}
+
+// NewEnv reads from getenv (os.Getenv in main, a map in tests).
+func NewEnv(getenv func(string) string) *Env { return &Env{getenv: getenv} }
+
+// Names lists every variable read so far, for documentation and checks.
+func (e *Env) Names() []string { return e.names }
+
+func (e *Env) lookup(name string) string {
+	e.names = append(e.names, name)
+	return strings.TrimSpace(e.getenv(name))
+}
+
+func (e *Env) fail(name, format string, args ...any) {
+	e.errs = append(e.errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...)))
+}
+
+// String returns the variable, or def when unset.
+func (e *Env) String(name, def string) string {
+	if v := e.lookup(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// Required returns the variable and records an error when it is unset.
+func (e *Env) Required(name string) string {
+	v := e.lookup(name)
+	if v == "" {
+		e.fail(name, "required but not set")
+	}
+	return v
+}
+
+// Int returns the variable as an integer within [lo, hi], or def when unset.
+func (e *Env) Int(name string, def, lo, hi int) int {
+	v := e.lookup(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		e.fail(name, "want an integer from %d to %d, got %q", lo, hi, v)
+		return def
+	}
+	return n
+}
+
+// Float returns the variable as a number within [lo, hi], or def when unset.
+func (e *Env) Float(name string, def, lo, hi float64) float64 {
+	v := e.lookup(name)
+	if v == "" {
+		return def
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f < lo || f > hi {
+		e.fail(name, "want a number from %g to %g, got %q", lo, hi, v)
+		return def
+	}
+	return f
+}
+
+// Duration returns the variable as a Go duration ("250ms", "5s") within [lo, hi].
+func (e *Env) Duration(name string, def, lo, hi time.Duration) time.Duration {
+	v := e.lookup(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < lo || d > hi {
+		e.fail(name, "want a duration from %s to %s such as \"250ms\", got %q", lo, hi, v)
+		return def
+	}
+	return d
+}
+
+// HostPorts returns a comma-separated list of host:port, or def when unset.
+func (e *Env) HostPorts(name string, def []string) []string {
+	v := e.lookup(name)
+	if v == "" {
+		return def
+	}
+	var out []string
+	for _, hp := range strings.Split(v, ",") {
+		hp = strings.TrimSpace(hp)
+		if _, port, err := splitHostPort(hp); err != nil || port == "" {
+			e.fail(name, "want host:port[,host:port…], got %q", v)
+			return def
+		}
+		out = append(out, hp)
+	}
+	return out
+}
+
+// Addr returns a listen address such as ":8080" or "127.0.0.1:8080".
+func (e *Env) Addr(name, def string) string {
+	v := e.lookup(name)
+	if v == "" {
+		return def
+	}
+	if _, port, err := splitHostPort(v); err != nil || port == "" {
+		e.fail(name, "want [host]:port, got %q", v)
+		return def
+	}
+	return v
+}
+
+// PostgresURL returns a postgres:// URL.
+func (e *Env) PostgresURL(name, def string) string {
+	v := e.lookup(name)
+	if v == "" {
+		v = def
+	}
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		e.fail(name, "want a postgres:// URL, got %q", redact(v))
+	}
+	return v
+}
+
+// Level returns a slog level name (debug, info, warn, error).
+func (e *Env) Level(name string, def slog.Level) slog.Level {
+	v := e.lookup(name)
+	if v == "" {
+		return def
+	}
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(v)); err != nil {
+		e.fail(name, "want debug, info, warn or error, got %q", v)
+		return def
+	}
+	return l
+}
+
+// Err is nil when every setting was good, else one line naming each bad one.
+func (e *Env) Err() error {
+	if len(e.errs) == 0 {
+		return nil
+	}
+	msgs := make([]string, len(e.errs))
+	for i, err := range e.errs {
+		msgs[i] = err.Error()
+	}
+	return errors.New("config: " + strings.Join(msgs, "; "))
+}
+
+func splitHostPort(hp string) (host, port string, err error) {
+	i := strings.LastIndexByte(hp, ':')
+	if i < 0 {
+		return "", "", fmt.Errorf("missing port")
+	}
+	port = hp[i+1:]
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return "", "", fmt.Errorf("bad port")
+	}
+	return hp[:i], port, nil
+}
+
+func redact(v string) string {
+	if u, err := url.Parse(v); err == nil && u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+			return u.String()
+		}
+	}
+	return v
+}
+
+// Base is the configuration every service shares.
+type Base struct {
+	HTTPAddr        string
+	DatabaseURL     string
+	KafkaBrokers    []string
+	TopicPartitions int
+	LogLevel        slog.Level
+	ShutdownTimeout time.Duration
+}
+
+// ReadBase reads the shared settings; httpAddr and database are the service's defaults.
+func ReadBase(e *Env, httpAddr, databaseURL string) Base {
+	return Base{
+		HTTPAddr:        e.Addr("HTTP_ADDR", httpAddr),
+		DatabaseURL:     e.PostgresURL("DATABASE_URL", databaseURL),
+		KafkaBrokers:    e.HostPorts("KAFKA_BROKERS", []string{"127.0.0.1:9092"}),
+		TopicPartitions: e.Int("KAFKA_TOPIC_PARTITIONS", 6, 1, 1000),
+		LogLevel:        e.Level("LOG_LEVEL", slog.LevelInfo),
+		ShutdownTimeout: e.Duration("SHUTDOWN_TIMEOUT", 15*time.Second, time.Second, 5*time.Minute),
+	}
+}

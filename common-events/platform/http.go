@@ -1,0 +1,126 @@
+package platform
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+)
+
+// ProblemContentType is RFC 9457's media type.
+const ProblemContentType = "application/problem+json"
+
+// FieldError names one invalid field of a request.
+type FieldError struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+// Problem is an RFC 9457 problem detail, and an error a handler can return.
+type Problem struct {
+	Type   string       `json:"type"`
+	Title  string       `json:"title"`
+	Status int          `json:"status"`
+	Detail string       `json:"detail,omitempty"`
+	Code   string       `json:"code,omitempty"`
+	Errors []FieldError `json:"errors,omitempty"`
+}
+
+func (p *Problem) Error() string { return fmt.Sprintf("%d %s: %s", p.Status, p.Title, p.Detail) }
+
+// NewProblem builds a problem whose type is derived from its code.
+func NewProblem(status int, code, title, detail string) *Problem {
+	return &Problem{Type: "/problems/" + code, Title: title, Status: status, Detail: detail, Code: code}
+}
+
+// ErrorMapper turns a service's domain error into a problem, or returns nil when the
+// error is not one it knows (it then becomes a 500).
+type ErrorMapper func(error) *Problem
+
+// NewEcho returns an echo instance whose every error is answered as problem+json:
+// problems as they are, echo's own errors (404 route, 405, 413…) translated, anything
+// else logged and answered 500 without internals.
+func NewEcho(log *slog.Logger, mapErr ErrorMapper) *echo.Echo {
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.HTTPErrorHandler = func(err error, c echo.Context) {
+		if c.Response().Committed {
+			return
+		}
+		p := toProblem(err, mapErr)
+		if p.Status >= 500 {
+			log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
+		}
+		writeProblem(c, p)
+	}
+	return e
+}
+
+func toProblem(err error, mapErr ErrorMapper) *Problem {
+	var p *Problem
+	if errors.As(err, &p) {
+		return p
+	}
+	if mapErr != nil {
+		if p := mapErr(err); p != nil {
+			return p
+		}
+	}
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		switch he.Code {
+		case http.StatusNotFound:
+			return NewProblem(he.Code, "not_found", "Not Found", "no such resource")
+		case http.StatusMethodNotAllowed:
+			return NewProblem(he.Code, "method_not_allowed", "Method Not Allowed", "the resource does not support this method")
+		case http.StatusRequestEntityTooLarge:
+			return NewProblem(he.Code, "body_too_large", "Request Entity Too Large", "the request body is too large")
+		case http.StatusUnsupportedMediaType:
+			return NewProblem(he.Code, "unsupported_media_type", "Unsupported Media Type", fmt.Sprint(he.Message))
+		}
+		if he.Code < 500 {
+			return NewProblem(he.Code, "bad_request", http.StatusText(he.Code), fmt.Sprint(he.Message))
+		}
+	}
+	return NewProblem(http.StatusInternalServerError, "internal", "Internal Server Error", "the request could not be completed; it is safe to retry")
+}
+
+func writeProblem(c echo.Context, p *Problem) {
+	body, _ := json.Marshal(p)
+	c.Response().Header().Set(echo.HeaderContentType, ProblemContentType)
+	c.Response().WriteHeader(p.Status)
+	_, _ = c.Response().Write(body)
+}
+
+// Health registers GET /healthz (the process answers) and GET /readyz (ready reports
+// whether the database and the broker answer).
+func Health(e *echo.Echo, ready func(context.Context) error) {
+	e.GET("/healthz", func(c echo.Context) error {
+		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+	})
+	e.GET("/readyz", func(c echo.Context) error {
+		ctx, cancel := context.WithTimeout(c.Request().Context(), 3*time.Second)
+		defer cancel()
+		if err := ready(ctx); err != nil {
+			return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
+		}
+		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+	})
+}
+
+// Listen binds addr now, so a port already in use fails start-up with a clear error
+// before anything else starts.
+func Listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on HTTP_ADDR %s: %w", addr, err)
+	}
+	return ln, nil
+}

@@ -1,0 +1,243 @@
+// Package pgcluster runs a throwaway PostgreSQL cluster from the machine's PostgreSQL
+// binaries: initdb into a folder, then the postmaster as a child process that dies with
+// its parent. As root it runs them as the postgres user, since PostgreSQL refuses root.
+package pgcluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Options says where and how the cluster runs.
+type Options struct {
+	Dir  string // the cluster's folder: data/, the socket and the log live here
+	Host string // default 127.0.0.1
+	Port int    // 0 picks a free port
+	// Fast trades durability for speed (fsync off): for tests, never for data you keep.
+	Fast bool
+	Log  io.Writer // the postmaster's output; default a log file in Dir
+}
+
+// Cluster is a running PostgreSQL server.
+type Cluster struct {
+	Host string
+	Port int
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// ErrNoBinaries says PostgreSQL is not installed where we look.
+var ErrNoBinaries = errors.New("PostgreSQL server binaries (initdb, postgres) not found: install Debian's postgresql package (apt-get install postgresql), set PG_BIN to their folder, or point DATABASE_URL at a running server")
+
+// BinDir finds the folder holding initdb and postgres: $PG_BIN, the newest
+// /usr/lib/postgresql/*/bin, or the folder of initdb on PATH.
+func BinDir() (string, error) {
+	if d := os.Getenv("PG_BIN"); d != "" {
+		if _, err := os.Stat(filepath.Join(d, "initdb")); err != nil {
+			return "", fmt.Errorf("PG_BIN %s: %w", d, err)
+		}
+		return d, nil
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool { return version(dirs[i]) > version(dirs[j]) })
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
+			return d, nil
+		}
+	}
+	if p, err := exec.LookPath("initdb"); err == nil {
+		return filepath.Dir(p), nil
+	}
+	return "", ErrNoBinaries
+}
+
+func version(binDir string) int {
+	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(binDir)))
+	return n
+}
+
+// Start initialises the cluster if Dir holds none yet, starts it and waits until it
+// accepts connections.
+func Start(ctx context.Context, o Options) (*Cluster, error) {
+	bin, err := BinDir()
+	if err != nil {
+		return nil, err
+	}
+	if o.Host == "" {
+		o.Host = "127.0.0.1"
+	}
+	if o.Port == 0 {
+		if o.Port, err = freePort(o.Host); err != nil {
+			return nil, err
+		}
+	} else if err := portFree(o.Host, o.Port); err != nil {
+		return nil, err
+	}
+	cred, err := credential()
+	if err != nil {
+		return nil, err
+	}
+	data := filepath.Join(o.Dir, "data")
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	if cred != nil {
+		if err := chownTree(o.Dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := os.Stat(filepath.Join(data, "PG_VERSION")); err != nil {
+		cmd := exec.CommandContext(ctx, filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres",
+			"--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("initdb: %w: %s", err, out)
+		}
+	}
+	args := []string{"-D", data, "-p", strconv.Itoa(o.Port), "-k", o.Dir,
+		"-c", "listen_addresses=" + o.Host, "-c", "max_connections=500", "-c", "shared_buffers=256MB"}
+	if o.Fast {
+		args = append(args, "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off")
+	}
+	cmd := exec.Command(filepath.Join(bin, "postgres"), args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGQUIT, Setpgid: true}
+	if o.Log != nil {
+		cmd.Stdout, cmd.Stderr = o.Log, o.Log
+	} else {
+		f, err := os.OpenFile(filepath.Join(o.Dir, "postgres.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close() // the child holds its own descriptor
+		cmd.Stdout, cmd.Stderr = f, f
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start postgres: %w", err)
+	}
+	c := &Cluster{Host: o.Host, Port: o.Port, cmd: cmd, done: make(chan error, 1)}
+	go func() { c.done <- cmd.Wait() }()
+	if err := c.waitReady(ctx); err != nil {
+		c.Stop()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Cluster) waitReady(ctx context.Context) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		conn, err := pgx.Connect(ctx, c.URL("postgres"))
+		if err == nil {
+			return conn.Close(ctx)
+		}
+		select {
+		case werr := <-c.done:
+			c.done <- werr
+			return fmt.Errorf("postgres exited at start (%v); see its log", werr)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("postgres on %s:%d not ready after 60s: %w", c.Host, c.Port, err)
+		}
+	}
+}
+
+// URL is the connection URL of database db.
+func (c *Cluster) URL(db string) string {
+	return fmt.Sprintf("postgres://postgres@%s:%d/%s?sslmode=disable", c.Host, c.Port, db)
+}
+
+// CreateDatabases creates each database that does not exist yet.
+func (c *Cluster) CreateDatabases(ctx context.Context, names ...string) error {
+	return CreateDatabases(ctx, c.URL("postgres"), names...)
+}
+
+// CreateDatabases creates, through the server at adminURL, each database that does not
+// exist yet.
+func CreateDatabases(ctx context.Context, adminURL string, names ...string) error {
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	for _, n := range names {
+		var exists bool
+		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, n).Scan(&exists); err != nil {
+			return err
+		}
+		if exists {
+			continue
+		}
+		if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{n}.Sanitize()); err != nil {
+			return fmt.Errorf("create database %s: %w", n, err)
+		}
+	}
+	return nil
+}
+
+// Stop shuts the server down fast (open sessions are ended, committed data is kept) and
+// waits for it to exit.
+func (c *Cluster) Stop() {
+	_ = c.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-c.done:
+	case <-time.After(30 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.done
+	}
+}
+
+// credential returns the postgres user's identity when we are root, nil otherwise.
+func credential() (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("running as root, PostgreSQL must run as the postgres user, and there is none: %w", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+func chownTree(dir string, uid, gid int) error {
+	return filepath.WalkDir(dir, func(p string, _ os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, uid, gid)
+	})
+}
+
+func freePort(host string) (int, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+func portFree(host string, port int) error {
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+	if err != nil {
+		return fmt.Errorf("PostgreSQL port %s:%d is already in use", host, port)
+	}
+	return ln.Close()
+}

@@ -1,0 +1,107 @@
+// Package testenv gives integration tests a real PostgreSQL and a real Kafka-protocol
+// broker: a throwaway cluster per test binary (or TEST_DATABASE_URL) with a fresh database
+// per test, and an in-process kfake broker per test (or KAFKA_BROKERS).
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/orderflow/devstack/pgcluster"
+)
+
+var adminURL string
+
+// Main runs the package's tests with a PostgreSQL server: TEST_DATABASE_URL (a URL with
+// the right to create databases) when set, else a throwaway cluster that is removed after.
+func Main(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
+		adminURL = u
+		return m.Run()
+	}
+	dir, err := os.MkdirTemp("", "orderflow-pg-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testenv:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	c, err := pgcluster.Start(ctx, pgcluster.Options{Dir: dir, Fast: true})
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testenv: start PostgreSQL:", err)
+		return 1
+	}
+	defer c.Stop()
+	adminURL = c.URL("postgres")
+	return m.Run()
+}
+
+// Database creates an empty database for this test and returns its URL; it is dropped
+// when the test ends.
+func Database(t testing.TB) string {
+	t.Helper()
+	if adminURL == "" {
+		t.Fatal("testenv: call testenv.Main(m) from TestMain")
+	}
+	name := fmt.Sprintf("t_%d_%x", time.Now().Unix(), rand.Uint64())
+	ctx := context.Background()
+	if err := pgcluster.CreateDatabases(ctx, adminURL, name); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(ctx, adminURL)
+		if err != nil {
+			t.Logf("testenv: drop %s: %v", name, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP DATABASE "+name+" WITH (FORCE)"); err != nil {
+			t.Logf("testenv: drop %s: %v", name, err)
+		}
+	})
+	u, err := url.Parse(adminURL)
+	if err != nil {
+		t.Fatalf("testenv: TEST_DATABASE_URL: %v", err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+// Broker is a Kafka-protocol broker for one test.
+type Broker struct {
+	Addrs []string
+	// Cluster is the in-process kfake broker, or nil when KAFKA_BROKERS points at a real one.
+	Cluster *kfake.Cluster
+}
+
+// Kafka starts an in-process kfake broker for this test, closed when the test ends, or
+// returns KAFKA_BROKERS when set.
+func Kafka(t testing.TB, opts ...kfake.Opt) Broker {
+	t.Helper()
+	if b := os.Getenv("KAFKA_BROKERS"); b != "" {
+		return Broker{Addrs: strings.Split(b, ",")}
+	}
+	c, err := kfake.NewCluster(append([]kfake.Opt{
+		kfake.NumBrokers(1),
+		kfake.GroupMinSessionTimeout(100 * time.Millisecond),
+	}, opts...)...)
+	if err != nil {
+		t.Fatalf("testenv: kfake: %v", err)
+	}
+	t.Cleanup(c.Close)
+	return Broker{Addrs: c.ListenAddrs(), Cluster: c}
+}
