@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -123,4 +124,39 @@ func Listen(addr string) (net.Listener, error) {
 		return nil, fmt.Errorf("listen on HTTP_ADDR %s: %w", addr, err)
 	}
 	return ln, nil
+}
+
+// OrderIDParam reads the order_id query parameter that the operators' views filter by:
+// required, and a UUID.
+func OrderIDParam(c echo.Context) (string, error) {
+	v := c.QueryParam("order_id")
+	bad := func(msg string) error {
+		p := NewProblem(http.StatusUnprocessableEntity, "validation", "Your request is not valid", "order_id "+msg)
+		p.Errors = []FieldError{{Field: "order_id", Message: msg}}
+		return p
+	}
+	if v == "" {
+		return "", bad("is required")
+	}
+	if !isUUID(v) {
+		return "", bad("must be a UUID")
+	}
+	return strings.ToLower(v), nil
+}
+
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, r := range s {
+		switch {
+		case i == 8 || i == 13 || i == 18 || i == 23:
+			if r != '-' {
+				return false
+			}
+		case !strings.ContainsRune("0123456789abcdefABCDEF", r):
+			return false
+		}
+	}
+	return true
 }

@@ -32,6 +32,8 @@ type Stack struct {
 	Pool     *pgxpool.Pool
 	Kafka    sarama.Client       // metadata, readiness, topic creation
 	Producer sarama.SyncProducer // the outbox relay and dead-lettering
+
+	consumerClients []sarama.Client
 }
 
 // Open connects to the database and migrates it, makes sure the topics exist and opens
@@ -91,6 +93,7 @@ func (s *Stack) NewConsumerClient(brokers []string) (sarama.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka consumer client: %w", err)
 	}
+	s.consumerClients = append(s.consumerClients, c)
 	return c, nil
 }
 
@@ -102,8 +105,12 @@ func (s *Stack) Ready(ctx context.Context) error {
 	return kafka.Ping(ctx, s.Kafka)
 }
 
-// Close releases the producer (flushing it), the Kafka client and the pool, in that order.
+// Close releases the consumer clients, the producer (flushing it), the Kafka client and
+// the pool, in that order.
 func (s *Stack) Close() {
+	for _, c := range s.consumerClients {
+		_ = c.Close()
+	}
 	if s.Producer != nil {
 		_ = s.Producer.Close()
 	}

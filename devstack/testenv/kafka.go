@@ -84,3 +84,27 @@ func Header(m *sarama.ConsumerMessage, key string) string {
 	}
 	return ""
 }
+
+// WaitCommitted waits until group has committed an offset past offset on topic/partition,
+// that is, until it has finished with the record at offset.
+func WaitCommitted(t testing.TB, brokers []string, group, topic string, partition int32, offset int64, timeout time.Duration) {
+	t.Helper()
+	admin, err := sarama.NewClusterAdmin(brokers, saramaConfig())
+	if err != nil {
+		t.Fatalf("testenv: admin: %v", err)
+	}
+	defer admin.Close()
+	deadline := time.Now().Add(timeout)
+	for {
+		resp, err := admin.ListConsumerGroupOffsets(group, map[string][]int32{topic: {partition}})
+		if err == nil {
+			if b := resp.GetBlock(topic, partition); b != nil && b.Offset > offset {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("testenv: group %s did not commit past %s/%d@%d within %s", group, topic, partition, offset, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

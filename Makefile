@@ -1,0 +1,26 @@
+# orderflow: `make test` runs every module's tests on a real PostgreSQL (a throwaway
+# cluster the tests start themselves) and a real Kafka-protocol broker (kfake, in-process).
+
+MODULES := common-events migrations order-service payment-service notification-service devstack e2e
+GO ?= go
+
+.PHONY: test vet deps build
+
+test: deps vet
+	@for m in $(MODULES); do \
+		echo "== $$m"; \
+		(cd $$m && $(GO) test -count=1 -timeout 8m ./...) || exit 1; \
+	done
+
+vet:
+	@for m in $(MODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done
+
+# PostgreSQL server binaries: present, or installed from Debian's packages when root.
+deps:
+	@scripts/ensure-postgres.sh
+
+build:
+	@mkdir -p bin
+	@for s in order-service payment-service notification-service; do \
+		(cd $$s && $(GO) build -o ../bin/$$s .) || exit 1; \
+	done

@@ -1,0 +1,264 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/orderflow/devstack/testenv"
+	notificationapp "github.com/orderflow/notification-service/app"
+	orderapp "github.com/orderflow/order-service/app"
+	paymentapp "github.com/orderflow/payment-service/app"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+type runFunc func(ctx context.Context, getenv func(string) string, stdout, stderr io.Writer) error
+
+var services = map[string]runFunc{
+	"order":        orderapp.Run,
+	"payment":      paymentapp.Run,
+	"notification": notificationapp.Run,
+}
+
+// stack is the three services in this process, each with its own database, on one broker.
+type stack struct {
+	t       *testing.T
+	brokers []string
+	mail    *testenv.MailServer
+	dbs     map[string]string
+	addrs   map[string]string
+	env     map[string]map[string]string
+	stops   map[string]func()
+	mu      sync.Mutex
+}
+
+func newStack(t *testing.T, brokers []string, extra map[string]map[string]string) *stack {
+	t.Helper()
+	s := &stack{
+		t: t, brokers: brokers, mail: testenv.SMTP(t),
+		dbs: map[string]string{}, addrs: map[string]string{}, env: map[string]map[string]string{}, stops: map[string]func(){},
+	}
+	for name := range services {
+		s.dbs[name] = testenv.Database(t)
+		s.addrs[name] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		s.env[name] = map[string]string{
+			"HTTP_ADDR": s.addrs[name], "DATABASE_URL": s.dbs[name], "KAFKA_BROKERS": strings.Join(brokers, ","),
+			"KAFKA_TOPIC_PARTITIONS": "3", "LOG_LEVEL": "warn", "SMTP_ADDR": s.mail.Addr,
+		}
+		for k, v := range extra[name] {
+			s.env[name][k] = v
+		}
+	}
+	for _, name := range []string{"order", "payment", "notification"} {
+		s.start(name)
+	}
+	return s
+}
+
+// start runs a service and waits until it is ready.
+func (s *stack) start(name string) {
+	s.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var out io.Writer = io.Discard
+	if os.Getenv("E2E_LOGS") != "" {
+		out = os.Stderr
+	}
+	env := s.env[name]
+	go func() { done <- services[name](ctx, func(k string) string { return env[k] }, out, out) }()
+	stop := func() {
+		cancel()
+		if err := <-done; err != nil {
+			s.t.Errorf("%s-service stopped with: %v", name, err)
+		}
+	}
+	s.mu.Lock()
+	s.stops[name] = stop
+	s.mu.Unlock()
+	s.t.Cleanup(func() { s.stop(name) })
+
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		select {
+		case err := <-done:
+			s.t.Fatalf("%s-service exited at start: %v", name, err)
+		default:
+		}
+		resp, err := http.Get(s.url(name, "/readyz"))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("%s-service not ready after 30s", name)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (s *stack) stop(name string) {
+	s.mu.Lock()
+	stop := s.stops[name]
+	delete(s.stops, name)
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+}
+
+func (s *stack) url(name, path string) string { return "http://" + s.addrs[name] + path }
+
+type orderResp struct {
+	ID            string `json:"id"`
+	Status        string `json:"status"`
+	FailureReason string `json:"failure_reason"`
+	CustomerEmail string `json:"customer_email"`
+	TotalCents    int64  `json:"total_cents"`
+}
+
+// placeOrder posts an order paid with token and returns it as accepted.
+func (s *stack) placeOrder(token, email string) orderResp {
+	s.t.Helper()
+	body := fmt.Sprintf(`{"customer_id":"5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93","customer_email":%q,"currency":"EUR",
+		"items":[{"sku":"BOOK-42","quantity":2,"unit_price_cents":1999},{"sku":"PEN-7","quantity":1,"unit_price_cents":350}],
+		"payment_method":%q}`, email, token)
+	resp, err := http.Post(s.url("order", "/orders"), "application/json", bytes.NewBufferString(body))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var o orderResp
+	if err := json.NewDecoder(resp.Body).Decode(&o); err != nil {
+		s.t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusAccepted || o.Status != "PENDING_PAYMENT" || resp.Header.Get("Location") != "/orders/"+o.ID {
+		s.t.Fatalf("POST /orders = %d %+v (Location %q), want 202 PENDING_PAYMENT", resp.StatusCode, o, resp.Header.Get("Location"))
+	}
+	return o
+}
+
+func (s *stack) getOrder(id string) orderResp {
+	s.t.Helper()
+	var o orderResp
+	s.getJSON("order", "/orders/"+id, &o)
+	return o
+}
+
+func (s *stack) getJSON(service, path string, v any) {
+	s.t.Helper()
+	resp, err := http.Get(s.url(service, path))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		s.t.Fatalf("GET %s%s = %d %s", service, path, resp.StatusCode, b)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// waitStatus polls the order until it leaves PENDING_PAYMENT or timeout passes.
+func (s *stack) waitStatus(id string, timeout time.Duration) orderResp {
+	s.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		o := s.getOrder(id)
+		if o.Status != "PENDING_PAYMENT" || time.Now().After(deadline) {
+			return o
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+type listResp[T any] struct {
+	Items []T `json:"items"`
+}
+
+type paymentResp struct {
+	Status        string `json:"status"`
+	AmountCents   int64  `json:"amount_cents"`
+	FailureReason string `json:"failure_reason"`
+	ChargeID      string `json:"charge_id"`
+}
+
+type notificationResp struct {
+	Kind      string `json:"kind"`
+	Recipient string `json:"recipient"`
+	Status    string `json:"status"`
+}
+
+func (s *stack) payments(orderID string) []paymentResp {
+	var l listResp[paymentResp]
+	s.getJSON("payment", "/payments?order_id="+orderID, &l)
+	return l.Items
+}
+
+func (s *stack) notifications(orderID string) []notificationResp {
+	var l listResp[notificationResp]
+	s.getJSON("notification", "/notifications?order_id="+orderID, &l)
+	return l.Items
+}
+
+// waitEmails waits until n emails reached rcpt, then lingers briefly to catch extras.
+func (s *stack) waitEmails(rcpt string, n int, timeout time.Duration) []testenv.Email {
+	deadline := time.Now().Add(timeout)
+	for len(s.mail.To(rcpt)) < n && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	return s.mail.To(rcpt)
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// restartableBroker is an in-process broker on a fixed port that keeps its data on disk,
+// so a test can take it away and bring it back.
+type restartableBroker struct {
+	t    *testing.T
+	dir  string
+	port int
+	c    *kfake.Cluster
+}
+
+func newRestartableBroker(t *testing.T) *restartableBroker {
+	b := &restartableBroker{t: t, dir: t.TempDir(), port: freePort(t)}
+	b.start()
+	t.Cleanup(func() { b.c.Close() })
+	return b
+}
+
+func (b *restartableBroker) start() {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(b.port), kfake.DataDir(b.dir),
+		kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	b.c = c
+}
+
+func (b *restartableBroker) addrs() []string { return []string{fmt.Sprintf("127.0.0.1:%d", b.port)} }

@@ -1,0 +1,205 @@
+// Package httpapi is order-service's REST API.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/common-events/platform"
+	"github.com/orderflow/order-service/internal/order"
+)
+
+// MaxBodyBytes bounds a request body.
+const MaxBodyBytes = 1 << 20
+
+// Store is what the API needs of the orders database.
+type Store interface {
+	Create(ctx context.Context, o order.Order, created events.Envelope) error
+	Get(ctx context.Context, id string) (order.Order, error)
+}
+
+// New returns the API with every route registered.
+func New(log *slog.Logger, store Store, ready func(context.Context) error) *echo.Echo {
+	e := platform.NewEcho(log, problemFor)
+	platform.Health(e, ready)
+	e.POST("/orders", createOrder(log, store, time.Now))
+	e.GET("/orders/:id", getOrder(store))
+	return e
+}
+
+// problemFor decides the status of every domain error, in one place.
+func problemFor(err error) *platform.Problem {
+	var ve *order.ValidationError
+	switch {
+	case errors.As(err, &ve):
+		p := platform.NewProblem(http.StatusUnprocessableEntity, "validation", "Your request is not valid", ve.Error())
+		for _, f := range ve.Fields {
+			p.Errors = append(p.Errors, platform.FieldError{Field: f.Field, Message: f.Message})
+		}
+		return p
+	case errors.Is(err, order.ErrNotFound):
+		return platform.NewProblem(http.StatusNotFound, "not_found", "Order not found", "no order has this id")
+	}
+	return nil
+}
+
+type itemJSON struct {
+	SKU            string `json:"sku"`
+	Quantity       int    `json:"quantity"`
+	UnitPriceCents int64  `json:"unit_price_cents"`
+}
+
+type createRequest struct {
+	CustomerID    string     `json:"customer_id"`
+	CustomerEmail string     `json:"customer_email"`
+	Currency      string     `json:"currency"`
+	Items         []itemJSON `json:"items"`
+	PaymentMethod string     `json:"payment_method"`
+}
+
+type orderJSON struct {
+	ID            string     `json:"id"`
+	Status        string     `json:"status"`
+	CustomerID    string     `json:"customer_id"`
+	CustomerEmail string     `json:"customer_email"`
+	Currency      string     `json:"currency"`
+	Items         []itemJSON `json:"items"`
+	TotalCents    int64      `json:"total_cents"`
+	FailureReason string     `json:"failure_reason,omitempty"`
+	CreatedAt     time.Time  `json:"created_at"`
+	UpdatedAt     time.Time  `json:"updated_at"`
+}
+
+func toJSON(o order.Order) orderJSON {
+	items := make([]itemJSON, len(o.Items))
+	for i, it := range o.Items {
+		items[i] = itemJSON(it)
+	}
+	return orderJSON{
+		ID: o.ID, Status: string(o.Status), CustomerID: o.CustomerID, CustomerEmail: o.CustomerEmail,
+		Currency: o.Currency, Items: items, TotalCents: o.TotalCents, FailureReason: o.FailureReason,
+		CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt,
+	}
+}
+
+// createOrder accepts an order: stored PENDING_PAYMENT with its order.created event in one
+// transaction, answered 202 Accepted, since payment happens afterwards.
+func createOrder(log *slog.Logger, store Store, now func() time.Time) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		var req createRequest
+		if err := decodeJSON(c, &req); err != nil {
+			return err
+		}
+		items := make([]order.Item, len(req.Items))
+		for i, it := range req.Items {
+			items[i] = order.Item(it)
+		}
+		id, err := uuid.NewV7()
+		if err != nil {
+			return err
+		}
+		t := now()
+		correlationID := c.Request().Header.Get("X-Correlation-ID")
+		if len(correlationID) > 128 {
+			correlationID = "" // start a new one rather than carry an oversized header along
+		}
+		o, err := order.New(order.Request{
+			CustomerID: req.CustomerID, CustomerEmail: req.CustomerEmail, Currency: req.Currency,
+			Items: items, PaymentMethod: req.PaymentMethod,
+		}, id.String(), correlationID, t)
+		if err != nil {
+			return err
+		}
+		env, err := events.New(o.CreatedEvent(), events.Meta{
+			Source: "order-service", CorrelationID: correlationID, TraceParent: c.Request().Header.Get("traceparent"),
+		}, t)
+		if err != nil {
+			return err
+		}
+		o.CorrelationID = env.CorrelationID // the order.created event id when none was given
+		if err := store.Create(c.Request().Context(), o, env); err != nil {
+			return err
+		}
+		log.Info("order accepted", "order_id", o.ID, "event_id", env.ID, "correlation_id", o.CorrelationID, "total_cents", o.TotalCents)
+		c.Response().Header().Set(echo.HeaderLocation, "/orders/"+o.ID)
+		return c.JSON(http.StatusAccepted, toJSON(o))
+	}
+}
+
+func getOrder(store Store) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id := c.Param("id")
+		if _, err := uuid.Parse(id); err != nil {
+			return order.ErrNotFound
+		}
+		o, err := store.Get(c.Request().Context(), strings.ToLower(id))
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, toJSON(o))
+	}
+}
+
+// decodeJSON reads a JSON body strictly: application/json only (415), at most
+// MaxBodyBytes (413), well-formed (400), known fields of the right types (422).
+func decodeJSON(c echo.Context, v any) error {
+	r := c.Request()
+	mt, _, err := mime.ParseMediaType(r.Header.Get(echo.HeaderContentType))
+	if err != nil || mt != echo.MIMEApplicationJSON {
+		return platform.NewProblem(http.StatusUnsupportedMediaType, "unsupported_media_type", "Unsupported Media Type",
+			"send the body as application/json")
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(c.Response(), r.Body, MaxBodyBytes))
+	dec.DisallowUnknownFields()
+	err = dec.Decode(v)
+	if err == nil && dec.More() {
+		err = errors.New("unexpected data after the JSON object")
+	}
+	if err == nil {
+		return nil
+	}
+	var tooBig *http.MaxBytesError
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &tooBig):
+		return platform.NewProblem(http.StatusRequestEntityTooLarge, "body_too_large", "Request Entity Too Large",
+			fmt.Sprintf("the body must be at most %d bytes", MaxBodyBytes))
+	case errors.As(err, &typeErr):
+		return &order.ValidationError{Fields: []order.FieldError{{
+			Field: typeErr.Field, Message: fmt.Sprintf("must be a %s, got a JSON %s", jsonType(typeErr.Type.Kind().String()), typeErr.Value),
+		}}}
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return &order.ValidationError{Fields: []order.FieldError{{Field: field, Message: "is not a known field"}}}
+	case errors.Is(err, io.EOF):
+		return platform.NewProblem(http.StatusBadRequest, "malformed_json", "Malformed JSON", "the request body is empty")
+	default:
+		return platform.NewProblem(http.StatusBadRequest, "malformed_json", "Malformed JSON", "the request body is not valid JSON: "+err.Error())
+	}
+}
+
+func jsonType(kind string) string {
+	switch kind {
+	case "int", "int64", "int32":
+		return "whole number"
+	case "string":
+		return "string"
+	case "slice":
+		return "array"
+	case "struct", "map":
+		return "object"
+	}
+	return kind
+}

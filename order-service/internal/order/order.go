@@ -1,0 +1,215 @@
+// Package order is the order domain: what an order is, what makes a request for one
+// valid, and which status changes are allowed. It is pure: no I/O.
+package order
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/mail"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orderflow/common-events/events"
+)
+
+// Status is where an order stands.
+type Status string
+
+const (
+	PendingPayment Status = "PENDING_PAYMENT"
+	Confirmed      Status = "CONFIRMED"
+	PaymentFailed  Status = "PAYMENT_FAILED"
+	Cancelled      Status = "CANCELLED"
+)
+
+// Terminal reports whether nothing more happens to an order in this status.
+func (s Status) Terminal() bool { return s != PendingPayment }
+
+// Sentinel errors the store and the API translate.
+var (
+	ErrNotFound          = errors.New("order not found")
+	ErrInvalidTransition = errors.New("invalid status transition")
+)
+
+// Limits on a request.
+const (
+	MaxItems          = 100
+	MaxSKULength      = 64
+	MaxQuantity       = 1000
+	MaxUnitPriceCents = 1_000_000_000
+	MaxEmailLength    = 254
+	MaxPaymentMethod  = 255
+)
+
+// Item is one order line; prices are integer minor units of the order's currency.
+type Item struct {
+	SKU            string
+	Quantity       int
+	UnitPriceCents int64
+}
+
+// Request is what a customer asks for.
+type Request struct {
+	CustomerID    string
+	CustomerEmail string
+	Currency      string
+	Items         []Item
+	PaymentMethod string
+}
+
+// Order is an order and where it stands.
+type Order struct {
+	ID            string
+	CustomerID    string
+	CustomerEmail string
+	Currency      string
+	Items         []Item
+	TotalCents    int64
+	PaymentMethod string
+	Status        Status
+	FailureReason string
+	CorrelationID string
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+}
+
+// FieldError names one invalid field, as a JSON path such as items[2].quantity.
+type FieldError struct {
+	Field   string
+	Message string
+}
+
+// ValidationError lists every invalid field of a request.
+type ValidationError struct {
+	Fields []FieldError
+}
+
+func (e *ValidationError) Error() string {
+	parts := make([]string, len(e.Fields))
+	for i, f := range e.Fields {
+		parts[i] = f.Field + ": " + f.Message
+	}
+	return "invalid order: " + strings.Join(parts, "; ")
+}
+
+// New validates req and returns the order it describes, honestly PENDING_PAYMENT:
+// nothing has been charged yet. A bad request returns a *ValidationError naming every
+// invalid field.
+func New(req Request, id, correlationID string, now time.Time) (Order, error) {
+	var errs []FieldError
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
+	}
+
+	if req.CustomerID == "" {
+		bad("customer_id", "is required")
+	} else if _, err := uuid.Parse(req.CustomerID); err != nil || len(req.CustomerID) != 36 {
+		bad("customer_id", "must be a UUID such as 5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93")
+	}
+	switch {
+	case req.CustomerEmail == "":
+		bad("customer_email", "is required")
+	case len(req.CustomerEmail) > MaxEmailLength || !validEmail(req.CustomerEmail):
+		bad("customer_email", "must be a valid email address such as ada@example.com")
+	}
+	switch {
+	case req.Currency == "":
+		bad("currency", "is required")
+	case !currencies[req.Currency]:
+		bad("currency", "must be an ISO 4217 currency code in capitals, such as EUR or USD")
+	}
+	switch {
+	case req.PaymentMethod == "":
+		bad("payment_method", "is required")
+	case len(req.PaymentMethod) > MaxPaymentMethod:
+		bad("payment_method", "must be at most %d characters", MaxPaymentMethod)
+	}
+	switch n := len(req.Items); {
+	case n == 0:
+		bad("items", "must hold at least one item")
+	case n > MaxItems:
+		bad("items", "must hold at most %d items, got %d", MaxItems, n)
+	}
+
+	var total int64
+	overflow := false
+	for i, it := range req.Items {
+		field := fmt.Sprintf("items[%d]", i)
+		switch n := len(it.SKU); {
+		case n == 0:
+			bad(field+".sku", "is required")
+		case n > MaxSKULength:
+			bad(field+".sku", "must be at most %d characters", MaxSKULength)
+		}
+		if it.Quantity < 1 || it.Quantity > MaxQuantity {
+			bad(field+".quantity", "must be from 1 to %d, got %d", MaxQuantity, it.Quantity)
+		}
+		if it.UnitPriceCents < 1 || it.UnitPriceCents > MaxUnitPriceCents {
+			bad(field+".unit_price_cents", "must be from 1 to %d, got %d", MaxUnitPriceCents, it.UnitPriceCents)
+		}
+		line := int64(it.Quantity) * it.UnitPriceCents
+		if it.Quantity > 0 && it.UnitPriceCents > 0 && (line/int64(it.Quantity) != it.UnitPriceCents || total > math.MaxInt64-line) {
+			overflow = true
+		}
+		total += line
+	}
+	if overflow {
+		bad("items", "the order total does not fit in 64 bits")
+	}
+	if len(errs) > 0 {
+		return Order{}, &ValidationError{Fields: errs}
+	}
+	now = now.UTC()
+	return Order{
+		ID:            id,
+		CustomerID:    strings.ToLower(req.CustomerID),
+		CustomerEmail: req.CustomerEmail,
+		Currency:      req.Currency,
+		Items:         req.Items,
+		TotalCents:    total,
+		PaymentMethod: req.PaymentMethod,
+		Status:        PendingPayment,
+		CorrelationID: correlationID,
+		CreatedAt:     now,
+		UpdatedAt:     now,
+	}, nil
+}
+
+func validEmail(s string) bool {
+	a, err := mail.ParseAddress(s)
+	if err != nil || a.Name != "" || a.Address != s {
+		return false
+	}
+	at := strings.LastIndexByte(s, '@')
+	return at > 0 && strings.Contains(s[at+1:], ".")
+}
+
+// Transition moves the order to status to, recording reason when the payment failed.
+// Only a pending order moves; anything else is ErrInvalidTransition.
+func (o *Order) Transition(to Status, reason string, now time.Time) error {
+	if o.Status != PendingPayment || to == PendingPayment {
+		return fmt.Errorf("%w: %s → %s", ErrInvalidTransition, o.Status, to)
+	}
+	o.Status = to
+	o.FailureReason = ""
+	if to == PaymentFailed {
+		o.FailureReason = reason
+	}
+	o.UpdatedAt = now.UTC()
+	return nil
+}
+
+// CreatedEvent is the order.created payload: everything payment and later consumers need.
+func (o Order) CreatedEvent() events.OrderCreated {
+	items := make([]events.Item, len(o.Items))
+	for i, it := range o.Items {
+		items[i] = events.Item{SKU: it.SKU, Quantity: it.Quantity, UnitPriceCents: it.UnitPriceCents}
+	}
+	return events.OrderCreated{
+		OrderID: o.ID, CustomerID: o.CustomerID, CustomerEmail: o.CustomerEmail, Items: items,
+		TotalCents: o.TotalCents, Currency: o.Currency, PaymentMethod: o.PaymentMethod, CreatedAt: o.CreatedAt,
+	}
+}

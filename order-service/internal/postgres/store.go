@@ -1,0 +1,157 @@
+// Package postgres stores orders, their history and their outbox events in the orders
+// database.
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/common-events/outbox"
+	"github.com/orderflow/order-service/internal/order"
+)
+
+// Store is the orders database.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+// NewStore returns a store on pool.
+func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+
+type itemJSON struct {
+	SKU            string `json:"sku"`
+	Quantity       int    `json:"quantity"`
+	UnitPriceCents int64  `json:"unit_price_cents"`
+}
+
+// Create writes the order, its first history entry and its order.created event in one
+// transaction: either the order exists and its event will be published, or neither.
+func (s *Store) Create(ctx context.Context, o order.Order, created events.Envelope) error {
+	items := make([]itemJSON, len(o.Items))
+	for i, it := range o.Items {
+		items[i] = itemJSON(it)
+	}
+	ij, err := json.Marshal(items)
+	if err != nil {
+		return fmt.Errorf("create order: %w", err)
+	}
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `
+			INSERT INTO orders (id, customer_id, customer_email, currency, items, total_cents,
+				payment_method, status, correlation_id, created_at, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)`,
+			o.ID, o.CustomerID, o.CustomerEmail, o.Currency, ij, o.TotalCents,
+			o.PaymentMethod, o.Status, o.CorrelationID, o.CreatedAt)
+		if err != nil {
+			return err
+		}
+		if err := addHistory(ctx, tx, o.ID, "", o.Status, created.ID, "", o.CreatedAt); err != nil {
+			return err
+		}
+		return outbox.Insert(ctx, tx, events.TopicOrderCreated, created)
+	})
+	if err != nil {
+		return fmt.Errorf("create order %s: %w", o.ID, err)
+	}
+	return nil
+}
+
+const selectOrder = `
+	SELECT id::text, customer_id::text, customer_email, currency, items, total_cents, payment_method,
+		status, coalesce(failure_reason, ''), correlation_id, created_at, updated_at
+	FROM orders WHERE id = $1`
+
+func scanOrder(row pgx.Row) (order.Order, error) {
+	var o order.Order
+	var ij []byte
+	err := row.Scan(&o.ID, &o.CustomerID, &o.CustomerEmail, &o.Currency, &ij, &o.TotalCents,
+		&o.PaymentMethod, &o.Status, &o.FailureReason, &o.CorrelationID, &o.CreatedAt, &o.UpdatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return order.Order{}, order.ErrNotFound
+	}
+	if err != nil {
+		return order.Order{}, err
+	}
+	var items []itemJSON
+	if err := json.Unmarshal(ij, &items); err != nil {
+		return order.Order{}, fmt.Errorf("order %s items: %w", o.ID, err)
+	}
+	o.Items = make([]order.Item, len(items))
+	for i, it := range items {
+		o.Items[i] = order.Item(it)
+	}
+	o.CreatedAt, o.UpdatedAt = o.CreatedAt.UTC(), o.UpdatedAt.UTC()
+	return o, nil
+}
+
+// Get returns the order with id, or order.ErrNotFound. id must be a UUID.
+func (s *Store) Get(ctx context.Context, id string) (order.Order, error) {
+	o, err := scanOrder(s.pool.QueryRow(ctx, selectOrder, id))
+	if err != nil && !errors.Is(err, order.ErrNotFound) {
+		return order.Order{}, fmt.Errorf("get order %s: %w", id, err)
+	}
+	return o, err
+}
+
+// Transition moves order id to status to inside tx, recording the event that caused it.
+// It returns order.ErrNotFound or order.ErrInvalidTransition (wrapped) when it does not
+// apply; tx is then unchanged.
+func (s *Store) Transition(ctx context.Context, tx pgx.Tx, id string, to order.Status, reason, causeEventID string, now time.Time) (order.Order, error) {
+	o, err := scanOrder(tx.QueryRow(ctx, selectOrder+` FOR UPDATE`, id))
+	if err != nil {
+		return order.Order{}, err
+	}
+	from := o.Status
+	if err := o.Transition(to, reason, now); err != nil {
+		return o, err
+	}
+	_, err = tx.Exec(ctx, `UPDATE orders SET status = $2, failure_reason = nullif($3, ''), updated_at = $4 WHERE id = $1`,
+		o.ID, o.Status, o.FailureReason, o.UpdatedAt)
+	if err != nil {
+		return order.Order{}, fmt.Errorf("update order %s: %w", id, err)
+	}
+	if err := addHistory(ctx, tx, o.ID, from, o.Status, causeEventID, reason, o.UpdatedAt); err != nil {
+		return order.Order{}, err
+	}
+	return o, nil
+}
+
+func addHistory(ctx context.Context, tx pgx.Tx, id string, from, to order.Status, cause, reason string, at time.Time) error {
+	_, err := tx.Exec(ctx, `
+		INSERT INTO order_history (order_id, from_status, to_status, cause_event_id, reason, at)
+		VALUES ($1, nullif($2, ''), $3, $4, nullif($5, ''), $6)`, id, from, to, cause, reason, at)
+	if err != nil {
+		return fmt.Errorf("order %s history: %w", id, err)
+	}
+	return nil
+}
+
+// Change is one entry of an order's history.
+type Change struct {
+	From, To     order.Status
+	CauseEventID string
+	Reason       string
+	At           time.Time
+}
+
+// History returns the order's status changes, oldest first.
+func (s *Store) History(ctx context.Context, id string) ([]Change, error) {
+	rows, _ := s.pool.Query(ctx, `
+		SELECT coalesce(from_status, ''), to_status, cause_event_id, coalesce(reason, ''), at
+		FROM order_history WHERE order_id = $1 ORDER BY id`, id)
+	changes, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (c Change, err error) {
+		err = r.Scan(&c.From, &c.To, &c.CauseEventID, &c.Reason, &c.At)
+		return c, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("order %s history: %w", id, err)
+	}
+	return changes, nil
+}

@@ -1,0 +1,103 @@
+// Package simulator is a payment provider that behaves like a real one for Stripe-style
+// test tokens, with a persistent ledger of the charges it made, configurable latency and
+// a configurable rate of transient failures.
+package simulator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/payment-service/internal/payment"
+)
+
+// Test tokens.
+const (
+	TokenVisa                     = "tok_visa"
+	TokenMastercard               = "tok_mastercard"
+	TokenDeclined                 = "tok_chargeDeclined"
+	TokenDeclinedNoFunds          = "tok_chargeDeclinedInsufficientFunds"
+	outcomeSucceeded, outcomeFail = "succeeded", "failed"
+)
+
+// Simulator is the default payment.Provider. Its ledger (provider_charges) stands for the
+// provider's own records: it is written outside the caller's transaction, as a real
+// provider's would be, so a crash after charging cannot undo the charge, and the
+// idempotency key makes the retry after such a crash return the same charge.
+type Simulator struct {
+	pool          *pgxpool.Pool
+	latency       time.Duration
+	transientRate float64
+}
+
+var _ payment.Provider = (*Simulator)(nil)
+
+// New returns a simulator whose every charge takes latency and fails transiently with
+// probability transientRate (0 to 1).
+func New(pool *pgxpool.Pool, latency time.Duration, transientRate float64) *Simulator {
+	return &Simulator{pool: pool, latency: latency, transientRate: transientRate}
+}
+
+// Charge charges req once per idempotency key.
+func (s *Simulator) Charge(ctx context.Context, req payment.ChargeRequest) (payment.Charge, error) {
+	if s.latency > 0 {
+		t := time.NewTimer(s.latency)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return payment.Charge{}, fmt.Errorf("%w: %w", payment.ErrTransient, ctx.Err())
+		}
+	}
+	if s.transientRate > 0 && rand.Float64() < s.transientRate {
+		return payment.Charge{}, fmt.Errorf("%w: simulated outage", payment.ErrTransient)
+	}
+
+	outcome, decline := outcomeSucceeded, ""
+	switch req.PaymentMethod {
+	case TokenVisa, TokenMastercard:
+	case TokenDeclined:
+		outcome, decline = outcomeFail, events.ReasonCardDeclined
+	case TokenDeclinedNoFunds:
+		outcome, decline = outcomeFail, events.ReasonInsufficientFunds
+	default:
+		outcome, decline = outcomeFail, events.ReasonInvalidPaymentMethod
+	}
+	chargeID := "ch_" + strings.ReplaceAll(events.NewID(time.Now()), "-", "")
+
+	var c payment.Charge
+	var gotOutcome, gotCurrency, gotMethod string
+	var gotAmount int64
+	err := s.pool.QueryRow(ctx, `
+		WITH ins AS (
+			INSERT INTO provider_charges (idempotency_key, charge_id, amount_cents, currency, payment_method, outcome, decline_code)
+			VALUES ($1, $2, $3, $4, $5, $6, nullif($7, ''))
+			ON CONFLICT (idempotency_key) DO NOTHING
+			RETURNING charge_id, outcome, coalesce(decline_code, ''), amount_cents, currency, payment_method
+		)
+		SELECT * FROM ins
+		UNION ALL
+		SELECT charge_id, outcome, coalesce(decline_code, ''), amount_cents, currency, payment_method
+		FROM provider_charges WHERE idempotency_key = $1 AND NOT EXISTS (SELECT 1 FROM ins)`,
+		req.IdempotencyKey, chargeID, req.AmountCents, req.Currency, req.PaymentMethod, outcome, decline,
+	).Scan(&c.ID, &gotOutcome, &c.DeclineCode, &gotAmount, &gotCurrency, &gotMethod)
+	if errors.Is(err, pgx.ErrNoRows) {
+		// A concurrent first charge with this key has not committed yet: ask again.
+		return payment.Charge{}, fmt.Errorf("%w: concurrent charge with the same key", payment.ErrTransient)
+	}
+	if err != nil {
+		return payment.Charge{}, fmt.Errorf("%w: ledger: %w", payment.ErrTransient, err)
+	}
+	if gotAmount != req.AmountCents || gotCurrency != req.Currency || gotMethod != req.PaymentMethod {
+		return payment.Charge{}, fmt.Errorf("%w: key %s", payment.ErrIdempotencyMismatch, req.IdempotencyKey)
+	}
+	c.Succeeded = gotOutcome == outcomeSucceeded
+	return c, nil
+}
