@@ -234,3 +234,40 @@ func count(t *testing.T, dbURL, query string, args ...any) int {
 	}
 	return n
 }
+
+// The provider charged, then payment-service died before recording the payment and its
+// event. The redelivered order.created must find the provider's charge, not make another.
+func TestACrashBetweenChargingAndPublishingDoesNotChargeTwice(t *testing.T) {
+	s := newStack(t, testenv.Kafka(t).Addrs, nil)
+	s.stop("payment")
+	o := s.placeOrder("tok_visa", "joe@example.com")
+
+	// What the provider recorded before the crash; the consumer's transaction never committed.
+	exec(t, s.dbs["payment"], `INSERT INTO provider_charges (idempotency_key, charge_id, amount_cents, currency, payment_method, outcome)
+		VALUES ($1, 'ch_before_the_crash', 4348, 'EUR', 'tok_visa', 'succeeded')`, o.ID)
+
+	s.start("payment")
+	if got := s.waitStatus(o.ID, 30*time.Second); got.Status != "CONFIRMED" {
+		t.Fatalf("order = %s, want CONFIRMED", got.Status)
+	}
+	ps := s.payments(o.ID)
+	if len(ps) != 1 || ps[0].ChargeID != "ch_before_the_crash" {
+		t.Errorf("payments = %+v, want one recording the charge made before the crash", ps)
+	}
+	if n := count(t, s.dbs["payment"], `SELECT count(*) FROM provider_charges WHERE idempotency_key = $1`, o.ID); n != 1 {
+		t.Errorf("the provider charged %d times, want 1", n)
+	}
+}
+
+func exec(t *testing.T, dbURL, query string, args ...any) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, query, args...); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,82 @@
+package platform_test
+
+import (
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/orderflow/common-events/platform"
+)
+
+func getenv(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestReadBaseDefaults(t *testing.T) {
+	env := platform.NewEnv(getenv(nil))
+	got := platform.ReadBase(env, ":8080", "postgres://localhost/orders")
+	if err := env.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got.HTTPAddr != ":8080" || got.DatabaseURL != "postgres://localhost/orders" || got.TopicPartitions != 6 ||
+		len(got.KafkaBrokers) != 1 || got.KafkaBrokers[0] != "127.0.0.1:9092" || got.LogLevel != slog.LevelInfo ||
+		got.ShutdownTimeout != 15*time.Second {
+		t.Errorf("defaults = %+v", got)
+	}
+}
+
+func TestReadBaseFromEnv(t *testing.T) {
+	env := platform.NewEnv(getenv(map[string]string{
+		"HTTP_ADDR": "127.0.0.1:9000", "DATABASE_URL": "postgresql://u:p@db:5432/x", "KAFKA_BROKERS": "k1:9092, k2:9093",
+		"KAFKA_TOPIC_PARTITIONS": "12", "LOG_LEVEL": "debug", "SHUTDOWN_TIMEOUT": "30s",
+	}))
+	got := platform.ReadBase(env, ":8080", "")
+	if err := env.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got.HTTPAddr != "127.0.0.1:9000" || got.TopicPartitions != 12 || strings.Join(got.KafkaBrokers, ",") != "k1:9092,k2:9093" ||
+		got.LogLevel != slog.LevelDebug || got.ShutdownTimeout != 30*time.Second {
+		t.Errorf("read = %+v", got)
+	}
+}
+
+func TestBadSettingsAreNamedOnOneLine(t *testing.T) {
+	tests := []struct {
+		name, value, want string
+	}{
+		{"HTTP_ADDR", "8080", "HTTP_ADDR: want [host]:port"},
+		{"DATABASE_URL", "mysql://x", "DATABASE_URL: want a postgres:// URL"},
+		{"KAFKA_BROKERS", "kafka", "KAFKA_BROKERS: want host:port"},
+		{"KAFKA_TOPIC_PARTITIONS", "six", `KAFKA_TOPIC_PARTITIONS: want an integer from 1 to 1000, got "six"`},
+		{"KAFKA_TOPIC_PARTITIONS", "0", "KAFKA_TOPIC_PARTITIONS: want an integer from 1 to 1000"},
+		{"LOG_LEVEL", "loud", "LOG_LEVEL: want debug, info, warn or error"},
+		{"SHUTDOWN_TIMEOUT", "10", "SHUTDOWN_TIMEOUT: want a duration"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
+			env := platform.NewEnv(getenv(map[string]string{tt.name: tt.value}))
+			platform.ReadBase(env, ":8080", "postgres://localhost/x")
+			err := env.Err()
+			if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("err = %v, want one line containing %q", err, tt.want)
+			}
+		})
+	}
+	env := platform.NewEnv(getenv(map[string]string{"KAFKA_TOPIC_PARTITIONS": "x", "LOG_LEVEL": "y"}))
+	platform.ReadBase(env, ":8080", "postgres://localhost/x")
+	if err := env.Err(); err == nil || !strings.Contains(err.Error(), "KAFKA_TOPIC_PARTITIONS") || !strings.Contains(err.Error(), "LOG_LEVEL") {
+		t.Errorf("two bad settings: err = %v, want both named", err)
+	}
+}
+
+func TestRequiredAndRanges(t *testing.T) {
+	env := platform.NewEnv(getenv(map[string]string{"RATE": "1.5", "WAIT": "2h"}))
+	env.Required("TOKEN")
+	env.Float("RATE", 0, 0, 0.99)
+	env.Duration("WAIT", 0, 0, time.Minute)
+	err := env.Err()
+	for _, want := range []string{"TOKEN: required but not set", "RATE: want a number from 0 to 0.99", "WAIT: want a duration"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("err = %v, want it to contain %q", err, want)
+		}
+	}
+}

@@ -1,0 +1,108 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/orderflow/devstack/testenv"
+)
+
+// A bad setting stops each service at start-up with one line naming it.
+func TestBadSettingsStopStartUpWithOneClearLine(t *testing.T) {
+	tests := []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"KAFKA_TOPIC_PARTITIONS": "six"}, `KAFKA_TOPIC_PARTITIONS: want an integer from 1 to 1000, got "six"`},
+		{map[string]string{"DATABASE_URL": "mysql://db/orders"}, "DATABASE_URL: want a postgres:// URL"},
+		{map[string]string{"HTTP_ADDR": "8080"}, "HTTP_ADDR: want [host]:port"},
+		{map[string]string{"PROVIDER_TRANSIENT_FAILURE_RATE": "2"}, "PROVIDER_TRANSIENT_FAILURE_RATE"},
+		{map[string]string{"SMTP_ADDR": "mail"}, "SMTP_ADDR"},
+	}
+	for name, run := range services {
+		for _, tt := range tests {
+			for k := range tt.env {
+				if (k == "PROVIDER_TRANSIENT_FAILURE_RATE" && name != "payment") || (k == "SMTP_ADDR" && name != "notification") {
+					continue
+				}
+				t.Run(name+"/"+k, func(t *testing.T) {
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					defer cancel()
+					err := run(ctx, func(k string) string { return tt.env[k] }, io.Discard, io.Discard)
+					if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
+						t.Fatalf("%s-service with %v: err = %v, want one line containing %q", name, tt.env, err, tt.want)
+					}
+				})
+			}
+		}
+	}
+}
+
+func TestUnreachableDependenciesAndBusyPortsAreNamed(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	dead := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	db := testenv.Database(t)
+	tests := []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"port in use", map[string]string{"HTTP_ADDR": busy.Addr().String()}, "listen on HTTP_ADDR " + busy.Addr().String()},
+		{"no database", map[string]string{"HTTP_ADDR": "127.0.0.1:0", "DATABASE_URL": "postgres://postgres@" + dead + "/orders?connect_timeout=2"}, "database at DATABASE_URL"},
+		{"no broker", map[string]string{"HTTP_ADDR": "127.0.0.1:0", "DATABASE_URL": db, "KAFKA_BROKERS": dead}, "KAFKA_BROKERS"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			err := services["order"](ctx, func(k string) string { return tt.env[k] }, io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestHealthAndReadiness(t *testing.T) {
+	s := newStack(t, testenv.Kafka(t).Addrs, nil)
+	for name := range services {
+		for _, path := range []string{"/healthz", "/readyz"} {
+			resp, err := http.Get(s.url(name, path))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("%s-service %s = %d", name, path, resp.StatusCode)
+			}
+		}
+		resp, err := http.Get(s.url(name, "/no-such-route"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound || resp.Header.Get("Content-Type") != "application/problem+json" {
+			t.Errorf("%s-service unknown route = %d %s, want 404 problem+json", name, resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+	}
+	for _, path := range []string{"/payments", "/payments?order_id=42"} {
+		resp, err := http.Get(s.url("payment", path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnprocessableEntity {
+			t.Errorf("GET %s = %d, want 422", path, resp.StatusCode)
+		}
+	}
+}

@@ -1,0 +1,105 @@
+package simulator_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/orderflow/devstack/testenv"
+	"github.com/orderflow/migrations"
+	"github.com/orderflow/payment-service/internal/payment"
+	"github.com/orderflow/payment-service/internal/simulator"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func openPool(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), testenv.Database(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	if err := migrations.Up(context.Background(), db, migrations.Payments); err != nil {
+		t.Fatal(err)
+	}
+	return pool
+}
+
+func TestTokens(t *testing.T) {
+	sim := simulator.New(openPool(t), 0, 0)
+	tests := []struct {
+		token       string
+		succeeded   bool
+		declineCode string
+	}{
+		{"tok_visa", true, ""},
+		{"tok_mastercard", true, ""},
+		{"tok_chargeDeclined", false, "card_declined"},
+		{"tok_chargeDeclinedInsufficientFunds", false, "insufficient_funds"},
+		{"tok_unknown", false, "invalid_payment_method"},
+		{"4242424242424242", false, "invalid_payment_method"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.token, func(t *testing.T) {
+			c, err := sim.Charge(context.Background(), payment.ChargeRequest{
+				IdempotencyKey: "key-" + tt.token, AmountCents: 100, Currency: "EUR", PaymentMethod: tt.token,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Succeeded != tt.succeeded || c.DeclineCode != tt.declineCode || c.ID == "" {
+				t.Errorf("charge = %+v, want succeeded=%v decline=%q", c, tt.succeeded, tt.declineCode)
+			}
+		})
+	}
+}
+
+func TestSameKeyChargesOnce(t *testing.T) {
+	pool := openPool(t)
+	sim := simulator.New(pool, 0, 0)
+	req := payment.ChargeRequest{IdempotencyKey: "order-1", AmountCents: 4348, Currency: "EUR", PaymentMethod: "tok_visa"}
+	first, err := sim.Charge(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := sim.Charge(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again != first {
+		t.Errorf("second charge = %+v, want the first one back %+v", again, first)
+	}
+	var n int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM provider_charges`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("ledger holds %d charges (%v), want 1", n, err)
+	}
+	req.AmountCents = 1
+	if _, err := sim.Charge(context.Background(), req); !errors.Is(err, payment.ErrIdempotencyMismatch) {
+		t.Errorf("same key, other amount: err = %v, want ErrIdempotencyMismatch", err)
+	}
+}
+
+func TestTransientFailuresAndLatency(t *testing.T) {
+	sim := simulator.New(openPool(t), 20*time.Millisecond, 0.99)
+	transient := 0
+	start := time.Now()
+	for range 10 {
+		_, err := sim.Charge(context.Background(), payment.ChargeRequest{IdempotencyKey: "k", AmountCents: 1, Currency: "EUR", PaymentMethod: "tok_visa"})
+		if errors.Is(err, payment.ErrTransient) {
+			transient++
+		}
+	}
+	if transient == 0 {
+		t.Error("a 99% transient failure rate produced no transient failure in 10 charges")
+	}
+	if took := time.Since(start); took < 200*time.Millisecond {
+		t.Errorf("10 charges at 20ms latency took %s", took)
+	}
+}
