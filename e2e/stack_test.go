@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -52,7 +51,7 @@ func newStack(t *testing.T, brokers []string, extra map[string]map[string]string
 	}
 	for name := range services {
 		s.dbs[name] = testenv.Database(t)
-		s.addrs[name] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		s.addrs[name] = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 		s.env[name] = map[string]string{
 			"HTTP_ADDR": s.addrs[name], "DATABASE_URL": s.dbs[name], "KAFKA_BROKERS": strings.Join(brokers, ","),
 			"KAFKA_TOPIC_PARTITIONS": "3", "LOG_LEVEL": "warn", "SMTP_ADDR": s.mail.Addr,
@@ -226,16 +225,6 @@ func (s *stack) waitEmails(rcpt string, n int, timeout time.Duration) []testenv.
 	return s.mail.To(rcpt)
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // restartableBroker is an in-process broker on a fixed port that keeps its data on disk,
 // so a test can take it away and bring it back.
 type restartableBroker struct {
@@ -246,7 +235,7 @@ type restartableBroker struct {
 }
 
 func newRestartableBroker(t *testing.T) *restartableBroker {
-	b := &restartableBroker{t: t, dir: t.TempDir(), port: freePort(t)}
+	b := &restartableBroker{t: t, dir: t.TempDir(), port: testenv.FreePort(t)}
 	b.start()
 	t.Cleanup(func() { b.c.Close() })
 	return b

@@ -50,7 +50,7 @@ func TestUnreachableDependenciesAndBusyPortsAreNamed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	dead := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	dead := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	db := testenv.Database(t)
 	tests := []struct {
 		name string

@@ -13,6 +13,8 @@ import (
 	"io/fs"
 	"sort"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
 )
@@ -42,6 +44,13 @@ func Up(ctx context.Context, db *sql.DB, fsys fs.FS) error {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	return nil
+}
+
+// UpPool applies every pending migration of fsys through a pgx pool.
+func UpPool(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS) error {
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	return Up(ctx, db, fsys)
 }
 
 // union shows the files of several folders of FS as one flat folder.

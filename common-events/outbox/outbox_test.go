@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -16,7 +14,6 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/orderflow/common-events/events"
@@ -32,14 +29,8 @@ func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, n
 
 func openDB(t *testing.T) *pgxpool.Pool {
 	t.Helper()
-	pool, err := pgxpool.New(context.Background(), testenv.Database(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	db := stdlib.OpenDBFromPool(pool)
-	defer db.Close()
-	if err := migrations.Up(context.Background(), db, migrations.Orders); err != nil {
+	pool := testenv.Pool(t)
+	if err := migrations.UpPool(context.Background(), pool, migrations.Orders); err != nil {
 		t.Fatal(err)
 	}
 	return pool
@@ -200,7 +191,7 @@ func TestRelaySurvivesBrokerOutage(t *testing.T) {
 	}
 	pool := openDB(t)
 	dir := filepath.Join(t.TempDir(), "kafka")
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	c := startBroker(t, dir, port)
 	addrs := c.ListenAddrs()
 	if err := kafka.EnsureTopics(addrs, "t", 2, events.TopicOrderCreated); err != nil {
@@ -244,16 +235,4 @@ func startBroker(t *testing.T, dir string, port int) *kfake.Cluster {
 	}
 	t.Cleanup(c.Close)
 	return c
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	_, p, _ := net.SplitHostPort(ln.Addr().String())
-	n, _ := strconv.Atoi(p)
-	return n
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -116,16 +115,6 @@ func Health(e *echo.Echo, ready func(context.Context) error) {
 	})
 }
 
-// Listen binds addr now, so a port already in use fails start-up with a clear error
-// before anything else starts.
-func Listen(addr string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen on HTTP_ADDR %s: %w", addr, err)
-	}
-	return ln, nil
-}
-
 // OrderIDParam reads the order_id query parameter that the operators' views filter by:
 // required, and a UUID.
 func OrderIDParam(c echo.Context) (string, error) {
@@ -159,4 +148,24 @@ func isUUID(s string) bool {
 		}
 	}
 	return true
+}
+
+// ListByOrder serves the operators' view "GET /things?order_id=": the order's things,
+// each shown through view, as {"items": [...]}.
+func ListByOrder[T, J any](list func(ctx context.Context, orderID string) ([]T, error), view func(T) J) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		orderID, err := OrderIDParam(c)
+		if err != nil {
+			return err
+		}
+		things, err := list(c.Request().Context(), orderID)
+		if err != nil {
+			return err
+		}
+		items := make([]J, len(things))
+		for i, t := range things {
+			items[i] = view(t)
+		}
+		return c.JSON(http.StatusOK, map[string]any{"items": items})
+	}
 }

@@ -9,17 +9,37 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/labstack/echo/v4"
 
+	"github.com/orderflow/common-events/consumer"
+	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/kafka"
+	"github.com/orderflow/common-events/outbox"
 	"github.com/orderflow/migrations"
 )
+
+// RunFunc is a service's run: it serves until ctx is cancelled.
+type RunFunc func(ctx context.Context, getenv func(string) string, stdout, stderr io.Writer) error
+
+// Main runs a service as a process: SIGINT or SIGTERM starts the graceful shutdown, and a
+// failure is one line on stderr. It returns the exit code.
+func Main(service string, run RunFunc) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", service, err)
+		return 1
+	}
+	return 0
+}
 
 // NewLogger returns the service's JSON logger; every line carries the service name.
 func NewLogger(w io.Writer, service string, level slog.Level) *slog.Logger {
@@ -29,24 +49,37 @@ func NewLogger(w io.Writer, service string, level slog.Level) *slog.Logger {
 // Stack is the infrastructure a service runs on.
 type Stack struct {
 	Service  string
+	Config   Base
+	Log      *slog.Logger
 	Pool     *pgxpool.Pool
-	Kafka    sarama.Client       // metadata, readiness, topic creation
+	Kafka    sarama.Client       // metadata, readiness
 	Producer sarama.SyncProducer // the outbox relay and dead-lettering
 
+	listener        net.Listener
 	consumerClients []sarama.Client
 }
 
-// Open connects to the database and migrates it, makes sure the topics exist and opens
-// the Kafka clients. On error everything opened so far is closed again.
-func Open(ctx context.Context, service string, cfg Base, schema fs.FS, topics []string) (_ *Stack, err error) {
-	s := &Stack{Service: service}
+// Boot prepares a service: it binds the HTTP port (so a port in use fails first and
+// clearly), connects to its database and migrates it with schema, makes sure the topics
+// and the dead-letter topics of its consumer groups exist, and opens the Kafka clients.
+// groups maps each consumer group to the topics it reads. On error everything opened so
+// far is closed again.
+func Boot(ctx context.Context, service string, cfg Base, stdout io.Writer, schema fs.FS, groups map[string][]string) (_ *Stack, err error) {
+	s := &Stack{Service: service, Config: cfg, Log: NewLogger(stdout, service, cfg.LogLevel)}
 	defer func() {
 		if err != nil {
 			s.Close()
 		}
 	}()
+	if s.listener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("listen on HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
+	}
 	if s.Pool, err = openPool(ctx, cfg.DatabaseURL, schema); err != nil {
 		return nil, err
+	}
+	topics := events.Topics()
+	for group, consumed := range groups {
+		topics = append(topics, consumer.DeadLetterTopics(group, consumed...)...)
 	}
 	if err = kafka.EnsureTopics(cfg.KafkaBrokers, service, int32(cfg.TopicPartitions), topics...); err != nil {
 		return nil, fmt.Errorf("kafka at KAFKA_BROKERS %v: %w", cfg.KafkaBrokers, err)
@@ -78,23 +111,29 @@ func openPool(ctx context.Context, url string, schema fs.FS) (*pgxpool.Pool, err
 		pool.Close()
 		return nil, fmt.Errorf("database at DATABASE_URL %s:%d/%s: %w", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, pcfg.ConnConfig.Database, err)
 	}
-	db := stdlib.OpenDBFromPool(pool)
-	defer db.Close()
-	if err := migrations.Up(ctx, db, schema); err != nil {
+	if err := migrations.UpPool(ctx, pool, schema); err != nil {
 		pool.Close()
 		return nil, err
 	}
 	return pool, nil
 }
 
-// NewConsumerClient opens the client a consumer group uses: one per group, as sarama asks.
-func (s *Stack) NewConsumerClient(brokers []string) (sarama.Client, error) {
-	c, err := sarama.NewClient(brokers, kafka.Config(s.Service))
+// Consumer returns a runner for group with its own Kafka client, as sarama asks: one
+// client per consumer group.
+func (s *Stack) Consumer(group string, handlers map[string]consumer.Handler) (*consumer.Runner, error) {
+	c, err := sarama.NewClient(s.Config.KafkaBrokers, kafka.Config(s.Service))
 	if err != nil {
 		return nil, fmt.Errorf("kafka consumer client: %w", err)
 	}
 	s.consumerClients = append(s.consumerClients, c)
-	return c, nil
+	return &consumer.Runner{
+		Group: group, Client: c, Pool: s.Pool, DeadLetters: s.Producer, Handlers: handlers, Log: s.Log,
+	}, nil
+}
+
+// Relay returns the outbox relay of the service's database.
+func (s *Stack) Relay() *outbox.Relay {
+	return &outbox.Relay{Pool: s.Pool, Producer: s.Producer, Log: s.Log}
 }
 
 // Ready reports whether the database and the broker answer.
@@ -105,9 +144,12 @@ func (s *Stack) Ready(ctx context.Context) error {
 	return kafka.Ping(ctx, s.Kafka)
 }
 
-// Close releases the consumer clients, the producer (flushing it), the Kafka client and
-// the pool, in that order.
+// Close releases the listener, the consumer clients, the producer (flushing it), the
+// Kafka client and the pool, in that order.
 func (s *Stack) Close() {
+	if s.listener != nil {
+		_ = s.listener.Close()
+	}
 	for _, c := range s.consumerClients {
 		_ = c.Close()
 	}
@@ -126,11 +168,11 @@ func (s *Stack) Close() {
 // It returns when ctx is done, or earlier with an error that stops the service.
 type Worker func(ctx context.Context) error
 
-// Serve runs the HTTP server and the workers until ctx is done or one of them fails, then
-// stops them in order: first the HTTP server and the consumers (front), so no new work
-// comes in and in-flight records finish and commit, then the relays (back), so what the
-// front wrote is still published. The caller closes the Stack afterwards.
-func Serve(ctx context.Context, log *slog.Logger, ln net.Listener, e *echo.Echo, timeout time.Duration, front, back []Worker) error {
+// Serve runs the HTTP API and the workers until ctx is done or one of them fails, then
+// stops them in order: first the API and the consumers (front), so no new work comes in
+// and in-flight records finish and commit, then the relays (back), so what the front
+// wrote is still published. The caller closes the Stack afterwards.
+func (s *Stack) Serve(ctx context.Context, api *echo.Echo, front, back []Worker) error {
 	frontCtx, stopFront := context.WithCancel(ctx)
 	defer stopFront()
 	backCtx, stopBack := context.WithCancel(context.WithoutCancel(ctx))
@@ -151,23 +193,23 @@ func Serve(ctx context.Context, log *slog.Logger, ln net.Listener, e *echo.Echo,
 	for _, w := range back {
 		start(&backWG, backCtx, w)
 	}
-	srv := &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 	frontWG.Go(func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(s.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("http: %w", err)
 		}
 	})
-	log.Info("serving", "http_addr", ln.Addr().String())
+	s.Log.Info("serving", "http_addr", s.listener.Addr().String())
 
 	var failed error
 	select {
 	case <-ctx.Done():
-		log.Info("shutting down")
+		s.Log.Info("shutting down")
 	case failed = <-errc:
-		log.Error("a component failed; shutting down", "err", failed)
+		s.Log.Error("a component failed; shutting down", "err", failed)
 	}
 
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.Config.ShutdownTimeout)
 	defer cancel()
 	stopFront()
 	if err := srv.Shutdown(sctx); err != nil {
@@ -176,6 +218,6 @@ func Serve(ctx context.Context, log *slog.Logger, ln net.Listener, e *echo.Echo,
 	frontWG.Wait()
 	stopBack()
 	backWG.Wait()
-	log.Info("stopped")
+	s.Log.Info("stopped")
 	return failed
 }

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 
-	"github.com/orderflow/common-events/consumer"
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/platform"
 	"github.com/orderflow/migrations"
@@ -43,36 +42,24 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	log := platform.NewLogger(stdout, Name, cfg.LogLevel)
-	ln, err := platform.Listen(cfg.HTTPAddr)
-	if err != nil {
-		return err
-	}
-	defer ln.Close()
-
-	consumed := []string{events.TopicPaymentCompleted, events.TopicPaymentFailed}
-	topics := append(events.Topics(), consumer.DeadLetterTopics(consume.Group, consumed...)...)
-	stack, err := platform.Open(ctx, Name, cfg.Base, migrations.Notifications, topics)
+	stack, err := platform.Boot(ctx, Name, cfg.Base, stdout, migrations.Notifications, map[string][]string{
+		consume.Group: {events.TopicPaymentCompleted, events.TopicPaymentFailed},
+	})
 	if err != nil {
 		return err
 	}
 	defer stack.Close()
-	client, err := stack.NewConsumerClient(cfg.KafkaBrokers)
-	if err != nil {
-		return err
-	}
 
-	store := postgres.NewStore(stack.Pool)
-	var sender consume.Sender = mail.Log{Log: log}
+	var sender consume.Sender = mail.Log{Log: stack.Log}
 	if cfg.SMTPAddr != "" {
 		sender = mail.SMTP{Addr: cfg.SMTPAddr}
 	}
-	log.Info("email delivery", slog.String("smtp_addr", cfg.SMTPAddr), slog.Bool("log_only", cfg.SMTPAddr == ""))
-	payments := &consumer.Runner{
-		Group: consume.Group, Client: client, Pool: stack.Pool, DeadLetters: stack.Producer,
-		Handlers: consume.Handlers(store, sender, cfg.MailFrom), Log: log,
+	stack.Log.Info("email delivery", slog.String("smtp_addr", cfg.SMTPAddr), slog.Bool("log_only", cfg.SMTPAddr == ""))
+	store := postgres.NewStore(stack.Pool)
+	payments, err := stack.Consumer(consume.Group, consume.Handlers(store, sender, cfg.MailFrom))
+	if err != nil {
+		return err
 	}
-	api := httpapi.New(log, store, stack.Ready)
-
-	return platform.Serve(ctx, log, ln, api, cfg.ShutdownTimeout, []platform.Worker{payments.Run}, nil)
+	api := httpapi.New(stack.Log, store, stack.Ready)
+	return stack.Serve(ctx, api, []platform.Worker{payments.Run}, nil)
 }

@@ -5,9 +5,7 @@ import (
 	"context"
 	"io"
 
-	"github.com/orderflow/common-events/consumer"
 	"github.com/orderflow/common-events/events"
-	"github.com/orderflow/common-events/outbox"
 	"github.com/orderflow/common-events/platform"
 	"github.com/orderflow/migrations"
 	"github.com/orderflow/order-service/internal/consume"
@@ -36,33 +34,19 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	log := platform.NewLogger(stdout, Name, cfg.LogLevel)
-	ln, err := platform.Listen(cfg.HTTPAddr)
-	if err != nil {
-		return err
-	}
-	defer ln.Close()
-
-	consumed := []string{events.TopicPaymentCompleted, events.TopicPaymentFailed}
-	topics := append(events.Topics(), consumer.DeadLetterTopics(consume.Group, consumed...)...)
-	stack, err := platform.Open(ctx, Name, cfg.Base, migrations.Orders, topics)
+	stack, err := platform.Boot(ctx, Name, cfg.Base, stdout, migrations.Orders, map[string][]string{
+		consume.Group: {events.TopicPaymentCompleted, events.TopicPaymentFailed},
+	})
 	if err != nil {
 		return err
 	}
 	defer stack.Close()
-	client, err := stack.NewConsumerClient(cfg.KafkaBrokers)
+
+	store := postgres.NewStore(stack.Pool)
+	payments, err := stack.Consumer(consume.Group, consume.Handlers(store))
 	if err != nil {
 		return err
 	}
-
-	store := postgres.NewStore(stack.Pool)
-	payments := &consumer.Runner{
-		Group: consume.Group, Client: client, Pool: stack.Pool, DeadLetters: stack.Producer,
-		Handlers: consume.Handlers(store), Log: log,
-	}
-	relay := &outbox.Relay{Pool: stack.Pool, Producer: stack.Producer, Log: log}
-	api := httpapi.New(log, store, stack.Ready)
-
-	return platform.Serve(ctx, log, ln, api, cfg.ShutdownTimeout,
-		[]platform.Worker{payments.Run}, []platform.Worker{relay.Run})
+	api := httpapi.New(stack.Log, store, stack.Ready)
+	return stack.Serve(ctx, api, []platform.Worker{payments.Run}, []platform.Worker{stack.Relay().Run})
 }

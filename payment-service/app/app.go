@@ -6,9 +6,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/orderflow/common-events/consumer"
 	"github.com/orderflow/common-events/events"
-	"github.com/orderflow/common-events/outbox"
 	"github.com/orderflow/common-events/platform"
 	"github.com/orderflow/migrations"
 	"github.com/orderflow/payment-service/internal/consume"
@@ -44,33 +42,20 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	log := platform.NewLogger(stdout, Name, cfg.LogLevel)
-	ln, err := platform.Listen(cfg.HTTPAddr)
-	if err != nil {
-		return err
-	}
-	defer ln.Close()
-
-	topics := append(events.Topics(), consumer.DeadLetterTopics(consume.Group, events.TopicOrderCreated)...)
-	stack, err := platform.Open(ctx, Name, cfg.Base, migrations.Payments, topics)
+	stack, err := platform.Boot(ctx, Name, cfg.Base, stdout, migrations.Payments, map[string][]string{
+		consume.Group: {events.TopicOrderCreated},
+	})
 	if err != nil {
 		return err
 	}
 	defer stack.Close()
-	client, err := stack.NewConsumerClient(cfg.KafkaBrokers)
-	if err != nil {
-		return err
-	}
 
 	store := postgres.NewStore(stack.Pool)
 	provider := simulator.New(stack.Pool, cfg.ProviderLatency, cfg.ProviderTransientRate)
-	orders := &consumer.Runner{
-		Group: consume.Group, Client: client, Pool: stack.Pool, DeadLetters: stack.Producer,
-		Handlers: consume.Handlers(store, provider), Log: log,
+	orders, err := stack.Consumer(consume.Group, consume.Handlers(store, provider))
+	if err != nil {
+		return err
 	}
-	relay := &outbox.Relay{Pool: stack.Pool, Producer: stack.Producer, Log: log}
-	api := httpapi.New(log, store, stack.Ready)
-
-	return platform.Serve(ctx, log, ln, api, cfg.ShutdownTimeout,
-		[]platform.Worker{orders.Run}, []platform.Worker{relay.Run})
+	api := httpapi.New(stack.Log, store, stack.Ready)
+	return stack.Serve(ctx, api, []platform.Worker{orders.Run}, []platform.Worker{stack.Relay().Run})
 }

@@ -4,7 +4,6 @@ package httpapi
 import (
 	"context"
 	"log/slog"
-	"net/http"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -22,7 +21,7 @@ type Store interface {
 func New(log *slog.Logger, store Store, ready func(context.Context) error) *echo.Echo {
 	e := platform.NewEcho(log, nil)
 	platform.Health(e, ready)
-	e.GET("/notifications", listNotifications(store))
+	e.GET("/notifications", platform.ListByOrder(store.ByOrder, view))
 	return e
 }
 
@@ -37,23 +36,9 @@ type notificationJSON struct {
 	SentAt    time.Time `json:"sent_at"`
 }
 
-func listNotifications(store Store) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		orderID, err := platform.OrderIDParam(c)
-		if err != nil {
-			return err
-		}
-		ns, err := store.ByOrder(c.Request().Context(), orderID)
-		if err != nil {
-			return err
-		}
-		items := make([]notificationJSON, len(ns))
-		for i, n := range ns {
-			items[i] = notificationJSON{
-				ID: n.ID, OrderID: n.OrderID, Kind: string(n.Kind), Recipient: n.Recipient, Subject: n.Subject,
-				MessageID: n.MessageID, Status: n.Status, SentAt: n.SentAt,
-			}
-		}
-		return c.JSON(http.StatusOK, map[string]any{"items": items})
+func view(n notification.Notification) notificationJSON {
+	return notificationJSON{
+		ID: n.ID, OrderID: n.OrderID, Kind: string(n.Kind), Recipient: n.Recipient, Subject: n.Subject,
+		MessageID: n.MessageID, Status: n.Status, SentAt: n.SentAt,
 	}
 }

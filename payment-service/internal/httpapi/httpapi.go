@@ -4,7 +4,6 @@ package httpapi
 import (
 	"context"
 	"log/slog"
-	"net/http"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -22,7 +21,7 @@ type Store interface {
 func New(log *slog.Logger, store Store, ready func(context.Context) error) *echo.Echo {
 	e := platform.NewEcho(log, nil)
 	platform.Health(e, ready)
-	e.GET("/payments", listPayments(store))
+	e.GET("/payments", platform.ListByOrder(store.ByOrder, view))
 	return e
 }
 
@@ -37,23 +36,9 @@ type paymentJSON struct {
 	CreatedAt     time.Time `json:"created_at"`
 }
 
-func listPayments(store Store) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		orderID, err := platform.OrderIDParam(c)
-		if err != nil {
-			return err
-		}
-		ps, err := store.ByOrder(c.Request().Context(), orderID)
-		if err != nil {
-			return err
-		}
-		items := make([]paymentJSON, len(ps))
-		for i, p := range ps {
-			items[i] = paymentJSON{
-				ID: p.ID, OrderID: p.OrderID, Status: string(p.Status), AmountCents: p.AmountCents,
-				Currency: p.Currency, FailureReason: p.FailureReason, ChargeID: p.ChargeID, CreatedAt: p.CreatedAt,
-			}
-		}
-		return c.JSON(http.StatusOK, map[string]any{"items": items})
+func view(p payment.Payment) paymentJSON {
+	return paymentJSON{
+		ID: p.ID, OrderID: p.OrderID, Status: string(p.Status), AmountCents: p.AmountCents,
+		Currency: p.Currency, FailureReason: p.FailureReason, ChargeID: p.ChargeID, CreatedAt: p.CreatedAt,
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/orderflow/devstack/testenv"
 	"github.com/orderflow/migrations"
@@ -19,14 +18,8 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 
 func openPool(t *testing.T) *pgxpool.Pool {
 	t.Helper()
-	pool, err := pgxpool.New(context.Background(), testenv.Database(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	db := stdlib.OpenDBFromPool(pool)
-	defer db.Close()
-	if err := migrations.Up(context.Background(), db, migrations.Payments); err != nil {
+	pool := testenv.Pool(t)
+	if err := migrations.UpPool(context.Background(), pool, migrations.Payments); err != nil {
 		t.Fatal(err)
 	}
 	return pool
