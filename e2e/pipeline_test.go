@@ -12,6 +12,7 @@ import (
 
 	"github.com/orderflow/common-events/consumer"
 	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/common-events/kafka"
 	"github.com/orderflow/devstack/testenv"
 )
 
@@ -269,5 +270,46 @@ func exec(t *testing.T, dbURL, query string, args ...any) {
 	defer conn.Close(ctx)
 	if _, err := conn.Exec(ctx, query, args...); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A payment outcome that no longer applies (the order is already CONFIRMED) is a logged
+// no-op: the order keeps its status, its history does not grow, and the valid event is
+// not dead-lettered.
+func TestAnOutcomeThatDoesNotApplyChangesNothing(t *testing.T) {
+	b := testenv.Kafka(t)
+	s := newStack(t, b.Addrs, nil)
+	o := s.placeOrder("tok_visa", "kim@example.com")
+	if got := s.waitStatus(o.ID, 30*time.Second); got.Status != "CONFIRMED" {
+		t.Fatalf("order = %s, want CONFIRMED", got.Status)
+	}
+	completed := testenv.Records(t, b.Addrs, events.TopicPaymentCompleted, 1, 5*time.Second)
+	if len(completed) != 1 {
+		t.Fatalf("%d payment.completed records, want 1", len(completed))
+	}
+	cause := testenv.Header(completed[0], events.HeaderID)
+	if n := count(t, s.dbs["order"], `SELECT count(*) FROM order_history WHERE order_id = $1 AND to_status = 'CONFIRMED' AND cause_event_id = $2`, o.ID, cause); n != 1 {
+		t.Fatalf("history does not record payment.completed %s as the cause of CONFIRMED", cause)
+	}
+
+	late, err := events.New(events.PaymentFailed{
+		OrderID: o.ID, PaymentID: "p-late", CustomerEmail: "kim@example.com", AmountCents: 4348, Currency: "EUR",
+		Reason: events.ReasonCardDeclined, FailedAt: time.Now(),
+	}, events.Meta{Source: "payment-service"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Produce(t, b.Addrs, kafka.Message(events.TopicPaymentFailed, late))
+	failed := testenv.Records(t, b.Addrs, events.TopicPaymentFailed, 1, 5*time.Second)
+	testenv.WaitCommitted(t, b.Addrs, "order-service", events.TopicPaymentFailed, failed[0].Partition, failed[0].Offset, 15*time.Second)
+
+	if got := s.getOrder(o.ID); got.Status != "CONFIRMED" || got.FailureReason != "" {
+		t.Errorf("order = %s (%q) after a late payment.failed, want CONFIRMED", got.Status, got.FailureReason)
+	}
+	if n := count(t, s.dbs["order"], `SELECT count(*) FROM order_history WHERE order_id = $1`, o.ID); n != 2 {
+		t.Errorf("history has %d entries, want 2 (PENDING_PAYMENT, CONFIRMED)", n)
+	}
+	if dlq := testenv.Records(t, b.Addrs, events.DeadLetterTopic(events.TopicPaymentFailed, "order-service"), 0, 500*time.Millisecond); len(dlq) != 0 {
+		t.Errorf("a valid event was dead-lettered")
 	}
 }
