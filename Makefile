@@ -24,3 +24,11 @@ build:
 	@for s in order-service payment-service notification-service; do \
 		(cd $$s && $(GO) build -o ../bin/$$s .) || exit 1; \
 	done
+
+# The whole stack on this machine, no Docker: broker on :9092, PostgreSQL on :55432,
+# order-service :8080, payment-service :8081, notification-service :8082. Ctrl-C stops it.
+.PHONY: run
+run: deps
+	@mkdir -p .data/bin
+	@cd devstack && $(GO) build -o ../.data/bin/devstack ./cmd/devstack
+	@exec .data/bin/devstack

@@ -1,0 +1,398 @@
+// Package stack runs the whole of orderflow on one machine without Docker: an embedded
+// Kafka-protocol broker (kfake) persisted on disk, a PostgreSQL cluster from the machine's
+// binaries, and the three services as separate OS processes.
+package stack
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/orderflow/devstack/pgcluster"
+)
+
+// Service names, in start order.
+var Services = []string{"order-service", "payment-service", "notification-service"}
+
+var databases = map[string]string{
+	"order-service": "orders", "payment-service": "payments", "notification-service": "notifications",
+}
+
+// Options says where everything lives and listens. Zero values take the defaults.
+type Options struct {
+	Root       string // the repository (holds go.work); default: found from the working folder
+	DataDir    string // default Root/.data
+	Host       string // default 127.0.0.1
+	KafkaPort  int    // default 9092
+	PGPort     int    // default 55432
+	HTTPPorts  map[string]int
+	Partitions int               // default 6
+	Env        map[string]string // extra settings for every service (e.g. SMTP_ADDR)
+	ServiceEnv map[string]map[string]string
+	Log        io.Writer // the services' logs, each line prefixed; default os.Stdout
+	// Retention bounds what the broker keeps per partition; default 24h and 256 MiB.
+	Retention      time.Duration
+	RetentionBytes int64
+	// FastPostgres turns fsync off: for throwaway test stacks only.
+	FastPostgres bool
+}
+
+var portVars = map[string]string{"order-service": "ORDER_PORT", "payment-service": "PAYMENT_PORT", "notification-service": "NOTIFICATION_PORT"}
+
+// DefaultHTTPPorts are the services' ports on the local stack.
+var DefaultHTTPPorts = map[string]int{"order-service": 8080, "payment-service": 8081, "notification-service": 8082}
+
+// Stack is a running local orderflow.
+type Stack struct {
+	opts     Options
+	Broker   *kfake.Cluster
+	Postgres *pgcluster.Cluster
+	services map[string]*Service
+	stopRet  context.CancelFunc
+	retDone  chan struct{}
+}
+
+// FromEnv returns options read from ORDERFLOW_DATA_DIR, KAFKA_PORT, PG_PORT, ORDER_PORT,
+// PAYMENT_PORT and NOTIFICATION_PORT, with the defaults for what is unset.
+func FromEnv(getenv func(string) string) (Options, error) {
+	o := Options{DataDir: getenv("ORDERFLOW_DATA_DIR"), HTTPPorts: map[string]int{}}
+	var errs []error
+	port := func(name string, def int) int {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 65535 {
+			errs = append(errs, fmt.Errorf("%s: want a port from 1 to 65535, got %q", name, v))
+		}
+		return n
+	}
+	o.KafkaPort = port("KAFKA_PORT", 9092)
+	o.PGPort = port("PG_PORT", 55432)
+	for _, name := range Services {
+		o.HTTPPorts[name] = port(portVars[name], DefaultHTTPPorts[name])
+	}
+	return o, errors.Join(errs...)
+}
+
+func (o *Options) defaults() error {
+	if o.Root == "" {
+		root, err := FindRoot()
+		if err != nil {
+			return err
+		}
+		o.Root = root
+	}
+	if o.DataDir == "" {
+		o.DataDir = filepath.Join(o.Root, ".data")
+	}
+	abs, err := filepath.Abs(o.DataDir)
+	if err != nil {
+		return err
+	}
+	o.DataDir = abs
+	if o.Host == "" {
+		o.Host = "127.0.0.1"
+	}
+	if o.KafkaPort == 0 {
+		o.KafkaPort = 9092
+	}
+	if o.PGPort == 0 {
+		o.PGPort = 55432
+	}
+	if o.HTTPPorts == nil {
+		o.HTTPPorts = map[string]int{}
+	}
+	for name, p := range DefaultHTTPPorts {
+		if o.HTTPPorts[name] == 0 {
+			o.HTTPPorts[name] = p
+		}
+	}
+	if o.Partitions == 0 {
+		o.Partitions = 6
+	}
+	if o.Log == nil {
+		o.Log = os.Stdout
+	}
+	if o.Retention == 0 {
+		o.Retention = 24 * time.Hour
+	}
+	if o.RetentionBytes == 0 {
+		o.RetentionBytes = 256 << 20
+	}
+	return nil
+}
+
+// FindRoot walks up from the working folder to the one holding go.work.
+func FindRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("not inside the orderflow repository (no go.work found above the working folder)")
+		}
+		dir = parent
+	}
+}
+
+// Start checks every port, builds the services, starts the broker, PostgreSQL and the
+// services, and returns once every service answers /readyz.
+func Start(ctx context.Context, o Options) (_ *Stack, err error) {
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	ports := map[string]int{"KAFKA_PORT (the broker)": o.KafkaPort, "PG_PORT (PostgreSQL)": o.PGPort}
+	for name, p := range o.HTTPPorts {
+		ports[name+" ("+portVars[name]+")"] = p
+	}
+	for what, p := range ports {
+		host := o.Host
+		if what == "KAFKA_PORT (the broker)" {
+			host = "127.0.0.1"
+		}
+		if err := portFree(host, p); err != nil {
+			return nil, fmt.Errorf("port %d for %s is already in use: stop what holds it or choose another port", p, what)
+		}
+	}
+	bin := filepath.Join(o.DataDir, "bin")
+	if err := Build(ctx, o.Root, bin); err != nil {
+		return nil, err
+	}
+
+	s := &Stack{opts: o, services: map[string]*Service{}}
+	defer func() {
+		if err != nil {
+			s.Stop()
+		}
+	}()
+	if err := s.startBroker(); err != nil {
+		return nil, err
+	}
+	s.Postgres, err = pgcluster.Start(ctx, pgcluster.Options{Dir: filepath.Join(o.DataDir, "postgres"), Host: o.Host, Port: o.PGPort, Fast: o.FastPostgres})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	if err := s.Postgres.CreateDatabases(ctx, "orders", "payments", "notifications"); err != nil {
+		return nil, err
+	}
+
+	for _, name := range Services {
+		env := []string{
+			"HTTP_ADDR=" + net.JoinHostPort(o.Host, strconv.Itoa(o.HTTPPorts[name])),
+			"DATABASE_URL=" + s.Postgres.URL(databases[name]),
+			"KAFKA_BROKERS=" + s.KafkaAddr(),
+			"KAFKA_TOPIC_PARTITIONS=" + strconv.Itoa(o.Partitions),
+		}
+		for k, v := range o.Env {
+			env = append(env, k+"="+v)
+		}
+		for k, v := range o.ServiceEnv[name] {
+			env = append(env, k+"="+v)
+		}
+		s.services[name] = &Service{Name: name, URL: "http://" + net.JoinHostPort(o.Host, strconv.Itoa(o.HTTPPorts[name])),
+			bin: filepath.Join(bin, name), env: env, log: o.Log}
+	}
+	for _, name := range Services {
+		if err := s.services[name].Start(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func (s *Stack) startBroker() error {
+	o := s.opts
+	c, err := kfake.NewCluster(
+		kfake.NumBrokers(1),
+		kfake.Ports(o.KafkaPort),
+		kfake.DataDir(filepath.Join(o.DataDir, "kafka")),
+		kfake.BrokerConfigs(map[string]string{
+			"log.retention.ms":    strconv.FormatInt(o.Retention.Milliseconds(), 10),
+			"log.retention.bytes": strconv.FormatInt(o.RetentionBytes, 10),
+		}),
+	)
+	if err != nil {
+		return fmt.Errorf("kafka broker: %w", err)
+	}
+	s.Broker = c
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopRet, s.retDone = cancel, make(chan struct{})
+	go func() { // the broker applies retention only when asked
+		defer close(s.retDone)
+		t := time.NewTicker(time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				c.ApplyRetention()
+			}
+		}
+	}()
+	return nil
+}
+
+// KafkaAddr is the broker's host:port (kfake listens on 127.0.0.1).
+func (s *Stack) KafkaAddr() string {
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.opts.KafkaPort))
+}
+
+// Service returns a service by name.
+func (s *Stack) Service(name string) *Service { return s.services[name] }
+
+// DataDir is where the broker and PostgreSQL keep their data.
+func (s *Stack) DataDir() string { return s.opts.DataDir }
+
+// Stop stops the services gracefully, then the broker and PostgreSQL.
+func (s *Stack) Stop() {
+	var wg sync.WaitGroup
+	for _, sv := range s.services {
+		wg.Go(func() { _ = sv.Stop() })
+	}
+	wg.Wait()
+	if s.Broker != nil {
+		s.stopRet()
+		<-s.retDone
+		s.Broker.Close()
+	}
+	if s.Postgres != nil {
+		s.Postgres.Stop()
+	}
+}
+
+// Build compiles the three services into bin.
+func Build(ctx context.Context, root, bin string) error {
+	for _, name := range Services {
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(bin, name), "./"+name)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("build %s: %w\n%s", name, err, out)
+		}
+	}
+	return nil
+}
+
+// Service is one service process.
+type Service struct {
+	Name string
+	URL  string
+	bin  string
+	env  []string
+	log  io.Writer
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// Start runs the service and waits until it answers /readyz.
+func (sv *Service) Start(ctx context.Context) error {
+	sv.mu.Lock()
+	defer sv.mu.Unlock()
+	if sv.cmd != nil {
+		return fmt.Errorf("%s is already running", sv.Name)
+	}
+	cmd := exec.Command(sv.bin)
+	cmd.Env = append(os.Environ(), sv.env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", sv.Name, err)
+	}
+	go prefix(sv.log, sv.Name, pr)
+	done := make(chan error, 1)
+	go func() {
+		err := cmd.Wait()
+		pw.Close()
+		done <- err
+	}()
+	sv.cmd, sv.done = cmd, done
+
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		select {
+		case err := <-done:
+			sv.cmd = nil
+			return fmt.Errorf("%s exited at start (%v): see its log above", sv.Name, err)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		if resp, err := http.Get(sv.URL + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not ready after 60s", sv.Name)
+		}
+	}
+}
+
+// Stop asks the service to shut down gracefully (SIGTERM) and waits for it.
+func (sv *Service) Stop() error { return sv.signal(syscall.SIGTERM) }
+
+// Kill ends the service at once (SIGKILL), as a crash would.
+func (sv *Service) Kill() error { return sv.signal(syscall.SIGKILL) }
+
+func (sv *Service) signal(sig syscall.Signal) error {
+	sv.mu.Lock()
+	defer sv.mu.Unlock()
+	if sv.cmd == nil {
+		return nil
+	}
+	_ = sv.cmd.Process.Signal(sig)
+	var err error
+	select {
+	case err = <-sv.done:
+	case <-time.After(30 * time.Second):
+		_ = sv.cmd.Process.Kill()
+		err = <-sv.done
+	}
+	sv.cmd = nil
+	if sig == syscall.SIGKILL {
+		return nil
+	}
+	return err
+}
+
+// prefix copies r to w line by line, each line prefixed with the service name.
+func prefix(w io.Writer, name string, r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		fmt.Fprintf(w, "%-20s | %s\n", name, sc.Text())
+	}
+	_, _ = io.Copy(io.Discard, r)
+}
+
+func portFree(host string, port int) error {
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+	if err != nil {
+		return err
+	}
+	return ln.Close()
+}
