@@ -98,6 +98,9 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 		if err := chownTree(o.Dir, int(cred.Uid), int(cred.Gid)); err != nil {
 			return nil, err
 		}
+		if err := traversable(o.Dir); err != nil {
+			return nil, err
+		}
 	}
 	if _, err := os.Stat(filepath.Join(data, "PG_VERSION")); err != nil {
 		cmd := exec.CommandContext(ctx, filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres",
@@ -223,6 +226,29 @@ func chownTree(dir string, uid, gid int) error {
 		}
 		return os.Lchown(p, uid, gid)
 	})
+}
+
+// traversable lets the postgres user reach dir: every folder above it gets the
+// search (x) bit for others where it lacks it, nothing more.
+func traversable(dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	for d := filepath.Dir(abs); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			if err := os.Chmod(d, fi.Mode().Perm()|0o001); err != nil {
+				return fmt.Errorf("let the postgres user reach %s: %w", dir, err)
+			}
+		}
+		if d == filepath.Dir(d) {
+			return nil
+		}
+	}
 }
 
 func freePort(host string) (int, error) {

@@ -46,6 +46,9 @@ type Options struct {
 	// Retention bounds what the broker keeps per partition; default 24h and 256 MiB.
 	Retention      time.Duration
 	RetentionBytes int64
+	// BinDir holds the service binaries; default DataDir/bin. Prebuilt skips the build.
+	BinDir   string
+	Prebuilt bool
 	// FastPostgres turns fsync off: for throwaway test stacks only.
 	FastPostgres bool
 }
@@ -174,9 +177,14 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 			return nil, fmt.Errorf("port %d for %s is already in use: stop what holds it or choose another port", p, what)
 		}
 	}
-	bin := filepath.Join(o.DataDir, "bin")
-	if err := Build(ctx, o.Root, bin); err != nil {
-		return nil, err
+	bin := o.BinDir
+	if bin == "" {
+		bin = filepath.Join(o.DataDir, "bin")
+	}
+	if !o.Prebuilt {
+		if err := Build(ctx, o.Root, bin); err != nil {
+			return nil, err
+		}
 	}
 
 	s := &Stack{opts: o, services: map[string]*Service{}}
@@ -286,6 +294,7 @@ func Build(ctx context.Context, root, bin string) error {
 	for _, name := range Services {
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(bin, name), "./"+name)
 		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "GOWORK="+filepath.Join(root, "go.work"))
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("build %s: %w\n%s", name, err, out)
 		}

@@ -56,6 +56,6 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	api := httpapi.New(stack.Log, store, stack.Ready)
+	api := httpapi.New(stack.Log, store, provider, stack.Ready)
 	return stack.Serve(ctx, api, []platform.Worker{orders.Run}, []platform.Worker{stack.Relay().Run})
 }

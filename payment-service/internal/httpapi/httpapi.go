@@ -10,6 +10,7 @@ import (
 
 	"github.com/orderflow/common-events/platform"
 	"github.com/orderflow/payment-service/internal/payment"
+	"github.com/orderflow/payment-service/internal/simulator"
 )
 
 // Store is what the API needs of the payments database.
@@ -17,12 +18,38 @@ type Store interface {
 	ByOrder(ctx context.Context, orderID string) ([]payment.Payment, error)
 }
 
-// New returns the API with every route registered.
-func New(log *slog.Logger, store Store, ready func(context.Context) error) *echo.Echo {
+// Ledger is the payment provider's record of its charges, by idempotency key.
+type Ledger interface {
+	Ledger(ctx context.Context, key string) ([]simulator.LedgerEntry, error)
+}
+
+// New returns the API with every route registered. ledger may be nil when the provider
+// keeps no ledger of its own here.
+func New(log *slog.Logger, store Store, ledger Ledger, ready func(context.Context) error) *echo.Echo {
 	e := platform.NewEcho(log, nil)
 	platform.Health(e, ready)
 	e.GET("/payments", platform.ListByOrder(store.ByOrder, view))
+	if ledger != nil {
+		e.GET("/provider/charges", platform.ListByOrder(ledger.Ledger, viewCharge))
+	}
 	return e
+}
+
+type chargeJSON struct {
+	IdempotencyKey string    `json:"idempotency_key"`
+	ChargeID       string    `json:"charge_id"`
+	AmountCents    int64     `json:"amount_cents"`
+	Currency       string    `json:"currency"`
+	Outcome        string    `json:"outcome"`
+	DeclineCode    string    `json:"decline_code,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
+}
+
+func viewCharge(e simulator.LedgerEntry) chargeJSON {
+	return chargeJSON{
+		IdempotencyKey: e.IdempotencyKey, ChargeID: e.ChargeID, AmountCents: e.AmountCents, Currency: e.Currency,
+		Outcome: e.Outcome, DeclineCode: e.DeclineCode, CreatedAt: e.CreatedAt,
+	}
 }
 
 type paymentJSON struct {

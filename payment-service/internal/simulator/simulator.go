@@ -101,3 +101,31 @@ func (s *Simulator) Charge(ctx context.Context, req payment.ChargeRequest) (paym
 	c.Succeeded = gotOutcome == outcomeSucceeded
 	return c, nil
 }
+
+// LedgerEntry is one charge in the simulator's ledger.
+type LedgerEntry struct {
+	IdempotencyKey string
+	ChargeID       string
+	AmountCents    int64
+	Currency       string
+	Outcome        string
+	DeclineCode    string
+	CreatedAt      time.Time
+}
+
+// Ledger returns the charges made under an idempotency key: what the provider would
+// show on its dashboard. More than one would be a double charge.
+func (s *Simulator) Ledger(ctx context.Context, key string) ([]LedgerEntry, error) {
+	rows, _ := s.pool.Query(ctx, `
+		SELECT idempotency_key, charge_id, amount_cents, currency, outcome, coalesce(decline_code, ''), created_at
+		FROM provider_charges WHERE idempotency_key = $1 ORDER BY created_at`, key)
+	es, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (e LedgerEntry, err error) {
+		err = r.Scan(&e.IdempotencyKey, &e.ChargeID, &e.AmountCents, &e.Currency, &e.Outcome, &e.DeclineCode, &e.CreatedAt)
+		e.CreatedAt = e.CreatedAt.UTC()
+		return e, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger of %s: %w", key, err)
+	}
+	return es, nil
+}

@@ -31,8 +31,8 @@ var services = map[string]runFunc{
 	"notification": notificationapp.Run,
 }
 
-// stack is the three services in this process, each with its own database, on one broker.
-type stack struct {
+// inproc is the three services in this process, each with its own database, on one broker.
+type inproc struct {
 	t       *testing.T
 	brokers []string
 	mail    *testenv.MailServer
@@ -43,9 +43,9 @@ type stack struct {
 	mu      sync.Mutex
 }
 
-func newStack(t *testing.T, brokers []string, extra map[string]map[string]string) *stack {
+func newStack(t *testing.T, brokers []string, extra map[string]map[string]string) *inproc {
 	t.Helper()
-	s := &stack{
+	s := &inproc{
 		t: t, brokers: brokers, mail: testenv.SMTP(t),
 		dbs: map[string]string{}, addrs: map[string]string{}, env: map[string]map[string]string{}, stops: map[string]func(){},
 	}
@@ -67,7 +67,7 @@ func newStack(t *testing.T, brokers []string, extra map[string]map[string]string
 }
 
 // start runs a service and waits until it is ready.
-func (s *stack) start(name string) {
+func (s *inproc) start(name string) {
 	s.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -109,7 +109,7 @@ func (s *stack) start(name string) {
 	}
 }
 
-func (s *stack) stop(name string) {
+func (s *inproc) stop(name string) {
 	s.mu.Lock()
 	stop := s.stops[name]
 	delete(s.stops, name)
@@ -119,7 +119,7 @@ func (s *stack) stop(name string) {
 	}
 }
 
-func (s *stack) url(name, path string) string { return "http://" + s.addrs[name] + path }
+func (s *inproc) url(name, path string) string { return "http://" + s.addrs[name] + path }
 
 type orderResp struct {
 	ID            string `json:"id"`
@@ -130,7 +130,7 @@ type orderResp struct {
 }
 
 // placeOrder posts an order paid with token and returns it as accepted.
-func (s *stack) placeOrder(token, email string) orderResp {
+func (s *inproc) placeOrder(token, email string) orderResp {
 	s.t.Helper()
 	body := fmt.Sprintf(`{"customer_id":"5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93","customer_email":%q,"currency":"EUR",
 		"items":[{"sku":"BOOK-42","quantity":2,"unit_price_cents":1999},{"sku":"PEN-7","quantity":1,"unit_price_cents":350}],
@@ -150,14 +150,14 @@ func (s *stack) placeOrder(token, email string) orderResp {
 	return o
 }
 
-func (s *stack) getOrder(id string) orderResp {
+func (s *inproc) getOrder(id string) orderResp {
 	s.t.Helper()
 	var o orderResp
 	s.getJSON("order", "/orders/"+id, &o)
 	return o
 }
 
-func (s *stack) getJSON(service, path string, v any) {
+func (s *inproc) getJSON(service, path string, v any) {
 	s.t.Helper()
 	resp, err := http.Get(s.url(service, path))
 	if err != nil {
@@ -174,7 +174,7 @@ func (s *stack) getJSON(service, path string, v any) {
 }
 
 // waitStatus polls the order until it leaves PENDING_PAYMENT or timeout passes.
-func (s *stack) waitStatus(id string, timeout time.Duration) orderResp {
+func (s *inproc) waitStatus(id string, timeout time.Duration) orderResp {
 	s.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -203,20 +203,20 @@ type notificationResp struct {
 	Status    string `json:"status"`
 }
 
-func (s *stack) payments(orderID string) []paymentResp {
+func (s *inproc) payments(orderID string) []paymentResp {
 	var l listResp[paymentResp]
 	s.getJSON("payment", "/payments?order_id="+orderID, &l)
 	return l.Items
 }
 
-func (s *stack) notifications(orderID string) []notificationResp {
+func (s *inproc) notifications(orderID string) []notificationResp {
 	var l listResp[notificationResp]
 	s.getJSON("notification", "/notifications?order_id="+orderID, &l)
 	return l.Items
 }
 
 // waitEmails waits until n emails reached rcpt, then lingers briefly to catch extras.
-func (s *stack) waitEmails(rcpt string, n int, timeout time.Duration) []testenv.Email {
+func (s *inproc) waitEmails(rcpt string, n int, timeout time.Duration) []testenv.Email {
 	deadline := time.Now().Add(timeout)
 	for len(s.mail.To(rcpt)) < n && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
