@@ -32,3 +32,10 @@ run: deps
 	@mkdir -p .data/bin
 	@cd devstack && $(GO) build -o ../.data/bin/devstack ./cmd/devstack
 	@exec .data/bin/devstack
+
+# The end-to-end scenarios alone. Against another stack:
+#   E2E_ORDER_URL=http://localhost:8080 E2E_PAYMENT_URL=http://localhost:8081 \
+#   E2E_NOTIFICATION_URL=http://localhost:8082 make e2e
+.PHONY: e2e
+e2e: deps
+	@cd e2e && $(GO) test -count=1 -timeout 8m -run 'TestScenario' -v ./... | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|_test.go'
