@@ -47,14 +47,10 @@ func New(pool *pgxpool.Pool, latency time.Duration, transientRate float64) *Simu
 
 // Charge charges req once per idempotency key.
 func (s *Simulator) Charge(ctx context.Context, req payment.ChargeRequest) (payment.Charge, error) {
-	if s.latency > 0 {
-		t := time.NewTimer(s.latency)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return payment.Charge{}, fmt.Errorf("%w: %w", payment.ErrTransient, ctx.Err())
-		}
+	// Half the latency is the request travelling to the provider, half the answer
+	// travelling back: a crash in the second half leaves a charge the caller never heard of.
+	if err := wait(ctx, s.latency/2); err != nil {
+		return payment.Charge{}, err
 	}
 	if s.transientRate > 0 && rand.Float64() < s.transientRate {
 		return payment.Charge{}, fmt.Errorf("%w: simulated outage", payment.ErrTransient)
@@ -99,7 +95,24 @@ func (s *Simulator) Charge(ctx context.Context, req payment.ChargeRequest) (paym
 		return payment.Charge{}, fmt.Errorf("%w: key %s", payment.ErrIdempotencyMismatch, req.IdempotencyKey)
 	}
 	c.Succeeded = gotOutcome == outcomeSucceeded
+	if err := wait(ctx, s.latency-s.latency/2); err != nil {
+		return payment.Charge{}, err
+	}
 	return c, nil
+}
+
+func wait(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", payment.ErrTransient, ctx.Err())
+	}
 }
 
 // LedgerEntry is one charge in the simulator's ledger.
