@@ -236,3 +236,31 @@ func startBroker(t *testing.T, dir string, port int) *kfake.Cluster {
 	t.Cleanup(c.Close)
 	return c
 }
+
+// The relay's connection dies (a database restart or failover looks like this): it
+// reconnects, takes the lead again and publishes what was committed meanwhile.
+func TestRelaySurvivesLosingItsDatabaseConnection(t *testing.T) {
+	pool := openDB(t)
+	b := testenv.Kafka(t)
+	if err := kafka.EnsureTopics(b.Addrs, "t", 1, events.TopicOrderCreated); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	startRelay(t, ctx, pool, b.Addrs)
+	insert(t, pool, orderEvent(t, 0))
+	waitEmpty(t, pool, 5*time.Second)
+
+	var killed int
+	err := pool.QueryRow(ctx, `
+		SELECT count(pg_terminate_backend(pid)) FROM pg_locks
+		WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&killed)
+	if err != nil || killed != 1 {
+		t.Fatalf("terminated %d lock-holding connections (%v), want the relay's one", killed, err)
+	}
+	insert(t, pool, orderEvent(t, 1), orderEvent(t, 2))
+	waitEmpty(t, pool, 15*time.Second)
+	if got := testenv.Records(t, b.Addrs, events.TopicOrderCreated, 3, 5*time.Second); len(got) != 3 {
+		t.Fatalf("published %d records, want 3", len(got))
+	}
+}
