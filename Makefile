@@ -39,3 +39,17 @@ run: deps
 .PHONY: e2e
 e2e: deps
 	@cd e2e && $(GO) test -count=1 -timeout 8m -run 'TestScenario' -v ./...
+
+# The full stack with Docker (Apache Kafka in KRaft mode, Kafka UI, PostgreSQL, Mailpit).
+.PHONY: up down logs e2e-compose
+up:
+	docker compose up --build -d --wait
+down:
+	docker compose down
+logs:
+	docker compose logs -f
+# The e2e scenarios against the compose stack (make up first); those that stop or kill
+# services need a devstack and are skipped.
+e2e-compose:
+	@cd e2e && E2E_ORDER_URL=http://localhost:8080 E2E_PAYMENT_URL=http://localhost:8081 \
+		E2E_NOTIFICATION_URL=http://localhost:8084 $(GO) test -count=1 -timeout 8m -run 'TestScenario' -v ./...
