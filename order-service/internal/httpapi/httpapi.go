@@ -2,6 +2,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -62,11 +63,12 @@ type itemJSON struct {
 }
 
 type createRequest struct {
-	CustomerID    string     `json:"customer_id"`
-	CustomerEmail string     `json:"customer_email"`
-	Currency      string     `json:"currency"`
-	Items         []itemJSON `json:"items"`
-	PaymentMethod string     `json:"payment_method"`
+	CustomerID    string `json:"customer_id"`
+	CustomerEmail string `json:"customer_email"`
+	Currency      string `json:"currency"`
+	// Items are decoded one by one, so an error names the item: items[2].quantity.
+	Items         []json.RawMessage `json:"items"`
+	PaymentMethod string            `json:"payment_method"`
 }
 
 type orderJSON struct {
@@ -103,8 +105,17 @@ func createOrder(log *slog.Logger, store Store, now func() time.Time) echo.Handl
 			return err
 		}
 		items := make([]order.Item, len(req.Items))
-		for i, it := range req.Items {
+		var itemErrs []order.FieldError
+		for i, raw := range req.Items {
+			var it itemJSON
+			if err := strictUnmarshal(raw, &it); err != nil {
+				itemErrs = append(itemErrs, fieldErrors(err, fmt.Sprintf("items[%d]", i))...)
+				continue
+			}
 			items[i] = order.Item(it)
+		}
+		if len(itemErrs) > 0 {
+			return &order.ValidationError{Fields: itemErrs}
 		}
 		id, err := uuid.NewV7()
 		if err != nil {
@@ -153,7 +164,8 @@ func getOrder(store Store) echo.HandlerFunc {
 }
 
 // decodeJSON reads a JSON body strictly: application/json only (415), at most
-// MaxBodyBytes (413), well-formed (400), known fields of the right types (422).
+// MaxBodyBytes (413), one well-formed JSON value and nothing after it (400), known fields
+// of the right types (422).
 func decodeJSON(c echo.Context, v any) error {
 	r := c.Request()
 	mt, _, err := mime.ParseMediaType(r.Header.Get(echo.HeaderContentType))
@@ -164,30 +176,67 @@ func decodeJSON(c echo.Context, v any) error {
 	dec := json.NewDecoder(http.MaxBytesReader(c.Response(), r.Body, MaxBodyBytes))
 	dec.DisallowUnknownFields()
 	err = dec.Decode(v)
-	if err == nil && dec.More() {
-		err = errors.New("unexpected data after the JSON object")
+	if err == nil {
+		// Anything after the value, even a stray "}", makes the body malformed; reading to
+		// the end also notices a body that is too large only past the value.
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = terr
+			if err == nil {
+				err = errors.New("unexpected data after the JSON value")
+			}
+		}
 	}
 	if err == nil {
 		return nil
 	}
 	var tooBig *http.MaxBytesError
-	var typeErr *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &tooBig):
 		return platform.NewProblem(http.StatusRequestEntityTooLarge, "body_too_large", "Request Entity Too Large",
 			fmt.Sprintf("the body must be at most %d bytes", MaxBodyBytes))
-	case errors.As(err, &typeErr):
-		return &order.ValidationError{Fields: []order.FieldError{{
-			Field: typeErr.Field, Message: fmt.Sprintf("must be a %s, got a JSON %s", jsonType(typeErr.Type.Kind().String()), typeErr.Value),
-		}}}
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		return &order.ValidationError{Fields: []order.FieldError{{Field: field, Message: "is not a known field"}}}
 	case errors.Is(err, io.EOF):
 		return platform.NewProblem(http.StatusBadRequest, "malformed_json", "Malformed JSON", "the request body is empty")
-	default:
-		return platform.NewProblem(http.StatusBadRequest, "malformed_json", "Malformed JSON", "the request body is not valid JSON: "+err.Error())
 	}
+	if fields := fieldErrors(err, ""); fields != nil {
+		return &order.ValidationError{Fields: fields}
+	}
+	return platform.NewProblem(http.StatusBadRequest, "malformed_json", "Malformed JSON", "the request body is not valid JSON: "+err.Error())
+}
+
+// strictUnmarshal decodes one JSON value, refusing unknown fields.
+func strictUnmarshal(raw []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}
+
+// fieldErrors turns a decoding error that is about one field (wrong type, unknown name)
+// into a field error under prefix, or returns nil for any other error.
+func fieldErrors(err error, prefix string) []order.FieldError {
+	path := func(field string) string {
+		if prefix == "" {
+			return field
+		}
+		return prefix + "." + field
+	}
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &typeErr):
+		field := typeErr.Field
+		if field == "" {
+			field = prefix
+		} else {
+			field = path(field)
+		}
+		if field == "" {
+			field = "(body)"
+		}
+		return []order.FieldError{{Field: field, Message: fmt.Sprintf("must be a %s, got a JSON %s", jsonType(typeErr.Type.Kind().String()), typeErr.Value)}}
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return []order.FieldError{{Field: path(name), Message: "is not a known field"}}
+	}
+	return nil
 }
 
 func jsonType(kind string) string {

@@ -162,7 +162,7 @@ func New(req Request, id, correlationID string, now time.Time) (Order, error) {
 	if len(errs) > 0 {
 		return Order{}, &ValidationError{Fields: errs}
 	}
-	now = now.UTC()
+	now = now.UTC().Truncate(time.Microsecond) // what PostgreSQL keeps, so POST and GET agree
 	return Order{
 		ID:            id,
 		CustomerID:    strings.ToLower(req.CustomerID),
@@ -190,7 +190,7 @@ func validEmail(s string) bool {
 // Transition moves the order to status to, recording reason when the payment failed.
 // Only a pending order moves; anything else is ErrInvalidTransition.
 func (o *Order) Transition(to Status, reason string, now time.Time) error {
-	if o.Status != PendingPayment || to == PendingPayment {
+	if o.Status != PendingPayment || (to != Confirmed && to != PaymentFailed && to != Cancelled) {
 		return fmt.Errorf("%w: %s → %s", ErrInvalidTransition, o.Status, to)
 	}
 	o.Status = to
@@ -198,7 +198,7 @@ func (o *Order) Transition(to Status, reason string, now time.Time) error {
 	if to == PaymentFailed {
 		o.FailureReason = reason
 	}
-	o.UpdatedAt = now.UTC()
+	o.UpdatedAt = now.UTC().Truncate(time.Microsecond)
 	return nil
 }
 
