@@ -264,6 +264,7 @@ func (tg *target) checkOutcomes(orders []placed, states map[string]orderResp) {
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
+	deadline := time.Now().Add(30 * time.Second) // one for all, so a failure fails fast
 	for _, p := range orders {
 		want := expected[p.Token]
 		if o := states[p.ID]; o.Status != want.status || o.FailureReason != want.reason {
@@ -275,7 +276,6 @@ func (tg *target) checkOutcomes(orders []placed, states map[string]orderResp) {
 		if n := tg.chargesOf(p.ID); n != 1 {
 			tg.t.Errorf("order %s was charged %d times by the provider, want 1", p.ID, n)
 		}
-		deadline := time.Now().Add(30 * time.Second)
 		ns := tg.notificationsOf(p.ID)
 		for len(ns) == 0 && time.Now().Before(deadline) {
 			time.Sleep(100 * time.Millisecond)
