@@ -78,6 +78,7 @@ type Runner struct {
 
 	Retry          backoff.Policy // transient failures; default 100ms doubling to 10s
 	HandlerTimeout time.Duration  // one attempt; default 30s
+	BatchSize      int            // records applied in one transaction at most; default 100
 	InboxRetention time.Duration  // inbox rows older than this are pruned; default 7 days
 }
 
@@ -87,6 +88,9 @@ func (r *Runner) defaults() {
 	}
 	if r.HandlerTimeout <= 0 {
 		r.HandlerTimeout = 30 * time.Second
+	}
+	if r.BatchSize <= 0 {
+		r.BatchSize = 100
 	}
 	if r.InboxRetention <= 0 {
 		r.InboxRetention = 7 * 24 * time.Hour
@@ -142,7 +146,10 @@ func (groupHandler) Setup(sarama.ConsumerGroupSession) error   { return nil }
 func (groupHandler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
 
 // ConsumeClaim handles one partition's records one after the other, so the order of an
-// order's events holds; no goroutines here.
+// order's events holds; no goroutines here. Records that have already arrived are applied
+// together in one transaction (up to BatchSize): one commit instead of one per record. If
+// that batch fails for any reason, its records are taken one by one, each with its own
+// retries or dead-lettering, so batching never changes what happens to a record.
 func (h groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
 	for {
 		select {
@@ -150,39 +157,92 @@ func (h groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim saram
 			if !ok {
 				return nil
 			}
-			if err := h.r.process(sess.Context(), msg); err != nil {
-				return nil // session over (rebalance or shutdown): the record is not marked
+			batch := h.r.collect(msg, claim.Messages())
+			if len(batch) > 1 && h.r.applyBatch(sess.Context(), batch) {
+				sess.MarkMessage(batch[len(batch)-1], "")
+				continue
 			}
-			sess.MarkMessage(msg, "")
+			for _, m := range batch {
+				if err := h.r.process(sess.Context(), m); err != nil {
+					return nil // session over (rebalance or shutdown): the record is not marked
+				}
+				sess.MarkMessage(m, "")
+			}
 		case <-sess.Context().Done():
 			return nil
 		}
 	}
 }
 
+// collect returns first and the records already waiting behind it, up to BatchSize.
+func (r *Runner) collect(first *sarama.ConsumerMessage, more <-chan *sarama.ConsumerMessage) []*sarama.ConsumerMessage {
+	batch := []*sarama.ConsumerMessage{first}
+	for len(batch) < r.BatchSize {
+		select {
+		case m, ok := <-more:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, m)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+type item struct {
+	handler Handler
+	msg     Message
+}
+
+// decode turns a record into a message for its handler, or says why it is poison.
+func (r *Runner) decode(rec *sarama.ConsumerMessage) (item, *slog.Logger, error) {
+	log := r.Log.With("group", r.Group, "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset)
+	env, err := kafka.Envelope(rec)
+	if err != nil {
+		return item{}, log, err
+	}
+	ev, err := events.Decode(env)
+	if err != nil {
+		return item{}, log, err
+	}
+	log = log.With("event_id", env.ID, "event_type", env.Type, "order_id", env.Subject, "correlation_id", env.CorrelationID)
+	handler, ok := r.Handlers[rec.Topic]
+	if !ok {
+		return item{}, log, fmt.Errorf("no handler for topic %s", rec.Topic)
+	}
+	msg := Message{Envelope: env, Event: ev, Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset, Log: log}
+	return item{handler: handler, msg: msg}, log, nil
+}
+
+// applyBatch applies every record of batch in one transaction, once, and reports whether
+// that worked. Any poison record or error makes it decline, leaving nothing applied.
+func (r *Runner) applyBatch(ctx context.Context, batch []*sarama.ConsumerMessage) bool {
+	items := make([]item, 0, len(batch))
+	for _, rec := range batch {
+		it, _, err := r.decode(rec)
+		if err != nil {
+			return false
+		}
+		items = append(items, it)
+	}
+	if err := r.apply(ctx, items...); err != nil {
+		r.Log.Debug("batch declined; applying its records one by one", "group", r.Group, "records", len(items), "err", err)
+		return false
+	}
+	return true
+}
+
 // process returns nil once the record is dealt with (applied, skipped as a duplicate, or
 // dead-lettered) and ctx's error if the session ended first.
 func (r *Runner) process(ctx context.Context, rec *sarama.ConsumerMessage) error {
-	log := r.Log.With("group", r.Group, "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset)
-	env, err := kafka.Envelope(rec)
-	var ev events.Event
-	if err == nil {
-		ev, err = events.Decode(env)
-	}
-	if err == nil {
-		log = log.With("event_id", env.ID, "event_type", env.Type, "order_id", env.Subject, "correlation_id", env.CorrelationID)
-	}
-	handler, ok := r.Handlers[rec.Topic]
-	if err == nil && !ok {
-		err = fmt.Errorf("no handler for topic %s", rec.Topic)
-	}
+	it, log, err := r.decode(rec)
 	if err != nil {
 		return r.deadLetter(ctx, log, rec, err)
 	}
-
-	msg := Message{Envelope: env, Event: ev, Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset, Log: log}
 	for attempt := 1; ; attempt++ {
-		err := r.apply(ctx, handler, msg)
+		err := r.apply(ctx, it)
 		if err == nil {
 			return nil
 		}
@@ -200,23 +260,28 @@ func (r *Runner) process(ctx context.Context, rec *sarama.ConsumerMessage) error
 	}
 }
 
-// apply runs one attempt in a transaction. It is not cut short when the session ends:
-// the in-flight record finishes, within HandlerTimeout.
-func (r *Runner) apply(ctx context.Context, handler Handler, msg Message) error {
+// apply runs the items' handlers in one transaction, each guarded by the inbox. It is not
+// cut short when the session ends: the records in flight finish, within HandlerTimeout.
+func (r *Runner) apply(ctx context.Context, items ...item) error {
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.HandlerTimeout)
 	defer cancel()
 	return pgx.BeginFunc(actx, r.Pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(actx,
-			`INSERT INTO processed_events (consumer_group, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`,
-			r.Group, msg.ID)
-		if err != nil {
-			return fmt.Errorf("inbox: %w", err)
+		for _, it := range items {
+			tag, err := tx.Exec(actx,
+				`INSERT INTO processed_events (consumer_group, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`,
+				r.Group, it.msg.ID)
+			if err != nil {
+				return fmt.Errorf("inbox: %w", err)
+			}
+			if tag.RowsAffected() == 0 {
+				it.msg.Log.Info("duplicate event skipped")
+				continue
+			}
+			if err := it.handler(actx, tx, it.msg); err != nil {
+				return err
+			}
 		}
-		if tag.RowsAffected() == 0 {
-			msg.Log.Info("duplicate event skipped")
-			return nil
-		}
-		return handler(actx, tx, msg)
+		return nil
 	})
 }
 

@@ -361,6 +361,23 @@ func (sv *Service) Start(ctx context.Context) error {
 	}
 }
 
+// PID is the service's process id, or 0 when it is not running.
+func (sv *Service) PID() int {
+	sv.mu.Lock()
+	defer sv.mu.Unlock()
+	if sv.cmd == nil {
+		return 0
+	}
+	return sv.cmd.Process.Pid
+}
+
+// Setenv changes a setting for the service's next start.
+func (sv *Service) Setenv(key, value string) {
+	sv.mu.Lock()
+	defer sv.mu.Unlock()
+	sv.env = append(sv.env, key+"="+value) // the last one wins
+}
+
 // Stop asks the service to shut down gracefully (SIGTERM) and waits for it.
 func (sv *Service) Stop() error { return sv.signal(syscall.SIGTERM) }
 
