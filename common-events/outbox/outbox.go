@@ -4,7 +4,6 @@ package outbox
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,27 +24,34 @@ const Channel = "outbox"
 // so one constant key suffices.
 const lockID int64 = 0x6f7574626f78 // "outbox"
 
-// Insert stores env, bound for topic, inside the caller's transaction; it is published
-// only if that transaction commits. The NOTIFY is delivered at commit too.
-func Insert(ctx context.Context, tx pgx.Tx, topic string, env events.Envelope) error {
+const insertSQL = `
+	WITH ins AS (
+		INSERT INTO outbox (topic, key, headers, payload) VALUES ($1, $2, $3, $4) RETURNING 1
+	)
+	SELECT pg_notify($5, '') FROM ins`
+
+func insertArgs(topic string, env events.Envelope) []any {
 	headers := make(map[string]string, 9)
 	for _, h := range env.Headers() {
 		headers[h.Key] = string(h.Value)
 	}
-	hj, err := json.Marshal(headers)
-	if err != nil {
-		return fmt.Errorf("outbox insert: %w", err)
-	}
-	_, err = tx.Exec(ctx, `
-		WITH ins AS (
-			INSERT INTO outbox (topic, key, headers, payload) VALUES ($1, $2, $3, $4) RETURNING 1
-		)
-		SELECT pg_notify($5, '') FROM ins`,
-		topic, env.Subject, hj, env.Data, Channel)
-	if err != nil {
+	return []any{topic, env.Subject, headers, env.Data, Channel}
+}
+
+// Insert stores env, bound for topic, inside the caller's transaction; it is published
+// only if that transaction commits. The NOTIFY is delivered at commit too.
+func Insert(ctx context.Context, tx pgx.Tx, topic string, env events.Envelope) error {
+	if _, err := tx.Exec(ctx, insertSQL, insertArgs(topic, env)...); err != nil {
 		return fmt.Errorf("outbox insert: %w", err)
 	}
 	return nil
+}
+
+// Queue adds the insert of env to b, for a caller that writes its change and its event
+// in one batch: sent in one round trip without BEGIN, a batch runs as one implicit
+// transaction, so all of it commits or none of it does.
+func Queue(b *pgx.Batch, topic string, env events.Envelope) {
+	b.Queue(insertSQL, insertArgs(topic, env)...)
 }
 
 // Relay publishes committed outbox rows in id order and deletes them once the broker

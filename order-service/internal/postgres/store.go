@@ -32,32 +32,24 @@ type itemJSON struct {
 }
 
 // Create writes the order, its first history entry and its order.created event in one
-// transaction: either the order exists and its event will be published, or neither.
+// transaction: either the order exists and its event will be published, or neither. The
+// three statements go as one batch, in one round trip, which PostgreSQL runs as one
+// implicit transaction.
 func (s *Store) Create(ctx context.Context, o order.Order, created events.Envelope) error {
 	items := make([]itemJSON, len(o.Items))
 	for i, it := range o.Items {
 		items[i] = itemJSON(it)
 	}
-	ij, err := json.Marshal(items)
-	if err != nil {
-		return fmt.Errorf("create order: %w", err)
-	}
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `
-			INSERT INTO orders (id, customer_id, customer_email, currency, items, total_cents,
-				payment_method, status, correlation_id, created_at, updated_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)`,
-			o.ID, o.CustomerID, o.CustomerEmail, o.Currency, ij, o.TotalCents,
-			o.PaymentMethod, o.Status, o.CorrelationID, o.CreatedAt)
-		if err != nil {
-			return err
-		}
-		if err := addHistory(ctx, tx, o.ID, "", o.Status, created.ID, "", o.CreatedAt); err != nil {
-			return err
-		}
-		return outbox.Insert(ctx, tx, events.TopicOrderCreated, created)
-	})
-	if err != nil {
+	b := &pgx.Batch{}
+	b.Queue(`
+		INSERT INTO orders (id, customer_id, customer_email, currency, items, total_cents,
+			payment_method, status, correlation_id, created_at, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)`,
+		o.ID, o.CustomerID, o.CustomerEmail, o.Currency, items, o.TotalCents,
+		o.PaymentMethod, o.Status, o.CorrelationID, o.CreatedAt)
+	b.Queue(insertHistory, o.ID, "", o.Status, created.ID, "", o.CreatedAt)
+	outbox.Queue(b, events.TopicOrderCreated, created)
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("create order %s: %w", o.ID, err)
 	}
 	return nil
@@ -123,10 +115,12 @@ func (s *Store) Transition(ctx context.Context, tx pgx.Tx, id string, to order.S
 	return o, nil
 }
 
+const insertHistory = `
+	INSERT INTO order_history (order_id, from_status, to_status, cause_event_id, reason, at)
+	VALUES ($1, nullif($2, ''), $3, $4, nullif($5, ''), $6)`
+
 func addHistory(ctx context.Context, tx pgx.Tx, id string, from, to order.Status, cause, reason string, at time.Time) error {
-	_, err := tx.Exec(ctx, `
-		INSERT INTO order_history (order_id, from_status, to_status, cause_event_id, reason, at)
-		VALUES ($1, nullif($2, ''), $3, $4, nullif($5, ''), $6)`, id, from, to, cause, reason, at)
+	_, err := tx.Exec(ctx, insertHistory, id, from, to, cause, reason, at)
 	if err != nil {
 		return fmt.Errorf("order %s history: %w", id, err)
 	}

@@ -24,11 +24,10 @@ func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 // Exists reports whether the order already has a payment, taking a lock on the order id
 // for the rest of tx so two deliveries of one order cannot both go on to charge.
 func (s *Store) Exists(ctx context.Context, tx pgx.Tx, orderID string) (bool, error) {
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, orderID); err != nil {
-		return false, fmt.Errorf("lock order %s: %w", orderID, err)
-	}
 	var exists bool
-	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM payments WHERE order_id = $1)`, orderID).Scan(&exists)
+	err := tx.QueryRow(ctx, `
+		SELECT EXISTS (SELECT 1 FROM payments WHERE order_id = $1::uuid)
+		FROM (SELECT pg_advisory_xact_lock(hashtextextended($1::uuid::text, 0))) AS locked`, orderID).Scan(&exists)
 	if err != nil {
 		return false, fmt.Errorf("payment of order %s: %w", orderID, err)
 	}
