@@ -195,6 +195,7 @@ type Base struct {
 	TopicPartitions int
 	LogLevel        slog.Level
 	ShutdownTimeout time.Duration
+	PprofAddr       string // where net/http/pprof listens; empty: nowhere
 }
 
 // ReadBase reads the shared settings; httpAddr and database are the service's defaults.
@@ -206,5 +207,6 @@ func ReadBase(e *Env, httpAddr, databaseURL string) Base {
 		TopicPartitions: e.Int("KAFKA_TOPIC_PARTITIONS", 6, 1, 1000),
 		LogLevel:        e.Level("LOG_LEVEL", slog.LevelInfo),
 		ShutdownTimeout: e.Duration("SHUTDOWN_TIMEOUT", 15*time.Second, time.Second, 5*time.Minute),
+		PprofAddr:       e.Addr("PPROF_ADDR", ""),
 	}
 }

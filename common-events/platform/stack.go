@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	_ "net/http/pprof" // served only on PPROF_ADDR
 	"os"
 	"os/signal"
 	"sync"
@@ -192,6 +193,16 @@ func (s *Stack) Serve(ctx context.Context, api *echo.Echo, front, back []Worker)
 	}
 	for _, w := range back {
 		start(&backWG, backCtx, w)
+	}
+	if s.Config.PprofAddr != "" {
+		// Profiling on its own port, never on the API's: for measuring, off by default.
+		pln, err := net.Listen("tcp", s.Config.PprofAddr)
+		if err != nil {
+			return fmt.Errorf("listen on PPROF_ADDR %s: %w", s.Config.PprofAddr, err)
+		}
+		psrv := &http.Server{Handler: http.DefaultServeMux, ReadHeaderTimeout: 10 * time.Second}
+		defer psrv.Close()
+		go func() { _ = psrv.Serve(pln) }()
 	}
 	srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 	frontWG.Go(func() {
