@@ -1,7 +1,7 @@
 # orderflow: `make test` runs every module's tests on a real PostgreSQL (a throwaway
 # cluster the tests start themselves) and a real Kafka-protocol broker (kfake, in-process).
 
-MODULES := common-events migrations order-service payment-service notification-service devstack e2e
+MODULES := common-events migrations order-service payment-service notification-service devstack e2e bench
 GO ?= go
 
 .PHONY: test vet deps build
@@ -53,3 +53,10 @@ logs:
 e2e-compose:
 	@cd e2e && E2E_ORDER_URL=http://localhost:8080 E2E_PAYMENT_URL=http://localhost:8081 \
 		E2E_NOTIFICATION_URL=http://localhost:8084 $(GO) test -count=1 -timeout 8m -run 'TestScenario' -v ./...
+
+# Throughput and latency of the whole pipeline on its own devstack, printed as a table
+# and written to .data/bench/latest.json. QUICK=1 for the short version (under a minute).
+.PHONY: bench
+bench: deps
+	@mkdir -p .data/bench
+	@cd bench && BENCH_QUICK=$(QUICK) BENCH_OUT=../.data/bench/latest.json $(GO) run ./cmd/bench

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+)
+
+var client = &http.Client{
+	Timeout: 10 * time.Second,
+	Transport: &http.Transport{
+		MaxIdleConns: 4096, MaxIdleConnsPerHost: 4096, IdleConnTimeout: 30 * time.Second,
+		DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+	},
+}
+
+const orderBody = `{"customer_id":"5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93","customer_email":"bench@example.com",
+"currency":"EUR","items":[{"sku":"BOOK-42","quantity":2,"unit_price_cents":1999}],"payment_method":"tok_visa"}`
+
+// post is one POST /orders: its latency and the accepted order's id, or the kind of error.
+type post struct {
+	latency time.Duration
+	id      string
+	errKind string
+}
+
+func (tg *target) placeOrder(ctx context.Context) post {
+	start := time.Now()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tg.orderURL+"/orders", bytes.NewBufferString(orderBody))
+	if err != nil {
+		return post{errKind: "request"}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return post{latency: time.Since(start), errKind: "timeout"}
+		}
+		return post{latency: time.Since(start), errKind: "connection"}
+	}
+	defer resp.Body.Close()
+	var o struct {
+		ID string `json:"id"`
+	}
+	decErr := json.NewDecoder(resp.Body).Decode(&o)
+	lat := time.Since(start)
+	if resp.StatusCode != http.StatusAccepted || decErr != nil {
+		return post{latency: lat, errKind: fmt.Sprintf("http %d", resp.StatusCode)}
+	}
+	return post{latency: lat, id: o.ID}
+}
+
+// openLoop offers rate orders/s for d, each POST sent at its scheduled time whether or
+// not earlier ones have been answered, and its latency counted from that time, so a
+// slow server cannot hide its queueing (no coordinated omission).
+func (tg *target) openLoop(ctx context.Context, name string, rate float64, d time.Duration) (runResult, error) {
+	n := int(rate * d.Seconds())
+	posts := make([]post, n)
+	cpu0 := tg.usage()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range n {
+		at := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+		if wait := time.Until(at); wait > 0 {
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				return runResult{}, ctx.Err()
+			}
+		}
+		wg.Go(func() {
+			p := tg.placeOrder(ctx)
+			p.latency = time.Since(at) // from the intended send time
+			posts[i] = p
+		})
+	}
+	wg.Wait()
+	sent := time.Since(start)
+	return tg.finish(ctx, runResult{Name: name, Mode: "open", OfferedRate: rate}, posts, sent, cpu0)
+}
+
+// closedLoop runs workers clients that each send the next POST as soon as the last one
+// is answered, for d: the rate the stack sustains when pushed.
+func (tg *target) closedLoop(ctx context.Context, name string, workers int, d time.Duration) (runResult, error) {
+	cpu0 := tg.usage()
+	stopProfiles := tg.profile(ctx, fmt.Sprintf("closed-%d", workers), d)
+	defer stopProfiles()
+	start := time.Now()
+	deadline := start.Add(d)
+	results := make([][]post, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				results[w] = append(results[w], tg.placeOrder(ctx))
+			}
+		})
+	}
+	wg.Wait()
+	sent := time.Since(start)
+	var posts []post
+	for _, r := range results {
+		posts = append(posts, r...)
+	}
+	return tg.finish(ctx, runResult{Name: name, Mode: "closed", Clients: workers}, posts, sent, cpu0)
+}
+
+// finish waits for the accepted orders to settle and computes the run's figures.
+func (tg *target) finish(ctx context.Context, r runResult, posts []post, sent time.Duration, cpu0 map[string]usage) (runResult, error) {
+	r.Seconds = sent.Seconds()
+	r.Errors = map[string]int{}
+	var lats []time.Duration
+	var ids []string
+	for _, p := range posts {
+		lats = append(lats, p.latency)
+		if p.errKind != "" {
+			r.Errors[p.errKind]++
+			continue
+		}
+		ids = append(ids, p.id)
+	}
+	r.Posted, r.Accepted = len(posts), len(ids)
+	r.AchievedRate = float64(len(ids)) / sent.Seconds()
+	if r.Mode == "closed" {
+		r.OfferedRate = float64(len(posts)) / sent.Seconds()
+	}
+	r.PostMs = percentiles(lats)
+	out, err := tg.outcomes(ctx, ids, 60*time.Second)
+	if err != nil {
+		return r, err
+	}
+	r.Pending = out.pending
+	r.Confirmed = len(out.confirm)
+	r.ConfirmMs = percentiles(out.confirm)
+	r.EmailMs = percentiles(out.email)
+	if out.window > 0 {
+		r.ConfirmedPerSec = float64(r.Confirmed) / out.window.Seconds()
+		// Two outbox events per order: order.created and its payment outcome.
+		r.RelayEventsPerSec = float64(r.Accepted+r.Confirmed) / out.window.Seconds()
+	}
+	r.Services = tg.usageSince(cpu0)
+	return r, nil
+}
+
+// percentiles returns p50, p95, p99 and max in milliseconds.
+func percentiles(ds []time.Duration) latency {
+	if len(ds) == 0 {
+		return latency{}
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	at := func(q float64) float64 {
+		i := int(q*float64(len(s))+0.5) - 1
+		i = max(0, min(i, len(s)-1))
+		return float64(s[i].Microseconds()) / 1000
+	}
+	return latency{P50: at(0.50), P95: at(0.95), P99: at(0.99), Max: float64(s[len(s)-1].Microseconds()) / 1000}
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// profile records a CPU profile of each service for d, when BENCH_PROFILE names a folder;
+// the returned func waits for them to be written.
+func (tg *target) profile(ctx context.Context, name string, d time.Duration) func() {
+	if tg.profileDir == "" || tg.pprof == nil {
+		return func() {}
+	}
+	var wg sync.WaitGroup
+	for service, addr := range tg.pprof {
+		wg.Go(func() {
+			url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(d.Seconds()))
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			resp, err := (&http.Client{Timeout: d + 10*time.Second}).Do(req)
+			if err != nil {
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			_ = os.MkdirAll(tg.profileDir, 0o755)
+			_ = os.WriteFile(filepath.Join(tg.profileDir, name+"-"+service+".pprof"), b, 0o644)
+		})
+	}
+	return wg.Wait
+}

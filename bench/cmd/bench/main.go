@@ -1,0 +1,195 @@
+// Command bench measures orderflow end to end and prints a report (markdown) and writes
+// it as JSON. By default it starts its own devstack (broker, PostgreSQL with synchronous
+// commit, the three services as processes); BENCH_ORDER_URL with BENCH_ORDERS_DATABASE_URL
+// and BENCH_NOTIFICATIONS_DATABASE_URL point it at another stack instead.
+//
+//	go run ./cmd/bench            (make bench)
+//	BENCH_QUICK=1 go run ./cmd/bench   (make bench QUICK=1: the short version)
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/orderflow/devstack/stack"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// plan is what one bench run does.
+type plan struct {
+	quick     bool
+	duration  time.Duration
+	rates     []float64 // open loop, orders/s
+	workers   []int     // closed loop
+	slowRate  float64
+	yardstick time.Duration
+}
+
+func newPlan(quick bool) plan {
+	if quick {
+		return plan{quick: true, duration: 4 * time.Second, rates: []float64{250, 500}, workers: []int{32},
+			slowRate: 100, yardstick: 3 * time.Second}
+	}
+	return plan{duration: 10 * time.Second, rates: []float64{250, 500, 1000, 2000}, workers: []int{16, 64},
+		slowRate: 250, yardstick: 5 * time.Second}
+}
+
+func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	p := newPlan(getenv("BENCH_QUICK") != "" && getenv("BENCH_QUICK") != "0")
+	out := getenv("BENCH_OUT")
+	started := time.Now()
+
+	tg, err := openTarget(ctx, getenv, stdout)
+	if err != nil {
+		return err
+	}
+	defer tg.close()
+
+	rep := report{Machine: machine(), Quick: p.quick, Started: started.UTC()}
+	fmt.Fprintf(stdout, "bench: %s; yardstick…\n", rep.Machine)
+	if rep.Yardstick, err = yardstick(ctx, tg.adminDB, p.yardstick); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "bench: %.0f single-row INSERT transactions/s (synchronous commit)\n", rep.Yardstick.TPS)
+
+	for _, rate := range p.rates {
+		fmt.Fprintf(stdout, "bench: open loop at %.0f orders/s for %s…\n", rate, p.duration)
+		r, err := tg.openLoop(ctx, fmt.Sprintf("open %g/s", rate), rate, p.duration)
+		if err != nil {
+			return err
+		}
+		rep.Runs = append(rep.Runs, r)
+	}
+	for _, w := range p.workers {
+		fmt.Fprintf(stdout, "bench: closed loop with %d clients for %s…\n", w, p.duration)
+		r, err := tg.closedLoop(ctx, fmt.Sprintf("closed %d clients", w), w, p.duration)
+		if err != nil {
+			return err
+		}
+		rep.Runs = append(rep.Runs, r)
+	}
+	if tg.stack != nil {
+		fmt.Fprintf(stdout, "bench: slow provider (100ms a charge), open loop at %.0f orders/s…\n", p.slowRate)
+		if err := tg.restartPayment(ctx, "100ms"); err != nil {
+			return err
+		}
+		r, err := tg.openLoop(ctx, fmt.Sprintf("slow provider %g/s", p.slowRate), p.slowRate, p.duration)
+		if err != nil {
+			return err
+		}
+		rep.Runs = append(rep.Runs, r)
+		if err := tg.restartPayment(ctx, "0s"); err != nil {
+			return err
+		}
+	}
+	rep.Seconds = time.Since(started).Seconds()
+	rep.markdown(stdout)
+	if out != "" {
+		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+			return err
+		}
+		b, _ := json.MarshalIndent(rep, "", "  ")
+		if err := os.WriteFile(out, b, 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "\nbench: report written to %s\n", out)
+	}
+	return nil
+}
+
+// target is the stack under load: its order API, the databases the report reads the
+// server-side timestamps from, and, for our own devstack, control of the processes.
+type target struct {
+	orderURL        string
+	ordersDB        string
+	notificationsDB string
+	adminDB         string
+	brokers         []string
+	stack           *stack.Stack
+	dir             string
+	pprof           map[string]string // service → its pprof address
+	profileDir      string            // BENCH_PROFILE: CPU profiles of the closed-loop runs go here
+	log             *slog.Logger
+}
+
+func openTarget(ctx context.Context, getenv func(string) string, stdout io.Writer) (*target, error) {
+	if u := getenv("BENCH_ORDER_URL"); u != "" {
+		tg := &target{orderURL: u, ordersDB: getenv("BENCH_ORDERS_DATABASE_URL"),
+			notificationsDB: getenv("BENCH_NOTIFICATIONS_DATABASE_URL"), adminDB: getenv("BENCH_ORDERS_DATABASE_URL")}
+		if tg.ordersDB == "" || tg.notificationsDB == "" {
+			return nil, errors.New("BENCH_ORDER_URL needs BENCH_ORDERS_DATABASE_URL and BENCH_NOTIFICATIONS_DATABASE_URL, where the report reads the outcomes")
+		}
+		return tg, nil
+	}
+	dir, err := os.MkdirTemp("", "orderflow-bench-")
+	if err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(filepath.Join(dir, "stack.log"))
+	if err != nil {
+		return nil, err
+	}
+	ports := make([]int, 8)
+	for i := range ports {
+		if ports[i], err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	fmt.Fprintf(stdout, "bench: starting a devstack in %s (logs in stack.log there)…\n", dir)
+	s, err := stack.Start(ctx, stack.Options{
+		DataDir: filepath.Join(dir, "data"), KafkaPort: ports[0], PGPort: ports[1],
+		HTTPPorts: map[string]int{"order-service": ports[2], "payment-service": ports[3], "notification-service": ports[4]},
+		Env:       map[string]string{"LOG_LEVEL": "warn"}, Log: logf,
+		ServiceEnv: map[string]map[string]string{
+			"order-service":        {"PPROF_ADDR": fmt.Sprintf("127.0.0.1:%d", ports[5])},
+			"payment-service":      {"PPROF_ADDR": fmt.Sprintf("127.0.0.1:%d", ports[6])},
+			"notification-service": {"PPROF_ADDR": fmt.Sprintf("127.0.0.1:%d", ports[7])},
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &target{
+		orderURL: s.Service("order-service").URL, ordersDB: s.Postgres.URL("orders"),
+		notificationsDB: s.Postgres.URL("notifications"), adminDB: s.Postgres.URL("postgres"),
+		brokers: []string{s.KafkaAddr()}, stack: s, dir: dir, profileDir: getenv("BENCH_PROFILE"),
+		pprof: map[string]string{
+			"order-service": fmt.Sprintf("127.0.0.1:%d", ports[5]), "payment-service": fmt.Sprintf("127.0.0.1:%d", ports[6]),
+			"notification-service": fmt.Sprintf("127.0.0.1:%d", ports[7]),
+		},
+		log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}, nil
+}
+
+func (tg *target) close() {
+	if tg.stack != nil {
+		tg.stack.Stop()
+		_ = os.RemoveAll(tg.dir)
+	}
+}
+
+func (tg *target) restartPayment(ctx context.Context, latency string) error {
+	sv := tg.stack.Service("payment-service")
+	if err := sv.Stop(); err != nil {
+		return err
+	}
+	sv.Setenv("PROVIDER_LATENCY", latency)
+	return sv.Start(ctx)
+}

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+type outcomes struct {
+	confirm []time.Duration // POST (created_at) → CONFIRMED (updated_at), server clocks
+	email   []time.Duration // POST → notification recorded as sent
+	pending int
+	window  time.Duration // first order accepted → last order confirmed
+}
+
+// outcomes waits until the orders leave PENDING_PAYMENT (or within passes) and reads the
+// server-side timestamps of what happened to them: one query every 250 ms, instead of
+// polling each order over HTTP, which would load the very server being measured.
+func (tg *target) outcomes(ctx context.Context, ids []string, within time.Duration) (outcomes, error) {
+	var out outcomes
+	if len(ids) == 0 {
+		return out, nil
+	}
+	orders, err := pgx.Connect(ctx, tg.ordersDB)
+	if err != nil {
+		return out, fmt.Errorf("orders database: %w", err)
+	}
+	defer orders.Close(ctx)
+	deadline := time.Now().Add(within)
+	for {
+		if err := orders.QueryRow(ctx, `SELECT count(*) FROM orders WHERE id = ANY($1::uuid[]) AND status = 'PENDING_PAYMENT'`, ids).Scan(&out.pending); err != nil {
+			return out, err
+		}
+		if out.pending == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	created := map[string]time.Time{}
+	var first, last time.Time
+	rows, _ := orders.Query(ctx, `SELECT id::text, created_at, updated_at, status FROM orders WHERE id = ANY($1::uuid[])`, ids)
+	for rows.Next() {
+		var id, status string
+		var c, u time.Time
+		if err := rows.Scan(&id, &c, &u, &status); err != nil {
+			return out, err
+		}
+		created[id] = c
+		if first.IsZero() || c.Before(first) {
+			first = c
+		}
+		if status == "CONFIRMED" {
+			out.confirm = append(out.confirm, u.Sub(c))
+			if u.After(last) {
+				last = u
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return out, err
+	}
+	out.window = last.Sub(first)
+
+	notes, err := pgx.Connect(ctx, tg.notificationsDB)
+	if err != nil {
+		return out, fmt.Errorf("notifications database: %w", err)
+	}
+	defer notes.Close(ctx)
+	// Emails follow the confirmation: give the last ones a moment.
+	for i := 0; i < 20; i++ {
+		var n int
+		if err := notes.QueryRow(ctx, `SELECT count(*) FROM notifications WHERE order_id = ANY($1::uuid[])`, ids).Scan(&n); err != nil {
+			return out, err
+		}
+		if n >= len(out.confirm) {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	rows, _ = notes.Query(ctx, `SELECT order_id::text, sent_at FROM notifications WHERE order_id = ANY($1::uuid[]) AND kind = 'order_confirmed'`, ids)
+	for rows.Next() {
+		var id string
+		var sent time.Time
+		if err := rows.Scan(&id, &sent); err != nil {
+			return out, err
+		}
+		out.email = append(out.email, sent.Sub(created[id]))
+	}
+	return out, rows.Err()
+}
+
+// usage is a process's CPU time so far and its peak resident memory.
+type usage struct {
+	cpu     time.Duration
+	peakRSS int64 // bytes
+}
+
+// usage reads the CPU time of each service, of all PostgreSQL processes together and of
+// this process (the load generator and, on our own devstack, the broker), so a report
+// shows where the machine's cores went.
+func (tg *target) usage() map[string]usage {
+	out := map[string]usage{}
+	if tg.stack == nil {
+		return out
+	}
+	for _, name := range []string{"order-service", "payment-service", "notification-service"} {
+		if pid := tg.stack.Service(name).PID(); pid > 0 {
+			out[name] = procUsage(pid)
+		}
+	}
+	out["bench+broker"] = procUsage(os.Getpid())
+	// PostgreSQL is a process per connection: keep each one, so a delta counts only
+	// the processes alive at both ends (connections come and go between runs).
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) == "postgres" {
+			out[fmt.Sprintf("postgres/%d", pid)] = procUsage(pid)
+		}
+	}
+	return out
+}
+
+func (tg *target) usageSince(before map[string]usage) map[string]serviceUsage {
+	out := map[string]serviceUsage{}
+	for name, now := range tg.usage() {
+		d := (now.cpu - before[name].cpu).Seconds()
+		if strings.HasPrefix(name, "postgres/") {
+			pg := out["postgres"]
+			pg.CPUSeconds += d
+			out["postgres"] = pg
+			continue
+		}
+		out[name] = serviceUsage{CPUSeconds: d, PeakRSSMB: float64(now.peakRSS) / (1 << 20)}
+	}
+	return out
+}
+
+// procUsage reads /proc: utime+stime (clock ticks of 1/100 s on Linux) and VmHWM.
+func procUsage(pid int) usage {
+	var u usage
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		s := string(b)
+		if i := strings.LastIndexByte(s, ')'); i > 0 {
+			f := strings.Fields(s[i+2:])
+			if len(f) > 12 {
+				ut, _ := strconv.ParseInt(f[11], 10, 64)
+				st, _ := strconv.ParseInt(f[12], 10, 64)
+				u.cpu = time.Duration(ut+st) * 10 * time.Millisecond
+			}
+		}
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "VmHWM:") {
+				kb, _ := strconv.ParseInt(strings.Fields(line)[1], 10, 64)
+				u.peakRSS = kb << 10
+			}
+		}
+	}
+	return u
+}
+
+func machine() string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "model name") {
+				model = strings.TrimSpace(strings.SplitN(line, ":", 2)[1])
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("%d cores (%s), %s, %s", runtime.NumCPU(), model, runtime.Version(), runtime.GOOS+"/"+runtime.GOARCH)
+}

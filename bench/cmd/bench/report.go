@@ -1,0 +1,127 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+)
+
+type latency struct {
+	P50 float64 `json:"p50_ms"`
+	P95 float64 `json:"p95_ms"`
+	P99 float64 `json:"p99_ms"`
+	Max float64 `json:"max_ms"`
+}
+
+type serviceUsage struct {
+	CPUSeconds float64 `json:"cpu_seconds"`
+	PeakRSSMB  float64 `json:"peak_rss_mb"`
+}
+
+type runResult struct {
+	Name              string                  `json:"name"`
+	Mode              string                  `json:"mode"`
+	Clients           int                     `json:"clients,omitempty"`
+	OfferedRate       float64                 `json:"offered_per_sec"`
+	AchievedRate      float64                 `json:"accepted_per_sec"`
+	Seconds           float64                 `json:"seconds"`
+	Posted            int                     `json:"posted"`
+	Accepted          int                     `json:"accepted"`
+	Confirmed         int                     `json:"confirmed"`
+	Pending           int                     `json:"still_pending"`
+	PostMs            latency                 `json:"post_latency"`
+	ConfirmMs         latency                 `json:"post_to_confirmed"`
+	EmailMs           latency                 `json:"post_to_email"`
+	ConfirmedPerSec   float64                 `json:"confirmed_per_sec"`
+	RelayEventsPerSec float64                 `json:"outbox_events_per_sec"`
+	Errors            map[string]int          `json:"errors"`
+	Services          map[string]serviceUsage `json:"services"`
+}
+
+type yardstickResult struct {
+	TPS               float64 `json:"insert_tps"`
+	Connections       int     `json:"connections"`
+	SynchronousCommit string  `json:"synchronous_commit"`
+}
+
+type report struct {
+	Machine   string          `json:"machine"`
+	Quick     bool            `json:"quick"`
+	Started   time.Time       `json:"started"`
+	Seconds   float64         `json:"seconds"`
+	Yardstick yardstickResult `json:"yardstick"`
+	Runs      []runResult     `json:"runs"`
+}
+
+func (r report) markdown(w io.Writer) {
+	fmt.Fprintf(w, "\n## orderflow bench — %s\n\n", r.Started.Format("2006-01-02 15:04 MST"))
+	fmt.Fprintf(w, "Machine: %s. Everything on one box: load generator, broker, PostgreSQL (synchronous_commit=%s), three services.\n\n",
+		r.Machine, r.Yardstick.SynchronousCommit)
+	fmt.Fprintln(w, "| run | offered/s | accepted/s | POST p50 / p95 / p99 / max ms | POST→CONFIRMED p50 / p95 / p99 ms | POST→email p50 / p95 / p99 ms | confirmed/s | outbox events/s | pending | errors |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+	best := 0.0
+	for _, x := range r.Runs {
+		fmt.Fprintf(w, "| %s | %.0f | %.0f | %s / %s / %s / %s | %s / %s / %s | %s / %s / %s | %.0f | %.0f | %d | %s |\n",
+			x.Name, x.OfferedRate, x.AchievedRate,
+			ms(x.PostMs.P50), ms(x.PostMs.P95), ms(x.PostMs.P99), ms(x.PostMs.Max),
+			ms(x.ConfirmMs.P50), ms(x.ConfirmMs.P95), ms(x.ConfirmMs.P99),
+			ms(x.EmailMs.P50), ms(x.EmailMs.P95), ms(x.EmailMs.P99),
+			x.ConfirmedPerSec, x.RelayEventsPerSec, x.Pending, errs(x.Errors))
+		if x.Pending == 0 && x.ConfirmedPerSec > best {
+			best = x.ConfirmedPerSec
+		}
+	}
+	fmt.Fprintf(w, "\nYardstick: %.0f single-row INSERT transactions/s (%d connections, synchronous commit) on the same PostgreSQL.\n",
+		r.Yardstick.TPS, r.Yardstick.Connections)
+	if r.Yardstick.TPS > 0 {
+		fmt.Fprintf(w, "Best sustained confirmed orders/s: %.0f = %.3f × the yardstick.\n", best, best/r.Yardstick.TPS)
+	}
+	fmt.Fprintln(w, "\nCPU seconds (peak RSS MB) per process and run; the machine has", runtime.NumCPU(), "cores:")
+	fmt.Fprintln(w, "\n| run | order-service | payment-service | notification-service | PostgreSQL (all) | bench + broker |\n|---|---|---|---|---|---|")
+	for _, x := range r.Runs {
+		var cells []string
+		for _, s := range []string{"order-service", "payment-service", "notification-service", "postgres", "bench+broker"} {
+			u, ok := x.Services[s]
+			if !ok {
+				cells = append(cells, "–")
+				continue
+			}
+			if u.PeakRSSMB == 0 {
+				cells = append(cells, fmt.Sprintf("%.1f s", u.CPUSeconds))
+				continue
+			}
+			cells = append(cells, fmt.Sprintf("%.1f s (%.0f MB)", u.CPUSeconds, u.PeakRSSMB))
+		}
+		fmt.Fprintf(w, "| %s | %s |\n", x.Name, strings.Join(cells, " | "))
+	}
+	fmt.Fprintf(w, "\nThe whole bench took %.0f s.\n", r.Seconds)
+}
+
+func ms(v float64) string {
+	switch {
+	case v == 0:
+		return "–"
+	case v < 10:
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+func errs(m map[string]int) string {
+	if len(m) == 0 {
+		return "0"
+	}
+	var keys []string
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s: %d", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
+}
