@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/orderflow/bench/relaycmp"
 	"github.com/orderflow/devstack/stack"
 )
 
@@ -40,15 +41,19 @@ type plan struct {
 	workers   []int     // closed loop
 	slowRate  float64
 	yardstick time.Duration
+	relayN    int           // events each relay moves in the side-by-side comparison
+	relayMax  time.Duration // how long each relay gets
 }
 
 func newPlan(quick bool) plan {
 	if quick {
 		return plan{quick: true, duration: 4 * time.Second, rates: []float64{250, 500}, workers: []int{32},
-			slowRate: 100, yardstick: 3 * time.Second}
+			slowRate: 100, yardstick: 3 * time.Second,
+			relayN: 3000, relayMax: 30 * time.Second}
 	}
 	return plan{duration: 10 * time.Second, rates: []float64{250, 500, 1000, 2000}, workers: []int{16, 64},
-		slowRate: 250, yardstick: 5 * time.Second}
+		slowRate: 250, yardstick: 5 * time.Second,
+		relayN: 20000, relayMax: 90 * time.Second}
 }
 
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
@@ -98,6 +103,12 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		if err := tg.restartPayment(ctx, "0s"); err != nil {
 			return err
 		}
+		fmt.Fprintf(stdout, "bench: outbox relay vs Watermill SQL Forwarder, %d events each…\n", p.relayN)
+		ours, peer, err := relaycmp.Compare(ctx, tg.adminDB, tg.brokers, p.relayN, p.relayMax, tg.log)
+		if err != nil {
+			return err
+		}
+		rep.Relay = []relayResult{toRelayResult(ours), toRelayResult(peer)}
 	}
 	rep.Seconds = time.Since(started).Seconds()
 	rep.markdown(stdout)

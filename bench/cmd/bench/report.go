@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/orderflow/bench/relaycmp"
 )
 
 type latency struct {
@@ -47,6 +49,20 @@ type yardstickResult struct {
 	SynchronousCommit string  `json:"synchronous_commit"`
 }
 
+type relayResult struct {
+	Name         string  `json:"name"`
+	Written      int     `json:"written"`
+	Delivered    int     `json:"delivered"`
+	EventsPerSec float64 `json:"events_per_sec"`
+	P50          float64 `json:"commit_to_published_p50_ms"`
+	P99          float64 `json:"commit_to_published_p99_ms"`
+}
+
+func toRelayResult(r relaycmp.Result) relayResult {
+	return relayResult{Name: r.Name, Written: r.Written, Delivered: r.Events, EventsPerSec: r.EventsPerSec,
+		P50: float64(r.P50.Microseconds()) / 1000, P99: float64(r.P99.Microseconds()) / 1000}
+}
+
 type report struct {
 	Machine   string          `json:"machine"`
 	Quick     bool            `json:"quick"`
@@ -54,6 +70,7 @@ type report struct {
 	Seconds   float64         `json:"seconds"`
 	Yardstick yardstickResult `json:"yardstick"`
 	Runs      []runResult     `json:"runs"`
+	Relay     []relayResult   `json:"relay_comparison,omitempty"`
 }
 
 func (r report) markdown(w io.Writer) {
@@ -96,6 +113,16 @@ func (r report) markdown(w io.Writer) {
 			cells = append(cells, fmt.Sprintf("%.1f s (%.0f MB)", u.CPUSeconds, u.PeakRSSMB))
 		}
 		fmt.Fprintf(w, "| %s | %s |\n", x.Name, strings.Join(cells, " | "))
+	}
+	if len(r.Relay) == 2 {
+		fmt.Fprintf(w, "\nOutbox relay, PostgreSQL → broker, side by side (transactions of %d events; published = seen by a consumer):\n\n", relaycmp.TxSize)
+		fmt.Fprintln(w, "| relay | delivered | events/s | commit→published p50 / p99 ms |\n|---|---|---|---|")
+		for _, x := range r.Relay {
+			fmt.Fprintf(w, "| %s | %d of %d | %.0f | %s / %s |\n", x.Name, x.Delivered, x.Written, x.EventsPerSec, ms(x.P50), ms(x.P99))
+		}
+		if r.Relay[1].EventsPerSec > 0 {
+			fmt.Fprintf(w, "\nRatio: %.1f× the events/s of the %s.\n", r.Relay[0].EventsPerSec/r.Relay[1].EventsPerSec, r.Relay[1].Name)
+		}
 	}
 	fmt.Fprintf(w, "\nThe whole bench took %.0f s.\n", r.Seconds)
 }
