@@ -33,14 +33,18 @@ import (
 	"github.com/orderflow/migrations"
 )
 
-// Result is one relay's figures.
+// Result is one relay's figures, from two phases: live (the relay runs while the events
+// are written: commit→published latency) and backlog (the events are all written first,
+// then the relay starts: how fast it drains, which the writer cannot limit).
 type Result struct {
 	Name         string
-	Events       int // delivered (of those written)
+	Events       int // delivered in the live phase (of Written)
 	Written      int
 	Seconds      float64
-	EventsPerSec float64
+	EventsPerSec float64 // live phase: first commit → last seen
 	P50, P99     time.Duration
+	Drained      int     // delivered in the backlog phase (of Written)
+	DrainPerSec  float64 // backlog phase: relay start → last seen
 }
 
 // TxSize is how many events each writing transaction holds, on both sides.
@@ -51,13 +55,21 @@ const TxSize = 100
 // everything within limit is reported with what it delivered by then.
 func Compare(ctx context.Context, adminURL string, brokers []string, n int, limit time.Duration, log *slog.Logger) (ours, peer Result, err error) {
 	stamp := time.Now().UnixNano()
-	ours, err = runSide(ctx, adminURL, brokers, n, limit, fmt.Sprintf("relaycmp_ours_%d", stamp), ourRelay{log: log})
-	if err != nil {
-		return ours, peer, fmt.Errorf("outbox relay: %w", err)
-	}
-	peer, err = runSide(ctx, adminURL, brokers, n, limit, fmt.Sprintf("relaycmp_watermill_%d", stamp), watermillForwarder{})
-	if err != nil {
-		return ours, peer, fmt.Errorf("watermill forwarder: %w", err)
+	for _, c := range []struct {
+		res  *Result
+		side side
+		name string
+	}{{&ours, ourRelay{log: log}, "ours"}, {&peer, watermillForwarder{}, "watermill"}} {
+		live, err := runSide(ctx, adminURL, brokers, n, limit, fmt.Sprintf("relaycmp_%s_live_%d", c.name, stamp), c.side, false)
+		if err != nil {
+			return ours, peer, fmt.Errorf("%s: %w", c.side.name(), err)
+		}
+		backlog, err := runSide(ctx, adminURL, brokers, n, limit, fmt.Sprintf("relaycmp_%s_backlog_%d", c.name, stamp), c.side, true)
+		if err != nil {
+			return ours, peer, fmt.Errorf("%s: %w", c.side.name(), err)
+		}
+		live.Drained, live.DrainPerSec = backlog.Events, backlog.EventsPerSec
+		*c.res = live
 	}
 	return ours, peer, nil
 }
@@ -67,14 +79,17 @@ type side interface {
 	name() string
 	// idHeader names the record header carrying the event id on the destination topic.
 	idHeader() string
+	// prepare creates what the writers need (tables).
+	prepare(ctx context.Context, pool *pgxpool.Pool) error
 	// start sets the relay up on pool, relaying to topic, and runs it until ctx is done.
 	start(ctx context.Context, pool *pgxpool.Pool, brokers []string, topic string) (stop func(), err error)
 	// write stores the events in one transaction, as the relay's writers do.
 	write(ctx context.Context, tx pgx.Tx, topic string, envs []events.Envelope) error
 }
 
-func runSide(ctx context.Context, adminURL string, brokers []string, n int, limit time.Duration, db string, s side) (Result, error) {
+func runSide(ctx context.Context, adminURL string, brokers []string, n int, limit time.Duration, db string, s side, backlog bool) (Result, error) {
 	res := Result{Name: s.name(), Written: n}
+	var stops []func()
 	if err := pgcluster.CreateDatabases(ctx, adminURL, db); err != nil {
 		return res, err
 	}
@@ -100,11 +115,27 @@ func runSide(ctx context.Context, adminURL string, brokers []string, n int, limi
 	defer stopWatch()
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stop, err := s.start(rctx, pool, brokers, topic)
-	if err != nil {
+	start := func() error {
+		stop, err := s.start(rctx, pool, brokers, topic)
+		if err != nil {
+			return err
+		}
+		stops = append(stops, stop)
+		return nil
+	}
+	defer func() {
+		for _, stop := range stops {
+			stop()
+		}
+	}()
+	if err := s.prepare(ctx, pool); err != nil {
 		return res, err
 	}
-	defer stop()
+	if !backlog {
+		if err := start(); err != nil {
+			return res, err
+		}
+	}
 
 	committed := make(map[string]time.Time, n)
 	now := time.Now()
@@ -130,6 +161,12 @@ func runSide(ctx context.Context, adminURL string, brokers []string, n int, limi
 		}
 	}
 
+	if backlog {
+		first = time.Now() // the relay starts now, with everything already written
+		if err := start(); err != nil {
+			return res, err
+		}
+	}
 	deadline := first.Add(limit)
 	var got map[string]time.Time
 	for {
@@ -237,10 +274,11 @@ type ourRelay struct{ log *slog.Logger }
 func (ourRelay) name() string     { return "orderflow outbox relay" }
 func (ourRelay) idHeader() string { return events.HeaderID }
 
+func (ourRelay) prepare(ctx context.Context, pool *pgxpool.Pool) error {
+	return migrations.UpPool(ctx, pool, migrations.Orders)
+}
+
 func (r ourRelay) start(ctx context.Context, pool *pgxpool.Pool, brokers []string, _ string) (func(), error) {
-	if err := migrations.UpPool(ctx, pool, migrations.Orders); err != nil {
-		return nil, err
-	}
 	p, err := sarama.NewSyncProducer(brokers, kafka.Config("relaycmp"))
 	if err != nil {
 		return nil, err
@@ -270,17 +308,28 @@ type watermillForwarder struct{}
 func (watermillForwarder) name() string     { return "Watermill SQL Forwarder" }
 func (watermillForwarder) idHeader() string { return wkafka.UUIDHeaderKey }
 
-func (watermillForwarder) start(ctx context.Context, pool *pgxpool.Pool, brokers []string, _ string) (func(), error) {
-	logger := watermill.NopLogger{}
-	sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(pool), wsql.SubscriberConfig{
+func newSubscriber(pool *pgxpool.Pool) (*wsql.Subscriber, error) {
+	return wsql.NewSubscriber(wsql.BeginnerFromPgx(pool), wsql.SubscriberConfig{
 		SchemaAdapter:    wsql.DefaultPostgreSQLSchema{},
 		OffsetsAdapter:   wsql.DefaultPostgreSQLOffsetsAdapter{},
 		InitializeSchema: true,
-	}, logger)
+	}, watermill.NopLogger{})
+}
+
+// prepare creates the forwarder's tables, as its subscriber does on subscribing.
+func (watermillForwarder) prepare(_ context.Context, pool *pgxpool.Pool) error {
+	sub, err := newSubscriber(pool)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if err := sub.SubscribeInitialize(forwarderTopic); err != nil {
+	defer sub.Close()
+	return sub.SubscribeInitialize(forwarderTopic)
+}
+
+func (watermillForwarder) start(ctx context.Context, pool *pgxpool.Pool, brokers []string, _ string) (func(), error) {
+	logger := watermill.NopLogger{}
+	sub, err := newSubscriber(pool)
+	if err != nil {
 		return nil, err
 	}
 	pub, err := wkafka.NewPublisher(wkafka.PublisherConfig{Brokers: brokers, Marshaler: wkafka.DefaultMarshaler{}}, logger)
