@@ -85,6 +85,8 @@ type side interface {
 	start(ctx context.Context, pool *pgxpool.Pool, brokers []string, topic string) (stop func(), err error)
 	// write stores the events in one transaction, as the relay's writers do.
 	write(ctx context.Context, tx pgx.Tx, topic string, envs []events.Envelope) error
+	// committed runs after each writing transaction committed.
+	committed(ctx context.Context, pool *pgxpool.Pool)
 }
 
 func runSide(ctx context.Context, adminURL string, brokers []string, n int, limit time.Duration, db string, s side, backlog bool) (Result, error) {
@@ -152,6 +154,7 @@ func runSide(ctx context.Context, adminURL string, brokers []string, n int, limi
 		if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return s.write(ctx, tx, topic, envs) }); err != nil {
 			return res, err
 		}
+		s.committed(ctx, pool)
 		at := time.Now()
 		if first.IsZero() {
 			first = at
@@ -300,6 +303,9 @@ func (ourRelay) write(ctx context.Context, tx pgx.Tx, topic string, envs []event
 	return tx.SendBatch(ctx, b).Close()
 }
 
+// committed wakes the relay, as order-service does after writing an order.
+func (ourRelay) committed(ctx context.Context, pool *pgxpool.Pool) { _ = outbox.Wake(ctx, pool) }
+
 // watermillForwarder is Watermill's SQL Forwarder: messages are written to a PostgreSQL
 // table through a forwarder-wrapped SQL publisher inside the caller's transaction, and a
 // Forwarder (SQL subscriber in, Kafka publisher out) moves them, all at documented defaults.
@@ -351,6 +357,9 @@ func (watermillForwarder) start(ctx context.Context, pool *pgxpool.Pool, brokers
 }
 
 const forwarderTopic = "forwarder_topic"
+
+// committed does nothing: Watermill's subscriber polls.
+func (watermillForwarder) committed(context.Context, *pgxpool.Pool) {}
 
 func (watermillForwarder) write(_ context.Context, tx pgx.Tx, topic string, envs []events.Envelope) error {
 	sqlPub, err := wsql.NewPublisher(wsql.TxFromPgx(tx), wsql.PublisherConfig{SchemaAdapter: wsql.DefaultPostgreSQLSchema{}}, watermill.NopLogger{})

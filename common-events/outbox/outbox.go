@@ -11,6 +11,7 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/common-events/events"
@@ -49,9 +50,28 @@ func Insert(ctx context.Context, tx pgx.Tx, topic string, env events.Envelope) e
 
 // Queue adds the insert of env to b, for a caller that writes its change and its event
 // in one batch: sent in one round trip without BEGIN, a batch runs as one implicit
-// transaction, so all of it commits or none of it does.
+// transaction, so all of it commits or none of it does. It does not NOTIFY: call Wake
+// after the batch succeeded.
+//
+// Why: PostgreSQL serializes the commits of notifying transactions, WAL flush included,
+// so a NOTIFY inside every small transaction costs group commit on a busy server. A
+// NOTIFY in a transaction of its own writes no WAL and holds that lock for microseconds.
 func Queue(b *pgx.Batch, topic string, env events.Envelope) {
-	b.Queue(insertSQL, insertArgs(topic, env)...)
+	b.Queue(insertQueuedSQL, insertArgs(topic, env)[:4]...)
+}
+
+const insertQueuedSQL = `INSERT INTO outbox (topic, key, headers, payload) VALUES ($1, $2, $3, $4)`
+
+// Execer runs a statement (a pool, a connection).
+type Execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// Wake tells the relay, wherever it runs, that rows were committed. A lost wake-up costs
+// at most the relay's poll interval.
+func Wake(ctx context.Context, db Execer) error {
+	_, err := db.Exec(ctx, `SELECT pg_notify($1, '')`, Channel)
+	return err
 }
 
 // Relay publishes committed outbox rows in id order and deletes them once the broker

@@ -264,3 +264,31 @@ func TestRelaySurvivesLosingItsDatabaseConnection(t *testing.T) {
 		t.Fatalf("published %d records, want 3", len(got))
 	}
 }
+
+// A writer that batches its change and its event (Queue) and wakes the relay after the
+// commit (Wake) gets its events out at once, not at the next poll.
+func TestQueuedRowsAndWake(t *testing.T) {
+	pool := openDB(t)
+	b := testenv.Kafka(t)
+	if err := kafka.EnsureTopics(b.Addrs, "t", 1, events.TopicOrderCreated); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	startRelay(t, ctx, pool, b.Addrs) // polls every 5 s
+	time.Sleep(300 * time.Millisecond)
+
+	batch := &pgx.Batch{}
+	for i := range 3 {
+		outbox.Queue(batch, events.TopicOrderCreated, orderEvent(t, i))
+	}
+	if err := pool.SendBatch(ctx, batch).Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := outbox.Wake(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	if got := testenv.Records(t, b.Addrs, events.TopicOrderCreated, 3, 2*time.Second); len(got) != 3 {
+		t.Fatalf("published %d records within 2s of the wake-up, want 3", len(got))
+	}
+}

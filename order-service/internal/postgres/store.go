@@ -52,6 +52,8 @@ func (s *Store) Create(ctx context.Context, o order.Order, created events.Envelo
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("create order %s: %w", o.ID, err)
 	}
+	// The order is committed: a failed wake-up only delays its event by the relay's poll.
+	_ = outbox.Wake(ctx, s.pool)
 	return nil
 }
 
