@@ -221,7 +221,17 @@ func TestTransientProviderFailuresAreRetried(t *testing.T) {
 	}
 }
 
+// count runs a count(*) query on a service's database.
 func count(t *testing.T, dbURL, query string, args ...any) int {
+	t.Helper()
+	var n int
+	withDB(t, dbURL, func(ctx context.Context, conn *pgx.Conn) error {
+		return conn.QueryRow(ctx, query, args...).Scan(&n)
+	})
+	return n
+}
+
+func withDB(t *testing.T, dbURL string, fn func(context.Context, *pgx.Conn) error) {
 	t.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, dbURL)
@@ -229,11 +239,9 @@ func count(t *testing.T, dbURL, query string, args ...any) int {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	var n int
-	if err := conn.QueryRow(ctx, query, args...).Scan(&n); err != nil {
+	if err := fn(ctx, conn); err != nil {
 		t.Fatal(err)
 	}
-	return n
 }
 
 // The provider charged, then payment-service died before recording the payment and its
@@ -262,15 +270,10 @@ func TestACrashBetweenChargingAndPublishingDoesNotChargeTwice(t *testing.T) {
 
 func exec(t *testing.T, dbURL, query string, args ...any) {
 	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, query, args...); err != nil {
-		t.Fatal(err)
-	}
+	withDB(t, dbURL, func(ctx context.Context, conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, query, args...)
+		return err
+	})
 }
 
 // A payment outcome that no longer applies (the order is already CONFIRMED) is a logged

@@ -36,13 +36,13 @@ func insertArgs(topic string, env events.Envelope) []any {
 	for _, h := range env.Headers() {
 		headers[h.Key] = string(h.Value)
 	}
-	return []any{topic, env.Subject, headers, env.Data, Channel}
+	return []any{topic, env.Subject, headers, env.Data}
 }
 
 // Insert stores env, bound for topic, inside the caller's transaction; it is published
 // only if that transaction commits. The NOTIFY is delivered at commit too.
 func Insert(ctx context.Context, tx pgx.Tx, topic string, env events.Envelope) error {
-	if _, err := tx.Exec(ctx, insertSQL, insertArgs(topic, env)...); err != nil {
+	if _, err := tx.Exec(ctx, insertSQL, append(insertArgs(topic, env), Channel)...); err != nil {
 		return fmt.Errorf("outbox insert: %w", err)
 	}
 	return nil
@@ -57,7 +57,7 @@ func Insert(ctx context.Context, tx pgx.Tx, topic string, env events.Envelope) e
 // so a NOTIFY inside every small transaction costs group commit on a busy server. A
 // NOTIFY in a transaction of its own writes no WAL and holds that lock for microseconds.
 func Queue(b *pgx.Batch, topic string, env events.Envelope) {
-	b.Queue(insertQueuedSQL, insertArgs(topic, env)[:4]...)
+	b.Queue(insertQueuedSQL, insertArgs(topic, env)...)
 }
 
 const insertQueuedSQL = `INSERT INTO outbox (topic, key, headers, payload) VALUES ($1, $2, $3, $4)`
