@@ -106,13 +106,16 @@ func (s *Store) Transition(ctx context.Context, tx pgx.Tx, id string, to order.S
 	if err := o.Transition(to, reason, now); err != nil {
 		return o, err
 	}
-	_, err = tx.Exec(ctx, `UPDATE orders SET status = $2, failure_reason = nullif($3, ''), updated_at = $4 WHERE id = $1`,
-		o.ID, o.Status, o.FailureReason, o.UpdatedAt)
+	// The status change and its history entry in one statement: one round trip.
+	_, err = tx.Exec(ctx, `
+		WITH upd AS (
+			UPDATE orders SET status = $2, failure_reason = nullif($3, ''), updated_at = $4 WHERE id = $1 RETURNING id
+		)
+		INSERT INTO order_history (order_id, from_status, to_status, cause_event_id, reason, at)
+		SELECT id, $5, $2, $6, nullif($3, ''), $4 FROM upd`,
+		o.ID, o.Status, o.FailureReason, o.UpdatedAt, from, causeEventID)
 	if err != nil {
 		return order.Order{}, fmt.Errorf("update order %s: %w", id, err)
-	}
-	if err := addHistory(ctx, tx, o.ID, from, o.Status, causeEventID, reason, o.UpdatedAt); err != nil {
-		return order.Order{}, err
 	}
 	return o, nil
 }
@@ -120,14 +123,6 @@ func (s *Store) Transition(ctx context.Context, tx pgx.Tx, id string, to order.S
 const insertHistory = `
 	INSERT INTO order_history (order_id, from_status, to_status, cause_event_id, reason, at)
 	VALUES ($1, nullif($2, ''), $3, $4, nullif($5, ''), $6)`
-
-func addHistory(ctx context.Context, tx pgx.Tx, id string, from, to order.Status, cause, reason string, at time.Time) error {
-	_, err := tx.Exec(ctx, insertHistory, id, from, to, cause, reason, at)
-	if err != nil {
-		return fmt.Errorf("order %s history: %w", id, err)
-	}
-	return nil
-}
 
 // Change is one entry of an order's history.
 type Change struct {
