@@ -363,3 +363,35 @@ func TestScenarioPaymentServiceKilledWhileCharging(t *testing.T) {
 	tg.startService("payment-service")
 	tg.checkOutcomes(orders, tg.waitTerminal(orders, 60*time.Second))
 }
+
+// A client that retries POST /orders with the same Idempotency-Key (a timeout, a lost
+// answer) gets the first answer back and is charged once.
+func TestScenarioIdempotencyKeyRetry(t *testing.T) {
+	tg := newTarget(t, nil)
+	key := fmt.Sprintf("checkout-%x", rand.Uint64())
+	body := `{"customer_id":"5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93","customer_email":"idem@example.com","currency":"EUR",
+		"items":[{"sku":"BOOK-42","quantity":1,"unit_price_cents":1999}],"payment_method":"tok_visa"}`
+	var ids []string
+	for i := range 3 {
+		req, _ := http.NewRequest(http.MethodPost, tg.order+"/orders", bytes.NewBufferString(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var o orderResp
+		_ = json.NewDecoder(resp.Body).Decode(&o)
+		resp.Body.Close()
+		replayed := resp.Header.Get("Idempotent-Replayed") == "true"
+		if resp.StatusCode != http.StatusAccepted || replayed != (i > 0) {
+			t.Fatalf("attempt %d: %d, replayed %v", i+1, resp.StatusCode, replayed)
+		}
+		ids = append(ids, o.ID)
+	}
+	if ids[0] != ids[1] || ids[1] != ids[2] {
+		t.Fatalf("three attempts with one key gave orders %v", ids)
+	}
+	p := placed{ID: ids[0], Token: "tok_visa", Email: "idem@example.com"}
+	tg.checkOutcomes([]placed{p}, tg.waitTerminal([]placed{p}, 30*time.Second))
+}

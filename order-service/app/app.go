@@ -4,6 +4,7 @@ package app
 import (
 	"context"
 	"io"
+	"time"
 
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/platform"
@@ -48,5 +49,21 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		return err
 	}
 	api := httpapi.New(stack.Log, store, stack.Ready)
-	return stack.Serve(ctx, api, []platform.Worker{payments.Run}, []platform.Worker{stack.Relay().Run})
+	prune := func(ctx context.Context) error { // idempotency keys live 24 h
+		t := time.NewTicker(time.Hour)
+		defer t.Stop()
+		for {
+			if n, err := store.PruneIdempotencyKeys(ctx); err != nil && ctx.Err() == nil {
+				stack.Log.Warn("pruning idempotency keys failed", "err", err)
+			} else if n > 0 {
+				stack.Log.Info("idempotency keys pruned", "count", n)
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+			}
+		}
+	}
+	return stack.Serve(ctx, api, []platform.Worker{payments.Run, prune}, []platform.Worker{stack.Relay().Run})
 }

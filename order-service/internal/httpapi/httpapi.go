@@ -4,6 +4,8 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +30,7 @@ const MaxBodyBytes = 1 << 20
 // Store is what the API needs of the orders database.
 type Store interface {
 	Create(ctx context.Context, o order.Order, created events.Envelope) error
+	CreateOnce(ctx context.Context, key, requestHash string, o order.Order, created events.Envelope, status int, response []byte) (*order.Replay, error)
 	Get(ctx context.Context, id string) (order.Order, error)
 }
 
@@ -52,6 +55,12 @@ func problemFor(err error) *platform.Problem {
 		return p
 	case errors.Is(err, order.ErrNotFound):
 		return platform.NewProblem(http.StatusNotFound, "not_found", "Order not found", "no order has this id")
+	case errors.Is(err, order.ErrIdempotencyKeyReused):
+		return platform.NewProblem(http.StatusUnprocessableEntity, "idempotency_key_reused", "Idempotency key reused",
+			"this Idempotency-Key was first used with a different request; use a new key for a new order")
+	case errors.Is(err, order.ErrIdempotencyKeyInFlight):
+		return platform.NewProblem(http.StatusConflict, "idempotency_key_in_flight", "Request in flight",
+			"a request with this Idempotency-Key is being processed; retry in a moment")
 	}
 	return nil
 }
@@ -117,6 +126,10 @@ func createOrder(log *slog.Logger, store Store, now func() time.Time) echo.Handl
 		if len(itemErrs) > 0 {
 			return &order.ValidationError{Fields: itemErrs}
 		}
+		key, err := idempotencyKey(c)
+		if err != nil {
+			return err
+		}
 		id, err := uuid.NewV7()
 		if err != nil {
 			return err
@@ -140,13 +153,61 @@ func createOrder(log *slog.Logger, store Store, now func() time.Time) echo.Handl
 			return err
 		}
 		o.CorrelationID = env.CorrelationID // the order.created event id when none was given
-		if err := store.Create(c.Request().Context(), o, env); err != nil {
-			return err
+		if key == "" {
+			if err := store.Create(c.Request().Context(), o, env); err != nil {
+				return err
+			}
+		} else {
+			body, err := json.Marshal(toJSON(o))
+			if err != nil {
+				return err
+			}
+			replay, err := store.CreateOnce(c.Request().Context(), key, requestHash(o), o, env, http.StatusAccepted, body)
+			if err != nil {
+				return err
+			}
+			if replay != nil {
+				h := c.Response().Header()
+				h.Set("Idempotent-Replayed", "true")
+				h.Set(echo.HeaderLocation, "/orders/"+replay.OrderID)
+				return c.Blob(replay.Status, echo.MIMEApplicationJSON, replay.Body)
+			}
 		}
 		log.Info("order accepted", "order_id", o.ID, "event_id", env.ID, "correlation_id", o.CorrelationID, "total_cents", o.TotalCents)
 		c.Response().Header().Set(echo.HeaderLocation, "/orders/"+o.ID)
 		return c.JSON(http.StatusAccepted, toJSON(o))
 	}
+}
+
+// idempotencyKey reads the Idempotency-Key header: absent, or 1 to 255 visible ASCII
+// characters.
+func idempotencyKey(c echo.Context) (string, error) {
+	values := c.Request().Header.Values("Idempotency-Key")
+	if len(values) == 0 {
+		return "", nil
+	}
+	key := values[0]
+	bad := len(values) > 1 || key == "" || len(key) > order.MaxIdempotencyKeyLength
+	for _, r := range key {
+		if r < 0x21 || r > 0x7e {
+			bad = true
+		}
+	}
+	if bad {
+		return "", platform.NewProblem(http.StatusBadRequest, "invalid_idempotency_key", "Invalid Idempotency-Key",
+			fmt.Sprintf("send one Idempotency-Key of 1 to %d visible ASCII characters", order.MaxIdempotencyKeyLength))
+	}
+	return key, nil
+}
+
+// requestHash identifies what was asked for, independent of JSON spacing and key order.
+func requestHash(o order.Order) string {
+	b, _ := json.Marshal(struct {
+		CustomerID, CustomerEmail, Currency, PaymentMethod string
+		Items                                              []order.Item
+	}{o.CustomerID, o.CustomerEmail, o.Currency, o.PaymentMethod, o.Items})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 func getOrder(store Store) echo.HandlerFunc {

@@ -32,7 +32,24 @@ func (s Status) Terminal() bool { return s != PendingPayment }
 var (
 	ErrNotFound          = errors.New("order not found")
 	ErrInvalidTransition = errors.New("invalid status transition")
+	// ErrIdempotencyKeyReused: the key was first used with a different request.
+	ErrIdempotencyKeyReused = errors.New("idempotency key reused with a different request")
+	// ErrIdempotencyKeyInFlight: a request with the same key is being processed right now.
+	ErrIdempotencyKeyInFlight = errors.New("a request with this idempotency key is in flight")
 )
+
+// Idempotency keys are kept this long; a key older than that is free again.
+const IdempotencyKeyTTL = 24 * time.Hour
+
+// MaxIdempotencyKeyLength bounds an Idempotency-Key header.
+const MaxIdempotencyKeyLength = 255
+
+// Replay is the stored answer to the first request made with an idempotency key.
+type Replay struct {
+	Status  int
+	Body    []byte
+	OrderID string
+}
 
 // Limits on a request.
 const (

@@ -36,6 +36,15 @@ type itemJSON struct {
 // three statements go as one batch, in one round trip, which PostgreSQL runs as one
 // implicit transaction.
 func (s *Store) Create(ctx context.Context, o order.Order, created events.Envelope) error {
+	if err := s.pool.SendBatch(ctx, createBatch(o, created)).Close(); err != nil {
+		return fmt.Errorf("create order %s: %w", o.ID, err)
+	}
+	// The order is committed: a failed wake-up only delays its event by the relay's poll.
+	_ = outbox.Wake(ctx, s.pool)
+	return nil
+}
+
+func createBatch(o order.Order, created events.Envelope) *pgx.Batch {
 	items := make([]itemJSON, len(o.Items))
 	for i, it := range o.Items {
 		items[i] = itemJSON(it)
@@ -49,12 +58,62 @@ func (s *Store) Create(ctx context.Context, o order.Order, created events.Envelo
 		o.PaymentMethod, o.Status, o.CorrelationID, o.CreatedAt)
 	b.Queue(insertHistory, o.ID, "", o.Status, created.ID, "", o.CreatedAt)
 	outbox.Queue(b, events.TopicOrderCreated, created)
-	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
-		return fmt.Errorf("create order %s: %w", o.ID, err)
+	return b
+}
+
+// CreateOnce creates the order as Create does, at most once per idempotency key, with the
+// key and the response to replay stored in the same transaction. A later request with the
+// same key and the same requestHash gets that Replay; with another hash,
+// order.ErrIdempotencyKeyReused; while the first is still being processed,
+// order.ErrIdempotencyKeyInFlight.
+func (s *Store) CreateOnce(ctx context.Context, key, requestHash string, o order.Order, created events.Envelope, status int, response []byte) (*order.Replay, error) {
+	var replay *order.Replay
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var mine bool
+		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock(hashtextextended('idempotency:' || $1::text, 0))`, key).Scan(&mine); err != nil {
+			return err
+		}
+		if !mine {
+			return order.ErrIdempotencyKeyInFlight
+		}
+		var hash string
+		r := order.Replay{}
+		err := tx.QueryRow(ctx, `
+			SELECT request_hash, status, response, order_id::text FROM idempotency_keys
+			WHERE key = $1 AND created_at > now() - $2::interval`, key, fmt.Sprintf("%d seconds", int(order.IdempotencyKeyTTL.Seconds()))).
+			Scan(&hash, &r.Status, &r.Body, &r.OrderID)
+		switch {
+		case err == nil && hash != requestHash:
+			return order.ErrIdempotencyKeyReused
+		case err == nil:
+			replay = &r
+			return nil
+		case !errors.Is(err, pgx.ErrNoRows):
+			return err
+		}
+		b := createBatch(o, created)
+		b.Queue(`DELETE FROM idempotency_keys WHERE key = $1`, key) // an expired one
+		b.Queue(`INSERT INTO idempotency_keys (key, request_hash, status, response, order_id) VALUES ($1, $2, $3, $4, $5)`,
+			key, requestHash, status, response, o.ID)
+		return tx.SendBatch(ctx, b).Close()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create order %s with idempotency key: %w", o.ID, err)
 	}
-	// The order is committed: a failed wake-up only delays its event by the relay's poll.
-	_ = outbox.Wake(ctx, s.pool)
-	return nil
+	if replay == nil {
+		_ = outbox.Wake(ctx, s.pool)
+	}
+	return replay, nil
+}
+
+// PruneIdempotencyKeys deletes the keys past their time to live and says how many.
+func (s *Store) PruneIdempotencyKeys(ctx context.Context) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE created_at < now() - $1::interval`,
+		fmt.Sprintf("%d seconds", int(order.IdempotencyKeyTTL.Seconds())))
+	if err != nil {
+		return 0, fmt.Errorf("prune idempotency keys: %w", err)
+	}
+	return tag.RowsAffected(), nil
 }
 
 const selectOrder = `

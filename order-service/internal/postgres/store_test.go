@@ -70,3 +70,26 @@ func TestCreateIsAllOrNothing(t *testing.T) {
 		t.Errorf("Get = %+v, %v", got, err)
 	}
 }
+
+func TestPruneIdempotencyKeysRemovesOnlyExpiredOnes(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Pool(t)
+	if err := migrations.UpPool(ctx, pool, migrations.Orders); err != nil {
+		t.Fatal(err)
+	}
+	_, err := pool.Exec(ctx, `
+		INSERT INTO idempotency_keys (key, request_hash, status, response, order_id, created_at) VALUES
+		('old', 'h', 202, '{}', '019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f', now() - interval '25 hours'),
+		('new', 'h', 202, '{}', '019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e60', now() - interval '23 hours')`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := postgres.NewStore(pool).PruneIdempotencyKeys(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("pruned %d (%v), want 1", n, err)
+	}
+	var left string
+	if err := pool.QueryRow(ctx, `SELECT string_agg(key, ',') FROM idempotency_keys`).Scan(&left); err != nil || left != "new" {
+		t.Errorf("keys left = %q (%v), want new", left, err)
+	}
+}
