@@ -395,3 +395,55 @@ func TestScenarioIdempotencyKeyRetry(t *testing.T) {
 	p := placed{ID: ids[0], Token: "tok_visa", Email: "idem@example.com"}
 	tg.checkOutcomes([]placed{p}, tg.waitTerminal([]placed{p}, 30*time.Second))
 }
+
+// A customer's orders can be listed page by page, and an order's story told.
+func TestScenarioListingAndHistory(t *testing.T) {
+	tg := newTarget(t, nil)
+	customer := fmt.Sprintf("%08x-0000-4000-8000-%012x", rand.Uint32(), rand.Uint64()&0xffffffffffff)
+	var ids []string
+	for range 3 {
+		body := fmt.Sprintf(`{"customer_id":%q,"customer_email":"list@example.com","currency":"EUR",
+			"items":[{"sku":"BOOK-42","quantity":1,"unit_price_cents":1999}],"payment_method":"tok_visa"}`, customer)
+		resp, err := http.Post(tg.order+"/orders", "application/json", bytes.NewBufferString(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var o orderResp
+		_ = json.NewDecoder(resp.Body).Decode(&o)
+		resp.Body.Close()
+		ids = append(ids, o.ID)
+	}
+	var got []string
+	cursor := ""
+	for pages := 0; ; pages++ {
+		var p struct {
+			Items      []orderResp `json:"items"`
+			NextCursor string      `json:"next_cursor"`
+		}
+		tg.list(tg.order+"/orders?limit=2&customer_id="+customer+"&cursor="+cursor, &p)
+		for _, o := range p.Items {
+			got = append(got, o.ID)
+		}
+		if p.NextCursor == "" || pages > 3 {
+			break
+		}
+		cursor = p.NextCursor
+	}
+	if fmt.Sprint(got) != fmt.Sprint([]string{ids[2], ids[1], ids[0]}) {
+		t.Fatalf("listing = %v, want %v newest first", got, ids)
+	}
+	p := placed{ID: ids[0], Token: "tok_visa"}
+	if o := tg.waitTerminal([]placed{p}, 30*time.Second)[ids[0]]; o.Status != "CONFIRMED" {
+		t.Fatalf("order = %s", o.Status)
+	}
+	var h struct {
+		Items []struct {
+			From, To     string
+			CauseEventID string `json:"cause_event_id"`
+		} `json:"items"`
+	}
+	tg.list(tg.order+"/orders/"+ids[0]+"/history", &h)
+	if len(h.Items) != 2 || h.Items[1].From != "PENDING_PAYMENT" || h.Items[1].To != "CONFIRMED" || h.Items[1].CauseEventID == "" {
+		t.Errorf("history = %+v, want PENDING_PAYMENT then CONFIRMED with its cause", h.Items)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -32,6 +34,8 @@ type Store interface {
 	Create(ctx context.Context, o order.Order, created events.Envelope) error
 	CreateOnce(ctx context.Context, key, requestHash string, o order.Order, created events.Envelope, status int, response []byte) (*order.Replay, error)
 	Get(ctx context.Context, id string) (order.Order, error)
+	List(ctx context.Context, f order.Filter) ([]order.Order, error)
+	History(ctx context.Context, id string) ([]order.Change, error)
 }
 
 // New returns the API with every route registered.
@@ -39,7 +43,9 @@ func New(log *slog.Logger, store Store, ready func(context.Context) error) *echo
 	e := platform.NewEcho(log, problemFor)
 	platform.Health(e, ready)
 	e.POST("/orders", createOrder(log, store, time.Now))
+	e.GET("/orders", listOrders(store))
 	e.GET("/orders/:id", getOrder(store))
+	e.GET("/orders/:id/history", orderHistory(store))
 	return e
 }
 
@@ -208,6 +214,99 @@ func requestHash(o order.Order) string {
 	}{o.CustomerID, o.CustomerEmail, o.Currency, o.PaymentMethod, o.Items})
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
+}
+
+// Listing limits.
+const (
+	DefaultPageSize = 20
+	MaxPageSize     = 100
+)
+
+// listOrders serves GET /orders?customer_id=&status=&limit=&cursor=, newest first, with
+// an opaque cursor to the next page ("next_cursor", absent on the last page).
+func listOrders(store Store) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		f := order.Filter{Limit: DefaultPageSize}
+		var errs []order.FieldError
+		bad := func(field, msg string) { errs = append(errs, order.FieldError{Field: field, Message: msg}) }
+		if v := c.QueryParam("customer_id"); v != "" {
+			if _, err := uuid.Parse(v); err != nil || len(v) != 36 {
+				bad("customer_id", "must be a UUID")
+			}
+			f.CustomerID = strings.ToLower(v)
+		}
+		if v := c.QueryParam("status"); v != "" {
+			switch st := order.Status(v); st {
+			case order.PendingPayment, order.Confirmed, order.PaymentFailed, order.Cancelled:
+				f.Status = st
+			default:
+				bad("status", "must be PENDING_PAYMENT, CONFIRMED, PAYMENT_FAILED or CANCELLED")
+			}
+		}
+		if v := c.QueryParam("limit"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > MaxPageSize {
+				bad("limit", fmt.Sprintf("must be a whole number from 1 to %d", MaxPageSize))
+			}
+			f.Limit = n
+		}
+		if v := c.QueryParam("cursor"); v != "" {
+			id, err := base64.RawURLEncoding.DecodeString(v)
+			if _, perr := uuid.Parse(string(id)); err != nil || perr != nil {
+				bad("cursor", "is not a cursor this API gave out")
+			}
+			f.Before = string(id)
+		}
+		if len(errs) > 0 {
+			return &order.ValidationError{Fields: errs}
+		}
+		orders, err := store.List(c.Request().Context(), f)
+		if err != nil {
+			return err
+		}
+		page := struct {
+			Items      []orderJSON `json:"items"`
+			NextCursor string      `json:"next_cursor,omitempty"`
+		}{Items: make([]orderJSON, len(orders))}
+		for i, o := range orders {
+			page.Items[i] = toJSON(o)
+		}
+		if len(orders) == f.Limit {
+			page.NextCursor = base64.RawURLEncoding.EncodeToString([]byte(orders[len(orders)-1].ID))
+		}
+		return c.JSON(http.StatusOK, page)
+	}
+}
+
+type changeJSON struct {
+	From         string    `json:"from,omitempty"`
+	To           string    `json:"to"`
+	CauseEventID string    `json:"cause_event_id"`
+	Reason       string    `json:"reason,omitempty"`
+	At           time.Time `json:"at"`
+}
+
+// orderHistory serves GET /orders/{id}/history: each status change, oldest first, with
+// the id of the event that caused it.
+func orderHistory(store Store) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id := strings.ToLower(c.Param("id"))
+		if _, err := uuid.Parse(id); err != nil {
+			return order.ErrNotFound
+		}
+		if _, err := store.Get(c.Request().Context(), id); err != nil {
+			return err
+		}
+		changes, err := store.History(c.Request().Context(), id)
+		if err != nil {
+			return err
+		}
+		items := make([]changeJSON, len(changes))
+		for i, ch := range changes {
+			items[i] = changeJSON{From: string(ch.From), To: string(ch.To), CauseEventID: ch.CauseEventID, Reason: ch.Reason, At: ch.At.UTC()}
+		}
+		return c.JSON(http.StatusOK, map[string]any{"items": items})
+	}
 }
 
 func getOrder(store Store) echo.HandlerFunc {

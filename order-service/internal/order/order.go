@@ -93,6 +93,22 @@ type Order struct {
 	UpdatedAt     time.Time
 }
 
+// Filter selects orders for a listing page.
+type Filter struct {
+	CustomerID string // empty: any
+	Status     Status // empty: any
+	Before     string // keyset cursor: only orders with a smaller id (older); empty: from the newest
+	Limit      int
+}
+
+// Change is one entry of an order's history.
+type Change struct {
+	From, To     Status
+	CauseEventID string
+	Reason       string
+	At           time.Time
+}
+
 // FieldError names one invalid field, as a JSON path such as items[2].quantity.
 type FieldError struct {
 	Field   string

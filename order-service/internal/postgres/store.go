@@ -183,20 +183,39 @@ const insertHistory = `
 	INSERT INTO order_history (order_id, from_status, to_status, cause_event_id, reason, at)
 	VALUES ($1, nullif($2, ''), $3, $4, nullif($5, ''), $6)`
 
-// Change is one entry of an order's history.
-type Change struct {
-	From, To     order.Status
-	CauseEventID string
-	Reason       string
-	At           time.Time
+// List returns a page of orders, newest first. Order ids are UUIDv7, so they sort by
+// creation time and the page after a given id stays the same however many orders arrive.
+func (s *Store) List(ctx context.Context, f order.Filter) ([]order.Order, error) {
+	rows, _ := s.pool.Query(ctx, `
+		SELECT id::text, customer_id::text, customer_email, currency, items, total_cents, payment_method,
+			status, coalesce(failure_reason, ''), correlation_id, created_at, updated_at
+		FROM orders
+		WHERE ($1 = '' OR customer_id = nullif($1, '')::uuid)
+		  AND ($2 = '' OR status = $2)
+		  AND ($3 = '' OR id < nullif($3, '')::uuid)
+		ORDER BY id DESC
+		LIMIT $4`, f.CustomerID, string(f.Status), f.Before, f.Limit)
+	defer rows.Close()
+	var out []order.Order
+	for rows.Next() {
+		o, err := scanOrder(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, o)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list orders: %w", err)
+	}
+	return out, nil
 }
 
 // History returns the order's status changes, oldest first.
-func (s *Store) History(ctx context.Context, id string) ([]Change, error) {
+func (s *Store) History(ctx context.Context, id string) ([]order.Change, error) {
 	rows, _ := s.pool.Query(ctx, `
 		SELECT coalesce(from_status, ''), to_status, cause_event_id, coalesce(reason, ''), at
 		FROM order_history WHERE order_id = $1 ORDER BY id`, id)
-	changes, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (c Change, err error) {
+	changes, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (c order.Change, err error) {
 		err = r.Scan(&c.From, &c.To, &c.CauseEventID, &c.Reason, &c.At)
 		return c, err
 	})
