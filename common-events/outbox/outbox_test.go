@@ -65,14 +65,14 @@ func insert(t *testing.T, pool *pgxpool.Pool, envs ...events.Envelope) {
 	}
 }
 
-func startRelay(t *testing.T, ctx context.Context, pool *pgxpool.Pool, brokers []string) {
+func startRelay(t *testing.T, pool *pgxpool.Pool, brokers []string) {
 	t.Helper()
 	p, err := sarama.NewSyncProducer(brokers, kafka.Config("relay-test"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := &outbox.Relay{Pool: pool, Producer: p, Log: quietLog(), PollInterval: 5 * time.Second}
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		if err := r.Run(ctx); err != nil {
@@ -102,15 +102,21 @@ func waitEmpty(t *testing.T, pool *pgxpool.Pool, within time.Duration) {
 	}
 }
 
-func TestRelayPublishesCommittedRowsInOrderAndDeletesThem(t *testing.T) {
+// withTopic opens a fresh database and a broker with the order.created topic.
+func withTopic(t *testing.T, partitions int32) (*pgxpool.Pool, []string) {
+	t.Helper()
 	pool := openDB(t)
 	b := testenv.Kafka(t)
-	if err := kafka.EnsureTopics(b.Addrs, "t", 1, events.TopicOrderCreated); err != nil {
+	if err := kafka.EnsureTopics(b.Addrs, "t", partitions, events.TopicOrderCreated); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	startRelay(t, ctx, pool, b.Addrs)
+	return pool, b.Addrs
+}
+
+func TestRelayPublishesCommittedRowsInOrderAndDeletesThem(t *testing.T) {
+	pool, brokers := withTopic(t, 1)
+	ctx := context.Background()
+	startRelay(t, pool, brokers)
 
 	var envs []events.Envelope
 	for i := range 20 {
@@ -131,7 +137,7 @@ func TestRelayPublishesCommittedRowsInOrderAndDeletesThem(t *testing.T) {
 	_ = tx.Rollback(ctx)
 
 	// The poll interval is 5 s: delivery within 2 s proves LISTEN/NOTIFY woke the relay.
-	got := testenv.Records(t, b.Addrs, events.TopicOrderCreated, 20, 2*time.Second)
+	got := testenv.Records(t, brokers, events.TopicOrderCreated, 20, 2*time.Second)
 	if len(got) != 20 {
 		t.Fatalf("published %d records, want 20", len(got))
 	}
@@ -154,15 +160,9 @@ func TestRelayPublishesCommittedRowsInOrderAndDeletesThem(t *testing.T) {
 }
 
 func TestOnlyOneRelayPublishes(t *testing.T) {
-	pool := openDB(t)
-	b := testenv.Kafka(t)
-	if err := kafka.EnsureTopics(b.Addrs, "t", 3, events.TopicOrderCreated); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
+	pool, brokers := withTopic(t, 3)
 	for range 3 {
-		startRelay(t, ctx, pool, b.Addrs)
+		startRelay(t, pool, brokers)
 	}
 	const n = 300
 	for i := range n / 10 {
@@ -173,7 +173,7 @@ func TestOnlyOneRelayPublishes(t *testing.T) {
 		insert(t, pool, envs...)
 	}
 	waitEmpty(t, pool, 10*time.Second)
-	got := testenv.Records(t, b.Addrs, events.TopicOrderCreated, n, 5*time.Second)
+	got := testenv.Records(t, brokers, events.TopicOrderCreated, n, 5*time.Second)
 	seen := map[string]int{}
 	for _, m := range got {
 		seen[testenv.Header(m, events.HeaderID)]++
@@ -197,9 +197,7 @@ func TestRelaySurvivesBrokerOutage(t *testing.T) {
 	if err := kafka.EnsureTopics(addrs, "t", 2, events.TopicOrderCreated); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	startRelay(t, ctx, pool, addrs)
+	startRelay(t, pool, addrs)
 
 	insert(t, pool, orderEvent(t, 0))
 	waitEmpty(t, pool, 5*time.Second)
@@ -240,14 +238,9 @@ func startBroker(t *testing.T, dir string, port int) *kfake.Cluster {
 // The relay's connection dies (a database restart or failover looks like this): it
 // reconnects, takes the lead again and publishes what was committed meanwhile.
 func TestRelaySurvivesLosingItsDatabaseConnection(t *testing.T) {
-	pool := openDB(t)
-	b := testenv.Kafka(t)
-	if err := kafka.EnsureTopics(b.Addrs, "t", 1, events.TopicOrderCreated); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	startRelay(t, ctx, pool, b.Addrs)
+	pool, brokers := withTopic(t, 1)
+	ctx := context.Background()
+	startRelay(t, pool, brokers)
 	insert(t, pool, orderEvent(t, 0))
 	waitEmpty(t, pool, 5*time.Second)
 
@@ -260,7 +253,7 @@ func TestRelaySurvivesLosingItsDatabaseConnection(t *testing.T) {
 	}
 	insert(t, pool, orderEvent(t, 1), orderEvent(t, 2))
 	waitEmpty(t, pool, 15*time.Second)
-	if got := testenv.Records(t, b.Addrs, events.TopicOrderCreated, 3, 5*time.Second); len(got) != 3 {
+	if got := testenv.Records(t, brokers, events.TopicOrderCreated, 3, 5*time.Second); len(got) != 3 {
 		t.Fatalf("published %d records, want 3", len(got))
 	}
 }
@@ -268,14 +261,9 @@ func TestRelaySurvivesLosingItsDatabaseConnection(t *testing.T) {
 // A writer that batches its change and its event (Queue) and wakes the relay after the
 // commit (Wake) gets its events out at once, not at the next poll.
 func TestQueuedRowsAndWake(t *testing.T) {
-	pool := openDB(t)
-	b := testenv.Kafka(t)
-	if err := kafka.EnsureTopics(b.Addrs, "t", 1, events.TopicOrderCreated); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	startRelay(t, ctx, pool, b.Addrs) // polls every 5 s
+	pool, brokers := withTopic(t, 1)
+	ctx := context.Background()
+	startRelay(t, pool, brokers) // polls every 5 s
 	time.Sleep(300 * time.Millisecond)
 
 	batch := &pgx.Batch{}
@@ -288,7 +276,7 @@ func TestQueuedRowsAndWake(t *testing.T) {
 	if err := outbox.Wake(ctx, pool); err != nil {
 		t.Fatal(err)
 	}
-	if got := testenv.Records(t, b.Addrs, events.TopicOrderCreated, 3, 2*time.Second); len(got) != 3 {
+	if got := testenv.Records(t, brokers, events.TopicOrderCreated, 3, 2*time.Second); len(got) != 3 {
 		t.Fatalf("published %d records within 2s of the wake-up, want 3", len(got))
 	}
 }
