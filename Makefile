@@ -11,6 +11,8 @@ test: deps vet
 		echo "== $$m"; \
 		(cd $$m && $(GO) test -count=1 -timeout 8m ./...) || exit 1; \
 	done
+	@echo "== fuzz: create-order request decoding and validation, 10 s"
+	@cd order-service && $(GO) test -run='^$$' -fuzz=FuzzCreateRequest -fuzztime=10s ./internal/httpapi/
 
 vet:
 	@for m in $(MODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done

@@ -115,22 +115,9 @@ func toJSON(o order.Order) orderJSON {
 // transaction, answered 202 Accepted, since payment happens afterwards.
 func createOrder(log *slog.Logger, store Store, now func() time.Time) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		var req createRequest
-		if err := decodeJSON(c, &req); err != nil {
+		req, err := parseCreate(c.Request().Header.Get(echo.HeaderContentType), c.Request().Body)
+		if err != nil {
 			return err
-		}
-		items := make([]order.Item, len(req.Items))
-		var itemErrs []order.FieldError
-		for i, raw := range req.Items {
-			var it itemJSON
-			if err := strictUnmarshal(raw, &it); err != nil {
-				itemErrs = append(itemErrs, fieldErrors(err, fmt.Sprintf("items[%d]", i))...)
-				continue
-			}
-			items[i] = order.Item(it)
-		}
-		if len(itemErrs) > 0 {
-			return &order.ValidationError{Fields: itemErrs}
 		}
 		key, err := idempotencyKey(c)
 		if err != nil {
@@ -145,10 +132,7 @@ func createOrder(log *slog.Logger, store Store, now func() time.Time) echo.Handl
 		if len(correlationID) > 128 {
 			correlationID = "" // start a new one rather than carry an oversized header along
 		}
-		o, err := order.New(order.Request{
-			CustomerID: req.CustomerID, CustomerEmail: req.CustomerEmail, Currency: req.Currency,
-			Items: items, PaymentMethod: req.PaymentMethod,
-		}, id.String(), correlationID, t)
+		o, err := order.New(req, id.String(), correlationID, t)
 		if err != nil {
 			return err
 		}
@@ -323,17 +307,43 @@ func getOrder(store Store) echo.HandlerFunc {
 	}
 }
 
+// parseCreate reads a create-order request: the body decoded strictly, each item on its
+// own so an error names it. It returns a *platform.Problem (400, 413, 415) or an
+// *order.ValidationError (422) for a bad request; order.New validates the rest.
+func parseCreate(contentType string, body io.Reader) (order.Request, error) {
+	var req createRequest
+	if err := decodeJSON(contentType, body, &req); err != nil {
+		return order.Request{}, err
+	}
+	items := make([]order.Item, len(req.Items))
+	var itemErrs []order.FieldError
+	for i, raw := range req.Items {
+		var it itemJSON
+		if err := strictUnmarshal(raw, &it); err != nil {
+			itemErrs = append(itemErrs, fieldErrors(err, fmt.Sprintf("items[%d]", i))...)
+			continue
+		}
+		items[i] = order.Item(it)
+	}
+	if len(itemErrs) > 0 {
+		return order.Request{}, &order.ValidationError{Fields: itemErrs}
+	}
+	return order.Request{
+		CustomerID: req.CustomerID, CustomerEmail: req.CustomerEmail, Currency: req.Currency,
+		Items: items, PaymentMethod: req.PaymentMethod,
+	}, nil
+}
+
 // decodeJSON reads a JSON body strictly: application/json only (415), at most
 // MaxBodyBytes (413), one well-formed JSON value and nothing after it (400), known fields
 // of the right types (422).
-func decodeJSON(c echo.Context, v any) error {
-	r := c.Request()
-	mt, _, err := mime.ParseMediaType(r.Header.Get(echo.HeaderContentType))
+func decodeJSON(contentType string, body io.Reader, v any) error {
+	mt, _, err := mime.ParseMediaType(contentType)
 	if err != nil || mt != echo.MIMEApplicationJSON {
 		return platform.NewProblem(http.StatusUnsupportedMediaType, "unsupported_media_type", "Unsupported Media Type",
 			"send the body as application/json")
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(c.Response(), r.Body, MaxBodyBytes))
+	dec := json.NewDecoder(http.MaxBytesReader(nil, io.NopCloser(body), MaxBodyBytes))
 	dec.DisallowUnknownFields()
 	err = dec.Decode(v)
 	if err == nil {
