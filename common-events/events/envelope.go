@@ -169,6 +169,10 @@ func Decode(env Envelope) (Event, error) {
 		ev = &PaymentCompleted{}
 	case TypePaymentFailed:
 		ev = &PaymentFailed{}
+	case TypeOrderCancelled:
+		ev = &OrderCancelled{}
+	case TypePaymentRefunded:
+		ev = &PaymentRefunded{}
 	default:
 		return nil, decodeErr(ErrUnknownType, "%q", env.Type)
 	}
@@ -191,8 +195,12 @@ func Decode(env Envelope) (Event, error) {
 		return *e, nil
 	case *PaymentCompleted:
 		return *e, nil
+	case *PaymentFailed:
+		return *e, nil
+	case *OrderCancelled:
+		return *e, nil
 	default:
-		return *(e.(*PaymentFailed)), nil
+		return *(e.(*PaymentRefunded)), nil
 	}
 }
 

@@ -16,6 +16,8 @@ const (
 	TopicOrderCreated     = "order.created"
 	TopicPaymentCompleted = "payment.completed"
 	TopicPaymentFailed    = "payment.failed"
+	TopicOrderCancelled   = "order.cancelled"
+	TopicPaymentRefunded  = "payment.refunded"
 )
 
 // Event types (ce_type). A breaking change to a payload is a new type ("….v2").
@@ -23,11 +25,13 @@ const (
 	TypeOrderCreated     = "order.created"
 	TypePaymentCompleted = "payment.completed"
 	TypePaymentFailed    = "payment.failed"
+	TypeOrderCancelled   = "order.cancelled"
+	TypePaymentRefunded  = "payment.refunded"
 )
 
 // Topics lists every topic orderflow publishes to.
 func Topics() []string {
-	return []string{TopicOrderCreated, TopicPaymentCompleted, TopicPaymentFailed}
+	return []string{TopicOrderCreated, TopicPaymentCompleted, TopicPaymentFailed, TopicOrderCancelled, TopicPaymentRefunded}
 }
 
 // DeadLetterTopic names the topic where group parks the poison records it read from topic.
@@ -95,13 +99,41 @@ type PaymentFailed struct {
 	FailedAt      time.Time `json:"failed_at"`
 }
 
+// OrderCancelled says the customer cancelled the order while it waited for payment. A
+// payment that went through anyway is refunded.
+type OrderCancelled struct {
+	OrderID       string    `json:"order_id"`
+	CustomerID    string    `json:"customer_id"`
+	CustomerEmail string    `json:"customer_email"`
+	TotalCents    int64     `json:"total_cents"`
+	Currency      string    `json:"currency"`
+	CancelledAt   time.Time `json:"cancelled_at"`
+}
+
+// PaymentRefunded says the charge for a cancelled order was paid back in full.
+type PaymentRefunded struct {
+	OrderID       string    `json:"order_id"`
+	PaymentID     string    `json:"payment_id"`
+	ChargeID      string    `json:"charge_id"`
+	RefundID      string    `json:"refund_id"`
+	CustomerID    string    `json:"customer_id"`
+	CustomerEmail string    `json:"customer_email"`
+	AmountCents   int64     `json:"amount_cents"`
+	Currency      string    `json:"currency"`
+	RefundedAt    time.Time `json:"refunded_at"`
+}
+
 func (OrderCreated) EventType() string     { return TypeOrderCreated }
 func (PaymentCompleted) EventType() string { return TypePaymentCompleted }
 func (PaymentFailed) EventType() string    { return TypePaymentFailed }
+func (OrderCancelled) EventType() string   { return TypeOrderCancelled }
+func (PaymentRefunded) EventType() string  { return TypePaymentRefunded }
 
 func (e OrderCreated) Subject() string     { return e.OrderID }
 func (e PaymentCompleted) Subject() string { return e.OrderID }
 func (e PaymentFailed) Subject() string    { return e.OrderID }
+func (e OrderCancelled) Subject() string   { return e.OrderID }
+func (e PaymentRefunded) Subject() string  { return e.OrderID }
 
 // Validate checks what a consumer relies on; the producer validated the rest.
 func (e OrderCreated) Validate() error {
@@ -135,6 +167,17 @@ func (e PaymentFailed) Validate() error {
 	return errors.Join(required("order_id", e.OrderID), required("payment_id", e.PaymentID),
 		required("customer_email", e.CustomerEmail), currency(e.Currency),
 		required("reason", e.Reason))
+}
+
+func (e OrderCancelled) Validate() error {
+	return errors.Join(required("order_id", e.OrderID), required("customer_id", e.CustomerID),
+		required("customer_email", e.CustomerEmail), currency(e.Currency), positive("total_cents", e.TotalCents))
+}
+
+func (e PaymentRefunded) Validate() error {
+	return errors.Join(required("order_id", e.OrderID), required("payment_id", e.PaymentID),
+		required("refund_id", e.RefundID), required("customer_email", e.CustomerEmail), currency(e.Currency),
+		positive("amount_cents", e.AmountCents))
 }
 
 func required(field, v string) error {

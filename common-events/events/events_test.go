@@ -68,6 +68,15 @@ func TestGoldenPayloadsStillDecode(t *testing.T) {
 			CustomerID: "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93", CustomerEmail: "ada@example.com",
 			AmountCents: 4348, Currency: "EUR", Reason: events.ReasonCardDeclined, FailedAt: mustTime("2026-11-23T09:15:02.41Z"),
 		}},
+		{"order.cancelled.json", events.OrderCancelled{
+			OrderID: orderID, CustomerID: "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93", CustomerEmail: "ada@example.com",
+			TotalCents: 4348, Currency: "EUR", CancelledAt: mustTime("2026-11-23T09:15:03Z"),
+		}},
+		{"payment.refunded.json", events.PaymentRefunded{
+			OrderID: orderID, PaymentID: "019a8f3e-7d01-7e20-b1c2-d3e4f5a6b7c8", ChargeID: "ch_019a8f3e7d007f33a4b5c6d7e8f90a1b",
+			RefundID: "re_019a8f3e7e3f7b44a5b6c7d8e9f0a1b2", CustomerID: "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93",
+			CustomerEmail: "ada@example.com", AmountCents: 4348, Currency: "EUR", RefundedAt: mustTime("2026-11-23T09:15:03.51Z"),
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {

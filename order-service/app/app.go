@@ -48,7 +48,8 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	api := httpapi.New(stack.Log, store, stack.Ready)
+	changes := postgres.NewChanges(stack.Pool, stack.Log)
+	api := httpapi.New(stack.Log, store, changes, stack.Ready)
 	prune := func(ctx context.Context) error { // idempotency keys live 24 h
 		t := time.NewTicker(time.Hour)
 		defer t.Stop()
@@ -65,5 +66,5 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 			}
 		}
 	}
-	return stack.Serve(ctx, api, []platform.Worker{payments.Run, prune}, []platform.Worker{stack.Relay().Run})
+	return stack.Serve(ctx, api, []platform.Worker{payments.Run, changes.Run, prune}, []platform.Worker{stack.Relay().Run})
 }

@@ -36,16 +36,19 @@ type Store interface {
 	Get(ctx context.Context, id string) (order.Order, error)
 	List(ctx context.Context, f order.Filter) ([]order.Order, error)
 	History(ctx context.Context, id string) ([]order.Change, error)
+	Cancel(ctx context.Context, id string, meta events.Meta, now time.Time) (order.Order, error)
 }
 
 // New returns the API with every route registered.
-func New(log *slog.Logger, store Store, ready func(context.Context) error) *echo.Echo {
+func New(log *slog.Logger, store Store, changes Changes, ready func(context.Context) error) *echo.Echo {
 	e := platform.NewEcho(log, problemFor)
 	platform.Health(e, ready)
-	e.POST("/orders", createOrder(log, store, time.Now))
+	e.POST("/orders", createOrder(log, store, changes, time.Now))
 	e.GET("/orders", listOrders(store))
-	e.GET("/orders/:id", getOrder(store))
+	e.GET("/orders/:id", getOrder(store, changes))
 	e.GET("/orders/:id/history", orderHistory(store))
+	e.GET("/orders/:id/events", orderEvents(store, changes))
+	e.POST("/orders/:id/cancel", cancelOrder(log, store, time.Now))
 	return e
 }
 
@@ -113,7 +116,10 @@ func toJSON(o order.Order) orderJSON {
 
 // createOrder accepts an order: stored PENDING_PAYMENT with its order.created event in one
 // transaction, answered 202 Accepted, since payment happens afterwards.
-func createOrder(log *slog.Logger, store Store, now func() time.Time) echo.HandlerFunc {
+//
+// With "Prefer: wait=N" it holds the answer until payment has decided, at most N seconds:
+// 201 Created with the final order, or 202 with the pending one.
+func createOrder(log *slog.Logger, store Store, changes Changes, now func() time.Time) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		req, err := parseCreate(c.Request().Header.Get(echo.HeaderContentType), c.Request().Body)
 		if err != nil {
@@ -165,6 +171,13 @@ func createOrder(log *slog.Logger, store Store, now func() time.Time) echo.Handl
 		}
 		log.Info("order accepted", "order_id", o.ID, "event_id", env.ID, "correlation_id", o.CorrelationID, "total_cents", o.TotalCents)
 		c.Response().Header().Set(echo.HeaderLocation, "/orders/"+o.ID)
+		if wait, ok := preferWait(c.Request().Header); ok {
+			// The order is stored: a failure to wait still answers with it, as pending.
+			if final, err := awaitOutcome(c.Request().Context(), store, changes, o.ID, wait); err == nil {
+				o = final
+			}
+			return respondAfterWait(c, o, wait, http.StatusCreated)
+		}
 		return c.JSON(http.StatusAccepted, toJSON(o))
 	}
 }
@@ -263,6 +276,7 @@ func listOrders(store Store) echo.HandlerFunc {
 }
 
 type changeJSON struct {
+	OrderID      string    `json:"order_id,omitempty"`
 	From         string    `json:"from,omitempty"`
 	To           string    `json:"to"`
 	CauseEventID string    `json:"cause_event_id"`
@@ -270,13 +284,17 @@ type changeJSON struct {
 	At           time.Time `json:"at"`
 }
 
+func toChangeJSON(orderID string, ch order.Change) changeJSON {
+	return changeJSON{OrderID: orderID, From: string(ch.From), To: string(ch.To), CauseEventID: ch.CauseEventID, Reason: ch.Reason, At: ch.At.UTC()}
+}
+
 // orderHistory serves GET /orders/{id}/history: each status change, oldest first, with
 // the id of the event that caused it.
 func orderHistory(store Store) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		id := strings.ToLower(c.Param("id"))
-		if _, err := uuid.Parse(id); err != nil {
-			return order.ErrNotFound
+		id, err := orderID(c)
+		if err != nil {
+			return err
 		}
 		if _, err := store.Get(c.Request().Context(), id); err != nil {
 			return err
@@ -287,19 +305,28 @@ func orderHistory(store Store) echo.HandlerFunc {
 		}
 		items := make([]changeJSON, len(changes))
 		for i, ch := range changes {
-			items[i] = changeJSON{From: string(ch.From), To: string(ch.To), CauseEventID: ch.CauseEventID, Reason: ch.Reason, At: ch.At.UTC()}
+			items[i] = toChangeJSON("", ch)
 		}
 		return c.JSON(http.StatusOK, map[string]any{"items": items})
 	}
 }
 
-func getOrder(store Store) echo.HandlerFunc {
+// getOrder serves GET /orders/{id}. With "Prefer: wait=N" a pending order is answered
+// once payment has decided (200), or after N seconds as it stands (202).
+func getOrder(store Store, changes Changes) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		id := c.Param("id")
-		if _, err := uuid.Parse(id); err != nil {
-			return order.ErrNotFound
+		id, err := orderID(c)
+		if err != nil {
+			return err
 		}
-		o, err := store.Get(c.Request().Context(), strings.ToLower(id))
+		if wait, ok := preferWait(c.Request().Header); ok {
+			o, err := awaitOutcome(c.Request().Context(), store, changes, id, wait)
+			if err != nil {
+				return err
+			}
+			return respondAfterWait(c, o, wait, http.StatusOK)
+		}
+		o, err := store.Get(c.Request().Context(), id)
 		if err != nil {
 			return err
 		}

@@ -32,8 +32,9 @@ const (
 
 // api is order-service's HTTP API on a fresh, migrated database.
 type api struct {
-	url  string
-	pool *pgxpool.Pool
+	url     string
+	pool    *pgxpool.Pool
+	changes *postgres.Changes
 }
 
 func newAPI(t *testing.T) api {
@@ -44,9 +45,13 @@ func newAPI(t *testing.T) api {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewJSONHandler(t.Output(), nil))
-	srv := httptest.NewServer(httpapi.New(log, postgres.NewStore(pool), func(context.Context) error { return nil }))
-	t.Cleanup(srv.Close)
-	return api{url: srv.URL, pool: pool}
+	changes := postgres.NewChanges(pool, log)
+	cctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = changes.Run(cctx) }()
+	srv := httptest.NewServer(httpapi.New(log, postgres.NewStore(pool), changes, func(context.Context) error { return nil }))
+	t.Cleanup(func() { stop(); <-done; srv.Close() }) // waiters and streams end first
+	return api{url: srv.URL, pool: pool, changes: changes}
 }
 
 // post sends body to POST /orders with contentType, none when empty.

@@ -246,3 +246,12 @@ func (o Order) CreatedEvent() events.OrderCreated {
 		TotalCents: o.TotalCents, Currency: o.Currency, PaymentMethod: o.PaymentMethod, CreatedAt: o.CreatedAt,
 	}
 }
+
+// CancelledEvent is the order.cancelled payload: enough for payment to refund and for
+// notification to tell the customer.
+func (o Order) CancelledEvent() events.OrderCancelled {
+	return events.OrderCancelled{
+		OrderID: o.ID, CustomerID: o.CustomerID, CustomerEmail: o.CustomerEmail,
+		TotalCents: o.TotalCents, Currency: o.Currency, CancelledAt: o.UpdatedAt,
+	}
+}

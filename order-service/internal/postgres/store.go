@@ -165,8 +165,42 @@ func (s *Store) Transition(ctx context.Context, tx pgx.Tx, id string, to order.S
 	if err := o.Transition(to, reason, now); err != nil {
 		return o, err
 	}
-	// The status change and its history entry in one statement: one round trip.
-	_, err = tx.Exec(ctx, `
+	return o, update(ctx, tx, o, from, causeEventID)
+}
+
+// Cancel moves a pending order to CANCELLED and writes its order.cancelled event, in one
+// transaction; the event carries the order's correlation id. When the order is not pending it returns the order as it stands and
+// order.ErrInvalidTransition (wrapped); unknown, order.ErrNotFound.
+func (s *Store) Cancel(ctx context.Context, id string, meta events.Meta, now time.Time) (order.Order, error) {
+	var o order.Order
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		if o, err = scanOrder(tx.QueryRow(ctx, selectOrder+` FOR UPDATE`, id)); err != nil {
+			return err
+		}
+		from := o.Status
+		if err := o.Transition(order.Cancelled, "", now); err != nil {
+			return err
+		}
+		meta.CorrelationID = o.CorrelationID // the order's, end to end
+		env, err := events.New(o.CancelledEvent(), meta, now)
+		if err != nil {
+			return err
+		}
+		if err := update(ctx, tx, o, from, env.ID); err != nil {
+			return err
+		}
+		return outbox.Insert(ctx, tx, events.TopicOrderCancelled, env)
+	})
+	if err != nil && !errors.Is(err, order.ErrNotFound) && !errors.Is(err, order.ErrInvalidTransition) {
+		return order.Order{}, fmt.Errorf("cancel order %s: %w", id, err)
+	}
+	return o, err
+}
+
+// update writes o's new status and its history entry, in one statement: one round trip.
+func update(ctx context.Context, tx pgx.Tx, o order.Order, from order.Status, causeEventID string) error {
+	_, err := tx.Exec(ctx, `
 		WITH upd AS (
 			UPDATE orders SET status = $2, failure_reason = nullif($3, ''), updated_at = $4 WHERE id = $1 RETURNING id
 		)
@@ -174,9 +208,9 @@ func (s *Store) Transition(ctx context.Context, tx pgx.Tx, id string, to order.S
 		SELECT id, $5, $2, $6, nullif($3, ''), $4 FROM upd`,
 		o.ID, o.Status, o.FailureReason, o.UpdatedAt, from, causeEventID)
 	if err != nil {
-		return order.Order{}, fmt.Errorf("update order %s: %w", id, err)
+		return fmt.Errorf("update order %s: %w", o.ID, err)
 	}
-	return o, nil
+	return nil
 }
 
 const insertHistory = `

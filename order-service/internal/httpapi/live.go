@@ -1,0 +1,197 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/common-events/platform"
+	"github.com/orderflow/order-service/internal/order"
+)
+
+// Changes tells a request when an order's status changes, on any instance.
+type Changes interface {
+	// Subscribe returns a channel woken after each status change of the order, and the
+	// function that ends the subscription.
+	Subscribe(orderID string) (changed <-chan struct{}, stop func())
+	// Done is closed when the service shuts down.
+	Done() <-chan struct{}
+}
+
+// MaxWait bounds Prefer: wait, in seconds.
+const MaxWait = 30
+
+// preferWait reads RFC 7240's "Prefer: wait=N" from any Prefer header. N above MaxWait
+// counts as MaxWait; a malformed preference is ignored, as RFC 7240 asks of a server.
+func preferWait(h http.Header) (time.Duration, bool) {
+	for _, v := range h.Values("Prefer") {
+		for pref := range strings.SplitSeq(v, ",") {
+			pref, _, _ = strings.Cut(pref, ";") // parameters of a preference: none for wait
+			name, value, ok := strings.Cut(strings.TrimSpace(pref), "=")
+			if !ok || !strings.EqualFold(strings.TrimSpace(name), "wait") {
+				continue
+			}
+			n, err := strconv.Atoi(strings.Trim(strings.TrimSpace(value), `"`))
+			if err != nil || n < 0 {
+				continue
+			}
+			return time.Duration(min(n, MaxWait)) * time.Second, true
+		}
+	}
+	return 0, false
+}
+
+// awaitOutcome returns order id as soon as it is no longer pending, or as it stands when
+// wait has passed, the client has gone or the service is shutting down. It wakes only
+// when the order changes: no polling, and its subscription ends with it.
+func awaitOutcome(ctx context.Context, store Store, changes Changes, id string, wait time.Duration) (order.Order, error) {
+	changed, stop := changes.Subscribe(id)
+	defer stop()
+	timeout := time.NewTimer(wait)
+	defer timeout.Stop()
+	for {
+		o, err := store.Get(ctx, id)
+		if err != nil || o.Status.Terminal() {
+			return o, err
+		}
+		select {
+		case <-changed:
+		case <-timeout.C:
+			return o, nil
+		case <-changes.Done():
+			return o, nil
+		case <-ctx.Done():
+			return o, ctx.Err()
+		}
+	}
+}
+
+// respondAfterWait answers a request that asked to wait: final (the given status) or
+// still pending (202), with Preference-Applied.
+func respondAfterWait(c echo.Context, o order.Order, wait time.Duration, final int) error {
+	c.Response().Header().Set("Preference-Applied", fmt.Sprintf("wait=%d", int(wait.Seconds())))
+	if o.Status.Terminal() {
+		return c.JSON(final, toJSON(o))
+	}
+	return c.JSON(http.StatusAccepted, toJSON(o))
+}
+
+// cancelOrder serves POST /orders/{id}/cancel: a pending order becomes CANCELLED and
+// order.cancelled is published; payment refunds a charge that went through regardless.
+func cancelOrder(log *slog.Logger, store Store, now func() time.Time) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id, err := orderID(c)
+		if err != nil {
+			return err
+		}
+		o, err := store.Cancel(c.Request().Context(), id, eventMeta(c), now())
+		if errors.Is(err, order.ErrInvalidTransition) {
+			return platform.NewProblem(http.StatusConflict, "order_not_cancellable", "Order cannot be cancelled",
+				fmt.Sprintf("the order is %s; only a %s order can be cancelled", o.Status, order.PendingPayment))
+		}
+		if err != nil {
+			return err
+		}
+		log.Info("order cancelled", "order_id", o.ID, "correlation_id", o.CorrelationID)
+		return c.JSON(http.StatusOK, toJSON(o))
+	}
+}
+
+// KeepAliveInterval is how often an idle event stream sends a comment, so proxies and
+// clients can tell a quiet stream from a dead one.
+const KeepAliveInterval = 15 * time.Second
+
+// orderEvents serves GET /orders/{id}/events as Server-Sent Events: one "status" event
+// per status change, the changes so far first, then each as it happens; the stream ends
+// after the terminal change. Event ids are positions in the history, so a client that
+// reconnects with Last-Event-ID gets only what it missed.
+func orderEvents(store Store, changes Changes) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id, err := orderID(c)
+		if err != nil {
+			return err
+		}
+		ctx := c.Request().Context()
+		changed, stop := changes.Subscribe(id)
+		defer stop()
+		if _, err := store.Get(ctx, id); err != nil {
+			return err
+		}
+		sent, _ := strconv.Atoi(c.Request().Header.Get("Last-Event-ID"))
+		sent = max(sent, 0)
+
+		h := c.Response().Header()
+		h.Set(echo.HeaderContentType, "text/event-stream")
+		h.Set(echo.HeaderCacheControl, "no-cache")
+		h.Set("X-Accel-Buffering", "no") // nginx: pass events on at once
+		c.Response().WriteHeader(http.StatusOK)
+		c.Response().Flush()
+
+		keepAlive := time.NewTicker(KeepAliveInterval)
+		defer keepAlive.Stop()
+		for {
+			history, err := store.History(ctx, id)
+			if err != nil {
+				return nil // the stream has begun: ending it is all that is left to say
+			}
+			for i := sent; i < len(history); i++ {
+				data, _ := json.Marshal(toChangeJSON(id, history[i]))
+				if _, err := fmt.Fprintf(c.Response(), "id: %d\nevent: status\ndata: %s\n\n", i+1, data); err != nil {
+					return nil
+				}
+			}
+			sent = max(sent, len(history))
+			c.Response().Flush()
+			if len(history) > 0 && history[len(history)-1].To.Terminal() {
+				return nil
+			}
+			if !idle(c, changed, changes.Done(), keepAlive.C) {
+				return nil
+			}
+		}
+	}
+}
+
+// idle waits for the next change, sending keep-alive comments meanwhile. It reports false
+// when the stream should end: the client went away or the service is shutting down.
+func idle(c echo.Context, changed <-chan struct{}, done <-chan struct{}, keepAlive <-chan time.Time) bool {
+	for {
+		select {
+		case <-changed:
+			return true
+		case <-keepAlive:
+			if _, err := fmt.Fprint(c.Response(), ": keep-alive\n\n"); err != nil {
+				return false
+			}
+			c.Response().Flush()
+		case <-done:
+			return false
+		case <-c.Request().Context().Done():
+			return false
+		}
+	}
+}
+
+// orderID reads the {id} path parameter: an order id, or order.ErrNotFound.
+func orderID(c echo.Context) (string, error) {
+	id := strings.ToLower(c.Param("id"))
+	if _, err := uuid.Parse(id); err != nil || len(id) != 36 {
+		return "", order.ErrNotFound
+	}
+	return id, nil
+}
+
+// eventMeta is what an event caused by this request inherits from it.
+func eventMeta(c echo.Context) events.Meta {
+	return events.Meta{Source: "order-service", TraceParent: c.Request().Header.Get("traceparent")}
+}
