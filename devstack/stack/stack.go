@@ -64,6 +64,7 @@ type Stack struct {
 	Broker   *kfake.Cluster
 	Postgres *pgcluster.Cluster
 	services map[string]*Service
+	extra    []*Service // more instances, from AddInstance
 	stopRet  context.CancelFunc
 	retDone  chan struct{}
 }
@@ -272,10 +273,31 @@ func (s *Stack) Service(name string) *Service { return s.services[name] }
 // DataDir is where the broker and PostgreSQL keep their data.
 func (s *Stack) DataDir() string { return s.opts.DataDir }
 
+// AddInstance starts one more process of service name, with the same settings but its
+// own HTTP port: another member of the same consumer groups, on the same database, as a
+// scaled-out deployment runs. Its log lines are prefixed name#2, name#3…
+func (s *Stack) AddInstance(ctx context.Context, name string, httpPort int) (*Service, error) {
+	first := s.services[name]
+	if first == nil {
+		return nil, fmt.Errorf("no service %q", name)
+	}
+	first.mu.Lock()
+	env := append([]string(nil), first.env...)
+	first.mu.Unlock()
+	addr := net.JoinHostPort(s.opts.Host, strconv.Itoa(httpPort))
+	sv := &Service{Name: fmt.Sprintf("%s#%d", name, len(s.extra)+2), URL: "http://" + addr,
+		bin: first.bin, env: append(env, "HTTP_ADDR="+addr), log: s.opts.Log}
+	s.extra = append(s.extra, sv)
+	return sv, sv.Start(ctx)
+}
+
 // Stop stops the services gracefully, then the broker and PostgreSQL.
 func (s *Stack) Stop() {
 	var wg sync.WaitGroup
 	for _, sv := range s.services {
+		wg.Go(func() { _ = sv.Stop() })
+	}
+	for _, sv := range s.extra {
 		wg.Go(func() { _ = sv.Stop() })
 	}
 	wg.Wait()

@@ -43,7 +43,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		return err
 	}
 	stack, err := platform.Boot(ctx, Name, cfg.Base, stdout, migrations.Notifications, map[string][]string{
-		consume.Group: {events.TopicPaymentCompleted, events.TopicPaymentFailed},
+		consume.Group: {events.TopicPaymentCompleted, events.TopicPaymentFailed, events.TopicOrderCancelled, events.TopicPaymentRefunded},
 	})
 	if err != nil {
 		return err

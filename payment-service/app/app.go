@@ -43,7 +43,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		return err
 	}
 	stack, err := platform.Boot(ctx, Name, cfg.Base, stdout, migrations.Payments, map[string][]string{
-		consume.Group: {events.TopicOrderCreated},
+		consume.Group: {events.TopicOrderCreated, events.TopicOrderCancelled},
 	})
 	if err != nil {
 		return err

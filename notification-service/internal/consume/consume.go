@@ -1,4 +1,4 @@
-// Package consume emails customers about payment outcomes.
+// Package consume emails customers about payment outcomes and cancellations.
 package consume
 
 import (
@@ -30,6 +30,8 @@ func Handlers(store *postgres.Store, sender Sender, from string) map[string]cons
 	return map[string]consumer.Handler{
 		events.TopicPaymentCompleted: n.handle,
 		events.TopicPaymentFailed:    n.handle,
+		events.TopicOrderCancelled:   n.handle,
+		events.TopicPaymentRefunded:  n.handle,
 	}
 }
 
@@ -51,18 +53,34 @@ func (h notifier) handle(ctx context.Context, tx pgx.Tx, msg consumer.Message) e
 	if _, err := uuid.Parse(n.OrderID); err != nil {
 		return consumer.Poison(fmt.Errorf("order id %q is not a UUID", n.OrderID))
 	}
+	if err := h.store.Lock(ctx, tx, n.OrderID); err != nil {
+		return err
+	}
 	id, err := uuid.NewV7()
 	if err != nil {
 		return err
 	}
 	now := h.now().UTC()
-	n.ID, n.CauseEventID, n.CreatedAt, n.SentAt, n.Status = id.String(), msg.ID, now, now, "SENT"
+	n.ID, n.CauseEventID, n.CreatedAt, n.SentAt, n.Status = id.String(), msg.ID, now, now, notification.Sent
+	if by, ok := n.Kind.SuppressedBy(); ok {
+		suppressed, err := h.store.Has(ctx, tx, n.OrderID, by)
+		if err != nil {
+			return err
+		}
+		if suppressed {
+			n.Status, n.SentAt = notification.Suppressed, time.Time{}
+		}
+	}
 	fresh, err := h.store.Claim(ctx, tx, n)
 	if err != nil {
 		return err
 	}
 	if !fresh {
 		msg.Log.Info("customer already notified; nothing to send", "kind", n.Kind)
+		return nil
+	}
+	if n.Status == notification.Suppressed {
+		msg.Log.Info("notification suppressed: the order was cancelled", "kind", n.Kind)
 		return nil
 	}
 	err = h.sender.Send(ctx, mail.Message{

@@ -13,8 +13,27 @@ import (
 type Kind string
 
 const (
-	OrderConfirmed Kind = "order_confirmed"
-	PaymentFailed  Kind = "payment_failed"
+	OrderConfirmed  Kind = "order_confirmed"
+	PaymentFailed   Kind = "payment_failed"
+	OrderCancelled  Kind = "order_cancelled"
+	PaymentRefunded Kind = "payment_refunded"
+)
+
+// SuppressedBy names the kind whose presence makes a notification of this kind wrong to send:
+// an order the customer cancelled is never announced as confirmed, even when the
+// payment went through before the cancellation reached payment (it is then refunded).
+func (k Kind) SuppressedBy() (Kind, bool) {
+	if k == OrderConfirmed {
+		return OrderCancelled, true
+	}
+	return "", false
+}
+
+// Status of a notification.
+const (
+	Sent = "SENT"
+	// Suppressed: decided against, as SuppressedBy says; no email went out.
+	Suppressed = "SUPPRESSED"
 )
 
 // Notification is one email to a customer about an order.
@@ -26,7 +45,7 @@ type Notification struct {
 	Subject      string
 	Body         string
 	MessageID    string
-	Status       string // SENT
+	Status       string // Sent or Suppressed
 	CauseEventID string
 	CreatedAt    time.Time
 	SentAt       time.Time
@@ -50,6 +69,20 @@ func For(ev events.Event) (Notification, bool) {
 			Subject: fmt.Sprintf("Payment for your order %s failed", short(e.OrderID)),
 			Body: fmt.Sprintf("We could not charge %s for your order %s.\r\n\r\nReason: %s.\r\n\r\nNothing was charged. Please place the order again with another payment method.\r\n",
 				Money(e.AmountCents, e.Currency), e.OrderID, reasonText(e.Reason)),
+		}, true
+	case events.OrderCancelled:
+		return Notification{
+			OrderID: e.OrderID, Kind: OrderCancelled, Recipient: e.CustomerEmail, MessageID: messageID(e.OrderID, OrderCancelled),
+			Subject: fmt.Sprintf("Your order %s is cancelled", short(e.OrderID)),
+			Body: fmt.Sprintf("Your order %s of %s is cancelled, as you asked.\r\n\r\nIf any payment went through, it will be refunded in full; we will write again when it is.\r\n",
+				e.OrderID, Money(e.TotalCents, e.Currency)),
+		}, true
+	case events.PaymentRefunded:
+		return Notification{
+			OrderID: e.OrderID, Kind: PaymentRefunded, Recipient: e.CustomerEmail, MessageID: messageID(e.OrderID, PaymentRefunded),
+			Subject: fmt.Sprintf("Your order %s is cancelled and refunded", short(e.OrderID)),
+			Body: fmt.Sprintf("Your order %s is cancelled and refunded.\r\n\r\nWe paid back %s to your payment method (refund %s).\r\n",
+				e.OrderID, Money(e.AmountCents, e.Currency), e.RefundID),
 		}, true
 	}
 	return Notification{}, false

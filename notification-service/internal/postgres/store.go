@@ -4,6 +4,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -19,20 +20,46 @@ type Store struct {
 // NewStore returns a store on pool.
 func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 
-// Claim records n as sent, in tx, unless the order already has a notification of its
+// Lock takes a lock on the order for the rest of tx, so the notifications of one order
+// are decided one after the other, whichever partitions their events came from.
+func (s *Store) Lock(ctx context.Context, tx pgx.Tx, orderID string) error {
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1::uuid::text, 0))`, orderID); err != nil {
+		return fmt.Errorf("lock order %s: %w", orderID, err)
+	}
+	return nil
+}
+
+// Has reports whether the order has a notification of kind, in tx.
+func (s *Store) Has(ctx context.Context, tx pgx.Tx, orderID string, kind notification.Kind) (bool, error) {
+	var has bool
+	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM notifications WHERE order_id = $1::uuid AND kind = $2)`, orderID, kind).Scan(&has)
+	if err != nil {
+		return false, fmt.Errorf("notifications of order %s: %w", orderID, err)
+	}
+	return has, nil
+}
+
+// Claim records n (SENT or SUPPRESSED), in tx, unless the order already has a notification of its
 // kind; it reports whether n is new. The unique (order_id, kind) constraint makes this
 // hold under any concurrency: a second claim waits for the first and then finds it.
 func (s *Store) Claim(ctx context.Context, tx pgx.Tx, n notification.Notification) (bool, error) {
 	tag, err := tx.Exec(ctx, `
 		INSERT INTO notifications (id, order_id, kind, recipient, subject, body, message_id, status,
 			cause_event_id, created_at, sent_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, 'SENT', $8, $9, $10)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 		ON CONFLICT (order_id, kind) DO NOTHING`,
-		n.ID, n.OrderID, n.Kind, n.Recipient, n.Subject, n.Body, n.MessageID, n.CauseEventID, n.CreatedAt, n.SentAt)
+		n.ID, n.OrderID, n.Kind, n.Recipient, n.Subject, n.Body, n.MessageID, n.Status, n.CauseEventID, n.CreatedAt, sentAt(n))
 	if err != nil {
 		return false, fmt.Errorf("record notification %s of order %s: %w", n.Kind, n.OrderID, err)
 	}
 	return tag.RowsAffected() == 1, nil
+}
+
+func sentAt(n notification.Notification) *time.Time {
+	if n.SentAt.IsZero() {
+		return nil
+	}
+	return &n.SentAt
 }
 
 // ByOrder returns an order's notifications, oldest first.
@@ -41,9 +68,13 @@ func (s *Store) ByOrder(ctx context.Context, orderID string) ([]notification.Not
 		SELECT id::text, order_id::text, kind, recipient, subject, body, message_id, status, cause_event_id, created_at, sent_at
 		FROM notifications WHERE order_id = $1 ORDER BY created_at`, orderID)
 	ns, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (n notification.Notification, err error) {
+		var sentAt *time.Time
 		err = r.Scan(&n.ID, &n.OrderID, &n.Kind, &n.Recipient, &n.Subject, &n.Body, &n.MessageID, &n.Status,
-			&n.CauseEventID, &n.CreatedAt, &n.SentAt)
-		n.CreatedAt, n.SentAt = n.CreatedAt.UTC(), n.SentAt.UTC()
+			&n.CauseEventID, &n.CreatedAt, &sentAt)
+		n.CreatedAt = n.CreatedAt.UTC()
+		if sentAt != nil {
+			n.SentAt = sentAt.UTC()
+		}
 		return n, err
 	})
 	if err != nil {

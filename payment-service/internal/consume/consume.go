@@ -1,4 +1,5 @@
-// Package consume charges for orders as they are created.
+// Package consume charges for orders as they are created and refunds them when they are
+// cancelled after all.
 package consume
 
 import (
@@ -25,7 +26,10 @@ const Source = "payment-service"
 // Handlers returns the handler of each topic payment-service consumes.
 func Handlers(store *postgres.Store, provider payment.Provider) map[string]consumer.Handler {
 	c := charger{store: store, provider: provider, now: time.Now}
-	return map[string]consumer.Handler{events.TopicOrderCreated: c.handle}
+	return map[string]consumer.Handler{
+		events.TopicOrderCreated:   c.handle,
+		events.TopicOrderCancelled: c.cancel,
+	}
 }
 
 type charger struct {
@@ -48,12 +52,12 @@ func (c charger) handle(ctx context.Context, tx pgx.Tx, msg consumer.Message) er
 	if _, err := uuid.Parse(ev.CustomerID); err != nil {
 		return consumer.Poison(fmt.Errorf("customer id %q is not a UUID", ev.CustomerID))
 	}
-	exists, err := c.store.Exists(ctx, tx, ev.OrderID)
+	p, exists, err := c.store.Lock(ctx, tx, ev.OrderID)
 	if err != nil {
 		return err
 	}
 	if exists {
-		msg.Log.Info("order already paid for or refused; nothing to do")
+		msg.Log.Info("order already paid for, refused or cancelled; nothing to do", "status", p.Status)
 		return nil
 	}
 
@@ -72,7 +76,7 @@ func (c charger) handle(ctx context.Context, tx pgx.Tx, msg consumer.Message) er
 		return err
 	}
 	now := c.now().UTC()
-	p := payment.Payment{
+	p = payment.Payment{
 		ID: id.String(), OrderID: ev.OrderID, CustomerID: ev.CustomerID, CustomerEmail: ev.CustomerEmail,
 		AmountCents: ev.TotalCents, Currency: ev.Currency, ChargeID: charge.ID, CauseEventID: msg.ID, CreatedAt: now,
 	}
@@ -99,5 +103,70 @@ func (c charger) handle(ctx context.Context, tx pgx.Tx, msg consumer.Message) er
 		return err
 	}
 	msg.Log.Info("payment recorded", "status", p.Status, "failure_reason", p.FailureReason, "charge_id", p.ChargeID, "payment_id", p.ID)
+	return nil
+}
+
+// cancel answers order.cancelled: a completed payment is refunded through the provider
+// (idempotent on the order id) and payment.refunded published; an order not charged yet
+// is marked so its order.created, should it come later, never charges. Creation and
+// cancellation of one order are handled one after the other (Store.Lock), so every
+// interleaving ends refunded or never charged.
+func (c charger) cancel(ctx context.Context, tx pgx.Tx, msg consumer.Message) error {
+	ev, ok := msg.Event.(events.OrderCancelled)
+	if !ok {
+		return consumer.Poison(fmt.Errorf("unexpected event type %s on %s", msg.Type, msg.Topic))
+	}
+	if _, err := uuid.Parse(ev.OrderID); err != nil {
+		return consumer.Poison(fmt.Errorf("order id %q is not a UUID", ev.OrderID))
+	}
+	if _, err := uuid.Parse(ev.CustomerID); err != nil {
+		return consumer.Poison(fmt.Errorf("customer id %q is not a UUID", ev.CustomerID))
+	}
+	p, exists, err := c.store.Lock(ctx, tx, ev.OrderID)
+	if err != nil {
+		return err
+	}
+	now := c.now().UTC()
+	switch {
+	case !exists:
+		id, err := uuid.NewV7()
+		if err != nil {
+			return err
+		}
+		p = payment.Payment{
+			ID: id.String(), OrderID: ev.OrderID, CustomerID: ev.CustomerID, CustomerEmail: ev.CustomerEmail,
+			AmountCents: ev.TotalCents, Currency: ev.Currency, Status: payment.Cancelled, CauseEventID: msg.ID, CreatedAt: now,
+		}
+		if err := c.store.RecordCancelled(ctx, tx, p); err != nil {
+			return err
+		}
+		msg.Log.Info("order cancelled before it was charged; it never will be", "payment_id", p.ID)
+		return nil
+	case p.Status != payment.Completed:
+		msg.Log.Info("cancelled order has nothing to refund", "status", p.Status)
+		return nil
+	}
+
+	refund, err := c.provider.Refund(ctx, payment.RefundRequest{
+		IdempotencyKey: p.OrderID, ChargeID: p.ChargeID, AmountCents: p.AmountCents, Currency: p.Currency,
+	})
+	if errors.Is(err, payment.ErrIdempotencyMismatch) || errors.Is(err, payment.ErrNotRefundable) {
+		return consumer.Poison(err)
+	}
+	if err != nil {
+		return err // transient: the runner retries with backoff
+	}
+	p.Status, p.RefundID, p.RefundedAt = payment.Refunded, refund.ID, now
+	env, err := events.New(events.PaymentRefunded{
+		OrderID: p.OrderID, PaymentID: p.ID, ChargeID: p.ChargeID, RefundID: refund.ID, CustomerID: p.CustomerID,
+		CustomerEmail: p.CustomerEmail, AmountCents: p.AmountCents, Currency: p.Currency, RefundedAt: now,
+	}, msg.Meta(Source), now)
+	if err != nil {
+		return consumer.Poison(err)
+	}
+	if err := c.store.Refunded(ctx, tx, p, env); err != nil {
+		return err
+	}
+	msg.Log.Info("payment refunded", "payment_id", p.ID, "charge_id", p.ChargeID, "refund_id", refund.ID)
 	return nil
 }

@@ -14,6 +14,10 @@ type Status string
 const (
 	Completed Status = "COMPLETED"
 	Failed    Status = "FAILED"
+	// Refunded: completed, then paid back because the order was cancelled.
+	Refunded Status = "REFUNDED"
+	// Cancelled: the order was cancelled before it was charged, and never will be.
+	Cancelled Status = "CANCELLED"
 )
 
 // Payment is the outcome of charging for one order. There is at most one per order.
@@ -27,8 +31,10 @@ type Payment struct {
 	Status        Status
 	FailureReason string
 	ChargeID      string
+	RefundID      string
 	CauseEventID  string
 	CreatedAt     time.Time
+	RefundedAt    time.Time
 }
 
 // ChargeRequest asks the provider to charge once per IdempotencyKey, however often it
@@ -47,14 +53,33 @@ type Charge struct {
 	DeclineCode string // card_declined, insufficient_funds, invalid_payment_method
 }
 
-// Provider charges payment methods. It must be idempotent on ChargeRequest.IdempotencyKey:
-// a repeated request returns the first answer and never charges twice.
+// RefundRequest asks the provider to pay a charge back in full, once per IdempotencyKey.
+type RefundRequest struct {
+	IdempotencyKey string // the order id
+	ChargeID       string
+	AmountCents    int64
+	Currency       string
+}
+
+// Refund is the provider's answer to a refund.
+type Refund struct {
+	ID string
+}
+
+// Provider charges payment methods and refunds charges. It must be idempotent on the
+// requests' IdempotencyKey: a repeated request returns the first answer and never
+// charges or refunds twice.
 type Provider interface {
 	Charge(ctx context.Context, req ChargeRequest) (Charge, error)
+	Refund(ctx context.Context, req RefundRequest) (Refund, error)
 }
 
 // ErrTransient is a provider failure worth retrying (timeout, 5xx, rate limit).
 var ErrTransient = errors.New("payment provider temporarily unavailable")
+
+// ErrNotRefundable says the charge does not exist, did not succeed, or was already
+// refunded under another key: a bug upstream, never retried.
+var ErrNotRefundable = errors.New("charge cannot be refunded")
 
 // ErrIdempotencyMismatch says a key was reused with different parameters: a bug upstream,
 // never retried.

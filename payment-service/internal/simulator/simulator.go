@@ -101,6 +101,65 @@ func (s *Simulator) Charge(ctx context.Context, req payment.ChargeRequest) (paym
 	return c, nil
 }
 
+// Refund pays a successful charge back in full, once per idempotency key and once per
+// charge, with the same latency and transient failures as a charge.
+func (s *Simulator) Refund(ctx context.Context, req payment.RefundRequest) (payment.Refund, error) {
+	if err := wait(ctx, s.latency/2); err != nil {
+		return payment.Refund{}, err
+	}
+	if s.transientRate > 0 && rand.Float64() < s.transientRate {
+		return payment.Refund{}, fmt.Errorf("%w: simulated outage", payment.ErrTransient)
+	}
+	var r payment.Refund
+	var chargeID, currency string
+	var amount int64
+	err := s.pool.QueryRow(ctx, `
+		WITH ins AS (
+			INSERT INTO provider_refunds (idempotency_key, refund_id, charge_id, amount_cents, currency)
+			SELECT $1, $2, charge_id, amount_cents, currency FROM provider_charges
+			WHERE charge_id = $3 AND outcome = 'succeeded'
+			ON CONFLICT DO NOTHING
+			RETURNING refund_id, charge_id, amount_cents, currency
+		)
+		SELECT * FROM ins
+		UNION ALL
+		SELECT refund_id, charge_id, amount_cents, currency
+		FROM provider_refunds WHERE idempotency_key = $1 AND NOT EXISTS (SELECT 1 FROM ins)`,
+		req.IdempotencyKey, "re_"+strings.ReplaceAll(events.NewID(time.Now()), "-", ""), req.ChargeID,
+	).Scan(&r.ID, &chargeID, &amount, &currency)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return payment.Refund{}, s.whyNoRefund(ctx, req)
+	}
+	if err != nil {
+		return payment.Refund{}, fmt.Errorf("%w: ledger: %w", payment.ErrTransient, err)
+	}
+	if chargeID != req.ChargeID || amount != req.AmountCents || currency != req.Currency {
+		return payment.Refund{}, fmt.Errorf("%w: refund key %s", payment.ErrIdempotencyMismatch, req.IdempotencyKey)
+	}
+	if err := wait(ctx, s.latency-s.latency/2); err != nil {
+		return payment.Refund{}, err
+	}
+	return r, nil
+}
+
+// whyNoRefund explains a refund that wrote nothing and found nothing under its key.
+func (s *Simulator) whyNoRefund(ctx context.Context, req payment.RefundRequest) error {
+	var refundable, refunded bool
+	err := s.pool.QueryRow(ctx, `
+		SELECT EXISTS (SELECT 1 FROM provider_charges WHERE charge_id = $1 AND outcome = 'succeeded'),
+			EXISTS (SELECT 1 FROM provider_refunds WHERE charge_id = $1)`, req.ChargeID).Scan(&refundable, &refunded)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: ledger: %w", payment.ErrTransient, err)
+	case !refundable:
+		return fmt.Errorf("%w: no successful charge %s", payment.ErrNotRefundable, req.ChargeID)
+	case refunded:
+		return fmt.Errorf("%w: charge %s was refunded under another key", payment.ErrNotRefundable, req.ChargeID)
+	}
+	// A concurrent refund with this key has not committed yet: ask again.
+	return fmt.Errorf("%w: concurrent refund with the same key", payment.ErrTransient)
+}
+
 func wait(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
 		return nil
@@ -139,6 +198,33 @@ func (s *Simulator) Ledger(ctx context.Context, key string) ([]LedgerEntry, erro
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ledger of %s: %w", key, err)
+	}
+	return es, nil
+}
+
+// RefundEntry is one refund in the simulator's ledger.
+type RefundEntry struct {
+	IdempotencyKey string
+	RefundID       string
+	ChargeID       string
+	AmountCents    int64
+	Currency       string
+	CreatedAt      time.Time
+}
+
+// Refunds returns the refunds made under an idempotency key. More than one would be a
+// double refund.
+func (s *Simulator) Refunds(ctx context.Context, key string) ([]RefundEntry, error) {
+	rows, _ := s.pool.Query(ctx, `
+		SELECT idempotency_key, refund_id, charge_id, amount_cents, currency, created_at
+		FROM provider_refunds WHERE idempotency_key = $1 ORDER BY created_at`, key)
+	es, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (e RefundEntry, err error) {
+		err = r.Scan(&e.IdempotencyKey, &e.RefundID, &e.ChargeID, &e.AmountCents, &e.Currency, &e.CreatedAt)
+		e.CreatedAt = e.CreatedAt.UTC()
+		return e, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("refunds of %s: %w", key, err)
 	}
 	return es, nil
 }

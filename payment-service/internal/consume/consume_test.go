@@ -1,0 +1,128 @@
+package consume_test
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderflow/common-events/consumer"
+	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/devstack/testenv"
+	"github.com/orderflow/migrations"
+	"github.com/orderflow/payment-service/internal/consume"
+	"github.com/orderflow/payment-service/internal/postgres"
+	"github.com/orderflow/payment-service/internal/simulator"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+type fixture struct {
+	pool     *pgxpool.Pool
+	sim      *simulator.Simulator
+	store    *postgres.Store
+	handlers map[string]consumer.Handler
+}
+
+func newFixture(t *testing.T) fixture {
+	pool := testenv.Pool(t)
+	if err := migrations.UpPool(context.Background(), pool, migrations.Payments); err != nil {
+		t.Fatal(err)
+	}
+	sim := simulator.New(pool, 0, 0)
+	store := postgres.NewStore(pool)
+	return fixture{pool: pool, sim: sim, store: store, handlers: consume.Handlers(store, sim)}
+}
+
+// deliver hands ev to its handler in a transaction, as the consumer runner does.
+func (f fixture) deliver(t *testing.T, topic string, ev events.Event) {
+	t.Helper()
+	env, err := events.New(ev, events.Meta{Source: "test"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := consumer.Message{Envelope: env, Event: ev, Topic: topic, Log: slog.New(slog.NewJSONHandler(t.Output(), nil))}
+	err = pgx.BeginFunc(context.Background(), f.pool, func(tx pgx.Tx) error { return f.handlers[topic](context.Background(), tx, msg) })
+	if err != nil {
+		t.Fatalf("%s: %v", topic, err)
+	}
+}
+
+// outcome is where an order's money stands: payment status, charges and refunds at the
+// provider, and the events published.
+type outcome struct {
+	status            string
+	charges, refunds  int
+	completed, refund int
+}
+
+func (f fixture) outcome(t *testing.T, orderID string) outcome {
+	t.Helper()
+	ctx := context.Background()
+	var o outcome
+	ps, err := f.store.ByOrder(ctx, orderID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ps) == 1 {
+		o.status = string(ps[0].Status)
+	}
+	charges, _ := f.sim.Ledger(ctx, orderID)
+	refunds, _ := f.sim.Refunds(ctx, orderID)
+	o.charges, o.refunds = len(charges), len(refunds)
+	err = f.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE topic = $2), count(*) FILTER (WHERE topic = $3) FROM outbox WHERE key = $1`,
+		orderID, events.TopicPaymentCompleted, events.TopicPaymentRefunded).Scan(&o.completed, &o.refund)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// Whichever order creation and cancellation arrive in, and however often, the customer
+// ends up either never charged or charged and refunded exactly once.
+func TestCancelledOrderIsRefundedOrNeverCharged(t *testing.T) {
+	const customer = "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93"
+	created := func(id, token string) events.OrderCreated {
+		return events.OrderCreated{OrderID: id, CustomerID: customer, CustomerEmail: "ada@example.com",
+			Items: []events.Item{{SKU: "BOOK-42", Quantity: 2, UnitPriceCents: 1999}}, TotalCents: 3998, Currency: "EUR",
+			PaymentMethod: token, CreatedAt: time.Now()}
+	}
+	cancelled := func(id string) events.OrderCancelled {
+		return events.OrderCancelled{OrderID: id, CustomerID: customer, CustomerEmail: "ada@example.com",
+			TotalCents: 3998, Currency: "EUR", CancelledAt: time.Now()}
+	}
+	tests := []struct {
+		name  string
+		token string
+		steps []string // "created", "cancelled"
+		want  outcome
+	}{
+		{"charged, then cancelled: refunded", simulator.TokenVisa, []string{"created", "cancelled"},
+			outcome{status: "REFUNDED", charges: 1, refunds: 1, completed: 1, refund: 1}},
+		{"cancellation redelivered: refunded once", simulator.TokenVisa, []string{"created", "cancelled", "cancelled", "created"},
+			outcome{status: "REFUNDED", charges: 1, refunds: 1, completed: 1, refund: 1}},
+		{"cancelled before the charge: never charged", simulator.TokenVisa, []string{"cancelled", "created"},
+			outcome{status: "CANCELLED"}},
+		{"declined, then cancelled: nothing to refund", simulator.TokenDeclined, []string{"created", "cancelled"},
+			outcome{status: "FAILED", charges: 1}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t)
+			id := events.NewID(time.Now().Add(time.Duration(i) * time.Millisecond))
+			for _, step := range tt.steps {
+				if step == "created" {
+					f.deliver(t, events.TopicOrderCreated, created(id, tt.token))
+				} else {
+					f.deliver(t, events.TopicOrderCancelled, cancelled(id))
+				}
+			}
+			if got := f.outcome(t, id); got != tt.want {
+				t.Errorf("outcome = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
