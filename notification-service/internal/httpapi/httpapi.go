@@ -32,13 +32,17 @@ type notificationJSON struct {
 	Recipient string    `json:"recipient"`
 	Subject   string    `json:"subject"`
 	MessageID string    `json:"message_id"`
-	Status    string    `json:"status"`
-	SentAt    time.Time `json:"sent_at"`
+	Status    string     `json:"status"`
+	SentAt    *time.Time `json:"sent_at,omitempty"` // absent when SUPPRESSED
 }
 
 func view(n notification.Notification) notificationJSON {
-	return notificationJSON{
+	v := notificationJSON{
 		ID: n.ID, OrderID: n.OrderID, Kind: string(n.Kind), Recipient: n.Recipient, Subject: n.Subject,
-		MessageID: n.MessageID, Status: n.Status, SentAt: n.SentAt,
+		MessageID: n.MessageID, Status: n.Status,
 	}
+	if !n.SentAt.IsZero() {
+		v.SentAt = &n.SentAt
+	}
+	return v
 }

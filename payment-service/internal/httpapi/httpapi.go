@@ -18,9 +18,10 @@ type Store interface {
 	ByOrder(ctx context.Context, orderID string) ([]payment.Payment, error)
 }
 
-// Ledger is the payment provider's record of its charges, by idempotency key.
+// Ledger is the payment provider's record of its charges and refunds, by idempotency key.
 type Ledger interface {
 	Ledger(ctx context.Context, key string) ([]simulator.LedgerEntry, error)
+	Refunds(ctx context.Context, key string) ([]simulator.RefundEntry, error)
 }
 
 // New returns the API with every route registered. ledger may be nil when the provider
@@ -31,6 +32,7 @@ func New(log *slog.Logger, store Store, ledger Ledger, ready func(context.Contex
 	e.GET("/payments", platform.ListByOrder(store.ByOrder, view))
 	if ledger != nil {
 		e.GET("/provider/charges", platform.ListByOrder(ledger.Ledger, viewCharge))
+		e.GET("/provider/refunds", platform.ListByOrder(ledger.Refunds, viewRefund))
 	}
 	return e
 }
@@ -52,20 +54,37 @@ func viewCharge(e simulator.LedgerEntry) chargeJSON {
 	}
 }
 
+type refundJSON struct {
+	IdempotencyKey string    `json:"idempotency_key"`
+	RefundID       string    `json:"refund_id"`
+	ChargeID       string    `json:"charge_id"`
+	AmountCents    int64     `json:"amount_cents"`
+	Currency       string    `json:"currency"`
+	CreatedAt      time.Time `json:"created_at"`
+}
+
+func viewRefund(e simulator.RefundEntry) refundJSON { return refundJSON(e) }
+
 type paymentJSON struct {
-	ID            string    `json:"id"`
-	OrderID       string    `json:"order_id"`
-	Status        string    `json:"status"`
-	AmountCents   int64     `json:"amount_cents"`
-	Currency      string    `json:"currency"`
-	FailureReason string    `json:"failure_reason,omitempty"`
-	ChargeID      string    `json:"charge_id,omitempty"`
-	CreatedAt     time.Time `json:"created_at"`
+	ID            string     `json:"id"`
+	OrderID       string     `json:"order_id"`
+	Status        string     `json:"status"`
+	AmountCents   int64      `json:"amount_cents"`
+	Currency      string     `json:"currency"`
+	FailureReason string     `json:"failure_reason,omitempty"`
+	ChargeID      string     `json:"charge_id,omitempty"`
+	RefundID      string     `json:"refund_id,omitempty"`
+	CreatedAt     time.Time  `json:"created_at"`
+	RefundedAt    *time.Time `json:"refunded_at,omitempty"`
 }
 
 func view(p payment.Payment) paymentJSON {
-	return paymentJSON{
+	v := paymentJSON{
 		ID: p.ID, OrderID: p.OrderID, Status: string(p.Status), AmountCents: p.AmountCents,
-		Currency: p.Currency, FailureReason: p.FailureReason, ChargeID: p.ChargeID, CreatedAt: p.CreatedAt,
+		Currency: p.Currency, FailureReason: p.FailureReason, ChargeID: p.ChargeID, RefundID: p.RefundID, CreatedAt: p.CreatedAt,
 	}
+	if !p.RefundedAt.IsZero() {
+		v.RefundedAt = &p.RefundedAt
+	}
+	return v
 }
