@@ -26,12 +26,12 @@ func New(log *slog.Logger, store Store, ready func(context.Context) error) *echo
 }
 
 type notificationJSON struct {
-	ID        string    `json:"id"`
-	OrderID   string    `json:"order_id"`
-	Kind      string    `json:"kind"`
-	Recipient string    `json:"recipient"`
-	Subject   string    `json:"subject"`
-	MessageID string    `json:"message_id"`
+	ID        string     `json:"id"`
+	OrderID   string     `json:"order_id"`
+	Kind      string     `json:"kind"`
+	Recipient string     `json:"recipient"`
+	Subject   string     `json:"subject"`
+	MessageID string     `json:"message_id"`
 	Status    string     `json:"status"`
 	SentAt    *time.Time `json:"sent_at,omitempty"` // absent when SUPPRESSED
 }
