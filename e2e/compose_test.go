@@ -18,10 +18,15 @@ import (
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 
+	"github.com/orderflow/common-events/consumer"
+	"github.com/orderflow/common-events/events"
 	notificationapp "github.com/orderflow/notification-service/app"
 	orderapp "github.com/orderflow/order-service/app"
 	paymentapp "github.com/orderflow/payment-service/app"
 )
+
+// consumes lists each service's consumer groups and the topics they read.
+var consumes = []map[string][]string{orderapp.Consumes(), paymentapp.Consumes(), notificationapp.Consumes()}
 
 // settingsRead maps each of our compose services to the environment variables its
 // configuration reads.
@@ -98,6 +103,22 @@ func checkCompose(p *types.Project) []error {
 			continue
 		}
 		errs = append(errs, checkDockerfile(name, svc.Build.Context, svc.Build.Dockerfile)...)
+	}
+	// Auto-creation is off on a real broker: kafka-init must create every topic and
+	// every dead-letter topic the services use.
+	if init, ok := p.Services["kafka-init"]; ok {
+		created := strings.Fields(strings.NewReplacer("\\", " ", ";", " ").Replace(strings.Join(init.Command, " ")))
+		want := events.Topics()
+		for _, groups := range consumes {
+			for group, topics := range groups {
+				want = append(want, consumer.DeadLetterTopics(group, topics...)...)
+			}
+		}
+		for _, topic := range want {
+			if !slices.Contains(created, topic) {
+				bad("kafka-init does not create topic %s", topic)
+			}
+		}
 	}
 	return errs
 }
@@ -226,6 +247,9 @@ func TestComposeChecksCatchBreakage(t *testing.T) {
 		dockerfile func(string) string
 		want       string
 	}{
+		{name: "a topic not created",
+			edit: func(s string) string { return strings.Replace(s, " payment.refunded.notification-service.dlq;", ";", 1) },
+			want: "kafka-init does not create topic payment.refunded.notification-service.dlq"},
 		{name: "misspelt setting",
 			edit: func(s string) string {
 				return strings.Replace(s, "KAFKA_BROKERS: kafka:29092", "KAFKA_BROKER: kafka:29092", 1)

@@ -44,6 +44,13 @@ var buildOnce struct {
 // (with a real SMTP server catching its emails) that is stopped when the test ends.
 func newTarget(t *testing.T, serviceEnv map[string]map[string]string) *target {
 	t.Helper()
+	return newLoggedTarget(t, serviceEnv, nil)
+}
+
+// newLoggedTarget is newTarget whose services also write their logs to logs, each line
+// prefixed with the instance's name.
+func newLoggedTarget(t *testing.T, serviceEnv map[string]map[string]string, logs io.Writer) *target {
+	t.Helper()
 	if u := os.Getenv("E2E_ORDER_URL"); u != "" {
 		if serviceEnv != nil {
 			t.Skip("needs settings on the services; run it against its own devstack")
@@ -64,9 +71,11 @@ func newTarget(t *testing.T, serviceEnv map[string]map[string]string) *target {
 		t.Fatal(buildOnce.err)
 	}
 	mail := testenv.SMTP(t)
-	var logs io.Writer = io.Discard
+	if logs == nil {
+		logs = io.Discard
+	}
 	if os.Getenv("E2E_LOGS") != "" {
-		logs = os.Stderr
+		logs = io.MultiWriter(logs, os.Stderr)
 	}
 	s, err := stack.Start(context.Background(), stack.Options{
 		Root: root, DataDir: filepath.Join(t.TempDir(), "data"), BinDir: buildOnce.dir, Prebuilt: true,

@@ -36,15 +36,18 @@ func ReadConfig(getenv func(string) string) (Config, []string, error) {
 	return cfg, env.Names(), env.Err()
 }
 
+// Consumes maps the service's consumer group to the topics it reads.
+func Consumes() map[string][]string {
+	return map[string][]string{consume.Group: {events.TopicPaymentCompleted, events.TopicPaymentFailed, events.TopicOrderCancelled, events.TopicPaymentRefunded}}
+}
+
 // Run serves until ctx is cancelled, then shuts down in order.
 func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writer) error {
 	cfg, _, err := ReadConfig(getenv)
 	if err != nil {
 		return err
 	}
-	stack, err := platform.Boot(ctx, Name, cfg.Base, stdout, migrations.Notifications, map[string][]string{
-		consume.Group: {events.TopicPaymentCompleted, events.TopicPaymentFailed, events.TopicOrderCancelled, events.TopicPaymentRefunded},
-	})
+	stack, err := platform.Boot(ctx, Name, cfg.Base, stdout, migrations.Notifications, Consumes())
 	if err != nil {
 		return err
 	}
