@@ -248,7 +248,9 @@ func TestComposeChecksCatchBreakage(t *testing.T) {
 		want       string
 	}{
 		{name: "a topic not created",
-			edit: func(s string) string { return strings.Replace(s, " payment.refunded.notification-service.dlq;", ";", 1) },
+			edit: func(s string) string {
+				return strings.Replace(s, " payment.refunded.notification-service.dlq;", ";", 1)
+			},
 			want: "kafka-init does not create topic payment.refunded.notification-service.dlq"},
 		{name: "misspelt setting",
 			edit: func(s string) string {
