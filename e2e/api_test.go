@@ -345,3 +345,61 @@ func TestScenarioCancelBeforePayment(t *testing.T) {
 		t.Errorf("order = %s, want CANCELLED", o.Status)
 	}
 }
+
+// Bad input to any endpoint of the running stack is a problem+json with a 4xx status,
+// never a 500, and changes nothing.
+func TestScenarioBadInputIsAProblem(t *testing.T) {
+	tg := newTarget(t, nil)
+	const unknown = "019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f"
+	huge := strings.Repeat("x", 2<<20)
+	tests := []struct {
+		name, method, url, body string
+		headers                 []string
+		status                  int
+		code                    string
+	}{
+		{"malformed JSON", "POST", tg.order + "/orders", `{"customer_id":`, []string{"Content-Type", "application/json"}, 400, "malformed_json"},
+		{"missing body", "POST", tg.order + "/orders", ``, []string{"Content-Type", "application/json"}, 400, "malformed_json"},
+		{"not JSON", "POST", tg.order + "/orders", `customer_id=1`, []string{"Content-Type", "application/x-www-form-urlencoded"}, 415, "unsupported_media_type"},
+		{"oversized body", "POST", tg.order + "/orders", `{"customer_id":"` + huge + `"}`, []string{"Content-Type", "application/json"}, 413, "body_too_large"},
+		{"wrong types", "POST", tg.order + "/orders", `{"customer_id":1,"items":"many"}`, []string{"Content-Type", "application/json"}, 422, "validation"},
+		{"missing fields", "POST", tg.order + "/orders", `{}`, []string{"Content-Type", "application/json"}, 422, "validation"},
+		{"bad idempotency key", "POST", tg.order + "/orders", orderBody("a@example.com", "tok_visa"), []string{"Content-Type", "application/json", "Idempotency-Key", strings.Repeat("k", 256)}, 400, "invalid_idempotency_key"},
+		{"listing: wrong types", "GET", tg.order + "/orders?limit=lots&status=SHIPPED&customer_id=7&cursor=%25%25", "", nil, 422, "validation"},
+		{"order: malformed id", "GET", tg.order + "/orders/not-an-id", "", nil, 404, "not_found"},
+		{"order: unknown id", "GET", tg.order + "/orders/" + unknown, "", []string{"Prefer", "wait=5"}, 404, "not_found"},
+		{"history: unknown id", "GET", tg.order + "/orders/" + unknown + "/history", "", nil, 404, "not_found"},
+		{"events: unknown id", "GET", tg.order + "/orders/" + unknown + "/events", "", nil, 404, "not_found"},
+		{"cancel: unknown id", "POST", tg.order + "/orders/" + unknown + "/cancel", "", nil, 404, "not_found"},
+		{"cancel: wrong method", "DELETE", tg.order + "/orders/" + unknown + "/cancel", "", nil, 405, "method_not_allowed"},
+		{"unknown route", "GET", tg.order + "/nope", "", nil, 404, "not_found"},
+		{"payments: missing order id", "GET", tg.payment + "/payments", "", nil, 422, "validation"},
+		{"payments: malformed order id", "GET", tg.payment + "/payments?order_id=" + strings.Repeat("9", 10000), "", nil, 422, "validation"},
+		{"charges: malformed order id", "GET", tg.payment + "/provider/charges?order_id=true", "", nil, 422, "validation"},
+		{"refunds: malformed order id", "GET", tg.payment + "/provider/refunds?order_id='--", "", nil, 422, "validation"},
+		{"notifications: missing order id", "GET", tg.notification + "/notifications", "", nil, 422, "validation"},
+		{"notifications: wrong method", "POST", tg.notification + "/notifications?order_id=" + unknown, "{}", nil, 405, "method_not_allowed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, h, body := send(t, tt.method, tt.url, tt.body, tt.headers...)
+			var p struct {
+				Status int    `json:"status"`
+				Code   string `json:"code"`
+				Title  string `json:"title"`
+				Detail string `json:"detail"`
+			}
+			if err := json.Unmarshal(body, &p); err != nil || status != tt.status || h.Get("Content-Type") != "application/problem+json" ||
+				p.Status != tt.status || p.Code != tt.code || p.Title == "" || p.Detail == "" {
+				t.Errorf("%s %s = %d %s %s, want a %d %s problem", tt.method, tt.url[:min(len(tt.url), 80)], status, h.Get("Content-Type"), body[:min(len(body), 300)], tt.status, tt.code)
+			}
+		})
+	}
+	var page struct {
+		Items []json.RawMessage `json:"items"`
+	}
+	tg.list(tg.order+"/orders", &page)
+	if len(page.Items) != 0 {
+		t.Errorf("bad requests created %d orders", len(page.Items))
+	}
+}
