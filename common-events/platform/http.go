@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -54,7 +55,7 @@ func NewEcho(log *slog.Logger, mapErr ErrorMapper) *echo.Echo {
 		if c.Response().Committed {
 			return
 		}
-		p := toProblem(err, mapErr)
+		p := toProblem(err, mapErr, c.Response().Header().Get(echo.HeaderAllow))
 		if p.Status >= 500 {
 			log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
 		}
@@ -63,7 +64,8 @@ func NewEcho(log *slog.Logger, mapErr ErrorMapper) *echo.Echo {
 	return e
 }
 
-func toProblem(err error, mapErr ErrorMapper) *Problem {
+// toProblem translates err; allow is the Allow header echo set for a 405, if any.
+func toProblem(err error, mapErr ErrorMapper, allow string) *Problem {
 	var p *Problem
 	if errors.As(err, &p) {
 		return p
@@ -79,7 +81,11 @@ func toProblem(err error, mapErr ErrorMapper) *Problem {
 		case http.StatusNotFound:
 			return NewProblem(he.Code, "not_found", "Not Found", "no such resource")
 		case http.StatusMethodNotAllowed:
-			return NewProblem(he.Code, "method_not_allowed", "Method Not Allowed", "the resource does not support this method")
+			detail := "the resource does not support this method"
+			if allow != "" {
+				detail += "; it allows " + allow
+			}
+			return NewProblem(he.Code, "method_not_allowed", "Method Not Allowed", detail)
 		case http.StatusRequestEntityTooLarge:
 			return NewProblem(he.Code, "body_too_large", "Request Entity Too Large", "the request body is too large")
 		case http.StatusUnsupportedMediaType:
@@ -116,21 +122,39 @@ func Health(e *echo.Echo, ready func(context.Context) error) {
 }
 
 // OrderIDParam reads the order_id query parameter that the operators' views filter by:
-// required, and a UUID.
+// required, given once, and a UUID (either case; returned in lower case). Parameters other
+// than order_id are ignored, as a client may add its own (a cache buster, tracing).
+//
+// A query string that is not valid URL encoding is a 400: echo would silently drop the
+// broken pair, and a misspelt order_id would then be answered "is required", or a broken
+// extra parameter hide what the client meant. A repeated order_id is a 422 rather than
+// "first wins": a client that sends two ids expects both to count, and silently answering
+// for one of them would hide its mistake.
 func OrderIDParam(c echo.Context) (string, error) {
-	v := c.QueryParam("order_id")
+	const name = "order_id"
+	q, err := url.ParseQuery(c.Request().URL.RawQuery)
+	if err != nil {
+		return "", NewProblem(http.StatusBadRequest, "malformed_query", "Malformed query string",
+			"the query string is not valid URL encoding: "+err.Error())
+	}
 	bad := func(msg string) error {
-		p := NewProblem(http.StatusUnprocessableEntity, "validation", "Your request is not valid", "order_id "+msg)
-		p.Errors = []FieldError{{Field: "order_id", Message: msg}}
+		p := NewProblem(http.StatusUnprocessableEntity, "validation", "Your request is not valid", name+" "+msg)
+		p.Errors = []FieldError{{Field: name, Message: msg}}
 		return p
 	}
-	if v == "" {
+	vs, ok := q[name]
+	switch {
+	case !ok:
 		return "", bad("is required")
+	case len(vs) > 1:
+		return "", bad("must be given once")
+	case vs[0] == "":
+		return "", bad("must not be empty; it must be a UUID")
+	case !isUUID(vs[0]):
+		// The value is not repeated back: it may be huge or not UTF-8.
+		return "", bad("must be a UUID, such as 019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f")
 	}
-	if !isUUID(v) {
-		return "", bad("must be a UUID")
-	}
-	return strings.ToLower(v), nil
+	return strings.ToLower(vs[0]), nil
 }
 
 func isUUID(s string) bool {

@@ -1,0 +1,258 @@
+package platform_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/orderflow/common-events/platform"
+)
+
+const orderID = "019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f"
+
+var errSecret = errors.New("dial tcp 10.0.0.7:5432: password authentication failed for user admin")
+
+type thing struct{ OrderID string }
+
+// server serves NewEcho with a ListByOrder view over things, routes that fail in each way
+// a handler can, and Health; asked records the order ids the list was asked for, and
+// logs what NewEcho logged.
+func server(t *testing.T, ready func(context.Context) error) (url string, asked *[]string, logs *bytes.Buffer) {
+	t.Helper()
+	logs = new(bytes.Buffer)
+	errMapped := errors.New("mapped")
+	e := platform.NewEcho(slog.New(slog.NewJSONHandler(logs, nil)), func(err error) *platform.Problem {
+		if errors.Is(err, errMapped) {
+			return platform.NewProblem(http.StatusConflict, "conflict", "Conflict", "it was mapped")
+		}
+		return nil
+	})
+	platform.Health(e, ready)
+	asked = new([]string)
+	e.GET("/things", platform.ListByOrder(func(_ context.Context, id string) ([]thing, error) {
+		*asked = append(*asked, id)
+		if id == "00000000-0000-0000-0000-000000000000" {
+			return nil, errSecret
+		}
+		return nil, nil
+	}, func(th thing) thing { return th }))
+	e.GET("/problem", func(echo.Context) error {
+		return platform.NewProblem(http.StatusTeapot, "teapot", "I'm a teapot", "short and stout")
+	})
+	e.GET("/mapped", func(echo.Context) error { return errMapped })
+	e.GET("/unmapped", func(echo.Context) error { return errSecret })
+	e.GET("/echo-400", func(echo.Context) error { return echo.NewHTTPError(http.StatusBadRequest, "bad thing") })
+	e.GET("/echo-413", func(echo.Context) error { return echo.ErrStatusRequestEntityTooLarge })
+	e.GET("/echo-503", func(echo.Context) error { return echo.ErrServiceUnavailable })
+	e.GET("/committed", func(c echo.Context) error {
+		if err := c.String(http.StatusOK, "partial"); err != nil {
+			return err
+		}
+		return errSecret
+	})
+	srv := httptest.NewServer(e)
+	t.Cleanup(srv.Close)
+	return srv.URL, asked, logs
+}
+
+type problem struct {
+	Type   string                `json:"type"`
+	Title  string                `json:"title"`
+	Status int                   `json:"status"`
+	Detail string                `json:"detail"`
+	Code   string                `json:"code"`
+	Errors []platform.FieldError `json:"errors"`
+}
+
+func do(t *testing.T, method, url string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, body
+}
+
+// decodeProblem asserts a problem+json of status and code and returns it.
+func decodeProblem(t *testing.T, resp *http.Response, body []byte, status int, code string) problem {
+	t.Helper()
+	if resp.StatusCode != status {
+		t.Fatalf("status = %d, want %d; body %s", resp.StatusCode, status, body)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != platform.ProblemContentType {
+		t.Errorf("Content-Type = %q, want %q", ct, platform.ProblemContentType)
+	}
+	var p problem
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		t.Fatalf("problem body %s: %v", body, err)
+	}
+	if p.Status != status || p.Code != code || p.Type != "/problems/"+code || p.Title == "" || p.Detail == "" {
+		t.Errorf("problem = %+v, want status %d, code %s, type /problems/%s, a title and a detail", p, status, code, code)
+	}
+	return p
+}
+
+func TestErrorsAreProblems(t *testing.T) {
+	url, _, logs := server(t, nil)
+	tests := []struct {
+		name, method, path string
+		status             int
+		code               string
+		detail             string // a part of it
+	}{
+		{"a problem as it is", "GET", "/problem", 418, "teapot", "short and stout"},
+		{"a mapped error", "GET", "/mapped", 409, "conflict", "it was mapped"},
+		{"an unknown error, without its internals", "GET", "/unmapped", 500, "internal", "safe to retry"},
+		{"echo's 4xx", "GET", "/echo-400", 400, "bad_request", "bad thing"},
+		{"echo's 413", "GET", "/echo-413", 413, "body_too_large", "too large"},
+		{"echo's 5xx, without its message", "GET", "/echo-503", 500, "internal", "safe to retry"},
+		{"unknown route", "GET", "/nope", 404, "not_found", "no such resource"},
+		{"wrong method", "POST", "/things", 405, "method_not_allowed", "it allows OPTIONS, GET"},
+		{"wrong method on a probe", "DELETE", "/healthz", 405, "method_not_allowed", "it allows OPTIONS, GET"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			logs.Reset()
+			resp, body := do(t, tt.method, url+tt.path)
+			p := decodeProblem(t, resp, body, tt.status, tt.code)
+			if !strings.Contains(p.Detail, tt.detail) {
+				t.Errorf("detail = %q, want it to contain %q", p.Detail, tt.detail)
+			}
+			if strings.Contains(string(body), "password") {
+				t.Errorf("body %s shows the error's internals", body)
+			}
+			if logged := strings.Contains(logs.String(), "request failed"); logged != (tt.status >= 500) {
+				t.Errorf("logged %q; want the failure logged exactly when it is a 5xx", logs.String())
+			}
+			if tt.status == http.StatusMethodNotAllowed && resp.Header.Get("Allow") != "OPTIONS, GET" {
+				t.Errorf("Allow = %q, want %q", resp.Header.Get("Allow"), "OPTIONS, GET")
+			}
+		})
+	}
+}
+
+// HEAD is not served where only GET is: a 405 with the problem's headers and no body.
+func TestHeadOnGetRoute(t *testing.T) {
+	url, asked, _ := server(t, nil)
+	resp, body := do(t, http.MethodHead, url+"/things?order_id="+orderID)
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Content-Type") != platform.ProblemContentType ||
+		resp.Header.Get("Allow") != "OPTIONS, GET" || len(body) != 0 {
+		t.Errorf("HEAD = %d, %s, Allow %q, body %q; want 405 problem+json, Allow \"OPTIONS, GET\", no body",
+			resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Allow"), body)
+	}
+	if len(*asked) != 0 {
+		t.Errorf("HEAD listed things for %v", *asked)
+	}
+}
+
+// An error after the answer began cannot change it: no problem is appended to it.
+func TestErrorAfterCommit(t *testing.T) {
+	url, _, _ := server(t, nil)
+	resp, body := do(t, http.MethodGet, url+"/committed")
+	if resp.StatusCode != http.StatusOK || string(body) != "partial" {
+		t.Errorf("answer = %d %q, want only the 200 %q already begun", resp.StatusCode, body, "partial")
+	}
+}
+
+func TestOrderIDParam(t *testing.T) {
+	url, asked, _ := server(t, nil)
+	tests := []struct {
+		name     string
+		rawQuery string
+		status   int
+		code     string
+		detail   string // a part of it
+	}{
+		{"missing", "", 422, "validation", "order_id is required"},
+		{"only another param", "x=1", 422, "validation", "order_id is required"},
+		{"empty", "order_id=", 422, "validation", "must not be empty"},
+		{"no equals sign", "order_id", 422, "validation", "must not be empty"},
+		{"not a uuid", "order_id=42", 422, "validation", "must be a UUID"},
+		{"uuid with junk", "order_id=" + orderID + "%27--", 422, "validation", "must be a UUID"},
+		{"non-UTF-8", "order_id=%FF%FE", 422, "validation", "must be a UUID"},
+		{"36 bytes of non-ASCII", "order_id=" + strings.Repeat("%C3%A9", 18), 422, "validation", "must be a UUID"},
+		{"10 KB", "order_id=" + strings.Repeat("a", 10<<10), 422, "validation", "must be a UUID"},
+		{"repeated", "order_id=" + orderID + "&order_id=" + orderID, 422, "validation", "must be given once"},
+		{"bad escape", "order_id=%ZZ", 400, "malformed_query", `invalid URL escape "%ZZ"`},
+		{"bad escape elsewhere", "order_id=" + orderID + "&x=%", 400, "malformed_query", "invalid URL escape"},
+		{"semicolon", "order_id=" + orderID + ";x", 400, "malformed_query", "semicolon"},
+		{"a failing list", "order_id=00000000-0000-0000-0000-000000000000", 500, "internal", "safe to retry"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			*asked = nil
+			resp, body := do(t, http.MethodGet, url+"/things?"+tt.rawQuery)
+			p := decodeProblem(t, resp, body, tt.status, tt.code)
+			if !strings.Contains(p.Detail, tt.detail) {
+				t.Errorf("detail = %q, want it to contain %q", p.Detail, tt.detail)
+			}
+			if tt.code == "validation" {
+				if len(p.Errors) != 1 || p.Errors[0].Field != "order_id" || p.Errors[0].Message == "" {
+					t.Errorf("errors = %+v, want one naming order_id", p.Errors)
+				}
+				if strings.Contains(p.Detail, "aaaa") {
+					t.Errorf("detail %q repeats the value", p.Detail)
+				}
+			}
+			if tt.status < 500 && len(*asked) != 0 {
+				t.Errorf("listed things for %v; want a bad request refused before", *asked)
+			}
+		})
+	}
+
+	t.Run("valid, in upper case, among unknown params", func(t *testing.T) {
+		*asked = nil
+		resp, body := do(t, http.MethodGet, url+"/things?x=1&order_id="+strings.ToUpper(orderID)+"&y=")
+		if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(body)) != `{"items":[]}` {
+			t.Errorf("answer = %d %s, want 200 {\"items\":[]}", resp.StatusCode, body)
+		}
+		if len(*asked) != 1 || (*asked)[0] != orderID {
+			t.Errorf("listed things for %v, want [%s] in lower case", *asked, orderID)
+		}
+	})
+}
+
+func TestHealth(t *testing.T) {
+	tests := []struct {
+		name   string
+		ready  error
+		path   string
+		status int
+		body   string
+	}{
+		{"alive", nil, "/healthz", 200, `{"status":"ok"}`},
+		{"alive while not ready", errors.New("database: down"), "/healthz", 200, `{"status":"ok"}`},
+		{"ready", nil, "/readyz", 200, `{"status":"ready"}`},
+		{"not ready", errors.New("database: down"), "/readyz", 503, `{"error":"database: down","status":"unavailable"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			url, _, _ := server(t, func(context.Context) error { return tt.ready })
+			resp, body := do(t, http.MethodGet, url+tt.path)
+			if resp.StatusCode != tt.status || strings.TrimSpace(string(body)) != tt.body ||
+				!strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+				t.Errorf("GET %s = %d %s %s, want %d %s", tt.path, resp.StatusCode, resp.Header.Get("Content-Type"), body, tt.status, tt.body)
+			}
+		})
+	}
+}
