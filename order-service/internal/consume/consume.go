@@ -55,6 +55,10 @@ func (h paymentOutcome) handle(ctx context.Context, tx pgx.Tx, msg consumer.Mess
 	case errors.Is(err, order.ErrNotFound):
 		msg.Log.Warn("payment outcome for an unknown order ignored", "to", to)
 		return nil
+	case errors.Is(err, order.ErrInvalidTransition) && o.Status == order.Cancelled:
+		// Cancelled while payment was under way: payment-service refunds it.
+		msg.Log.Info("payment outcome for a cancelled order ignored", "to", to)
+		return nil
 	case errors.Is(err, order.ErrInvalidTransition):
 		msg.Log.Warn("payment outcome does not apply; ignored", "status", o.Status, "to", to)
 		return nil
