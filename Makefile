@@ -6,7 +6,7 @@ GO ?= go
 
 .PHONY: test vet deps build
 
-test: deps vet
+test: deps vet lint
 	@for m in $(MODULES); do \
 		echo "== $$m"; \
 		(cd $$m && $(GO) test -count=1 -timeout 8m ./...) || exit 1; \
@@ -16,6 +16,11 @@ test: deps vet
 
 vet:
 	@for m in $(MODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done
+
+# order-service's OpenAPI document, with Redocly CLI's recommended rules (needs Node.js and npm).
+.PHONY: lint
+lint:
+	@scripts/lint-openapi.sh
 
 # PostgreSQL server binaries: present, or installed from Debian's packages when root.
 deps:

@@ -121,6 +121,17 @@ func Health(e *echo.Echo, ready func(context.Context) error) {
 	})
 }
 
+// Query parses the request's query string strictly: broken URL encoding is a 400
+// malformed_query problem, where echo would silently drop the broken pair.
+func Query(c echo.Context) (url.Values, error) {
+	q, err := url.ParseQuery(c.Request().URL.RawQuery)
+	if err != nil {
+		return nil, NewProblem(http.StatusBadRequest, "malformed_query", "Malformed query string",
+			"the query string is not valid URL encoding: "+err.Error())
+	}
+	return q, nil
+}
+
 // OrderIDParam reads the order_id query parameter that the operators' views filter by:
 // required, given once, and a UUID (either case; returned in lower case). Parameters other
 // than order_id are ignored, as a client may add its own (a cache buster, tracing).
@@ -132,10 +143,9 @@ func Health(e *echo.Echo, ready func(context.Context) error) {
 // for one of them would hide its mistake.
 func OrderIDParam(c echo.Context) (string, error) {
 	const name = "order_id"
-	q, err := url.ParseQuery(c.Request().URL.RawQuery)
+	q, err := Query(c)
 	if err != nil {
-		return "", NewProblem(http.StatusBadRequest, "malformed_query", "Malformed query string",
-			"the query string is not valid URL encoding: "+err.Error())
+		return "", err
 	}
 	bad := func(msg string) error {
 		p := NewProblem(http.StatusUnprocessableEntity, "validation", "Your request is not valid", name+" "+msg)

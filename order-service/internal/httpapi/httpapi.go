@@ -49,6 +49,7 @@ func New(log *slog.Logger, store Store, changes Changes, ready func(context.Cont
 	e.GET("/orders/:id/history", orderHistory(store))
 	e.GET("/orders/:id/events", orderEvents(store, changes))
 	e.POST("/orders/:id/cancel", cancelOrder(log, store, time.Now))
+	e.Match([]string{http.MethodGet, http.MethodHead}, "/openapi.yaml", openAPI())
 	return e
 }
 
@@ -223,16 +224,25 @@ const (
 // an opaque cursor to the next page ("next_cursor", absent on the last page).
 func listOrders(store Store) echo.HandlerFunc {
 	return func(c echo.Context) error {
+		q, err := platform.Query(c)
+		if err != nil {
+			return err
+		}
 		f := order.Filter{Limit: DefaultPageSize}
 		var errs []order.FieldError
 		bad := func(field, msg string) { errs = append(errs, order.FieldError{Field: field, Message: msg}) }
-		if v := c.QueryParam("customer_id"); v != "" {
+		for _, name := range []string{"customer_id", "status", "limit", "cursor"} {
+			if len(q[name]) > 1 {
+				bad(name, "must be given once")
+			}
+		}
+		if v := q.Get("customer_id"); v != "" {
 			if _, err := uuid.Parse(v); err != nil || len(v) != 36 {
 				bad("customer_id", "must be a UUID")
 			}
 			f.CustomerID = strings.ToLower(v)
 		}
-		if v := c.QueryParam("status"); v != "" {
+		if v := q.Get("status"); v != "" {
 			switch st := order.Status(v); st {
 			case order.PendingPayment, order.Confirmed, order.PaymentFailed, order.Cancelled:
 				f.Status = st
@@ -240,14 +250,14 @@ func listOrders(store Store) echo.HandlerFunc {
 				bad("status", "must be PENDING_PAYMENT, CONFIRMED, PAYMENT_FAILED or CANCELLED")
 			}
 		}
-		if v := c.QueryParam("limit"); v != "" {
+		if v := q.Get("limit"); v != "" {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 || n > MaxPageSize {
 				bad("limit", fmt.Sprintf("must be a whole number from 1 to %d", MaxPageSize))
 			}
 			f.Limit = n
 		}
-		if v := c.QueryParam("cursor"); v != "" {
+		if v := q.Get("cursor"); v != "" {
 			id, err := base64.RawURLEncoding.DecodeString(v)
 			if _, perr := uuid.Parse(string(id)); err != nil || perr != nil {
 				bad("cursor", "is not a cursor this API gave out")

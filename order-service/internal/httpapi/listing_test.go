@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,10 +93,20 @@ func TestListOrdersFiltersAndRejectsBadParameters(t *testing.T) {
 	for _, tc := range []struct{ query, field string }{
 		{"limit=0", "limit"}, {"limit=101", "limit"}, {"limit=ten", "limit"},
 		{"status=SHIPPED", "status"}, {"customer_id=42", "customer_id"}, {"cursor=not-a-cursor", "cursor"},
+		{"limit=" + strings.Repeat("9", 10000), "limit"}, {"limit=1.5", "limit"}, {"customer_id=" + strings.Repeat("a", 5000), "customer_id"},
+		{"status=CONFIRMED&status=PENDING_PAYMENT", "status"}, {"limit=1&limit=2", "limit"},
 	} {
-		t.Run(tc.query, func(t *testing.T) {
+		t.Run(tc.query[:min(len(tc.query), 40)], func(t *testing.T) {
 			checkProblem(t, a.get(t, "/orders?"+tc.query), http.StatusUnprocessableEntity, "validation", tc.field)
 		})
+	}
+	// Broken URL encoding is refused rather than silently dropped, which would widen the filter.
+	for _, query := range []string{"status=%ZZ", "customer_id=" + customerID + "&x=%G1", "limit=5;status=CONFIRMED"} {
+		checkProblem(t, a.get(t, "/orders?"+query), http.StatusBadRequest, "malformed_query")
+	}
+	// Parameters the API does not know are ignored, as a cache buster would be.
+	if got := a.list(t, url.Values{"status": {"PENDING_PAYMENT"}, "_": {"12345"}}); len(got.Items) != 1 {
+		t.Errorf("with an unknown parameter: %+v", got.Items)
 	}
 }
 
