@@ -11,8 +11,9 @@ test: deps vet lint
 		echo "== $$m"; \
 		(cd $$m && $(GO) test -count=1 -timeout 8m ./...) || exit 1; \
 	done
-	@echo "== fuzz: create-order request decoding and validation, 10 s"
+	@echo "== fuzz: create-order request decoding and validation, 10 s; Prefer header, 5 s"
 	@cd order-service && $(GO) test -run='^$$' -fuzz=FuzzCreateRequest -fuzztime=10s ./internal/httpapi/
+	@cd order-service && $(GO) test -run='^$$' -fuzz=FuzzPreferWait -fuzztime=5s ./internal/httpapi/
 
 vet:
 	@for m in $(MODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done

@@ -115,11 +115,26 @@ func Health(e *echo.Echo, ready func(context.Context) error) {
 		ctx, cancel := context.WithTimeout(c.Request().Context(), 3*time.Second)
 		defer cancel()
 		if err := ready(ctx); err != nil {
-			return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
+			// Which dependency, not how it failed: the error can name hosts, ports and users.
+			what := "a dependency"
+			var nr *NotReady
+			if errors.As(err, &nr) {
+				what = "the " + nr.Dependency
+			}
+			return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": what + " does not answer"})
 		}
 		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 	})
 }
+
+// NotReady says which dependency a readiness check found unreachable.
+type NotReady struct {
+	Dependency string // "database", "broker"
+	Err        error
+}
+
+func (e *NotReady) Error() string { return e.Dependency + ": " + e.Err.Error() }
+func (e *NotReady) Unwrap() error { return e.Err }
 
 // Query parses the request's query string strictly: broken URL encoding is a 400
 // malformed_query problem, where echo would silently drop the broken pair.

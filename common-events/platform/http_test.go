@@ -243,7 +243,8 @@ func TestHealth(t *testing.T) {
 		{"alive", nil, "/healthz", 200, `{"status":"ok"}`},
 		{"alive while not ready", errors.New("database: down"), "/healthz", 200, `{"status":"ok"}`},
 		{"ready", nil, "/readyz", 200, `{"status":"ready"}`},
-		{"not ready", errors.New("database: down"), "/readyz", 503, `{"error":"database: down","status":"unavailable"}`},
+		{"not ready", &platform.NotReady{Dependency: "database", Err: errors.New("dial tcp 10.0.0.7:5432 user=postgres: refused")}, "/readyz", 503, `{"error":"the database does not answer","status":"unavailable"}`},
+		{"not ready, unnamed", errors.New("secret detail"), "/readyz", 503, `{"error":"a dependency does not answer","status":"unavailable"}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

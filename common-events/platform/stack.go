@@ -140,9 +140,12 @@ func (s *Stack) Relay() *outbox.Relay {
 // Ready reports whether the database and the broker answer.
 func (s *Stack) Ready(ctx context.Context) error {
 	if err := s.Pool.Ping(ctx); err != nil {
-		return fmt.Errorf("database: %w", err)
+		return &NotReady{Dependency: "database", Err: err}
 	}
-	return kafka.Ping(ctx, s.Kafka)
+	if err := kafka.Ping(ctx, s.Kafka); err != nil {
+		return &NotReady{Dependency: "broker", Err: err}
+	}
+	return nil
 }
 
 // Close releases the listener, the consumer clients, the producer (flushing it), the

@@ -265,7 +265,7 @@ func listOrders(store Store) echo.HandlerFunc {
 			f.Before = string(id)
 		}
 		if len(errs) > 0 {
-			return &order.ValidationError{Fields: errs}
+			return &order.ValidationError{Fields: errs, Of: "query"}
 		}
 		orders, err := store.List(c.Request().Context(), f)
 		if err != nil {

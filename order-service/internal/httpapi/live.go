@@ -127,8 +127,16 @@ func orderEvents(store Store, changes Changes) echo.HandlerFunc {
 		if _, err := store.Get(ctx, id); err != nil {
 			return err
 		}
-		sent, _ := strconv.Atoi(c.Request().Header.Get("Last-Event-ID"))
-		sent = max(sent, 0)
+		// Resume after Last-Event-ID; an id this stream never gave out starts it over.
+		sent, err := strconv.Atoi(c.Request().Header.Get("Last-Event-ID"))
+		if err != nil || sent < 0 {
+			sent = 0
+		}
+		if history, err := store.History(ctx, id); err != nil {
+			return err
+		} else if sent > len(history) {
+			sent = 0
+		}
 
 		h := c.Response().Header()
 		h.Set(echo.HeaderContentType, "text/event-stream")

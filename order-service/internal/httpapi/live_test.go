@@ -241,6 +241,20 @@ func TestOrderEventsStreamEachChangeAndClose(t *testing.T) {
 		t.Errorf("resumed after the last change: %q, want an empty stream", body)
 	}
 
+	// An id the stream never gave out (too high, garbage) starts it over.
+	for _, last := range []string{"99", "-3", "x"} {
+		resp = a.request(t, ctx, http.MethodGet, "/orders/"+o.ID+"/events", "", "Last-Event-ID", last)
+		ch = make(chan sseEvent)
+		go readEvents(t, resp.Body, ch)
+		n := 0
+		for range ch {
+			n++
+		}
+		if n != 2 {
+			t.Errorf("Last-Event-ID %s: %d events, want both", last, n)
+		}
+	}
+
 	checkProblem(t, a.get(t, "/orders/019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f/events"), http.StatusNotFound, "not_found")
 	checkProblem(t, a.get(t, "/orders/nope/events"), http.StatusNotFound, "not_found")
 	waitFor(t, "no stream is left subscribed", func() bool { return a.changes.Waiting() == 0 })

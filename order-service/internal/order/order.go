@@ -118,6 +118,7 @@ type FieldError struct {
 // ValidationError lists every invalid field of a request.
 type ValidationError struct {
 	Fields []FieldError
+	Of     string // what was invalid: "order" when empty, "query" for a listing
 }
 
 func (e *ValidationError) Error() string {
@@ -125,7 +126,11 @@ func (e *ValidationError) Error() string {
 	for i, f := range e.Fields {
 		parts[i] = f.Field + ": " + f.Message
 	}
-	return "invalid order: " + strings.Join(parts, "; ")
+	of := e.Of
+	if of == "" {
+		of = "order"
+	}
+	return "invalid " + of + ": " + strings.Join(parts, "; ")
 }
 
 // New validates req and returns the order it describes, honestly PENDING_PAYMENT:
