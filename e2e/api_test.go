@@ -395,6 +395,13 @@ func TestScenarioBadInputIsAProblem(t *testing.T) {
 			}
 		})
 	}
+	// The API describes itself, as the document the tests keep true.
+	status, h, spec := send(t, http.MethodGet, tg.order+"/openapi.yaml", "")
+	if status != http.StatusOK || !strings.HasPrefix(h.Get("Content-Type"), "application/yaml") ||
+		!bytes.Contains(spec, []byte("openapi: 3.1.0")) || !bytes.Contains(spec, []byte("/orders/{id}/cancel:")) {
+		t.Errorf("GET /openapi.yaml = %d %s, %d bytes", status, h.Get("Content-Type"), len(spec))
+	}
+
 	var page struct {
 		Items []json.RawMessage `json:"items"`
 	}
