@@ -56,14 +56,7 @@ func (b *lockedBuffer) consumerOf(orderID string) []string {
 // the headers and the body.
 func send(t *testing.T, method, url, body string, headers ...string) (int, http.Header, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Add(headers[i], headers[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(newRequest(t, context.Background(), method, url, body, headers...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,6 +66,19 @@ func send(t *testing.T, method, url, body string, headers ...string) (int, http.
 		t.Fatal(err)
 	}
 	return resp.StatusCode, resp.Header, b
+}
+
+// newRequest builds a request with headers given as name, value pairs.
+func newRequest(t *testing.T, ctx context.Context, method, url, body string, headers ...string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Add(headers[i], headers[i+1])
+	}
+	return req
 }
 
 func orderBody(email, token string) string {
@@ -169,14 +175,7 @@ func readStream(t *testing.T, url string, headers ...string) []statusEvent {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Add(headers[i], headers[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(newRequest(t, ctx, http.MethodGet, url, "", headers...))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ package consume
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -53,7 +54,8 @@ func (h notifier) handle(ctx context.Context, tx pgx.Tx, msg consumer.Message) e
 	if _, err := uuid.Parse(n.OrderID); err != nil {
 		return consumer.Poison(fmt.Errorf("order id %q is not a UUID", n.OrderID))
 	}
-	if err := h.store.Lock(ctx, tx, n.OrderID); err != nil {
+	has, err := h.store.Lock(ctx, tx, n.OrderID)
+	if err != nil {
 		return err
 	}
 	id, err := uuid.NewV7()
@@ -62,14 +64,8 @@ func (h notifier) handle(ctx context.Context, tx pgx.Tx, msg consumer.Message) e
 	}
 	now := h.now().UTC()
 	n.ID, n.CauseEventID, n.CreatedAt, n.SentAt, n.Status = id.String(), msg.ID, now, now, notification.Sent
-	if by, ok := n.Kind.SuppressedBy(); ok {
-		suppressed, err := h.store.Has(ctx, tx, n.OrderID, by)
-		if err != nil {
-			return err
-		}
-		if suppressed {
-			n.Status, n.SentAt = notification.Suppressed, time.Time{}
-		}
+	if by, ok := n.Kind.SuppressedBy(); ok && slices.Contains(has, by) {
+		n.Status, n.SentAt = notification.Suppressed, time.Time{}
 	}
 	fresh, err := h.store.Claim(ctx, tx, n)
 	if err != nil {

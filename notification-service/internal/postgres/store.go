@@ -21,22 +21,17 @@ type Store struct {
 func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 
 // Lock takes a lock on the order for the rest of tx, so the notifications of one order
-// are decided one after the other, whichever partitions their events came from.
-func (s *Store) Lock(ctx context.Context, tx pgx.Tx, orderID string) error {
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1::uuid::text, 0))`, orderID); err != nil {
-		return fmt.Errorf("lock order %s: %w", orderID, err)
-	}
-	return nil
-}
-
-// Has reports whether the order has a notification of kind, in tx.
-func (s *Store) Has(ctx context.Context, tx pgx.Tx, orderID string, kind notification.Kind) (bool, error) {
-	var has bool
-	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM notifications WHERE order_id = $1::uuid AND kind = $2)`, orderID, kind).Scan(&has)
+// are decided one after the other, whichever partitions their events came from, and
+// returns the kinds the order already has, in the same round trip.
+func (s *Store) Lock(ctx context.Context, tx pgx.Tx, orderID string) ([]notification.Kind, error) {
+	rows, _ := tx.Query(ctx, `
+		SELECT kind FROM (SELECT pg_advisory_xact_lock(hashtextextended($1::uuid::text, 0))) AS locked
+		JOIN notifications ON order_id = $1::uuid`, orderID)
+	kinds, err := pgx.CollectRows(rows, pgx.RowTo[notification.Kind])
 	if err != nil {
-		return false, fmt.Errorf("notifications of order %s: %w", orderID, err)
+		return nil, fmt.Errorf("lock order %s: %w", orderID, err)
 	}
-	return has, nil
+	return kinds, nil
 }
 
 // Claim records n (SENT or SUPPRESSED), in tx, unless the order already has a notification of its

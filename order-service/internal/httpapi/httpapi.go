@@ -143,9 +143,9 @@ func createOrder(log *slog.Logger, store Store, changes Changes, now func() time
 		if err != nil {
 			return err
 		}
-		env, err := events.New(o.CreatedEvent(), events.Meta{
-			Source: "order-service", CorrelationID: correlationID, TraceParent: c.Request().Header.Get("traceparent"),
-		}, t)
+		meta := eventMeta(c)
+		meta.CorrelationID = correlationID
+		env, err := events.New(o.CreatedEvent(), meta, t)
 		if err != nil {
 			return err
 		}
@@ -306,10 +306,7 @@ func orderHistory(store Store) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		if _, err := store.Get(c.Request().Context(), id); err != nil {
-			return err
-		}
-		changes, err := store.History(c.Request().Context(), id)
+		changes, err := historyOf(c.Request().Context(), store, id)
 		if err != nil {
 			return err
 		}

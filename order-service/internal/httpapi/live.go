@@ -124,17 +124,13 @@ func orderEvents(store Store, changes Changes) echo.HandlerFunc {
 		ctx := c.Request().Context()
 		changed, stop := changes.Subscribe(id)
 		defer stop()
-		if _, err := store.Get(ctx, id); err != nil {
+		history, err := historyOf(ctx, store, id)
+		if err != nil {
 			return err
 		}
 		// Resume after Last-Event-ID; an id this stream never gave out starts it over.
 		sent, err := strconv.Atoi(c.Request().Header.Get("Last-Event-ID"))
-		if err != nil || sent < 0 {
-			sent = 0
-		}
-		if history, err := store.History(ctx, id); err != nil {
-			return err
-		} else if sent > len(history) {
+		if err != nil || sent < 0 || sent > len(history) {
 			sent = 0
 		}
 
@@ -148,10 +144,6 @@ func orderEvents(store Store, changes Changes) echo.HandlerFunc {
 		keepAlive := time.NewTicker(KeepAliveInterval)
 		defer keepAlive.Stop()
 		for {
-			history, err := store.History(ctx, id)
-			if err != nil {
-				return nil // the stream has begun: ending it is all that is left to say
-			}
 			for i := sent; i < len(history); i++ {
 				data, _ := json.Marshal(toChangeJSON(id, history[i]))
 				if _, err := fmt.Fprintf(c.Response(), "id: %d\nevent: status\ndata: %s\n\n", i+1, data); err != nil {
@@ -165,6 +157,9 @@ func orderEvents(store Store, changes Changes) echo.HandlerFunc {
 			}
 			if !idle(c, changed, changes.Done(), keepAlive.C) {
 				return nil
+			}
+			if history, err = store.History(ctx, id); err != nil {
+				return nil // the stream has begun: ending it is all that is left to say
 			}
 		}
 	}
@@ -188,6 +183,16 @@ func idle(c echo.Context, changed <-chan struct{}, done <-chan struct{}, keepAli
 			return false
 		}
 	}
+}
+
+// historyOf returns the order's history, or order.ErrNotFound: every order has at least
+// its first entry, written with it.
+func historyOf(ctx context.Context, store Store, id string) ([]order.Change, error) {
+	history, err := store.History(ctx, id)
+	if err == nil && len(history) == 0 {
+		err = order.ErrNotFound
+	}
+	return history, err
 }
 
 // orderID reads the {id} path parameter: an order id, or order.ErrNotFound.

@@ -142,9 +142,9 @@ func TestOpenAPIDescribesTheAPI(t *testing.T) {
 	ctx := context.Background()
 	a := newAPI(t)
 
-	// The same API on a database whose orders table is gone: every query fails.
+	// The same API on a database whose order tables are gone: every query fails.
 	broken := newAPI(t)
-	if _, err := broken.pool.Exec(ctx, `DROP TABLE orders CASCADE`); err != nil {
+	if _, err := broken.pool.Exec(ctx, `DROP TABLE orders, order_history CASCADE`); err != nil {
 		t.Fatal(err)
 	}
 	// The same API whose readiness check finds its database down.

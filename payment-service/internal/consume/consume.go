@@ -44,13 +44,10 @@ type charger struct {
 func (c charger) handle(ctx context.Context, tx pgx.Tx, msg consumer.Message) error {
 	ev, ok := msg.Event.(events.OrderCreated)
 	if !ok {
-		return consumer.Poison(fmt.Errorf("unexpected event type %s on %s", msg.Type, msg.Topic))
+		return unexpected(msg)
 	}
-	if _, err := uuid.Parse(ev.OrderID); err != nil {
-		return consumer.Poison(fmt.Errorf("order id %q is not a UUID", ev.OrderID))
-	}
-	if _, err := uuid.Parse(ev.CustomerID); err != nil {
-		return consumer.Poison(fmt.Errorf("customer id %q is not a UUID", ev.CustomerID))
+	if err := checkIDs(ev.OrderID, ev.CustomerID); err != nil {
+		return err
 	}
 	p, exists, err := c.store.Lock(ctx, tx, ev.OrderID)
 	if err != nil {
@@ -114,13 +111,10 @@ func (c charger) handle(ctx context.Context, tx pgx.Tx, msg consumer.Message) er
 func (c charger) cancel(ctx context.Context, tx pgx.Tx, msg consumer.Message) error {
 	ev, ok := msg.Event.(events.OrderCancelled)
 	if !ok {
-		return consumer.Poison(fmt.Errorf("unexpected event type %s on %s", msg.Type, msg.Topic))
+		return unexpected(msg)
 	}
-	if _, err := uuid.Parse(ev.OrderID); err != nil {
-		return consumer.Poison(fmt.Errorf("order id %q is not a UUID", ev.OrderID))
-	}
-	if _, err := uuid.Parse(ev.CustomerID); err != nil {
-		return consumer.Poison(fmt.Errorf("customer id %q is not a UUID", ev.CustomerID))
+	if err := checkIDs(ev.OrderID, ev.CustomerID); err != nil {
+		return err
 	}
 	p, exists, err := c.store.Lock(ctx, tx, ev.OrderID)
 	if err != nil {
@@ -168,5 +162,20 @@ func (c charger) cancel(ctx context.Context, tx pgx.Tx, msg consumer.Message) er
 		return err
 	}
 	msg.Log.Info("payment refunded", "payment_id", p.ID, "charge_id", p.ChargeID, "refund_id", refund.ID)
+	return nil
+}
+
+func unexpected(msg consumer.Message) error {
+	return consumer.Poison(fmt.Errorf("unexpected event type %s on %s", msg.Type, msg.Topic))
+}
+
+// checkIDs refuses, as poison, ids the payments table could not hold.
+func checkIDs(orderID, customerID string) error {
+	if _, err := uuid.Parse(orderID); err != nil {
+		return consumer.Poison(fmt.Errorf("order id %q is not a UUID", orderID))
+	}
+	if _, err := uuid.Parse(customerID); err != nil {
+		return consumer.Poison(fmt.Errorf("customer id %q is not a UUID", customerID))
+	}
 	return nil
 }
