@@ -1,12 +1,14 @@
 # orderflow: `make test` runs every module's tests on a real PostgreSQL (a throwaway
 # cluster the tests start themselves) and a real Kafka-protocol broker (kfake, in-process).
 
-MODULES := common-events migrations order-service payment-service notification-service devstack e2e bench
 GO ?= go
+# Every module of the workspace, read from go.work: a module that joins it is tested.
+MODULES := $(shell $(GO) work edit -json | sed -n 's/.*"DiskPath": "\.\/\(.*\)".*/\1/p')
 
-.PHONY: test vet deps build
+.PHONY: test vet deps build modules
 
-test: deps vet lint
+# e2e/imagebuild replays the Dockerfile for every image docker-compose.yml builds (see README).
+test: deps modules vet lint
 	@for m in $(MODULES); do \
 		echo "== $$m"; \
 		(cd $$m && $(GO) test -count=1 -timeout 8m ./...) || exit 1; \
@@ -14,6 +16,10 @@ test: deps vet lint
 	@echo "== fuzz: create-order request decoding and validation, 10 s; Prefer header, 5 s"
 	@cd order-service && $(GO) test -run='^$$' -fuzz=FuzzCreateRequest -fuzztime=10s ./internal/httpapi/
 	@cd order-service && $(GO) test -run='^$$' -fuzz=FuzzPreferWait -fuzztime=5s ./internal/httpapi/
+
+# Every module is in go.work, and its go.mod is complete on its own (GOWORK=off go mod tidy).
+modules:
+	@scripts/check-modules.sh
 
 vet:
 	@for m in $(MODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done
@@ -49,6 +55,7 @@ e2e: deps
 	@cd e2e && $(GO) test -count=1 -timeout 8m -run 'TestScenario' -v ./...
 
 # The full stack with Docker (Apache Kafka in KRaft mode, Kafka UI, PostgreSQL, Mailpit).
+# All three images come from the one Dockerfile at the root (build argument SERVICE).
 .PHONY: up down logs e2e-compose
 up:
 	docker compose up --build -d --wait

@@ -11,9 +11,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
@@ -29,25 +31,29 @@ import (
 var consumes = []map[string][]string{orderapp.Consumes(), paymentapp.Consumes(), notificationapp.Consumes()}
 
 // settingsRead maps each of our compose services to the environment variables its
-// configuration reads.
-var settingsRead = map[string]func() []string{
-	"order-service": func() []string {
-		_, names, _ := orderapp.ReadConfig(func(string) string { return "" })
-		return names
+// configuration reads and the shutdown timeout it takes from getenv.
+var settingsRead = map[string]func(getenv func(string) string) ([]string, time.Duration){
+	"order-service": func(getenv func(string) string) ([]string, time.Duration) {
+		cfg, names, _ := orderapp.ReadConfig(getenv)
+		return names, cfg.ShutdownTimeout
 	},
-	"payment-service": func() []string {
-		_, names, _ := paymentapp.ReadConfig(func(string) string { return "" })
-		return names
+	"payment-service": func(getenv func(string) string) ([]string, time.Duration) {
+		cfg, names, _ := paymentapp.ReadConfig(getenv)
+		return names, cfg.ShutdownTimeout
 	},
-	"notification-service": func() []string {
-		_, names, _ := notificationapp.ReadConfig(func(string) string { return "" })
-		return names
+	"notification-service": func(getenv func(string) string) ([]string, time.Duration) {
+		cfg, names, _ := notificationapp.ReadConfig(getenv)
+		return names, cfg.ShutdownTimeout
 	},
 }
 
-func loadCompose(t *testing.T, dir, file string) (*types.Project, error) {
+func loadCompose(t *testing.T, dir string, files ...string) (*types.Project, error) {
 	t.Helper()
-	opts, err := cli.NewProjectOptions([]string{filepath.Join(dir, file)},
+	var paths []string
+	for _, f := range files {
+		paths = append(paths, filepath.Join(dir, f))
+	}
+	opts, err := cli.NewProjectOptions(paths,
 		cli.WithWorkingDirectory(dir), cli.WithName("orderflow"), cli.WithResolvedPaths(true))
 	if err != nil {
 		return nil, err
@@ -75,7 +81,20 @@ func checkCompose(p *types.Project) []error {
 			bad("service %s is missing", name)
 			continue
 		}
-		names := read()
+		names, shutdown := read(func(k string) string {
+			if v := svc.Environment[k]; v != nil {
+				return *v
+			}
+			return ""
+		})
+		if grace := time.Duration(ptrOr(svc.StopGracePeriod, types.Duration(10*time.Second))); grace < shutdown+5*time.Second {
+			bad("service %s: stop_grace_period %s leaves no margin over its SHUTDOWN_TIMEOUT %s: a clean stop would end in SIGKILL", name, grace, shutdown)
+		}
+		for _, port := range svc.Ports {
+			if strings.Contains(port.Published, "-") {
+				bad("service %s publishes the range %s: a single replica's port would move; ranges belong in docker-compose.scale.yml", name, port.Published)
+			}
+		}
 		for k := range svc.Environment {
 			if !slices.Contains(names, k) {
 				bad("service %s is given %s, which it never reads", name, k)
@@ -102,7 +121,21 @@ func checkCompose(p *types.Project) []error {
 			bad("service %s is not built from a Dockerfile", name)
 			continue
 		}
+		if arg := svc.Build.Args["SERVICE"]; arg == nil || *arg != name {
+			bad("service %s is not built with the build argument SERVICE=%s", name, name)
+		}
 		errs = append(errs, checkDockerfile(name, svc.Build.Context, svc.Build.Dockerfile)...)
+	}
+	if pg, ok := p.Services["postgres"]; ok && (pg.HealthCheck == nil || !strings.Contains(strings.Join(pg.HealthCheck.Test, " "), "-h 127.0.0.1")) {
+		bad("service postgres: the health check must ask over TCP (pg_isready -h 127.0.0.1): the init scripts' temporary server answers on the Unix socket before the databases exist")
+	}
+	if kafka, ok := p.Services["kafka"]; ok {
+		dir := kafka.Environment["KAFKA_LOG_DIRS"]
+		if dir == nil || !slices.ContainsFunc(kafka.Volumes, func(v types.ServiceVolumeConfig) bool {
+			return v.Type == types.VolumeTypeVolume && v.Target == *dir
+		}) {
+			bad("service kafka: KAFKA_LOG_DIRS must be set and be a named volume, or the log is lost on docker compose down")
+		}
 	}
 	// Auto-creation is off on a real broker: kafka-init must create every topic and
 	// every dead-letter topic the services use.
@@ -121,6 +154,13 @@ func checkCompose(p *types.Project) []error {
 		}
 	}
 	return errs
+}
+
+func ptrOr[T any](p *T, or T) T {
+	if p == nil {
+		return or
+	}
+	return *p
 }
 
 func pinned(image string) error {
@@ -234,6 +274,35 @@ func TestComposeFileMatchesTheCode(t *testing.T) {
 	}
 }
 
+// The scale variant replaces payment-service's single port by a range, one port a replica,
+// and changes nothing else.
+func TestComposeScaleOverride(t *testing.T) {
+	root := repoRoot(t)
+	base, err := loadCompose(t, root, "docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	scaled, err := loadCompose(t, root, "docker-compose.yml", "docker-compose.scale.yml")
+	if err != nil {
+		t.Fatalf("docker-compose.scale.yml does not load over docker-compose.yml: %v", err)
+	}
+	ports := scaled.Services["payment-service"].Ports
+	if len(ports) != 1 || ports[0].Published != "8081-8083" || ports[0].Target != 8080 {
+		t.Errorf("scaled payment-service publishes %+v, want only 8081-8083 -> 8080", ports)
+	}
+	if got := base.Services["payment-service"].Ports; len(got) != 1 || got[0].Published != "8081" {
+		t.Errorf("payment-service publishes %+v, want 8081 alone", got)
+	}
+	for name, svc := range base.Services {
+		if name == "payment-service" {
+			continue
+		}
+		if !reflect.DeepEqual(svc, scaled.Services[name]) {
+			t.Errorf("the scale override changes service %s", name)
+		}
+	}
+}
+
 // Each way of breaking the stack must be caught: the checks themselves are tested.
 func TestComposeChecksCatchBreakage(t *testing.T) {
 	root := repoRoot(t)
@@ -264,12 +333,36 @@ func TestComposeChecksCatchBreakage(t *testing.T) {
 			want: "notification-service is given PROVIDER_LATENCY"},
 		{name: "missing Dockerfile",
 			edit: func(s string) string {
-				return strings.Replace(s, "dockerfile: payment-service/Dockerfile", "dockerfile: payment/Dockerfile", 1)
+				return strings.Replace(s, "dockerfile: Dockerfile\n      args:\n        SERVICE: payment-service", "dockerfile: payment/Dockerfile\n      args:\n        SERVICE: payment-service", 1)
 			},
 			want: "service payment-service: Dockerfile"},
+		{name: "built as another service",
+			edit: func(s string) string {
+				return strings.Replace(s, "SERVICE: payment-service", "SERVICE: order-service", 1)
+			},
+			want: "payment-service is not built with the build argument SERVICE=payment-service"},
+		{name: "a port range for a single replica",
+			edit: func(s string) string { return strings.Replace(s, `- "8081:8080"`, `- "8081-8083:8080"`, 1) },
+			want: "payment-service publishes the range 8081-8083"},
+		{name: "stop grace shorter than the shutdown timeout",
+			edit: func(s string) string {
+				return strings.Replace(s, "stop_grace_period: 30s", "stop_grace_period: 10s", 1)
+			},
+			want: "stop_grace_period 10s leaves no margin"},
+		{name: "stop grace that is Docker's default",
+			edit: func(s string) string { return strings.Replace(s, "  stop_grace_period: 30s\n", "", 1) },
+			want: "stop_grace_period 10s leaves no margin"},
+		{name: "a PostgreSQL health check on the Unix socket",
+			edit: func(s string) string { return strings.Replace(s, "pg_isready -h 127.0.0.1 -p 5432 ", "pg_isready ", 1) },
+			want: "health check must ask over TCP"},
+		{name: "Kafka's log in the container",
+			edit: func(s string) string {
+				return strings.Replace(s, "    volumes:\n      - kafka-data:/var/lib/kafka/data\n", "", 1)
+			},
+			want: "KAFKA_LOG_DIRS must be set and be a named volume"},
 		{name: "Dockerfile copies what is not there",
 			dockerfile: func(s string) string {
-				return strings.Replace(s, "COPY migrations/ migrations/", "COPY schema/ schema/", 1)
+				return strings.Replace(s, "COPY . .\nRUN test -f", "COPY schema/ schema/\nRUN test -f", 1)
 			},
 			want: "copies schema/"},
 		{name: "floating base image",
@@ -305,7 +398,7 @@ func TestComposeChecksCatchBreakage(t *testing.T) {
 				t.Fatal(err)
 			}
 			if tt.dockerfile != nil {
-				path := filepath.Join(dir, "order-service", "Dockerfile")
+				path := filepath.Join(dir, "Dockerfile")
 				b, err := os.ReadFile(path)
 				if err != nil {
 					t.Fatal(err)
