@@ -24,10 +24,12 @@ modules:
 vet:
 	@for m in $(MODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done
 
-# order-service's OpenAPI document, with Redocly CLI's recommended rules (needs Node.js and npm).
+# order-service's OpenAPI document, with Redocly CLI's recommended rules, and the event
+# contract's AsyncAPI document, with the AsyncAPI parser (both need Node.js and npm).
 .PHONY: lint
 lint:
 	@scripts/lint-openapi.sh
+	@scripts/lint-asyncapi.sh
 
 # PostgreSQL server binaries: present, or installed from Debian's packages when root.
 deps:

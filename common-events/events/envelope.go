@@ -1,17 +1,21 @@
 package events
 
 import (
-	"bytes"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"mime"
+	"strings"
 	"time"
 )
 
-// CloudEvents 1.0 Kafka protocol binding, binary content mode: the attributes travel as
-// headers, the value is the JSON payload.
+// CloudEvents 1.0 Kafka protocol binding, binary content mode: every attribute travels as a
+// ce_-prefixed header, extensions included (correlationid is one), datacontenttype as
+// content-type, and the value is the JSON payload. The trace context is the plain W3C
+// traceparent header, which OpenTelemetry's Kafka instrumentation reads and writes.
 const (
 	HeaderSpecVersion   = "ce_specversion"
 	HeaderID            = "ce_id"
@@ -20,11 +24,21 @@ const (
 	HeaderTime          = "ce_time"
 	HeaderSubject       = "ce_subject"
 	HeaderContentType   = "content-type"
-	HeaderCorrelationID = "correlationid"
+	HeaderCorrelationID = "ce_correlationid"
 	HeaderTraceParent   = "traceparent"
+
+	// HeaderLegacyCorrelationID is how records published before the correlation id became
+	// a CloudEvents extension carry it; readers still accept it, because such records stay
+	// in topics and dead-letter topics.
+	HeaderLegacyCorrelationID = "correlationid"
+	// headerCETraceParent is the Distributed Tracing extension's form of the trace context,
+	// accepted from producers that write it instead of traceparent.
+	headerCETraceParent = "ce_traceparent"
 
 	SpecVersion = "1.0"
 	ContentType = "application/json"
+	// StructuredContentType marks a record whose value is the whole event as JSON.
+	StructuredContentType = "application/cloudevents+json"
 )
 
 // Header is one Kafka record header.
@@ -125,63 +139,117 @@ func decodeErr(sentinel error, format string, args ...any) error {
 }
 
 // ParseEnvelope reads a record's headers and value back into an envelope, checking that
-// every required attribute is present and well formed.
+// every required attribute is present and well formed. It reads what the Kafka binding
+// allows, not only what we write: header names in any case, media-type parameters
+// (application/json; charset=utf-8), the structured content mode, the legacy correlationid
+// header, and ce_traceparent where traceparent is absent.
 func ParseEnvelope(headers []Header, value []byte) (Envelope, error) {
 	h := make(map[string]string, len(headers))
 	for _, hd := range headers {
-		h[hd.Key] = string(hd.Value)
+		h[strings.ToLower(hd.Key)] = string(hd.Value)
 	}
-	for _, k := range []string{HeaderSpecVersion, HeaderID, HeaderSource, HeaderType, HeaderTime, HeaderSubject} {
-		if h[k] == "" {
-			return Envelope{}, decodeErr(ErrMissingHeader, "%s", k)
+	if ct, ok := h[HeaderContentType]; ok {
+		mt, params, err := mime.ParseMediaType(ct)
+		if err != nil {
+			return Envelope{}, decodeErr(ErrInvalidHeader, "%s: %q: %v", HeaderContentType, ct, err)
+		}
+		if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+			return Envelope{}, decodeErr(ErrInvalidHeader, "%s: %q: JSON is UTF-8", HeaderContentType, ct)
+		}
+		switch mt {
+		case ContentType:
+		case StructuredContentType:
+			return parseStructured(h, value)
+		default:
+			return Envelope{}, decodeErr(ErrInvalidHeader, "%s: want %q, got %q", HeaderContentType, ContentType, ct)
 		}
 	}
-	if v := h[HeaderSpecVersion]; v != SpecVersion {
+	attr := func(name string) string { return h["ce_"+name] }
+	env, err := envelopeOf(attr, value)
+	if err != nil {
+		return Envelope{}, err
+	}
+	if env.CorrelationID == "" {
+		env.CorrelationID = h[HeaderLegacyCorrelationID]
+	}
+	if env.TraceParent = h[HeaderTraceParent]; env.TraceParent == "" {
+		env.TraceParent = h[headerCETraceParent]
+	}
+	return env, nil
+}
+
+// envelopeOf checks and reads the attributes attr returns by their CloudEvents names.
+func envelopeOf(attr func(name string) string, data []byte) (Envelope, error) {
+	for _, name := range []string{"specversion", "id", "source", "type", "time", "subject"} {
+		if attr(name) == "" {
+			return Envelope{}, decodeErr(ErrMissingHeader, "ce_%s", name)
+		}
+	}
+	if v := attr("specversion"); v != SpecVersion {
 		return Envelope{}, decodeErr(ErrInvalidHeader, "%s: want %q, got %q", HeaderSpecVersion, SpecVersion, v)
 	}
-	if ct, ok := h[HeaderContentType]; ok && ct != ContentType {
-		return Envelope{}, decodeErr(ErrInvalidHeader, "%s: want %q, got %q", HeaderContentType, ContentType, ct)
-	}
-	t, err := time.Parse(time.RFC3339Nano, h[HeaderTime])
+	t, err := time.Parse(time.RFC3339Nano, attr("time"))
 	if err != nil {
 		return Envelope{}, decodeErr(ErrInvalidHeader, "%s: %v", HeaderTime, err)
 	}
 	return Envelope{
-		ID:            h[HeaderID],
-		Source:        h[HeaderSource],
-		Type:          h[HeaderType],
+		ID:            attr("id"),
+		Source:        attr("source"),
+		Type:          attr("type"),
 		Time:          t,
-		Subject:       h[HeaderSubject],
-		CorrelationID: h[HeaderCorrelationID],
-		TraceParent:   h[HeaderTraceParent],
-		Data:          value,
+		Subject:       attr("subject"),
+		CorrelationID: attr("correlationid"),
+		TraceParent:   attr("traceparent"),
+		Data:          data,
 	}, nil
+}
+
+// parseStructured reads the structured content mode: the value is the event as JSON, its
+// attributes as members and the payload in data (or data_base64).
+func parseStructured(h map[string]string, value []byte) (Envelope, error) {
+	var ev map[string]json.RawMessage
+	if err := json.Unmarshal(value, &ev); err != nil {
+		return Envelope{}, decodeErr(ErrInvalidPayload, "structured event: %v", err)
+	}
+	attrs := make(map[string]string, len(ev))
+	for k, v := range ev {
+		var s string
+		if k != "data" && json.Unmarshal(v, &s) == nil {
+			attrs[k] = s
+		}
+	}
+	if ct := attrs["datacontenttype"]; ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != ContentType {
+			return Envelope{}, decodeErr(ErrInvalidHeader, "datacontenttype: want %q, got %q", ContentType, ct)
+		}
+	}
+	data := []byte(ev["data"])
+	if b64, ok := attrs["data_base64"]; ok {
+		var err error
+		if data, err = base64.StdEncoding.DecodeString(b64); err != nil {
+			return Envelope{}, decodeErr(ErrInvalidPayload, "data_base64: %v", err)
+		}
+	}
+	env, err := envelopeOf(func(name string) string { return attrs[name] }, data)
+	if err != nil {
+		return Envelope{}, err
+	}
+	if env.TraceParent == "" {
+		env.TraceParent = h[HeaderTraceParent]
+	}
+	return env, nil
 }
 
 // Decode turns the envelope's payload into its typed event and validates it.
 // Unknown JSON fields are ignored: producers may add fields, never remove them.
 func Decode(env Envelope) (Event, error) {
-	var ev Event
-	switch env.Type {
-	case TypeOrderCreated:
-		ev = &OrderCreated{}
-	case TypePaymentCompleted:
-		ev = &PaymentCompleted{}
-	case TypePaymentFailed:
-		ev = &PaymentFailed{}
-	case TypeOrderCancelled:
-		ev = &OrderCancelled{}
-	case TypePaymentRefunded:
-		ev = &PaymentRefunded{}
-	default:
+	k, ok := KindOf(env.Type)
+	if !ok {
 		return nil, decodeErr(ErrUnknownType, "%q", env.Type)
 	}
-	dec := json.NewDecoder(bytes.NewReader(env.Data))
-	if err := dec.Decode(ev); err != nil {
+	ev, err := k.decode(env.Data)
+	if err != nil {
 		return nil, decodeErr(ErrInvalidPayload, "%s: %v", env.Type, err)
-	}
-	if dec.More() {
-		return nil, decodeErr(ErrInvalidPayload, "%s: trailing data after the JSON object", env.Type)
 	}
 	if err := ev.Validate(); err != nil {
 		return nil, decodeErr(ErrInvalidPayload, "%s: %v", env.Type, err)
@@ -189,19 +257,7 @@ func Decode(env Envelope) (Event, error) {
 	if ev.Subject() != env.Subject {
 		return nil, decodeErr(ErrInvalidPayload, "%s: order_id %q does not match %s %q", env.Type, ev.Subject(), HeaderSubject, env.Subject)
 	}
-	// Hand back values, not pointers, so a type switch reads naturally.
-	switch e := ev.(type) {
-	case *OrderCreated:
-		return *e, nil
-	case *PaymentCompleted:
-		return *e, nil
-	case *PaymentFailed:
-		return *e, nil
-	case *OrderCancelled:
-		return *e, nil
-	default:
-		return *(e.(*PaymentRefunded)), nil
-	}
+	return ev, nil
 }
 
 // NewID returns a UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then random bits, so ids

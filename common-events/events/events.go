@@ -6,8 +6,11 @@
 package events
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -29,9 +32,66 @@ const (
 	TypePaymentRefunded  = "payment.refunded"
 )
 
+// The services that produce events (ce_source).
+const (
+	SourceOrderService   = "order-service"
+	SourcePaymentService = "payment-service"
+)
+
+// Kind is one event type: its ce_type, the topic it travels on, its one producer and how
+// its payload decodes. Every kind is declared once, in kinds; the AsyncAPI document
+// describes each with one message, which its tests check.
+type Kind struct {
+	Type   string // ce_type, from the payload type's EventType
+	Topic  string
+	Source string // the one service that produces it
+	decode func(data []byte) (Event, error)
+}
+
+var kinds = []Kind{
+	kind[OrderCreated](TopicOrderCreated, SourceOrderService),
+	kind[PaymentCompleted](TopicPaymentCompleted, SourcePaymentService),
+	kind[PaymentFailed](TopicPaymentFailed, SourcePaymentService),
+	kind[OrderCancelled](TopicOrderCancelled, SourceOrderService),
+	kind[PaymentRefunded](TopicPaymentRefunded, SourcePaymentService),
+}
+
+// kind declares payload type E: its ce_type comes from E itself, and decoding yields an E
+// (a value, not a pointer, so a type switch reads naturally).
+func kind[E Event](topic, source string) Kind {
+	var zero E
+	return Kind{Type: zero.EventType(), Topic: topic, Source: source, decode: func(data []byte) (Event, error) {
+		var ev E
+		dec := json.NewDecoder(bytes.NewReader(data))
+		if err := dec.Decode(&ev); err != nil {
+			return nil, err
+		}
+		if dec.More() {
+			return nil, errors.New("trailing data after the JSON object")
+		}
+		return ev, nil
+	}}
+}
+
+// Kinds lists every event type.
+func Kinds() []Kind { return slices.Clone(kinds) }
+
+// KindOf returns the kind whose ce_type is eventType.
+func KindOf(eventType string) (Kind, bool) {
+	i := slices.IndexFunc(kinds, func(k Kind) bool { return k.Type == eventType })
+	if i < 0 {
+		return Kind{}, false
+	}
+	return kinds[i], true
+}
+
 // Topics lists every topic orderflow publishes to.
 func Topics() []string {
-	return []string{TopicOrderCreated, TopicPaymentCompleted, TopicPaymentFailed, TopicOrderCancelled, TopicPaymentRefunded}
+	out := make([]string, len(kinds))
+	for i, k := range kinds {
+		out[i] = k.Topic
+	}
+	return out
 }
 
 // DeadLetterTopic names the topic where group parks the poison records it read from topic.

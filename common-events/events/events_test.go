@@ -1,6 +1,7 @@
 package events_test
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -164,6 +165,11 @@ func TestDecodeErrors(t *testing.T) {
 		{"bad spec version", with(events.HeaderSpecVersion, "0.3"), string(data), events.ErrInvalidHeader},
 		{"bad time", with(events.HeaderTime, "yesterday"), string(data), events.ErrInvalidHeader},
 		{"xml content", with(events.HeaderContentType, "application/xml"), string(data), events.ErrInvalidHeader},
+		{"json in latin-1", with(events.HeaderContentType, "application/json; charset=iso-8859-1"), string(data), events.ErrInvalidHeader},
+		{"malformed content type", with(events.HeaderContentType, "application/json; charset"), string(data), events.ErrInvalidHeader},
+		{"structured, not json", with(events.HeaderContentType, events.StructuredContentType), "{", events.ErrInvalidPayload},
+		{"structured, no id", with(events.HeaderContentType, events.StructuredContentType),
+			`{"specversion":"1.0","source":"x","type":"order.created","time":"2026-11-23T09:15:02Z","subject":"s","data":{}}`, events.ErrMissingHeader},
 		{"unknown type", with(events.HeaderType, "order.shipped"), string(data), events.ErrUnknownType},
 		{"not json", hs, "\x00\x01garbage", events.ErrInvalidPayload},
 		{"wrong field type", hs, `{"order_id": 7}`, events.ErrInvalidPayload},
@@ -202,5 +208,139 @@ func TestDecodeIgnoresAddedFields(t *testing.T) {
 	}
 	if _, err := events.Decode(env); err != nil {
 		t.Fatalf("a payload with an added field no longer decodes: %v", err)
+	}
+}
+
+// Readers take what the CloudEvents Kafka binding allows, not only what we write: each of
+// these records decodes to the same envelope as the golden one.
+func TestParseEnvelopeIsLiberalWhereTheBindingAllows(t *testing.T) {
+	hs, data := readGolden(t, "payment.completed.json")
+	want, err := events.ParseEnvelope(hs, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit := func(f func(k, v string) (string, string)) []events.Header {
+		var out []events.Header
+		for _, h := range hs {
+			if k, v := f(h.Key, string(h.Value)); k != "" {
+				out = append(out, events.Header{Key: k, Value: []byte(v)})
+			}
+		}
+		return out
+	}
+	legacyToCE := func(k, v string) (string, string) {
+		if k == events.HeaderLegacyCorrelationID {
+			return events.HeaderCorrelationID, v
+		}
+		return k, v
+	}
+	// structured is the event in the structured content mode, its payload in dataField.
+	structured := func(dataField string) []byte {
+		env := map[string]any{"specversion": "1.0", "datacontenttype": "application/json"}
+		for _, h := range hs {
+			if name, ok := strings.CutPrefix(h.Key, "ce_"); ok {
+				env[name] = string(h.Value)
+			}
+		}
+		env["correlationid"] = want.CorrelationID
+		b, _ := json.Marshal(env)
+		return append(b[:len(b)-1], []byte(`,`+dataField+`}`)...)
+	}
+	structuredHeaders := func(contentType string) []events.Header {
+		return []events.Header{{Key: events.HeaderContentType, Value: []byte(contentType)},
+			{Key: events.HeaderTraceParent, Value: []byte(want.TraceParent)}}
+	}
+	tests := []struct {
+		name    string
+		headers []events.Header
+		value   []byte
+	}{
+		{"ce_correlationid, as we write it now", edit(legacyToCE), data},
+		{"the legacy correlationid header", hs, data},
+		{"media-type parameters", edit(func(k, v string) (string, string) {
+			if k == events.HeaderContentType {
+				return k, "application/json; charset=utf-8"
+			}
+			return k, v
+		}), data},
+		{"no content-type", edit(func(k, v string) (string, string) {
+			if k == events.HeaderContentType {
+				return "", ""
+			}
+			return k, v
+		}), data},
+		{"header names in upper case", edit(func(k, v string) (string, string) { return strings.ToUpper(k), v }), data},
+		{"header names in mixed case", edit(func(k, v string) (string, string) {
+			k, v = legacyToCE(k, v)
+			return strings.Replace(k, "ce_", "CE_", 1), v
+		}), data},
+		{"ce_traceparent instead of traceparent", edit(func(k, v string) (string, string) {
+			if k == events.HeaderTraceParent {
+				return "ce_traceparent", v
+			}
+			return k, v
+		}), data},
+		{"structured content mode", structuredHeaders("application/cloudevents+json; charset=UTF-8"), structured(`"data":` + string(data))},
+		{"structured, data_base64", structuredHeaders(events.StructuredContentType),
+			structured(`"data_base64":"` + base64.StdEncoding.EncodeToString(data) + `"`)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := events.ParseEnvelope(tt.headers, tt.value)
+			if err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			if !reflect.DeepEqual(got.Data, want.Data) && !jsonEqual(got.Data, want.Data) {
+				t.Errorf("data = %s, want %s", got.Data, want.Data)
+			}
+			got.Data = want.Data
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("envelope = %+v, want %+v", got, want)
+			}
+			if _, err := events.Decode(got); err != nil {
+				t.Errorf("Decode: %v", err)
+			}
+		})
+	}
+}
+
+func jsonEqual(a, b []byte) bool {
+	var x, y any
+	return json.Unmarshal(a, &x) == nil && json.Unmarshal(b, &y) == nil && reflect.DeepEqual(x, y)
+}
+
+// Producers write the correlation id as the CloudEvents extension, never the legacy header.
+func TestHeadersCarryTheCorrelationIDAsAnExtension(t *testing.T) {
+	env, err := events.New(events.OrderCancelled{OrderID: "o-1", CustomerID: "c", CustomerEmail: "a@b.c", TotalCents: 1, Currency: "EUR"},
+		events.Meta{Source: events.SourceOrderService, CorrelationID: "corr-1"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, h := range env.Headers() {
+		got[h.Key] = string(h.Value)
+	}
+	if got["ce_correlationid"] != "corr-1" {
+		t.Errorf("ce_correlationid = %q, want corr-1", got["ce_correlationid"])
+	}
+	if _, ok := got["correlationid"]; ok {
+		t.Error("the legacy correlationid header is still written")
+	}
+}
+
+// Every kind is declared once, and Topics follows from the kinds.
+func TestKindsAreDeclaredOnce(t *testing.T) {
+	seen := map[string]bool{}
+	for _, k := range events.Kinds() {
+		if seen[k.Type] || k.Topic == "" || k.Source == "" {
+			t.Errorf("kind %+v: declared twice or incomplete", k)
+		}
+		seen[k.Type] = true
+		if got, ok := events.KindOf(k.Type); !ok || got.Topic != k.Topic {
+			t.Errorf("KindOf(%s) = %+v, %v", k.Type, got, ok)
+		}
+	}
+	if len(events.Topics()) != len(events.Kinds()) {
+		t.Errorf("Topics() = %v, want one a kind", events.Topics())
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -103,6 +104,24 @@ func writeProblem(c echo.Context, p *Problem) {
 	c.Response().Header().Set(echo.HeaderContentType, ProblemContentType)
 	c.Response().WriteHeader(p.Status)
 	_, _ = c.Response().Write(body)
+}
+
+// YAMLMediaType is RFC 9512's media type for YAML.
+const YAMLMediaType = "application/yaml"
+
+// Document registers GET and HEAD path, answered with doc: an API description the service
+// was built with (/openapi.yaml, /asyncapi.yaml).
+func Document(e *echo.Echo, path string, doc []byte) {
+	length := strconv.Itoa(len(doc))
+	e.Match([]string{http.MethodGet, http.MethodHead}, path, func(c echo.Context) error {
+		h := c.Response().Header()
+		h.Set(echo.HeaderContentLength, length) // HEAD too, which writes no body
+		if c.Request().Method == http.MethodHead {
+			h.Set(echo.HeaderContentType, YAMLMediaType)
+			return c.NoContent(http.StatusOK)
+		}
+		return c.Blob(http.StatusOK, YAMLMediaType, doc)
+	})
 }
 
 // Health registers GET /healthz (the process answers) and GET /readyz (ready reports

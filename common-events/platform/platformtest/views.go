@@ -5,12 +5,17 @@
 package platformtest
 
 import (
+	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/common-events/platform"
 )
 
 const (
@@ -34,6 +39,25 @@ func TestViews(t *testing.T, v Views) {
 	t.Run("wrong methods", func(t *testing.T) { wrongMethods(t, v) })
 	t.Run("unknown routes", func(t *testing.T) { unknownRoutes(t, v) })
 	t.Run("probes ignore the query", func(t *testing.T) { probesIgnoreQuery(t, v) })
+	t.Run("serves the event contract", func(t *testing.T) { servesAsyncAPI(t, v) })
+}
+
+// Every service serves the AsyncAPI document it was built with, at GET and HEAD
+// /asyncapi.yaml, and nothing else there.
+func servesAsyncAPI(t *testing.T, v Views) {
+	doc := events.AsyncAPI()
+	resp, body := send(t, http.MethodGet, v.URL, "/asyncapi.yaml", "", "")
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != platform.YAMLMediaType || !bytes.Equal(body, doc) {
+		t.Errorf("GET /asyncapi.yaml = %d %s, %d bytes; want 200 %s, the %d bytes of events.AsyncAPI()",
+			resp.StatusCode, resp.Header.Get("Content-Type"), len(body), platform.YAMLMediaType, len(doc))
+	}
+	resp, body = send(t, http.MethodHead, v.URL, "/asyncapi.yaml", "", "")
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Length") != strconv.Itoa(len(doc)) || len(body) != 0 {
+		t.Errorf("HEAD /asyncapi.yaml = %d, Content-Length %q, %d bytes; want 200, %d, no body",
+			resp.StatusCode, resp.Header.Get("Content-Length"), len(body), len(doc))
+	}
+	resp, body = send(t, http.MethodPost, v.URL, "/asyncapi.yaml", "", "{}")
+	checkProblem(t, http.MethodPost, resp, body, http.StatusMethodNotAllowed, "method_not_allowed", "")
 }
 
 // send makes a request whose path and query go on the wire exactly as given, so a test

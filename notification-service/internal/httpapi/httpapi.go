@@ -8,6 +8,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/platform"
 	"github.com/orderflow/notification-service/internal/notification"
 )
@@ -22,6 +23,7 @@ func New(log *slog.Logger, store Store, ready func(context.Context) error) *echo
 	e := platform.NewEcho(log, nil)
 	platform.Health(e, ready)
 	e.GET("/notifications", platform.ListByOrder(store.ByOrder, view))
+	platform.Document(e, "/asyncapi.yaml", events.AsyncAPI())
 	return e
 }
 

@@ -49,7 +49,8 @@ func New(log *slog.Logger, store Store, changes Changes, ready func(context.Cont
 	e.GET("/orders/:id/history", orderHistory(store))
 	e.GET("/orders/:id/events", orderEvents(store, changes))
 	e.POST("/orders/:id/cancel", cancelOrder(log, store, time.Now))
-	e.Match([]string{http.MethodGet, http.MethodHead}, "/openapi.yaml", openAPI())
+	platform.Document(e, "/openapi.yaml", openAPIDocument)
+	platform.Document(e, "/asyncapi.yaml", events.AsyncAPI())
 	return e
 }
 

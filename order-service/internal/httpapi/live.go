@@ -206,5 +206,5 @@ func orderID(c echo.Context) (string, error) {
 
 // eventMeta is what an event caused by this request inherits from it.
 func eventMeta(c echo.Context) events.Meta {
-	return events.Meta{Source: "order-service", TraceParent: c.Request().Header.Get("traceparent")}
+	return events.Meta{Source: events.SourceOrderService, TraceParent: c.Request().Header.Get("traceparent")}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/pb33f/libopenapi-validator/schema_validation"
 	v3 "github.com/pb33f/libopenapi/datamodel/high/v3"
 
+	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/order-service/internal/httpapi"
 	"github.com/orderflow/order-service/internal/order"
 	"github.com/orderflow/order-service/internal/postgres"
@@ -266,23 +267,27 @@ func TestOpenAPIDescribesTheAPI(t *testing.T) {
 		{name: "healthz", method: "GET", route: "/healthz", status: 200},
 		{name: "readyz", method: "GET", route: "/readyz", status: 200},
 		{name: "readyz, database down", url: unready.URL, method: "GET", route: "/readyz", status: 503},
-
-		{name: "the document", method: "GET", route: "/openapi.yaml", status: 200,
+	}
+	for _, doc := range []struct {
+		route string
+		raw   []byte
+	}{{"/openapi.yaml", d.raw}, {"/asyncapi.yaml", events.AsyncAPI()}} {
+		cases = append(cases, openAPICase{name: "the document " + doc.route, method: "GET", route: doc.route, status: 200,
 			check: func(t *testing.T, resp *http.Response, body []byte) {
-				if !bytes.Equal(body, d.raw) {
-					t.Errorf("GET /openapi.yaml served %d bytes that are not openapi.yaml (%d bytes)", len(body), len(d.raw))
+				if !bytes.Equal(body, doc.raw) {
+					t.Errorf("GET %s served %d bytes that are not the document (%d bytes)", doc.route, len(body), len(doc.raw))
 				}
 				if ct := resp.Header.Get("Content-Type"); ct != "application/yaml" {
 					t.Errorf("Content-Type = %q, want application/yaml", ct)
 				}
 			}},
-		{name: "the document's headers", method: "HEAD", route: "/openapi.yaml", status: 200,
-			check: func(t *testing.T, resp *http.Response, body []byte) {
-				if resp.Header.Get("Content-Type") != "application/yaml" || resp.Header.Get("Content-Length") != strconv.Itoa(len(d.raw)) || len(body) != 0 {
-					t.Errorf("Content-Type %q, Content-Length %q, %d bytes of body; want application/yaml, %d, none",
-						resp.Header.Get("Content-Type"), resp.Header.Get("Content-Length"), len(body), len(d.raw))
-				}
-			}},
+			openAPICase{name: "the headers of " + doc.route, method: "HEAD", route: doc.route, status: 200,
+				check: func(t *testing.T, resp *http.Response, body []byte) {
+					if resp.Header.Get("Content-Type") != "application/yaml" || resp.Header.Get("Content-Length") != strconv.Itoa(len(doc.raw)) || len(body) != 0 {
+						t.Errorf("Content-Type %q, Content-Length %q, %d bytes of body; want application/yaml, %d, none",
+							resp.Header.Get("Content-Type"), resp.Header.Get("Content-Length"), len(body), len(doc.raw))
+					}
+				}})
 	}
 
 	// Being added alongside: Prefer: wait, cancelling, the event stream, and a strict

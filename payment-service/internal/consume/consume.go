@@ -21,7 +21,7 @@ import (
 const Group = "payment-service"
 
 // Source names payment-service in the events it publishes.
-const Source = "payment-service"
+const Source = events.SourcePaymentService
 
 // Handlers returns the handler of each topic payment-service consumes.
 func Handlers(store *postgres.Store, provider payment.Provider) map[string]consumer.Handler {

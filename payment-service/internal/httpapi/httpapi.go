@@ -8,6 +8,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/platform"
 	"github.com/orderflow/payment-service/internal/payment"
 	"github.com/orderflow/payment-service/internal/simulator"
@@ -30,6 +31,7 @@ func New(log *slog.Logger, store Store, ledger Ledger, ready func(context.Contex
 	e := platform.NewEcho(log, nil)
 	platform.Health(e, ready)
 	e.GET("/payments", platform.ListByOrder(store.ByOrder, view))
+	platform.Document(e, "/asyncapi.yaml", events.AsyncAPI())
 	if ledger != nil {
 		e.GET("/provider/charges", platform.ListByOrder(ledger.Ledger, viewCharge))
 		e.GET("/provider/refunds", platform.ListByOrder(ledger.Refunds, viewRefund))
