@@ -1,5 +1,6 @@
 # orderflow: `make test` runs every module's tests on a real PostgreSQL (a throwaway
-# cluster the tests start themselves) and a real Kafka-protocol broker (kfake, in-process).
+# cluster the tests start themselves) and a real Kafka-protocol broker (kfake, in-process),
+# then the integration and end-to-end tests again on Apache Kafka itself (test-kafka).
 
 GO ?= go
 # Every module of the workspace, read from go.work: a module that joins it is tested.
@@ -13,6 +14,7 @@ test: deps modules vet lint
 		echo "== $$m"; \
 		(cd $$m && $(GO) test -count=1 -timeout 8m ./...) || exit 1; \
 	done
+	@$(MAKE) --no-print-directory test-kafka
 	@echo "== fuzz: create-order request decoding and validation, 10 s; Prefer header, 5 s"
 	@cd order-service && $(GO) test -run='^$$' -fuzz=FuzzCreateRequest -fuzztime=10s ./internal/httpapi/
 	@cd order-service && $(GO) test -run='^$$' -fuzz=FuzzPreferWait -fuzztime=5s ./internal/httpapi/
@@ -20,6 +22,16 @@ test: deps modules vet lint
 # Every module is in go.work, and its go.mod is complete on its own (GOWORK=off go mod tidy).
 modules:
 	@scripts/check-modules.sh
+
+# The consumer-runner and outbox integration tests and the end-to-end tests on Apache Kafka
+# (TEST_BROKER=kafka): one broker per test package, emptied for each test, from the jars
+# scripts/ensure-kafka.sh fetches with Maven the first time. Needs Java 17+.
+.PHONY: test-kafka
+test-kafka:
+	@echo "== on Apache Kafka $$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' tools/kafka/pom.xml)"
+	@scripts/ensure-kafka.sh >/dev/null
+	@cd common-events && TEST_BROKER=kafka $(GO) test -count=1 -timeout 8m ./consumer/ ./outbox/
+	@cd e2e && TEST_BROKER=kafka $(GO) test -count=1 -timeout 12m .
 
 vet:
 	@for m in $(MODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done
@@ -43,6 +55,7 @@ build:
 
 # The whole stack on this machine, no Docker: broker on :9092, PostgreSQL on :55432,
 # order-service :8080, payment-service :8081, notification-service :8082. Ctrl-C stops it.
+# The broker is kfake, embedded; BROKER=kafka make run runs Apache Kafka instead.
 .PHONY: run
 run: deps
 	@mkdir -p .data/bin

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -125,6 +126,18 @@ func checkCompose(p *types.Project) []error {
 			bad("service %s is not built with the build argument SERVICE=%s", name, name)
 		}
 		errs = append(errs, checkDockerfile(name, svc.Build.Context, svc.Build.Dockerfile)...)
+	}
+	// The Apache Kafka that tests and BROKER=kafka run is the one compose runs.
+	if pom, err := os.ReadFile(filepath.Join(p.WorkingDir, "tools", "kafka", "pom.xml")); err != nil {
+		bad("tools/kafka/pom.xml: %v", err)
+	} else if m := regexp.MustCompile(`<kafka.version>([^<]+)</kafka.version>`).FindSubmatch(pom); m == nil {
+		bad("tools/kafka/pom.xml names no kafka.version")
+	} else {
+		for _, name := range []string{"kafka", "kafka-init"} {
+			if img := p.Services[name].Image; img != "apache/kafka:"+string(m[1]) {
+				bad("service %s runs %s, but tools/kafka/pom.xml fetches Apache Kafka %s for the tests: keep them one version", name, img, m[1])
+			}
+		}
 	}
 	if pg, ok := p.Services["postgres"]; ok && (pg.HealthCheck == nil || !strings.Contains(strings.Join(pg.HealthCheck.Test, " "), "-h 127.0.0.1")) {
 		bad("service postgres: the health check must ask over TCP (pg_isready -h 127.0.0.1): the init scripts' temporary server answers on the Unix socket before the databases exist")
@@ -378,6 +391,11 @@ func TestComposeChecksCatchBreakage(t *testing.T) {
 				return strings.Replace(s, "    depends_on: *backends\n", "    depends_on:\n      postgres:\n        condition: service_healthy\n      kafka:\n        condition: service_healthy\n", 1)
 			},
 			want: "payment-service waits for kafka-init"},
+		{name: "a Kafka image other than the one the tests run",
+			edit: func(s string) string {
+				return strings.Replace(s, "image: apache/kafka:4.1.0", "image: apache/kafka:4.0.0", 1)
+			},
+			want: "service kafka runs apache/kafka:4.0.0, but tools/kafka/pom.xml fetches Apache Kafka 4.1.0"},
 		{name: "latest image",
 			edit: func(s string) string {
 				return strings.Replace(s, "image: kafbat/kafka-ui:v1.2.0", "image: kafbat/kafka-ui:latest", 1)

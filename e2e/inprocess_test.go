@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
-
 	"github.com/orderflow/devstack/testenv"
 	notificationapp "github.com/orderflow/notification-service/app"
 	orderapp "github.com/orderflow/order-service/app"
@@ -250,30 +248,3 @@ func (s *inproc) waitEmails(rcpt string, n int, timeout time.Duration) []testenv
 	time.Sleep(300 * time.Millisecond)
 	return s.mail.To(rcpt)
 }
-
-// restartableBroker is an in-process broker on a fixed port that keeps its data on disk,
-// so a test can take it away and bring it back.
-type restartableBroker struct {
-	t    *testing.T
-	dir  string
-	port int
-	c    *kfake.Cluster
-}
-
-func newRestartableBroker(t *testing.T) *restartableBroker {
-	b := &restartableBroker{t: t, dir: t.TempDir(), port: testenv.FreePort(t)}
-	b.start()
-	t.Cleanup(func() { b.c.Close() })
-	return b
-}
-
-func (b *restartableBroker) start() {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(b.port), kfake.DataDir(b.dir),
-		kfake.GroupMinSessionTimeout(100*time.Millisecond))
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	b.c = c
-}
-
-func (b *restartableBroker) addrs() []string { return []string{fmt.Sprintf("127.0.0.1:%d", b.port)} }

@@ -133,14 +133,14 @@ func TestRedeliveredEventsChangeNothing(t *testing.T) {
 // The dual-write window: an order accepted while the broker is unreachable is stored with
 // its event, published when the broker returns, and goes through; none is lost.
 func TestOrdersAcceptedDuringABrokerOutageAreNotLost(t *testing.T) {
-	b := newRestartableBroker(t)
-	s := newStack(t, b.addrs(), nil)
+	b := testenv.RestartableKafka(t)
+	s := newStack(t, b.Addrs, nil)
 	before := s.placeOrder("tok_visa", "fay@example.com")
 	if got := s.waitStatus(before.ID, 30*time.Second); got.Status != "CONFIRMED" {
 		t.Fatalf("order before the outage = %s, want CONFIRMED", got.Status)
 	}
 
-	b.c.Close()
+	b.Stop()
 	var during []orderResp
 	for i := range 5 {
 		during = append(during, s.placeOrder("tok_visa", fmt.Sprintf("gus%d@example.com", i)))
@@ -155,7 +155,7 @@ func TestOrdersAcceptedDuringABrokerOutageAreNotLost(t *testing.T) {
 		t.Fatalf("outbox holds %d events while the broker is down, want 5", n)
 	}
 
-	b.start()
+	b.Start()
 	for _, o := range during {
 		if got := s.waitStatus(o.ID, 60*time.Second); got.Status != "CONFIRMED" {
 			t.Errorf("order %s accepted during the outage = %s, want CONFIRMED", o.ID, got.Status)

@@ -77,8 +77,12 @@ func newLoggedTarget(t *testing.T, serviceEnv map[string]map[string]string, logs
 	if os.Getenv("E2E_LOGS") != "" {
 		logs = io.MultiWriter(logs, os.Stderr)
 	}
+	var brokers []string // on Apache Kafka, the test binary's; on kfake, the stack's own
+	if testenv.BrokerKind() == testenv.ApacheKafka {
+		brokers = testenv.Kafka(t).Addrs
+	}
 	s, err := stack.Start(context.Background(), stack.Options{
-		Root: root, DataDir: filepath.Join(t.TempDir(), "data"), BinDir: buildOnce.dir, Prebuilt: true,
+		Root: root, DataDir: filepath.Join(t.TempDir(), "data"), BinDir: buildOnce.dir, Prebuilt: true, Brokers: brokers,
 		KafkaPort: testenv.FreePort(t), PGPort: testenv.FreePort(t),
 		HTTPPorts: map[string]int{
 			"order-service": testenv.FreePort(t), "payment-service": testenv.FreePort(t), "notification-service": testenv.FreePort(t),

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -14,7 +12,6 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/kafka"
@@ -186,14 +183,9 @@ func TestOnlyOneRelayPublishes(t *testing.T) {
 // The dual-write window: rows committed while the broker is down stay in the outbox and
 // are published once it is back; none is lost.
 func TestRelaySurvivesBrokerOutage(t *testing.T) {
-	if os.Getenv("KAFKA_BROKERS") != "" {
-		t.Skip("needs the in-process broker to stop and restart it")
-	}
 	pool := openDB(t)
-	dir := filepath.Join(t.TempDir(), "kafka")
-	port := testenv.FreePort(t)
-	c := startBroker(t, dir, port)
-	addrs := c.ListenAddrs()
+	b := testenv.RestartableKafka(t)
+	addrs := b.Addrs
 	if err := kafka.EnsureTopics(addrs, "t", 2, events.TopicOrderCreated); err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +194,7 @@ func TestRelaySurvivesBrokerOutage(t *testing.T) {
 	insert(t, pool, orderEvent(t, 0))
 	waitEmpty(t, pool, 5*time.Second)
 
-	c.Close()
+	b.Stop()
 	for i := 1; i <= 10; i++ {
 		insert(t, pool, orderEvent(t, i))
 	}
@@ -211,7 +203,7 @@ func TestRelaySurvivesBrokerOutage(t *testing.T) {
 		t.Fatalf("outbox holds %d rows while the broker is down, want 10", n)
 	}
 
-	c = startBroker(t, dir, port)
+	b.Start()
 	waitEmpty(t, pool, 20*time.Second)
 	got := testenv.Records(t, addrs, events.TopicOrderCreated, 11, 5*time.Second)
 	seen := map[string]bool{}
@@ -223,16 +215,6 @@ func TestRelaySurvivesBrokerOutage(t *testing.T) {
 			t.Errorf("order-%03d was lost", i)
 		}
 	}
-}
-
-func startBroker(t *testing.T, dir string, port int) *kfake.Cluster {
-	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.DataDir(dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
 }
 
 // The relay's connection dies (a database restart or failover looks like this): it

@@ -1,6 +1,7 @@
-// Package stack runs the whole of orderflow on one machine without Docker: an embedded
-// Kafka-protocol broker (kfake) persisted on disk, a PostgreSQL cluster from the machine's
-// binaries, and the three services as separate OS processes.
+// Package stack runs the whole of orderflow on one machine without Docker: a broker — the
+// embedded Kafka-protocol broker kfake persisted on disk, or Apache Kafka itself as a
+// process — a PostgreSQL cluster from the machine's binaries, and the three services as
+// separate OS processes.
 package stack
 
 import (
@@ -15,13 +16,21 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/orderflow/devstack/kafkabroker"
 	"github.com/orderflow/devstack/pgcluster"
+)
+
+// The brokers a stack can run.
+const (
+	BrokerKfake = "kfake" // embedded, in this process: starts at once
+	BrokerKafka = "kafka" // Apache Kafka, the broker users run, as a JVM process
 )
 
 // Service names, in start order.
@@ -33,11 +42,15 @@ var databases = map[string]string{
 
 // Options says where everything lives and listens. Zero values take the defaults.
 type Options struct {
-	Root       string // the repository (holds go.work); default: found from the working folder
-	DataDir    string // default Root/.data
-	Host       string // default 127.0.0.1
-	KafkaPort  int    // default 9092
-	PGPort     int    // default 55432
+	Root      string // the repository (holds go.work); default: found from the working folder
+	DataDir   string // default Root/.data
+	Host      string // default 127.0.0.1
+	KafkaPort int    // default 9092
+	// Broker is the broker to start: BrokerKfake (the default) or BrokerKafka.
+	Broker string
+	// Brokers, when set, is a running broker to use instead of starting one.
+	Brokers    []string
+	PGPort     int // default 55432
 	HTTPPorts  map[string]int
 	Partitions int               // default 6
 	Env        map[string]string // extra settings for every service (e.g. SMTP_ADDR)
@@ -61,7 +74,8 @@ var DefaultHTTPPorts = map[string]int{"order-service": 8080, "payment-service": 
 // Stack is a running local orderflow.
 type Stack struct {
 	opts     Options
-	Broker   *kfake.Cluster
+	Broker   *kfake.Cluster      // the embedded broker, when it runs one
+	Kafka    *kafkabroker.Broker // Apache Kafka, when it runs that
 	Postgres *pgcluster.Cluster
 	services map[string]*Service
 	extra    []*Service // more instances, from AddInstance
@@ -69,11 +83,16 @@ type Stack struct {
 	retDone  chan struct{}
 }
 
-// FromEnv returns options read from ORDERFLOW_DATA_DIR, KAFKA_PORT, PG_PORT, ORDER_PORT,
-// PAYMENT_PORT and NOTIFICATION_PORT, with the defaults for what is unset.
+// FromEnv returns options read from BROKER, ORDERFLOW_DATA_DIR, KAFKA_PORT, PG_PORT,
+// ORDER_PORT, PAYMENT_PORT and NOTIFICATION_PORT, with the defaults for what is unset.
 func FromEnv(getenv func(string) string) (Options, error) {
-	o := Options{DataDir: getenv("ORDERFLOW_DATA_DIR"), HTTPPorts: map[string]int{}}
+	o := Options{DataDir: getenv("ORDERFLOW_DATA_DIR"), HTTPPorts: map[string]int{}, Broker: getenv("BROKER")}
 	var errs []error
+	switch o.Broker {
+	case "", BrokerKfake, BrokerKafka:
+	default:
+		errs = append(errs, fmt.Errorf("BROKER: want %s (embedded, the default) or %s (Apache Kafka), got %q", BrokerKfake, BrokerKafka, o.Broker))
+	}
 	port := func(name string, def int) int {
 		v := getenv(name)
 		if v == "" {
@@ -114,6 +133,9 @@ func (o *Options) defaults() error {
 	}
 	if o.KafkaPort == 0 {
 		o.KafkaPort = 9092
+	}
+	if o.Broker == "" {
+		o.Broker = BrokerKfake
 	}
 	if o.PGPort == 0 {
 		o.PGPort = 55432
@@ -165,7 +187,10 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if err := o.defaults(); err != nil {
 		return nil, err
 	}
-	ports := map[string]int{"KAFKA_PORT (the broker)": o.KafkaPort, "PG_PORT (PostgreSQL)": o.PGPort}
+	ports := map[string]int{"PG_PORT (PostgreSQL)": o.PGPort}
+	if o.Brokers == nil {
+		ports["KAFKA_PORT (the broker)"] = o.KafkaPort
+	}
 	for name, p := range o.HTTPPorts {
 		ports[name+" ("+portVars[name]+")"] = p
 	}
@@ -194,7 +219,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 			s.Stop()
 		}
 	}()
-	if err := s.startBroker(); err != nil {
+	if err := s.startBroker(ctx); err != nil {
 		return nil, err
 	}
 	s.Postgres, err = pgcluster.Start(ctx, pgcluster.Options{Dir: filepath.Join(o.DataDir, "postgres"), Host: o.Host, Port: o.PGPort, Fast: o.FastPostgres})
@@ -229,8 +254,27 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	return s, nil
 }
 
-func (s *Stack) startBroker() error {
+func (s *Stack) startBroker(ctx context.Context) error {
 	o := s.opts
+	switch {
+	case o.Brokers != nil:
+		return nil
+	case o.Broker == BrokerKafka:
+		libs, err := kafkabroker.Libs(ctx, o.Root)
+		if err != nil {
+			return err
+		}
+		s.Kafka, err = kafkabroker.Start(ctx, kafkabroker.Options{
+			Dir: filepath.Join(o.DataDir, "kafka", "broker"), Libs: libs, Port: o.KafkaPort, Partitions: o.Partitions,
+			Config: map[string]string{
+				"log.retention.ms":    strconv.FormatInt(o.Retention.Milliseconds(), 10),
+				"log.retention.bytes": strconv.FormatInt(o.RetentionBytes, 10),
+			},
+		})
+		return err
+	case o.Broker != BrokerKfake:
+		return fmt.Errorf("unknown broker %q: want %s or %s", o.Broker, BrokerKfake, BrokerKafka)
+	}
 	c, err := kfake.NewCluster(
 		kfake.NumBrokers(1),
 		kfake.Ports(o.KafkaPort),
@@ -262,9 +306,24 @@ func (s *Stack) startBroker() error {
 	return nil
 }
 
-// KafkaAddr is the broker's host:port (kfake listens on 127.0.0.1).
+// KafkaAddr is the broker's host:port (ours listen on 127.0.0.1), or the Brokers given, comma-separated.
 func (s *Stack) KafkaAddr() string {
+	if s.opts.Brokers != nil {
+		return strings.Join(s.opts.Brokers, ",")
+	}
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.opts.KafkaPort))
+}
+
+// BrokerName says which broker the stack runs on: kfake, Apache Kafka (and its version),
+// or the one it was given.
+func (s *Stack) BrokerName() string {
+	switch {
+	case s.opts.Brokers != nil:
+		return "the broker at " + s.KafkaAddr()
+	case s.Kafka != nil:
+		return "Apache Kafka (log in " + filepath.Join(s.Kafka.Dir(), "server.log") + ")"
+	}
+	return "kfake, embedded"
 }
 
 // Service returns a service by name.
@@ -305,6 +364,9 @@ func (s *Stack) Stop() {
 		s.stopRet()
 		<-s.retDone
 		s.Broker.Close()
+	}
+	if s.Kafka != nil {
+		_ = s.Kafka.Stop()
 	}
 	if s.Postgres != nil {
 		s.Postgres.Stop()

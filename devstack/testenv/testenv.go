@@ -1,6 +1,7 @@
 // Package testenv gives integration tests a real PostgreSQL and a real Kafka-protocol
 // broker: a throwaway cluster per test binary (or TEST_DATABASE_URL) with a fresh database
-// per test, and an in-process kfake broker per test (or KAFKA_BROKERS).
+// per test, and an in-process kfake broker per test — or, with TEST_BROKER=kafka, one
+// Apache Kafka per test binary, emptied for each test (or KAFKA_BROKERS).
 package testenv
 
 import (
@@ -10,13 +11,11 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/orderflow/devstack/pgcluster"
 )
@@ -30,6 +29,7 @@ func Main(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	defer stopSharedKafka()
 	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
 		adminURL = u
 		return m.Run()
@@ -103,29 +103,4 @@ func FreePort(t testing.TB) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// Broker is a Kafka-protocol broker for one test.
-type Broker struct {
-	Addrs []string
-	// Cluster is the in-process kfake broker, or nil when KAFKA_BROKERS points at a real one.
-	Cluster *kfake.Cluster
-}
-
-// Kafka starts an in-process kfake broker for this test, closed when the test ends, or
-// returns KAFKA_BROKERS when set.
-func Kafka(t testing.TB, opts ...kfake.Opt) Broker {
-	t.Helper()
-	if b := os.Getenv("KAFKA_BROKERS"); b != "" {
-		return Broker{Addrs: strings.Split(b, ",")}
-	}
-	c, err := kfake.NewCluster(append([]kfake.Opt{
-		kfake.NumBrokers(1),
-		kfake.GroupMinSessionTimeout(100 * time.Millisecond),
-	}, opts...)...)
-	if err != nil {
-		t.Fatalf("testenv: kfake: %v", err)
-	}
-	t.Cleanup(c.Close)
-	return Broker{Addrs: c.ListenAddrs(), Cluster: c}
 }

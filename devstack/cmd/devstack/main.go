@@ -1,7 +1,8 @@
-// Command devstack runs the whole of orderflow on this machine without Docker: an embedded
-// Kafka-protocol broker, a PostgreSQL cluster and the three services, until Ctrl-C.
+// Command devstack runs the whole of orderflow on this machine without Docker: a broker, a
+// PostgreSQL cluster and the three services, until Ctrl-C.
 //
-// Settings (environment): ORDERFLOW_DATA_DIR (default .data in the repository),
+// Settings (environment): BROKER (kfake, the embedded default, or kafka for Apache Kafka
+// as a process; it needs Java 17+ and, the first time, Maven), ORDERFLOW_DATA_DIR (default .data in the repository),
 // KAFKA_PORT (9092), PG_PORT (55432), ORDER_PORT (8080), PAYMENT_PORT (8081),
 // NOTIFICATION_PORT (8082), and SMTP_ADDR to send emails to a real SMTP server.
 package main
@@ -40,7 +41,11 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		opts.Env = map[string]string{"SMTP_ADDR": smtp}
 	}
 	started := time.Now()
-	fmt.Fprintln(stdout, "devstack: building the services and starting the broker, PostgreSQL and the services…")
+	broker := opts.Broker
+	if broker == "" {
+		broker = stack.BrokerKfake
+	}
+	fmt.Fprintf(stdout, "devstack: building the services and starting the broker (%s), PostgreSQL and the services…\n", broker)
 	s, err := stack.Start(ctx, opts)
 	if err != nil {
 		return err
@@ -54,7 +59,7 @@ orderflow is up (%.1fs). Data in %s; Ctrl-C stops everything.
   order-service          %s    POST /orders, GET /orders/{id}
   payment-service        %s    GET /payments?order_id=
   notification-service   %s    GET /notifications?order_id=
-  Kafka broker           %s
+  Kafka broker           %s  (%s)
   PostgreSQL             %s  (databases orders, payments, notifications)
 
 Place an order:
@@ -70,7 +75,7 @@ Place an order:
 then GET the Location it answers with, or run scripts/place-order.sh.
 
 `, time.Since(started).Seconds(), s.DataDir(), order, s.Service("payment-service").URL,
-		s.Service("notification-service").URL, s.KafkaAddr(), s.Postgres.URL("orders"), order)
+		s.Service("notification-service").URL, s.KafkaAddr(), s.BrokerName(), s.Postgres.URL("orders"), order)
 
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "devstack: stopping…")
