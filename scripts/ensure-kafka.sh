@@ -2,7 +2,7 @@
 # Apache Kafka's broker and tools as jars, at the version tools/kafka/pom.xml pins (the
 # version of docker-compose.yml's image): fetched from the Maven repository with
 # `mvn dependency:copy-dependencies` on the first run, and again whenever the pom changes,
-# into .data/kafka/dist/<version>/libs. Prints that folder.
+# into .data/apache-kafka/dist/<version>/libs. Prints that folder.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 pom=$root/tools/kafka/pom.xml
@@ -11,7 +11,7 @@ if ! command -v java >/dev/null 2>&1; then
 	exit 1
 fi
 version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$pom")
-dist=${ORDERFLOW_DATA_DIR:-$root/.data}/kafka/dist/$version
+dist=${ORDERFLOW_DATA_DIR:-$root/.data}/apache-kafka/dist/$version
 stamp=$dist/.pom
 if ! cmp -s "$pom" "$stamp"; then
 	if ! command -v mvn >/dev/null 2>&1; then
@@ -20,7 +20,13 @@ if ! cmp -s "$pom" "$stamp"; then
 	fi
 	rm -rf "$dist"
 	mkdir -p "$dist"
-	mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$dist/libs" >&2
+	echo "ensure-kafka: fetching Apache Kafka $version's jars with Maven…" >&2
+	if ! mvn -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies -DincludeScope=runtime \
+		-DoutputDirectory="$dist/libs" >"$dist.mvn.log" 2>&1; then
+		tail -30 "$dist.mvn.log" >&2
+		echo "ensure-kafka: mvn could not fetch Apache Kafka's jars (log: $dist.mvn.log)" >&2
+		exit 1
+	fi
 	cp "$pom" "$stamp"
 fi
 echo "$dist/libs"

@@ -265,7 +265,7 @@ func (s *Stack) startBroker(ctx context.Context) error {
 			return err
 		}
 		s.Kafka, err = kafkabroker.Start(ctx, kafkabroker.Options{
-			Dir: filepath.Join(o.DataDir, "kafka", "broker"), Libs: libs, Port: o.KafkaPort, Partitions: o.Partitions,
+			Dir: filepath.Join(o.DataDir, "apache-kafka", "broker"), Libs: libs, Port: o.KafkaPort, Partitions: o.Partitions,
 			Config: map[string]string{
 				"log.retention.ms":    strconv.FormatInt(o.Retention.Milliseconds(), 10),
 				"log.retention.bytes": strconv.FormatInt(o.RetentionBytes, 10),
