@@ -15,6 +15,8 @@ test: deps modules vet lint
 		(cd $$m && $(GO) test -count=1 -timeout 8m ./...) || exit 1; \
 	done
 	@$(MAKE) --no-print-directory test-kafka
+	@echo "== Schemathesis against order-service's OpenAPI document, on a devstack"
+	@scripts/schemathesis.sh
 	@echo "== fuzz: create-order request decoding and validation, 10 s; Prefer header, 5 s"
 	@cd order-service && $(GO) test -run='^$$' -fuzz=FuzzCreateRequest -fuzztime=10s ./internal/httpapi/
 	@cd order-service && $(GO) test -run='^$$' -fuzz=FuzzPreferWait -fuzztime=5s ./internal/httpapi/
@@ -32,6 +34,13 @@ test-kafka:
 	@scripts/ensure-kafka.sh >/dev/null
 	@cd common-events && TEST_BROKER=kafka $(GO) test -count=1 -timeout 8m ./consumer/ ./outbox/
 	@cd e2e && TEST_BROKER=kafka $(GO) test -count=1 -timeout 12m .
+
+# Schemathesis (pinned in tools/schemathesis, installed into a virtual environment under
+# .data) against order-service on a devstack of its own: every check, every phase, stateful
+# tests along the document's links.
+.PHONY: schemathesis
+schemathesis:
+	@scripts/schemathesis.sh
 
 vet:
 	@for m in $(MODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done

@@ -6,7 +6,7 @@
 # (place an order, then get, follow, cancel it and read its history).
 # Schemathesis is the version tools/schemathesis/requirements.txt pins, installed into
 # .data/schemathesis-venv on the first run and whenever the file changes.
-#   SCHEMATHESIS_MAX_EXAMPLES (default 25) bounds the examples per operation and phase.
+#   SCHEMATHESIS_MAX_EXAMPLES (default 100) bounds the examples per operation and phase.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -53,10 +53,10 @@ grep -q "orderflow is up" "$work/devstack.log" || { echo "schemathesis: the devs
 
 # No colours, no progress bars: a log CI can read. Nothing leaves the machine.
 export SCHEMATHESIS_TELEMETRY=false
-"$venv/bin/st" --no-color run order-service/internal/httpapi/openapi.yaml \
+"$venv/bin/st" --no-color --config-file tools/schemathesis/schemathesis.toml run order-service/internal/httpapi/openapi.yaml \
 	--url "http://127.0.0.1:${ports[2]}" \
 	--checks all \
-	--max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-25}" \
+	--max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-100}" \
 	--request-timeout 10 \
-	--seed 1 \
+	--seed "${SCHEMATHESIS_SEED:-1}" \
 	--suppress-health-check too_slow,filter_too_much

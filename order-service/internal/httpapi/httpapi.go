@@ -237,13 +237,16 @@ func listOrders(store Store) echo.HandlerFunc {
 				bad(name, "must be given once")
 			}
 		}
-		if v := q.Get("customer_id"); v != "" {
+		// A parameter given empty is refused like any invalid value, never ignored: that
+		// would widen the filter the client asked for.
+		given := func(name string) (string, bool) { _, ok := q[name]; return q.Get(name), ok }
+		if v, ok := given("customer_id"); ok {
 			if _, err := uuid.Parse(v); err != nil || len(v) != 36 {
 				bad("customer_id", "must be a UUID")
 			}
 			f.CustomerID = strings.ToLower(v)
 		}
-		if v := q.Get("status"); v != "" {
+		if v, ok := given("status"); ok {
 			switch st := order.Status(v); st {
 			case order.PendingPayment, order.Confirmed, order.PaymentFailed, order.Cancelled:
 				f.Status = st
@@ -251,19 +254,22 @@ func listOrders(store Store) echo.HandlerFunc {
 				bad("status", "must be PENDING_PAYMENT, CONFIRMED, PAYMENT_FAILED or CANCELLED")
 			}
 		}
-		if v := q.Get("limit"); v != "" {
+		if v, ok := given("limit"); ok {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 || n > MaxPageSize {
 				bad("limit", fmt.Sprintf("must be a whole number from 1 to %d", MaxPageSize))
 			}
 			f.Limit = n
 		}
-		if v := q.Get("cursor"); v != "" {
-			id, err := base64.RawURLEncoding.DecodeString(v)
-			if _, perr := uuid.Parse(string(id)); err != nil || perr != nil {
+		if v, ok := given("cursor"); ok {
+			// The cursor is the last order's id, its 16 bytes in unpadded base64url: 22
+			// characters, every one of which names a position, so none is refused.
+			b, err := base64.RawURLEncoding.DecodeString(v)
+			id, perr := uuid.FromBytes(b)
+			if err != nil || perr != nil {
 				bad("cursor", "is not a cursor this API gave out")
 			}
-			f.Before = string(id)
+			f.Before = id.String()
 		}
 		if len(errs) > 0 {
 			return &order.ValidationError{Fields: errs, Of: "query"}
@@ -280,7 +286,11 @@ func listOrders(store Store) echo.HandlerFunc {
 			page.Items[i] = toJSON(o)
 		}
 		if len(orders) == f.Limit {
-			page.NextCursor = base64.RawURLEncoding.EncodeToString([]byte(orders[len(orders)-1].ID))
+			last, err := uuid.Parse(orders[len(orders)-1].ID)
+			if err != nil {
+				return fmt.Errorf("list orders: next cursor: %w", err)
+			}
+			page.NextCursor = base64.RawURLEncoding.EncodeToString(last[:])
 		}
 		return c.JSON(http.StatusOK, page)
 	}
