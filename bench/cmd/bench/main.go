@@ -1,7 +1,9 @@
 // Command bench measures orderflow end to end and prints a report (markdown) and writes
 // it as JSON. By default it starts its own devstack (broker, PostgreSQL with synchronous
-// commit, the three services as processes); BENCH_ORDER_URL with BENCH_ORDERS_DATABASE_URL
-// and BENCH_NOTIFICATIONS_DATABASE_URL point it at another stack instead.
+// commit, the three services as processes), once on each broker of BENCH_BROKERS (default
+// "kfake,kafka": the embedded broker, then Apache Kafka), and reports the two side by
+// side; BENCH_ORDER_URL with BENCH_ORDERS_DATABASE_URL and BENCH_NOTIFICATIONS_DATABASE_URL
+// point it at another stack instead.
 //
 //	go run ./cmd/bench            (make bench)
 //	BENCH_QUICK=1 go run ./cmd/bench   (make bench QUICK=1: the short version)
@@ -17,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -60,55 +63,16 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	p := newPlan(getenv("BENCH_QUICK") != "" && getenv("BENCH_QUICK") != "0")
 	out := getenv("BENCH_OUT")
 	started := time.Now()
-
-	tg, err := openTarget(ctx, getenv, stdout)
+	brokers, err := brokersOf(getenv)
 	if err != nil {
 		return err
 	}
-	defer tg.close()
 
 	rep := report{Machine: machine(), Quick: p.quick, Started: started.UTC()}
-	fmt.Fprintf(stdout, "bench: %s; yardstick…\n", rep.Machine)
-	if rep.Yardstick, err = yardstick(ctx, tg.adminDB, p.yardstick); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "bench: %.0f single-row INSERT transactions/s (synchronous commit)\n", rep.Yardstick.TPS)
-
-	for _, rate := range p.rates {
-		fmt.Fprintf(stdout, "bench: open loop at %.0f orders/s for %s…\n", rate, p.duration)
-		r, err := tg.openLoop(ctx, fmt.Sprintf("open %g/s", rate), rate, p.duration)
-		if err != nil {
+	for i, broker := range brokers {
+		if err := p.measure(ctx, getenv, stdout, broker, i == 0, &rep); err != nil {
 			return err
 		}
-		rep.Runs = append(rep.Runs, r)
-	}
-	for _, w := range p.workers {
-		fmt.Fprintf(stdout, "bench: closed loop with %d clients for %s…\n", w, p.duration)
-		r, err := tg.closedLoop(ctx, fmt.Sprintf("closed %d clients", w), w, p.duration)
-		if err != nil {
-			return err
-		}
-		rep.Runs = append(rep.Runs, r)
-	}
-	if tg.stack != nil {
-		fmt.Fprintf(stdout, "bench: slow provider (100ms a charge), open loop at %.0f orders/s…\n", p.slowRate)
-		if err := tg.restartPayment(ctx, "100ms"); err != nil {
-			return err
-		}
-		r, err := tg.openLoop(ctx, fmt.Sprintf("slow provider %g/s", p.slowRate), p.slowRate, p.duration)
-		if err != nil {
-			return err
-		}
-		rep.Runs = append(rep.Runs, r)
-		if err := tg.restartPayment(ctx, "0s"); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "bench: outbox relay vs Watermill SQL Forwarder, %d events each…\n", p.relayN)
-		ours, peer, err := relaycmp.Compare(ctx, tg.adminDB, tg.brokers, p.relayN, p.relayMax, tg.log)
-		if err != nil {
-			return err
-		}
-		rep.Relay = []relayResult{toRelayResult(ours), toRelayResult(peer)}
 	}
 	rep.Seconds = time.Since(started).Seconds()
 	rep.markdown(stdout)
@@ -122,6 +86,94 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		}
 		fmt.Fprintf(stdout, "\nbench: report written to %s\n", out)
 	}
+	return nil
+}
+
+// brokersOf reads BENCH_BROKERS: the brokers to run the bench on, in order. Against
+// another stack (BENCH_ORDER_URL) there is one pass, on whatever broker it has.
+func brokersOf(getenv func(string) string) ([]string, error) {
+	if getenv("BENCH_ORDER_URL") != "" {
+		return []string{"external"}, nil
+	}
+	v := getenv("BENCH_BROKERS")
+	if v == "" {
+		v = stack.BrokerKfake + "," + stack.BrokerKafka
+	}
+	var out []string
+	for _, b := range strings.Split(v, ",") {
+		if b != stack.BrokerKfake && b != stack.BrokerKafka {
+			return nil, fmt.Errorf("BENCH_BROKERS: want %s and/or %s, comma-separated, got %q", stack.BrokerKfake, stack.BrokerKafka, v)
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// measure runs the plan on a stack with broker; the first pass also measures the
+// yardstick and compares the outbox relays.
+func (p plan) measure(ctx context.Context, getenv func(string) string, stdout io.Writer, broker string, first bool, rep *report) error {
+	tg, err := openTarget(ctx, getenv, stdout, broker)
+	if err != nil {
+		return err
+	}
+	defer tg.close()
+
+	if first {
+		fmt.Fprintf(stdout, "bench: %s; yardstick…\n", rep.Machine)
+		if rep.Yardstick, err = yardstick(ctx, tg.adminDB, p.yardstick); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "bench: %.0f single-row INSERT transactions/s (synchronous commit)\n", rep.Yardstick.TPS)
+	}
+	// A new stack's consumer groups join and its JVM (on Apache Kafka) warms up under a
+	// little load first, so the first measured run is not the start-up.
+	fmt.Fprintf(stdout, "bench [%s]: warming up at 50 orders/s for 3s…\n", broker)
+	if _, err := tg.openLoop(ctx, "warm-up", 50, 3*time.Second); err != nil {
+		return err
+	}
+	add := func(r runResult, err error) error {
+		if err != nil {
+			return err
+		}
+		r.Broker = broker
+		rep.Runs = append(rep.Runs, r)
+		return nil
+	}
+	for _, rate := range p.rates {
+		fmt.Fprintf(stdout, "bench [%s]: open loop at %.0f orders/s for %s…\n", broker, rate, p.duration)
+		if err := add(tg.openLoop(ctx, fmt.Sprintf("open %g/s", rate), rate, p.duration)); err != nil {
+			return err
+		}
+	}
+	for _, w := range p.workers {
+		fmt.Fprintf(stdout, "bench [%s]: closed loop with %d clients for %s…\n", broker, w, p.duration)
+		if err := add(tg.closedLoop(ctx, fmt.Sprintf("closed %d clients", w), w, p.duration)); err != nil {
+			return err
+		}
+	}
+	if tg.stack == nil {
+		return nil
+	}
+	fmt.Fprintf(stdout, "bench [%s]: slow provider (100ms a charge), open loop at %.0f orders/s…\n", broker, p.slowRate)
+	if err := tg.restartPayment(ctx, "100ms"); err != nil {
+		return err
+	}
+	if err := add(tg.openLoop(ctx, fmt.Sprintf("slow provider %g/s", p.slowRate), p.slowRate, p.duration)); err != nil {
+		return err
+	}
+	if err := tg.restartPayment(ctx, "0s"); err != nil {
+		return err
+	}
+	if !first {
+		return nil
+	}
+	fmt.Fprintf(stdout, "bench [%s]: outbox relay vs Watermill SQL Forwarder, %d events each…\n", broker, p.relayN)
+	ours, peer, err := relaycmp.Compare(ctx, tg.adminDB, tg.brokers, p.relayN, p.relayMax, tg.log)
+	if err != nil {
+		return err
+	}
+	rep.RelayBroker = broker
+	rep.Relay = []relayResult{toRelayResult(ours), toRelayResult(peer)}
 	return nil
 }
 
@@ -140,7 +192,7 @@ type target struct {
 	log             *slog.Logger
 }
 
-func openTarget(ctx context.Context, getenv func(string) string, stdout io.Writer) (*target, error) {
+func openTarget(ctx context.Context, getenv func(string) string, stdout io.Writer, broker string) (*target, error) {
 	if u := getenv("BENCH_ORDER_URL"); u != "" {
 		tg := &target{orderURL: u, ordersDB: getenv("BENCH_ORDERS_DATABASE_URL"),
 			notificationsDB: getenv("BENCH_NOTIFICATIONS_DATABASE_URL"), adminDB: getenv("BENCH_ORDERS_DATABASE_URL")}
@@ -163,9 +215,9 @@ func openTarget(ctx context.Context, getenv func(string) string, stdout io.Write
 			return nil, err
 		}
 	}
-	fmt.Fprintf(stdout, "bench: starting a devstack in %s (logs in stack.log there)…\n", dir)
+	fmt.Fprintf(stdout, "bench: starting a devstack on %s in %s (logs in stack.log there)…\n", broker, dir)
 	s, err := stack.Start(ctx, stack.Options{
-		DataDir: filepath.Join(dir, "data"), KafkaPort: ports[0], PGPort: ports[1],
+		DataDir: filepath.Join(dir, "data"), KafkaPort: ports[0], PGPort: ports[1], Broker: broker,
 		HTTPPorts: map[string]int{"order-service": ports[2], "payment-service": ports[3], "notification-service": ports[4]},
 		Env:       map[string]string{"LOG_LEVEL": "warn"}, Log: logf,
 		ServiceEnv: map[string]map[string]string{

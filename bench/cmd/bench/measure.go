@@ -102,7 +102,8 @@ type usage struct {
 }
 
 // usage reads the CPU time of each service, of all PostgreSQL processes together and of
-// this process (the load generator and, on our own devstack, the broker), so a report
+// this process (the load generator and, on our own devstack, kfake) and of Apache Kafka's
+// JVM when the stack runs it, so a report
 // shows where the machine's cores went.
 func (tg *target) usage() map[string]usage {
 	out := map[string]usage{}
@@ -114,7 +115,12 @@ func (tg *target) usage() map[string]usage {
 			out[name] = procUsage(pid)
 		}
 	}
-	out["bench+broker"] = procUsage(os.Getpid())
+	out["bench"] = procUsage(os.Getpid()) // with kfake, the broker runs in this process
+	if tg.stack.Kafka != nil {
+		if pid := tg.stack.Kafka.PID(); pid > 0 {
+			out["kafka"] = procUsage(pid)
+		}
+	}
 	// PostgreSQL is a process per connection: keep each one, so a delta counts only
 	// the processes alive at both ends (connections come and go between runs).
 	entries, _ := os.ReadDir("/proc")

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -25,6 +26,7 @@ type serviceUsage struct {
 
 type runResult struct {
 	Name              string                  `json:"name"`
+	Broker            string                  `json:"broker"` // kfake, kafka (Apache Kafka), or external
 	Mode              string                  `json:"mode"`
 	Clients           int                     `json:"clients,omitempty"`
 	OfferedRate       float64                 `json:"offered_per_sec"`
@@ -74,36 +76,44 @@ type report struct {
 	Yardstick yardstickResult `json:"yardstick"`
 	Runs      []runResult     `json:"runs"`
 	Relay     []relayResult   `json:"relay_comparison,omitempty"`
+	// RelayBroker is the broker the relay comparison ran on.
+	RelayBroker string `json:"relay_comparison_broker,omitempty"`
 }
+
+// brokerNames are the brokers as the report names them.
+var brokerNames = map[string]string{"kfake": "kfake", "kafka": "Apache Kafka", "external": "its own"}
 
 func (r report) markdown(w io.Writer) {
 	fmt.Fprintf(w, "\n## orderflow bench — %s\n\n", r.Started.Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(w, "Machine: %s. Everything on one box: load generator, broker, PostgreSQL (synchronous_commit=%s), three services.\n\n",
 		r.Machine, r.Yardstick.SynchronousCommit)
-	fmt.Fprintln(w, "| run | offered/s | accepted/s | POST p50 / p95 / p99 / max ms | POST→CONFIRMED p50 / p95 / p99 ms | POST→email p50 / p95 / p99 ms | confirmed/s | outbox events/s | pending | errors |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
-	best := 0.0
+	fmt.Fprintln(w, "| broker | run | offered/s | accepted/s | POST p50 / p95 / p99 / max ms | POST→CONFIRMED p50 / p95 / p99 ms | POST→email p50 / p95 / p99 ms | confirmed/s | outbox events/s | pending | errors |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|")
+	best := map[string]float64{}
 	for _, x := range r.Runs {
-		fmt.Fprintf(w, "| %s | %.0f | %.0f | %s / %s / %s / %s | %s / %s / %s | %s / %s / %s | %.0f | %.0f | %d | %s |\n",
-			x.Name, x.OfferedRate, x.AchievedRate,
+		fmt.Fprintf(w, "| %s | %s | %.0f | %.0f | %s / %s / %s / %s | %s / %s / %s | %s / %s / %s | %.0f | %.0f | %d | %s |\n",
+			brokerNames[x.Broker], x.Name, x.OfferedRate, x.AchievedRate,
 			ms(x.PostMs.P50), ms(x.PostMs.P95), ms(x.PostMs.P99), ms(x.PostMs.Max),
 			ms(x.ConfirmMs.P50), ms(x.ConfirmMs.P95), ms(x.ConfirmMs.P99),
 			ms(x.EmailMs.P50), ms(x.EmailMs.P95), ms(x.EmailMs.P99),
 			x.ConfirmedPerSec, x.RelayEventsPerSec, x.Pending, errs(x.Errors))
-		if x.Pending == 0 && x.ConfirmedPerSec > best {
-			best = x.ConfirmedPerSec
+		if x.Pending == 0 && x.ConfirmedPerSec > best[x.Broker] {
+			best[x.Broker] = x.ConfirmedPerSec
 		}
 	}
+	r.sideBySide(w)
 	fmt.Fprintf(w, "\nYardstick: %.0f single-row INSERT transactions/s (%d connections, synchronous commit) on the same PostgreSQL.\n",
 		r.Yardstick.TPS, r.Yardstick.Connections)
 	if r.Yardstick.TPS > 0 {
-		fmt.Fprintf(w, "Best sustained confirmed orders/s: %.0f = %.3f × the yardstick.\n", best, best/r.Yardstick.TPS)
+		for _, b := range r.brokers() {
+			fmt.Fprintf(w, "Best sustained confirmed orders/s on %s: %.0f = %.3f × the yardstick.\n", brokerNames[b], best[b], best[b]/r.Yardstick.TPS)
+		}
 	}
 	fmt.Fprintln(w, "\nCPU seconds (peak RSS MB) per process and run; the machine has", runtime.NumCPU(), "cores:")
-	fmt.Fprintln(w, "\n| run | order-service | payment-service | notification-service | PostgreSQL (all) | bench + broker |\n|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "\n| broker | run | order-service | payment-service | notification-service | PostgreSQL (all) | bench (+ kfake) | Apache Kafka |\n|---|---|---|---|---|---|---|---|")
 	for _, x := range r.Runs {
 		var cells []string
-		for _, s := range []string{"order-service", "payment-service", "notification-service", "postgres", "bench+broker"} {
+		for _, s := range []string{"order-service", "payment-service", "notification-service", "postgres", "bench", "kafka"} {
 			u, ok := x.Services[s]
 			if !ok {
 				cells = append(cells, "–")
@@ -115,10 +125,10 @@ func (r report) markdown(w io.Writer) {
 			}
 			cells = append(cells, fmt.Sprintf("%.1f s (%.0f MB)", u.CPUSeconds, u.PeakRSSMB))
 		}
-		fmt.Fprintf(w, "| %s | %s |\n", x.Name, strings.Join(cells, " | "))
+		fmt.Fprintf(w, "| %s | %s | %s |\n", brokerNames[x.Broker], x.Name, strings.Join(cells, " | "))
 	}
 	if len(r.Relay) == 2 {
-		fmt.Fprintf(w, "\nOutbox relay, PostgreSQL → broker, side by side (writers commit %d events a transaction; published = seen by a consumer).\n", relaycmp.TxSize)
+		fmt.Fprintf(w, "\nOutbox relay, PostgreSQL → %s, side by side (writers commit %d events a transaction; published = seen by a consumer).\n", brokerNames[r.RelayBroker], relaycmp.TxSize)
 		fmt.Fprintln(w, "Live: the relay runs while the events are written. Backlog: all are written first, then the relay starts.")
 		fmt.Fprintln(w, "\n| relay | live events/s | commit→published p50 / p99 ms | backlog drained/s | delivered live / backlog |\n|---|---|---|---|---|")
 		for _, x := range r.Relay {
@@ -131,6 +141,44 @@ func (r report) markdown(w io.Writer) {
 		}
 	}
 	fmt.Fprintf(w, "\nThe whole bench took %.0f s.\n", r.Seconds)
+}
+
+// brokers lists the brokers of the runs, in the order they ran.
+func (r report) brokers() []string {
+	var out []string
+	for _, x := range r.Runs {
+		if !slices.Contains(out, x.Broker) {
+			out = append(out, x.Broker)
+		}
+	}
+	return out
+}
+
+// sideBySide puts each run's figures on every broker next to each other, when there are
+// two brokers.
+func (r report) sideBySide(w io.Writer) {
+	bs := r.brokers()
+	if len(bs) != 2 {
+		return
+	}
+	a, b := brokerNames[bs[0]], brokerNames[bs[1]]
+	fmt.Fprintf(w, "\nThe same runs, %s and %s side by side:\n\n", a, b)
+	fmt.Fprintf(w, "| run | confirmed/s %s / %s | POST p99 ms %s / %s | POST→CONFIRMED p99 ms %s / %s | pending %s / %s |\n|---|---|---|---|---|\n",
+		a, b, a, b, a, b, a, b)
+	byName := map[string]map[string]runResult{}
+	var names []string
+	for _, x := range r.Runs {
+		if byName[x.Name] == nil {
+			byName[x.Name] = map[string]runResult{}
+			names = append(names, x.Name)
+		}
+		byName[x.Name][x.Broker] = x
+	}
+	for _, n := range names {
+		x, y := byName[n][bs[0]], byName[n][bs[1]]
+		fmt.Fprintf(w, "| %s | %.0f / %.0f | %s / %s | %s / %s | %d / %d |\n", n, x.ConfirmedPerSec, y.ConfirmedPerSec,
+			ms(x.PostMs.P99), ms(y.PostMs.P99), ms(x.ConfirmMs.P99), ms(y.ConfirmMs.P99), x.Pending, y.Pending)
+	}
 }
 
 func ms(v float64) string {

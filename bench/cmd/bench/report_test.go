@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -19,5 +20,25 @@ func TestPercentiles(t *testing.T) {
 	}
 	if none := percentiles(nil); none != (latency{}) {
 		t.Errorf("percentiles(nil) = %+v, want zero", none)
+	}
+}
+
+// A report of runs on two brokers puts each run's figures side by side.
+func TestReportPutsTheBrokersSideBySide(t *testing.T) {
+	r := report{Yardstick: yardstickResult{TPS: 1000}, Runs: []runResult{
+		{Name: "open 250/s", Broker: "kfake", ConfirmedPerSec: 250, ConfirmMs: latency{P99: 40}},
+		{Name: "open 250/s", Broker: "kafka", ConfirmedPerSec: 249, ConfirmMs: latency{P99: 55}},
+	}}
+	var b strings.Builder
+	r.markdown(&b)
+	for _, want := range []string{
+		"| open 250/s | 250 / 249 |",
+		"| 40 / 55 |",
+		"Best sustained confirmed orders/s on Apache Kafka: 249",
+		"| Apache Kafka | open 250/s |",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, b.String())
+		}
 	}
 }
