@@ -454,7 +454,7 @@ func copyContext(t *testing.T, root string) string {
 			return err
 		}
 		rel, _ := filepath.Rel(root, path)
-		if d.IsDir() && (rel == ".git" || rel == ".data" || rel == "bin") {
+		if d.IsDir() && (rel == ".git" || rel == ".data" || rel == "bin" || d.Name() == "node_modules") {
 			return filepath.SkipDir
 		}
 		if d.IsDir() {
