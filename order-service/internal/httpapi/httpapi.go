@@ -237,8 +237,8 @@ func listOrders(store Store) echo.HandlerFunc {
 				bad(name, "must be given once")
 			}
 		}
-		// A parameter given empty is refused like any invalid value, never ignored: that
-		// would widen the filter the client asked for.
+		// A filter (or limit) given empty is refused like any invalid value, never ignored:
+		// that would widen the filter the client asked for.
 		given := func(name string) (string, bool) { _, ok := q[name]; return q.Get(name), ok }
 		if v, ok := given("customer_id"); ok {
 			if _, err := uuid.Parse(v); err != nil || len(v) != 36 {
@@ -261,7 +261,7 @@ func listOrders(store Store) echo.HandlerFunc {
 			}
 			f.Limit = n
 		}
-		if v, ok := given("cursor"); ok {
+		if v := q.Get("cursor"); v != "" { // empty: the first page, which widens nothing
 			// The cursor is the last order's id, its 16 bytes in unpadded base64url: 22
 			// characters, every one of which names a position, so none is refused.
 			b, err := base64.RawURLEncoding.DecodeString(v)

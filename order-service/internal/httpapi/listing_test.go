@@ -95,7 +95,7 @@ func TestListOrdersFiltersAndRejectsBadParameters(t *testing.T) {
 		{"status=SHIPPED", "status"}, {"customer_id=42", "customer_id"}, {"cursor=not-a-cursor", "cursor"},
 		{"limit=" + strings.Repeat("9", 10000), "limit"}, {"limit=1.5", "limit"}, {"customer_id=" + strings.Repeat("a", 5000), "customer_id"},
 		{"status=CONFIRMED&status=PENDING_PAYMENT", "status"}, {"limit=1&limit=2", "limit"},
-		{"customer_id=", "customer_id"}, {"status=", "status"}, {"limit=", "limit"}, {"cursor=", "cursor"},
+		{"customer_id=", "customer_id"}, {"status=", "status"}, {"limit=", "limit"},
 		{"cursor=AAAAAAAAAAAAAAAAAAAAAA==", "cursor"}, {"cursor=" + strings.Repeat("A", 23), "cursor"},
 	} {
 		t.Run(tc.query[:min(len(tc.query), 40)], func(t *testing.T) {

@@ -246,6 +246,7 @@ func TestOpenAPIDescribesTheAPI(t *testing.T) {
 		{name: "list with something that is not a cursor", method: "GET", route: "/orders", query: "cursor=not-a-cursor", status: 422, code: "validation", outOfSpec: true},
 		{name: "list with a cursor never given out", method: "GET", route: "/orders", query: "cursor=zzzzzzzzzzzzzzzzzzzzzz", status: 200},
 		{name: "list with an empty filter", method: "GET", route: "/orders", query: "customer_id=", status: 422, code: "validation", outOfSpec: true},
+		{name: "list with an empty cursor: the first page", method: "GET", route: "/orders", query: "cursor=&limit=1", status: 200},
 		{name: "list orders, database gone", url: broken.url, method: "GET", route: "/orders", status: 500, code: "internal"},
 
 		{name: "get a pending order", method: "GET", route: "/orders/{id}", id: pending.ID, status: 200, check: headerIs("Preference-Applied", "")},
