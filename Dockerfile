@@ -13,7 +13,8 @@ WORKDIR /src
 COPY . .
 RUN mkdir /modules \
  && find . -type f \( -name go.mod -o -name go.sum -o -name go.work -o -name go.work.sum \) -print0 \
-  | tar --null -cf - -T - | tar -xf - -C /modules
+  | tar --null -cf - -T - | tar -xf - -C /modules \
+ && test -f /modules/go.work
 
 FROM golang:1.26.8-bookworm AS build
 ARG SERVICE

@@ -11,8 +11,16 @@ if ! command -v java >/dev/null 2>&1; then
 	exit 1
 fi
 version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$pom")
+if [ -z "$version" ]; then
+	echo "ensure-kafka: $pom names no <kafka.version>" >&2
+	exit 1
+fi
 dist=${ORDERFLOW_DATA_DIR:-$root/.data}/apache-kafka/dist/$version
 stamp=$dist/.pom
+# Test binaries may ask at the same time: one fetches, the others wait for it.
+mkdir -p "$(dirname "$dist")"
+exec 9>"$dist.lock"
+flock 9
 if ! cmp -s "$pom" "$stamp"; then
 	if ! command -v mvn >/dev/null 2>&1; then
 		echo "ensure-kafka: mvn not found: Maven fetches Apache Kafka's jars (Debian: apt-get install maven)" >&2

@@ -92,7 +92,10 @@ func Start(ctx context.Context, o Options) (*Broker, error) {
 			return nil, fmt.Errorf("kafka: format storage: %w\n%s", err, out)
 		}
 	}
-	return b, b.Start(ctx)
+	if err := b.Start(ctx); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 func (o Options) writeConfig() error {
@@ -293,10 +296,10 @@ func freePort() (int, error) {
 func Libs(ctx context.Context, root string) (string, error) {
 	cmd := exec.CommandContext(ctx, filepath.Join(root, "scripts", "ensure-kafka.sh"))
 	var stderr strings.Builder
-	cmd.Stderr = &stderr
+	cmd.Stderr = io.MultiWriter(&stderr, os.Stderr) // "fetching…" shows while Maven works
 	out, err := cmd.Output()
 	if err != nil {
-		return "", fmt.Errorf("kafka: %s", strings.TrimSpace(stderr.String()+" "+err.Error()))
+		return "", fmt.Errorf("kafka: %s: %w", strings.TrimSpace(stderr.String()), err)
 	}
 	return strings.TrimSpace(string(out)), nil
 }

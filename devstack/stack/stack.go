@@ -314,8 +314,8 @@ func (s *Stack) KafkaAddr() string {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.opts.KafkaPort))
 }
 
-// BrokerName says which broker the stack runs on: kfake, Apache Kafka (and its version),
-// or the one it was given.
+// BrokerName says which broker the stack runs on: kfake, Apache Kafka (and where its log
+// is), or the one it was given.
 func (s *Stack) BrokerName() string {
 	switch {
 	case s.opts.Brokers != nil:

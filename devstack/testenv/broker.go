@@ -25,12 +25,22 @@ const (
 	ApacheKafka = "kafka" // Apache Kafka, one JVM per test binary, emptied for each test
 )
 
-// BrokerKind is the broker the tests run on, from TEST_BROKER.
+// BrokerKind is the broker the tests run on, from TEST_BROKER; a value it does not know
+// fails the tests that ask for a broker (checkBrokerKind), rather than run on kfake.
 func BrokerKind() string {
 	if os.Getenv("TEST_BROKER") == ApacheKafka {
 		return ApacheKafka
 	}
 	return Kfake
+}
+
+func checkBrokerKind(t testing.TB) {
+	t.Helper()
+	switch v := os.Getenv("TEST_BROKER"); v {
+	case "", Kfake, ApacheKafka:
+	default:
+		t.Fatalf("testenv: TEST_BROKER=%q: want %s (the default) or %s", v, Kfake, ApacheKafka)
+	}
 }
 
 // Broker is a Kafka-protocol broker for one test.
@@ -51,6 +61,7 @@ type Broker struct {
 // consumer group so that no test sees another's records or offsets; KAFKA_BROKERS when set.
 func Kafka(t testing.TB, opts ...kfake.Opt) Broker {
 	t.Helper()
+	checkBrokerKind(t)
 	if b := os.Getenv("KAFKA_BROKERS"); b != "" {
 		return Broker{Addrs: strings.Split(b, ","), t: t}
 	}
@@ -75,6 +86,7 @@ func Kafka(t testing.TB, opts ...kfake.Opt) Broker {
 // the Apache Kafka process itself. Skipped on KAFKA_BROKERS, which it cannot stop.
 func RestartableKafka(t testing.TB) *Broker {
 	t.Helper()
+	checkBrokerKind(t)
 	if os.Getenv("KAFKA_BROKERS") != "" {
 		t.Skip("testenv: stops and restarts the broker, which KAFKA_BROKERS does not allow")
 	}

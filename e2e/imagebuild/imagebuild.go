@@ -1,7 +1,7 @@
 // Package imagebuild replays a Dockerfile's build stages without Docker, so that an image
 // build is proven where no Docker engine runs.
 //
-// The Dockerfile is read by BuildKit's own parser, the build context is what a fresh clone
+// The Dockerfile is read by BuildKit's own parser, the build context is what a clone
 // holds less what .dockerignore excludes (read by Docker's own pattern matcher), and each
 // stage gets a root of its own: COPY writes into it, RUN runs chrooted into it with this
 // machine's /usr (and so its Go at /usr/local/go, where the golang image has it) and /etc
