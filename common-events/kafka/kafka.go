@@ -47,8 +47,14 @@ func Config(clientID string) *sarama.Config {
 	return c
 }
 
-// EnsureTopics creates each topic with the given partition count unless it exists.
-// Safe to run from every instance at every start.
+// EnsureTopics creates each topic with the given partition count unless it exists, and
+// returns once every partition of every topic has a leader. Safe to run from every
+// instance at every start.
+//
+// The wait matters on Apache Kafka: a partition of a topic created a moment ago may not
+// have its leader yet, and a consumer group session that starts then cannot open that
+// partition — sarama reports the error and leaves the partition unconsumed until the next
+// rebalance, which a lone member may never see. (kfake elects leaders at once.)
 func EnsureTopics(brokers []string, clientID string, partitions int32, topics ...string) error {
 	admin, err := sarama.NewClusterAdmin(brokers, Config(clientID))
 	if err != nil {
@@ -68,7 +74,38 @@ func EnsureTopics(brokers []string, clientID string, partitions int32, topics ..
 			return fmt.Errorf("ensure topics: create %s: %w", t, err)
 		}
 	}
-	return nil
+	return waitForLeaders(admin, topics, 30*time.Second)
+}
+
+// waitForLeaders returns once every partition of topics has a leader, or an error naming
+// what still has none after timeout.
+func waitForLeaders(admin sarama.ClusterAdmin, topics []string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		var missing []string
+		metas, err := admin.DescribeTopics(topics)
+		if err != nil {
+			missing = append(missing, err.Error())
+		}
+		for _, m := range metas {
+			if !errors.Is(m.Err, sarama.ErrNoError) || len(m.Partitions) == 0 {
+				missing = append(missing, fmt.Sprintf("%s: %v", m.Name, m.Err))
+				continue
+			}
+			for _, p := range m.Partitions {
+				if p.Leader < 0 || !errors.Is(p.Err, sarama.ErrNoError) {
+					missing = append(missing, fmt.Sprintf("%s/%d", m.Name, p.ID))
+				}
+			}
+		}
+		if len(missing) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("ensure topics: no leader after %s for %v", timeout, missing)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // Ping reports whether the brokers answer a metadata request within the context's time.
