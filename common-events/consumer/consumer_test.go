@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,7 +42,7 @@ func setup(t *testing.T) fixture {
 	if err := migrations.UpPool(ctx, pool, migrations.Payments); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pool.Exec(ctx, `CREATE TABLE effects (seq serial, order_id text NOT NULL)`); err != nil {
+	if _, err := pool.Exec(ctx, `CREATE TABLE effects (seq serial, order_id text NOT NULL, n bigint)`); err != nil {
 		t.Fatal(err)
 	}
 	b := testenv.Kafka(t)
@@ -51,8 +53,9 @@ func setup(t *testing.T) fixture {
 	return fixture{pool: pool, brokers: b.Addrs}
 }
 
-// run starts a runner with handler; the returned stop ends it and waits.
-func (f fixture) run(t *testing.T, handler consumer.Handler) (stop func()) {
+// run starts a runner with handler, configured by the options; the returned stop ends it
+// and waits.
+func (f fixture) run(t *testing.T, handler consumer.Handler, options ...func(*consumer.Runner)) (stop func()) {
 	t.Helper()
 	client, err := sarama.NewClient(f.brokers, kafka.Config("t"))
 	if err != nil {
@@ -67,6 +70,9 @@ func (f fixture) run(t *testing.T, handler consumer.Handler) (stop func()) {
 		Handlers: map[string]consumer.Handler{events.TopicOrderCreated: handler},
 		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Retry:    backoff.Policy{Min: 50 * time.Millisecond, Max: 400 * time.Millisecond},
+	}
+	for _, o := range options {
+		o(r)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -131,10 +137,11 @@ func TestAppliesEachEventOnceAndCommitsOffsets(t *testing.T) {
 	testenv.Produce(t, f.brokers, a) // the same event redelivered: same ce_id
 	testenv.Produce(t, f.brokers, b)
 
-	stop := f.run(t, recordEffect)
-	got := f.waitEffects(t, 2, 15*time.Second)
+	stop := f.run(t, consumer.InTx(recordEffect))
+	f.waitEffects(t, 2, 15*time.Second)
 	time.Sleep(300 * time.Millisecond)
-	got = f.effects(t)
+	got := f.effects(t)
+	slices.Sort(got) // different keys: applied concurrently, in any order
 	if fmt.Sprint(got) != "[order-a order-b]" {
 		t.Fatalf("effects = %v, want [order-a order-b]: a duplicate must be skipped", got)
 	}
@@ -142,12 +149,13 @@ func TestAppliesEachEventOnceAndCommitsOffsets(t *testing.T) {
 
 	// A new runner of the same group resumes after the committed offsets.
 	var calls atomic.Int32
-	f.run(t, func(ctx context.Context, tx pgx.Tx, msg consumer.Message) error {
+	f.run(t, consumer.InTx(func(ctx context.Context, tx pgx.Tx, msg consumer.Message) error {
 		calls.Add(1)
 		return recordEffect(ctx, tx, msg)
-	})
+	}))
 	testenv.Produce(t, f.brokers, orderCreated(t, "order-c"))
 	got = f.waitEffects(t, 3, 15*time.Second)
+	slices.Sort(got)
 	if fmt.Sprint(got) != "[order-a order-b order-c]" || calls.Load() != 1 {
 		t.Fatalf("after restart effects = %v with %d handler calls, want order-c alone handled", got, calls.Load())
 	}
@@ -165,12 +173,12 @@ func TestPoisonRecordsGoToTheDeadLetterTopicAndTheNextIsApplied(t *testing.T) {
 	testenv.Produce(t, f.brokers, rejected)
 	testenv.Produce(t, f.brokers, orderCreated(t, "order-good"))
 
-	f.run(t, func(ctx context.Context, tx pgx.Tx, msg consumer.Message) error {
+	f.run(t, consumer.InTx(func(ctx context.Context, tx pgx.Tx, msg consumer.Message) error {
 		if msg.Subject == "order-rejected" {
 			return consumer.Poison(errors.New("amount exceeds the provider's limit"))
 		}
 		return recordEffect(ctx, tx, msg)
-	})
+	}))
 	if got := f.waitEffects(t, 1, 15*time.Second); fmt.Sprint(got) != "[order-good]" {
 		t.Fatalf("effects = %v, want [order-good]", got)
 	}
@@ -200,7 +208,7 @@ func TestPoisonRecordsGoToTheDeadLetterTopicAndTheNextIsApplied(t *testing.T) {
 }
 
 // A real database error inside the handler (a lock wait that times out) is retried with
-// backoff; the record is neither skipped nor overtaken by the next one.
+// backoff; the record is neither skipped nor overtaken by the next one of its key.
 func TestTransientDatabaseErrorIsRetriedNotSkipped(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
@@ -214,15 +222,16 @@ func TestTransientDatabaseErrorIsRetriedNotSkipped(t *testing.T) {
 	}
 
 	var attempts atomic.Int32
-	f.run(t, func(ctx context.Context, tx pgx.Tx, msg consumer.Message) error {
+	f.run(t, consumer.InTx(func(ctx context.Context, tx pgx.Tx, msg consumer.Message) error {
 		attempts.Add(1)
 		if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '100ms'`); err != nil {
 			return err
 		}
 		return recordEffect(ctx, tx, msg)
-	})
+	}))
 	testenv.Produce(t, f.brokers, orderCreated(t, "order-1"))
 	testenv.Produce(t, f.brokers, orderCreated(t, "order-2"))
+	testenv.Produce(t, f.brokers, orderCreated(t, "order-1"))
 
 	deadline := time.Now().Add(15 * time.Second)
 	for attempts.Load() < 3 && time.Now().Before(deadline) {
@@ -237,11 +246,236 @@ func TestTransientDatabaseErrorIsRetriedNotSkipped(t *testing.T) {
 	}
 	_ = blocker.Rollback(ctx) // the outage ends
 
-	got := f.waitEffects(t, 2, 15*time.Second)
-	if fmt.Sprint(got) != "[order-1 order-2]" {
-		t.Fatalf("effects = %v, want [order-1 order-2] in order", got)
+	got := f.waitEffects(t, 3, 15*time.Second)
+	slices.Sort(got)
+	if fmt.Sprint(got) != "[order-1 order-1 order-2]" {
+		t.Fatalf("effects = %v, want order-1 twice and order-2", got)
 	}
 	if dlq := testenv.Records(t, f.brokers, events.DeadLetterTopic(events.TopicOrderCreated, group), 0, 500*time.Millisecond); len(dlq) != 0 {
 		t.Fatalf("a transient failure sent %d records to the dead-letter topic", len(dlq))
+	}
+}
+
+// numbered is an order.created of order id whose total is n+1 (n: the record's number
+// within its key; a total must be positive).
+func numbered(t *testing.T, id string, n int64) *sarama.ProducerMessage {
+	t.Helper()
+	env, err := events.New(events.OrderCreated{
+		OrderID: id, CustomerID: "c", CustomerEmail: "a@b.c",
+		Items:      []events.Item{{SKU: "S", Quantity: 1, UnitPriceCents: n + 1}},
+		TotalCents: n + 1, Currency: "EUR", PaymentMethod: "tok_visa", CreatedAt: time.Now(),
+	}, events.Meta{Source: "test"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kafka.Message(events.TopicOrderCreated, env)
+}
+
+// recordNumber is an Apply writing the record's key and number to effects.
+func recordNumber(msg consumer.Message) consumer.Apply {
+	return func(ctx context.Context, tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO effects (order_id, n) VALUES ($1, $2)`, msg.Subject, msg.Event.(events.OrderCreated).TotalCents-1)
+		return err
+	}
+}
+
+type effect struct {
+	key string
+	n   int64
+}
+
+func (f fixture) numberedEffects(t *testing.T) []effect {
+	t.Helper()
+	rows, _ := f.pool.Query(context.Background(), `SELECT order_id, n FROM effects ORDER BY seq`)
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (e effect, err error) {
+		return e, r.Scan(&e.key, &e.n)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// One partition, many keys: records of different keys are handled concurrently, up to
+// Concurrency at once, a slow key is overtaken by the fast ones, each key's records are
+// applied in offset order, and a poison record in the middle is dead-lettered while its
+// key's next record and every other key go on.
+func TestKeysRunConcurrentlyEachInOffsetOrder(t *testing.T) {
+	f := setup(t)
+	const keys, perKey, concurrency = 12, 6, 8
+	var msgs []*sarama.ProducerMessage
+	for n := int64(0); n < perKey; n += 2 { // a key's records come in pairs, back to back
+		msgs = append(msgs, numbered(t, "slow", n), numbered(t, "slow", n+1))
+		for k := range keys {
+			msgs = append(msgs, numbered(t, fmt.Sprintf("fast-%02d", k), n), numbered(t, fmt.Sprintf("fast-%02d", k), n+1))
+		}
+		if n == 2 {
+			poison := numbered(t, "fast-03", 99)
+			poison.Value = sarama.StringEncoder(`{"order_id":"fast-03"}`) // not a valid order.created
+			msgs = append(msgs, poison)
+		}
+	}
+	testenv.Produce(t, f.brokers, msgs...)
+
+	var running, most atomic.Int32
+	f.run(t, func(ctx context.Context, msg consumer.Message) (consumer.Apply, error) {
+		now := running.Add(1)
+		defer running.Add(-1)
+		for m := most.Load(); now > m && !most.CompareAndSwap(m, now); m = most.Load() {
+		}
+		d := time.Duration(1+rand.IntN(15)) * time.Millisecond // uneven, as real calls are
+		if msg.Subject == "slow" {
+			d = time.Duration(50+rand.IntN(150)) * time.Millisecond // the slow provider of one order
+		}
+		time.Sleep(d)
+		return recordNumber(msg), nil
+	}, func(r *consumer.Runner) { r.Concurrency = concurrency })
+
+	want := (keys + 1) * perKey
+	deadline := time.Now().Add(20 * time.Second)
+	got := f.numberedEffects(t)
+	for len(got) < want && time.Now().Before(deadline) {
+		time.Sleep(25 * time.Millisecond)
+		got = f.numberedEffects(t)
+	}
+	if len(got) != want {
+		t.Fatalf("%d effects, want %d", len(got), want)
+	}
+	next := map[string]int64{}
+	lastFast, lastSlow := 0, 0
+	for i, e := range got {
+		if e.n != next[e.key] {
+			t.Fatalf("effect %d: %s #%d applied when #%d was due: a key's records must apply in offset order", i, e.key, e.n, next[e.key])
+		}
+		next[e.key]++
+		if e.key == "slow" {
+			lastSlow = i
+		} else {
+			lastFast = i
+		}
+	}
+	if lastFast > lastSlow {
+		t.Errorf("the fast keys finished after the slow one (effect %d > %d): they were held behind it", lastFast, lastSlow)
+	}
+	if m := most.Load(); m < 2 || m > concurrency {
+		t.Errorf("at most %d records were handled at once, want between 2 and Concurrency (%d)", m, concurrency)
+	}
+	dlq := testenv.Records(t, f.brokers, events.DeadLetterTopic(events.TopicOrderCreated, group), 1, 10*time.Second)
+	if len(dlq) != 1 || string(dlq[0].Key) != "fast-03" {
+		t.Errorf("dead letters = %d records, want the one poison record", len(dlq))
+	}
+}
+
+// committedOffset is the group's committed offset of partition 0 (-1: none).
+func (f fixture) committedOffset(t *testing.T) int64 {
+	t.Helper()
+	admin, err := sarama.NewClusterAdmin(f.brokers, kafka.Config("t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	res, err := admin.ListConsumerGroupOffsets(group, map[string][]int32{events.TopicOrderCreated: {0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := res.GetBlock(events.TopicOrderCreated, 0); b != nil {
+		return b.Offset
+	}
+	return -1
+}
+
+// A key stuck in transient failures holds back only itself and the commit point: the other
+// keys keep flowing until the partition runs MaxUncommitted records ahead of the stuck one,
+// then it pauses, so memory stays bounded; the committed offset never passes the stuck
+// record; when the failure clears everything completes and the commit point catches up.
+func TestAStuckKeyHoldsBackOnlyItselfAndTheCommitPoint(t *testing.T) {
+	f := setup(t)
+	const others, window = 60, 20
+	msgs := []*sarama.ProducerMessage{numbered(t, "stuck", 0)}
+	for i := range others {
+		msgs = append(msgs, numbered(t, fmt.Sprintf("key-%02d", i%30), int64(i/30)))
+	}
+	testenv.Produce(t, f.brokers, msgs...)
+
+	var outage atomic.Bool
+	outage.Store(true)
+	var attempts atomic.Int32
+	f.run(t, func(ctx context.Context, msg consumer.Message) (consumer.Apply, error) {
+		if msg.Subject == "stuck" && outage.Load() {
+			attempts.Add(1)
+			return nil, errors.New("provider unavailable")
+		}
+		return recordNumber(msg), nil
+	}, func(r *consumer.Runner) { r.Concurrency, r.MaxUncommitted = 4, window })
+
+	deadline := time.Now().Add(15 * time.Second)
+	for len(f.numberedEffects(t)) < window-1 && time.Now().Before(deadline) {
+		time.Sleep(25 * time.Millisecond)
+	}
+	time.Sleep(1500 * time.Millisecond) // more than the commit interval, and time to overrun the bound
+	if n := len(f.numberedEffects(t)); n != window-1 {
+		t.Fatalf("%d records applied behind the stuck one, want %d: the others must flow, up to MaxUncommitted (%d)", n, window-1, window)
+	}
+	if attempts.Load() < 3 {
+		t.Fatalf("the stuck record was attempted %d times, want retries", attempts.Load())
+	}
+	if off := f.committedOffset(t); off > 0 {
+		t.Fatalf("committed offset %d while offset 0 is unfinished", off)
+	}
+
+	outage.Store(false)
+	deadline = time.Now().Add(15 * time.Second)
+	for len(f.numberedEffects(t)) < others+1 && time.Now().Before(deadline) {
+		time.Sleep(25 * time.Millisecond)
+	}
+	if n := len(f.numberedEffects(t)); n != others+1 {
+		t.Fatalf("%d effects after the failure cleared, want %d", n, others+1)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for f.committedOffset(t) != others+1 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if off := f.committedOffset(t); off != others+1 {
+		t.Fatalf("committed offset %d once everything finished, want %d", off, others+1)
+	}
+}
+
+// Stopping the runner while records are in flight lets them finish and commits exactly
+// the finished prefix: a new runner redelivers only what did not finish, and the inbox
+// absorbs what finished but could not be committed behind an unfinished one.
+func TestStopFinishesInFlightAndResumesWithoutLossOrRepeat(t *testing.T) {
+	f := setup(t)
+	const n = 120
+	var msgs []*sarama.ProducerMessage
+	for i := range n {
+		msgs = append(msgs, numbered(t, fmt.Sprintf("order-%03d", i), 0))
+	}
+	testenv.Produce(t, f.brokers, msgs...)
+	slow := func(ctx context.Context, msg consumer.Message) (consumer.Apply, error) {
+		time.Sleep(time.Duration(20+rand.IntN(60)) * time.Millisecond) // a provider call, uneven
+		return recordNumber(msg), nil
+	}
+	stop := f.run(t, slow, func(r *consumer.Runner) { r.Concurrency = 16 })
+	for len(f.numberedEffects(t)) < n/4 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	if got := len(f.numberedEffects(t)); got == n {
+		t.Fatalf("all %d records were through before the stop; the test needs some in flight", n)
+	}
+	f.run(t, slow, func(r *consumer.Runner) { r.Concurrency = 16 })
+	deadline := time.Now().Add(20 * time.Second)
+	for len(f.numberedEffects(t)) < n && time.Now().Before(deadline) {
+		time.Sleep(25 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	seen := map[string]int{}
+	for _, e := range f.numberedEffects(t) {
+		seen[e.key]++
+	}
+	for i := range n {
+		if k := fmt.Sprintf("order-%03d", i); seen[k] != 1 {
+			t.Errorf("%s applied %d times, want once", k, seen[k])
+		}
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/orderflow/common-events/consumer"
 )
 
 // Env reads settings once from getenv and collects every problem, so start-up fails with
@@ -196,6 +198,9 @@ type Base struct {
 	LogLevel        slog.Level
 	ShutdownTimeout time.Duration
 	PprofAddr       string // where net/http/pprof listens; empty: nowhere
+	// ConsumerConcurrency bounds the records in flight per partition in every consumer
+	// group of the service (consumer.Runner.Concurrency).
+	ConsumerConcurrency int
 }
 
 // ReadBase reads the shared settings; httpAddr and database are the service's defaults.
@@ -208,5 +213,7 @@ func ReadBase(e *Env, httpAddr, databaseURL string) Base {
 		LogLevel:        e.Level("LOG_LEVEL", slog.LevelInfo),
 		ShutdownTimeout: e.Duration("SHUTDOWN_TIMEOUT", 15*time.Second, time.Second, 5*time.Minute),
 		PprofAddr:       e.Addr("PPROF_ADDR", ""),
+
+		ConsumerConcurrency: e.Int("CONSUMER_CONCURRENCY", consumer.DefaultConcurrency, 1, 10000),
 	}
 }

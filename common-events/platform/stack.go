@@ -129,6 +129,7 @@ func (s *Stack) Consumer(group string, handlers map[string]consumer.Handler) (*c
 	s.consumerClients = append(s.consumerClients, c)
 	return &consumer.Runner{
 		Group: group, Client: c, Pool: s.Pool, DeadLetters: s.Producer, Handlers: handlers, Log: s.Log,
+		Concurrency: s.Config.ConsumerConcurrency,
 	}, nil
 }
 

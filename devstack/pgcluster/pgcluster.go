@@ -28,6 +28,9 @@ type Options struct {
 	Port int    // 0 picks a free port
 	// Fast trades durability for speed (fsync off): for tests, never for data you keep.
 	Fast bool
+	// Stats loads pg_stat_statements, so a benchmark can count the statements each
+	// database ran (CREATE EXTENSION pg_stat_statements to read them).
+	Stats bool
 	Log  io.Writer // the postmaster's output; default a log file in Dir
 }
 
@@ -114,6 +117,9 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 		"-c", "listen_addresses=" + o.Host, "-c", "max_connections=500", "-c", "shared_buffers=256MB"}
 	if o.Fast {
 		args = append(args, "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off")
+	}
+	if o.Stats {
+		args = append(args, "-c", "shared_preload_libraries=pg_stat_statements", "-c", "pg_stat_statements.max=10000")
 	}
 	cmd := exec.Command(filepath.Join(bin, "postgres"), args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGQUIT, Setpgid: true}

@@ -64,6 +64,8 @@ type Options struct {
 	Prebuilt bool
 	// FastPostgres turns fsync off: for throwaway test stacks only.
 	FastPostgres bool
+	// PostgresStats loads pg_stat_statements (pgcluster.Options.Stats): for the bench.
+	PostgresStats bool
 }
 
 var portVars = map[string]string{"order-service": "ORDER_PORT", "payment-service": "PAYMENT_PORT", "notification-service": "NOTIFICATION_PORT"}
@@ -222,7 +224,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if err := s.startBroker(ctx); err != nil {
 		return nil, err
 	}
-	s.Postgres, err = pgcluster.Start(ctx, pgcluster.Options{Dir: filepath.Join(o.DataDir, "postgres"), Host: o.Host, Port: o.PGPort, Fast: o.FastPostgres})
+	s.Postgres, err = pgcluster.Start(ctx, pgcluster.Options{Dir: filepath.Join(o.DataDir, "postgres"), Host: o.Host, Port: o.PGPort, Fast: o.FastPostgres, Stats: o.PostgresStats})
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}

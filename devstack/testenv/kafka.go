@@ -16,16 +16,16 @@ func saramaConfig() *sarama.Config {
 	return c
 }
 
-// Produce writes one raw record, as a misbehaving or foreign producer might.
-func Produce(t testing.TB, brokers []string, msg *sarama.ProducerMessage) {
+// Produce writes raw records, in order, as a misbehaving or foreign producer might.
+func Produce(t testing.TB, brokers []string, msgs ...*sarama.ProducerMessage) {
 	t.Helper()
 	p, err := sarama.NewSyncProducer(brokers, saramaConfig())
 	if err != nil {
 		t.Fatalf("testenv: producer: %v", err)
 	}
 	defer p.Close()
-	if _, _, err := p.SendMessage(msg); err != nil {
-		t.Fatalf("testenv: produce to %s: %v", msg.Topic, err)
+	if err := p.SendMessages(msgs); err != nil {
+		t.Fatalf("testenv: produce %d records: %v", len(msgs), err)
 	}
 }
 

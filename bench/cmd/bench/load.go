@@ -67,7 +67,7 @@ func (tg *target) placeOrder(ctx context.Context) post {
 func (tg *target) openLoop(ctx context.Context, name string, rate float64, d time.Duration) (runResult, error) {
 	n := int(rate * d.Seconds())
 	posts := make([]post, n)
-	cpu0 := tg.usage()
+	db0, cpu0 := tg.dbWorkStart(ctx), tg.usage()
 	start := time.Now()
 	var wg sync.WaitGroup
 	for i := range n {
@@ -87,13 +87,13 @@ func (tg *target) openLoop(ctx context.Context, name string, rate float64, d tim
 	}
 	wg.Wait()
 	sent := time.Since(start)
-	return tg.finish(ctx, runResult{Name: name, Mode: "open", OfferedRate: rate}, posts, sent, cpu0)
+	return tg.finish(ctx, runResult{Name: name, Mode: "open", OfferedRate: rate}, posts, sent, cpu0, db0)
 }
 
 // closedLoop runs workers clients that each send the next POST as soon as the last one
 // is answered, for d: the rate the stack sustains when pushed.
 func (tg *target) closedLoop(ctx context.Context, name string, workers int, d time.Duration) (runResult, error) {
-	cpu0 := tg.usage()
+	db0, cpu0 := tg.dbWorkStart(ctx), tg.usage()
 	stopProfiles := tg.profile(ctx, fmt.Sprintf("closed-%d", workers), d)
 	defer stopProfiles()
 	start := time.Now()
@@ -113,11 +113,11 @@ func (tg *target) closedLoop(ctx context.Context, name string, workers int, d ti
 	for _, r := range results {
 		posts = append(posts, r...)
 	}
-	return tg.finish(ctx, runResult{Name: name, Mode: "closed", Clients: workers}, posts, sent, cpu0)
+	return tg.finish(ctx, runResult{Name: name, Mode: "closed", Clients: workers}, posts, sent, cpu0, db0)
 }
 
 // finish waits for the accepted orders to settle and computes the run's figures.
-func (tg *target) finish(ctx context.Context, r runResult, posts []post, sent time.Duration, cpu0 map[string]usage) (runResult, error) {
+func (tg *target) finish(ctx context.Context, r runResult, posts []post, sent time.Duration, cpu0 map[string]usage, db0 dbWork) (runResult, error) {
 	r.Seconds = sent.Seconds()
 	r.Errors = map[string]int{}
 	var lats []time.Duration
@@ -150,6 +150,18 @@ func (tg *target) finish(ctx context.Context, r runResult, posts []post, sent ti
 		r.RelayEventsPerSec = float64(r.Accepted+r.Confirmed) / out.window.Seconds()
 	}
 	r.Services = tg.usageSince(cpu0)
+	if db := tg.dbWorkSince(ctx, db0); db.ok && r.Confirmed > 0 {
+		r.StatementsPerOrder = float64(db.statements) / float64(r.Confirmed)
+		r.CommitsPerOrder = float64(db.commits) / float64(r.Confirmed)
+		r.TopStatements = db.top
+	}
+	if r.Confirmed > 0 {
+		var cpu float64 // the services and PostgreSQL: the work an order costs, not the load generator's
+		for _, s := range []string{"order-service", "payment-service", "notification-service", "postgres"} {
+			cpu += r.Services[s].CPUSeconds
+		}
+		r.CPUMsPerOrder = cpu * 1000 / float64(r.Confirmed)
+	}
 	return r, nil
 }
 

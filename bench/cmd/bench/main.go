@@ -36,13 +36,19 @@ func main() {
 	}
 }
 
+// slowRun is an open-loop run with a provider that takes latency a charge.
+type slowRun struct {
+	latency string
+	rate    float64
+}
+
 // plan is what one bench run does.
 type plan struct {
 	quick     bool
 	duration  time.Duration
 	rates     []float64 // open loop, orders/s
 	workers   []int     // closed loop
-	slowRate  float64
+	slow      []slowRun
 	yardstick time.Duration
 	relayN    int           // events each relay moves in the side-by-side comparison
 	relayMax  time.Duration // how long each relay gets
@@ -51,11 +57,11 @@ type plan struct {
 func newPlan(quick bool) plan {
 	if quick {
 		return plan{quick: true, duration: 4 * time.Second, rates: []float64{250, 500}, workers: []int{32},
-			slowRate: 100, yardstick: 3 * time.Second,
+			slow: []slowRun{{"100ms", 250}, {"500ms", 250}}, yardstick: 3 * time.Second,
 			relayN: 3000, relayMax: 30 * time.Second}
 	}
 	return plan{duration: 10 * time.Second, rates: []float64{250, 500, 1000, 2000}, workers: []int{16, 64},
-		slowRate: 250, yardstick: 5 * time.Second,
+		slow: []slowRun{{"100ms", 1000}, {"500ms", 1000}}, yardstick: 5 * time.Second,
 		relayN: 20000, relayMax: 90 * time.Second}
 }
 
@@ -68,7 +74,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 
-	rep := report{Machine: machine(), Quick: p.quick, Started: started.UTC()}
+	rep := report{Machine: machine(), Quick: p.quick, Started: started.UTC(), ShowStatements: getenv("BENCH_STATEMENTS") == "1"}
 	for i, broker := range brokers {
 		if err := p.measure(ctx, getenv, stdout, broker, i == 0, &rep); err != nil {
 			return err
@@ -154,12 +160,14 @@ func (p plan) measure(ctx context.Context, getenv func(string) string, stdout io
 	if tg.stack == nil {
 		return nil
 	}
-	fmt.Fprintf(stdout, "bench [%s]: slow provider (100ms a charge), open loop at %.0f orders/s…\n", broker, p.slowRate)
-	if err := tg.restartPayment(ctx, "100ms"); err != nil {
-		return err
-	}
-	if err := add(tg.openLoop(ctx, fmt.Sprintf("slow provider %g/s", p.slowRate), p.slowRate, p.duration)); err != nil {
-		return err
+	for _, sr := range p.slow {
+		fmt.Fprintf(stdout, "bench [%s]: slow provider (%s a charge), open loop at %.0f orders/s for %s…\n", broker, sr.latency, sr.rate, p.duration)
+		if err := tg.restartPayment(ctx, sr.latency); err != nil {
+			return err
+		}
+		if err := add(tg.openLoop(ctx, fmt.Sprintf("provider %s, %g/s", sr.latency, sr.rate), sr.rate, p.duration)); err != nil {
+			return err
+		}
 	}
 	if err := tg.restartPayment(ctx, "0s"); err != nil {
 		return err
@@ -219,7 +227,7 @@ func openTarget(ctx context.Context, getenv func(string) string, stdout io.Write
 	s, err := stack.Start(ctx, stack.Options{
 		DataDir: filepath.Join(dir, "data"), KafkaPort: ports[0], PGPort: ports[1], Broker: broker,
 		HTTPPorts: map[string]int{"order-service": ports[2], "payment-service": ports[3], "notification-service": ports[4]},
-		Env:       map[string]string{"LOG_LEVEL": "warn"}, Log: logf,
+		Env:       map[string]string{"LOG_LEVEL": "warn"}, Log: logf, PostgresStats: true,
 		ServiceEnv: map[string]map[string]string{
 			"order-service":        {"PPROF_ADDR": fmt.Sprintf("127.0.0.1:%d", ports[5])},
 			"payment-service":      {"PPROF_ADDR": fmt.Sprintf("127.0.0.1:%d", ports[6])},

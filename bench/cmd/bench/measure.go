@@ -95,6 +95,75 @@ func (tg *target) outcomes(ctx context.Context, ids []string, within time.Durati
 	return out, rows.Err()
 }
 
+// serviceDBs are the databases of the three services.
+var serviceDBs = []string{"orders", "payments", "notifications"}
+
+// dbWork is what the services' databases did during a run: statements run (by
+// pg_stat_statements, BEGIN and COMMIT included) and transactions committed (by
+// pg_stat_database, single-statement ones included), and the statements run most often.
+// ok is false when the target's PostgreSQL does not load pg_stat_statements.
+type dbWork struct {
+	statements, commits int64
+	top                 []statement
+	ok                  bool
+}
+
+type statement struct {
+	Database string `json:"database"`
+	Calls    int64  `json:"calls"`
+	Query    string `json:"query"`
+}
+
+// dbWorkStart zeroes the statement counters and notes the commits so far.
+func (tg *target) dbWorkStart(ctx context.Context) dbWork {
+	conn, err := pgx.Connect(ctx, tg.adminDB)
+	if err != nil {
+		return dbWork{}
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pg_stat_statements`); err != nil {
+		return dbWork{}
+	}
+	var w dbWork
+	err = conn.QueryRow(ctx, `
+		SELECT (SELECT coalesce(sum(xact_commit), 0) FROM pg_stat_database WHERE datname = ANY($1))::bigint,
+			pg_stat_statements_reset() IS NOT NULL`, serviceDBs).Scan(&w.commits, &w.ok)
+	return w
+}
+
+// dbWorkSince returns the work done since start.
+func (tg *target) dbWorkSince(ctx context.Context, start dbWork) dbWork {
+	if !start.ok {
+		return dbWork{}
+	}
+	conn, err := pgx.Connect(ctx, tg.adminDB)
+	if err != nil {
+		return dbWork{}
+	}
+	defer conn.Close(ctx)
+	// Backends publish their counters at most once a second: let the last ones land.
+	time.Sleep(1500 * time.Millisecond)
+	var w dbWork
+	err = conn.QueryRow(ctx, `
+		SELECT (SELECT coalesce(sum(s.calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+				WHERE d.datname = ANY($1))::bigint,
+			(SELECT coalesce(sum(xact_commit), 0) FROM pg_stat_database WHERE datname = ANY($1))::bigint`,
+		serviceDBs).Scan(&w.statements, &w.commits)
+	if err != nil {
+		return dbWork{}
+	}
+	w.commits -= start.commits
+	rows, _ := conn.Query(ctx, `
+		SELECT d.datname, s.calls, regexp_replace(s.query, '\s+', ' ', 'g')
+		FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+		WHERE d.datname = ANY($1) ORDER BY s.calls DESC LIMIT 20`, serviceDBs)
+	w.top, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (st statement, err error) {
+		return st, r.Scan(&st.Database, &st.Calls, &st.Query)
+	})
+	w.ok = err == nil
+	return w
+}
+
 // usage is a process's CPU time so far and its peak resident memory.
 type usage struct {
 	cpu     time.Duration

@@ -43,6 +43,13 @@ type runResult struct {
 	RelayEventsPerSec float64                 `json:"outbox_events_per_sec"`
 	Errors            map[string]int          `json:"errors"`
 	Services          map[string]serviceUsage `json:"services"`
+	// Per confirmed order, across the three services' databases and processes; the
+	// bench's own few reads of the outcomes are included.
+	StatementsPerOrder float64 `json:"pg_statements_per_confirmed_order,omitempty"`
+	CommitsPerOrder    float64 `json:"pg_commits_per_confirmed_order,omitempty"`
+	CPUMsPerOrder      float64 `json:"cpu_ms_per_confirmed_order,omitempty"`
+	// TopStatements are the statements the databases ran most often in the run.
+	TopStatements []statement `json:"top_statements,omitempty"`
 }
 
 type yardstickResult struct {
@@ -78,6 +85,8 @@ type report struct {
 	Relay     []relayResult   `json:"relay_comparison,omitempty"`
 	// RelayBroker is the broker the relay comparison ran on.
 	RelayBroker string `json:"relay_comparison_broker,omitempty"`
+	// ShowStatements prints each run's most frequent statements (BENCH_STATEMENTS=1).
+	ShowStatements bool `json:"-"`
 }
 
 // brokerNames are the brokers as the report names them.
@@ -110,7 +119,7 @@ func (r report) markdown(w io.Writer) {
 		}
 	}
 	fmt.Fprintln(w, "\nCPU seconds (peak RSS MB) per process and run; the machine has", runtime.NumCPU(), "cores:")
-	fmt.Fprintln(w, "\n| broker | run | order-service | payment-service | notification-service | PostgreSQL (all) | bench (+ kfake) | Apache Kafka |\n|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "\n| broker | run | order-service | payment-service | notification-service | PostgreSQL (all) | bench (+ kfake) | Apache Kafka | per confirmed order: PG statements / commits / CPU ms (services + PG) |\n|---|---|---|---|---|---|---|---|---|")
 	for _, x := range r.Runs {
 		var cells []string
 		for _, s := range []string{"order-service", "payment-service", "notification-service", "postgres", "bench", "kafka"} {
@@ -125,7 +134,8 @@ func (r report) markdown(w io.Writer) {
 			}
 			cells = append(cells, fmt.Sprintf("%.1f s (%.0f MB)", u.CPUSeconds, u.PeakRSSMB))
 		}
-		fmt.Fprintf(w, "| %s | %s | %s |\n", brokerNames[x.Broker], x.Name, strings.Join(cells, " | "))
+		fmt.Fprintf(w, "| %s | %s | %s | %s / %s / %s |\n", brokerNames[x.Broker], x.Name, strings.Join(cells, " | "),
+			ms(x.StatementsPerOrder), ms(x.CommitsPerOrder), ms(x.CPUMsPerOrder))
 	}
 	if len(r.Relay) == 2 {
 		fmt.Fprintf(w, "\nOutbox relay, PostgreSQL → %s, side by side (writers commit %d events a transaction; published = seen by a consumer).\n", brokerNames[r.RelayBroker], relaycmp.TxSize)
@@ -138,6 +148,19 @@ func (r report) markdown(w io.Writer) {
 		if r.Relay[1].EventsPerSec > 0 && r.Relay[1].DrainPerSec > 0 {
 			fmt.Fprintf(w, "\nRatio to the %s: %.1f× live, %.1f× draining a backlog.\n", r.Relay[1].Name,
 				r.Relay[0].EventsPerSec/r.Relay[1].EventsPerSec, r.Relay[0].DrainPerSec/r.Relay[1].DrainPerSec)
+		}
+	}
+	if r.ShowStatements {
+		for _, x := range r.Runs {
+			fmt.Fprintf(w, "\nStatements per confirmed order, %s, %s (%d confirmed):\n\n| database | per order | statement |\n|---|---|---|\n",
+				brokerNames[x.Broker], x.Name, x.Confirmed)
+			for _, st := range x.TopStatements {
+				q := strings.ReplaceAll(st.Query, "|", "\\|")
+				if len(q) > 140 {
+					q = q[:140] + "…"
+				}
+				fmt.Fprintf(w, "| %s | %.2f | `%s` |\n", st.Database, float64(st.Calls)/float64(max(x.Confirmed, 1)), q)
+			}
 		}
 	}
 	fmt.Fprintf(w, "\nThe whole bench took %.0f s.\n", r.Seconds)

@@ -43,48 +43,56 @@ type notifier struct {
 	now    func() time.Time
 }
 
-// handle records the notification and sends it inside the consumer's transaction: if the
-// send fails, the record rolls back and the event is retried; if the commit fails after a
-// send, the retry sends again with the same Message-ID. One email per order and kind.
-func (h notifier) handle(ctx context.Context, tx pgx.Tx, msg consumer.Message) error {
+// handle decides the notification an event calls for and sends it outside any
+// transaction; the returned Apply records it. An order already notified of this kind is
+// left alone. If the record is lost after a send (a crash, a failed commit), the retry
+// sends again with the same Message-ID, which mail clients show once; the unique
+// (order, kind) row keeps one record of it.
+func (h notifier) handle(ctx context.Context, msg consumer.Message) (consumer.Apply, error) {
 	n, ok := notification.For(msg.Event)
 	if !ok {
-		return consumer.Poison(fmt.Errorf("unexpected event type %s on %s", msg.Type, msg.Topic))
+		return nil, consumer.Poison(fmt.Errorf("unexpected event type %s on %s", msg.Type, msg.Topic))
 	}
 	if _, err := uuid.Parse(n.OrderID); err != nil {
-		return consumer.Poison(fmt.Errorf("order id %q is not a UUID", n.OrderID))
+		return nil, consumer.Poison(fmt.Errorf("order id %q is not a UUID", n.OrderID))
 	}
-	has, err := h.store.Lock(ctx, tx, n.OrderID)
+	has, err := h.store.Kinds(ctx, n.OrderID)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	if slices.Contains(has, n.Kind) {
+		msg.Log.Info("customer already notified; nothing to send", "kind", n.Kind)
+		return nil, nil
 	}
 	id, err := uuid.NewV7()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	now := h.now().UTC()
 	n.ID, n.CauseEventID, n.CreatedAt, n.SentAt, n.Status = id.String(), msg.ID, now, now, notification.Sent
 	if by, ok := n.Kind.SuppressedBy(); ok && slices.Contains(has, by) {
 		n.Status, n.SentAt = notification.Suppressed, time.Time{}
 	}
-	fresh, err := h.store.Claim(ctx, tx, n)
-	if err != nil {
-		return err
+	if n.Status == notification.Sent {
+		err = h.sender.Send(ctx, mail.Message{
+			From: h.from, To: n.Recipient, Subject: n.Subject, Body: n.Body, MessageID: n.MessageID, Date: now,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("send %s email: %w", n.Kind, err)
+		}
 	}
-	if !fresh {
-		msg.Log.Info("customer already notified; nothing to send", "kind", n.Kind)
+	return func(ctx context.Context, tx pgx.Tx) error {
+		fresh, err := h.store.Record(ctx, tx, n)
+		switch {
+		case err != nil:
+			return err
+		case !fresh:
+			msg.Log.Info("customer already notified", "kind", n.Kind)
+		case n.Status == notification.Suppressed:
+			msg.Log.Info("notification suppressed: the order was cancelled", "kind", n.Kind)
+		default:
+			msg.Log.Info("customer notified", "kind", n.Kind, "message_id", n.MessageID)
+		}
 		return nil
-	}
-	if n.Status == notification.Suppressed {
-		msg.Log.Info("notification suppressed: the order was cancelled", "kind", n.Kind)
-		return nil
-	}
-	err = h.sender.Send(ctx, mail.Message{
-		From: h.from, To: n.Recipient, Subject: n.Subject, Body: n.Body, MessageID: n.MessageID, Date: now,
-	})
-	if err != nil {
-		return fmt.Errorf("send %s email: %w", n.Kind, err)
-	}
-	msg.Log.Info("customer notified", "kind", n.Kind, "message_id", n.MessageID)
-	return nil
+	}, nil
 }

@@ -38,7 +38,11 @@ func TestCancelledOrderIsNeverConfirmed(t *testing.T) {
 			t.Fatal(err)
 		}
 		msg := consumer.Message{Envelope: env, Event: ev, Topic: topic, Log: slog.New(slog.NewJSONHandler(t.Output(), nil))}
-		if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return handlers[topic](ctx, tx, msg) }); err != nil {
+		apply, err := handlers[topic](ctx, msg)
+		if err == nil && apply != nil {
+			err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return apply(ctx, tx) })
+		}
+		if err != nil {
 			t.Fatalf("%s: %v", topic, err)
 		}
 	}

@@ -20,24 +20,20 @@ type Store struct {
 // NewStore returns a store on pool.
 func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 
-// Lock takes a lock on the order for the rest of tx, so the notifications of one order
-// are decided one after the other, whichever partitions their events came from, and
-// returns the kinds the order already has, in the same round trip.
-func (s *Store) Lock(ctx context.Context, tx pgx.Tx, orderID string) ([]notification.Kind, error) {
-	rows, _ := tx.Query(ctx, `
-		SELECT kind FROM (SELECT pg_advisory_xact_lock(hashtextextended($1::uuid::text, 0))) AS locked
-		JOIN notifications ON order_id = $1::uuid`, orderID)
+// Kinds returns the kinds of notification the order has had.
+func (s *Store) Kinds(ctx context.Context, orderID string) ([]notification.Kind, error) {
+	rows, _ := s.pool.Query(ctx, `SELECT kind FROM notifications WHERE order_id = $1`, orderID)
 	kinds, err := pgx.CollectRows(rows, pgx.RowTo[notification.Kind])
 	if err != nil {
-		return nil, fmt.Errorf("lock order %s: %w", orderID, err)
+		return nil, fmt.Errorf("notifications of order %s: %w", orderID, err)
 	}
 	return kinds, nil
 }
 
-// Claim records n (SENT or SUPPRESSED), in tx, unless the order already has a notification of its
-// kind; it reports whether n is new. The unique (order_id, kind) constraint makes this
-// hold under any concurrency: a second claim waits for the first and then finds it.
-func (s *Store) Claim(ctx context.Context, tx pgx.Tx, n notification.Notification) (bool, error) {
+// Record writes n (SENT or SUPPRESSED), in tx, unless the order already has a notification
+// of its kind; it reports whether n is new. The unique (order_id, kind) constraint makes
+// this hold under any concurrency: a second record waits for the first and then finds it.
+func (s *Store) Record(ctx context.Context, tx pgx.Tx, n notification.Notification) (bool, error) {
 	tag, err := tx.Exec(ctx, `
 		INSERT INTO notifications (id, order_id, kind, recipient, subject, body, message_id, status,
 			cause_event_id, created_at, sent_at)

@@ -23,8 +23,8 @@ const Group = "order-service"
 func Handlers(store *postgres.Store) map[string]consumer.Handler {
 	h := paymentOutcome{store: store, now: time.Now}
 	return map[string]consumer.Handler{
-		events.TopicPaymentCompleted: h.handle,
-		events.TopicPaymentFailed:    h.handle,
+		events.TopicPaymentCompleted: consumer.InTx(h.handle),
+		events.TopicPaymentFailed:    consumer.InTx(h.handle),
 	}
 }
 

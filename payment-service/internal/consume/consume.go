@@ -38,45 +38,51 @@ type charger struct {
 	now      func() time.Time
 }
 
-// handle charges for a new order and records the outcome with its event, in the
-// consumer's transaction. The provider call is idempotent on the order id, so a retry or
-// a redelivery after a crash gets the first charge back instead of a second one.
-func (c charger) handle(ctx context.Context, tx pgx.Tx, msg consumer.Message) error {
+// errChargeUnderWay makes a cancellation wait, through the runner's retries, for the
+// outcome of a charge that has been claimed and not yet recorded.
+var errChargeUnderWay = errors.New("the order's charge is under way; waiting for its outcome")
+
+// handle charges for a new order. It claims the payment (CHARGING) first, on its own, so a
+// cancellation that comes meanwhile waits for the outcome; then asks the provider, outside
+// any transaction; then the returned Apply records the outcome with its event. The
+// provider call is idempotent on the order id, so a retry or a redelivery after a crash
+// gets the first charge back instead of a second one.
+func (c charger) handle(ctx context.Context, msg consumer.Message) (consumer.Apply, error) {
 	ev, ok := msg.Event.(events.OrderCreated)
 	if !ok {
-		return unexpected(msg)
+		return nil, unexpected(msg)
 	}
 	if err := checkIDs(ev.OrderID, ev.CustomerID); err != nil {
-		return err
+		return nil, err
 	}
-	p, exists, err := c.store.Lock(ctx, tx, ev.OrderID)
+	id, err := uuid.NewV7()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if exists {
+	p, err := c.store.Claim(ctx, payment.Payment{
+		ID: id.String(), OrderID: ev.OrderID, CustomerID: ev.CustomerID, CustomerEmail: ev.CustomerEmail,
+		AmountCents: ev.TotalCents, Currency: ev.Currency, CauseEventID: msg.ID, CreatedAt: c.now().UTC(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if p.Status != payment.Charging {
 		msg.Log.Info("order already paid for, refused or cancelled; nothing to do", "status", p.Status)
-		return nil
+		return nil, nil
 	}
 
 	charge, err := c.provider.Charge(ctx, payment.ChargeRequest{
 		IdempotencyKey: ev.OrderID, AmountCents: ev.TotalCents, Currency: ev.Currency, PaymentMethod: ev.PaymentMethod,
 	})
 	if errors.Is(err, payment.ErrIdempotencyMismatch) {
-		return consumer.Poison(err)
+		return nil, consumer.Poison(err)
 	}
 	if err != nil {
-		return err // transient: the runner retries with backoff
+		return nil, err // transient: the runner retries with backoff
 	}
 
-	id, err := uuid.NewV7()
-	if err != nil {
-		return err
-	}
 	now := c.now().UTC()
-	p = payment.Payment{
-		ID: id.String(), OrderID: ev.OrderID, CustomerID: ev.CustomerID, CustomerEmail: ev.CustomerEmail,
-		AmountCents: ev.TotalCents, Currency: ev.Currency, ChargeID: charge.ID, CauseEventID: msg.ID, CreatedAt: now,
-	}
+	p.ChargeID = charge.ID
 	var outcome events.Event
 	topic := events.TopicPaymentCompleted
 	if charge.Succeeded {
@@ -94,75 +100,89 @@ func (c charger) handle(ctx context.Context, tx pgx.Tx, msg consumer.Message) er
 	}
 	env, err := events.New(outcome, msg.Meta(Source), now)
 	if err != nil {
-		return consumer.Poison(err)
+		return nil, consumer.Poison(err)
 	}
-	if err := c.store.Record(ctx, tx, p, topic, env); err != nil {
-		return err
-	}
-	msg.Log.Info("payment recorded", "status", p.Status, "failure_reason", p.FailureReason, "charge_id", p.ChargeID, "payment_id", p.ID)
-	return nil
+	return func(ctx context.Context, tx pgx.Tx) error {
+		recorded, err := c.store.Charged(ctx, tx, p, topic, env)
+		if err != nil || !recorded {
+			return err
+		}
+		msg.Log.Info("payment recorded", "status", p.Status, "failure_reason", p.FailureReason, "charge_id", p.ChargeID, "payment_id", p.ID)
+		return nil
+	}, nil
 }
 
 // cancel answers order.cancelled: a completed payment is refunded through the provider
-// (idempotent on the order id) and payment.refunded published; an order not charged yet
-// is marked so its order.created, should it come later, never charges. Creation and
-// cancellation of one order are handled one after the other (Store.Lock), so every
-// interleaving ends refunded or never charged.
-func (c charger) cancel(ctx context.Context, tx pgx.Tx, msg consumer.Message) error {
+// (idempotent on the order id, outside any transaction) and payment.refunded published;
+// an order not charged yet gets a CANCELLED payment, so its order.created, should it come
+// later, never charges; a charge under way is waited for, then refunded. Every
+// interleaving of one order's creation and cancellation ends refunded or never charged.
+func (c charger) cancel(ctx context.Context, msg consumer.Message) (consumer.Apply, error) {
 	ev, ok := msg.Event.(events.OrderCancelled)
 	if !ok {
-		return unexpected(msg)
+		return nil, unexpected(msg)
 	}
 	if err := checkIDs(ev.OrderID, ev.CustomerID); err != nil {
-		return err
+		return nil, err
 	}
-	p, exists, err := c.store.Lock(ctx, tx, ev.OrderID)
+	p, exists, err := c.store.Get(ctx, ev.OrderID)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	now := c.now().UTC()
 	switch {
 	case !exists:
 		id, err := uuid.NewV7()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		p = payment.Payment{
 			ID: id.String(), OrderID: ev.OrderID, CustomerID: ev.CustomerID, CustomerEmail: ev.CustomerEmail,
 			AmountCents: ev.TotalCents, Currency: ev.Currency, Status: payment.Cancelled, CauseEventID: msg.ID, CreatedAt: now,
 		}
-		if err := c.store.RecordCancelled(ctx, tx, p); err != nil {
-			return err
-		}
-		msg.Log.Info("order cancelled before it was charged; it never will be", "payment_id", p.ID)
-		return nil
+		return func(ctx context.Context, tx pgx.Tx) error {
+			recorded, err := c.store.RecordCancelled(ctx, tx, p)
+			if err != nil {
+				return err
+			}
+			if !recorded {
+				return errChargeUnderWay // claimed meanwhile: look again
+			}
+			msg.Log.Info("order cancelled before it was charged; it never will be", "payment_id", p.ID)
+			return nil
+		}, nil
+	case p.Status == payment.Charging:
+		return nil, errChargeUnderWay
 	case p.Status != payment.Completed:
 		msg.Log.Info("cancelled order has nothing to refund", "status", p.Status)
-		return nil
+		return nil, nil
 	}
 
 	refund, err := c.provider.Refund(ctx, payment.RefundRequest{
 		IdempotencyKey: p.OrderID, ChargeID: p.ChargeID, AmountCents: p.AmountCents, Currency: p.Currency,
 	})
 	if errors.Is(err, payment.ErrIdempotencyMismatch) || errors.Is(err, payment.ErrNotRefundable) {
-		return consumer.Poison(err)
+		return nil, consumer.Poison(err)
 	}
 	if err != nil {
-		return err // transient: the runner retries with backoff
+		return nil, err // transient: the runner retries with backoff
 	}
-	p.Status, p.RefundID, p.RefundedAt = payment.Refunded, refund.ID, now
+	p.RefundID, p.RefundedAt = refund.ID, now
 	env, err := events.New(events.PaymentRefunded{
 		OrderID: p.OrderID, PaymentID: p.ID, ChargeID: p.ChargeID, RefundID: refund.ID, CustomerID: p.CustomerID,
 		CustomerEmail: p.CustomerEmail, AmountCents: p.AmountCents, Currency: p.Currency, RefundedAt: now,
 	}, msg.Meta(Source), now)
 	if err != nil {
-		return consumer.Poison(err)
+		return nil, consumer.Poison(err)
 	}
-	if err := c.store.Refunded(ctx, tx, p, env); err != nil {
-		return err
-	}
-	msg.Log.Info("payment refunded", "payment_id", p.ID, "charge_id", p.ChargeID, "refund_id", refund.ID)
-	return nil
+	return func(ctx context.Context, tx pgx.Tx) error {
+		recorded, err := c.store.Refunded(ctx, tx, p, env)
+		if err != nil || !recorded {
+			return err
+		}
+		msg.Log.Info("payment refunded", "payment_id", p.ID, "charge_id", p.ChargeID, "refund_id", refund.ID)
+		return nil
+	}, nil
 }
 
 func unexpected(msg consumer.Message) error {

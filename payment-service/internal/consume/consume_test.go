@@ -2,6 +2,7 @@ package consume_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"testing"
 	"time"
@@ -37,18 +38,35 @@ func newFixture(t *testing.T) fixture {
 	return fixture{pool: pool, sim: sim, store: store, handlers: consume.Handlers(store, sim)}
 }
 
-// deliver hands ev to its handler in a transaction, as the consumer runner does.
+// deliver hands ev to its handler and commits what it returns, as the consumer runner does.
 func (f fixture) deliver(t *testing.T, topic string, ev events.Event) {
+	t.Helper()
+	apply, err := f.handle(t, topic, ev)
+	if err == nil {
+		err = f.commit(apply)
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", topic, err)
+	}
+}
+
+// handle runs the first step of ev's handler alone, as a consumer that crashes before
+// committing would.
+func (f fixture) handle(t *testing.T, topic string, ev events.Event) (consumer.Apply, error) {
 	t.Helper()
 	env, err := events.New(ev, events.Meta{Source: "test"}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	msg := consumer.Message{Envelope: env, Event: ev, Topic: topic, Log: slog.New(slog.NewJSONHandler(t.Output(), nil))}
-	err = pgx.BeginFunc(context.Background(), f.pool, func(tx pgx.Tx) error { return f.handlers[topic](context.Background(), tx, msg) })
-	if err != nil {
-		t.Fatalf("%s: %v", topic, err)
+	return f.handlers[topic](context.Background(), msg)
+}
+
+func (f fixture) commit(apply consumer.Apply) error {
+	if apply == nil {
+		return nil
 	}
+	return pgx.BeginFunc(context.Background(), f.pool, func(tx pgx.Tx) error { return apply(context.Background(), tx) })
 }
 
 // outcome is where an order's money stands: payment status, charges and refunds at the
@@ -81,19 +99,22 @@ func (f fixture) outcome(t *testing.T, orderID string) outcome {
 	return o
 }
 
+const customer = "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93"
+
+func created(id, token string) events.OrderCreated {
+	return events.OrderCreated{OrderID: id, CustomerID: customer, CustomerEmail: "ada@example.com",
+		Items: []events.Item{{SKU: "BOOK-42", Quantity: 2, UnitPriceCents: 1999}}, TotalCents: 3998, Currency: "EUR",
+		PaymentMethod: token, CreatedAt: time.Now()}
+}
+
+func cancelled(id string) events.OrderCancelled {
+	return events.OrderCancelled{OrderID: id, CustomerID: customer, CustomerEmail: "ada@example.com",
+		TotalCents: 3998, Currency: "EUR", CancelledAt: time.Now()}
+}
+
 // Whichever order creation and cancellation arrive in, and however often, the customer
 // ends up either never charged or charged and refunded exactly once.
 func TestCancelledOrderIsRefundedOrNeverCharged(t *testing.T) {
-	const customer = "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93"
-	created := func(id, token string) events.OrderCreated {
-		return events.OrderCreated{OrderID: id, CustomerID: customer, CustomerEmail: "ada@example.com",
-			Items: []events.Item{{SKU: "BOOK-42", Quantity: 2, UnitPriceCents: 1999}}, TotalCents: 3998, Currency: "EUR",
-			PaymentMethod: token, CreatedAt: time.Now()}
-	}
-	cancelled := func(id string) events.OrderCancelled {
-		return events.OrderCancelled{OrderID: id, CustomerID: customer, CustomerEmail: "ada@example.com",
-			TotalCents: 3998, Currency: "EUR", CancelledAt: time.Now()}
-	}
 	tests := []struct {
 		name  string
 		token string
@@ -125,4 +146,70 @@ func TestCancelledOrderIsRefundedOrNeverCharged(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The charge happens outside the transaction that records it. A cancellation arriving
+// while it is under way waits (a transient error, retried) and then refunds; a crash
+// between the charge and its record leaves a claim that the redelivery completes with the
+// same charge.
+func TestChargeUnderWay(t *testing.T) {
+	t.Run("cancellation waits for the outcome, then refunds", func(t *testing.T) {
+		f := newFixture(t)
+		id := events.NewID(time.Now())
+		record, err := f.handle(t, events.TopicOrderCreated, created(id, simulator.TokenVisa))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.handle(t, events.TopicOrderCancelled, cancelled(id)); err == nil || errors.Is(err, consumer.ErrPoison) {
+			t.Fatalf("cancellation during the charge: err = %v, want a transient error (wait and retry)", err)
+		}
+		if got := f.outcome(t, id); got != (outcome{status: "CHARGING", charges: 1}) {
+			t.Fatalf("while waiting: outcome = %+v", got)
+		}
+		if err := f.commit(record); err != nil {
+			t.Fatal(err)
+		}
+		f.deliver(t, events.TopicOrderCancelled, cancelled(id))
+		if got, want := f.outcome(t, id), (outcome{status: "REFUNDED", charges: 1, refunds: 1, completed: 1, refund: 1}); got != want {
+			t.Errorf("outcome = %+v, want %+v", got, want)
+		}
+	})
+	t.Run("a crash after the charge: the redelivery records the same charge once", func(t *testing.T) {
+		f := newFixture(t)
+		id := events.NewID(time.Now())
+		lost, err := f.handle(t, events.TopicOrderCreated, created(id, simulator.TokenVisa))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.deliver(t, events.TopicOrderCreated, created(id, simulator.TokenVisa))
+		if err := f.commit(lost); err != nil { // the first delivery's commit, late: changes nothing
+			t.Fatal(err)
+		}
+		f.deliver(t, events.TopicOrderCreated, created(id, simulator.TokenVisa))
+		if got, want := f.outcome(t, id), (outcome{status: "COMPLETED", charges: 1, completed: 1}); got != want {
+			t.Errorf("outcome = %+v, want %+v", got, want)
+		}
+	})
+	t.Run("a cancellation recorded first stops a claim", func(t *testing.T) {
+		f := newFixture(t)
+		id := events.NewID(time.Now())
+		recordCancel, err := f.handle(t, events.TopicOrderCancelled, cancelled(id)) // saw no payment
+		if err != nil {
+			t.Fatal(err)
+		}
+		record, err := f.handle(t, events.TopicOrderCreated, created(id, simulator.TokenVisa)) // claims, charges
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.commit(recordCancel); err == nil {
+			t.Fatal("the cancellation recorded CANCELLED over a claimed charge")
+		}
+		if err := f.commit(record); err != nil {
+			t.Fatal(err)
+		}
+		f.deliver(t, events.TopicOrderCancelled, cancelled(id)) // its retry
+		if got, want := f.outcome(t, id), (outcome{status: "REFUNDED", charges: 1, refunds: 1, completed: 1, refund: 1}); got != want {
+			t.Errorf("outcome = %+v, want %+v", got, want)
+		}
+	})
 }

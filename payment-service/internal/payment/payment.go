@@ -12,6 +12,8 @@ import (
 type Status string
 
 const (
+	// Charging: claimed for charging; the provider's answer is not recorded yet.
+	Charging  Status = "CHARGING"
 	Completed Status = "COMPLETED"
 	Failed    Status = "FAILED"
 	// Refunded: completed, then paid back because the order was cancelled.

@@ -23,14 +23,37 @@ type Store struct {
 // NewStore returns a store on pool.
 func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 
-// Lock takes a lock on the order id for the rest of tx, so two deliveries of one order,
-// or its creation and its cancellation, are handled one after the other, and returns the
-// order's payment, if it has one.
-func (s *Store) Lock(ctx context.Context, tx pgx.Tx, orderID string) (payment.Payment, bool, error) {
-	p, err := scanPayment(tx.QueryRow(ctx, `
-		SELECT `+paymentColumns+`
-		FROM (SELECT pg_advisory_xact_lock(hashtextextended($1::uuid::text, 0))) AS locked
-		JOIN payments ON order_id = $1::uuid`, orderID))
+// Claim inserts p, a CHARGING payment, unless the order has a payment already, and
+// returns the order's payment: p if it was inserted (or an earlier claim of the same
+// order), or whatever decided the order first (CANCELLED, COMPLETED, …). It runs on its
+// own, outside any transaction, before the provider is asked: a cancellation then sees the
+// charge under way. The order's unique payment makes it hold under any concurrency.
+func (s *Store) Claim(ctx context.Context, p payment.Payment) (payment.Payment, error) {
+	got, err := scanPayment(s.pool.QueryRow(ctx, `
+		WITH ins AS (
+			INSERT INTO payments (id, order_id, customer_id, customer_email, amount_cents, currency, status,
+				cause_event_id, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+			ON CONFLICT (order_id) DO NOTHING
+			RETURNING `+paymentColumns+`
+		)
+		SELECT * FROM ins
+		UNION ALL
+		SELECT `+paymentColumns+` FROM payments WHERE order_id = $2 AND NOT EXISTS (SELECT 1 FROM ins)`,
+		p.ID, p.OrderID, p.CustomerID, p.CustomerEmail, p.AmountCents, p.Currency, payment.Charging, p.CauseEventID, p.CreatedAt))
+	if errors.Is(err, pgx.ErrNoRows) {
+		// The order's first payment is being written by a transaction not committed yet.
+		return payment.Payment{}, fmt.Errorf("claim payment of order %s: a concurrent write is under way", p.OrderID)
+	}
+	if err != nil {
+		return payment.Payment{}, fmt.Errorf("claim payment of order %s: %w", p.OrderID, err)
+	}
+	return got, nil
+}
+
+// Get returns the order's payment, if it has one.
+func (s *Store) Get(ctx context.Context, orderID string) (payment.Payment, bool, error) {
+	p, err := scanPayment(s.pool.QueryRow(ctx, `SELECT `+paymentColumns+` FROM payments WHERE order_id = $1`, orderID))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return payment.Payment{}, false, nil
 	}
@@ -40,41 +63,53 @@ func (s *Store) Lock(ctx context.Context, tx pgx.Tx, orderID string) (payment.Pa
 	return p, true, nil
 }
 
-// Record writes the payment and its outcome event (to topic) in tx.
-func (s *Store) Record(ctx context.Context, tx pgx.Tx, p payment.Payment, topic string, outcome events.Envelope) error {
-	if err := insert(ctx, tx, p); err != nil {
-		return err
+// Charged records the provider's answer to a claimed payment, p (COMPLETED or FAILED), and
+// its outcome event (to topic), in tx. It reports false, writing nothing, when the claim
+// was settled already: by an earlier delivery of the same order.created.
+func (s *Store) Charged(ctx context.Context, tx pgx.Tx, p payment.Payment, topic string, outcome events.Envelope) (bool, error) {
+	tag, err := tx.Exec(ctx, `
+		UPDATE payments SET status = $2, failure_reason = nullif($3, ''), charge_id = nullif($4, '')
+		WHERE id = $1 AND status = $5`,
+		p.ID, p.Status, p.FailureReason, p.ChargeID, payment.Charging)
+	if err != nil {
+		return false, fmt.Errorf("record payment of order %s: %w", p.OrderID, err)
 	}
-	return outbox.Insert(ctx, tx, topic, outcome)
+	if tag.RowsAffected() == 0 {
+		return false, nil
+	}
+	return true, outbox.Insert(ctx, tx, topic, outcome)
 }
 
 // RecordCancelled writes the CANCELLED payment of an order cancelled before it was
-// charged, in tx: nothing happened at the provider, so there is nothing to announce.
-func (s *Store) RecordCancelled(ctx context.Context, tx pgx.Tx, p payment.Payment) error {
-	return insert(ctx, tx, p)
-}
-
-func insert(ctx context.Context, tx pgx.Tx, p payment.Payment) error {
-	_, err := tx.Exec(ctx, `
+// charged, in tx: nothing happened at the provider, so there is nothing to announce. It
+// reports false, writing nothing, if the order has a payment by now (a charge was claimed
+// meanwhile).
+func (s *Store) RecordCancelled(ctx context.Context, tx pgx.Tx, p payment.Payment) (bool, error) {
+	tag, err := tx.Exec(ctx, `
 		INSERT INTO payments (id, order_id, customer_id, customer_email, amount_cents, currency, status,
-			failure_reason, charge_id, cause_event_id, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, nullif($8, ''), nullif($9, ''), $10, $11)`,
-		p.ID, p.OrderID, p.CustomerID, p.CustomerEmail, p.AmountCents, p.Currency, p.Status,
-		p.FailureReason, p.ChargeID, p.CauseEventID, p.CreatedAt)
+			cause_event_id, created_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+		ON CONFLICT (order_id) DO NOTHING`,
+		p.ID, p.OrderID, p.CustomerID, p.CustomerEmail, p.AmountCents, p.Currency, payment.Cancelled, p.CauseEventID, p.CreatedAt)
 	if err != nil {
-		return fmt.Errorf("record payment of order %s: %w", p.OrderID, err)
+		return false, fmt.Errorf("record cancelled payment of order %s: %w", p.OrderID, err)
 	}
-	return nil
+	return tag.RowsAffected() == 1, nil
 }
 
-// Refunded marks the payment refunded and writes its payment.refunded event, in tx.
-func (s *Store) Refunded(ctx context.Context, tx pgx.Tx, p payment.Payment, refunded events.Envelope) error {
-	_, err := tx.Exec(ctx, `UPDATE payments SET status = $2, refund_id = $3, refunded_at = $4 WHERE id = $1`,
-		p.ID, payment.Refunded, p.RefundID, p.RefundedAt)
+// Refunded marks the completed payment p refunded and writes its payment.refunded event,
+// in tx. It reports false, writing nothing, if p is not COMPLETED any more (refunded by an
+// earlier delivery of the same order.cancelled).
+func (s *Store) Refunded(ctx context.Context, tx pgx.Tx, p payment.Payment, refunded events.Envelope) (bool, error) {
+	tag, err := tx.Exec(ctx, `UPDATE payments SET status = $2, refund_id = $3, refunded_at = $4 WHERE id = $1 AND status = $5`,
+		p.ID, payment.Refunded, p.RefundID, p.RefundedAt, payment.Completed)
 	if err != nil {
-		return fmt.Errorf("record refund of order %s: %w", p.OrderID, err)
+		return false, fmt.Errorf("record refund of order %s: %w", p.OrderID, err)
 	}
-	return outbox.Insert(ctx, tx, events.TopicPaymentRefunded, refunded)
+	if tag.RowsAffected() == 0 {
+		return false, nil
+	}
+	return true, outbox.Insert(ctx, tx, events.TopicPaymentRefunded, refunded)
 }
 
 const paymentColumns = `id::text, order_id::text, customer_id::text, customer_email, amount_cents, currency, status,

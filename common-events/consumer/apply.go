@@ -1,0 +1,131 @@
+package consumer
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// applier commits the Applies of one partition's records. The records whose Applies are
+// waiting together commit in one transaction, with one inbox statement for all of them:
+// under load one commit serves many records, and when idle a record commits alone at
+// once.
+type applier struct {
+	r    *Runner
+	reqs chan applyReq
+	done chan struct{}
+}
+
+type applyReq struct {
+	msg   Message
+	apply Apply // nil: only the inbox row
+	err   chan error
+}
+
+func newApplier(r *Runner) *applier {
+	return &applier{r: r, reqs: make(chan applyReq), done: make(chan struct{})}
+}
+
+// apply has msg's Apply committed with its inbox row and returns the outcome.
+func (a *applier) apply(ctx context.Context, msg Message, apply Apply) error {
+	req := applyReq{msg: msg, apply: apply, err: make(chan error, 1)}
+	select {
+	case a.reqs <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return <-req.err
+}
+
+func (a *applier) run() {
+	defer close(a.done)
+	for req := range a.reqs {
+		batch := []applyReq{req}
+	more:
+		for len(batch) < a.r.BatchSize {
+			select {
+			case next, ok := <-a.reqs:
+				if !ok {
+					break more
+				}
+				batch = append(batch, next)
+			default:
+				break more
+			}
+		}
+		a.commit(batch)
+	}
+}
+
+// stop returns once the requests made before it are answered. Call it after the last
+// apply returned.
+func (a *applier) stop() {
+	close(a.reqs)
+	<-a.done
+}
+
+// commit applies batch in one transaction. If that fails for any reason, each record is
+// applied on its own, so one record's failure is its own and batching never changes what
+// happens to a record.
+func (a *applier) commit(batch []applyReq) {
+	if len(batch) > 1 {
+		err := a.r.applyTx(batch)
+		if err == nil {
+			for _, req := range batch {
+				req.err <- nil
+			}
+			return
+		}
+		a.r.Log.Debug("batch declined; applying its records one by one", "group", a.r.Group, "records", len(batch), "err", err)
+	}
+	for _, req := range batch {
+		req.err <- a.r.applyTx([]applyReq{req})
+	}
+}
+
+// applyTx runs batch's Applies in one transaction, each guarded by the inbox: one
+// statement records every event id and says which were new. It is not cut short when the
+// session ends: the records in flight finish, within HandlerTimeout.
+func (r *Runner) applyTx(batch []applyReq) error {
+	ctx, cancel := context.WithTimeout(context.Background(), r.HandlerTimeout)
+	defer cancel()
+	// Rows and locks are taken in a stable order (the order id), so two partitions'
+	// transactions touching the same orders wait for each other instead of deadlocking.
+	slices.SortStableFunc(batch, func(a, b applyReq) int { return strings.Compare(a.msg.Subject, b.msg.Subject) })
+	ids := make([]string, len(batch))
+	for i, req := range batch {
+		ids[i] = req.msg.ID
+	}
+	return pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, `
+			INSERT INTO processed_events (consumer_group, event_id)
+			SELECT $1, id FROM unnest($2::text[]) AS id ORDER BY id
+			ON CONFLICT DO NOTHING
+			RETURNING event_id`, r.Group, ids)
+		inserted, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return fmt.Errorf("inbox: %w", err)
+		}
+		fresh := make(map[string]bool, len(inserted))
+		for _, id := range inserted {
+			fresh[id] = true
+		}
+		for _, req := range batch {
+			if !fresh[req.msg.ID] {
+				req.msg.Log.Info("duplicate event skipped")
+				continue
+			}
+			delete(fresh, req.msg.ID) // the same event twice in one batch applies once
+			if req.apply == nil {
+				continue
+			}
+			if err := req.apply(ctx, tx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

@@ -1,0 +1,215 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+
+	"github.com/IBM/sarama"
+
+	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/common-events/internal/backoff"
+	"github.com/orderflow/common-events/kafka"
+)
+
+type groupHandler struct{ r *Runner }
+
+func (groupHandler) Setup(sarama.ConsumerGroupSession) error   { return nil }
+func (groupHandler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
+
+// ConsumeClaim runs one partition: records of one key one after the other, different
+// keys concurrently, the commit point at the oldest unfinished record. Every goroutine it
+// starts has returned when it returns.
+func (h groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	p := &partition{
+		r: h.r, sess: sess, claim: claim,
+		waiting: map[string][]*sarama.ConsumerMessage{},
+		results: make(chan result),
+		applier: newApplier(h.r),
+	}
+	p.run()
+	return nil
+}
+
+// partition is the bookkeeping of one claimed partition. Only run's goroutine touches it;
+// the records' goroutines report back through results.
+type partition struct {
+	r     *Runner
+	sess  sarama.ConsumerGroupSession
+	claim sarama.ConsumerGroupClaim
+
+	// taken holds the offsets taken and not yet committed, oldest first, with whether
+	// each is finished; the commit point is the first unfinished one.
+	taken []slot
+	// waiting has an entry for every key with a record running; the entry lists the
+	// records of that key taken since, in offset order.
+	waiting  map[string][]*sarama.ConsumerMessage
+	inFlight int // taken and not finished: running or waiting
+	running  int // goroutines started and not reported back
+	results  chan result
+	wg       sync.WaitGroup
+	applier  *applier
+}
+
+type slot struct {
+	offset   int64
+	finished bool
+}
+
+type result struct {
+	rec      *sarama.ConsumerMessage
+	finished bool // false: the session ended before the record was dealt with
+}
+
+func (p *partition) run() {
+	ctx := p.sess.Context()
+	go p.applier.run()
+	messages := p.claim.Messages()
+	stopping := false
+	for !stopping || p.running > 0 {
+		var in <-chan *sarama.ConsumerMessage
+		if !stopping && p.inFlight < p.r.Concurrency && len(p.taken) < p.r.MaxUncommitted {
+			in = messages // otherwise paused: sarama stops fetching once its buffer is full
+		}
+		select {
+		case rec, ok := <-in:
+			if !ok {
+				stopping = true
+				continue
+			}
+			p.take(ctx, rec)
+		case res := <-p.results:
+			p.finish(ctx, res, stopping)
+		case <-ctx.Done():
+			stopping = true // finish what runs, start nothing new
+		}
+	}
+	p.wg.Wait()
+	p.applier.stop()
+}
+
+func (p *partition) take(ctx context.Context, rec *sarama.ConsumerMessage) {
+	p.taken = append(p.taken, slot{offset: rec.Offset})
+	p.inFlight++
+	key := string(rec.Key) // records without a key share one queue
+	if q, busy := p.waiting[key]; busy {
+		p.waiting[key] = append(q, rec)
+		return
+	}
+	p.waiting[key] = nil
+	p.start(ctx, rec)
+}
+
+func (p *partition) start(ctx context.Context, rec *sarama.ConsumerMessage) {
+	p.running++
+	p.wg.Go(func() {
+		p.results <- result{rec: rec, finished: p.r.handle(ctx, rec, p.applier)}
+	})
+}
+
+// finish books a record's end and starts the next record of its key.
+func (p *partition) finish(ctx context.Context, res result, stopping bool) {
+	p.running--
+	if !res.finished {
+		return // the session is ending: the record stays uncommitted and comes again
+	}
+	p.inFlight--
+	p.markFinished(res.rec.Offset)
+	key := string(res.rec.Key)
+	q := p.waiting[key]
+	if len(q) == 0 || stopping {
+		delete(p.waiting, key)
+		return
+	}
+	p.waiting[key] = q[1:]
+	p.start(ctx, q[0])
+}
+
+// markFinished marks offset finished and moves the commit point past every finished
+// record at the front.
+func (p *partition) markFinished(offset int64) {
+	i := sort.Search(len(p.taken), func(i int) bool { return p.taken[i].offset >= offset })
+	if i == len(p.taken) || p.taken[i].offset != offset {
+		return
+	}
+	p.taken[i].finished = true
+	n := 0
+	for n < len(p.taken) && p.taken[n].finished {
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	p.sess.MarkOffset(p.claim.Topic(), p.claim.Partition(), p.taken[n-1].offset+1, "")
+	p.taken = p.taken[n:]
+	if cap(p.taken) > 4*p.r.Concurrency && len(p.taken) < cap(p.taken)/4 {
+		p.taken = append([]slot(nil), p.taken...) // give back what a long stall grew
+	}
+}
+
+type item struct {
+	handler Handler
+	msg     Message
+}
+
+// decode turns a record into a message for its handler, or says why it is poison.
+func (r *Runner) decode(rec *sarama.ConsumerMessage) (item, *slog.Logger, error) {
+	log := r.Log.With("group", r.Group, "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset)
+	env, err := kafka.Envelope(rec)
+	if err != nil {
+		return item{}, log, err
+	}
+	ev, err := events.Decode(env)
+	if err != nil {
+		return item{}, log, err
+	}
+	log = log.With("event_id", env.ID, "event_type", env.Type, "order_id", env.Subject, "correlation_id", env.CorrelationID)
+	handler, ok := r.Handlers[rec.Topic]
+	if !ok {
+		return item{}, log, fmt.Errorf("no handler for topic %s", rec.Topic)
+	}
+	msg := Message{Envelope: env, Event: ev, Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset, Log: log}
+	return item{handler: handler, msg: msg}, log, nil
+}
+
+// handle deals with one record: it is applied, skipped as a duplicate, or dead-lettered,
+// and handle reports true; or the session ends first, and it reports false. Transient
+// failures are retried with backoff; an attempt under way is not cut short when the
+// session ends, it finishes within HandlerTimeout.
+func (r *Runner) handle(ctx context.Context, rec *sarama.ConsumerMessage, ap *applier) bool {
+	it, log, err := r.decode(rec)
+	if err != nil {
+		return r.deadLetter(ctx, log, rec, err) == nil
+	}
+	for attempt := 1; ; attempt++ {
+		err := r.attempt(ctx, it, ap)
+		if err == nil {
+			return true
+		}
+		if errors.Is(err, ErrPoison) {
+			return r.deadLetter(ctx, log, rec, err) == nil
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		d := r.Retry.Delay(attempt)
+		log.Warn("handler failed; retrying", "err", err, "attempt", attempt, "retry_in", d)
+		if !backoff.Sleep(ctx, d) {
+			return false
+		}
+	}
+}
+
+// attempt runs the handler's first step here, then has the applier commit its Apply.
+func (r *Runner) attempt(ctx context.Context, it item, ap *applier) error {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.HandlerTimeout)
+	defer cancel()
+	apply, err := it.handler(actx, it.msg)
+	if err != nil {
+		return err
+	}
+	return ap.apply(actx, it.msg, apply)
+}
