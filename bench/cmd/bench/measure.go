@@ -156,7 +156,7 @@ func (tg *target) dbWorkSince(ctx context.Context, start dbWork) dbWork {
 	rows, _ := conn.Query(ctx, `
 		SELECT d.datname, s.calls, regexp_replace(s.query, '\s+', ' ', 'g')
 		FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
-		WHERE d.datname = ANY($1) ORDER BY s.calls DESC LIMIT 20`, serviceDBs)
+		WHERE d.datname = ANY($1) ORDER BY s.calls DESC LIMIT 40`, serviceDBs)
 	w.top, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (st statement, err error) {
 		return st, r.Scan(&st.Database, &st.Calls, &st.Query)
 	})

@@ -43,7 +43,8 @@ type charger struct {
 var errChargeUnderWay = errors.New("the order's charge is under way; waiting for its outcome")
 
 // handle charges for a new order. It claims the payment (CHARGING) first, on its own, so a
-// cancellation that comes meanwhile waits for the outcome; then asks the provider, outside
+// cancellation that comes meanwhile waits for the outcome, and one that came before
+// stops it; then asks the provider, outside
 // any transaction; then the returned Apply records the outcome with its event. The
 // provider call is idempotent on the order id, so a retry or a redelivery after a crash
 // gets the first charge back instead of a second one.
@@ -61,7 +62,7 @@ func (c charger) handle(ctx context.Context, msg consumer.Message) (consumer.App
 	}
 	p, err := c.store.Claim(ctx, payment.Payment{
 		ID: id.String(), OrderID: ev.OrderID, CustomerID: ev.CustomerID, CustomerEmail: ev.CustomerEmail,
-		AmountCents: ev.TotalCents, Currency: ev.Currency, CauseEventID: msg.ID, CreatedAt: c.now().UTC(),
+		AmountCents: ev.TotalCents, Currency: ev.Currency, Status: payment.Charging, CauseEventID: msg.ID, CreatedAt: c.now().UTC(),
 	})
 	if err != nil {
 		return nil, err
@@ -112,11 +113,12 @@ func (c charger) handle(ctx context.Context, msg consumer.Message) (consumer.App
 	}, nil
 }
 
-// cancel answers order.cancelled: a completed payment is refunded through the provider
-// (idempotent on the order id, outside any transaction) and payment.refunded published;
-// an order not charged yet gets a CANCELLED payment, so its order.created, should it come
-// later, never charges; a charge under way is waited for, then refunded. Every
-// interleaving of one order's creation and cancellation ends refunded or never charged.
+// cancel answers order.cancelled. An order not charged yet gets a CANCELLED payment, on
+// its own, at once, so its order.created, should it come later, never charges; a charge
+// under way is waited for; a completed payment is refunded through the provider
+// (idempotent on the order id, outside any transaction) and payment.refunded published.
+// The order's unique payment decides which of the two came first, so every interleaving
+// of one order's creation and cancellation ends refunded or never charged.
 func (c charger) cancel(ctx context.Context, msg consumer.Message) (consumer.Apply, error) {
 	ev, ok := msg.Event.(events.OrderCancelled)
 	if !ok {
@@ -125,32 +127,20 @@ func (c charger) cancel(ctx context.Context, msg consumer.Message) (consumer.App
 	if err := checkIDs(ev.OrderID, ev.CustomerID); err != nil {
 		return nil, err
 	}
-	p, exists, err := c.store.Get(ctx, ev.OrderID)
+	id, err := uuid.NewV7()
 	if err != nil {
 		return nil, err
 	}
-	now := c.now().UTC()
+	p, err := c.store.Claim(ctx, payment.Payment{
+		ID: id.String(), OrderID: ev.OrderID, CustomerID: ev.CustomerID, CustomerEmail: ev.CustomerEmail,
+		AmountCents: ev.TotalCents, Currency: ev.Currency, Status: payment.Cancelled, CauseEventID: msg.ID, CreatedAt: c.now().UTC(),
+	})
 	switch {
-	case !exists:
-		id, err := uuid.NewV7()
-		if err != nil {
-			return nil, err
-		}
-		p = payment.Payment{
-			ID: id.String(), OrderID: ev.OrderID, CustomerID: ev.CustomerID, CustomerEmail: ev.CustomerEmail,
-			AmountCents: ev.TotalCents, Currency: ev.Currency, Status: payment.Cancelled, CauseEventID: msg.ID, CreatedAt: now,
-		}
-		return func(ctx context.Context, tx pgx.Tx) error {
-			recorded, err := c.store.RecordCancelled(ctx, tx, p)
-			if err != nil {
-				return err
-			}
-			if !recorded {
-				return errChargeUnderWay // claimed meanwhile: look again
-			}
-			msg.Log.Info("order cancelled before it was charged; it never will be", "payment_id", p.ID)
-			return nil
-		}, nil
+	case err != nil:
+		return nil, err
+	case p.Status == payment.Cancelled:
+		msg.Log.Info("order cancelled before it was charged; it never will be", "payment_id", p.ID)
+		return nil, nil
 	case p.Status == payment.Charging:
 		return nil, errChargeUnderWay
 	case p.Status != payment.Completed:
@@ -158,6 +148,7 @@ func (c charger) cancel(ctx context.Context, msg consumer.Message) (consumer.App
 		return nil, nil
 	}
 
+	now := c.now().UTC()
 	refund, err := c.provider.Refund(ctx, payment.RefundRequest{
 		IdempotencyKey: p.OrderID, ChargeID: p.ChargeID, AmountCents: p.AmountCents, Currency: p.Currency,
 	})

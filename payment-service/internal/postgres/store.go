@@ -23,11 +23,11 @@ type Store struct {
 // NewStore returns a store on pool.
 func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 
-// Claim inserts p, a CHARGING payment, unless the order has a payment already, and
-// returns the order's payment: p if it was inserted (or an earlier claim of the same
-// order), or whatever decided the order first (CANCELLED, COMPLETED, …). It runs on its
-// own, outside any transaction, before the provider is asked: a cancellation then sees the
-// charge under way. The order's unique payment makes it hold under any concurrency.
+// Claim inserts p (CHARGING, to charge; CANCELLED, never to charge) unless the order has
+// a payment already, and returns the order's payment: p if it was inserted, or whatever
+// decided the order first. It runs on its own, outside any transaction, before the
+// provider is asked, so a charge and a cancellation of one order always see each other.
+// The order's unique payment makes this hold under any concurrency.
 func (s *Store) Claim(ctx context.Context, p payment.Payment) (payment.Payment, error) {
 	got, err := scanPayment(s.pool.QueryRow(ctx, `
 		WITH ins AS (
@@ -40,7 +40,7 @@ func (s *Store) Claim(ctx context.Context, p payment.Payment) (payment.Payment, 
 		SELECT * FROM ins
 		UNION ALL
 		SELECT `+paymentColumns+` FROM payments WHERE order_id = $2 AND NOT EXISTS (SELECT 1 FROM ins)`,
-		p.ID, p.OrderID, p.CustomerID, p.CustomerEmail, p.AmountCents, p.Currency, payment.Charging, p.CauseEventID, p.CreatedAt))
+		p.ID, p.OrderID, p.CustomerID, p.CustomerEmail, p.AmountCents, p.Currency, p.Status, p.CauseEventID, p.CreatedAt))
 	if errors.Is(err, pgx.ErrNoRows) {
 		// The order's first payment is being written by a transaction not committed yet.
 		return payment.Payment{}, fmt.Errorf("claim payment of order %s: a concurrent write is under way", p.OrderID)
@@ -49,18 +49,6 @@ func (s *Store) Claim(ctx context.Context, p payment.Payment) (payment.Payment, 
 		return payment.Payment{}, fmt.Errorf("claim payment of order %s: %w", p.OrderID, err)
 	}
 	return got, nil
-}
-
-// Get returns the order's payment, if it has one.
-func (s *Store) Get(ctx context.Context, orderID string) (payment.Payment, bool, error) {
-	p, err := scanPayment(s.pool.QueryRow(ctx, `SELECT `+paymentColumns+` FROM payments WHERE order_id = $1`, orderID))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return payment.Payment{}, false, nil
-	}
-	if err != nil {
-		return payment.Payment{}, false, fmt.Errorf("payment of order %s: %w", orderID, err)
-	}
-	return p, true, nil
 }
 
 // Charged records the provider's answer to a claimed payment, p (COMPLETED or FAILED), and
@@ -78,23 +66,6 @@ func (s *Store) Charged(ctx context.Context, tx pgx.Tx, p payment.Payment, topic
 		return false, nil
 	}
 	return true, outbox.Insert(ctx, tx, topic, outcome)
-}
-
-// RecordCancelled writes the CANCELLED payment of an order cancelled before it was
-// charged, in tx: nothing happened at the provider, so there is nothing to announce. It
-// reports false, writing nothing, if the order has a payment by now (a charge was claimed
-// meanwhile).
-func (s *Store) RecordCancelled(ctx context.Context, tx pgx.Tx, p payment.Payment) (bool, error) {
-	tag, err := tx.Exec(ctx, `
-		INSERT INTO payments (id, order_id, customer_id, customer_email, amount_cents, currency, status,
-			cause_event_id, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-		ON CONFLICT (order_id) DO NOTHING`,
-		p.ID, p.OrderID, p.CustomerID, p.CustomerEmail, p.AmountCents, p.Currency, payment.Cancelled, p.CauseEventID, p.CreatedAt)
-	if err != nil {
-		return false, fmt.Errorf("record cancelled payment of order %s: %w", p.OrderID, err)
-	}
-	return tag.RowsAffected() == 1, nil
 }
 
 // Refunded marks the completed payment p refunded and writes its payment.refunded event,
