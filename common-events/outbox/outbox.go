@@ -31,7 +31,11 @@ const insertSQL = `
 	)
 	SELECT pg_notify($5, '') FROM ins`
 
-func insertArgs(topic string, env events.Envelope) []any {
+// Args are the values of an outbox row for env bound for topic, in the order of the
+// columns topic, key, headers, payload: for a caller that writes the row within a
+// statement of its own (INSERT INTO outbox (topic, key, headers, payload) …), so its
+// change and its event take one round trip.
+func Args(topic string, env events.Envelope) []any {
 	headers := make(map[string]string, 9)
 	for _, h := range env.Headers() {
 		headers[h.Key] = string(h.Value)
@@ -42,7 +46,7 @@ func insertArgs(topic string, env events.Envelope) []any {
 // Insert stores env, bound for topic, inside the caller's transaction; it is published
 // only if that transaction commits. The NOTIFY is delivered at commit too.
 func Insert(ctx context.Context, tx pgx.Tx, topic string, env events.Envelope) error {
-	if _, err := tx.Exec(ctx, insertSQL, append(insertArgs(topic, env), Channel)...); err != nil {
+	if _, err := tx.Exec(ctx, insertSQL, append(Args(topic, env), Channel)...); err != nil {
 		return fmt.Errorf("outbox insert: %w", err)
 	}
 	return nil
@@ -57,10 +61,29 @@ func Insert(ctx context.Context, tx pgx.Tx, topic string, env events.Envelope) e
 // so a NOTIFY inside every small transaction costs group commit on a busy server. A
 // NOTIFY in a transaction of its own writes no WAL and holds that lock for microseconds.
 func Queue(b *pgx.Batch, topic string, env events.Envelope) {
-	b.Queue(insertQueuedSQL, insertArgs(topic, env)...)
+	b.Queue(insertQueuedSQL, Args(topic, env)...)
 }
 
 const insertQueuedSQL = `INSERT INTO outbox (topic, key, headers, payload) VALUES ($1, $2, $3, $4)`
+
+// InsertAfter runs change, a data-modifying statement with a RETURNING clause whose
+// parameters are args, and, if it returned a row, stores env bound for topic: both in one
+// statement, one round trip, inside tx. It reports whether change returned a row (and so
+// whether the event was stored).
+func InsertAfter(ctx context.Context, tx pgx.Tx, change string, args []any, topic string, env events.Envelope) (bool, error) {
+	n := len(args)
+	sql := fmt.Sprintf(`
+		WITH change AS (%s),
+		ins AS (
+			INSERT INTO outbox (topic, key, headers, payload) SELECT $%d, $%d, $%d, $%d FROM change LIMIT 1 RETURNING 1
+		)
+		SELECT count(*) FROM (SELECT pg_notify($%d, '') FROM ins) AS notified`, change, n+1, n+2, n+3, n+4, n+5)
+	var inserted int
+	if err := tx.QueryRow(ctx, sql, append(append(args, Args(topic, env)...), Channel)...).Scan(&inserted); err != nil {
+		return false, fmt.Errorf("outbox insert: %w", err)
+	}
+	return inserted == 1, nil
+}
 
 // Execer runs a statement (a pool, a connection).
 type Execer interface {
@@ -72,6 +95,44 @@ type Execer interface {
 func Wake(ctx context.Context, db Execer) error {
 	_, err := db.Exec(ctx, `SELECT pg_notify($1, '')`, Channel)
 	return err
+}
+
+// Waker coalesces wake-ups: the first after a quiet spell notifies at once, the ones that
+// follow within Every share one NOTIFY at its end. Under load that is one NOTIFY (and one
+// relay round) for many rows instead of one each. Run it as one of the service's workers;
+// wake-ups while it does not run are dropped, which costs at most the relay's poll.
+type Waker struct {
+	db     Execer
+	every  time.Duration
+	signal chan struct{}
+}
+
+// NewWaker returns a waker on db that notifies at most once every every.
+func NewWaker(db Execer, every time.Duration) *Waker {
+	return &Waker{db: db, every: every, signal: make(chan struct{}, 1)}
+}
+
+// Wake asks for a NOTIFY; it never blocks.
+func (w *Waker) Wake() {
+	select {
+	case w.signal <- struct{}{}:
+	default: // one is pending already
+	}
+}
+
+// Run sends the NOTIFYs until ctx is done.
+func (w *Waker) Run(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-w.signal:
+		}
+		_ = Wake(ctx, w.db) // a lost wake-up costs at most the relay's poll interval
+		if !backoff.Sleep(ctx, w.every) {
+			return nil
+		}
+	}
 }
 
 // Relay publishes committed outbox rows in id order and deletes them once the broker
@@ -141,12 +202,33 @@ func (r *Relay) lead(ctx context.Context) error {
 	}
 	r.Log.Info("outbox relay: leading")
 
+	// Rows published and not yet deleted: they are deleted by the statement that reads
+	// the next batch, one round trip instead of two. A crash in between republishes them
+	// (consumers' inboxes absorb the duplicates); a clean stop deletes them first.
+	var published []int64
+	defer func() {
+		if len(published) > 0 {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_, _ = conn.Exec(dctx, `DELETE FROM outbox WHERE id = ANY($1)`, published)
+		}
+	}()
 	brokerFailures := 0
 	for {
-		n, err := r.publishBatch(ctx, conn)
+		batch, err := r.next(ctx, conn, published)
+		if err != nil {
+			return err
+		}
+		published = nil
+		if len(batch) == 0 {
+			if err := r.wait(ctx, conn, r.PollInterval); err != nil {
+				return err
+			}
+			continue
+		}
+		published, err = r.publish(batch)
 		var be brokerError
-		switch {
-		case errors.As(err, &be):
+		if errors.As(err, &be) {
 			brokerFailures++
 			d := r.Retry.Delay(brokerFailures)
 			r.Log.Warn("outbox relay: broker refused the batch; retrying", "err", be.err, "retry_in", d)
@@ -154,26 +236,29 @@ func (r *Relay) lead(ctx context.Context) error {
 				return ctx.Err()
 			}
 			continue
-		case err != nil:
-			return err
 		}
 		brokerFailures = 0
-		if n == r.BatchSize {
+		if len(batch) == r.BatchSize {
 			continue // more rows are waiting
 		}
-		if err := r.wait(ctx, conn); err != nil {
+		// Quiet: the published rows are deleted with the next read, which comes with the
+		// next NOTIFY or soon after, so the outbox does not keep them for long.
+		if err := r.wait(ctx, conn, min(r.PollInterval, deleteDelay)); err != nil {
 			return err
 		}
 	}
 }
 
-// wait blocks until a NOTIFY arrives or the poll interval passes.
-func (r *Relay) wait(ctx context.Context, conn *pgx.Conn) error {
-	wctx, cancel := context.WithTimeout(ctx, r.PollInterval)
+// deleteDelay bounds how long published rows stay in the outbox when nothing else comes.
+const deleteDelay = 50 * time.Millisecond
+
+// wait blocks until a NOTIFY arrives or d passes.
+func (r *Relay) wait(ctx context.Context, conn *pgx.Conn, d time.Duration) error {
+	wctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	_, err := conn.WaitForNotification(wctx)
 	if err != nil && ctx.Err() == nil && errors.Is(wctx.Err(), context.DeadlineExceeded) {
-		return nil // the poll interval passed: look again anyway
+		return nil // the time passed: look again anyway
 	}
 	if err != nil && ctx.Err() != nil {
 		return ctx.Err()
@@ -193,21 +278,31 @@ type row struct {
 	payload []byte
 }
 
-// publishBatch sends up to BatchSize rows and deletes the acknowledged ones.
-// It returns how many rows it read.
-func (r *Relay) publishBatch(ctx context.Context, conn *pgx.Conn) (int, error) {
-	rows, err := conn.Query(ctx, `SELECT id, topic, key, headers, payload FROM outbox ORDER BY id LIMIT $1`, r.BatchSize)
-	if err != nil {
-		return 0, err
+// next deletes the rows published (acknowledged by the broker) and reads up to
+// BatchSize others, oldest first, in one statement.
+func (r *Relay) next(ctx context.Context, conn *pgx.Conn, published []int64) ([]row, error) {
+	if published == nil {
+		published = []int64{}
 	}
-	batch, err := pgx.CollectRows(rows, func(cr pgx.CollectableRow) (b row, err error) {
+	// Finish the delete even when shutting down, so a clean stop republishes nothing.
+	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	rows, err := conn.Query(qctx, `
+		WITH published AS (DELETE FROM outbox WHERE id = ANY($1))
+		SELECT id, topic, key, headers, payload FROM outbox WHERE NOT (id = ANY($1)) ORDER BY id LIMIT $2`,
+		published, r.BatchSize)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(cr pgx.CollectableRow) (b row, err error) {
 		err = cr.Scan(&b.id, &b.topic, &b.key, &b.headers, &b.payload)
 		return b, err
 	})
-	if err != nil || len(batch) == 0 {
-		return 0, err
-	}
+}
 
+// publish sends batch and returns the ids the broker acknowledged: all of them, or, with
+// a brokerError, those that went through before it refused the rest.
+func (r *Relay) publish(batch []row) ([]int64, error) {
 	msgs := make([]*sarama.ProducerMessage, len(batch))
 	for i, b := range batch {
 		hs := make([]sarama.RecordHeader, 0, len(b.headers))
@@ -228,7 +323,7 @@ func (r *Relay) publishBatch(ctx context.Context, conn *pgx.Conn) (int, error) {
 			failed[pe.Msg.Metadata.(int64)] = true
 		}
 	} else if sendErr != nil {
-		return len(batch), brokerError{sendErr}
+		return nil, brokerError{sendErr}
 	}
 	acked := make([]int64, 0, len(batch))
 	for _, b := range batch {
@@ -236,18 +331,8 @@ func (r *Relay) publishBatch(ctx context.Context, conn *pgx.Conn) (int, error) {
 			acked = append(acked, b.id)
 		}
 	}
-	if len(acked) > 0 {
-		// Finish the delete even when shutting down, so a clean stop republishes nothing.
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if _, err := conn.Exec(dctx, `DELETE FROM outbox WHERE id = ANY($1)`, acked); err != nil {
-			// Published but not deleted: the rows go out again, and consumers' inboxes
-			// absorb the duplicates.
-			return len(batch), err
-		}
-	}
 	if sendErr != nil {
-		return len(batch), brokerError{sendErr}
+		return acked, brokerError{sendErr}
 	}
-	return len(batch), nil
+	return acked, nil
 }

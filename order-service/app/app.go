@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/common-events/outbox"
 	"github.com/orderflow/common-events/platform"
 	"github.com/orderflow/migrations"
 	"github.com/orderflow/order-service/internal/consume"
@@ -16,6 +17,10 @@ import (
 
 // Name is the service's name in logs, event sources and Kafka client ids.
 const Name = "order-service"
+
+// wakeEvery is how often, at most, placed orders wake the outbox relay: a burst of orders
+// shares one NOTIFY and one relay round, and an order waits at most this long for it.
+const wakeEvery = 5 * time.Millisecond
 
 // Config is everything order-service reads from its environment.
 type Config struct {
@@ -47,6 +52,8 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	defer stack.Close()
 
 	store := postgres.NewStore(stack.Pool)
+	waker := outbox.NewWaker(stack.Pool, wakeEvery)
+	store.WakeWith(waker)
 	payments, err := stack.Consumer(consume.Group, consume.Handlers(store))
 	if err != nil {
 		return err
@@ -69,5 +76,5 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 			}
 		}
 	}
-	return stack.Serve(ctx, api, []platform.Worker{payments.Run, changes.Run, prune}, []platform.Worker{stack.Relay().Run})
+	return stack.Serve(ctx, api, []platform.Worker{payments.Run, changes.Run, prune}, []platform.Worker{stack.Relay().Run, waker.Run})
 }

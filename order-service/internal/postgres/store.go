@@ -20,10 +20,20 @@ import (
 // Store is the orders database.
 type Store struct {
 	pool *pgxpool.Pool
+	wake func(context.Context)
 }
 
-// NewStore returns a store on pool.
-func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+// NewStore returns a store on pool. It wakes the outbox relay after each order it creates;
+// see WakeWith.
+func NewStore(pool *pgxpool.Pool) *Store {
+	return &Store{pool: pool, wake: func(ctx context.Context) { _ = outbox.Wake(ctx, pool) }}
+}
+
+// WakeWith hands the store's relay wake-ups to w, which coalesces them: under load one
+// NOTIFY serves many orders. A lost wake-up only delays an event by the relay's poll.
+func (s *Store) WakeWith(w *outbox.Waker) {
+	s.wake = func(context.Context) { w.Wake() }
+}
 
 type itemJSON struct {
 	SKU            string `json:"sku"`
@@ -32,33 +42,63 @@ type itemJSON struct {
 }
 
 // Create writes the order, its first history entry and its order.created event in one
-// transaction: either the order exists and its event will be published, or neither. The
-// three statements go as one batch, in one round trip, which PostgreSQL runs as one
-// implicit transaction.
+// statement (one round trip, one implicit transaction): either the order exists and its
+// event will be published, or neither.
 func (s *Store) Create(ctx context.Context, o order.Order, created events.Envelope) error {
-	if err := s.pool.SendBatch(ctx, createBatch(o, created)).Close(); err != nil {
+	sql, args := createStatement(o, created, nil)
+	if _, err := s.pool.Exec(ctx, sql, args...); err != nil {
 		return fmt.Errorf("create order %s: %w", o.ID, err)
 	}
 	// The order is committed: a failed wake-up only delays its event by the relay's poll.
-	_ = outbox.Wake(ctx, s.pool)
+	s.wake(ctx)
 	return nil
 }
 
-func createBatch(o order.Order, created events.Envelope) *pgx.Batch {
+// idempotency is an Idempotency-Key with the request it came with and the response to
+// replay.
+type idempotency struct {
+	key, requestHash string
+	status           int
+	response         []byte
+}
+
+// createStatement writes the order, its history entry and its event and, with idem, the
+// idempotency key (replacing an expired one).
+func createStatement(o order.Order, created events.Envelope, idem *idempotency) (string, []any) {
 	items := make([]itemJSON, len(o.Items))
 	for i, it := range o.Items {
 		items[i] = itemJSON(it)
 	}
-	b := &pgx.Batch{}
-	b.Queue(`
-		INSERT INTO orders (id, customer_id, customer_email, currency, items, total_cents,
-			payment_method, status, correlation_id, created_at, updated_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)`,
-		o.ID, o.CustomerID, o.CustomerEmail, o.Currency, items, o.TotalCents,
-		o.PaymentMethod, o.Status, o.CorrelationID, o.CreatedAt)
-	b.Queue(insertHistory, o.ID, "", o.Status, created.ID, "", o.CreatedAt)
-	outbox.Queue(b, events.TopicOrderCreated, created)
-	return b
+	args := []any{o.ID, o.CustomerID, o.CustomerEmail, o.Currency, items, o.TotalCents,
+		o.PaymentMethod, o.Status, o.CorrelationID, o.CreatedAt, created.ID}
+	var keySQL string
+	if idem != nil {
+		args = append(args, idem.key, idem.requestHash, idem.status, idem.response)
+		keySQL = `,
+		idem AS (
+			INSERT INTO idempotency_keys (key, request_hash, status, response, order_id)
+			SELECT $12, $13, $14, $15, id FROM ord
+			ON CONFLICT (key) DO UPDATE SET request_hash = EXCLUDED.request_hash, status = EXCLUDED.status,
+				response = EXCLUDED.response, order_id = EXCLUDED.order_id, created_at = now()
+		)`
+	}
+	n := len(args)
+	args = append(args, outbox.Args(events.TopicOrderCreated, created)...)
+	return fmt.Sprintf(`
+		WITH ord AS (
+			INSERT INTO orders (id, customer_id, customer_email, currency, items, total_cents,
+				payment_method, status, correlation_id, created_at, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+			RETURNING id
+		),
+		hist AS (
+			INSERT INTO order_history (order_id, from_status, to_status, cause_event_id, reason, at)
+			SELECT id, NULL, $8, $11, NULL, $10 FROM ord
+		),
+		evt AS (
+			INSERT INTO outbox (topic, key, headers, payload) SELECT $%d, $%d, $%d, $%d FROM ord
+		)%s
+		SELECT 1`, n+1, n+2, n+3, n+4, keySQL), args
 }
 
 // CreateOnce creates the order as Create does, at most once per idempotency key, with the
@@ -91,17 +131,15 @@ func (s *Store) CreateOnce(ctx context.Context, key, requestHash string, o order
 		case !errors.Is(err, pgx.ErrNoRows):
 			return err
 		}
-		b := createBatch(o, created)
-		b.Queue(`DELETE FROM idempotency_keys WHERE key = $1`, key) // an expired one
-		b.Queue(`INSERT INTO idempotency_keys (key, request_hash, status, response, order_id) VALUES ($1, $2, $3, $4, $5)`,
-			key, requestHash, status, response, o.ID)
-		return tx.SendBatch(ctx, b).Close()
+		sql, args := createStatement(o, created, &idempotency{key: key, requestHash: requestHash, status: status, response: response})
+		_, err = tx.Exec(ctx, sql, args...)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create order %s with idempotency key: %w", o.ID, err)
 	}
 	if replay == nil {
-		_ = outbox.Wake(ctx, s.pool)
+		s.wake(ctx)
 	}
 	return replay, nil
 }
@@ -116,10 +154,10 @@ func (s *Store) PruneIdempotencyKeys(ctx context.Context) (int64, error) {
 	return tag.RowsAffected(), nil
 }
 
-const selectOrder = `
-	SELECT id::text, customer_id::text, customer_email, currency, items, total_cents, payment_method,
-		status, coalesce(failure_reason, ''), correlation_id, created_at, updated_at
-	FROM orders WHERE id = $1`
+const orderColumns = `id::text, customer_id::text, customer_email, currency, items, total_cents, payment_method,
+	status, coalesce(failure_reason, ''), correlation_id, created_at, updated_at`
+
+const selectOrder = `SELECT ` + orderColumns + ` FROM orders WHERE id = $1`
 
 func scanOrder(row pgx.Row) (order.Order, error) {
 	var o order.Order
@@ -156,16 +194,39 @@ func (s *Store) Get(ctx context.Context, id string) (order.Order, error) {
 // Transition moves order id to status to inside tx, recording the event that caused it.
 // It returns order.ErrNotFound or order.ErrInvalidTransition (wrapped) when it does not
 // apply; tx is then unchanged.
+//
+// The common case, a pending order moving, is one statement: the update only applies to a
+// pending order (the one status that moves, as order.Transition says), and the history
+// entry rides along. Otherwise the order is read to say why.
 func (s *Store) Transition(ctx context.Context, tx pgx.Tx, id string, to order.Status, reason, causeEventID string, now time.Time) (order.Order, error) {
-	o, err := scanOrder(tx.QueryRow(ctx, selectOrder+` FOR UPDATE`, id))
-	if err != nil {
+	next := order.Order{Status: order.PendingPayment}
+	if err := next.Transition(to, reason, now); err != nil {
 		return order.Order{}, err
 	}
-	from := o.Status
-	if err := o.Transition(to, reason, now); err != nil {
-		return o, err
+	o, err := scanOrder(tx.QueryRow(ctx, `
+		WITH upd AS (
+			UPDATE orders SET status = $2, failure_reason = nullif($3, ''), updated_at = $4
+			WHERE id = $1 AND status = $5
+			RETURNING `+orderColumns+`
+		),
+		hist AS (
+			INSERT INTO order_history (order_id, from_status, to_status, cause_event_id, reason, at)
+			SELECT $1, $5, $2, $6, nullif($3, ''), $4 FROM upd
+		)
+		SELECT * FROM upd`, id, next.Status, next.FailureReason, next.UpdatedAt, order.PendingPayment, causeEventID))
+	if !errors.Is(err, order.ErrNotFound) {
+		if err != nil {
+			return order.Order{}, fmt.Errorf("update order %s: %w", id, err)
+		}
+		return o, nil
 	}
-	return o, update(ctx, tx, o, from, causeEventID)
+	if o, err = scanOrder(tx.QueryRow(ctx, selectOrder, id)); err != nil {
+		return order.Order{}, err
+	}
+	if err := o.Transition(to, reason, now); err != nil {
+		return o, err // the order does not move: o as it stands
+	}
+	return order.Order{}, fmt.Errorf("update order %s: pending, yet not updated", id)
 }
 
 // Cancel moves a pending order to CANCELLED and writes its order.cancelled event, in one
@@ -212,10 +273,6 @@ func update(ctx context.Context, tx pgx.Tx, o order.Order, from order.Status, ca
 	}
 	return nil
 }
-
-const insertHistory = `
-	INSERT INTO order_history (order_id, from_status, to_status, cause_event_id, reason, at)
-	VALUES ($1, nullif($2, ''), $3, $4, nullif($5, ''), $6)`
 
 // List returns a page of orders, newest first. Order ids are UUIDv7, so they sort by
 // creation time and the page after a given id stays the same however many orders arrive.

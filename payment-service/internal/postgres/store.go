@@ -55,32 +55,29 @@ func (s *Store) Claim(ctx context.Context, p payment.Payment) (payment.Payment, 
 // its outcome event (to topic), in tx. It reports false, writing nothing, when the claim
 // was settled already: by an earlier delivery of the same order.created.
 func (s *Store) Charged(ctx context.Context, tx pgx.Tx, p payment.Payment, topic string, outcome events.Envelope) (bool, error) {
-	tag, err := tx.Exec(ctx, `
+	recorded, err := outbox.InsertAfter(ctx, tx, `
 		UPDATE payments SET status = $2, failure_reason = nullif($3, ''), charge_id = nullif($4, '')
-		WHERE id = $1 AND status = $5`,
-		p.ID, p.Status, p.FailureReason, p.ChargeID, payment.Charging)
+		WHERE id = $1 AND status = $5
+		RETURNING id`,
+		[]any{p.ID, p.Status, p.FailureReason, p.ChargeID, payment.Charging}, topic, outcome)
 	if err != nil {
 		return false, fmt.Errorf("record payment of order %s: %w", p.OrderID, err)
 	}
-	if tag.RowsAffected() == 0 {
-		return false, nil
-	}
-	return true, outbox.Insert(ctx, tx, topic, outcome)
+	return recorded, nil
 }
 
 // Refunded marks the completed payment p refunded and writes its payment.refunded event,
 // in tx. It reports false, writing nothing, if p is not COMPLETED any more (refunded by an
 // earlier delivery of the same order.cancelled).
 func (s *Store) Refunded(ctx context.Context, tx pgx.Tx, p payment.Payment, refunded events.Envelope) (bool, error) {
-	tag, err := tx.Exec(ctx, `UPDATE payments SET status = $2, refund_id = $3, refunded_at = $4 WHERE id = $1 AND status = $5`,
-		p.ID, payment.Refunded, p.RefundID, p.RefundedAt, payment.Completed)
+	recorded, err := outbox.InsertAfter(ctx, tx, `
+		UPDATE payments SET status = $2, refund_id = $3, refunded_at = $4 WHERE id = $1 AND status = $5
+		RETURNING id`,
+		[]any{p.ID, payment.Refunded, p.RefundID, p.RefundedAt, payment.Completed}, events.TopicPaymentRefunded, refunded)
 	if err != nil {
 		return false, fmt.Errorf("record refund of order %s: %w", p.OrderID, err)
 	}
-	if tag.RowsAffected() == 0 {
-		return false, nil
-	}
-	return true, outbox.Insert(ctx, tx, events.TopicPaymentRefunded, refunded)
+	return recorded, nil
 }
 
 const paymentColumns = `id::text, order_id::text, customer_id::text, customer_email, amount_cents, currency, status,
