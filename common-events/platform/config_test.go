@@ -27,14 +27,14 @@ func TestReadBaseDefaults(t *testing.T) {
 func TestReadBaseFromEnv(t *testing.T) {
 	env := platform.NewEnv(getenv(map[string]string{
 		"HTTP_ADDR": "127.0.0.1:9000", "DATABASE_URL": "postgresql://u:p@db:5432/x", "KAFKA_BROKERS": "k1:9092, k2:9093",
-		"KAFKA_TOPIC_PARTITIONS": "12", "LOG_LEVEL": "debug", "SHUTDOWN_TIMEOUT": "30s",
+		"KAFKA_TOPIC_PARTITIONS": "12", "LOG_LEVEL": "debug", "SHUTDOWN_TIMEOUT": "30s", "CONSUMER_CONCURRENCY": "16",
 	}))
 	got := platform.ReadBase(env, ":8080", "")
 	if err := env.Err(); err != nil {
 		t.Fatal(err)
 	}
 	if got.HTTPAddr != "127.0.0.1:9000" || got.TopicPartitions != 12 || strings.Join(got.KafkaBrokers, ",") != "k1:9092,k2:9093" ||
-		got.LogLevel != slog.LevelDebug || got.ShutdownTimeout != 30*time.Second {
+		got.LogLevel != slog.LevelDebug || got.ShutdownTimeout != 30*time.Second || got.ConsumerConcurrency != 16 {
 		t.Errorf("read = %+v", got)
 	}
 }
@@ -50,6 +50,7 @@ func TestBadSettingsAreNamedOnOneLine(t *testing.T) {
 		{"KAFKA_TOPIC_PARTITIONS", "0", "KAFKA_TOPIC_PARTITIONS: want an integer from 1 to 1000"},
 		{"LOG_LEVEL", "loud", "LOG_LEVEL: want debug, info, warn or error"},
 		{"SHUTDOWN_TIMEOUT", "10", "SHUTDOWN_TIMEOUT: want a duration"},
+		{"CONSUMER_CONCURRENCY", "0", "CONSUMER_CONCURRENCY: want an integer from 1 to 10000"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
