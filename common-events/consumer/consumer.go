@@ -113,6 +113,8 @@ type Runner struct {
 	// (the oldest unfinished record), so a key stuck in retries holds a bounded amount of
 	// bookkeeping; at the bound the partition pauses. Default 100 × Concurrency.
 	MaxUncommitted int
+
+	applier *applier // shared by the partitions, so their ready records commit together
 }
 
 // DefaultConcurrency is the records in flight per partition unless configured: enough
@@ -153,7 +155,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		topics = append(topics, t)
 	}
 
+	r.applier = newApplier(r)
 	var wg sync.WaitGroup
+	wg.Go(r.applier.run)
 	wg.Go(func() {
 		for err := range group.Errors() {
 			r.Log.Warn("consumer group error", "group", r.Group, "err", err)
@@ -176,6 +180,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		attempt = 1 // a rebalance ended the session: join the next one
 	}
 	err = group.Close() // commits marked offsets, closes Errors()
+	r.applier.stop()    // every claim has returned: nothing more to apply
 	wg.Wait()
 	if err != nil {
 		return fmt.Errorf("consumer group %s: close: %w", r.Group, err)

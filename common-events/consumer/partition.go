@@ -28,7 +28,7 @@ func (h groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim saram
 		r: h.r, sess: sess, claim: claim,
 		waiting: map[string][]*sarama.ConsumerMessage{},
 		results: make(chan result),
-		applier: newApplier(h.r),
+		applier: h.r.applier,
 	}
 	p.run()
 	return nil
@@ -66,7 +66,6 @@ type result struct {
 
 func (p *partition) run() {
 	ctx := p.sess.Context()
-	go p.applier.run()
 	messages := p.claim.Messages()
 	stopping := false
 	for !stopping || p.running > 0 {
@@ -88,7 +87,6 @@ func (p *partition) run() {
 		}
 	}
 	p.wg.Wait()
-	p.applier.stop()
 }
 
 func (p *partition) take(ctx context.Context, rec *sarama.ConsumerMessage) {
