@@ -22,7 +22,7 @@ type applier struct {
 
 type applyReq struct {
 	msg   Message
-	apply Apply // nil: only the inbox row
+	apply Apply // the zero Apply: only the inbox row
 	err   chan error
 }
 
@@ -114,16 +114,28 @@ func (r *Runner) applyTx(batch []applyReq) error {
 		for _, id := range inserted {
 			fresh[id] = true
 		}
+		setRows := map[Set][]any{}
+		var sets []Set // in the order of their first row
 		for _, req := range batch {
 			if !fresh[req.msg.ID] {
 				req.msg.Log.Info("duplicate event skipped")
 				continue
 			}
 			delete(fresh, req.msg.ID) // the same event twice in one batch applies once
-			if req.apply == nil {
-				continue
+			switch a := req.apply; {
+			case a.fn != nil:
+				if err := a.fn(ctx, tx); err != nil {
+					return err
+				}
+			case a.set != nil:
+				if setRows[a.set] == nil {
+					sets = append(sets, a.set)
+				}
+				setRows[a.set] = append(setRows[a.set], a.row)
 			}
-			if err := req.apply(ctx, tx); err != nil {
+		}
+		for _, set := range sets {
+			if err := set.Apply(ctx, tx, setRows[set]); err != nil {
 				return err
 			}
 		}

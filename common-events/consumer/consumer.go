@@ -54,20 +54,69 @@ type Message struct {
 // be idempotent (a provider's idempotency key, a stable Message-ID) and must check for
 // itself whether it was done already: a record is handled again after a crash, a
 // rebalance or a failed commit. Then it returns the Apply that records the outcome, which
-// the runner runs in a transaction with the record's inbox row, often together with other
-// records' (nil: nothing to record beyond the inbox row). An error wrapped with Poison
-// dead-letters the record; any other error, from either step, retries it from the start.
+// the runner runs in a transaction with the record's inbox row, together with the other
+// records ready at the same time (the zero Apply: nothing to record beyond the inbox row).
+// An error wrapped with Poison dead-letters the record; any other error, from either
+// step, retries it from the start.
 type Handler func(ctx context.Context, msg Message) (Apply, error)
 
-// Apply records a handled record's outcome in tx. It should be quick and touch only its
-// own order's rows: it shares tx with other records' Applies, and an error from one
-// makes the runner apply them one by one instead.
-type Apply func(ctx context.Context, tx pgx.Tx) error
+// Apply records a handled record's outcome: a function of the transaction (Func), or a
+// row that a Set records together with the rows of the other records in the batch (Row).
+// Either should be quick and touch only its records' orders: an error makes the runner
+// apply the batch's records one by one instead.
+type Apply struct {
+	fn  func(ctx context.Context, tx pgx.Tx) error
+	set Set
+	row any
+}
+
+// Func is an Apply that runs fn in the transaction.
+func Func(fn func(ctx context.Context, tx pgx.Tx) error) Apply { return Apply{fn: fn} }
+
+// Row is an Apply that has set record row, in one call with the other rows of the batch
+// bound for the same set.
+func Row(set Set, row any) Apply { return Apply{set: set, row: row} }
+
+// Run records a alone in tx, as the runner does when a batch fails; handy in a handler's
+// tests.
+func (a Apply) Run(ctx context.Context, tx pgx.Tx) error {
+	switch {
+	case a.fn != nil:
+		return a.fn(ctx, tx)
+	case a.set != nil:
+		return a.set.Apply(ctx, tx, []any{a.row})
+	}
+	return nil
+}
+
+// A Set records many records' outcomes at once, with one statement per table for a whole
+// batch (arrays and unnest) instead of one round trip per record. rows holds what the
+// batch's handlers passed to Row, in the batch's order; Apply logs each row's outcome.
+type Set interface {
+	Apply(ctx context.Context, tx pgx.Tx, rows []any) error
+}
+
+// NewSet returns a Set whose rows are all of type T, handed to apply as such.
+func NewSet[T any](apply func(ctx context.Context, tx pgx.Tx, rows []T) error) Set {
+	return &typedSet[T]{apply: apply} // a pointer: the runner groups rows by Set
+}
+
+type typedSet[T any] struct {
+	apply func(ctx context.Context, tx pgx.Tx, rows []T) error
+}
+
+func (s *typedSet[T]) Apply(ctx context.Context, tx pgx.Tx, rows []any) error {
+	ts := make([]T, len(rows))
+	for i, r := range rows {
+		ts[i] = r.(T)
+	}
+	return s.apply(ctx, tx, ts)
+}
 
 // InTx is a Handler whose whole work is quick database work, done in the transaction.
 func InTx(apply func(ctx context.Context, tx pgx.Tx, msg Message) error) Handler {
 	return func(_ context.Context, msg Message) (Apply, error) {
-		return func(ctx context.Context, tx pgx.Tx) error { return apply(ctx, tx, msg) }, nil
+		return Func(func(ctx context.Context, tx pgx.Tx) error { return apply(ctx, tx, msg) }), nil
 	}
 }
 

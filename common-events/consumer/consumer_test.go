@@ -271,12 +271,27 @@ func numbered(t *testing.T, id string, n int64) *sarama.ProducerMessage {
 	return kafka.Message(events.TopicOrderCreated, env)
 }
 
-// recordNumber is an Apply writing the record's key and number to effects.
-func recordNumber(msg consumer.Message) consumer.Apply {
-	return func(ctx context.Context, tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO effects (order_id, n) VALUES ($1, $2)`, msg.Subject, msg.Event.(events.OrderCreated).TotalCents-1)
-		return err
+// numbers is a Set writing records' keys and numbers to effects, a batch in one statement.
+type numbers struct{}
+
+type number struct {
+	key string
+	n   int64
+}
+
+func (numbers) Apply(ctx context.Context, tx pgx.Tx, rows []any) error {
+	keys, ns := make([]string, len(rows)), make([]int64, len(rows))
+	for i, r := range rows {
+		keys[i], ns[i] = r.(number).key, r.(number).n
 	}
+	_, err := tx.Exec(ctx, `INSERT INTO effects (order_id, n) SELECT * FROM unnest($1::text[], $2::bigint[])`, keys, ns)
+	return err
+}
+
+// recordNumber is an Apply writing the record's key and number to effects, with the other
+// records of its batch.
+func recordNumber(msg consumer.Message) consumer.Apply {
+	return consumer.Row(numbers{}, number{key: msg.Subject, n: msg.Event.(events.OrderCreated).TotalCents - 1})
 }
 
 type effect struct {
@@ -403,7 +418,7 @@ func TestAStuckKeyHoldsBackOnlyItselfAndTheCommitPoint(t *testing.T) {
 	f.run(t, func(ctx context.Context, msg consumer.Message) (consumer.Apply, error) {
 		if msg.Subject == "stuck" && outage.Load() {
 			attempts.Add(1)
-			return nil, errors.New("provider unavailable")
+			return consumer.Apply{}, errors.New("provider unavailable")
 		}
 		return recordNumber(msg), nil
 	}, func(r *consumer.Runner) { r.Concurrency, r.MaxUncommitted = 4, window })
@@ -477,5 +492,56 @@ func TestStopFinishesInFlightAndResumesWithoutLossOrRepeat(t *testing.T) {
 		if k := fmt.Sprintf("order-%03d", i); seen[k] != 1 {
 			t.Errorf("%s applied %d times, want once", k, seen[k])
 		}
+	}
+}
+
+// pickyNumbers is numbers refusing, as poison, a batch holding the key "bad".
+type pickyNumbers struct{ largest *atomic.Int32 }
+
+func (p pickyNumbers) Apply(ctx context.Context, tx pgx.Tx, rows []any) error {
+	if n := int32(len(rows)); n > p.largest.Load() {
+		p.largest.Store(n)
+	}
+	for _, r := range rows {
+		if r.(number).key == "bad" {
+			return consumer.Poison(errors.New("the provider's limit is exceeded"))
+		}
+	}
+	return numbers{}.Apply(ctx, tx, rows)
+}
+
+// Records ready together are recorded by one Set call; when that batch fails, its records
+// are recorded one by one, so the one at fault is dead-lettered and the others applied:
+// batching never changes a record's fate.
+func TestAFailingBatchFallsBackToOneByOne(t *testing.T) {
+	f := setup(t)
+	var msgs []*sarama.ProducerMessage
+	for i := range 40 {
+		key := fmt.Sprintf("order-%02d", i)
+		if i == 20 {
+			key = "bad"
+		}
+		msgs = append(msgs, numbered(t, key, 0))
+	}
+	testenv.Produce(t, f.brokers, msgs...)
+	var largest atomic.Int32
+	set := pickyNumbers{largest: &largest}
+	f.run(t, func(ctx context.Context, msg consumer.Message) (consumer.Apply, error) {
+		time.Sleep(5 * time.Millisecond) // the slow step: lets the records' Applies meet
+		return consumer.Row(set, number{key: msg.Subject}), nil
+	})
+	dlq := testenv.Records(t, f.brokers, events.DeadLetterTopic(events.TopicOrderCreated, group), 1, 15*time.Second)
+	deadline := time.Now().Add(15 * time.Second)
+	for len(f.numberedEffects(t)) < 39 && time.Now().Before(deadline) {
+		time.Sleep(25 * time.Millisecond)
+	}
+	if n := len(f.numberedEffects(t)); n != 39 {
+		t.Errorf("%d records applied, want the 39 good ones", n)
+	}
+	if len(dlq) != 1 || string(dlq[0].Key) != "bad" {
+		t.Errorf("dead letters = %d, want the bad record alone", len(dlq))
+	}
+	if largest.Load() < 2 {
+		t.Errorf("the set never got more than %d rows at once: nothing was batched", largest.Load())
 	}
 }

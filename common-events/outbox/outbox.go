@@ -4,6 +4,7 @@ package outbox
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -83,6 +84,37 @@ func InsertAfter(ctx context.Context, tx pgx.Tx, change string, args []any, topi
 		return false, fmt.Errorf("outbox insert: %w", err)
 	}
 	return inserted == 1, nil
+}
+
+// Rows are outbox rows for a set-based statement: one statement stores the events of many
+// changes, each row tagged with its change's number so the statement can keep only the
+// rows of the changes that took place.
+type Rows struct {
+	topics, keys, headers []string
+	payloads              [][]byte
+	tags                  []int32
+}
+
+// Add adds env, bound for topic, as the event of change number tag.
+func (r *Rows) Add(tag int, topic string, env events.Envelope) {
+	a := Args(topic, env)
+	h, _ := json.Marshal(a[2]) // a map of strings always marshals
+	r.topics, r.keys, r.headers = append(r.topics, topic), append(r.keys, env.Subject), append(r.headers, string(h))
+	r.payloads, r.tags = append(r.payloads, env.Data), append(r.tags, int32(tag))
+}
+
+// InsertSQL returns an INSERT, for a WITH clause, that stores the rows whose tag is in
+// column tag of from (the changes that took place), with parameters numbered from first
+// on, and their values. It returns one row per event stored.
+func (r *Rows) InsertSQL(first int, from string) (string, []any) {
+	sql := fmt.Sprintf(`
+		INSERT INTO outbox (topic, key, headers, payload)
+		SELECT r.topic, r.key, r.headers::jsonb, r.payload
+		FROM unnest($%d::text[], $%d::text[], $%d::text[], $%d::bytea[], $%d::int[]) AS r(topic, key, headers, payload, tag)
+		JOIN %s USING (tag)
+		ORDER BY r.tag
+		RETURNING 1`, first, first+1, first+2, first+3, first+4, from)
+	return sql, []any{r.topics, r.keys, r.headers, r.payloads, r.tags}
 }
 
 // Execer runs a statement (a pool, a connection).

@@ -4,6 +4,7 @@ package consume
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
@@ -27,7 +28,7 @@ type Sender interface {
 
 // Handlers returns the handler of each topic notification-service consumes.
 func Handlers(store *postgres.Store, sender Sender, from string) map[string]consumer.Handler {
-	n := notifier{store: store, sender: sender, from: from, now: time.Now}
+	n := notifier{store: store, sender: sender, from: from, now: time.Now, records: consumer.NewSet(records{store: store}.apply)}
 	return map[string]consumer.Handler{
 		events.TopicPaymentCompleted: n.handle,
 		events.TopicPaymentFailed:    n.handle,
@@ -37,10 +38,11 @@ func Handlers(store *postgres.Store, sender Sender, from string) map[string]cons
 }
 
 type notifier struct {
-	store  *postgres.Store
-	sender Sender
-	from   string
-	now    func() time.Time
+	store   *postgres.Store
+	sender  Sender
+	from    string
+	now     func() time.Time
+	records consumer.Set
 }
 
 // handle decides the notification an event calls for and sends it outside any
@@ -51,22 +53,22 @@ type notifier struct {
 func (h notifier) handle(ctx context.Context, msg consumer.Message) (consumer.Apply, error) {
 	n, ok := notification.For(msg.Event)
 	if !ok {
-		return nil, consumer.Poison(fmt.Errorf("unexpected event type %s on %s", msg.Type, msg.Topic))
+		return consumer.Apply{}, consumer.Poison(fmt.Errorf("unexpected event type %s on %s", msg.Type, msg.Topic))
 	}
 	if _, err := uuid.Parse(n.OrderID); err != nil {
-		return nil, consumer.Poison(fmt.Errorf("order id %q is not a UUID", n.OrderID))
+		return consumer.Apply{}, consumer.Poison(fmt.Errorf("order id %q is not a UUID", n.OrderID))
 	}
 	has, err := h.store.Kinds(ctx, n.OrderID)
 	if err != nil {
-		return nil, err
+		return consumer.Apply{}, err
 	}
 	if slices.Contains(has, n.Kind) {
 		msg.Log.Info("customer already notified; nothing to send", "kind", n.Kind)
-		return nil, nil
+		return consumer.Apply{}, nil
 	}
 	id, err := uuid.NewV7()
 	if err != nil {
-		return nil, err
+		return consumer.Apply{}, err
 	}
 	now := h.now().UTC()
 	n.ID, n.CauseEventID, n.CreatedAt, n.SentAt, n.Status = id.String(), msg.ID, now, now, notification.Sent
@@ -78,21 +80,42 @@ func (h notifier) handle(ctx context.Context, msg consumer.Message) (consumer.Ap
 			From: h.from, To: n.Recipient, Subject: n.Subject, Body: n.Body, MessageID: n.MessageID, Date: now,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("send %s email: %w", n.Kind, err)
+			return consumer.Apply{}, fmt.Errorf("send %s email: %w", n.Kind, err)
 		}
 	}
-	return func(ctx context.Context, tx pgx.Tx) error {
-		fresh, err := h.store.Record(ctx, tx, n)
+	return consumer.Row(h.records, record{n: n, log: msg.Log}), nil
+}
+
+// records makes the consumer.Set of notification-service: a batch's notifications in one
+// statement.
+type records struct {
+	store *postgres.Store
+}
+
+type record struct {
+	n   notification.Notification
+	log *slog.Logger
+}
+
+func (s records) apply(ctx context.Context, tx pgx.Tx, rows []record) error {
+	ns := make([]notification.Notification, len(rows))
+	for i, r := range rows {
+		ns[i] = r.n
+	}
+	fresh, err := s.store.Record(ctx, tx, ns)
+	if err != nil {
+		return err
+	}
+	for i, r := range rows {
+		n, log := ns[i], r.log
 		switch {
-		case err != nil:
-			return err
-		case !fresh:
-			msg.Log.Info("customer already notified", "kind", n.Kind)
+		case !fresh[i]:
+			log.Info("customer already notified", "kind", n.Kind)
 		case n.Status == notification.Suppressed:
-			msg.Log.Info("notification suppressed: the order was cancelled", "kind", n.Kind)
+			log.Info("notification suppressed: the order was cancelled", "kind", n.Kind)
 		default:
-			msg.Log.Info("customer notified", "kind", n.Kind, "message_id", n.MessageID)
+			log.Info("customer notified", "kind", n.Kind, "message_id", n.MessageID)
 		}
-		return nil
-	}, nil
+	}
+	return nil
 }

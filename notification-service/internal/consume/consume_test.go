@@ -39,8 +39,8 @@ func TestCancelledOrderIsNeverConfirmed(t *testing.T) {
 		}
 		msg := consumer.Message{Envelope: env, Event: ev, Topic: topic, Log: slog.New(slog.NewJSONHandler(t.Output(), nil))}
 		apply, err := handlers[topic](ctx, msg)
-		if err == nil && apply != nil {
-			err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return apply(ctx, tx) })
+		if err == nil {
+			err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return apply.Run(ctx, tx) })
 		}
 		if err != nil {
 			t.Fatalf("%s: %v", topic, err)

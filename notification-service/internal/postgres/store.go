@@ -4,6 +4,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -30,20 +31,37 @@ func (s *Store) Kinds(ctx context.Context, orderID string) ([]notification.Kind,
 	return kinds, nil
 }
 
-// Record writes n (SENT or SUPPRESSED), in tx, unless the order already has a notification
-// of its kind; it reports whether n is new. The unique (order_id, kind) constraint makes
-// this hold under any concurrency: a second record waits for the first and then finds it.
-func (s *Store) Record(ctx context.Context, tx pgx.Tx, n notification.Notification) (bool, error) {
-	tag, err := tx.Exec(ctx, `
+// Record writes notifications (SENT or SUPPRESSED), in tx, in one statement, except those
+// whose order already has a notification of their kind; it reports, for each, whether it
+// is new. The unique (order_id, kind) constraint makes this hold under any concurrency: a
+// second record waits for the first and then finds it.
+func (s *Store) Record(ctx context.Context, tx pgx.Tx, ns []notification.Notification) ([]bool, error) {
+	n := len(ns)
+	ids, orders, kinds, recipients, subjects, bodies := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	messageIDs, statuses, causes := make([]string, n), make([]string, n), make([]string, n)
+	created, sent := make([]time.Time, n), make([]*time.Time, n)
+	for i, x := range ns {
+		ids[i], orders[i], kinds[i], recipients[i], subjects[i], bodies[i] = x.ID, x.OrderID, string(x.Kind), x.Recipient, x.Subject, x.Body
+		messageIDs[i], statuses[i], causes[i], created[i], sent[i] = x.MessageID, x.Status, x.CauseEventID, x.CreatedAt, sentAt(x)
+	}
+	rows, _ := tx.Query(ctx, `
 		INSERT INTO notifications (id, order_id, kind, recipient, subject, body, message_id, status,
 			cause_event_id, created_at, sent_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-		ON CONFLICT (order_id, kind) DO NOTHING`,
-		n.ID, n.OrderID, n.Kind, n.Recipient, n.Subject, n.Body, n.MessageID, n.Status, n.CauseEventID, n.CreatedAt, sentAt(n))
+		SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+			$9::text[], $10::timestamptz[], $11::timestamptz[]) AS n
+		ORDER BY 2, 3
+		ON CONFLICT (order_id, kind) DO NOTHING
+		RETURNING id::text`,
+		ids, orders, kinds, recipients, subjects, bodies, messageIDs, statuses, causes, created, sent)
+	inserted, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return false, fmt.Errorf("record notification %s of order %s: %w", n.Kind, n.OrderID, err)
+		return nil, fmt.Errorf("record %d notifications: %w", n, err)
 	}
-	return tag.RowsAffected() == 1, nil
+	fresh := make([]bool, n)
+	for _, id := range inserted {
+		fresh[slices.Index(ids, id)] = true
+	}
+	return fresh, nil
 }
 
 func sentAt(n notification.Notification) *time.Time {

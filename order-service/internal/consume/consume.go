@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/google/uuid"
@@ -21,50 +22,74 @@ const Group = "order-service"
 
 // Handlers returns the handler of each topic order-service consumes.
 func Handlers(store *postgres.Store) map[string]consumer.Handler {
-	h := paymentOutcome{store: store, now: time.Now}
+	h := paymentOutcome{set: consumer.NewSet(transitions{store: store}.apply), now: time.Now}
 	return map[string]consumer.Handler{
-		events.TopicPaymentCompleted: consumer.InTx(h.handle),
-		events.TopicPaymentFailed:    consumer.InTx(h.handle),
+		events.TopicPaymentCompleted: h.handle,
+		events.TopicPaymentFailed:    h.handle,
 	}
 }
 
 type paymentOutcome struct {
-	store *postgres.Store
-	now   func() time.Time
+	set consumer.Set
+	now func() time.Time
 }
 
-// handle moves a pending order to CONFIRMED or PAYMENT_FAILED. An outcome that does not
-// apply (unknown order, order no longer pending) is logged and acknowledged: retrying it
-// could never succeed, and it is a valid event, so it is no dead letter either.
-func (h paymentOutcome) handle(ctx context.Context, tx pgx.Tx, msg consumer.Message) error {
-	var to order.Status
-	var reason string
+// handle asks for a pending order to move to CONFIRMED or PAYMENT_FAILED; the orders of a
+// batch move together, in one statement.
+func (h paymentOutcome) handle(_ context.Context, msg consumer.Message) (consumer.Apply, error) {
+	c := postgres.Change{OrderID: msg.Subject, CauseEventID: msg.ID, At: h.now()}
 	switch ev := msg.Event.(type) {
 	case events.PaymentCompleted:
-		to = order.Confirmed
+		c.To = order.Confirmed
 	case events.PaymentFailed:
-		to, reason = order.PaymentFailed, ev.Reason
+		c.To, c.Reason = order.PaymentFailed, ev.Reason
 	default:
-		return consumer.Poison(fmt.Errorf("unexpected event type %s on %s", msg.Type, msg.Topic))
+		return consumer.Apply{}, consumer.Poison(fmt.Errorf("unexpected event type %s on %s", msg.Type, msg.Topic))
 	}
 	if _, err := uuid.Parse(msg.Subject); err != nil {
-		return consumer.Poison(fmt.Errorf("order id %q is not a UUID", msg.Subject))
+		return consumer.Apply{}, consumer.Poison(fmt.Errorf("order id %q is not a UUID", msg.Subject))
 	}
-	o, err := h.store.Transition(ctx, tx, msg.Subject, to, reason, msg.ID, h.now())
-	switch {
-	case errors.Is(err, order.ErrNotFound):
-		msg.Log.Warn("payment outcome for an unknown order ignored", "to", to)
-		return nil
-	case errors.Is(err, order.ErrInvalidTransition) && o.Status == order.Cancelled:
-		// Cancelled while payment was under way: payment-service refunds it.
-		msg.Log.Info("payment outcome for a cancelled order ignored", "to", to)
-		return nil
-	case errors.Is(err, order.ErrInvalidTransition):
-		msg.Log.Warn("payment outcome does not apply; ignored", "status", o.Status, "to", to)
-		return nil
-	case err != nil:
+	return consumer.Row(h.set, transition{change: c, log: msg.Log}), nil
+}
+
+// transitions makes the consumer.Set of order-service: a batch's status changes in one
+// statement.
+type transitions struct {
+	store *postgres.Store
+}
+
+type transition struct {
+	change postgres.Change
+	log    *slog.Logger
+}
+
+// apply moves the orders. An outcome that does not apply (unknown order, order no longer
+// pending) is logged and acknowledged: retrying it could never succeed, and it is a valid
+// event, so it is no dead letter either.
+func (t transitions) apply(ctx context.Context, tx pgx.Tx, rows []transition) error {
+	changes := make([]postgres.Change, len(rows))
+	for i, r := range rows {
+		changes[i] = r.change
+	}
+	outcomes, err := t.store.TransitionAll(ctx, tx, changes)
+	if err != nil {
 		return err
 	}
-	msg.Log.Info("order status changed", "status", o.Status, "failure_reason", o.FailureReason)
+	for i, out := range outcomes {
+		log, to, o := rows[i].log, changes[i].To, out.Order
+		switch {
+		case errors.Is(out.Err, order.ErrNotFound):
+			log.Warn("payment outcome for an unknown order ignored", "to", to)
+		case errors.Is(out.Err, order.ErrInvalidTransition) && o.Status == order.Cancelled:
+			// Cancelled while payment was under way: payment-service refunds it.
+			log.Info("payment outcome for a cancelled order ignored", "to", to)
+		case errors.Is(out.Err, order.ErrInvalidTransition):
+			log.Warn("payment outcome does not apply; ignored", "status", o.Status, "to", to)
+		case out.Err != nil:
+			return out.Err
+		default:
+			log.Info("order status changed", "status", o.Status, "failure_reason", o.FailureReason)
+		}
+	}
 	return nil
 }

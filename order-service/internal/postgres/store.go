@@ -194,39 +194,111 @@ func (s *Store) Get(ctx context.Context, id string) (order.Order, error) {
 // Transition moves order id to status to inside tx, recording the event that caused it.
 // It returns order.ErrNotFound or order.ErrInvalidTransition (wrapped) when it does not
 // apply; tx is then unchanged.
-//
-// The common case, a pending order moving, is one statement: the update only applies to a
-// pending order (the one status that moves, as order.Transition says), and the history
-// entry rides along. Otherwise the order is read to say why.
 func (s *Store) Transition(ctx context.Context, tx pgx.Tx, id string, to order.Status, reason, causeEventID string, now time.Time) (order.Order, error) {
-	next := order.Order{Status: order.PendingPayment}
-	if err := next.Transition(to, reason, now); err != nil {
+	out, err := s.TransitionAll(ctx, tx, []Change{{OrderID: id, To: to, Reason: reason, CauseEventID: causeEventID, At: now}})
+	if err != nil {
 		return order.Order{}, err
 	}
-	o, err := scanOrder(tx.QueryRow(ctx, `
-		WITH upd AS (
-			UPDATE orders SET status = $2, failure_reason = nullif($3, ''), updated_at = $4
-			WHERE id = $1 AND status = $5
-			RETURNING `+orderColumns+`
+	return out[0].Order, out[0].Err
+}
+
+// Change asks for an order to move to To because of the event CauseEventID.
+type Change struct {
+	OrderID      string
+	To           order.Status
+	Reason       string
+	CauseEventID string
+	At           time.Time
+}
+
+// Outcome is what became of a Change: the order as it now stands, and Err,
+// order.ErrNotFound or order.ErrInvalidTransition (wrapped), when it did not apply.
+type Outcome struct {
+	Order order.Order
+	Err   error
+}
+
+// TransitionAll applies changes inside tx, with their history entries, and returns their
+// outcomes in the same order. The common case, pending orders moving, is one statement
+// for the whole batch: the update only applies to a pending order (the one status that
+// moves, as order.Transition says), and the history entries ride along. The orders it did
+// not move are read, in one more statement, to say why. Give each order one change.
+func (s *Store) TransitionAll(ctx context.Context, tx pgx.Tx, changes []Change) ([]Outcome, error) {
+	n := len(changes)
+	ids, tos, reasons, causes, ats := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]time.Time, n)
+	out := make([]Outcome, n)
+	for i, c := range changes {
+		next := order.Order{Status: order.PendingPayment}
+		out[i].Err = next.Transition(c.To, c.Reason, c.At) // an unknown target status fails here
+		ids[i], tos[i], reasons[i], causes[i], ats[i] = c.OrderID, string(next.Status), next.FailureReason, c.CauseEventID, next.UpdatedAt
+		if out[i].Err != nil {
+			ids[i] = "" // matches no order
+		}
+	}
+	moved, err := ordersByID(tx.Query(ctx, `
+		WITH change AS (
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
+				AS c(id, status, reason, cause, at)
+			WHERE id <> ''
+			ORDER BY id
+		),
+		upd AS (
+			UPDATE orders o SET status = c.status, failure_reason = nullif(c.reason, ''), updated_at = c.at
+			FROM change c
+			WHERE o.id = c.id::uuid AND o.status = $6
+			RETURNING c.cause, o.*
 		),
 		hist AS (
 			INSERT INTO order_history (order_id, from_status, to_status, cause_event_id, reason, at)
-			SELECT $1, $5, $2, $6, nullif($3, ''), $4 FROM upd
+			SELECT id, $6, status, cause, failure_reason, updated_at FROM upd
 		)
-		SELECT * FROM upd`, id, next.Status, next.FailureReason, next.UpdatedAt, order.PendingPayment, causeEventID))
-	if !errors.Is(err, order.ErrNotFound) {
-		if err != nil {
-			return order.Order{}, fmt.Errorf("update order %s: %w", id, err)
+		SELECT `+orderColumns+` FROM upd`, ids, tos, reasons, causes, ats, order.PendingPayment))
+	if err != nil {
+		return nil, fmt.Errorf("update orders: %w", err)
+	}
+	var stuck []string
+	for i, c := range changes {
+		if o, ok := moved[c.OrderID]; ok && out[i].Err == nil {
+			out[i].Order = o
+		} else if out[i].Err == nil {
+			stuck = append(stuck, c.OrderID)
 		}
-		return o, nil
 	}
-	if o, err = scanOrder(tx.QueryRow(ctx, selectOrder, id)); err != nil {
-		return order.Order{}, err
+	if len(stuck) == 0 {
+		return out, nil
 	}
-	if err := o.Transition(to, reason, now); err != nil {
-		return o, err // the order does not move: o as it stands
+	found, err := ordersByID(tx.Query(ctx, `SELECT `+orderColumns+` FROM orders WHERE id = ANY($1::uuid[])`, stuck))
+	if err != nil {
+		return nil, fmt.Errorf("read orders: %w", err)
 	}
-	return order.Order{}, fmt.Errorf("update order %s: pending, yet not updated", id)
+	for i, c := range changes {
+		if _, ok := moved[c.OrderID]; ok || out[i].Err != nil {
+			continue
+		}
+		o, ok := found[c.OrderID]
+		if !ok {
+			out[i].Err = order.ErrNotFound
+			continue
+		}
+		out[i].Order = o // as it stands: Transition changes nothing when it fails
+		if out[i].Err = out[i].Order.Transition(c.To, c.Reason, c.At); out[i].Err == nil {
+			return nil, fmt.Errorf("update order %s: pending, yet not updated", c.OrderID)
+		}
+	}
+	return out, nil
+}
+
+// ordersByID reads rows of orderColumns.
+func ordersByID(rows pgx.Rows, err error) (map[string]order.Order, error) {
+	if err != nil {
+		return nil, err
+	}
+	os, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (order.Order, error) { return scanOrder(r) })
+	byID := make(map[string]order.Order, len(os))
+	for _, o := range os {
+		byID[o.ID] = o
+	}
+	return byID, err
 }
 
 // Cancel moves a pending order to CANCELLED and writes its order.cancelled event, in one

@@ -2,8 +2,12 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/devstack/testenv"
@@ -14,19 +18,23 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-// The order, its history and its event are written together or not at all.
-func TestCreateIsAllOrNothing(t *testing.T) {
-	ctx := context.Background()
+// newStore is a store on a fresh, migrated orders database.
+func newStore(t *testing.T) (*pgxpool.Pool, *postgres.Store) {
+	t.Helper()
 	pool := testenv.Pool(t)
-	if err := migrations.UpPool(ctx, pool, migrations.Orders); err != nil {
+	if err := migrations.UpPool(context.Background(), pool, migrations.Orders); err != nil {
 		t.Fatal(err)
 	}
-	store := postgres.NewStore(pool)
-	now := time.Now()
+	return pool, postgres.NewStore(pool)
+}
+
+// newOrder is a valid pending order with id and its order.created event.
+func newOrder(t *testing.T, id string, now time.Time) (order.Order, events.Envelope) {
+	t.Helper()
 	o, err := order.New(order.Request{
 		CustomerID: "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93", CustomerEmail: "ada@example.com", Currency: "EUR",
 		Items: []order.Item{{SKU: "S", Quantity: 1, UnitPriceCents: 100}}, PaymentMethod: "tok_visa",
-	}, "019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f", "corr", now)
+	}, id, "corr", now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,6 +42,15 @@ func TestCreateIsAllOrNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return o, env
+}
+
+// The order, its history and its event are written together or not at all.
+func TestCreateIsAllOrNothing(t *testing.T) {
+	ctx := context.Background()
+	pool, store := newStore(t)
+	now := time.Now()
+	o, env := newOrder(t, "019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f", now)
 	if err := store.Create(ctx, o, env); err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +59,7 @@ func TestCreateIsAllOrNothing(t *testing.T) {
 		t.Fatal("creating an order with an existing id succeeded")
 	}
 	var orders, history, outbox int
-	err = pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM order_history), (SELECT count(*) FROM outbox)`).
+	err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM order_history), (SELECT count(*) FROM outbox)`).
 		Scan(&orders, &history, &outbox)
 	if err != nil {
 		t.Fatal(err)
@@ -91,5 +108,65 @@ func TestPruneIdempotencyKeysRemovesOnlyExpiredOnes(t *testing.T) {
 	var left string
 	if err := pool.QueryRow(ctx, `SELECT string_agg(key, ',') FROM idempotency_keys`).Scan(&left); err != nil || left != "new" {
 		t.Errorf("keys left = %q (%v), want new", left, err)
+	}
+}
+
+// A batch of status changes is applied in one go, each with its own outcome: pending
+// orders move and get a history entry; an unknown order and one no longer pending are
+// reported and left alone.
+func TestTransitionAllReportsEachOutcome(t *testing.T) {
+	ctx := context.Background()
+	pool, store := newStore(t)
+	now := time.Now()
+	ids := []string{"019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e71", "019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e72", "019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e73"}
+	for _, id := range ids {
+		o, env := newOrder(t, id, now)
+		if err := store.Create(ctx, o, env); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply := func(changes ...postgres.Change) []postgres.Outcome {
+		t.Helper()
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx)
+		out, err := store.TransitionAll(ctx, tx, changes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	apply(postgres.Change{OrderID: ids[2], To: order.Confirmed, CauseEventID: "e0", At: now})
+	out := apply(
+		postgres.Change{OrderID: ids[0], To: order.Confirmed, CauseEventID: "e1", At: now},
+		postgres.Change{OrderID: "019a8f3e-6c19-7d4a-8e55-0a1b2c3d4eff", To: order.Confirmed, CauseEventID: "e2", At: now},
+		postgres.Change{OrderID: ids[1], To: order.PaymentFailed, Reason: "card_declined", CauseEventID: "e3", At: now},
+		postgres.Change{OrderID: ids[2], To: order.PaymentFailed, Reason: "card_declined", CauseEventID: "e4", At: now},
+	)
+	if out[0].Err != nil || out[0].Order.Status != order.Confirmed {
+		t.Errorf("pending → CONFIRMED: %+v", out[0])
+	}
+	if !errors.Is(out[1].Err, order.ErrNotFound) {
+		t.Errorf("unknown order: err = %v, want ErrNotFound", out[1].Err)
+	}
+	if out[2].Err != nil || out[2].Order.Status != order.PaymentFailed || out[2].Order.FailureReason != "card_declined" {
+		t.Errorf("pending → PAYMENT_FAILED: %+v", out[2])
+	}
+	if !errors.Is(out[3].Err, order.ErrInvalidTransition) || out[3].Order.Status != order.Confirmed {
+		t.Errorf("CONFIRMED → PAYMENT_FAILED: %+v, want ErrInvalidTransition and the order as it stands", out[3])
+	}
+	for i, want := range []string{"PENDING_PAYMENT CONFIRMED e1 ", "PENDING_PAYMENT PAYMENT_FAILED e3 card_declined", "PENDING_PAYMENT CONFIRMED e0 "} {
+		h, err := store.History(ctx, ids[i])
+		if err != nil || len(h) != 2 {
+			t.Fatalf("order %d history = %+v (%v), want two entries", i, h, err)
+		}
+		if got := fmt.Sprintf("%s %s %s %s", h[1].From, h[1].To, h[1].CauseEventID, h[1].Reason); got != want {
+			t.Errorf("order %d change = %q, want %q", i, got, want)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/google/uuid"
@@ -25,7 +26,7 @@ const Source = events.SourcePaymentService
 
 // Handlers returns the handler of each topic payment-service consumes.
 func Handlers(store *postgres.Store, provider payment.Provider) map[string]consumer.Handler {
-	c := charger{store: store, provider: provider, now: time.Now}
+	c := charger{store: store, provider: provider, now: time.Now, charged: consumer.NewSet(chargedSet{store: store}.apply)}
 	return map[string]consumer.Handler{
 		events.TopicOrderCreated:   c.handle,
 		events.TopicOrderCancelled: c.cancel,
@@ -36,6 +37,34 @@ type charger struct {
 	store    *postgres.Store
 	provider payment.Provider
 	now      func() time.Time
+	charged  consumer.Set
+}
+
+// chargedSet makes the consumer.Set that records a batch's charges in one statement.
+type chargedSet struct {
+	store *postgres.Store
+}
+
+type charged struct {
+	postgres.Charge
+	log *slog.Logger
+}
+
+func (s chargedSet) apply(ctx context.Context, tx pgx.Tx, rows []charged) error {
+	charges := make([]postgres.Charge, len(rows))
+	for i, r := range rows {
+		charges[i] = r.Charge
+	}
+	recorded, err := s.store.Charged(ctx, tx, charges)
+	if err != nil {
+		return err
+	}
+	for i, r := range rows {
+		if p := charges[i].Payment; recorded[i] {
+			r.log.Info("payment recorded", "status", p.Status, "failure_reason", p.FailureReason, "charge_id", p.ChargeID, "payment_id", p.ID)
+		}
+	}
+	return nil
 }
 
 // errChargeUnderWay makes a cancellation wait, through the runner's retries, for the
@@ -44,42 +73,42 @@ var errChargeUnderWay = errors.New("the order's charge is under way; waiting for
 
 // handle charges for a new order. It claims the payment (CHARGING) first, on its own, so a
 // cancellation that comes meanwhile waits for the outcome, and one that came before
-// stops it; then asks the provider, outside
-// any transaction; then the returned Apply records the outcome with its event. The
+// stops it; then asks the provider, outside any transaction; then the returned Apply
+// records the outcome with its event, in one statement with the batch's other outcomes. The
 // provider call is idempotent on the order id, so a retry or a redelivery after a crash
 // gets the first charge back instead of a second one.
 func (c charger) handle(ctx context.Context, msg consumer.Message) (consumer.Apply, error) {
 	ev, ok := msg.Event.(events.OrderCreated)
 	if !ok {
-		return nil, unexpected(msg)
+		return consumer.Apply{}, unexpected(msg)
 	}
 	if err := checkIDs(ev.OrderID, ev.CustomerID); err != nil {
-		return nil, err
+		return consumer.Apply{}, err
 	}
 	id, err := uuid.NewV7()
 	if err != nil {
-		return nil, err
+		return consumer.Apply{}, err
 	}
 	p, err := c.store.Claim(ctx, payment.Payment{
 		ID: id.String(), OrderID: ev.OrderID, CustomerID: ev.CustomerID, CustomerEmail: ev.CustomerEmail,
 		AmountCents: ev.TotalCents, Currency: ev.Currency, Status: payment.Charging, CauseEventID: msg.ID, CreatedAt: c.now().UTC(),
 	})
 	if err != nil {
-		return nil, err
+		return consumer.Apply{}, err
 	}
 	if p.Status != payment.Charging {
 		msg.Log.Info("order already paid for, refused or cancelled; nothing to do", "status", p.Status)
-		return nil, nil
+		return consumer.Apply{}, nil
 	}
 
 	charge, err := c.provider.Charge(ctx, payment.ChargeRequest{
 		IdempotencyKey: ev.OrderID, AmountCents: ev.TotalCents, Currency: ev.Currency, PaymentMethod: ev.PaymentMethod,
 	})
 	if errors.Is(err, payment.ErrIdempotencyMismatch) {
-		return nil, consumer.Poison(err)
+		return consumer.Apply{}, consumer.Poison(err)
 	}
 	if err != nil {
-		return nil, err // transient: the runner retries with backoff
+		return consumer.Apply{}, err // transient: the runner retries with backoff
 	}
 
 	now := c.now().UTC()
@@ -101,16 +130,9 @@ func (c charger) handle(ctx context.Context, msg consumer.Message) (consumer.App
 	}
 	env, err := events.New(outcome, msg.Meta(Source), now)
 	if err != nil {
-		return nil, consumer.Poison(err)
+		return consumer.Apply{}, consumer.Poison(err)
 	}
-	return func(ctx context.Context, tx pgx.Tx) error {
-		recorded, err := c.store.Charged(ctx, tx, p, topic, env)
-		if err != nil || !recorded {
-			return err
-		}
-		msg.Log.Info("payment recorded", "status", p.Status, "failure_reason", p.FailureReason, "charge_id", p.ChargeID, "payment_id", p.ID)
-		return nil
-	}, nil
+	return consumer.Row(c.charged, charged{Charge: postgres.Charge{Payment: p, Topic: topic, Event: env}, log: msg.Log}), nil
 }
 
 // cancel answers order.cancelled. An order not charged yet gets a CANCELLED payment, on
@@ -122,14 +144,14 @@ func (c charger) handle(ctx context.Context, msg consumer.Message) (consumer.App
 func (c charger) cancel(ctx context.Context, msg consumer.Message) (consumer.Apply, error) {
 	ev, ok := msg.Event.(events.OrderCancelled)
 	if !ok {
-		return nil, unexpected(msg)
+		return consumer.Apply{}, unexpected(msg)
 	}
 	if err := checkIDs(ev.OrderID, ev.CustomerID); err != nil {
-		return nil, err
+		return consumer.Apply{}, err
 	}
 	id, err := uuid.NewV7()
 	if err != nil {
-		return nil, err
+		return consumer.Apply{}, err
 	}
 	p, err := c.store.Claim(ctx, payment.Payment{
 		ID: id.String(), OrderID: ev.OrderID, CustomerID: ev.CustomerID, CustomerEmail: ev.CustomerEmail,
@@ -137,15 +159,15 @@ func (c charger) cancel(ctx context.Context, msg consumer.Message) (consumer.App
 	})
 	switch {
 	case err != nil:
-		return nil, err
+		return consumer.Apply{}, err
 	case p.Status == payment.Cancelled:
 		msg.Log.Info("order cancelled before it was charged; it never will be", "payment_id", p.ID)
-		return nil, nil
+		return consumer.Apply{}, nil
 	case p.Status == payment.Charging:
-		return nil, errChargeUnderWay
+		return consumer.Apply{}, errChargeUnderWay
 	case p.Status != payment.Completed:
 		msg.Log.Info("cancelled order has nothing to refund", "status", p.Status)
-		return nil, nil
+		return consumer.Apply{}, nil
 	}
 
 	now := c.now().UTC()
@@ -153,10 +175,10 @@ func (c charger) cancel(ctx context.Context, msg consumer.Message) (consumer.App
 		IdempotencyKey: p.OrderID, ChargeID: p.ChargeID, AmountCents: p.AmountCents, Currency: p.Currency,
 	})
 	if errors.Is(err, payment.ErrIdempotencyMismatch) || errors.Is(err, payment.ErrNotRefundable) {
-		return nil, consumer.Poison(err)
+		return consumer.Apply{}, consumer.Poison(err)
 	}
 	if err != nil {
-		return nil, err // transient: the runner retries with backoff
+		return consumer.Apply{}, err // transient: the runner retries with backoff
 	}
 	p.RefundID, p.RefundedAt = refund.ID, now
 	env, err := events.New(events.PaymentRefunded{
@@ -164,16 +186,16 @@ func (c charger) cancel(ctx context.Context, msg consumer.Message) (consumer.App
 		CustomerEmail: p.CustomerEmail, AmountCents: p.AmountCents, Currency: p.Currency, RefundedAt: now,
 	}, msg.Meta(Source), now)
 	if err != nil {
-		return nil, consumer.Poison(err)
+		return consumer.Apply{}, consumer.Poison(err)
 	}
-	return func(ctx context.Context, tx pgx.Tx) error {
+	return consumer.Func(func(ctx context.Context, tx pgx.Tx) error {
 		recorded, err := c.store.Refunded(ctx, tx, p, env)
 		if err != nil || !recorded {
 			return err
 		}
 		msg.Log.Info("payment refunded", "payment_id", p.ID, "charge_id", p.ChargeID, "refund_id", refund.ID)
 		return nil
-	}, nil
+	}), nil
 }
 
 func unexpected(msg consumer.Message) error {

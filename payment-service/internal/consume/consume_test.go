@@ -3,6 +3,7 @@ package consume_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/orderflow/devstack/testenv"
 	"github.com/orderflow/migrations"
 	"github.com/orderflow/payment-service/internal/consume"
+	"github.com/orderflow/payment-service/internal/payment"
 	"github.com/orderflow/payment-service/internal/postgres"
 	"github.com/orderflow/payment-service/internal/simulator"
 )
@@ -63,10 +65,7 @@ func (f fixture) handle(t *testing.T, topic string, ev events.Event) (consumer.A
 }
 
 func (f fixture) commit(apply consumer.Apply) error {
-	if apply == nil {
-		return nil
-	}
-	return pgx.BeginFunc(context.Background(), f.pool, func(tx pgx.Tx) error { return apply(context.Background(), tx) })
+	return pgx.BeginFunc(context.Background(), f.pool, func(tx pgx.Tx) error { return apply.Run(context.Background(), tx) })
 }
 
 // outcome is where an order's money stands: payment status, charges and refunds at the
@@ -202,4 +201,50 @@ func TestChargeUnderWay(t *testing.T) {
 			t.Errorf("outcome = %+v, want %+v", got, want)
 		}
 	})
+}
+
+// A batch of provider answers is recorded in one statement; an answer whose claim was
+// settled already (an earlier delivery) records nothing and publishes nothing.
+func TestChargedRecordsABatchOnce(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	var charges []postgres.Charge
+	for i := range 3 {
+		id := events.NewID(time.Now().Add(time.Duration(i) * time.Millisecond))
+		p, err := f.store.Claim(ctx, payment.Payment{ID: events.NewID(time.Now()), OrderID: id, CustomerID: customer,
+			CustomerEmail: "ada@example.com", AmountCents: 3998, Currency: "EUR", Status: payment.Charging, CauseEventID: "e", CreatedAt: time.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Status, p.ChargeID = payment.Completed, "ch_"+id
+		env, err := events.New(events.PaymentCompleted{OrderID: id, PaymentID: p.ID, ChargeID: p.ChargeID, CustomerID: customer,
+			CustomerEmail: "ada@example.com", AmountCents: 3998, Currency: "EUR", CompletedAt: time.Now()}, events.Meta{Source: "test"}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		charges = append(charges, postgres.Charge{Payment: p, Topic: events.TopicPaymentCompleted, Event: env})
+	}
+	record := func(cs ...postgres.Charge) []bool {
+		t.Helper()
+		var got []bool
+		err := pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) (err error) {
+			got, err = f.store.Charged(ctx, tx, cs)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if got := record(charges[1]); fmt.Sprint(got) != "[true]" {
+		t.Fatalf("first record = %v", got)
+	}
+	if got := record(charges...); fmt.Sprint(got) != "[true false true]" {
+		t.Errorf("batch = %v, want the settled one refused", got)
+	}
+	for _, c := range charges {
+		if o := f.outcome(t, c.Payment.OrderID); o.status != "COMPLETED" || o.completed != 1 {
+			t.Errorf("order %s: %+v, want COMPLETED with one payment.completed event", c.Payment.OrderID, o)
+		}
+	}
 }

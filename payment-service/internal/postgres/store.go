@@ -51,17 +51,53 @@ func (s *Store) Claim(ctx context.Context, p payment.Payment) (payment.Payment, 
 	return got, nil
 }
 
-// Charged records the provider's answer to a claimed payment, p (COMPLETED or FAILED), and
-// its outcome event (to topic), in tx. It reports false, writing nothing, when the claim
-// was settled already: by an earlier delivery of the same order.created.
-func (s *Store) Charged(ctx context.Context, tx pgx.Tx, p payment.Payment, topic string, outcome events.Envelope) (bool, error) {
-	recorded, err := outbox.InsertAfter(ctx, tx, `
-		UPDATE payments SET status = $2, failure_reason = nullif($3, ''), charge_id = nullif($4, '')
-		WHERE id = $1 AND status = $5
-		RETURNING id`,
-		[]any{p.ID, p.Status, p.FailureReason, p.ChargeID, payment.Charging}, topic, outcome)
+// Charge is the provider's answer to a claimed payment: Payment (COMPLETED or FAILED)
+// and its outcome event, bound for Topic.
+type Charge struct {
+	Payment payment.Payment
+	Topic   string
+	Event   events.Envelope
+}
+
+// Charged records the provider's answers to claimed payments with their outcome events,
+// in tx, in one statement for the batch. It reports, for each, whether it was recorded:
+// not when the claim was settled already, by an earlier delivery of the same
+// order.created.
+func (s *Store) Charged(ctx context.Context, tx pgx.Tx, charges []Charge) ([]bool, error) {
+	n := len(charges)
+	ids, statuses, reasons, chargeIDs, tags := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]int32, n)
+	var events outbox.Rows
+	for i, c := range charges {
+		p := c.Payment
+		ids[i], statuses[i], reasons[i], chargeIDs[i], tags[i] = p.ID, string(p.Status), p.FailureReason, p.ChargeID, int32(i)
+		events.Add(i, c.Topic, c.Event)
+	}
+	insert, args := events.InsertSQL(7, "upd")
+	rows, _ := tx.Query(ctx, `
+		WITH answer AS (
+			SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[]) AS a(id, status, reason, charge_id, tag)
+			ORDER BY id
+		),
+		upd AS (
+			UPDATE payments p SET status = a.status, failure_reason = nullif(a.reason, ''), charge_id = nullif(a.charge_id, '')
+			FROM answer a
+			WHERE p.id = a.id AND p.status = $6
+			RETURNING a.tag
+		),
+		ins AS (`+insert+`)
+		SELECT tag FROM upd
+		UNION ALL
+		SELECT -1 FROM (SELECT pg_notify($12, '') FROM ins LIMIT 1) AS notified`,
+		append(append([]any{ids, statuses, reasons, chargeIDs, tags, payment.Charging}, args...), outbox.Channel)...)
+	done, err := pgx.CollectRows(rows, pgx.RowTo[int32])
 	if err != nil {
-		return false, fmt.Errorf("record payment of order %s: %w", p.OrderID, err)
+		return nil, fmt.Errorf("record %d payments: %w", n, err)
+	}
+	recorded := make([]bool, n)
+	for _, tag := range done {
+		if tag >= 0 {
+			recorded[tag] = true
+		}
 	}
 	return recorded, nil
 }
