@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // applier commits the Applies of a runner's records, from all its partitions. The records
@@ -18,6 +19,9 @@ type applier struct {
 	r    *Runner
 	reqs chan applyReq
 	done chan struct{}
+	// conn is the applier's own connection, held while it runs: commits never queue in
+	// the pool behind the first steps of the hundreds of records in flight.
+	conn *pgxpool.Conn
 }
 
 type applyReq struct {
@@ -43,6 +47,11 @@ func (a *applier) apply(ctx context.Context, msg Message, apply Apply) error {
 
 func (a *applier) run() {
 	defer close(a.done)
+	defer func() {
+		if a.conn != nil {
+			a.conn.Release()
+		}
+	}()
 	for req := range a.reqs {
 		batch := []applyReq{req}
 	more:
@@ -73,7 +82,7 @@ func (a *applier) stop() {
 // happens to a record.
 func (a *applier) commit(batch []applyReq) {
 	if len(batch) > 1 {
-		err := a.r.applyTx(batch)
+		err := a.applyTx(batch)
 		if err == nil {
 			for _, req := range batch {
 				req.err <- nil
@@ -83,16 +92,30 @@ func (a *applier) commit(batch []applyReq) {
 		a.r.Log.Debug("batch declined; applying its records one by one", "group", a.r.Group, "records", len(batch), "err", err)
 	}
 	for _, req := range batch {
-		req.err <- a.r.applyTx([]applyReq{req})
+		req.err <- a.applyTx([]applyReq{req})
 	}
 }
 
 // applyTx runs batch's Applies in one transaction, each guarded by the inbox: one
 // statement records every event id and says which were new. It is not cut short when the
 // session ends: the records in flight finish, within HandlerTimeout.
-func (r *Runner) applyTx(batch []applyReq) error {
+func (a *applier) applyTx(batch []applyReq) error {
+	r := a.r
 	ctx, cancel := context.WithTimeout(context.Background(), r.HandlerTimeout)
 	defer cancel()
+	if a.conn == nil {
+		conn, err := r.Pool.Acquire(ctx)
+		if err != nil {
+			return fmt.Errorf("inbox: %w", err)
+		}
+		a.conn = conn
+	}
+	defer func() {
+		if a.conn.Conn().IsClosed() { // lost: take a fresh one next time
+			a.conn.Release()
+			a.conn = nil
+		}
+	}()
 	// Rows and locks are taken in a stable order (the order id), so two partitions'
 	// transactions touching the same orders wait for each other instead of deadlocking.
 	slices.SortStableFunc(batch, func(a, b applyReq) int { return strings.Compare(a.msg.Subject, b.msg.Subject) })
@@ -100,7 +123,7 @@ func (r *Runner) applyTx(batch []applyReq) error {
 	for i, req := range batch {
 		ids[i] = req.msg.ID
 	}
-	return pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
+	return pgx.BeginFunc(ctx, a.conn, func(tx pgx.Tx) error {
 		rows, _ := tx.Query(ctx, `
 			INSERT INTO processed_events (consumer_group, event_id)
 			SELECT $1, id FROM unnest($2::text[]) AS id ORDER BY id

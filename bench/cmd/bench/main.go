@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -65,8 +66,28 @@ func newPlan(quick bool) plan {
 		relayN: 20000, relayMax: 90 * time.Second}
 }
 
+// onlyRates, given BENCH_RATES (comma-separated orders/s), runs just those open-loop rates
+// with the instant provider: for looking into one load.
+func (p *plan) onlyRates(v string) error {
+	if v == "" {
+		return nil
+	}
+	p.rates, p.workers, p.slow, p.relayN = nil, nil, nil, 0
+	for _, f := range strings.Split(v, ",") {
+		r, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || r <= 0 {
+			return fmt.Errorf("BENCH_RATES: want orders/s, comma-separated, got %q", v)
+		}
+		p.rates = append(p.rates, r)
+	}
+	return nil
+}
+
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
 	p := newPlan(getenv("BENCH_QUICK") != "" && getenv("BENCH_QUICK") != "0")
+	if err := p.onlyRates(getenv("BENCH_RATES")); err != nil {
+		return err
+	}
 	out := getenv("BENCH_OUT")
 	started := time.Now()
 	brokers, err := brokersOf(getenv)
@@ -172,7 +193,7 @@ func (p plan) measure(ctx context.Context, getenv func(string) string, stdout io
 	if err := tg.restartPayment(ctx, "0s"); err != nil {
 		return err
 	}
-	if !first {
+	if !first || p.relayN == 0 {
 		return nil
 	}
 	fmt.Fprintf(stdout, "bench [%s]: outbox relay vs Watermill SQL Forwarder, %d events each…\n", broker, p.relayN)

@@ -152,14 +152,14 @@ func (r report) markdown(w io.Writer) {
 	}
 	if r.ShowStatements {
 		for _, x := range r.Runs {
-			fmt.Fprintf(w, "\nStatements per confirmed order, %s, %s (%d confirmed):\n\n| database | per order | statement |\n|---|---|---|\n",
+			fmt.Fprintf(w, "\nStatements by execution time, %s, %s (%d confirmed):\n\n| database | per order | total ms | statement |\n|---|---|---|---|\n",
 				brokerNames[x.Broker], x.Name, x.Confirmed)
 			for _, st := range x.TopStatements {
 				q := strings.ReplaceAll(st.Query, "|", "\\|")
 				if len(q) > 140 {
 					q = q[:140] + "…"
 				}
-				fmt.Fprintf(w, "| %s | %.2f | `%s` |\n", st.Database, float64(st.Calls)/float64(max(x.Confirmed, 1)), q)
+				fmt.Fprintf(w, "| %s | %.2f | %.0f | `%s` |\n", st.Database, float64(st.Calls)/float64(max(x.Confirmed, 1)), st.Ms, q)
 			}
 		}
 	}

