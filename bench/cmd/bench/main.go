@@ -66,17 +66,23 @@ func newPlan(quick bool) plan {
 		relayN: 20000, relayMax: 90 * time.Second}
 }
 
-// onlyRates, given BENCH_RATES (comma-separated orders/s), runs just those open-loop rates
-// with the instant provider: for looking into one load.
+// onlyRates, given BENCH_RATES (comma-separated: orders/s for an open loop, cN for a closed
+// loop of N clients), runs just those, with the instant provider: for looking into one
+// load.
 func (p *plan) onlyRates(v string) error {
 	if v == "" {
 		return nil
 	}
 	p.rates, p.workers, p.slow, p.relayN = nil, nil, nil, 0
 	for _, f := range strings.Split(v, ",") {
-		r, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		f = strings.TrimSpace(f)
+		if n, err := strconv.Atoi(strings.TrimPrefix(f, "c")); strings.HasPrefix(f, "c") && err == nil && n > 0 {
+			p.workers = append(p.workers, n)
+			continue
+		}
+		r, err := strconv.ParseFloat(f, 64)
 		if err != nil || r <= 0 {
-			return fmt.Errorf("BENCH_RATES: want orders/s, comma-separated, got %q", v)
+			return fmt.Errorf("BENCH_RATES: want orders/s or cN (N clients), comma-separated, got %q", v)
 		}
 		p.rates = append(p.rates, r)
 	}

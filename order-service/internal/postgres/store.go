@@ -235,20 +235,18 @@ func (s *Store) TransitionAll(ctx context.Context, tx pgx.Tx, changes []Change) 
 		ids, tos, reasons = append(ids, c.OrderID), append(tos, string(next.Status)), append(reasons, next.FailureReason)
 		causes, ats = append(causes, c.CauseEventID), append(ats, next.UpdatedAt)
 	}
-	// The orders are found by o.id = ANY(ids), an index scan whatever the planner thinks
-	// of the table: joining on the unnested ids alone, a fresh table without statistics
-	// got a plan that compared every order with every change (measured: 300 ms for a
-	// batch of 100 among 20,000 orders, against 5 ms).
+	// The orders are found by id = ANY(ids), an index scan whatever the planner thinks of
+	// the table, and each takes its values from the arrays at its id's position: no join
+	// to plan. (Joined with the unnested arrays instead, a fresh table without statistics
+	// got a plan comparing every order with every change: 300 ms for a batch of 100 among
+	// 20,000 orders, against 5 ms.)
 	moved, err := ordersByID(tx.Query(ctx, `
-		WITH change AS (
-			SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
-				AS c(id, status, reason, cause, at)
-		),
-		upd AS (
-			UPDATE orders o SET status = c.status, failure_reason = nullif(c.reason, ''), updated_at = c.at
-			FROM change c
-			WHERE o.id = ANY($1::uuid[]) AND o.id = c.id AND o.status = $6
-			RETURNING c.cause, o.*
+		WITH upd AS (
+			UPDATE orders o SET status = ($2::text[])[array_position($1::uuid[], o.id)],
+				failure_reason = nullif(($3::text[])[array_position($1::uuid[], o.id)], ''),
+				updated_at = ($5::timestamptz[])[array_position($1::uuid[], o.id)]
+			WHERE o.id = ANY($1::uuid[]) AND o.status = $6
+			RETURNING ($4::text[])[array_position($1::uuid[], o.id)] AS cause, o.*
 		),
 		hist AS (
 			INSERT INTO order_history (order_id, from_status, to_status, cause_event_id, reason, at)

@@ -74,14 +74,14 @@ func (s *Store) Charged(ctx context.Context, tx pgx.Tx, charges []Charge) ([]boo
 	}
 	insert, args := events.InsertSQL(7, "upd")
 	rows, _ := tx.Query(ctx, `
-		WITH answer AS (
-			SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[]) AS a(id, status, reason, charge_id, tag)
-		),
-		upd AS (
-			UPDATE payments p SET status = a.status, failure_reason = nullif(a.reason, ''), charge_id = nullif(a.charge_id, '')
-			FROM answer a
-			WHERE p.id = ANY($1::uuid[]) AND p.id = a.id AND p.status = $6 -- an index scan, whatever the statistics
-			RETURNING a.tag
+		WITH upd AS (
+			-- Found by id = ANY, an index scan whatever the statistics say, each payment
+			-- taking its values at its id's position in the arrays: no join to plan.
+			UPDATE payments p SET status = ($2::text[])[array_position($1::uuid[], p.id)],
+				failure_reason = nullif(($3::text[])[array_position($1::uuid[], p.id)], ''),
+				charge_id = nullif(($4::text[])[array_position($1::uuid[], p.id)], '')
+			WHERE p.id = ANY($1::uuid[]) AND p.status = $6
+			RETURNING ($5::int[])[array_position($1::uuid[], p.id)] AS tag
 		),
 		ins AS (`+insert+`)
 		SELECT tag FROM upd
