@@ -252,6 +252,8 @@ func TestCreateOrderRejected(t *testing.T) {
 		{"items empty", jsonType, validOrder().with("items", []itemReq{}).JSON(t), 422, "validation", []string{"items"}},
 		{"items 101", jsonType, validOrder().with("items", nItems(101)).JSON(t), 422, "validation", []string{"items"}},
 		{"sku missing", jsonType, validOrder().withItem(0, itemReq{Quantity: 1, UnitPriceCents: 100}).JSON(t), 422, "validation", []string{"items[0].sku"}},
+		{"sku with NUL (PostgreSQL cannot store it)", jsonType, validOrder().withItem(0, itemReq{SKU: "BOOK\x0042", Quantity: 1, UnitPriceCents: 100}).JSON(t), 422, "validation", []string{"items[0].sku"}},
+		{"payment_method with NUL", jsonType, validOrder().with("payment_method", "tok_\x00visa").JSON(t), 422, "validation", []string{"payment_method"}},
 		{"sku 65 chars", jsonType, validOrder().withItem(0, itemReq{SKU: strings.Repeat("S", 65), Quantity: 1, UnitPriceCents: 100}).JSON(t), 422, "validation", []string{"items[0].sku"}},
 		{"quantity 0", jsonType, validOrder().withItem(0, itemReq{SKU: "A", Quantity: 0, UnitPriceCents: 100}).JSON(t), 422, "validation", []string{"items[0].quantity"}},
 		{"quantity 1001", jsonType, validOrder().withItem(0, itemReq{SKU: "A", Quantity: 1001, UnitPriceCents: 100}).JSON(t), 422, "validation", []string{"items[0].quantity"}},

@@ -108,6 +108,10 @@ func TestNewValidation(t *testing.T) {
 		{"items 101", func(r *order.Request) { r.Items = items(order.MaxItems + 1) }, []string{"items"}},
 
 		{"sku missing", func(r *order.Request) { r.Items[0].SKU = "" }, []string{"items[0].sku"}},
+		{"sku with NUL", func(r *order.Request) { r.Items[0].SKU = "BOOK\u000042" }, []string{"items[0].sku"}},
+		{"sku with a tab", func(r *order.Request) { r.Items[0].SKU = "BOOK\t42" }, []string{"items[0].sku"}},
+		{"sku in Unicode", func(r *order.Request) { r.Items[0].SKU = "LIVRE-été-書" }, nil},
+		{"payment_method with NUL", func(r *order.Request) { r.PaymentMethod = "tok_\u0000visa" }, []string{"payment_method"}},
 		{"sku 1 char", func(r *order.Request) { r.Items[0].SKU = "A" }, nil},
 		{"sku 64 chars", func(r *order.Request) { r.Items[0].SKU = strings.Repeat("S", 64) }, nil},
 		{"sku 65 chars", func(r *order.Request) { r.Items[0].SKU = strings.Repeat("S", 65) }, []string{"items[0].sku"}},
