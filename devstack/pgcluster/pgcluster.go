@@ -31,7 +31,7 @@ type Options struct {
 	// Stats loads pg_stat_statements, so a benchmark can count the statements each
 	// database ran (CREATE EXTENSION pg_stat_statements to read them).
 	Stats bool
-	Log  io.Writer // the postmaster's output; default a log file in Dir
+	Log   io.Writer // the postmaster's output; default a log file in Dir
 }
 
 // Cluster is a running PostgreSQL server.
