@@ -17,10 +17,10 @@ test: deps modules vet lint
 	@$(MAKE) --no-print-directory test-kafka
 	@echo "== Schemathesis against order-service's OpenAPI document, on a devstack"
 	@scripts/schemathesis.sh
-	@echo "== fuzz: create-order request decoding and validation, 10 s; Prefer header, 5 s; bearer tokens, 5 s"
+	@echo "== fuzz: create-order request decoding and validation, 10 s; Prefer header, 5 s; Authorization header, 5 s"
 	@cd order-service && $(GO) test -run='^$$' -fuzz=FuzzCreateRequest -fuzztime=10s ./internal/httpapi/
 	@cd order-service && $(GO) test -run='^$$' -fuzz=FuzzPreferWait -fuzztime=5s ./internal/httpapi/
-	@cd common-events && $(GO) test -run='^$$' -fuzz=FuzzVerify -fuzztime=5s ./auth/
+	@cd common-events && $(GO) test -run='^$$' -fuzz=FuzzAuthorizationHeader -fuzztime=5s ./platform/
 
 # Every module is in go.work, and its go.mod is complete on its own (GOWORK=off go mod tidy).
 modules:

@@ -81,3 +81,16 @@ func TestRequiredAndRanges(t *testing.T) {
 		}
 	}
 }
+
+func TestReadAuthNamesWhatIsMissing(t *testing.T) {
+	env := platform.NewEnv(getenv(map[string]string{"AUTH_AUDIENCE": "shop"}))
+	platform.ReadAuth(env)
+	err := env.Err()
+	if err == nil || !strings.Contains(err.Error(), "AUTH_ISSUER") || !strings.Contains(err.Error(), "AUTH_JWKS_URL") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("err = %v, want one line naming AUTH_ISSUER and AUTH_JWKS_URL", err)
+	}
+	env = platform.NewEnv(getenv(map[string]string{"AUTH_ISSUER": "https://id.example", "AUTH_JWKS_URL": "https://id.example/jwks"}))
+	if cfg := platform.ReadAuth(env); env.Err() != nil || cfg.Audience != "orderflow" || cfg.Issuer != "https://id.example" {
+		t.Fatalf("read %+v, %v", cfg, env.Err())
+	}
+}

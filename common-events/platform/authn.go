@@ -1,0 +1,77 @@
+package platform
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/orderflow/common-events/auth"
+)
+
+// Realm names orderflow in WWW-Authenticate challenges.
+const Realm = "orderflow"
+
+// ReadAuth reads whose tokens the service accepts: AUTH_ISSUER and AUTH_JWKS_URL are
+// required, AUTH_AUDIENCE defaults to "orderflow".
+func ReadAuth(e *Env) auth.Config {
+	return auth.Config{
+		Issuer:   e.Required("AUTH_ISSUER"),
+		Audience: e.String("AUTH_AUDIENCE", "orderflow"),
+		JWKSURL:  e.Required("AUTH_JWKS_URL"),
+	}
+}
+
+const principalKey = "orderflow.principal"
+
+// Authenticate lets a request through only with a valid bearer token and, when scope is
+// not empty, that scope; the handler finds whom it speaks for with PrincipalOf. A request
+// without a token is 401 with a bare Bearer challenge; a bad token 401 with
+// error="invalid_token"; a token without the scope 403 with error="insufficient_scope"
+// (RFC 6750 §3); an issuer whose keys cannot be fetched 503 with Retry-After. The answers
+// are problem+json and say nothing of what was asked for.
+func Authenticate(v *auth.Verifier, scope string) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			h := c.Response().Header()
+			raw, present := BearerToken(c.Request().Header.Get(echo.HeaderAuthorization))
+			if !present {
+				h.Set(echo.HeaderWWWAuthenticate, `Bearer realm="`+Realm+`"`)
+				return NewProblem(http.StatusUnauthorized, "unauthenticated", "Unauthorized", "this endpoint needs a bearer token")
+			}
+			p, err := v.Verify(c.Request().Context(), raw)
+			switch {
+			case errors.Is(err, auth.ErrKeysUnavailable):
+				h.Set("Retry-After", "5")
+				return NewProblem(http.StatusServiceUnavailable, "token_issuer_unavailable", "Service Unavailable",
+					"the token issuer's keys cannot be fetched; retry shortly")
+			case err != nil:
+				h.Set(echo.HeaderWWWAuthenticate, `Bearer realm="`+Realm+`", error="invalid_token"`)
+				return NewProblem(http.StatusUnauthorized, "invalid_token", "Unauthorized", "the bearer token is not valid")
+			case scope != "" && !p.Has(scope):
+				h.Set(echo.HeaderWWWAuthenticate, `Bearer realm="`+Realm+`", error="insufficient_scope", scope="`+scope+`"`)
+				return NewProblem(http.StatusForbidden, "insufficient_scope", "Forbidden", "the token does not grant this")
+			}
+			c.Set(principalKey, p)
+			return next(c)
+		}
+	}
+}
+
+// BearerToken takes the token out of an Authorization header value. present is false
+// when there is no bearer credential at all (no header, another scheme); a "Bearer"
+// with nothing usable after it is present with an empty token, which no verifier accepts.
+func BearerToken(header string) (token string, present bool) {
+	scheme, rest, _ := strings.Cut(strings.TrimSpace(header), " ")
+	if !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimSpace(rest), true
+}
+
+// PrincipalOf is whom the request's token speaks for, behind Authenticate.
+func PrincipalOf(c echo.Context) (auth.Principal, bool) {
+	p, ok := c.Get(principalKey).(auth.Principal)
+	return p, ok
+}
