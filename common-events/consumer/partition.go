@@ -66,7 +66,7 @@ type result struct {
 
 func (p *partition) run() {
 	ctx := p.sess.Context()
-	messages := p.claim.Messages()
+	messages, done := p.claim.Messages(), ctx.Done()
 	stopping := false
 	for !stopping || p.running > 0 {
 		var in <-chan *sarama.ConsumerMessage
@@ -76,14 +76,14 @@ func (p *partition) run() {
 		select {
 		case rec, ok := <-in:
 			if !ok {
-				stopping = true
+				stopping, done = true, nil
 				continue
 			}
 			p.take(ctx, rec)
 		case res := <-p.results:
 			p.finish(ctx, res, stopping)
-		case <-ctx.Done():
-			stopping = true // finish what runs, start nothing new
+		case <-done:
+			stopping, done = true, nil // finish what runs, start nothing new; wait on results only
 		}
 	}
 	p.wg.Wait()
