@@ -56,7 +56,7 @@ func (b *lockedBuffer) consumerOf(orderID string) []string {
 // the headers and the body.
 func send(t *testing.T, method, url, body string, headers ...string) (int, http.Header, []byte) {
 	t.Helper()
-	resp, err := http.DefaultClient.Do(newRequest(t, context.Background(), method, url, body, headers...))
+	resp, err := client.Do(newRequest(t, context.Background(), method, url, body, headers...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func readStream(t *testing.T, url string, headers ...string) []statusEvent {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	resp, err := http.DefaultClient.Do(newRequest(t, ctx, http.MethodGet, url, "", headers...))
+	resp, err := client.Do(newRequest(t, ctx, http.MethodGet, url, "", headers...))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,12 +8,15 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,8 +24,10 @@ import (
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 
+	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/consumer"
 	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/common-events/platform"
 	notificationapp "github.com/orderflow/notification-service/app"
 	orderapp "github.com/orderflow/order-service/app"
 	paymentapp "github.com/orderflow/payment-service/app"
@@ -106,7 +111,7 @@ func checkCompose(p *types.Project) []error {
 		} else if !strings.Contains(strings.Join(svc.HealthCheck.Test, " "), "/readyz") {
 			bad("service %s health check does not ask /readyz", name)
 		}
-		for _, dep := range []string{"postgres", "kafka", "kafka-init"} {
+		for _, dep := range []string{"postgres", "kafka", "kafka-init", "keycloak"} {
 			want := types.ServiceConditionHealthy
 			if dep == "kafka-init" {
 				want = types.ServiceConditionCompletedSuccessfully
@@ -164,6 +169,294 @@ func checkCompose(p *types.Project) []error {
 			if !slices.Contains(created, topic) {
 				bad("kafka-init does not create topic %s", topic)
 			}
+		}
+	}
+	return append(errs, checkKeycloak(p)...)
+}
+
+// The realm's clients and demo customers that the README, scripts/compose-token.sh and
+// the tests name; a customer's id is the subject of her tokens.
+const (
+	customerClient = "orderflow-web"
+	operatorClient = "orderflow-operator"
+)
+
+var demoCustomers = []struct{ username, id string }{
+	{"ada", "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93"},
+	{"grace", "9d7e2c1a-4b3f-4e8d-a6c5-1f0e2d3c4b5a"},
+}
+
+// realmImportDir is where Keycloak's image reads realm files at --import-realm.
+const realmImportDir = "/opt/keycloak/data/import/"
+
+// realm is what the checks read of a Keycloak realm file.
+type realm struct {
+	Realm        string        `json:"realm"`
+	ClientScopes []clientScope `json:"clientScopes"`
+	Clients      []realmClient `json:"clients"`
+	Users        []realmUser   `json:"users"`
+}
+
+type clientScope struct {
+	Name            string            `json:"name"`
+	Attributes      map[string]string `json:"attributes"`
+	ProtocolMappers []protocolMapper  `json:"protocolMappers"`
+}
+
+type realmClient struct {
+	ClientID                  string           `json:"clientId"`
+	PublicClient              bool             `json:"publicClient"`
+	Secret                    string           `json:"secret"`
+	DirectAccessGrantsEnabled bool             `json:"directAccessGrantsEnabled"`
+	ServiceAccountsEnabled    bool             `json:"serviceAccountsEnabled"`
+	DefaultClientScopes       []string         `json:"defaultClientScopes"`
+	OptionalClientScopes      []string         `json:"optionalClientScopes"`
+	ProtocolMappers           []protocolMapper `json:"protocolMappers"`
+}
+
+type realmUser struct {
+	ID          string `json:"id"`
+	Username    string `json:"username"`
+	Enabled     bool   `json:"enabled"`
+	Credentials []struct {
+		Type  string `json:"type"`
+		Value string `json:"value"`
+	} `json:"credentials"`
+}
+
+type protocolMapper struct {
+	ProtocolMapper string            `json:"protocolMapper"`
+	Config         map[string]string `json:"config"`
+}
+
+// find returns the element of s that is named name, or nil.
+func find[T any](s []T, name string, nameOf func(T) string) *T {
+	i := slices.IndexFunc(s, func(e T) bool { return nameOf(e) == name })
+	if i < 0 {
+		return nil
+	}
+	return &s[i]
+}
+
+func (r *realm) scope(name string) *clientScope {
+	return find(r.ClientScopes, name, func(s clientScope) string { return s.Name })
+}
+
+func (r *realm) client(id string) *realmClient {
+	return find(r.Clients, id, func(c realmClient) string { return c.ClientID })
+}
+
+func (r *realm) user(name string) *realmUser {
+	return find(r.Users, name, func(u realmUser) string { return u.Username })
+}
+
+// password returns the demo password of user.
+func (r *realm) password(user string) string {
+	if u := r.user(user); u != nil {
+		for _, c := range u.Credentials {
+			if c.Type == "password" {
+				return c.Value
+			}
+		}
+	}
+	return ""
+}
+
+// mappers are the protocol mappers of c's tokens: its own and its default scopes'. It
+// reports the scopes c names that the realm does not define, which Keycloak skips.
+func (r *realm) mappers(c *realmClient) (mappers []protocolMapper, undefined []string) {
+	mappers = slices.Clone(c.ProtocolMappers)
+	for _, name := range c.DefaultClientScopes {
+		if s := r.scope(name); s != nil {
+			mappers = append(mappers, s.ProtocolMappers...)
+		} else {
+			undefined = append(undefined, name)
+		}
+	}
+	return mappers, undefined
+}
+
+// realmFile is the realm file the keycloak service imports: the bind mount into the
+// image's import folder.
+func realmFile(kc types.ServiceConfig) string {
+	for _, v := range kc.Volumes {
+		if v.Type == types.VolumeTypeBind && strings.HasPrefix(v.Target, realmImportDir) && strings.HasSuffix(v.Target, ".json") {
+			return v.Source
+		}
+	}
+	return ""
+}
+
+func loadRealm(path string) (*realm, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r realm
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &r, nil
+}
+
+// checkKeycloak holds the identity provider against the tests, the realm file and the
+// services' settings: Keycloak at the version the tests run, importing the realm, healthy
+// when it says so; every service trusting exactly the tokens it issues; the realm granting
+// the scopes, audience and subjects the services read.
+func checkKeycloak(p *types.Project) []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	kc, ok := p.Services["keycloak"]
+	if !ok {
+		return []error{fmt.Errorf("service keycloak is missing")}
+	}
+	env := func(k, def string) string {
+		if v := kc.Environment[k]; v != nil && *v != "" {
+			return *v
+		}
+		return def
+	}
+	// The Keycloak that e2e/keycloak_test.go runs is the one compose runs.
+	if pom, err := os.ReadFile(filepath.Join(p.WorkingDir, "tools", "keycloak", "pom.xml")); err != nil {
+		bad("tools/keycloak/pom.xml: %v", err)
+	} else if m := regexp.MustCompile(`<keycloak.version>([^<]+)</keycloak.version>`).FindSubmatch(pom); m == nil {
+		bad("tools/keycloak/pom.xml names no keycloak.version")
+	} else if want := "quay.io/keycloak/keycloak:" + string(m[1]); kc.Image != want {
+		bad("service keycloak runs %s, but tools/keycloak/pom.xml fetches Keycloak %s for the tests: keep them one version", kc.Image, m[1])
+	}
+	// Keycloak 26 serves health on the management port, and only with KC_HEALTH_ENABLED.
+	if env("KC_HEALTH_ENABLED", "") != "true" {
+		bad("service keycloak: KC_HEALTH_ENABLED is not true: /health/ready would not answer and nothing waiting for keycloak would start")
+	}
+	management := env("KC_HTTP_MANAGEMENT_PORT", "9000")
+	if kc.HealthCheck == nil || len(kc.HealthCheck.Test) == 0 {
+		bad("service keycloak has no health check")
+	} else if test := strings.Join(kc.HealthCheck.Test, " "); !strings.Contains(test, "/health/ready") ||
+		!regexp.MustCompile(`\b`+regexp.QuoteMeta(management)+`\b`).MatchString(test) {
+		bad("service keycloak: the health check must ask /health/ready on the management port %s, not %q", management, test)
+	}
+	if !slices.Contains(kc.Command, "--import-realm") {
+		bad("service keycloak does not import the realm (--import-realm): command %q", kc.Command)
+	}
+	// Tokens fetched on the host carry KC_HOSTNAME: it must be where Keycloak is published.
+	httpPort := env("KC_HTTP_PORT", "8080")
+	hostname, err := url.Parse(env("KC_HOSTNAME", ""))
+	if err != nil || hostname.Scheme == "" || hostname.Port() == "" {
+		bad("service keycloak: KC_HOSTNAME %q is not a full URL (scheme, host, port): the issuer would change with the request", env("KC_HOSTNAME", ""))
+		hostname = &url.URL{}
+	} else {
+		var published []string
+		for _, port := range kc.Ports {
+			if strconv.Itoa(int(port.Target)) == httpPort {
+				published = append(published, port.Published)
+			}
+		}
+		if !slices.Contains(published, hostname.Port()) {
+			bad("service keycloak: KC_HOSTNAME %s is not where Keycloak is published (host ports %v for %s): tokens fetched on the host would name another issuer", hostname, published, httpPort)
+		}
+	}
+	path := realmFile(kc)
+	if path == "" {
+		bad("service keycloak: no realm file mounted into %s", realmImportDir)
+		return errs
+	}
+	r, err := loadRealm(path)
+	if err != nil {
+		bad("realm file: %v", err)
+		return errs
+	}
+	issuer := strings.TrimSuffix(hostname.String(), "/") + "/realms/" + r.Realm
+	jwks := fmt.Sprintf("http://keycloak:%s/realms/%s/protocol/openid-connect/certs", httpPort, r.Realm)
+	audiences := map[string]bool{}
+	for name := range settingsRead {
+		svc, ok := p.Services[name]
+		if !ok {
+			continue
+		}
+		cfg := platform.ReadAuth(platform.NewEnv(func(k string) string {
+			if v := svc.Environment[k]; v != nil {
+				return *v
+			}
+			return ""
+		}))
+		switch {
+		case cfg.Issuer == "":
+			bad("service %s is given no AUTH_ISSUER: it would refuse to start", name)
+		case cfg.Issuer != issuer:
+			bad("service %s: AUTH_ISSUER %q is not the issuer of Keycloak's tokens, %q (KC_HOSTNAME, /realms/, the realm file's realm)", name, cfg.Issuer, issuer)
+		}
+		switch {
+		case cfg.JWKSURL == "":
+			bad("service %s is given no AUTH_JWKS_URL: it would refuse to start", name)
+		case cfg.JWKSURL != jwks:
+			bad("service %s: AUTH_JWKS_URL %q, want %q: the keys are fetched from the keycloak service over the compose network", name, cfg.JWKSURL, jwks)
+		}
+		audiences[cfg.Audience] = true
+	}
+	return append(errs, checkRealm(r, audiences)...)
+}
+
+// checkRealm returns every way the realm would issue tokens the services refuse or
+// misread: the scopes in the scope claim, the audience, a subject; the demo customers
+// with their fixed ids; the operators' client.
+func checkRealm(r *realm, audiences map[string]bool) []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	for _, scope := range []string{auth.ScopeCustomer, auth.ScopeOperator} {
+		if s := r.scope(scope); s == nil {
+			bad("realm file: no client scope %s", scope)
+		} else if s.Attributes["include.in.token.scope"] != "true" {
+			bad("realm file: client scope %s does not put its name in the token's scope claim (include.in.token.scope)", scope)
+		}
+	}
+	clients := []struct {
+		id          string
+		grants, not string
+	}{{customerClient, auth.ScopeCustomer, auth.ScopeOperator}, {operatorClient, auth.ScopeOperator, auth.ScopeCustomer}}
+	for _, want := range clients {
+		c := r.client(want.id)
+		if c == nil {
+			bad("realm file: no client %s", want.id)
+			continue
+		}
+		if !slices.Contains(c.DefaultClientScopes, want.grants) {
+			bad("realm file: client %s does not grant %s (defaultClientScopes)", c.ClientID, want.grants)
+		}
+		if slices.Contains(c.DefaultClientScopes, want.not) || slices.Contains(c.OptionalClientScopes, want.not) {
+			bad("realm file: client %s grants %s", c.ClientID, want.not)
+		}
+		mappers, undefined := r.mappers(c)
+		for _, name := range undefined {
+			bad("realm file: client %s names the client scope %s, which the realm does not define (Keycloak skips it)", c.ClientID, name)
+		}
+		claims := func(kind, key, value string) bool {
+			return slices.ContainsFunc(mappers, func(m protocolMapper) bool {
+				return m.ProtocolMapper == kind && m.Config["access.token.claim"] == "true" && (key == "" || m.Config[key] == value)
+			})
+		}
+		if !claims("oidc-sub-mapper", "", "") {
+			bad("realm file: client %s: no oidc-sub-mapper in its scopes (Keycloak's scope basic): a user's access token would have no sub, and every service refuses it", c.ClientID)
+		}
+		for aud := range audiences {
+			if !claims("oidc-audience-mapper", "included.custom.audience", aud) {
+				bad("realm file: client %s: its tokens' aud would not contain %s, the services' AUTH_AUDIENCE (an oidc-audience-mapper)", c.ClientID, aud)
+			}
+		}
+	}
+	if c := r.client(customerClient); c != nil && (!c.PublicClient || !c.DirectAccessGrantsEnabled) {
+		bad("realm file: client %s must be public with direct access grants: the demo gets a customer's token with the password grant", c.ClientID)
+	}
+	if c := r.client(operatorClient); c != nil && (c.PublicClient || c.Secret == "" || !c.ServiceAccountsEnabled) {
+		bad("realm file: client %s must be confidential, with a secret and a service account: operators' tokens come from the client credentials grant", c.ClientID)
+	}
+	for _, want := range demoCustomers {
+		switch u := r.user(want.username); {
+		case u == nil:
+			bad("realm file: no user %s", want.username)
+		case u.ID != want.id:
+			bad("realm file: user %s has id %q, want %s: a customer's id is the subject of her tokens", want.username, u.ID, want.id)
+		case !u.Enabled || r.password(want.username) == "":
+			bad("realm file: user %s is disabled or has no password: the demo cannot log in", want.username)
 		}
 	}
 	return errs
@@ -280,7 +573,7 @@ func TestComposeFileMatchesTheCode(t *testing.T) {
 	for _, err := range checkCompose(p) {
 		t.Error(err)
 	}
-	for _, want := range []string{"kafka", "kafka-init", "kafka-ui", "postgres", "mailpit", "order-service", "payment-service", "notification-service"} {
+	for _, want := range []string{"kafka", "kafka-init", "kafka-ui", "postgres", "mailpit", "keycloak", "order-service", "payment-service", "notification-service"} {
 		if _, ok := p.Services[want]; !ok {
 			t.Errorf("service %s is missing", want)
 		}
@@ -327,6 +620,7 @@ func TestComposeChecksCatchBreakage(t *testing.T) {
 		name       string
 		edit       func(compose string) string
 		dockerfile func(string) string
+		realm      func(string) string // deploy/keycloak/orderflow-realm.json
 		want       string
 	}{
 		{name: "a topic not created",
@@ -401,6 +695,120 @@ func TestComposeChecksCatchBreakage(t *testing.T) {
 				return strings.Replace(s, "image: kafbat/kafka-ui:v1.2.0", "image: kafbat/kafka-ui:latest", 1)
 			},
 			want: `"kafbat/kafka-ui:latest" is not pinned`},
+		{name: "a floating Keycloak image",
+			edit: func(s string) string {
+				return strings.Replace(s, "image: quay.io/keycloak/keycloak:26.5.6", "image: quay.io/keycloak/keycloak:latest", 1)
+			},
+			want: `"quay.io/keycloak/keycloak:latest" is not pinned`},
+		{name: "a Keycloak image other than the one the tests run",
+			edit: func(s string) string {
+				return strings.Replace(s, "image: quay.io/keycloak/keycloak:26.5.6", "image: quay.io/keycloak/keycloak:26.4.0", 1)
+			},
+			want: "service keycloak runs quay.io/keycloak/keycloak:26.4.0, but tools/keycloak/pom.xml fetches Keycloak 26.5.6"},
+		{name: "a service that trusts no issuer",
+			edit: func(s string) string { return strings.Replace(s, "      <<: *auth-environment\n", "", 1) },
+			want: "service order-service is given no AUTH_ISSUER"},
+		{name: "not waiting for Keycloak",
+			edit: func(s string) string {
+				return strings.Replace(s, "      keycloak:\n        condition: service_healthy\n      mailpit:", "      mailpit:", 1)
+			},
+			want: `notification-service waits for keycloak with condition ""`},
+		{name: "an issuer the tokens do not name",
+			edit: func(s string) string {
+				return strings.Replace(s, "AUTH_ISSUER: http://localhost:8180/realms/orderflow", "AUTH_ISSUER: http://keycloak:8080/realms/orderflow", 1)
+			},
+			want: `AUTH_ISSUER "http://keycloak:8080/realms/orderflow" is not the issuer of Keycloak's tokens, "http://localhost:8180/realms/orderflow"`},
+		{name: "keys fetched from the service itself",
+			edit: func(s string) string {
+				return strings.Replace(s, "AUTH_JWKS_URL: http://keycloak:8080/", "AUTH_JWKS_URL: http://localhost:8180/", 1)
+			},
+			want: "the keys are fetched from the keycloak service over the compose network"},
+		{name: "Keycloak published on another port than KC_HOSTNAME's",
+			edit: func(s string) string { return strings.Replace(s, `- "8180:8080"`, `- "8181:8080"`, 1) },
+			want: "KC_HOSTNAME http://localhost:8180 is not where Keycloak is published"},
+		{name: "KC_HOSTNAME without a port",
+			edit: func(s string) string {
+				return strings.Replace(s, "KC_HOSTNAME: http://localhost:8180", "KC_HOSTNAME: localhost", 1)
+			},
+			want: `KC_HOSTNAME "localhost" is not a full URL`},
+		{name: "Keycloak's health check on the main port",
+			edit: func(s string) string {
+				return strings.Replace(s, "/dev/tcp/127.0.0.1/9000", "/dev/tcp/127.0.0.1/8080", 1)
+			},
+			want: "the health check must ask /health/ready on the management port 9000"},
+		{name: "Keycloak's health endpoints off",
+			edit: func(s string) string { return strings.Replace(s, `      KC_HEALTH_ENABLED: "true"`+"\n", "", 1) },
+			want: "KC_HEALTH_ENABLED is not true"},
+		{name: "the realm not imported",
+			edit: func(s string) string {
+				return strings.Replace(s, `command: ["start-dev", "--import-realm"]`, `command: ["start-dev"]`, 1)
+			},
+			want: "service keycloak does not import the realm"},
+		{name: "no realm file",
+			edit: func(s string) string {
+				return strings.Replace(s, "./deploy/keycloak/orderflow-realm.json:/opt/keycloak/data/import/orderflow-realm.json:ro", "./deploy/keycloak:/opt/keycloak/themes:ro", 1)
+			},
+			want: "no realm file mounted into /opt/keycloak/data/import/"},
+		{name: "a realm file that is not JSON",
+			realm: func(s string) string { return strings.TrimSuffix(strings.TrimSpace(s), "}") },
+			want:  "orderflow-realm.json: unexpected end of JSON input"},
+		{name: "a realm the services do not trust",
+			realm: func(s string) string { return strings.Replace(s, `"realm": "orderflow"`, `"realm": "shop"`, 1) },
+			want:  `is not the issuer of Keycloak's tokens, "http://localhost:8180/realms/shop"`},
+		{name: "a scope left out of the scope claim",
+			realm: func(s string) string {
+				return strings.Replace(s, `"name": "orderflow:customer",
+      "description": "Place orders and follow one's own",
+      "protocol": "openid-connect",
+      "attributes": {
+        "include.in.token.scope": "true"`, `"name": "orderflow:customer",
+      "description": "Place orders and follow one's own",
+      "protocol": "openid-connect",
+      "attributes": {
+        "include.in.token.scope": "false"`, 1)
+			},
+			want: "client scope orderflow:customer does not put its name in the token's scope claim"},
+		{name: "the operator scope missing",
+			realm: func(s string) string {
+				return strings.Replace(s, `"name": "orderflow:operator"`, `"name": "orderflow:admin"`, 1)
+			},
+			want: "no client scope orderflow:operator"},
+		{name: "another audience",
+			realm: func(s string) string {
+				return strings.Replace(s, `"included.custom.audience": "orderflow"`, `"included.custom.audience": "orders"`, 1)
+			},
+			want: "client orderflow-web: its tokens' aud would not contain orderflow"},
+		{name: "tokens without a subject",
+			realm: func(s string) string { return strings.Replace(s, `"name": "basic"`, `"name": "subject"`, 1) },
+			want:  "client orderflow-web: no oidc-sub-mapper in its scopes"},
+		{name: "a customer who is an operator",
+			realm: func(s string) string {
+				return strings.Replace(s, `"defaultClientScopes": ["basic", "orderflow:customer"]`, `"defaultClientScopes": ["basic", "orderflow:customer", "orderflow:operator"]`, 1)
+			},
+			want: "client orderflow-web grants orderflow:operator"},
+		{name: "customers without the password grant",
+			realm: func(s string) string {
+				return strings.Replace(s, `"directAccessGrantsEnabled": true`, `"directAccessGrantsEnabled": false`, 1)
+			},
+			want: "client orderflow-web must be public with direct access grants"},
+		{name: "operators without a service account",
+			realm: func(s string) string {
+				return strings.Replace(s, `"serviceAccountsEnabled": true`, `"serviceAccountsEnabled": false`, 1)
+			},
+			want: "client orderflow-operator must be confidential, with a secret and a service account"},
+		{name: "no operators' client",
+			realm: func(s string) string {
+				return strings.Replace(s, `"clientId": "orderflow-operator"`, `"clientId": "orderflow-admin"`, 1)
+			},
+			want: "no client orderflow-operator"},
+		{name: "a demo customer with another id",
+			realm: func(s string) string {
+				return strings.Replace(s, `"id": "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93"`, `"id": "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a94"`, 1)
+			},
+			want: `user ada has id "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a94", want 5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93`},
+		{name: "a demo customer missing",
+			realm: func(s string) string { return strings.Replace(s, `"username": "grace"`, `"username": "hopper"`, 1) },
+			want:  "no user grace"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -415,13 +823,19 @@ func TestComposeChecksCatchBreakage(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(dir, "docker-compose.yml"), []byte(compose), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			if tt.dockerfile != nil {
-				path := filepath.Join(dir, "Dockerfile")
+			for file, edit := range map[string]func(string) string{
+				"Dockerfile": tt.dockerfile,
+				filepath.Join("deploy", "keycloak", "orderflow-realm.json"): tt.realm,
+			} {
+				if edit == nil {
+					continue
+				}
+				path := filepath.Join(dir, file)
 				b, err := os.ReadFile(path)
 				if err != nil {
 					t.Fatal(err)
 				}
-				changed := tt.dockerfile(string(b))
+				changed := edit(string(b))
 				if changed == string(b) {
 					t.Fatal("the edit changed nothing: the test is out of date")
 				}

@@ -93,7 +93,7 @@ func TestEveryPublishedRecordIsAMessageOfTheAsyncAPIDocument(t *testing.T) {
 			t.Fatal("the provider never charged the order to cancel")
 		}
 	}
-	resp, err := http.Post(s.url("order", "/orders/"+refunded.ID+"/cancel"), "application/json", nil)
+	resp, err := client.Post(s.url("order", "/orders/"+refunded.ID+"/cancel"), "application/json", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

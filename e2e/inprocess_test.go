@@ -19,8 +19,6 @@ import (
 	paymentapp "github.com/orderflow/payment-service/app"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m) }
-
 type runFunc func(ctx context.Context, getenv func(string) string, stdout, stderr io.Writer) error
 
 var services = map[string]runFunc{
@@ -80,6 +78,9 @@ func newStack(t *testing.T, brokers []string, extra map[string]map[string]string
 			"HTTP_ADDR": s.addrs[name], "DATABASE_URL": s.dbs[name], "KAFKA_BROKERS": strings.Join(brokers, ","),
 			"KAFKA_TOPIC_PARTITIONS": "3", "LOG_LEVEL": "warn", "SMTP_ADDR": s.mail.Addr,
 		}
+		for k, v := range authEnv() {
+			s.env[name][k] = v
+		}
 		for k, v := range extra[name] {
 			s.env[name][k] = v
 		}
@@ -119,7 +120,7 @@ func (s *inproc) start(name string) {
 			s.t.Fatalf("%s-service exited at start: %v", name, err)
 		default:
 		}
-		resp, err := http.Get(s.url(name, "/readyz"))
+		resp, err := client.Get(s.url(name, "/readyz"))
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -159,7 +160,7 @@ func (s *inproc) placeOrder(token, email string) orderResp {
 	body := fmt.Sprintf(`{"customer_id":"5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93","customer_email":%q,"currency":"EUR",
 		"items":[{"sku":"BOOK-42","quantity":2,"unit_price_cents":1999},{"sku":"PEN-7","quantity":1,"unit_price_cents":350}],
 		"payment_method":%q}`, email, token)
-	resp, err := http.Post(s.url("order", "/orders"), "application/json", bytes.NewBufferString(body))
+	resp, err := client.Post(s.url("order", "/orders"), "application/json", bytes.NewBufferString(body))
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -183,7 +184,7 @@ func (s *inproc) getOrder(id string) orderResp {
 
 func (s *inproc) getJSON(service, path string, v any) {
 	s.t.Helper()
-	resp, err := http.Get(s.url(service, path))
+	resp, err := client.Get(s.url(service, path))
 	if err != nil {
 		s.t.Fatal(err)
 	}

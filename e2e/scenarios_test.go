@@ -83,7 +83,7 @@ func newLoggedTarget(t *testing.T, serviceEnv map[string]map[string]string, logs
 	}
 	s, err := stack.Start(context.Background(), stack.Options{
 		Root: root, DataDir: filepath.Join(t.TempDir(), "data"), BinDir: buildOnce.dir, Prebuilt: true, Brokers: brokers,
-		KafkaPort: testenv.FreePort(t), PGPort: testenv.FreePort(t),
+		KafkaPort: testenv.FreePort(t), PGPort: testenv.FreePort(t), Issuer: authority,
 		HTTPPorts: map[string]int{
 			"order-service": testenv.FreePort(t), "payment-service": testenv.FreePort(t), "notification-service": testenv.FreePort(t),
 		},
@@ -137,7 +137,7 @@ func (tg *target) place(token string) (placed, error) {
 	email := fmt.Sprintf("c-%x@example.com", rand.Uint64())
 	body := fmt.Sprintf(`{"customer_id":"5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93","customer_email":%q,"currency":"EUR",
 		"items":[{"sku":"BOOK-42","quantity":1,"unit_price_cents":1999}],"payment_method":%q}`, email, token)
-	resp, err := http.Post(tg.order+"/orders", "application/json", bytes.NewBufferString(body))
+	resp, err := client.Post(tg.order+"/orders", "application/json", bytes.NewBufferString(body))
 	if err != nil {
 		return placed{}, err
 	}
@@ -184,7 +184,7 @@ func (tg *target) placeMany(n, workers int, token func(i int) string) []placed {
 }
 
 func getJSON(url string, v any) error {
-	resp, err := http.Get(url)
+	resp, err := client.Get(url)
 	if err != nil {
 		return err
 	}
@@ -389,7 +389,7 @@ func TestScenarioIdempotencyKeyRetry(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodPost, tg.order+"/orders", bytes.NewBufferString(body))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Idempotency-Key", key)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -413,11 +413,13 @@ func TestScenarioIdempotencyKeyRetry(t *testing.T) {
 func TestScenarioListingAndHistory(t *testing.T) {
 	tg := newTarget(t, nil)
 	customer := fmt.Sprintf("%08x-0000-4000-8000-%012x", rand.Uint32(), rand.Uint64()&0xffffffffffff)
+	as := "Bearer " + customerToken(t, customer)
 	var ids []string
 	for range 3 {
-		body := fmt.Sprintf(`{"customer_id":%q,"customer_email":"list@example.com","currency":"EUR",
-			"items":[{"sku":"BOOK-42","quantity":1,"unit_price_cents":1999}],"payment_method":"tok_visa"}`, customer)
-		resp, err := http.Post(tg.order+"/orders", "application/json", bytes.NewBufferString(body))
+		req := newRequest(t, context.Background(), http.MethodPost, tg.order+"/orders", `{"customer_email":"list@example.com","currency":"EUR",
+			"items":[{"sku":"BOOK-42","quantity":1,"unit_price_cents":1999}],"payment_method":"tok_visa"}`,
+			"Content-Type", "application/json", "Authorization", as)
+		resp, err := client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -433,7 +435,10 @@ func TestScenarioListingAndHistory(t *testing.T) {
 			Items      []orderResp `json:"items"`
 			NextCursor string      `json:"next_cursor"`
 		}
-		tg.list(tg.order+"/orders?limit=2&customer_id="+customer+"&cursor="+cursor, &p)
+		status, _, body := send(t, http.MethodGet, tg.order+"/orders?limit=2&cursor="+cursor, "", "Authorization", as)
+		if err := json.Unmarshal(body, &p); status != http.StatusOK || err != nil {
+			t.Fatalf("listing = %d %s (%v)", status, body, err)
+		}
 		for _, o := range p.Items {
 			got = append(got, o.ID)
 		}
@@ -445,9 +450,10 @@ func TestScenarioListingAndHistory(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint([]string{ids[2], ids[1], ids[0]}) {
 		t.Fatalf("listing = %v, want %v newest first", got, ids)
 	}
-	p := placed{ID: ids[0], Token: "tok_visa"}
-	if o := tg.waitTerminal([]placed{p}, 30*time.Second)[ids[0]]; o.Status != "CONFIRMED" {
-		t.Fatalf("order = %s", o.Status)
+	var o orderResp
+	if status, _, body := send(t, http.MethodGet, tg.order+"/orders/"+ids[0], "", "Authorization", as, "Prefer", "wait=30"); status != http.StatusOK ||
+		json.Unmarshal(body, &o) != nil || o.Status != "CONFIRMED" {
+		t.Fatalf("order = %d %s, want CONFIRMED", status, body)
 	}
 	var h struct {
 		Items []struct {
@@ -455,7 +461,9 @@ func TestScenarioListingAndHistory(t *testing.T) {
 			CauseEventID string `json:"cause_event_id"`
 		} `json:"items"`
 	}
-	tg.list(tg.order+"/orders/"+ids[0]+"/history", &h)
+	if status, _, body := send(t, http.MethodGet, tg.order+"/orders/"+ids[0]+"/history", "", "Authorization", as); status != http.StatusOK || json.Unmarshal(body, &h) != nil {
+		t.Fatalf("history = %d %s", status, body)
+	}
 	if len(h.Items) != 2 || h.Items[1].From != "PENDING_PAYMENT" || h.Items[1].To != "CONFIRMED" || h.Items[1].CauseEventID == "" {
 		t.Errorf("history = %+v, want PENDING_PAYMENT then CONFIRMED with its cause", h.Items)
 	}

@@ -24,6 +24,8 @@ func TestBadSettingsStopStartUpWithOneClearLine(t *testing.T) {
 		{map[string]string{"HTTP_ADDR": "8080"}, "HTTP_ADDR: want [host]:port"},
 		{map[string]string{"PROVIDER_TRANSIENT_FAILURE_RATE": "2"}, "PROVIDER_TRANSIENT_FAILURE_RATE"},
 		{map[string]string{"SMTP_ADDR": "mail"}, "SMTP_ADDR"},
+		{map[string]string{"AUTH_JWKS_URL": "issuer/jwks.json"}, `AUTH_JWKS_URL: want an http:// or https:// URL, got "issuer/jwks.json"`},
+		{map[string]string{"AUTH_AUDIENCE": "orderflow"}, "AUTH_ISSUER: required but not set"},
 	}
 	for name, run := range services {
 		for _, tt := range tests {
@@ -62,6 +64,9 @@ func TestUnreachableDependenciesAndBusyPortsAreNamed(t *testing.T) {
 		{"no broker", map[string]string{"HTTP_ADDR": "127.0.0.1:0", "DATABASE_URL": db, "KAFKA_BROKERS": dead}, "KAFKA_BROKERS"},
 	}
 	for _, tt := range tests {
+		for k, v := range authEnv() {
+			tt.env[k] = v
+		}
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -77,7 +82,7 @@ func TestHealthAndReadiness(t *testing.T) {
 	s := newStack(t, testenv.Kafka(t).Addrs, nil)
 	for name := range services {
 		for _, path := range []string{"/healthz", "/readyz"} {
-			resp, err := http.Get(s.url(name, path))
+			resp, err := client.Get(s.url(name, path))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -86,7 +91,7 @@ func TestHealthAndReadiness(t *testing.T) {
 				t.Errorf("%s-service %s = %d", name, path, resp.StatusCode)
 			}
 		}
-		resp, err := http.Get(s.url(name, "/no-such-route"))
+		resp, err := client.Get(s.url(name, "/no-such-route"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -96,7 +101,7 @@ func TestHealthAndReadiness(t *testing.T) {
 		}
 	}
 	for _, path := range []string{"/payments", "/payments?order_id=42"} {
-		resp, err := http.Get(s.url("payment", path))
+		resp, err := client.Get(s.url("payment", path))
 		if err != nil {
 			t.Fatal(err)
 		}

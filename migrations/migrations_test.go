@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	_ "github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
 
 	"github.com/orderflow/devstack/testenv"
 	"github.com/orderflow/migrations"
@@ -44,5 +45,51 @@ func TestEachDatabaseMigratesTwiceWithTheSharedPlumbing(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Idempotency keys stored before they were per customer take their order's customer, and
+// the way back keeps one key per spelling.
+func TestIdempotencyKeysBecomePerCustomer(t *testing.T) {
+	db, err := sql.Open("pgx", testenv.Database(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	p, err := goose.NewProvider(goose.DialectPostgres, db, migrations.Orders)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.UpTo(ctx, 4); err != nil {
+		t.Fatal(err)
+	}
+	const order, customer = "019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f", "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93"
+	if _, err := db.ExecContext(ctx, `
+		INSERT INTO orders (id, customer_id, customer_email, currency, items, total_cents, payment_method, status, correlation_id, created_at, updated_at)
+		VALUES ($1, $2, 'ada@example.com', 'EUR', '[]', 1, 'tok_visa', 'PENDING_PAYMENT', 'c', now(), now())`, order, customer); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO idempotency_keys (key, request_hash, status, response, order_id) VALUES
+		('k1', 'h', 202, '{}', $1), ('orphan', 'h', 202, '{}', '019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e60')`, order); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.UpTo(ctx, 5); err != nil {
+		t.Fatal(err)
+	}
+	var keys string
+	if err := db.QueryRowContext(ctx, `SELECT string_agg(customer_id || '/' || key, ',') FROM idempotency_keys`).Scan(&keys); err != nil || keys != customer+"/k1" {
+		t.Errorf("keys after the migration = %q (%v), want %s/k1 (a key without its order cannot be placed and goes)", keys, err, customer)
+	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO idempotency_keys (customer_id, key, request_hash, status, response, order_id)
+		VALUES ('9d7e2c1a-4b3f-4e8d-a6c5-1f0e2d3c4b5a', 'k1', 'h', 202, '{}', $1)`, order); err != nil {
+		t.Fatalf("another customer's key of the same spelling: %v", err)
+	}
+	if _, err := p.Down(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM idempotency_keys WHERE key = 'k1'`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("after the way back, %d keys k1 (%v), want 1", n, err)
 	}
 }

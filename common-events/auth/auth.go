@@ -22,6 +22,9 @@ import (
 
 // Scopes a token may carry, space-separated in its "scope" claim.
 const (
+	// ScopeCustomer lets a customer, the token's subject (a UUID), place orders and see
+	// and cancel their own.
+	ScopeCustomer = "orderflow:customer"
 	// ScopeOperator grants the operators' views: every order, payments, charges,
 	// notifications.
 	ScopeOperator = "orderflow:operator"

@@ -3,6 +3,7 @@ package platform
 import (
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -13,25 +14,27 @@ import (
 // Realm names orderflow in WWW-Authenticate challenges.
 const Realm = "orderflow"
 
-// ReadAuth reads whose tokens the service accepts: AUTH_ISSUER and AUTH_JWKS_URL are
-// required, AUTH_AUDIENCE defaults to "orderflow".
+// ReadAuth reads whose tokens the service accepts: AUTH_ISSUER and AUTH_JWKS_URL (an
+// http or https URL) are required, AUTH_AUDIENCE defaults to "orderflow".
 func ReadAuth(e *Env) auth.Config {
 	return auth.Config{
 		Issuer:   e.Required("AUTH_ISSUER"),
 		Audience: e.String("AUTH_AUDIENCE", "orderflow"),
-		JWKSURL:  e.Required("AUTH_JWKS_URL"),
+		JWKSURL:  e.HTTPURL("AUTH_JWKS_URL"),
 	}
 }
 
 const principalKey = "orderflow.principal"
 
-// Authenticate lets a request through only with a valid bearer token and, when scope is
-// not empty, that scope; the handler finds whom it speaks for with PrincipalOf. A request
+// Authenticate lets a request through only with a valid bearer token carrying one of
+// scopes (any valid token when none is given); the handler finds whom it speaks for with PrincipalOf. A request
 // without a token is 401 with a bare Bearer challenge; a bad token 401 with
 // error="invalid_token"; a token without the scope 403 with error="insufficient_scope"
 // (RFC 6750 §3); an issuer whose keys cannot be fetched 503 with Retry-After. The answers
 // are problem+json and say nothing of what was asked for.
-func Authenticate(v *auth.Verifier, scope string) echo.MiddlewareFunc {
+func Authenticate(v *auth.Verifier, scopes ...string) echo.MiddlewareFunc {
+	granted := func(p auth.Principal) bool { return len(scopes) == 0 || slices.ContainsFunc(scopes, p.Has) }
+	scope := strings.Join(scopes, " ")
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			h := c.Response().Header()
@@ -49,7 +52,7 @@ func Authenticate(v *auth.Verifier, scope string) echo.MiddlewareFunc {
 			case err != nil:
 				h.Set(echo.HeaderWWWAuthenticate, `Bearer realm="`+Realm+`", error="invalid_token"`)
 				return NewProblem(http.StatusUnauthorized, "invalid_token", "Unauthorized", "the bearer token is not valid")
-			case scope != "" && !p.Has(scope):
+			case !granted(p):
 				h.Set(echo.HeaderWWWAuthenticate, `Bearer realm="`+Realm+`", error="insufficient_scope", scope="`+scope+`"`)
 				return NewProblem(http.StatusForbidden, "insufficient_scope", "Forbidden", "the token does not grant this")
 			}

@@ -14,9 +14,11 @@ import (
 	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/platform"
 	"github.com/orderflow/devstack/issuer"
+	"github.com/orderflow/devstack/testenv"
 )
 
-// guarded serves /mine (any valid token) and /ops (the operator scope) behind
+// guarded serves /mine (any valid token), /ops (the operator scope) and /either (the
+// customer or the operator scope) behind
 // Authenticate, each answering the token's subject, with tokens verified against is (or
 // against jwksURL, when set).
 func guarded(t testing.TB, is *issuer.Issuer, jwksURL string) *httptest.Server {
@@ -30,21 +32,12 @@ func guarded(t testing.TB, is *issuer.Issuer, jwksURL string) *httptest.Server {
 		p, _ := platform.PrincipalOf(c)
 		return c.String(http.StatusOK, "secret of "+p.Subject)
 	}
-	e.GET("/mine", who, platform.Authenticate(v, ""))
+	e.GET("/mine", who, platform.Authenticate(v))
 	e.GET("/ops", who, platform.Authenticate(v, auth.ScopeOperator))
+	e.GET("/either", who, platform.Authenticate(v, auth.ScopeCustomer, auth.ScopeOperator))
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
 	return srv
-}
-
-func startIssuer(t testing.TB) *issuer.Issuer {
-	t.Helper()
-	is, err := issuer.Start("127.0.0.1:0", "orderflow")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = is.Close() })
-	return is
 }
 
 func getWith(t testing.TB, url, authorization string) (int, http.Header, string) {
@@ -63,13 +56,17 @@ func getWith(t testing.TB, url, authorization string) (int, http.Header, string)
 }
 
 func TestAuthenticateAnswersEachCaseAsRFC6750Says(t *testing.T) {
-	is := startIssuer(t)
+	is := testenv.Issuer(t)
 	srv := guarded(t, is, "")
 	customer, err := is.Mint("c-1", nil, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	operator, err := is.Mint("op-1", []string{auth.ScopeOperator}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scoped, err := is.Mint("c-2", []string{auth.ScopeCustomer}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,6 +84,10 @@ func TestAuthenticateAnswersEachCaseAsRFC6750Says(t *testing.T) {
 		{"customer on an operator view", "/ops", "Bearer " + customer, 403,
 			`Bearer realm="orderflow", error="insufficient_scope", scope="orderflow:operator"`},
 		{"operator", "/ops", "Bearer " + operator, 200, ""},
+		{"no scope where one of two is needed", "/either", "Bearer " + customer, 403,
+			`Bearer realm="orderflow", error="insufficient_scope", scope="orderflow:customer orderflow:operator"`},
+		{"the first of two", "/either", "Bearer " + scoped, 200, ""},
+		{"the second of two", "/either", "Bearer " + operator, 200, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -104,7 +105,7 @@ func TestAuthenticateAnswersEachCaseAsRFC6750Says(t *testing.T) {
 // An issuer whose keys cannot be fetched makes the service unavailable, not the caller
 // unauthorized: 503 with Retry-After.
 func TestAuthenticateWithoutTheIssuersKeysIs503(t *testing.T) {
-	is := startIssuer(t)
+	is := testenv.Issuer(t)
 	down := httptest.NewServer(http.NotFoundHandler())
 	down.Close()
 	srv := guarded(t, is, down.URL)
@@ -121,7 +122,7 @@ func TestAuthenticateWithoutTheIssuersKeysIs503(t *testing.T) {
 // Whatever arrives in the Authorization header, the answer is 401 problem+json, never
 // the resource and never a server error.
 func FuzzAuthorizationHeader(f *testing.F) {
-	is := startIssuer(f)
+	is := testenv.Issuer(f)
 	srv := guarded(f, is, "")
 	valid, err := is.Mint("c-1", nil, time.Hour)
 	if err != nil {

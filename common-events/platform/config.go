@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/consumer"
 )
 
@@ -141,6 +142,19 @@ func (e *Env) PostgresURL(name, def string) string {
 	return v
 }
 
+// HTTPURL returns a required http:// or https:// URL with a host.
+func (e *Env) HTTPURL(name string) string {
+	v := e.lookup(name)
+	if v == "" {
+		e.fail(name, "required but not set")
+		return v
+	}
+	if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		e.fail(name, "want an http:// or https:// URL, got %q", redact(v))
+	}
+	return v
+}
+
 // Level returns a slog level name (debug, info, warn, error).
 func (e *Env) Level(name string, def slog.Level) slog.Level {
 	v := e.lookup(name)
@@ -201,6 +215,8 @@ type Base struct {
 	// ConsumerConcurrency bounds the records in flight per partition in every consumer
 	// group of the service (consumer.Runner.Concurrency).
 	ConsumerConcurrency int
+	// Auth names the issuer whose bearer tokens the service's API accepts.
+	Auth auth.Config
 }
 
 // ReadBase reads the shared settings; httpAddr and database are the service's defaults.
@@ -215,5 +231,6 @@ func ReadBase(e *Env, httpAddr, databaseURL string) Base {
 		PprofAddr:       e.Addr("PPROF_ADDR", ""),
 
 		ConsumerConcurrency: e.Int("CONSUMER_CONCURRENCY", consumer.DefaultConcurrency, 1, 10000),
+		Auth:                ReadAuth(e),
 	}
 }

@@ -11,30 +11,40 @@ import (
 
 func getenv(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
+// withAuth adds the settings every service requires to m.
+func withAuth(m map[string]string) map[string]string {
+	out := map[string]string{"AUTH_ISSUER": "http://issuer.test", "AUTH_JWKS_URL": "http://issuer.test/jwks.json"}
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
 func TestReadBaseDefaults(t *testing.T) {
-	env := platform.NewEnv(getenv(nil))
+	env := platform.NewEnv(getenv(withAuth(nil)))
 	got := platform.ReadBase(env, ":8080", "postgres://localhost/orders")
 	if err := env.Err(); err != nil {
 		t.Fatal(err)
 	}
 	if got.HTTPAddr != ":8080" || got.DatabaseURL != "postgres://localhost/orders" || got.TopicPartitions != 6 ||
 		len(got.KafkaBrokers) != 1 || got.KafkaBrokers[0] != "127.0.0.1:9092" || got.LogLevel != slog.LevelInfo ||
-		got.ShutdownTimeout != 15*time.Second {
+		got.ShutdownTimeout != 15*time.Second || got.Auth.Audience != "orderflow" {
 		t.Errorf("defaults = %+v", got)
 	}
 }
 
 func TestReadBaseFromEnv(t *testing.T) {
-	env := platform.NewEnv(getenv(map[string]string{
-		"HTTP_ADDR": "127.0.0.1:9000", "DATABASE_URL": "postgresql://u:p@db:5432/x", "KAFKA_BROKERS": "k1:9092, k2:9093",
+	env := platform.NewEnv(getenv(withAuth(map[string]string{
+		"AUTH_AUDIENCE": "shop", "HTTP_ADDR": "127.0.0.1:9000", "DATABASE_URL": "postgresql://u:p@db:5432/x", "KAFKA_BROKERS": "k1:9092, k2:9093",
 		"KAFKA_TOPIC_PARTITIONS": "12", "LOG_LEVEL": "debug", "SHUTDOWN_TIMEOUT": "30s", "CONSUMER_CONCURRENCY": "16",
-	}))
+	})))
 	got := platform.ReadBase(env, ":8080", "")
 	if err := env.Err(); err != nil {
 		t.Fatal(err)
 	}
 	if got.HTTPAddr != "127.0.0.1:9000" || got.TopicPartitions != 12 || strings.Join(got.KafkaBrokers, ",") != "k1:9092,k2:9093" ||
-		got.LogLevel != slog.LevelDebug || got.ShutdownTimeout != 30*time.Second || got.ConsumerConcurrency != 16 {
+		got.LogLevel != slog.LevelDebug || got.ShutdownTimeout != 30*time.Second || got.ConsumerConcurrency != 16 ||
+		got.Auth.Issuer != "http://issuer.test" || got.Auth.JWKSURL != "http://issuer.test/jwks.json" || got.Auth.Audience != "shop" {
 		t.Errorf("read = %+v", got)
 	}
 }
@@ -51,10 +61,14 @@ func TestBadSettingsAreNamedOnOneLine(t *testing.T) {
 		{"LOG_LEVEL", "loud", "LOG_LEVEL: want debug, info, warn or error"},
 		{"SHUTDOWN_TIMEOUT", "10", "SHUTDOWN_TIMEOUT: want a duration"},
 		{"CONSUMER_CONCURRENCY", "0", "CONSUMER_CONCURRENCY: want an integer from 1 to 10000"},
+		{"AUTH_ISSUER", "", "AUTH_ISSUER: required but not set"},
+		{"AUTH_JWKS_URL", "", "AUTH_JWKS_URL: required but not set"},
+		{"AUTH_JWKS_URL", "issuer.test/jwks.json", `AUTH_JWKS_URL: want an http:// or https:// URL, got "issuer.test/jwks.json"`},
+		{"AUTH_JWKS_URL", "ftp://issuer.test/jwks.json", "AUTH_JWKS_URL: want an http:// or https:// URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
-			env := platform.NewEnv(getenv(map[string]string{tt.name: tt.value}))
+			env := platform.NewEnv(getenv(withAuth(map[string]string{tt.name: tt.value})))
 			platform.ReadBase(env, ":8080", "postgres://localhost/x")
 			err := env.Err()
 			if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {

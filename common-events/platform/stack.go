@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/labstack/echo/v4"
 
+	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/consumer"
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/kafka"
@@ -55,6 +56,7 @@ type Stack struct {
 	Pool     *pgxpool.Pool
 	Kafka    sarama.Client       // metadata, readiness
 	Producer sarama.SyncProducer // the outbox relay and dead-lettering
+	Verifier *auth.Verifier      // checks the API's bearer tokens against Config.Auth
 
 	listener        net.Listener
 	consumerClients []sarama.Client
@@ -66,7 +68,7 @@ type Stack struct {
 // groups maps each consumer group to the topics it reads. On error everything opened so
 // far is closed again.
 func Boot(ctx context.Context, service string, cfg Base, stdout io.Writer, schema fs.FS, groups map[string][]string) (_ *Stack, err error) {
-	s := &Stack{Service: service, Config: cfg, Log: NewLogger(stdout, service, cfg.LogLevel)}
+	s := &Stack{Service: service, Config: cfg, Log: NewLogger(stdout, service, cfg.LogLevel), Verifier: auth.NewVerifier(cfg.Auth, nil)}
 	defer func() {
 		if err != nil {
 			s.Close()

@@ -23,6 +23,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/orderflow/common-events/auth"
+	"github.com/orderflow/devstack/issuer"
 	"github.com/orderflow/devstack/kafkabroker"
 	"github.com/orderflow/devstack/pgcluster"
 )
@@ -49,8 +51,12 @@ type Options struct {
 	// Broker is the broker to start: BrokerKfake (the default) or BrokerKafka.
 	Broker string
 	// Brokers, when set, is a running broker to use instead of starting one.
-	Brokers    []string
-	PGPort     int // default 55432
+	Brokers []string
+	PGPort  int // default 55432
+	// IssuerPort is where the development token issuer listens; default 8090.
+	IssuerPort int
+	// Issuer, when set, is a running issuer to trust instead of starting one.
+	Issuer     *issuer.Issuer
 	HTTPPorts  map[string]int
 	Partitions int               // default 6
 	Env        map[string]string // extra settings for every service (e.g. SMTP_ADDR)
@@ -75,18 +81,21 @@ var DefaultHTTPPorts = map[string]int{"order-service": 8080, "payment-service": 
 
 // Stack is a running local orderflow.
 type Stack struct {
-	opts     Options
-	Broker   *kfake.Cluster      // the embedded broker, when it runs one
-	Kafka    *kafkabroker.Broker // Apache Kafka, when it runs that
-	Postgres *pgcluster.Cluster
-	services map[string]*Service
-	extra    []*Service // more instances, from AddInstance
-	stopRet  context.CancelFunc
-	retDone  chan struct{}
+	opts      Options
+	Broker    *kfake.Cluster      // the embedded broker, when it runs one
+	Kafka     *kafkabroker.Broker // Apache Kafka, when it runs that
+	Postgres  *pgcluster.Cluster
+	Issuer    *issuer.Issuer // whose tokens the services accept
+	ownIssuer bool
+	services  map[string]*Service
+	extra     []*Service // more instances, from AddInstance
+	stopRet   context.CancelFunc
+	retDone   chan struct{}
 }
 
 // FromEnv returns options read from BROKER, ORDERFLOW_DATA_DIR, KAFKA_PORT, PG_PORT,
-// ORDER_PORT, PAYMENT_PORT and NOTIFICATION_PORT, with the defaults for what is unset.
+// ISSUER_PORT, ORDER_PORT, PAYMENT_PORT and NOTIFICATION_PORT, with the defaults for what
+// is unset.
 func FromEnv(getenv func(string) string) (Options, error) {
 	o := Options{DataDir: getenv("ORDERFLOW_DATA_DIR"), HTTPPorts: map[string]int{}, Broker: getenv("BROKER")}
 	var errs []error
@@ -108,6 +117,7 @@ func FromEnv(getenv func(string) string) (Options, error) {
 	}
 	o.KafkaPort = port("KAFKA_PORT", 9092)
 	o.PGPort = port("PG_PORT", 55432)
+	o.IssuerPort = port("ISSUER_PORT", 8090)
 	for _, name := range Services {
 		o.HTTPPorts[name] = port(portVars[name], DefaultHTTPPorts[name])
 	}
@@ -141,6 +151,9 @@ func (o *Options) defaults() error {
 	}
 	if o.PGPort == 0 {
 		o.PGPort = 55432
+	}
+	if o.IssuerPort == 0 {
+		o.IssuerPort = 8090
 	}
 	if o.HTTPPorts == nil {
 		o.HTTPPorts = map[string]int{}
@@ -193,6 +206,9 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if o.Brokers == nil {
 		ports["KAFKA_PORT (the broker)"] = o.KafkaPort
 	}
+	if o.Issuer == nil {
+		ports["ISSUER_PORT (the token issuer)"] = o.IssuerPort
+	}
 	for name, p := range o.HTTPPorts {
 		ports[name+" ("+portVars[name]+")"] = p
 	}
@@ -221,6 +237,13 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 			s.Stop()
 		}
 	}()
+	if s.Issuer = o.Issuer; s.Issuer == nil {
+		s.Issuer, err = issuer.Open(filepath.Join(o.DataDir, "issuer"), net.JoinHostPort(o.Host, strconv.Itoa(o.IssuerPort)), Audience)
+		if err != nil {
+			return nil, err
+		}
+		s.ownIssuer = true
+	}
 	if err := s.startBroker(ctx); err != nil {
 		return nil, err
 	}
@@ -238,6 +261,9 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 			"DATABASE_URL=" + s.Postgres.URL(databases[name]),
 			"KAFKA_BROKERS=" + s.KafkaAddr(),
 			"KAFKA_TOPIC_PARTITIONS=" + strconv.Itoa(o.Partitions),
+			"AUTH_ISSUER=" + s.Issuer.URL,
+			"AUTH_JWKS_URL=" + s.Issuer.JWKSURL(),
+			"AUTH_AUDIENCE=" + s.Issuer.Audience,
 		}
 		for k, v := range o.Env {
 			env = append(env, k+"="+v)
@@ -373,6 +399,45 @@ func (s *Stack) Stop() {
 	if s.Postgres != nil {
 		s.Postgres.Stop()
 	}
+	if s.ownIssuer {
+		_ = s.Issuer.Close()
+	}
+}
+
+// Audience is the audience of the local stack's tokens.
+const Audience = "orderflow"
+
+// Token mints a token the services accept: for sub, with scopes, valid for ttl.
+func (s *Stack) Token(sub string, scopes []string, ttl time.Duration) (string, error) {
+	return s.Issuer.Mint(sub, scopes, ttl)
+}
+
+// DemoTokens are the tokens WriteTokens writes, by file name: the demo customer, a
+// second customer and an operator.
+var DemoTokens = []struct {
+	File, Subject string
+	Scopes        []string
+}{
+	{"customer.jwt", issuer.Customer, []string{auth.ScopeCustomer}},
+	{"customer2.jwt", issuer.Customer2, []string{auth.ScopeCustomer}},
+	{"operator.jwt", issuer.Operator, []string{auth.ScopeOperator}},
+}
+
+// WriteTokens writes a fresh token of each of DemoTokens, valid for ttl, into dir.
+func (s *Stack) WriteTokens(dir string, ttl time.Duration) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	for _, d := range DemoTokens {
+		tok, err := s.Token(d.Subject, d.Scopes, ttl)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, d.File), []byte(tok+"\n"), 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Build compiles the three services into bin.

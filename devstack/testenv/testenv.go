@@ -25,10 +25,12 @@ var adminURL string
 // Main runs the package's tests with a PostgreSQL server: TEST_DATABASE_URL (a URL with
 // the right to create databases) when set, else a throwaway cluster that is removed after.
 func Main(m *testing.M) {
-	os.Exit(run(m))
+	os.Exit(Run(m))
 }
 
-func run(m *testing.M) int {
+// Run is Main without the exit: it returns the tests' exit code, for a TestMain with more
+// to set up and tear down around them.
+func Run(m *testing.M) int {
 	defer stopSharedKafka()
 	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
 		adminURL = u

@@ -63,6 +63,6 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	api := httpapi.New(stack.Log, store, stack.Ready)
+	api := httpapi.New(stack.Log, store, stack.Ready, stack.Verifier)
 	return stack.Serve(ctx, api, []platform.Worker{payments.Run}, nil)
 }

@@ -59,7 +59,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		return err
 	}
 	changes := postgres.NewChanges(stack.Pool, stack.Log)
-	api := httpapi.New(stack.Log, store, changes, stack.Ready)
+	api := httpapi.New(stack.Log, store, changes, stack.Ready, stack.Verifier)
 	prune := func(ctx context.Context) error { // idempotency keys live 24 h
 		t := time.NewTicker(time.Hour)
 		defer t.Stop()

@@ -59,6 +59,6 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	api := httpapi.New(stack.Log, store, provider, stack.Ready)
+	api := httpapi.New(stack.Log, store, provider, stack.Ready, stack.Verifier)
 	return stack.Serve(ctx, api, []platform.Worker{orders.Run}, []platform.Worker{stack.Relay().Run})
 }

@@ -24,7 +24,8 @@ var client = &http.Client{
 	},
 }
 
-const orderBody = `{"customer_id":"5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93","customer_email":"bench@example.com",
+// orderBody is an order of the customer the bench's token names.
+const orderBody = `{"customer_email":"bench@example.com",
 "currency":"EUR","items":[{"sku":"BOOK-42","quantity":2,"unit_price_cents":1999}],"payment_method":"tok_visa"}`
 
 // post is one POST /orders: its latency and the accepted order's id, or the kind of error.
@@ -41,6 +42,7 @@ func (tg *target) placeOrder(ctx context.Context) post {
 		return post{errKind: "request"}
 	}
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+tg.token)
 	resp, err := client.Do(req)
 	if err != nil {
 		var ne net.Error

@@ -2,8 +2,8 @@
 // it as JSON. By default it starts its own devstack (broker, PostgreSQL with synchronous
 // commit, the three services as processes), once on each broker of BENCH_BROKERS (default
 // "kfake,kafka": the embedded broker, then Apache Kafka), and reports the two side by
-// side; BENCH_ORDER_URL with BENCH_ORDERS_DATABASE_URL and BENCH_NOTIFICATIONS_DATABASE_URL
-// point it at another stack instead.
+// side; BENCH_ORDER_URL with BENCH_ORDERS_DATABASE_URL, BENCH_NOTIFICATIONS_DATABASE_URL
+// and BENCH_TOKEN (a customer's bearer token) point it at another stack instead.
 //
 //	go run ./cmd/bench            (make bench)
 //	BENCH_QUICK=1 go run ./cmd/bench   (make bench QUICK=1: the short version)
@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/orderflow/bench/relaycmp"
+	"github.com/orderflow/common-events/auth"
+	"github.com/orderflow/devstack/issuer"
 	"github.com/orderflow/devstack/stack"
 )
 
@@ -53,17 +55,18 @@ type plan struct {
 	yardstick time.Duration
 	relayN    int           // events each relay moves in the side-by-side comparison
 	relayMax  time.Duration // how long each relay gets
+	authN     int           // bearer tokens verified to measure what one costs
 }
 
 func newPlan(quick bool) plan {
 	if quick {
 		return plan{quick: true, duration: 4 * time.Second, rates: []float64{250, 500}, workers: []int{32},
 			slow: []slowRun{{"100ms", 250}, {"500ms", 250}}, yardstick: 3 * time.Second,
-			relayN: 3000, relayMax: 30 * time.Second}
+			relayN: 3000, relayMax: 30 * time.Second, authN: 2000}
 	}
 	return plan{duration: 10 * time.Second, rates: []float64{250, 500, 1000, 2000}, workers: []int{16, 64},
 		slow: []slowRun{{"100ms", 1000}, {"500ms", 1000}}, yardstick: 5 * time.Second,
-		relayN: 20000, relayMax: 90 * time.Second}
+		relayN: 20000, relayMax: 90 * time.Second, authN: 10000}
 }
 
 // onlyRates, given BENCH_RATES (comma-separated: orders/s for an open loop, cN for a closed
@@ -157,6 +160,10 @@ func (p plan) measure(ctx context.Context, getenv func(string) string, stdout io
 			return err
 		}
 		fmt.Fprintf(stdout, "bench: %.0f single-row INSERT transactions/s (synchronous commit)\n", rep.Yardstick.TPS)
+		if rep.Auth, err = authCost(ctx, p.authN); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "bench: verifying a bearer token: %.1f µs of CPU\n", rep.Auth.VerifyMicros)
 	}
 	// A new stack's consumer groups join and its JVM (on Apache Kafka) warms up under a
 	// little load first, so the first measured run is not the start-up.
@@ -216,6 +223,7 @@ func (p plan) measure(ctx context.Context, getenv func(string) string, stdout io
 // server-side timestamps from, and, for our own devstack, control of the processes.
 type target struct {
 	orderURL        string
+	token           string // a customer's bearer token, presented with every order
 	ordersDB        string
 	notificationsDB string
 	adminDB         string
@@ -229,10 +237,10 @@ type target struct {
 
 func openTarget(ctx context.Context, getenv func(string) string, stdout io.Writer, broker string) (*target, error) {
 	if u := getenv("BENCH_ORDER_URL"); u != "" {
-		tg := &target{orderURL: u, ordersDB: getenv("BENCH_ORDERS_DATABASE_URL"),
+		tg := &target{orderURL: u, ordersDB: getenv("BENCH_ORDERS_DATABASE_URL"), token: getenv("BENCH_TOKEN"),
 			notificationsDB: getenv("BENCH_NOTIFICATIONS_DATABASE_URL"), adminDB: getenv("BENCH_ORDERS_DATABASE_URL")}
-		if tg.ordersDB == "" || tg.notificationsDB == "" {
-			return nil, errors.New("BENCH_ORDER_URL needs BENCH_ORDERS_DATABASE_URL and BENCH_NOTIFICATIONS_DATABASE_URL, where the report reads the outcomes")
+		if tg.ordersDB == "" || tg.notificationsDB == "" || tg.token == "" {
+			return nil, errors.New("BENCH_ORDER_URL needs BENCH_ORDERS_DATABASE_URL and BENCH_NOTIFICATIONS_DATABASE_URL, where the report reads the outcomes, and BENCH_TOKEN, a token of the customer " + issuer.Customer)
 		}
 		return tg, nil
 	}
@@ -244,7 +252,7 @@ func openTarget(ctx context.Context, getenv func(string) string, stdout io.Write
 	if err != nil {
 		return nil, err
 	}
-	ports := make([]int, 8)
+	ports := make([]int, 9)
 	for i := range ports {
 		if ports[i], err = freePort(); err != nil {
 			return nil, err
@@ -252,7 +260,7 @@ func openTarget(ctx context.Context, getenv func(string) string, stdout io.Write
 	}
 	fmt.Fprintf(stdout, "bench: starting a devstack on %s in %s (logs in stack.log there)…\n", broker, dir)
 	s, err := stack.Start(ctx, stack.Options{
-		DataDir: filepath.Join(dir, "data"), KafkaPort: ports[0], PGPort: ports[1], Broker: broker,
+		DataDir: filepath.Join(dir, "data"), KafkaPort: ports[0], PGPort: ports[1], IssuerPort: ports[8], Broker: broker,
 		HTTPPorts: map[string]int{"order-service": ports[2], "payment-service": ports[3], "notification-service": ports[4]},
 		Env:       map[string]string{"LOG_LEVEL": "warn"}, Log: logf, PostgresStats: true,
 		ServiceEnv: map[string]map[string]string{
@@ -264,8 +272,13 @@ func openTarget(ctx context.Context, getenv func(string) string, stdout io.Write
 	if err != nil {
 		return nil, err
 	}
+	token, err := s.Token(issuer.Customer, []string{auth.ScopeCustomer}, 24*time.Hour)
+	if err != nil {
+		s.Stop()
+		return nil, err
+	}
 	return &target{
-		orderURL: s.Service("order-service").URL, ordersDB: s.Postgres.URL("orders"),
+		orderURL: s.Service("order-service").URL, token: token, ordersDB: s.Postgres.URL("orders"),
 		notificationsDB: s.Postgres.URL("notifications"), adminDB: s.Postgres.URL("postgres"),
 		brokers: []string{s.KafkaAddr()}, stack: s, dir: dir, profileDir: getenv("BENCH_PROFILE"),
 		pprof: map[string]string{

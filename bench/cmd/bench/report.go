@@ -81,6 +81,7 @@ type report struct {
 	Started   time.Time       `json:"started"`
 	Seconds   float64         `json:"seconds"`
 	Yardstick yardstickResult `json:"yardstick"`
+	Auth      authResult      `json:"auth"`
 	Runs      []runResult     `json:"runs"`
 	Relay     []relayResult   `json:"relay_comparison,omitempty"`
 	// RelayBroker is the broker the relay comparison ran on.
@@ -117,6 +118,10 @@ func (r report) markdown(w io.Writer) {
 		for _, b := range r.brokers() {
 			fmt.Fprintf(w, "Best sustained confirmed orders/s on %s: %.0f = %.3f × the yardstick.\n", brokerNames[b], best[b], best[b]/r.Yardstick.TPS)
 		}
+	}
+	if r.Auth.N > 0 {
+		fmt.Fprintf(w, "Bearer token verification (ES256, keys cached; every request to order-service pays it): %.1f µs of CPU each, %d in a row on one core.\n",
+			r.Auth.VerifyMicros, r.Auth.N)
 	}
 	fmt.Fprintln(w, "\nCPU seconds (peak RSS MB) per process and run; the machine has", runtime.NumCPU(), "cores:")
 	fmt.Fprintln(w, "\n| broker | run | order-service | payment-service | notification-service | PostgreSQL (all) | bench (+ kfake) | Apache Kafka | per confirmed order: PG statements / commits / CPU ms (services + PG) |\n|---|---|---|---|---|---|---|---|---|")

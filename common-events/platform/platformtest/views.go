@@ -13,9 +13,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/platform"
+	"github.com/orderflow/devstack/issuer"
 )
 
 const (
@@ -29,11 +32,21 @@ type Views struct {
 	Routes     []string // every "GET /things?order_id=" route
 	OtherParam string   // a parameter another kind of API might filter by, e.g. "status=SENT"
 	Table      string   // a table the service keeps, for the SQL injection cases
+	// Issuer is the issuer whose tokens the API accepts: the views need an operator's.
+	Issuer *issuer.Issuer
+
+	authorization string // an operator's
 }
 
 // TestViews runs the suite. An order id that nothing was recorded for must answer an
 // empty list.
 func TestViews(t *testing.T, v Views) {
+	tok, err := v.Issuer.Mint(issuer.Operator, []string{auth.ScopeOperator}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.authorization = "Bearer " + tok
+	t.Run("let only operators in", func(t *testing.T) { letOnlyOperatorsIn(t, v) })
 	t.Run("rejects bad order ids", func(t *testing.T) { rejectsBadOrderID(t, v) })
 	t.Run("accepts valid order ids", func(t *testing.T) { acceptsValidOrderID(t, v) })
 	t.Run("wrong methods", func(t *testing.T) { wrongMethods(t, v) })
@@ -46,23 +59,24 @@ func TestViews(t *testing.T, v Views) {
 // /asyncapi.yaml, and nothing else there.
 func servesAsyncAPI(t *testing.T, v Views) {
 	doc := events.AsyncAPI()
-	resp, body := send(t, http.MethodGet, v.URL, "/asyncapi.yaml", "", "")
+	resp, body := send(t, v.authorization, http.MethodGet, v.URL, "/asyncapi.yaml", "", "")
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != platform.YAMLMediaType || !bytes.Equal(body, doc) {
 		t.Errorf("GET /asyncapi.yaml = %d %s, %d bytes; want 200 %s, the %d bytes of events.AsyncAPI()",
 			resp.StatusCode, resp.Header.Get("Content-Type"), len(body), platform.YAMLMediaType, len(doc))
 	}
-	resp, body = send(t, http.MethodHead, v.URL, "/asyncapi.yaml", "", "")
+	resp, body = send(t, v.authorization, http.MethodHead, v.URL, "/asyncapi.yaml", "", "")
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Length") != strconv.Itoa(len(doc)) || len(body) != 0 {
 		t.Errorf("HEAD /asyncapi.yaml = %d, Content-Length %q, %d bytes; want 200, %d, no body",
 			resp.StatusCode, resp.Header.Get("Content-Length"), len(body), len(doc))
 	}
-	resp, body = send(t, http.MethodPost, v.URL, "/asyncapi.yaml", "", "{}")
+	resp, body = send(t, v.authorization, http.MethodPost, v.URL, "/asyncapi.yaml", "", "{}")
 	checkProblem(t, http.MethodPost, resp, body, http.StatusMethodNotAllowed, "method_not_allowed", "")
 }
 
 // send makes a request whose path and query go on the wire exactly as given, so a test
-// can send what a well-behaved client would have escaped.
-func send(t *testing.T, method, base, path, rawQuery, body string) (*http.Response, []byte) {
+// can send what a well-behaved client would have escaped; with authorization, when not
+// empty, as its Authorization header.
+func send(t *testing.T, authorization, method, base, path, rawQuery, body string) (*http.Response, []byte) {
 	t.Helper()
 	var r io.Reader
 	if body != "" {
@@ -76,6 +90,9 @@ func send(t *testing.T, method, base, path, rawQuery, body string) (*http.Respon
 	req.URL.RawQuery = rawQuery
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -219,7 +236,7 @@ func rejectsBadOrderID(t *testing.T, v Views) {
 				if tt.code == "validation" {
 					field = "order_id"
 				}
-				resp, body := send(t, http.MethodGet, base, route, tt.rawQuery, "")
+				resp, body := send(t, v.authorization, http.MethodGet, base, route, tt.rawQuery, "")
 				checkProblem(t, http.MethodGet, resp, body, tt.status, tt.code, field)
 			})
 		}
@@ -249,7 +266,7 @@ func acceptsValidOrderID(t *testing.T, v Views) {
 	for _, route := range listRoutes {
 		for _, tt := range tests {
 			t.Run(route+"/"+tt.name, func(t *testing.T) {
-				resp, body := send(t, http.MethodGet, base, route, tt.rawQuery, tt.body)
+				resp, body := send(t, v.authorization, http.MethodGet, base, route, tt.rawQuery, tt.body)
 				checkEmptyList(t, resp, body)
 			})
 		}
@@ -268,7 +285,7 @@ func wrongMethods(t *testing.T, v Views) {
 				if method != http.MethodHead {
 					body = `{"order_id":"` + orderID + `"}`
 				}
-				resp, got := send(t, method, base, route, "order_id="+orderID, body)
+				resp, got := send(t, v.authorization, method, base, route, "order_id="+orderID, body)
 				checkProblem(t, method, resp, got, http.StatusMethodNotAllowed, "method_not_allowed", "")
 				if allow := resp.Header.Get("Allow"); allow != "OPTIONS, GET" {
 					t.Errorf("Allow = %q, want %q", allow, "OPTIONS, GET")
@@ -276,7 +293,7 @@ func wrongMethods(t *testing.T, v Views) {
 			})
 		}
 		t.Run("OPTIONS "+route, func(t *testing.T) {
-			resp, body := send(t, http.MethodOptions, base, route, "", "")
+			resp, body := send(t, v.authorization, http.MethodOptions, base, route, "", "")
 			if resp.StatusCode != http.StatusNoContent || resp.Header.Get("Allow") != "OPTIONS, GET" || len(body) != 0 {
 				t.Errorf("OPTIONS = %d, Allow %q, body %q; want 204, Allow \"OPTIONS, GET\" and no body",
 					resp.StatusCode, resp.Header.Get("Allow"), body)
@@ -295,7 +312,7 @@ func unknownRoutes(t *testing.T, v Views) {
 	for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodHead} {
 		for _, path := range paths {
 			t.Run(method+" "+path[:min(len(path), 40)], func(t *testing.T) {
-				resp, body := send(t, method, base, path, "order_id="+orderID, "")
+				resp, body := send(t, v.authorization, method, base, path, "order_id="+orderID, "")
 				checkProblem(t, method, resp, body, http.StatusNotFound, "not_found", "")
 			})
 		}
@@ -307,11 +324,39 @@ func probesIgnoreQuery(t *testing.T, v Views) {
 	for _, route := range []string{"/healthz", "/readyz"} {
 		for _, q := range []string{"", "order_id=junk", "x=%ZZ", strings.Repeat("a", 10<<10)} {
 			t.Run(route+"?"+q[:min(len(q), 20)], func(t *testing.T) {
-				resp, body := send(t, http.MethodGet, base, route, q, "")
+				resp, body := send(t, v.authorization, http.MethodGet, base, route, q, "")
 				if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
 					t.Errorf("GET %s = %d %s %.200s, want 200 JSON", route, resp.StatusCode, resp.Header.Get("Content-Type"), body)
 				}
 			})
 		}
+	}
+}
+
+// Every view refuses who is not an operator: no token or one that must not get in is 401
+// with a Bearer challenge, a customer's token 403; neither tells anything.
+func letOnlyOperatorsIn(t *testing.T, v Views) {
+	forged, err := v.Issuer.Forgeries(issuer.Operator, []string{auth.ScopeOperator})
+	if err != nil {
+		t.Fatal(err)
+	}
+	customer, err := v.Issuer.Mint(issuer.Customer, []string{auth.ScopeCustomer}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, route := range v.Routes {
+		check := func(t *testing.T, authorization string, status int, code string) {
+			t.Helper()
+			resp, body := send(t, authorization, http.MethodGet, v.URL, route, "order_id="+orderID, "")
+			checkProblem(t, http.MethodGet, resp, body, status, code, "")
+			if !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), `Bearer realm="orderflow"`) {
+				t.Errorf("WWW-Authenticate = %q, want a Bearer challenge", resp.Header.Get("WWW-Authenticate"))
+			}
+		}
+		t.Run(route+"/no token", func(t *testing.T) { check(t, "", http.StatusUnauthorized, "unauthenticated") })
+		for name, tok := range forged {
+			t.Run(route+"/"+name, func(t *testing.T) { check(t, "Bearer "+tok, http.StatusUnauthorized, "invalid_token") })
+		}
+		t.Run(route+"/a customer", func(t *testing.T) { check(t, "Bearer "+customer, http.StatusForbidden, "insufficient_scope") })
 	}
 }

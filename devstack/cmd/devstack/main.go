@@ -4,7 +4,9 @@
 // Settings (environment): BROKER (kfake, the embedded default, or kafka for Apache Kafka
 // as a process; it needs Java 17+ and, the first time, Maven), ORDERFLOW_DATA_DIR (default .data in the repository),
 // KAFKA_PORT (9092), PG_PORT (55432), ORDER_PORT (8080), PAYMENT_PORT (8081),
-// NOTIFICATION_PORT (8082), and SMTP_ADDR to send emails to a real SMTP server.
+// NOTIFICATION_PORT (8082), ISSUER_PORT (8090, the development token issuer), and
+// SMTP_ADDR to send emails to a real SMTP server. At each start it writes tokens valid for
+// 24 hours to .data/tokens: customer.jwt, customer2.jwt and operator.jwt.
 package main
 
 import (
@@ -13,9 +15,12 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/orderflow/devstack/issuer"
 	"github.com/orderflow/devstack/stack"
 )
 
@@ -52,30 +57,51 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	defer s.Stop()
 
+	tokens := filepath.Join(s.DataDir(), "tokens")
+	if err := s.WriteTokens(tokens, 24*time.Hour); err != nil {
+		return fmt.Errorf("write tokens: %w", err)
+	}
+	rel := func(p string) string { // as the user would type it from where they are
+		wd, err := os.Getwd()
+		if r, rerr := filepath.Rel(wd, p); err == nil && rerr == nil && !strings.HasPrefix(r, "..") {
+			return r
+		}
+		return p
+	}
 	order := s.Service("order-service").URL
 	fmt.Fprintf(stdout, `
 orderflow is up (%.1fs). Data in %s; Ctrl-C stops everything.
 
   order-service          %s    POST /orders, GET /orders/{id}
-  payment-service        %s    GET /payments?order_id=
-  notification-service   %s    GET /notifications?order_id=
+  payment-service        %s    GET /payments?order_id=        (operators)
+  notification-service   %s    GET /notifications?order_id=   (operators)
+  token issuer           %s    its keys: %s
   Kafka broker           %s  (%s)
   PostgreSQL             %s  (databases orders, payments, notifications)
 
+Every order and operator route needs a bearer token. Ready ones, valid for 24 hours:
+
+  %s/customer.jwt    the demo customer %s
+  %s/customer2.jwt   a second customer %s
+  %s/operator.jwt    an operator (every order, payments, notifications)
+
+  make token SUB=<customer uuid> SCOPE=orderflow:customer   mints another
+
 Place an order:
 
-  curl -si %s/orders -H 'Content-Type: application/json' -d '{
-    "customer_id": "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93",
+  TOKEN=$(cat %s/customer.jwt)
+  curl -si %s/orders -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{
     "customer_email": "ada@example.com",
     "currency": "EUR",
     "items": [{"sku": "BOOK-42", "quantity": 2, "unit_price_cents": 1999}],
     "payment_method": "tok_visa"
   }'
 
-then GET the Location it answers with, or run scripts/place-order.sh.
+then GET the Location it answers with (same header), or run scripts/place-order.sh.
 
 `, time.Since(started).Seconds(), s.DataDir(), order, s.Service("payment-service").URL,
-		s.Service("notification-service").URL, s.KafkaAddr(), s.BrokerName(), s.Postgres.URL("orders"), order)
+		s.Service("notification-service").URL, s.Issuer.URL, s.Issuer.JWKSURL(), s.KafkaAddr(), s.BrokerName(), s.Postgres.URL("orders"),
+		rel(tokens), issuer.Customer, rel(tokens), issuer.Customer2, rel(tokens), rel(tokens), order)
 
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "devstack: stopping…")

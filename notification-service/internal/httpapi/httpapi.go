@@ -8,6 +8,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/platform"
 	"github.com/orderflow/notification-service/internal/notification"
@@ -18,11 +19,12 @@ type Store interface {
 	ByOrder(ctx context.Context, orderID string) ([]notification.Notification, error)
 }
 
-// New returns the API with every route registered.
-func New(log *slog.Logger, store Store, ready func(context.Context) error) *echo.Echo {
+// New returns the API with every route registered. The view needs an operator's bearer
+// token that v accepts; health and the event contract stay open.
+func New(log *slog.Logger, store Store, ready func(context.Context) error, v *auth.Verifier) *echo.Echo {
 	e := platform.NewEcho(log, nil)
 	platform.Health(e, ready)
-	e.GET("/notifications", platform.ListByOrder(store.ByOrder, view))
+	e.GET("/notifications", platform.ListByOrder(store.ByOrder, view), platform.Authenticate(v, auth.ScopeOperator))
 	platform.Document(e, "/asyncapi.yaml", events.AsyncAPI())
 	return e
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
+	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/platform"
 	"github.com/orderflow/order-service/internal/order"
@@ -36,19 +37,24 @@ type Store interface {
 	Get(ctx context.Context, id string) (order.Order, error)
 	List(ctx context.Context, f order.Filter) ([]order.Order, error)
 	History(ctx context.Context, id string) ([]order.Change, error)
-	Cancel(ctx context.Context, id string, meta events.Meta, now time.Time) (order.Order, error)
+	Cancel(ctx context.Context, id string, v order.Viewer, meta events.Meta, now time.Time) (order.Order, error)
 }
 
-// New returns the API with every route registered.
-func New(log *slog.Logger, store Store, changes Changes, ready func(context.Context) error) *echo.Echo {
+// New returns the API with every route registered. Every order route needs a bearer
+// token that v accepts: a customer's (auth.ScopeCustomer) places orders and sees and
+// cancels their own; an operator's (auth.ScopeOperator) sees and cancels any. Health and
+// the two contract documents stay open.
+func New(log *slog.Logger, store Store, changes Changes, ready func(context.Context) error, v *auth.Verifier) *echo.Echo {
 	e := platform.NewEcho(log, problemFor)
 	platform.Health(e, ready)
-	e.POST("/orders", createOrder(log, store, changes, time.Now))
-	e.GET("/orders", listOrders(store))
-	e.GET("/orders/:id", getOrder(store, changes))
-	e.GET("/orders/:id/history", orderHistory(store))
-	e.GET("/orders/:id/events", orderEvents(store, changes))
-	e.POST("/orders/:id/cancel", cancelOrder(log, store, time.Now))
+	customer := platform.Authenticate(v, auth.ScopeCustomer)
+	either := platform.Authenticate(v, auth.ScopeCustomer, auth.ScopeOperator)
+	e.POST("/orders", createOrder(log, store, changes, time.Now), customer)
+	e.GET("/orders", listOrders(store), either)
+	e.GET("/orders/:id", getOrder(store, changes), either)
+	e.GET("/orders/:id/history", orderHistory(store), either)
+	e.GET("/orders/:id/events", orderEvents(store, changes), either)
+	e.POST("/orders/:id/cancel", cancelOrder(log, store, time.Now), either)
 	platform.Document(e, "/openapi.yaml", openAPIDocument)
 	platform.Document(e, "/asyncapi.yaml", events.AsyncAPI())
 	return e
@@ -74,6 +80,34 @@ func problemFor(err error) *platform.Problem {
 			"a request with this Idempotency-Key is being processed; retry in a moment")
 	}
 	return nil
+}
+
+// viewerOf is whom the request's token speaks for: an operator, a customer (the token's
+// subject, when it is a UUID), both, or — a customer token whose subject is no customer
+// id — neither, which sees nothing.
+func viewerOf(c echo.Context) order.Viewer {
+	p, _ := platform.PrincipalOf(c)
+	v := order.Viewer{Operator: p.Has(auth.ScopeOperator)}
+	if sub := strings.ToLower(p.Subject); p.Has(auth.ScopeCustomer) && isUUID(sub) {
+		v.Customer = sub
+	}
+	return v
+}
+
+// isUUID reports whether s is a UUID in its 36-character form.
+func isUUID(s string) bool {
+	_, err := uuid.Parse(s)
+	return err == nil && len(s) == 36
+}
+
+// visible returns order id if v sees it, and order.ErrNotFound otherwise: another
+// customer's order does not exist for v.
+func visible(ctx context.Context, store Store, v order.Viewer, id string) (order.Order, error) {
+	o, err := store.Get(ctx, id)
+	if err == nil && !v.Sees(o) {
+		return order.Order{}, order.ErrNotFound
+	}
+	return o, err
 }
 
 type itemJSON struct {
@@ -123,10 +157,19 @@ func toJSON(o order.Order) orderJSON {
 // 201 Created with the final order, or 202 with the pending one.
 func createOrder(log *slog.Logger, store Store, changes Changes, now func() time.Time) echo.HandlerFunc {
 	return func(c echo.Context) error {
+		v := viewerOf(c)
+		if v.Customer == "" {
+			return platform.NewProblem(http.StatusForbidden, "not_a_customer", "Forbidden",
+				"the token's subject is not a customer id (a UUID), so it cannot place orders")
+		}
 		req, err := parseCreate(c.Request().Header.Get(echo.HeaderContentType), c.Request().Body)
 		if err != nil {
 			return err
 		}
+		// The customer is the token's subject. A customer_id in the body may repeat it
+		// (older clients send one) but never name someone else.
+		otherCustomer := req.CustomerID != "" && strings.ToLower(req.CustomerID) != v.Customer
+		req.CustomerID = v.Customer
 		key, err := idempotencyKey(c)
 		if err != nil {
 			return err
@@ -141,6 +184,9 @@ func createOrder(log *slog.Logger, store Store, changes Changes, now func() time
 			correlationID = "" // start a new one rather than carry an oversized header along
 		}
 		o, err := order.New(req, id.String(), correlationID, t)
+		if otherCustomer {
+			return withOtherCustomer(err)
+		}
 		if err != nil {
 			return err
 		}
@@ -175,13 +221,24 @@ func createOrder(log *slog.Logger, store Store, changes Changes, now func() time
 		c.Response().Header().Set(echo.HeaderLocation, "/orders/"+o.ID)
 		if wait, ok := preferWait(c.Request().Header); ok {
 			// The order is stored: a failure to wait still answers with it, as pending.
-			if final, err := awaitOutcome(c.Request().Context(), store, changes, o.ID, wait); err == nil {
+			if final, err := awaitOutcome(c.Request().Context(), store, changes, v, o.ID, wait); err == nil {
 				o = final
 			}
 			return respondAfterWait(c, o, wait, http.StatusCreated)
 		}
 		return c.JSON(http.StatusAccepted, toJSON(o))
 	}
+}
+
+// withOtherCustomer adds to err, the request's validation errors if any, that its
+// customer_id names another customer than the token.
+func withOtherCustomer(err error) error {
+	fe := order.FieldError{Field: "customer_id", Message: "must be left out or be the customer the bearer token names"}
+	if ve := (*order.ValidationError)(nil); errors.As(err, &ve) {
+		ve.Fields = append([]order.FieldError{fe}, ve.Fields...)
+		return ve
+	}
+	return &order.ValidationError{Fields: []order.FieldError{fe}}
 }
 
 // idempotencyKey reads the Idempotency-Key header: absent, or 1 to 255 visible ASCII
@@ -241,7 +298,7 @@ func listOrders(store Store) echo.HandlerFunc {
 		// that would widen the filter the client asked for.
 		given := func(name string) (string, bool) { _, ok := q[name]; return q.Get(name), ok }
 		if v, ok := given("customer_id"); ok {
-			if _, err := uuid.Parse(v); err != nil || len(v) != 36 {
+			if !isUUID(v) {
 				bad("customer_id", "must be a UUID")
 			}
 			f.CustomerID = strings.ToLower(v)
@@ -274,9 +331,11 @@ func listOrders(store Store) echo.HandlerFunc {
 		if len(errs) > 0 {
 			return &order.ValidationError{Fields: errs, Of: "query"}
 		}
-		orders, err := store.List(c.Request().Context(), f)
-		if err != nil {
-			return err
+		var orders []order.Order
+		if f, ok := viewerOf(c).Narrow(f); ok {
+			if orders, err = store.List(c.Request().Context(), f); err != nil {
+				return err
+			}
 		}
 		page := struct {
 			Items      []orderJSON `json:"items"`
@@ -317,7 +376,7 @@ func orderHistory(store Store) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		changes, err := historyOf(c.Request().Context(), store, id)
+		changes, err := historyOf(c.Request().Context(), store, viewerOf(c), id)
 		if err != nil {
 			return err
 		}
@@ -338,13 +397,13 @@ func getOrder(store Store, changes Changes) echo.HandlerFunc {
 			return err
 		}
 		if wait, ok := preferWait(c.Request().Header); ok {
-			o, err := awaitOutcome(c.Request().Context(), store, changes, id, wait)
+			o, err := awaitOutcome(c.Request().Context(), store, changes, viewerOf(c), id, wait)
 			if err != nil {
 				return err
 			}
 			return respondAfterWait(c, o, wait, http.StatusOK)
 		}
-		o, err := store.Get(c.Request().Context(), id)
+		o, err := visible(c.Request().Context(), store, viewerOf(c), id)
 		if err != nil {
 			return err
 		}

@@ -16,6 +16,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orderflow/common-events/auth"
+	"github.com/orderflow/devstack/issuer"
 	"github.com/orderflow/devstack/testenv"
 	"github.com/orderflow/migrations"
 	"github.com/orderflow/order-service/internal/httpapi"
@@ -30,14 +32,24 @@ const (
 	customerID  = "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93"
 )
 
-// api is order-service's HTTP API on a fresh, migrated database.
+// api is order-service's HTTP API on a fresh, migrated database, with its own token
+// issuer. client presents the demo customer's token.
 type api struct {
 	url     string
 	pool    *pgxpool.Pool
 	changes *postgres.Changes
+	issuer  *issuer.Issuer
+	token   string       // the demo customer's
+	client  *http.Client // presents token
 }
 
 func newAPI(t *testing.T) api {
+	t.Helper()
+	return newAPIWith(t, testenv.Issuer(t))
+}
+
+// newAPIWith is newAPI accepting the tokens of is.
+func newAPIWith(t *testing.T, is *issuer.Issuer) api {
 	t.Helper()
 	ctx := context.Background()
 	pool := testenv.Pool(t)
@@ -49,9 +61,17 @@ func newAPI(t *testing.T) api {
 	cctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = changes.Run(cctx) }()
-	srv := httptest.NewServer(httpapi.New(log, postgres.NewStore(pool), changes, func(context.Context) error { return nil }))
+	srv := httptest.NewServer(httpapi.New(log, postgres.NewStore(pool), changes, func(context.Context) error { return nil }, auth.NewVerifier(is.Config(), nil)))
 	t.Cleanup(func() { stop(); <-done; srv.Close() }) // waiters and streams end first
-	return api{url: srv.URL, pool: pool, changes: changes}
+	a := api{url: srv.URL, pool: pool, changes: changes, issuer: is}
+	return a.as(t, customerID, auth.ScopeCustomer)
+}
+
+// as returns the API as seen by another holder of a token: sub with scopes.
+func (a api) as(t *testing.T, sub string, scopes ...string) api {
+	a.token = testenv.Token(t, a.issuer, sub, scopes...)
+	a.client = &http.Client{Transport: issuer.Bearer{Token: a.token}}
+	return a
 }
 
 // post sends body to POST /orders with contentType, none when empty.
@@ -64,7 +84,7 @@ func (a api) post(t *testing.T, contentType, body string) *http.Response {
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	return do(t, req)
+	return a.do(t, req)
 }
 
 func (a api) get(t *testing.T, path string) *http.Response {
@@ -73,12 +93,12 @@ func (a api) get(t *testing.T, path string) *http.Response {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return do(t, req)
+	return a.do(t, req)
 }
 
-func do(t *testing.T, req *http.Request) *http.Response {
+func (a api) do(t *testing.T, req *http.Request) *http.Response {
 	t.Helper()
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := a.client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +258,7 @@ func TestCreateOrderRejected(t *testing.T) {
 		{"body over 1 MiB", jsonType, validOrder().with("payment_method", strings.Repeat("x", httpapi.MaxBodyBytes)).JSON(t), 413, "body_too_large", nil},
 		{"valid order padded over 1 MiB", jsonType, valid + strings.Repeat(" ", httpapi.MaxBodyBytes), 413, "body_too_large", nil},
 
-		{"customer_id missing", jsonType, validOrder().with("customer_id", nil).JSON(t), 422, "validation", []string{"customer_id"}},
+		{"customer_id of another customer", jsonType, validOrder().with("customer_id", "11111111-2222-4333-8444-555555555555").JSON(t), 422, "validation", []string{"customer_id"}},
 		{"customer_id not a uuid", jsonType, validOrder().with("customer_id", "customer-42").JSON(t), 422, "validation", []string{"customer_id"}},
 		{"customer_id without dashes", jsonType, validOrder().with("customer_id", strings.ReplaceAll(customerID, "-", "")).JSON(t), 422, "validation", []string{"customer_id"}},
 		{"customer_email missing", jsonType, validOrder().with("customer_email", "").JSON(t), 422, "validation", []string{"customer_email"}},

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/orderflow/common-events/auth"
 )
 
 // postKey sends body to POST /orders with an Idempotency-Key (none when empty).
@@ -19,7 +21,7 @@ func (a api) postKey(t *testing.T, key, body string) *http.Response {
 	if key != "" {
 		req.Header.Set("Idempotency-Key", key)
 	}
-	return do(t, req)
+	return a.do(t, req)
 }
 
 func TestIdempotencyKeyReplaysTheFirstAnswer(t *testing.T) {
@@ -67,21 +69,33 @@ func TestIdempotencyKeyValidation(t *testing.T) {
 // While the first request with a key is being processed, another one is told so.
 func TestIdempotencyKeyInFlight(t *testing.T) {
 	a := newAPI(t)
+	release := a.holdKey(t, "busy")
+	checkProblem(t, a.postKey(t, "busy", validOrder().JSON(t)), http.StatusConflict, "idempotency_key_in_flight")
+	release()
+	decodeOrder(t, a.postKey(t, "busy", validOrder().JSON(t)), http.StatusAccepted)
+}
+
+// holdKey holds what the first request with the demo customer's key holds while it
+// works, until release (or the end of the test).
+func (a api) holdKey(t *testing.T, key string) (release func()) {
+	t.Helper()
 	ctx := context.Background()
 	conn, err := a.pool.Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Release()
-	// Hold what the first request holds while it works.
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(hashtextextended('idempotency:' || 'busy', 0))`); err != nil {
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(hashtextextended('idempotency:' || $1 || ':' || $2, 0))`, customerID, key); err != nil {
 		t.Fatal(err)
 	}
-	checkProblem(t, a.postKey(t, "busy", validOrder().JSON(t)), http.StatusConflict, "idempotency_key_in_flight")
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock_all()`); err != nil {
-		t.Fatal(err)
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			_, _ = conn.Exec(ctx, `SELECT pg_advisory_unlock_all()`)
+			conn.Release()
+		})
 	}
-	decodeOrder(t, a.postKey(t, "busy", validOrder().JSON(t)), http.StatusAccepted)
+	t.Cleanup(release)
+	return release
 }
 
 func TestThousandConcurrentPostsWithOneKeyCreateOneOrder(t *testing.T) {
@@ -99,7 +113,7 @@ func TestThousandConcurrentPostsWithOneKeyCreateOneOrder(t *testing.T) {
 			req, _ := http.NewRequest(http.MethodPost, a.url+"/orders", strings.NewReader(body))
 			req.Header.Set("Content-Type", jsonType)
 			req.Header.Set("Idempotency-Key", "one-key")
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := a.client.Do(req)
 			if err != nil {
 				t.Error(err)
 				return
@@ -146,5 +160,26 @@ func TestIdempotencyKeyExpires(t *testing.T) {
 	var n int
 	if err := a.pool.QueryRow(context.Background(), `SELECT count(*) FROM idempotency_keys`).Scan(&n); err != nil || n != 1 {
 		t.Errorf("%d keys stored (%v), want the renewed one only", n, err)
+	}
+}
+
+// A key is its customer's: another customer sending the same key places their own order
+// and never sees the first customer's answer.
+func TestIdempotencyKeysArePerCustomer(t *testing.T) {
+	a := newAPI(t)
+	const grace = "9d7e2c1a-4b3f-4e8d-a6c5-1f0e2d3c4b5a"
+	b := a.as(t, grace, auth.ScopeCustomer)
+	mine := decodeOrder(t, a.postKey(t, "same-key", validOrder().JSON(t)), http.StatusAccepted)
+	theirs := b.postKey(t, "same-key", validOrder().with("customer_id", nil).JSON(t))
+	if theirs.Header.Get("Idempotent-Replayed") != "" {
+		t.Fatal("another customer's request with the same key was answered with a replay")
+	}
+	other := decodeOrder(t, theirs, http.StatusAccepted)
+	if other.ID == mine.ID || other.CustomerID != grace {
+		t.Fatalf("the second customer's order = %s of %s; want a new order of %s", other.ID, other.CustomerID, grace)
+	}
+	again := a.postKey(t, "same-key", validOrder().JSON(t))
+	if again.Header.Get("Idempotent-Replayed") != "true" || decodeOrder(t, again, http.StatusAccepted).ID != mine.ID {
+		t.Fatal("the first customer's retry was not replayed their own first answer")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/order-service/internal/order"
 	"github.com/orderflow/order-service/internal/postgres"
 )
@@ -34,7 +35,7 @@ func (a api) list(t *testing.T, query url.Values) page {
 
 func (a api) place(t *testing.T, customer string) orderResp {
 	t.Helper()
-	return decodeOrder(t, a.post(t, jsonType, validOrder().with("customer_id", customer).JSON(t)), http.StatusAccepted)
+	return decodeOrder(t, a.as(t, customer, auth.ScopeCustomer).post(t, jsonType, validOrder().with("customer_id", customer).JSON(t)), http.StatusAccepted)
 }
 
 // Pages are newest first, cover every order once, and stay put while new orders arrive.

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
 	"github.com/orderflow/common-events/events"
@@ -54,13 +53,13 @@ func preferWait(h http.Header) (time.Duration, bool) {
 // awaitOutcome returns order id as soon as it is no longer pending, or as it stands when
 // wait has passed, the client has gone or the service is shutting down. It wakes only
 // when the order changes: no polling, and its subscription ends with it.
-func awaitOutcome(ctx context.Context, store Store, changes Changes, id string, wait time.Duration) (order.Order, error) {
+func awaitOutcome(ctx context.Context, store Store, changes Changes, v order.Viewer, id string, wait time.Duration) (order.Order, error) {
 	changed, stop := changes.Subscribe(id)
 	defer stop()
 	timeout := time.NewTimer(wait)
 	defer timeout.Stop()
 	for {
-		o, err := store.Get(ctx, id)
+		o, err := visible(ctx, store, v, id)
 		if err != nil || o.Status.Terminal() {
 			return o, err
 		}
@@ -94,7 +93,7 @@ func cancelOrder(log *slog.Logger, store Store, now func() time.Time) echo.Handl
 		if err != nil {
 			return err
 		}
-		o, err := store.Cancel(c.Request().Context(), id, eventMeta(c), now())
+		o, err := store.Cancel(c.Request().Context(), id, viewerOf(c), eventMeta(c), now())
 		if errors.Is(err, order.ErrInvalidTransition) {
 			return platform.NewProblem(http.StatusConflict, "order_not_cancellable", "Order cannot be cancelled",
 				fmt.Sprintf("the order is %s; only a %s order can be cancelled", o.Status, order.PendingPayment))
@@ -124,7 +123,7 @@ func orderEvents(store Store, changes Changes) echo.HandlerFunc {
 		ctx := c.Request().Context()
 		changed, stop := changes.Subscribe(id)
 		defer stop()
-		history, err := historyOf(ctx, store, id)
+		history, err := historyOf(ctx, store, viewerOf(c), id)
 		if err != nil {
 			return err
 		}
@@ -185,9 +184,14 @@ func idle(c echo.Context, changed <-chan struct{}, done <-chan struct{}, keepAli
 	}
 }
 
-// historyOf returns the order's history, or order.ErrNotFound: every order has at least
-// its first entry, written with it.
-func historyOf(ctx context.Context, store Store, id string) ([]order.Change, error) {
+// historyOf returns the history of an order v sees, or order.ErrNotFound: every order has
+// at least its first entry, written with it.
+func historyOf(ctx context.Context, store Store, v order.Viewer, id string) ([]order.Change, error) {
+	if !v.Operator { // an operator sees every order: no need to look at whose it is
+		if _, err := visible(ctx, store, v, id); err != nil {
+			return nil, err
+		}
+	}
 	history, err := store.History(ctx, id)
 	if err == nil && len(history) == 0 {
 		err = order.ErrNotFound
@@ -198,7 +202,7 @@ func historyOf(ctx context.Context, store Store, id string) ([]order.Change, err
 // orderID reads the {id} path parameter: an order id, or order.ErrNotFound.
 func orderID(c echo.Context) (string, error) {
 	id := strings.ToLower(c.Param("id"))
-	if _, err := uuid.Parse(id); err != nil || len(id) != 36 {
+	if !isUUID(id) {
 		return "", order.ErrNotFound
 	}
 	return id, nil

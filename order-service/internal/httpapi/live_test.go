@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/order-service/internal/order"
 	"github.com/orderflow/order-service/internal/postgres"
@@ -40,7 +41,7 @@ func (a api) request(t *testing.T, ctx context.Context, method, path, body strin
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Add(headers[i], headers[i+1])
 	}
-	return do(t, req)
+	return a.do(t, req)
 }
 
 // waitFor polls cond for up to 10 s: for the test's own checks, not the API's.
@@ -110,7 +111,7 @@ func TestPreferWaitOnGet(t *testing.T) {
 		go func() {
 			req, _ := http.NewRequestWithContext(cctx, http.MethodGet, a.url+"/orders/"+o.ID, nil)
 			req.Header.Set("Prefer", "wait=30")
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := a.client.Do(req)
 			if err == nil {
 				resp.Body.Close()
 			}
@@ -143,7 +144,7 @@ func TestPreferWaitOnPost(t *testing.T) {
 			}
 			a.transition(t, id, order.Confirmed)
 		}()
-		resp := a.request(t, ctx, http.MethodPost, "/orders", validOrder().with("customer_id", customer).JSON(t),
+		resp := a.as(t, customer, auth.ScopeCustomer).request(t, ctx, http.MethodPost, "/orders", validOrder().with("customer_id", nil).JSON(t),
 			"Content-Type", jsonType, "Prefer", "wait=20")
 		got := decodeOrder(t, resp, http.StatusCreated)
 		if got.Status != "CONFIRMED" || resp.Header.Get("Location") != "/orders/"+got.ID || resp.Header.Get("Preference-Applied") != "wait=20" {

@@ -26,7 +26,9 @@ import (
 	"github.com/pb33f/libopenapi-validator/schema_validation"
 	v3 "github.com/pb33f/libopenapi/datamodel/high/v3"
 
+	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/devstack/testenv"
 	"github.com/orderflow/order-service/internal/httpapi"
 	"github.com/orderflow/order-service/internal/order"
 	"github.com/orderflow/order-service/internal/postgres"
@@ -99,7 +101,7 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 	d := loadOpenAPI(t)
 	var served []string
 	// Only the routes are read, so the API needs none of its dependencies.
-	for _, r := range httpapi.New(slog.New(slog.DiscardHandler), nil, nil, nil).Routes() {
+	for _, r := range httpapi.New(slog.New(slog.DiscardHandler), nil, nil, nil, nil).Routes() {
 		segs := strings.Split(r.Path, "/")
 		for i, seg := range segs {
 			if name, ok := strings.CutPrefix(seg, ":"); ok {
@@ -124,8 +126,10 @@ type openAPICase struct {
 	route  string // as the document names it: /orders/{id}
 	id     string // {id}
 	query  string
-	header []string // name, value pairs
+	header []string // name, value pairs; the demo customer's Authorization unless one is given
 	body   string
+	// anonymous: the request carries no Authorization header.
+	anonymous bool
 
 	status int
 	code   string // a problem's code
@@ -144,7 +148,7 @@ func TestOpenAPIDescribesTheAPI(t *testing.T) {
 	a := newAPI(t)
 
 	// The same API on a database whose order tables are gone: every query fails.
-	broken := newAPI(t)
+	broken := newAPIWith(t, a.issuer)
 	if _, err := broken.pool.Exec(ctx, `DROP TABLE orders, order_history CASCADE`); err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +158,7 @@ func TestOpenAPIDescribesTheAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(down.Close)
-	unready := httptest.NewServer(httpapi.New(slog.New(slog.DiscardHandler), postgres.NewStore(a.pool), a.changes, down.Ping))
+	unready := httptest.NewServer(httpapi.New(slog.New(slog.DiscardHandler), postgres.NewStore(a.pool), a.changes, down.Ping, auth.NewVerifier(a.issuer.Config(), nil)))
 	t.Cleanup(unready.Close)
 
 	pending := a.place(t, customerID)
@@ -207,18 +211,7 @@ func TestOpenAPIDescribesTheAPI(t *testing.T) {
 		{name: "Idempotency-Key with a space", method: "POST", route: "/orders", header: postJSON("two words"), body: valid, status: 400, code: "invalid_idempotency_key", outOfSpec: true},
 		{name: "Idempotency-Key of 256 characters", method: "POST", route: "/orders", header: postJSON(strings.Repeat("k", 256)), body: valid, status: 400, code: "invalid_idempotency_key", outOfSpec: true},
 		{name: "Idempotency-Key in flight", method: "POST", route: "/orders", header: postJSON("spec-busy"), body: valid, status: 409, code: "idempotency_key_in_flight",
-			before: func(t *testing.T) {
-				// Hold what the first request with this key holds while it works.
-				conn, err := a.pool.Acquire(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(conn.Release)
-				if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(hashtextextended('idempotency:' || 'spec-busy', 0))`); err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { _, _ = conn.Exec(ctx, `SELECT pg_advisory_unlock_all()`) })
-			}},
+			before: func(t *testing.T) { a.holdKey(t, "spec-busy") }},
 		{name: "body over 1 MiB", method: "POST", route: "/orders", header: postJSON(""), status: 413, code: "body_too_large", outOfSpec: true,
 			body: validOrder().with("payment_method", strings.Repeat("x", httpapi.MaxBodyBytes)).JSON(t)},
 		{name: "body as text/plain", method: "POST", route: "/orders", header: []string{"Content-Type", "text/plain"}, body: valid, status: 415, code: "unsupported_media_type", outOfSpec: true},
@@ -299,7 +292,8 @@ func TestOpenAPIDescribesTheAPI(t *testing.T) {
 	toCancel := a.place(t, customerID)
 	liveCases := []openAPICase{
 		{name: "place an order and wait: payment decides in time", method: "POST", route: "/orders", status: 201,
-			header: append(postJSON(""), "Prefer", "wait=20"), body: validOrder().with("customer_id", waiter).JSON(t),
+			header: append(postJSON(""), "Prefer", "wait=20", "Authorization", "Bearer "+testenv.Token(t, a.issuer, waiter, auth.ScopeCustomer)),
+			body:   validOrder().with("customer_id", nil).JSON(t),
 			meanwhile: func(t *testing.T) {
 				for deadline := time.Now().Add(10 * time.Second); a.changes.Waiting() == 0; time.Sleep(10 * time.Millisecond) {
 					if time.Now().After(deadline) {
@@ -352,10 +346,41 @@ func TestOpenAPIDescribesTheAPI(t *testing.T) {
 		{name: "events, database gone", url: broken.url, method: "GET", route: "/orders/{id}/events", id: pending.ID, status: 500, code: "internal"},
 	}
 
+	// Every order route refuses, as documented, a request without a token, a token
+	// without the scope it needs, and every token while the issuer's keys cannot be
+	// fetched.
+	noScope := testenv.Token(t, a.issuer, customerID)
+	gone := httptest.NewServer(http.NotFoundHandler())
+	gone.Close()
+	cfg := a.issuer.Config()
+	cfg.JWKSURL = gone.URL
+	keyless := httptest.NewServer(httpapi.New(slog.New(slog.DiscardHandler), postgres.NewStore(a.pool), a.changes,
+		func(context.Context) error { return nil }, auth.NewVerifier(cfg, nil)))
+	t.Cleanup(keyless.Close)
+	var doorCases []openAPICase
+	for _, r := range []openAPICase{
+		{method: "POST", route: "/orders", header: postJSON(""), body: valid},
+		{method: "GET", route: "/orders"},
+		{method: "GET", route: "/orders/{id}", id: pending.ID},
+		{method: "GET", route: "/orders/{id}/history", id: pending.ID},
+		{method: "GET", route: "/orders/{id}/events", id: pending.ID},
+		{method: "POST", route: "/orders/{id}/cancel", id: pending.ID},
+	} {
+		anonymous, unscoped, unavailable := r, r, r
+		anonymous.name, anonymous.anonymous, anonymous.outOfSpec = r.method+" "+r.route+" without a token", true, true
+		anonymous.status, anonymous.code = 401, "unauthenticated"
+		anonymous.check = headerIs("WWW-Authenticate", `Bearer realm="orderflow"`)
+		unscoped.name, unscoped.header = r.method+" "+r.route+" with a token without the scope", append(slices.Clone(r.header), "Authorization", "Bearer "+noScope)
+		unscoped.status, unscoped.code = 403, "insufficient_scope"
+		unavailable.name, unavailable.url = r.method+" "+r.route+" while the issuer's keys cannot be fetched", keyless.URL
+		unavailable.status, unavailable.code = 503, "token_issuer_unavailable"
+		doorCases = append(doorCases, anonymous, unscoped, unavailable)
+	}
+
 	covered := map[string]bool{}
-	for _, tc := range append(cases, liveCases...) {
+	for _, tc := range slices.Concat(cases, liveCases, doorCases) {
 		t.Run(tc.name, func(t *testing.T) {
-			status := d.run(t, a.url, tc)
+			status := d.run(t, a, tc)
 			covered[tc.method+" "+tc.route+" "+strconv.Itoa(status)] = true
 		})
 	}
@@ -368,10 +393,10 @@ func TestOpenAPIDescribesTheAPI(t *testing.T) {
 
 // run sends tc's request and checks the answer against the document and tc. It returns the
 // status the API answered.
-func (d openAPIDoc) run(t *testing.T, defaultURL string, tc openAPICase) int {
+func (d openAPIDoc) run(t *testing.T, a api, tc openAPICase) int {
 	base := tc.url
 	if base == "" {
-		base = defaultURL
+		base = a.url
 	}
 	target := base + strings.Replace(tc.route, "{id}", tc.id, 1)
 	if tc.query != "" {
@@ -389,6 +414,9 @@ func (d openAPIDoc) run(t *testing.T, defaultURL string, tc openAPICase) int {
 		}
 		for i := 0; i+1 < len(tc.header); i += 2 {
 			req.Header.Add(tc.header[i], tc.header[i+1])
+		}
+		if !tc.anonymous && req.Header.Get("Authorization") == "" {
+			req.Header.Set("Authorization", "Bearer "+a.token)
 		}
 		return req
 	}
@@ -412,7 +440,11 @@ func (d openAPIDoc) run(t *testing.T, defaultURL string, tc openAPICase) int {
 		}
 	}()
 	req := newRequest()
-	resp := do(t, req)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	<-done
 	if err != nil {

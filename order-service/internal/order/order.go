@@ -102,6 +102,32 @@ type Filter struct {
 	Limit      int
 }
 
+// Viewer is whom a request speaks for: a customer, who sees only their own orders, or an
+// operator, who sees every order. The zero Viewer sees nothing.
+type Viewer struct {
+	Customer string // the customer's id (lower case), when the viewer is a customer
+	Operator bool
+}
+
+// Sees reports whether v may see (and act on) o. An order v does not see answers as if
+// it did not exist, so its id tells nothing.
+func (v Viewer) Sees(o Order) bool {
+	return v.Operator || (v.Customer != "" && o.CustomerID == v.Customer)
+}
+
+// Narrow restricts f to the orders v sees. ok is false when that leaves none: a customer
+// asking for another customer's orders.
+func (v Viewer) Narrow(f Filter) (_ Filter, ok bool) {
+	if v.Operator {
+		return f, true
+	}
+	if v.Customer == "" || (f.CustomerID != "" && f.CustomerID != v.Customer) {
+		return f, false
+	}
+	f.CustomerID = v.Customer
+	return f, true
+}
+
 // Change is one entry of an order's history.
 type Change struct {
 	From, To     Status

@@ -76,9 +76,9 @@ func createStatement(o order.Order, created events.Envelope, idem *idempotency) 
 		args = append(args, idem.key, idem.requestHash, idem.status, idem.response)
 		keySQL = `,
 		idem AS (
-			INSERT INTO idempotency_keys (key, request_hash, status, response, order_id)
-			SELECT $12, $13, $14, $15, id FROM ord
-			ON CONFLICT (key) DO UPDATE SET request_hash = EXCLUDED.request_hash, status = EXCLUDED.status,
+			INSERT INTO idempotency_keys (customer_id, key, request_hash, status, response, order_id)
+			SELECT $2, $12, $13, $14, $15, id FROM ord
+			ON CONFLICT (customer_id, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, status = EXCLUDED.status,
 				response = EXCLUDED.response, order_id = EXCLUDED.order_id, created_at = now()
 		)`
 	}
@@ -101,8 +101,8 @@ func createStatement(o order.Order, created events.Envelope, idem *idempotency) 
 		SELECT 1`, n+1, n+2, n+3, n+4, keySQL), args
 }
 
-// CreateOnce creates the order as Create does, at most once per idempotency key, with the
-// key and the response to replay stored in the same transaction. A later request with the
+// CreateOnce creates the order as Create does, at most once per idempotency key of its
+// customer, with the key and the response to replay stored in the same transaction. A later request with the
 // same key and the same requestHash gets that Replay; with another hash,
 // order.ErrIdempotencyKeyReused; while the first is still being processed,
 // order.ErrIdempotencyKeyInFlight.
@@ -110,7 +110,8 @@ func (s *Store) CreateOnce(ctx context.Context, key, requestHash string, o order
 	var replay *order.Replay
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var mine bool
-		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock(hashtextextended('idempotency:' || $1::text, 0))`, key).Scan(&mine); err != nil {
+		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock(hashtextextended('idempotency:' || $1::text || ':' || $2::text, 0))`,
+			o.CustomerID, key).Scan(&mine); err != nil {
 			return err
 		}
 		if !mine {
@@ -120,7 +121,7 @@ func (s *Store) CreateOnce(ctx context.Context, key, requestHash string, o order
 		r := order.Replay{}
 		err := tx.QueryRow(ctx, `
 			SELECT request_hash, status, response, order_id::text FROM idempotency_keys
-			WHERE key = $1 AND created_at > now() - $2::interval`, key, fmt.Sprintf("%d seconds", int(order.IdempotencyKeyTTL.Seconds()))).
+			WHERE customer_id = $1 AND key = $2 AND created_at > now() - $3::interval`, o.CustomerID, key, fmt.Sprintf("%d seconds", int(order.IdempotencyKeyTTL.Seconds()))).
 			Scan(&hash, &r.Status, &r.Body, &r.OrderID)
 		switch {
 		case err == nil && hash != requestHash:
@@ -301,15 +302,20 @@ func ordersByID(rows pgx.Rows, err error) (map[string]order.Order, error) {
 	return byID, err
 }
 
-// Cancel moves a pending order to CANCELLED and writes its order.cancelled event, in one
-// transaction; the event carries the order's correlation id. When the order is not pending it returns the order as it stands and
-// order.ErrInvalidTransition (wrapped); unknown, order.ErrNotFound.
-func (s *Store) Cancel(ctx context.Context, id string, meta events.Meta, now time.Time) (order.Order, error) {
+// Cancel moves a pending order that v sees to CANCELLED and writes its order.cancelled
+// event, in one transaction; the event carries the order's correlation id. When the order
+// is not pending it returns the order as it stands and order.ErrInvalidTransition
+// (wrapped); unknown or not v's, order.ErrNotFound.
+func (s *Store) Cancel(ctx context.Context, id string, v order.Viewer, meta events.Meta, now time.Time) (order.Order, error) {
 	var o order.Order
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var err error
 		if o, err = scanOrder(tx.QueryRow(ctx, selectOrder+` FOR UPDATE`, id)); err != nil {
 			return err
+		}
+		if !v.Sees(o) {
+			o = order.Order{}
+			return order.ErrNotFound
 		}
 		from := o.Status
 		if err := o.Transition(order.Cancelled, "", now); err != nil {

@@ -95,9 +95,9 @@ func TestPruneIdempotencyKeysRemovesOnlyExpiredOnes(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := pool.Exec(ctx, `
-		INSERT INTO idempotency_keys (key, request_hash, status, response, order_id, created_at) VALUES
-		('old', 'h', 202, '{}', '019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f', now() - interval '25 hours'),
-		('new', 'h', 202, '{}', '019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e60', now() - interval '23 hours')`)
+		INSERT INTO idempotency_keys (customer_id, key, request_hash, status, response, order_id, created_at) VALUES
+		('5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93', 'old', 'h', 202, '{}', '019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f', now() - interval '25 hours'),
+		('5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93', 'new', 'h', 202, '{}', '019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e60', now() - interval '23 hours')`)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/platform"
 	"github.com/orderflow/payment-service/internal/payment"
@@ -26,15 +27,17 @@ type Ledger interface {
 }
 
 // New returns the API with every route registered. ledger may be nil when the provider
-// keeps no ledger of its own here.
-func New(log *slog.Logger, store Store, ledger Ledger, ready func(context.Context) error) *echo.Echo {
+// keeps no ledger of its own here. The views need an operator's bearer token that v
+// accepts; health and the event contract stay open.
+func New(log *slog.Logger, store Store, ledger Ledger, ready func(context.Context) error, v *auth.Verifier) *echo.Echo {
 	e := platform.NewEcho(log, nil)
 	platform.Health(e, ready)
-	e.GET("/payments", platform.ListByOrder(store.ByOrder, view))
+	operator := platform.Authenticate(v, auth.ScopeOperator)
+	e.GET("/payments", platform.ListByOrder(store.ByOrder, view), operator)
 	platform.Document(e, "/asyncapi.yaml", events.AsyncAPI())
 	if ledger != nil {
-		e.GET("/provider/charges", platform.ListByOrder(ledger.Ledger, viewCharge))
-		e.GET("/provider/refunds", platform.ListByOrder(ledger.Refunds, viewRefund))
+		e.GET("/provider/charges", platform.ListByOrder(ledger.Ledger, viewCharge), operator)
+		e.GET("/provider/refunds", platform.ListByOrder(ledger.Refunds, viewRefund), operator)
 	}
 	return e
 }
