@@ -80,6 +80,59 @@ func (ks *keyServer) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	_ = json.NewEncoder(w).Encode(*ks.set.Load())
 }
 
+// signed is a token of https://issuer.test for c-1, signed by key under kid, expiring at exp.
+func signed(t *testing.T, key *ecdsa.PrivateKey, kid string, exp time.Time) string {
+	t.Helper()
+	tk, err := jwt.NewBuilder().Issuer("https://issuer.test").Audience([]string{audience}).Subject("c-1").
+		Expiration(exp).Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr := jws.NewHeaders()
+	_ = hdr.Set(jws.KeyIDKey, kid)
+	b, err := jwt.Sign(tk, jwt.WithKey(jwa.ES256(), key, jws.WithProtectedHeaders(hdr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// A token that passed is remembered, not trusted forever: it is refused once it expires,
+// and once the keys are fetched again without the key it was signed with (the issuer
+// dropped a compromised key), however recently it passed.
+func TestARememberedTokenIsCheckedAgainWhenItOrTheKeysChange(t *testing.T) {
+	ks := &keyServer{}
+	key, set := newKey(t, "k1")
+	ks.set.Store(&set)
+	srv := httptest.NewServer(ks)
+	defer srv.Close()
+	now := time.Now()
+	v := auth.NewVerifier(auth.Config{Issuer: "https://issuer.test", Audience: audience, JWKSURL: srv.URL}, nil)
+	v.SetClock(func() time.Time { return now })
+	ctx := context.Background()
+	tok := signed(t, key, "k1", now.Add(10*time.Minute))
+	for range 3 {
+		if _, err := v.Verify(ctx, tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now = now.Add(11 * time.Minute) // past its expiry and the skew
+	if _, err := v.Verify(ctx, tok); !errors.Is(err, auth.ErrInvalidToken) {
+		t.Errorf("an expired token that passed before: err = %v, want ErrInvalidToken", err)
+	}
+
+	tok = signed(t, key, "k1", now.Add(time.Hour))
+	if _, err := v.Verify(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	_, other := newKey(t, "k2")
+	ks.set.Store(&other) // k1 is withdrawn
+	now = now.Add(6 * time.Minute) // past KeysTTL: the keys are fetched again
+	if _, err := v.Verify(ctx, tok); !errors.Is(err, auth.ErrInvalidToken) {
+		t.Errorf("a token whose key was withdrawn: err = %v, want ErrInvalidToken", err)
+	}
+}
+
 // newKey is a signing key with its public JWK (kid, ES256).
 func newKey(t *testing.T, kid string) (*ecdsa.PrivateKey, jwk.Set) {
 	t.Helper()
@@ -108,22 +161,7 @@ func TestKeysAreFetchedWhenNeededAndNoMore(t *testing.T) {
 	srv := httptest.NewServer(ks)
 	defer srv.Close()
 	v := auth.NewVerifier(auth.Config{Issuer: "https://issuer.test", Audience: audience, JWKSURL: srv.URL}, nil)
-	tok := func(key *ecdsa.PrivateKey, kid string) string {
-		t.Helper()
-		b := jwt.NewBuilder().Issuer("https://issuer.test").Audience([]string{audience}).Subject("c-1").
-			Expiration(time.Now().Add(time.Hour))
-		tk, err := b.Build()
-		if err != nil {
-			t.Fatal(err)
-		}
-		hdr := jws.NewHeaders()
-		_ = hdr.Set(jws.KeyIDKey, kid)
-		signed, err := jwt.Sign(tk, jwt.WithKey(jwa.ES256(), key, jws.WithProtectedHeaders(hdr)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(signed)
-	}
+	tok := func(key *ecdsa.PrivateKey, kid string) string { return signed(t, key, kid, time.Now().Add(time.Hour)) }
 	ctx := context.Background()
 	if _, err := v.Verify(ctx, tok(old, "k1")); err != nil {
 		t.Fatal(err)
