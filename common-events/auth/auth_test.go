@@ -101,13 +101,9 @@ func signed(t *testing.T, key *ecdsa.PrivateKey, kid string, exp time.Time) stri
 // and once the keys are fetched again without the key it was signed with (the issuer
 // dropped a compromised key), however recently it passed.
 func TestARememberedTokenIsCheckedAgainWhenItOrTheKeysChange(t *testing.T) {
-	ks := &keyServer{}
 	key, set := newKey(t, "k1")
-	ks.set.Store(&set)
-	srv := httptest.NewServer(ks)
-	defer srv.Close()
+	ks, v := serveKeys(t, set)
 	now := time.Now()
-	v := auth.NewVerifier(auth.Config{Issuer: "https://issuer.test", Audience: audience, JWKSURL: srv.URL}, nil)
 	v.SetClock(func() time.Time { return now })
 	ctx := context.Background()
 	tok := signed(t, key, "k1", now.Add(10*time.Minute))
@@ -126,11 +122,22 @@ func TestARememberedTokenIsCheckedAgainWhenItOrTheKeysChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, other := newKey(t, "k2")
-	ks.set.Store(&other) // k1 is withdrawn
+	ks.set.Store(&other)           // k1 is withdrawn
 	now = now.Add(6 * time.Minute) // past KeysTTL: the keys are fetched again
 	if _, err := v.Verify(ctx, tok); !errors.Is(err, auth.ErrInvalidToken) {
 		t.Errorf("a token whose key was withdrawn: err = %v, want ErrInvalidToken", err)
 	}
+}
+
+// serveKeys serves set from a keyServer for the test, and returns it with a verifier of
+// https://issuer.test's tokens that fetches its keys there.
+func serveKeys(t *testing.T, set jwk.Set) (*keyServer, *auth.Verifier) {
+	t.Helper()
+	ks := &keyServer{}
+	ks.set.Store(&set)
+	srv := httptest.NewServer(ks)
+	t.Cleanup(srv.Close)
+	return ks, auth.NewVerifier(auth.Config{Issuer: "https://issuer.test", Audience: audience, JWKSURL: srv.URL}, nil)
 }
 
 // newKey is a signing key with its public JWK (kid, ES256).
@@ -155,12 +162,8 @@ func newKey(t *testing.T, kid string) (*ecdsa.PrivateKey, jwk.Set) {
 // verifier fetch more than once per MinRefresh; keys that cannot be fetched at all make
 // every token unverifiable, said as ErrKeysUnavailable (a 503, not a 401).
 func TestKeysAreFetchedWhenNeededAndNoMore(t *testing.T) {
-	ks := &keyServer{}
 	old, oldSet := newKey(t, "k1")
-	ks.set.Store(&oldSet)
-	srv := httptest.NewServer(ks)
-	defer srv.Close()
-	v := auth.NewVerifier(auth.Config{Issuer: "https://issuer.test", Audience: audience, JWKSURL: srv.URL}, nil)
+	ks, v := serveKeys(t, oldSet)
 	tok := func(key *ecdsa.PrivateKey, kid string) string { return signed(t, key, kid, time.Now().Add(time.Hour)) }
 	ctx := context.Background()
 	if _, err := v.Verify(ctx, tok(old, "k1")); err != nil {
@@ -182,8 +185,8 @@ func TestKeysAreFetchedWhenNeededAndNoMore(t *testing.T) {
 		t.Fatalf("token under the rotated key: %v", err)
 	}
 
-	ks.down.Store(true)
-	fresh := auth.NewVerifier(auth.Config{Issuer: "https://issuer.test", Audience: audience, JWKSURL: srv.URL}, nil)
+	down, fresh := serveKeys(t, newSet)
+	down.down.Store(true)
 	if _, err := fresh.Verify(ctx, tok(rotated, "k2")); !errors.Is(err, auth.ErrKeysUnavailable) {
 		t.Errorf("keys unavailable: err = %v, want ErrKeysUnavailable", err)
 	}
