@@ -25,9 +25,9 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/orderflow/common-events/auth"
+	"github.com/orderflow/common-events/config"
 	"github.com/orderflow/common-events/consumer"
 	"github.com/orderflow/common-events/events"
-	"github.com/orderflow/common-events/platform"
 	notificationapp "github.com/orderflow/notification-service/app"
 	orderapp "github.com/orderflow/order-service/app"
 	paymentapp "github.com/orderflow/payment-service/app"
@@ -373,7 +373,7 @@ func checkKeycloak(p *types.Project) []error {
 		if !ok {
 			continue
 		}
-		cfg := platform.ReadAuth(platform.NewEnv(func(k string) string {
+		cfg := config.ReadAuth(config.NewEnv(func(k string) string {
 			if v := svc.Environment[k]; v != nil {
 				return *v
 			}

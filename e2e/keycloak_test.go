@@ -23,7 +23,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/orderflow/common-events/auth"
-	"github.com/orderflow/common-events/platform"
+	"github.com/orderflow/common-events/config"
 	"github.com/orderflow/devstack/testenv"
 )
 
@@ -73,7 +73,7 @@ func TestKeycloakIssuesTheTokensTheServicesAccept(t *testing.T) {
 
 	// The services' settings, with compose's addresses of Keycloak replaced by this one's.
 	order := p.Services["order-service"]
-	cfg := platform.ReadAuth(platform.NewEnv(func(k string) string {
+	cfg := config.ReadAuth(config.NewEnv(func(k string) string {
 		if v := order.Environment[k]; v != nil {
 			return *v
 		}

@@ -1,3 +1,6 @@
+// Package platform boots and runs an orderflow service: its logger, its database pool
+// with the migrations applied, its Kafka clients and topics, and the order in which it
+// serves and shuts down.
 package platform
 
 import (
@@ -21,10 +24,12 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/orderflow/common-events/auth"
+	"github.com/orderflow/common-events/config"
 	"github.com/orderflow/common-events/consumer"
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/kafka"
 	"github.com/orderflow/common-events/outbox"
+	"github.com/orderflow/common-events/web"
 	"github.com/orderflow/migrations"
 )
 
@@ -51,7 +56,7 @@ func NewLogger(w io.Writer, service string, level slog.Level) *slog.Logger {
 // Stack is the infrastructure a service runs on.
 type Stack struct {
 	Service  string
-	Config   Base
+	Config   config.Base
 	Log      *slog.Logger
 	Pool     *pgxpool.Pool
 	Kafka    sarama.Client       // metadata, readiness
@@ -67,7 +72,7 @@ type Stack struct {
 // and the dead-letter topics of its consumer groups exist, and opens the Kafka clients.
 // groups maps each consumer group to the topics it reads. On error everything opened so
 // far is closed again.
-func Boot(ctx context.Context, service string, cfg Base, stdout io.Writer, schema fs.FS, groups map[string][]string) (_ *Stack, err error) {
+func Boot(ctx context.Context, service string, cfg config.Base, stdout io.Writer, schema fs.FS, groups map[string][]string) (_ *Stack, err error) {
 	s := &Stack{Service: service, Config: cfg, Log: NewLogger(stdout, service, cfg.LogLevel), Verifier: auth.NewVerifier(cfg.Auth, nil)}
 	defer func() {
 		if err != nil {
@@ -143,10 +148,10 @@ func (s *Stack) Relay() *outbox.Relay {
 // Ready reports whether the database and the broker answer.
 func (s *Stack) Ready(ctx context.Context) error {
 	if err := s.Pool.Ping(ctx); err != nil {
-		return &NotReady{Dependency: "database", Err: err}
+		return &web.NotReady{Dependency: "database", Err: err}
 	}
 	if err := kafka.Ping(ctx, s.Kafka); err != nil {
-		return &NotReady{Dependency: "broker", Err: err}
+		return &web.NotReady{Dependency: "broker", Err: err}
 	}
 	return nil
 }

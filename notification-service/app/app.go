@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/orderflow/common-events/config"
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/platform"
 	"github.com/orderflow/migrations"
@@ -20,16 +21,16 @@ const Name = "notification-service"
 
 // Config is everything notification-service reads from its environment.
 type Config struct {
-	platform.Base
+	config.Base
 	SMTPAddr string // empty: emails go to the log
 	MailFrom string
 }
 
 // ReadConfig reads the configuration once; the error names every bad setting in one line.
 func ReadConfig(getenv func(string) string) (Config, []string, error) {
-	env := platform.NewEnv(getenv)
+	env := config.NewEnv(getenv)
 	cfg := Config{
-		Base:     platform.ReadBase(env, ":8082", "postgres://postgres@127.0.0.1:55432/notifications?sslmode=disable"),
+		Base:     config.ReadBase(env, ":8082", "postgres://postgres@127.0.0.1:55432/notifications?sslmode=disable"),
 		SMTPAddr: env.Addr("SMTP_ADDR", ""),
 		MailFrom: env.String("MAIL_FROM", "orderflow <no-reply@orderflow.local>"),
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/orderflow/common-events/config"
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/outbox"
 	"github.com/orderflow/common-events/platform"
@@ -24,13 +25,13 @@ const wakeEvery = 5 * time.Millisecond
 
 // Config is everything order-service reads from its environment.
 type Config struct {
-	platform.Base
+	config.Base
 }
 
 // ReadConfig reads the configuration once; the error names every bad setting in one line.
 func ReadConfig(getenv func(string) string) (Config, []string, error) {
-	env := platform.NewEnv(getenv)
-	cfg := Config{Base: platform.ReadBase(env, ":8080", "postgres://postgres@127.0.0.1:55432/orders?sslmode=disable")}
+	env := config.NewEnv(getenv)
+	cfg := Config{Base: config.ReadBase(env, ":8080", "postgres://postgres@127.0.0.1:55432/orders?sslmode=disable")}
 	return cfg, env.Names(), env.Err()
 }
 

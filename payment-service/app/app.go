@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/orderflow/common-events/config"
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/platform"
 	"github.com/orderflow/migrations"
@@ -20,16 +21,16 @@ const Name = "payment-service"
 
 // Config is everything payment-service reads from its environment.
 type Config struct {
-	platform.Base
+	config.Base
 	ProviderLatency       time.Duration // how long each simulated charge takes
 	ProviderTransientRate float64       // share of simulated charges that fail transiently
 }
 
 // ReadConfig reads the configuration once; the error names every bad setting in one line.
 func ReadConfig(getenv func(string) string) (Config, []string, error) {
-	env := platform.NewEnv(getenv)
+	env := config.NewEnv(getenv)
 	cfg := Config{
-		Base:                  platform.ReadBase(env, ":8081", "postgres://postgres@127.0.0.1:55432/payments?sslmode=disable"),
+		Base:                  config.ReadBase(env, ":8081", "postgres://postgres@127.0.0.1:55432/payments?sslmode=disable"),
 		ProviderLatency:       env.Duration("PROVIDER_LATENCY", 0, 0, time.Minute),
 		ProviderTransientRate: env.Float("PROVIDER_TRANSIENT_FAILURE_RATE", 0, 0, 0.99),
 	}

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/orderflow/common-events/auth"
-	"github.com/orderflow/common-events/platform/platformtest"
+	"github.com/orderflow/common-events/views/viewstest"
 	"github.com/orderflow/devstack/issuer"
 	"github.com/orderflow/devstack/testenv"
 	"github.com/orderflow/migrations"
@@ -34,7 +34,7 @@ func newAPI(t *testing.T, is *issuer.Issuer) string {
 // Bad input to the operators' views is a 4xx problem, never a 500: the shared suite.
 func TestOperatorViewsRefuseBadInput(t *testing.T) {
 	is := testenv.Issuer(t)
-	platformtest.TestViews(t, platformtest.Views{
+	viewstest.TestViews(t, viewstest.Views{
 		URL: newAPI(t, is), Issuer: is, Routes: []string{"/notifications"}, OtherParam: "status=SENT", Table: "notifications",
 	})
 }

@@ -10,7 +10,8 @@ import (
 
 	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/events"
-	"github.com/orderflow/common-events/platform"
+	"github.com/orderflow/common-events/views"
+	"github.com/orderflow/common-events/web"
 	"github.com/orderflow/notification-service/internal/notification"
 )
 
@@ -22,10 +23,10 @@ type Store interface {
 // New returns the API with every route registered. The view needs an operator's bearer
 // token that v accepts; health and the event contract stay open.
 func New(log *slog.Logger, store Store, ready func(context.Context) error, v *auth.Verifier) *echo.Echo {
-	e := platform.NewEcho(log, nil)
-	platform.Health(e, ready)
-	e.GET("/notifications", platform.ListByOrder(store.ByOrder, view), platform.Authenticate(v, auth.ScopeOperator))
-	platform.Document(e, "/asyncapi.yaml", events.AsyncAPI())
+	e := web.NewEcho(log, nil)
+	web.Health(e, ready)
+	e.GET("/notifications", views.ListByOrder(store.ByOrder, view), web.Authenticate(v, auth.ScopeOperator))
+	web.Document(e, "/asyncapi.yaml", events.AsyncAPI())
 	return e
 }
 

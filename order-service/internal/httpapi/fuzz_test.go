@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/orderflow/common-events/platform"
+	"github.com/orderflow/common-events/web"
 	"github.com/orderflow/order-service/internal/order"
 )
 
@@ -30,7 +30,7 @@ func FuzzCreateRequest(f *testing.F) {
 				return
 			}
 		}
-		var p *platform.Problem
+		var p *web.Problem
 		var ve *order.ValidationError
 		switch {
 		case errors.As(err, &ve):

@@ -23,7 +23,7 @@ import (
 
 	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/events"
-	"github.com/orderflow/common-events/platform"
+	"github.com/orderflow/common-events/web"
 	"github.com/orderflow/order-service/internal/order"
 )
 
@@ -45,38 +45,38 @@ type Store interface {
 // cancels their own; an operator's (auth.ScopeOperator) sees and cancels any. Health and
 // the two contract documents stay open.
 func New(log *slog.Logger, store Store, changes Changes, ready func(context.Context) error, v *auth.Verifier) *echo.Echo {
-	e := platform.NewEcho(log, problemFor)
-	platform.Health(e, ready)
-	customer := platform.Authenticate(v, auth.ScopeCustomer)
-	either := platform.Authenticate(v, auth.ScopeCustomer, auth.ScopeOperator)
+	e := web.NewEcho(log, problemFor)
+	web.Health(e, ready)
+	customer := web.Authenticate(v, auth.ScopeCustomer)
+	either := web.Authenticate(v, auth.ScopeCustomer, auth.ScopeOperator)
 	e.POST("/orders", createOrder(log, store, changes, time.Now), customer)
 	e.GET("/orders", listOrders(store), either)
 	e.GET("/orders/:id", getOrder(store, changes), either)
 	e.GET("/orders/:id/history", orderHistory(store), either)
 	e.GET("/orders/:id/events", orderEvents(store, changes), either)
 	e.POST("/orders/:id/cancel", cancelOrder(log, store, time.Now), either)
-	platform.Document(e, "/openapi.yaml", openAPIDocument)
-	platform.Document(e, "/asyncapi.yaml", events.AsyncAPI())
+	web.Document(e, "/openapi.yaml", openAPIDocument)
+	web.Document(e, "/asyncapi.yaml", events.AsyncAPI())
 	return e
 }
 
 // problemFor decides the status of every domain error, in one place.
-func problemFor(err error) *platform.Problem {
+func problemFor(err error) *web.Problem {
 	var ve *order.ValidationError
 	switch {
 	case errors.As(err, &ve):
-		p := platform.NewProblem(http.StatusUnprocessableEntity, "validation", "Your request is not valid", ve.Error())
+		p := web.NewProblem(http.StatusUnprocessableEntity, "validation", "Your request is not valid", ve.Error())
 		for _, f := range ve.Fields {
-			p.Errors = append(p.Errors, platform.FieldError{Field: f.Field, Message: f.Message})
+			p.Errors = append(p.Errors, web.FieldError{Field: f.Field, Message: f.Message})
 		}
 		return p
 	case errors.Is(err, order.ErrNotFound):
-		return platform.NewProblem(http.StatusNotFound, "not_found", "Order not found", "no order has this id")
+		return web.NewProblem(http.StatusNotFound, "not_found", "Order not found", "no order has this id")
 	case errors.Is(err, order.ErrIdempotencyKeyReused):
-		return platform.NewProblem(http.StatusUnprocessableEntity, "idempotency_key_reused", "Idempotency key reused",
+		return web.NewProblem(http.StatusUnprocessableEntity, "idempotency_key_reused", "Idempotency key reused",
 			"this Idempotency-Key was first used with a different request; use a new key for a new order")
 	case errors.Is(err, order.ErrIdempotencyKeyInFlight):
-		return platform.NewProblem(http.StatusConflict, "idempotency_key_in_flight", "Request in flight",
+		return web.NewProblem(http.StatusConflict, "idempotency_key_in_flight", "Request in flight",
 			"a request with this Idempotency-Key is being processed; retry in a moment")
 	}
 	return nil
@@ -86,7 +86,7 @@ func problemFor(err error) *platform.Problem {
 // subject, when it is a UUID), both, or — a customer token whose subject is no customer
 // id — neither, which sees nothing.
 func viewerOf(c echo.Context) order.Viewer {
-	p, _ := platform.PrincipalOf(c)
+	p, _ := web.PrincipalOf(c)
 	v := order.Viewer{Operator: p.Has(auth.ScopeOperator)}
 	if sub := strings.ToLower(p.Subject); p.Has(auth.ScopeCustomer) && isUUID(sub) {
 		v.Customer = sub
@@ -159,7 +159,7 @@ func createOrder(log *slog.Logger, store Store, changes Changes, now func() time
 	return func(c echo.Context) error {
 		v := viewerOf(c)
 		if v.Customer == "" {
-			return platform.NewProblem(http.StatusForbidden, "not_a_customer", "Forbidden",
+			return web.NewProblem(http.StatusForbidden, "not_a_customer", "Forbidden",
 				"the token's subject is not a customer id (a UUID), so it cannot place orders")
 		}
 		req, err := parseCreate(c.Request().Header.Get(echo.HeaderContentType), c.Request().Body)
@@ -256,7 +256,7 @@ func idempotencyKey(c echo.Context) (string, error) {
 		}
 	}
 	if bad {
-		return "", platform.NewProblem(http.StatusBadRequest, "invalid_idempotency_key", "Invalid Idempotency-Key",
+		return "", web.NewProblem(http.StatusBadRequest, "invalid_idempotency_key", "Invalid Idempotency-Key",
 			fmt.Sprintf("send one Idempotency-Key of 1 to %d visible ASCII characters", order.MaxIdempotencyKeyLength))
 	}
 	return key, nil
@@ -282,7 +282,7 @@ const (
 // an opaque cursor to the next page ("next_cursor", absent on the last page).
 func listOrders(store Store) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		q, err := platform.Query(c)
+		q, err := web.Query(c)
 		if err != nil {
 			return err
 		}
@@ -412,7 +412,7 @@ func getOrder(store Store, changes Changes) echo.HandlerFunc {
 }
 
 // parseCreate reads a create-order request: the body decoded strictly, each item on its
-// own so an error names it. It returns a *platform.Problem (400, 413, 415) or an
+// own so an error names it. It returns a *web.Problem (400, 413, 415) or an
 // *order.ValidationError (422) for a bad request; order.New validates the rest.
 func parseCreate(contentType string, body io.Reader) (order.Request, error) {
 	var req createRequest
@@ -444,7 +444,7 @@ func parseCreate(contentType string, body io.Reader) (order.Request, error) {
 func decodeJSON(contentType string, body io.Reader, v any) error {
 	mt, _, err := mime.ParseMediaType(contentType)
 	if err != nil || mt != echo.MIMEApplicationJSON {
-		return platform.NewProblem(http.StatusUnsupportedMediaType, "unsupported_media_type", "Unsupported Media Type",
+		return web.NewProblem(http.StatusUnsupportedMediaType, "unsupported_media_type", "Unsupported Media Type",
 			"send the body as application/json")
 	}
 	dec := json.NewDecoder(http.MaxBytesReader(nil, io.NopCloser(body), MaxBodyBytes))
@@ -466,15 +466,15 @@ func decodeJSON(contentType string, body io.Reader, v any) error {
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
-		return platform.NewProblem(http.StatusRequestEntityTooLarge, "body_too_large", "Request Entity Too Large",
+		return web.NewProblem(http.StatusRequestEntityTooLarge, "body_too_large", "Request Entity Too Large",
 			fmt.Sprintf("the body must be at most %d bytes", MaxBodyBytes))
 	case errors.Is(err, io.EOF):
-		return platform.NewProblem(http.StatusBadRequest, "malformed_json", "Malformed JSON", "the request body is empty")
+		return web.NewProblem(http.StatusBadRequest, "malformed_json", "Malformed JSON", "the request body is empty")
 	}
 	if fields := fieldErrors(err, ""); fields != nil {
 		return &order.ValidationError{Fields: fields}
 	}
-	return platform.NewProblem(http.StatusBadRequest, "malformed_json", "Malformed JSON", "the request body is not valid JSON: "+err.Error())
+	return web.NewProblem(http.StatusBadRequest, "malformed_json", "Malformed JSON", "the request body is not valid JSON: "+err.Error())
 }
 
 // strictUnmarshal decodes one JSON value, refusing unknown fields.

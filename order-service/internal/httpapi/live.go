@@ -14,7 +14,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/orderflow/common-events/events"
-	"github.com/orderflow/common-events/platform"
+	"github.com/orderflow/common-events/web"
 	"github.com/orderflow/order-service/internal/order"
 )
 
@@ -95,7 +95,7 @@ func cancelOrder(log *slog.Logger, store Store, now func() time.Time) echo.Handl
 		}
 		o, err := store.Cancel(c.Request().Context(), id, viewerOf(c), eventMeta(c), now())
 		if errors.Is(err, order.ErrInvalidTransition) {
-			return platform.NewProblem(http.StatusConflict, "order_not_cancellable", "Order cannot be cancelled",
+			return web.NewProblem(http.StatusConflict, "order_not_cancellable", "Order cannot be cancelled",
 				fmt.Sprintf("the order is %s; only a %s order can be cancelled", o.Status, order.PendingPayment))
 		}
 		if err != nil {

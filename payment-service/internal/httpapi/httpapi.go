@@ -10,7 +10,8 @@ import (
 
 	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/events"
-	"github.com/orderflow/common-events/platform"
+	"github.com/orderflow/common-events/views"
+	"github.com/orderflow/common-events/web"
 	"github.com/orderflow/payment-service/internal/payment"
 	"github.com/orderflow/payment-service/internal/simulator"
 )
@@ -30,14 +31,14 @@ type Ledger interface {
 // keeps no ledger of its own here. The views need an operator's bearer token that v
 // accepts; health and the event contract stay open.
 func New(log *slog.Logger, store Store, ledger Ledger, ready func(context.Context) error, v *auth.Verifier) *echo.Echo {
-	e := platform.NewEcho(log, nil)
-	platform.Health(e, ready)
-	operator := platform.Authenticate(v, auth.ScopeOperator)
-	e.GET("/payments", platform.ListByOrder(store.ByOrder, view), operator)
-	platform.Document(e, "/asyncapi.yaml", events.AsyncAPI())
+	e := web.NewEcho(log, nil)
+	web.Health(e, ready)
+	operator := web.Authenticate(v, auth.ScopeOperator)
+	e.GET("/payments", views.ListByOrder(store.ByOrder, view), operator)
+	web.Document(e, "/asyncapi.yaml", events.AsyncAPI())
 	if ledger != nil {
-		e.GET("/provider/charges", platform.ListByOrder(ledger.Ledger, viewCharge), operator)
-		e.GET("/provider/refunds", platform.ListByOrder(ledger.Refunds, viewRefund), operator)
+		e.GET("/provider/charges", views.ListByOrder(ledger.Ledger, viewCharge), operator)
+		e.GET("/provider/refunds", views.ListByOrder(ledger.Refunds, viewRefund), operator)
 	}
 	return e
 }

@@ -1,8 +1,8 @@
-// Package platformtest is the acceptance suite that every service's operators' views
-// ("GET /things?order_id=", built on platform.OrderIDParam and platform.NewEcho) must
+// Package viewstest is the acceptance suite that every service's operators' views
+// ("GET /things?order_id=", built on views.OrderIDParam and web.NewEcho) must
 // pass: bad input of every kind is a 4xx problem+json, never a 500, and harmless extras
 // are ignored. Each service runs it against its own API on a real database.
-package platformtest
+package viewstest
 
 import (
 	"bytes"
@@ -17,7 +17,7 @@ import (
 
 	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/events"
-	"github.com/orderflow/common-events/platform"
+	"github.com/orderflow/common-events/web"
 	"github.com/orderflow/devstack/issuer"
 )
 
@@ -60,9 +60,9 @@ func TestViews(t *testing.T, v Views) {
 func servesAsyncAPI(t *testing.T, v Views) {
 	doc := events.AsyncAPI()
 	resp, body := send(t, v.authorization, http.MethodGet, v.URL, "/asyncapi.yaml", "", "")
-	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != platform.YAMLMediaType || !bytes.Equal(body, doc) {
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != web.YAMLMediaType || !bytes.Equal(body, doc) {
 		t.Errorf("GET /asyncapi.yaml = %d %s, %d bytes; want 200 %s, the %d bytes of events.AsyncAPI()",
-			resp.StatusCode, resp.Header.Get("Content-Type"), len(body), platform.YAMLMediaType, len(doc))
+			resp.StatusCode, resp.Header.Get("Content-Type"), len(body), web.YAMLMediaType, len(doc))
 	}
 	resp, body = send(t, v.authorization, http.MethodHead, v.URL, "/asyncapi.yaml", "", "")
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Length") != strconv.Itoa(len(doc)) || len(body) != 0 {

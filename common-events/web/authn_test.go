@@ -1,4 +1,4 @@
-package platform_test
+package web_test
 
 import (
 	"io"
@@ -12,7 +12,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/orderflow/common-events/auth"
-	"github.com/orderflow/common-events/platform"
+	"github.com/orderflow/common-events/web"
 	"github.com/orderflow/devstack/issuer"
 	"github.com/orderflow/devstack/testenv"
 )
@@ -27,14 +27,14 @@ func guarded(t testing.TB, is *issuer.Issuer, jwksURL string) *httptest.Server {
 		jwksURL = is.JWKSURL()
 	}
 	v := auth.NewVerifier(auth.Config{Issuer: is.URL, Audience: is.Audience, JWKSURL: jwksURL}, nil)
-	e := platform.NewEcho(slog.New(slog.DiscardHandler), nil)
+	e := web.NewEcho(slog.New(slog.DiscardHandler), nil)
 	who := func(c echo.Context) error {
-		p, _ := platform.PrincipalOf(c)
+		p, _ := web.PrincipalOf(c)
 		return c.String(http.StatusOK, "secret of "+p.Subject)
 	}
-	e.GET("/mine", who, platform.Authenticate(v))
-	e.GET("/ops", who, platform.Authenticate(v, auth.ScopeOperator))
-	e.GET("/either", who, platform.Authenticate(v, auth.ScopeCustomer, auth.ScopeOperator))
+	e.GET("/mine", who, web.Authenticate(v))
+	e.GET("/ops", who, web.Authenticate(v, auth.ScopeOperator))
+	e.GET("/either", who, web.Authenticate(v, auth.ScopeCustomer, auth.ScopeOperator))
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
 	return srv
@@ -95,7 +95,7 @@ func TestAuthenticateAnswersEachCaseAsRFC6750Says(t *testing.T) {
 			if status != tt.status || h.Get("WWW-Authenticate") != tt.challenge {
 				t.Fatalf("= %d, WWW-Authenticate %q, %s; want %d, %q", status, h.Get("WWW-Authenticate"), body, tt.status, tt.challenge)
 			}
-			if status != 200 && (h.Get("Content-Type") != platform.ProblemContentType || strings.Contains(body, "secret")) {
+			if status != 200 && (h.Get("Content-Type") != web.ProblemContentType || strings.Contains(body, "secret")) {
 				t.Errorf("refusal is %q: %s; want problem+json telling nothing", h.Get("Content-Type"), body)
 			}
 		})
@@ -133,7 +133,7 @@ func FuzzAuthorizationHeader(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, header string) {
-		if tok, ok := platform.BearerToken(header); ok && tok == valid {
+		if tok, ok := web.BearerToken(header); ok && tok == valid {
 			return
 		}
 		req, err := http.NewRequest(http.MethodGet, srv.URL+"/mine", nil)

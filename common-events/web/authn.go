@@ -1,4 +1,4 @@
-package platform
+package web
 
 import (
 	"errors"
@@ -13,16 +13,6 @@ import (
 
 // Realm names orderflow in WWW-Authenticate challenges.
 const Realm = "orderflow"
-
-// ReadAuth reads whose tokens the service accepts: AUTH_ISSUER and AUTH_JWKS_URL (an
-// http or https URL) are required, AUTH_AUDIENCE defaults to "orderflow".
-func ReadAuth(e *Env) auth.Config {
-	return auth.Config{
-		Issuer:   e.Required("AUTH_ISSUER"),
-		Audience: e.String("AUTH_AUDIENCE", "orderflow"),
-		JWKSURL:  e.HTTPURL("AUTH_JWKS_URL"),
-	}
-}
 
 const principalKey = "orderflow.principal"
 

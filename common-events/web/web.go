@@ -1,4 +1,7 @@
-package platform
+// Package web is the HTTP side every service shares: echo set up to answer every error
+// as problem+json (RFC 9457), health and readiness probes, the contract documents, and
+// bearer-token authentication.
+package web
 
 import (
 	"context"
@@ -9,7 +12,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -164,76 +166,4 @@ func Query(c echo.Context) (url.Values, error) {
 			"the query string is not valid URL encoding: "+err.Error())
 	}
 	return q, nil
-}
-
-// OrderIDParam reads the order_id query parameter that the operators' views filter by:
-// required, given once, and a UUID (either case; returned in lower case). Parameters other
-// than order_id are ignored, as a client may add its own (a cache buster, tracing).
-//
-// A query string that is not valid URL encoding is a 400: echo would silently drop the
-// broken pair, and a misspelt order_id would then be answered "is required", or a broken
-// extra parameter hide what the client meant. A repeated order_id is a 422 rather than
-// "first wins": a client that sends two ids expects both to count, and silently answering
-// for one of them would hide its mistake.
-func OrderIDParam(c echo.Context) (string, error) {
-	const name = "order_id"
-	q, err := Query(c)
-	if err != nil {
-		return "", err
-	}
-	bad := func(msg string) error {
-		p := NewProblem(http.StatusUnprocessableEntity, "validation", "Your request is not valid", name+" "+msg)
-		p.Errors = []FieldError{{Field: name, Message: msg}}
-		return p
-	}
-	vs, ok := q[name]
-	switch {
-	case !ok:
-		return "", bad("is required")
-	case len(vs) > 1:
-		return "", bad("must be given once")
-	case vs[0] == "":
-		return "", bad("must not be empty; it must be a UUID")
-	case !isUUID(vs[0]):
-		// The value is not repeated back: it may be huge or not UTF-8.
-		return "", bad("must be a UUID, such as 019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f")
-	}
-	return strings.ToLower(vs[0]), nil
-}
-
-func isUUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i, r := range s {
-		switch {
-		case i == 8 || i == 13 || i == 18 || i == 23:
-			if r != '-' {
-				return false
-			}
-		case !strings.ContainsRune("0123456789abcdefABCDEF", r):
-			return false
-		}
-	}
-	return true
-}
-
-// ListByOrder serves the operators' view "GET /things?order_id=": the order's things,
-// each shown through view, as {"items": [...]}.
-func ListByOrder[T, J any](list func(ctx context.Context, orderID string) ([]T, error), view func(T) J) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		orderID, err := OrderIDParam(c)
-		if err != nil {
-			return err
-		}
-		things, err := list(c.Request().Context(), orderID)
-		if err != nil {
-			return err
-		}
-		items := make([]J, len(things))
-		for i, t := range things {
-			items[i] = view(t)
-		}
-		return c.JSON(http.StatusOK, map[string]any{"items": items})
-	}
 }

@@ -1,7 +1,6 @@
-// Package platform is what every orderflow service stands on: configuration from the
-// environment, the JSON logger, the database pool with its migrations, the Kafka clients,
-// the HTTP server with problem+json errors and health checks, and the shutdown order.
-package platform
+// Package config reads a service's settings from its environment, once, and names every
+// bad one on a single line.
+package config
 
 import (
 	"errors"
@@ -232,5 +231,15 @@ func ReadBase(e *Env, httpAddr, databaseURL string) Base {
 
 		ConsumerConcurrency: e.Int("CONSUMER_CONCURRENCY", consumer.DefaultConcurrency, 1, 10000),
 		Auth:                ReadAuth(e),
+	}
+}
+
+// ReadAuth reads whose tokens the service accepts: AUTH_ISSUER and AUTH_JWKS_URL (an
+// http or https URL) are required, AUTH_AUDIENCE defaults to "orderflow".
+func ReadAuth(e *Env) auth.Config {
+	return auth.Config{
+		Issuer:   e.Required("AUTH_ISSUER"),
+		Audience: e.String("AUTH_AUDIENCE", "orderflow"),
+		JWKSURL:  e.HTTPURL("AUTH_JWKS_URL"),
 	}
 }

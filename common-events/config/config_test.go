@@ -1,4 +1,4 @@
-package platform_test
+package config_test
 
 import (
 	"log/slog"
@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/orderflow/common-events/platform"
+	"github.com/orderflow/common-events/config"
 )
 
 func getenv(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -21,8 +21,8 @@ func withAuth(m map[string]string) map[string]string {
 }
 
 func TestReadBaseDefaults(t *testing.T) {
-	env := platform.NewEnv(getenv(withAuth(nil)))
-	got := platform.ReadBase(env, ":8080", "postgres://localhost/orders")
+	env := config.NewEnv(getenv(withAuth(nil)))
+	got := config.ReadBase(env, ":8080", "postgres://localhost/orders")
 	if err := env.Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -34,11 +34,11 @@ func TestReadBaseDefaults(t *testing.T) {
 }
 
 func TestReadBaseFromEnv(t *testing.T) {
-	env := platform.NewEnv(getenv(withAuth(map[string]string{
+	env := config.NewEnv(getenv(withAuth(map[string]string{
 		"AUTH_AUDIENCE": "shop", "HTTP_ADDR": "127.0.0.1:9000", "DATABASE_URL": "postgresql://u:p@db:5432/x", "KAFKA_BROKERS": "k1:9092, k2:9093",
 		"KAFKA_TOPIC_PARTITIONS": "12", "LOG_LEVEL": "debug", "SHUTDOWN_TIMEOUT": "30s", "CONSUMER_CONCURRENCY": "16",
 	})))
-	got := platform.ReadBase(env, ":8080", "")
+	got := config.ReadBase(env, ":8080", "")
 	if err := env.Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -68,23 +68,23 @@ func TestBadSettingsAreNamedOnOneLine(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
-			env := platform.NewEnv(getenv(withAuth(map[string]string{tt.name: tt.value})))
-			platform.ReadBase(env, ":8080", "postgres://localhost/x")
+			env := config.NewEnv(getenv(withAuth(map[string]string{tt.name: tt.value})))
+			config.ReadBase(env, ":8080", "postgres://localhost/x")
 			err := env.Err()
 			if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
 				t.Fatalf("err = %v, want one line containing %q", err, tt.want)
 			}
 		})
 	}
-	env := platform.NewEnv(getenv(map[string]string{"KAFKA_TOPIC_PARTITIONS": "x", "LOG_LEVEL": "y"}))
-	platform.ReadBase(env, ":8080", "postgres://localhost/x")
+	env := config.NewEnv(getenv(map[string]string{"KAFKA_TOPIC_PARTITIONS": "x", "LOG_LEVEL": "y"}))
+	config.ReadBase(env, ":8080", "postgres://localhost/x")
 	if err := env.Err(); err == nil || !strings.Contains(err.Error(), "KAFKA_TOPIC_PARTITIONS") || !strings.Contains(err.Error(), "LOG_LEVEL") {
 		t.Errorf("two bad settings: err = %v, want both named", err)
 	}
 }
 
 func TestRequiredAndRanges(t *testing.T) {
-	env := platform.NewEnv(getenv(map[string]string{"RATE": "1.5", "WAIT": "2h"}))
+	env := config.NewEnv(getenv(map[string]string{"RATE": "1.5", "WAIT": "2h"}))
 	env.Required("TOKEN")
 	env.Float("RATE", 0, 0, 0.99)
 	env.Duration("WAIT", 0, 0, time.Minute)
@@ -97,14 +97,14 @@ func TestRequiredAndRanges(t *testing.T) {
 }
 
 func TestReadAuthNamesWhatIsMissing(t *testing.T) {
-	env := platform.NewEnv(getenv(map[string]string{"AUTH_AUDIENCE": "shop"}))
-	platform.ReadAuth(env)
+	env := config.NewEnv(getenv(map[string]string{"AUTH_AUDIENCE": "shop"}))
+	config.ReadAuth(env)
 	err := env.Err()
 	if err == nil || !strings.Contains(err.Error(), "AUTH_ISSUER") || !strings.Contains(err.Error(), "AUTH_JWKS_URL") || strings.Contains(err.Error(), "\n") {
 		t.Fatalf("err = %v, want one line naming AUTH_ISSUER and AUTH_JWKS_URL", err)
 	}
-	env = platform.NewEnv(getenv(map[string]string{"AUTH_ISSUER": "https://id.example", "AUTH_JWKS_URL": "https://id.example/jwks"}))
-	if cfg := platform.ReadAuth(env); env.Err() != nil || cfg.Audience != "orderflow" || cfg.Issuer != "https://id.example" {
+	env = config.NewEnv(getenv(map[string]string{"AUTH_ISSUER": "https://id.example", "AUTH_JWKS_URL": "https://id.example/jwks"}))
+	if cfg := config.ReadAuth(env); env.Err() != nil || cfg.Audience != "orderflow" || cfg.Issuer != "https://id.example" {
 		t.Fatalf("read %+v, %v", cfg, env.Err())
 	}
 }

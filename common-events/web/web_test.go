@@ -1,4 +1,4 @@
-package platform_test
+package web_test
 
 import (
 	"bytes"
@@ -14,7 +14,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/orderflow/common-events/platform"
+	"github.com/orderflow/common-events/views"
+	"github.com/orderflow/common-events/web"
 )
 
 const orderID = "019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f"
@@ -30,15 +31,15 @@ func server(t *testing.T, ready func(context.Context) error) (url string, asked 
 	t.Helper()
 	logs = new(bytes.Buffer)
 	errMapped := errors.New("mapped")
-	e := platform.NewEcho(slog.New(slog.NewJSONHandler(logs, nil)), func(err error) *platform.Problem {
+	e := web.NewEcho(slog.New(slog.NewJSONHandler(logs, nil)), func(err error) *web.Problem {
 		if errors.Is(err, errMapped) {
-			return platform.NewProblem(http.StatusConflict, "conflict", "Conflict", "it was mapped")
+			return web.NewProblem(http.StatusConflict, "conflict", "Conflict", "it was mapped")
 		}
 		return nil
 	})
-	platform.Health(e, ready)
+	web.Health(e, ready)
 	asked = new([]string)
-	e.GET("/things", platform.ListByOrder(func(_ context.Context, id string) ([]thing, error) {
+	e.GET("/things", views.ListByOrder(func(_ context.Context, id string) ([]thing, error) {
 		*asked = append(*asked, id)
 		if id == "00000000-0000-0000-0000-000000000000" {
 			return nil, errSecret
@@ -46,7 +47,7 @@ func server(t *testing.T, ready func(context.Context) error) (url string, asked 
 		return nil, nil
 	}, func(th thing) thing { return th }))
 	e.GET("/problem", func(echo.Context) error {
-		return platform.NewProblem(http.StatusTeapot, "teapot", "I'm a teapot", "short and stout")
+		return web.NewProblem(http.StatusTeapot, "teapot", "I'm a teapot", "short and stout")
 	})
 	e.GET("/mapped", func(echo.Context) error { return errMapped })
 	e.GET("/unmapped", func(echo.Context) error { return errSecret })
@@ -65,12 +66,12 @@ func server(t *testing.T, ready func(context.Context) error) (url string, asked 
 }
 
 type problem struct {
-	Type   string                `json:"type"`
-	Title  string                `json:"title"`
-	Status int                   `json:"status"`
-	Detail string                `json:"detail"`
-	Code   string                `json:"code"`
-	Errors []platform.FieldError `json:"errors"`
+	Type   string           `json:"type"`
+	Title  string           `json:"title"`
+	Status int              `json:"status"`
+	Detail string           `json:"detail"`
+	Code   string           `json:"code"`
+	Errors []web.FieldError `json:"errors"`
 }
 
 func do(t *testing.T, method, url string) (*http.Response, []byte) {
@@ -97,8 +98,8 @@ func decodeProblem(t *testing.T, resp *http.Response, body []byte, status int, c
 	if resp.StatusCode != status {
 		t.Fatalf("status = %d, want %d; body %s", resp.StatusCode, status, body)
 	}
-	if ct := resp.Header.Get("Content-Type"); ct != platform.ProblemContentType {
-		t.Errorf("Content-Type = %q, want %q", ct, platform.ProblemContentType)
+	if ct := resp.Header.Get("Content-Type"); ct != web.ProblemContentType {
+		t.Errorf("Content-Type = %q, want %q", ct, web.ProblemContentType)
 	}
 	var p problem
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -155,7 +156,7 @@ func TestErrorsAreProblems(t *testing.T) {
 func TestHeadOnGetRoute(t *testing.T) {
 	url, asked, _ := server(t, nil)
 	resp, body := do(t, http.MethodHead, url+"/things?order_id="+orderID)
-	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Content-Type") != platform.ProblemContentType ||
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Content-Type") != web.ProblemContentType ||
 		resp.Header.Get("Allow") != "OPTIONS, GET" || len(body) != 0 {
 		t.Errorf("HEAD = %d, %s, Allow %q, body %q; want 405 problem+json, Allow \"OPTIONS, GET\", no body",
 			resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Allow"), body)
@@ -243,7 +244,7 @@ func TestHealth(t *testing.T) {
 		{"alive", nil, "/healthz", 200, `{"status":"ok"}`},
 		{"alive while not ready", errors.New("database: down"), "/healthz", 200, `{"status":"ok"}`},
 		{"ready", nil, "/readyz", 200, `{"status":"ready"}`},
-		{"not ready", &platform.NotReady{Dependency: "database", Err: errors.New("dial tcp 10.0.0.7:5432 user=postgres: refused")}, "/readyz", 503, `{"error":"the database does not answer","status":"unavailable"}`},
+		{"not ready", &web.NotReady{Dependency: "database", Err: errors.New("dial tcp 10.0.0.7:5432 user=postgres: refused")}, "/readyz", 503, `{"error":"the database does not answer","status":"unavailable"}`},
 		{"not ready, unnamed", errors.New("secret detail"), "/readyz", 503, `{"error":"a dependency does not answer","status":"unavailable"}`},
 	}
 	for _, tt := range tests {
