@@ -123,7 +123,10 @@ func (a *applier) applyTx(batch []applyReq) error {
 	for i, req := range batch {
 		ids[i] = req.msg.ID
 	}
-	return pgx.BeginFunc(ctx, a.conn, func(tx pgx.Tx) error {
+	type count struct{ topic, outcome string }
+	var counts map[count]int // what the transaction did, told once it committed
+	err := pgx.BeginFunc(ctx, a.conn, func(tx pgx.Tx) error {
+		counts = map[count]int{}
 		rows, _ := tx.Query(ctx, `
 			INSERT INTO processed_events (consumer_group, event_id)
 			SELECT $1, id FROM unnest($2::text[]) AS id ORDER BY id
@@ -142,9 +145,11 @@ func (a *applier) applyTx(batch []applyReq) error {
 		for _, req := range batch {
 			if !fresh[req.msg.ID] {
 				req.msg.Log.Info("duplicate event skipped")
+				counts[count{req.msg.Topic, OutcomeDuplicate}]++
 				continue
 			}
 			delete(fresh, req.msg.ID) // the same event twice in one batch applies once
+			counts[count{req.msg.Topic, OutcomeApplied}]++
 			switch a := req.apply; {
 			case a.fn != nil:
 				if err := a.fn(ctx, tx); err != nil {
@@ -164,4 +169,10 @@ func (a *applier) applyTx(batch []applyReq) error {
 		}
 		return nil
 	})
+	if err == nil {
+		for c, n := range counts {
+			r.Metrics.outcome(r.Group, c.topic, c.outcome, n)
+		}
+	}
+	return err
 }

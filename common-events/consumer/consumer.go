@@ -162,6 +162,9 @@ type Runner struct {
 	// (the oldest unfinished record), so a key stuck in retries holds a bounded amount of
 	// bookkeeping; at the bound the partition pauses. Default 100 × Concurrency.
 	MaxUncommitted int
+	// Metrics, when set, counts the records by outcome, times them, and keeps the records
+	// in flight.
+	Metrics *Metrics
 
 	applier *applier // shared by the partitions, so their ready records commit together
 }

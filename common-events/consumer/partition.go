@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/IBM/sarama"
 
@@ -178,27 +179,41 @@ func (r *Runner) decode(rec *sarama.ConsumerMessage) (item, *slog.Logger, error)
 // failures are retried with backoff; an attempt under way is not cut short when the
 // session ends, it finishes within HandlerTimeout.
 func (r *Runner) handle(ctx context.Context, rec *sarama.ConsumerMessage, ap *applier) bool {
+	r.Metrics.flight(r.Group, 1)
+	defer r.Metrics.flight(r.Group, -1)
 	it, log, err := r.decode(rec)
 	if err != nil {
-		return r.deadLetter(ctx, log, rec, err) == nil
+		return r.deadLettered(ctx, log, rec, err)
 	}
 	for attempt := 1; ; attempt++ {
+		start := time.Now()
 		err := r.attempt(ctx, it, ap)
+		r.Metrics.handled(r.Group, rec.Topic, time.Since(start))
 		if err == nil {
 			return true
 		}
 		if errors.Is(err, ErrPoison) {
-			return r.deadLetter(ctx, log, rec, err) == nil
+			return r.deadLettered(ctx, log, rec, err)
 		}
 		if ctx.Err() != nil {
 			return false
 		}
+		r.Metrics.outcome(r.Group, rec.Topic, OutcomeRetried, 1)
 		d := r.Retry.Delay(attempt)
 		log.Warn("handler failed; retrying", "err", err, "attempt", attempt, "retry_in", d)
 		if !backoff.Sleep(ctx, d) {
 			return false
 		}
 	}
+}
+
+// deadLettered dead-letters rec and reports whether it was.
+func (r *Runner) deadLettered(ctx context.Context, log *slog.Logger, rec *sarama.ConsumerMessage, cause error) bool {
+	if r.deadLetter(ctx, log, rec, cause) != nil {
+		return false
+	}
+	r.Metrics.outcome(r.Group, rec.Topic, OutcomeDeadLettered, 1)
+	return true
 }
 
 // attempt runs the handler's first step here, then has the applier commit its Apply.

@@ -178,6 +178,7 @@ type Relay struct {
 	BatchSize    int           // rows per publish; default 500
 	PollInterval time.Duration // fallback when no NOTIFY arrives; default 1s
 	Retry        backoff.Policy
+	Metrics      *Metrics // nil: none
 }
 
 func (r *Relay) defaults() {
@@ -308,6 +309,7 @@ type row struct {
 	key     string
 	headers map[string]string
 	payload []byte
+	written time.Time
 }
 
 // next deletes the rows published (acknowledged by the broker) and reads up to
@@ -321,13 +323,13 @@ func (r *Relay) next(ctx context.Context, conn *pgx.Conn, published []int64) ([]
 	defer cancel()
 	rows, err := conn.Query(qctx, `
 		WITH published AS (DELETE FROM outbox WHERE id = ANY($1))
-		SELECT id, topic, key, headers, payload FROM outbox WHERE NOT (id = ANY($1)) ORDER BY id LIMIT $2`,
+		SELECT id, topic, key, headers, payload, created_at FROM outbox WHERE NOT (id = ANY($1)) ORDER BY id LIMIT $2`,
 		published, r.BatchSize)
 	if err != nil {
 		return nil, err
 	}
 	return pgx.CollectRows(rows, func(cr pgx.CollectableRow) (b row, err error) {
-		err = cr.Scan(&b.id, &b.topic, &b.key, &b.headers, &b.payload)
+		err = cr.Scan(&b.id, &b.topic, &b.key, &b.headers, &b.payload, &b.written)
 		return b, err
 	})
 }
@@ -358,9 +360,11 @@ func (r *Relay) publish(batch []row) ([]int64, error) {
 		return nil, brokerError{sendErr}
 	}
 	acked := make([]int64, 0, len(batch))
+	now := time.Now()
 	for _, b := range batch {
 		if !failed[b.id] {
 			acked = append(acked, b.id)
+			r.Metrics.published(b.topic, now.Sub(b.written))
 		}
 	}
 	if sendErr != nil {

@@ -22,12 +22,14 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/config"
 	"github.com/orderflow/common-events/consumer"
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/kafka"
+	"github.com/orderflow/common-events/metrics"
 	"github.com/orderflow/common-events/outbox"
 	"github.com/orderflow/common-events/web"
 	"github.com/orderflow/migrations"
@@ -62,7 +64,13 @@ type Stack struct {
 	Kafka    sarama.Client       // metadata, readiness
 	Producer sarama.SyncProducer // the outbox relay and dead-lettering
 	Verifier *auth.Verifier      // checks the API's bearer tokens against Config.Auth
+	// Metrics is the service's Prometheus registry, served at /metrics; Registerer adds
+	// the service's own metrics to it.
+	Metrics    *metrics.Registry
+	Registerer prometheus.Registerer
 
+	outboxMetrics   *outbox.Metrics
+	consumerMetrics *consumer.Metrics
 	listener        net.Listener
 	consumerClients []sarama.Client
 }
@@ -83,6 +91,19 @@ func Boot(ctx context.Context, service string, cfg config.Base, stdout io.Writer
 		return nil, fmt.Errorf("listen on HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
 	}
 	if s.Pool, err = openPool(ctx, cfg.DatabaseURL, schema); err != nil {
+		return nil, err
+	}
+	if s.Metrics, err = metrics.New(service); err != nil {
+		return nil, err
+	}
+	s.Registerer = s.Metrics.Registerer(service)
+	if err = metrics.Pool(s.Registerer, s.Pool); err != nil {
+		return nil, err
+	}
+	if s.outboxMetrics, err = outbox.NewMetrics(s.Registerer, s.Pool); err != nil {
+		return nil, err
+	}
+	if s.consumerMetrics, err = consumer.NewMetrics(s.Registerer); err != nil {
 		return nil, err
 	}
 	topics := events.Topics()
@@ -134,15 +155,22 @@ func (s *Stack) Consumer(group string, handlers map[string]consumer.Handler) (*c
 		return nil, fmt.Errorf("kafka consumer client: %w", err)
 	}
 	s.consumerClients = append(s.consumerClients, c)
+	topics := make([]string, 0, len(handlers))
+	for t := range handlers {
+		topics = append(topics, t)
+	}
+	if err := s.consumerMetrics.Watch(group, topics, c); err != nil {
+		return nil, err
+	}
 	return &consumer.Runner{
 		Group: group, Client: c, Pool: s.Pool, DeadLetters: s.Producer, Handlers: handlers, Log: s.Log,
-		Concurrency: s.Config.ConsumerConcurrency,
+		Concurrency: s.Config.ConsumerConcurrency, Metrics: s.consumerMetrics,
 	}, nil
 }
 
 // Relay returns the outbox relay of the service's database.
 func (s *Stack) Relay() *outbox.Relay {
-	return &outbox.Relay{Pool: s.Pool, Producer: s.Producer, Log: s.Log}
+	return &outbox.Relay{Pool: s.Pool, Producer: s.Producer, Log: s.Log, Metrics: s.outboxMetrics}
 }
 
 // Ready reports whether the database and the broker answer.
@@ -180,11 +208,12 @@ func (s *Stack) Close() {
 // It returns when ctx is done, or earlier with an error that stops the service.
 type Worker func(ctx context.Context) error
 
-// Serve runs the HTTP API and the workers until ctx is done or one of them fails, then
+// Serve runs the HTTP API, with its metrics and GET /metrics, and the workers until ctx is done or one of them fails, then
 // stops them in order: first the API and the consumers (front), so no new work comes in
 // and in-flight records finish and commit, then the relays (back), so what the front
 // wrote is still published. The caller closes the Stack afterwards.
 func (s *Stack) Serve(ctx context.Context, api *echo.Echo, front, back []Worker) error {
+	s.Metrics.Serve(api)
 	frontCtx, stopFront := context.WithCancel(ctx)
 	defer stopFront()
 	backCtx, stopBack := context.WithCancel(context.WithoutCancel(ctx))

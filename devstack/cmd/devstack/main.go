@@ -79,6 +79,8 @@ orderflow is up (%.1fs). Data in %s; Ctrl-C stops everything.
   Kafka broker           %s  (%s)
   PostgreSQL             %s  (databases orders, payments, notifications)
 
+Metrics (Prometheus, no token): GET /metrics on each service, e.g. %s/metrics
+
 Every order and operator route needs a bearer token. Ready ones, valid for 24 hours:
 
   %s/customer.jwt    the demo customer %s
@@ -100,7 +102,7 @@ Place an order:
 then GET the Location it answers with (same header), or run scripts/place-order.sh.
 
 `, time.Since(started).Seconds(), s.DataDir(), order, s.Service("payment-service").URL,
-		s.Service("notification-service").URL, s.Issuer.URL, s.Issuer.JWKSURL(), s.KafkaAddr(), s.BrokerName(), s.Postgres.URL("orders"),
+		s.Service("notification-service").URL, s.Issuer.URL, s.Issuer.JWKSURL(), s.KafkaAddr(), s.BrokerName(), s.Postgres.URL("orders"), order,
 		rel(tokens), issuer.Customer, rel(tokens), issuer.Customer2, rel(tokens), rel(tokens), order)
 
 	<-ctx.Done()

@@ -1,0 +1,129 @@
+// Package metrics is a service's Prometheus registry and what every service measures the
+// same way: its HTTP requests, its database pool, the Go runtime and the process. Served
+// at GET /metrics (open: a scraper has no credentials, and nothing there names a
+// customer). The outbox, the consumers and each service's domain register their own
+// metrics on the same registry, next to the code they measure.
+package metrics
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Namespace prefixes every orderflow metric.
+const Namespace = "orderflow"
+
+// Path is where every service serves its metrics.
+const Path = "/metrics"
+
+// Registry is one service's metrics.
+type Registry struct {
+	*prometheus.Registry
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+// New returns a registry holding the Go runtime's and the process's metrics and the HTTP
+// request metrics, every series labelled with service.
+func New(service string) (*Registry, error) {
+	reg := prometheus.NewRegistry()
+	r := &Registry{Registry: reg}
+	wrapped := r.Registerer(service)
+	r.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Subsystem: "http", Name: "requests_total",
+		Help: "HTTP requests answered, by route (the pattern, not the path), method and status code.",
+	}, []string{"route", "method", "code"})
+	r.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: Namespace, Subsystem: "http", Name: "request_duration_seconds",
+		Help:    "Time to answer an HTTP request, by route and method.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	}, []string{"route", "method"})
+	return r, Register(wrapped, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		r.requests, r.latency)
+}
+
+// Register registers every collector with reg.
+func Register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+// Registerer is where a service's own metrics go: on this registry, labelled with the
+// service like the rest.
+func (r *Registry) Registerer(service string) prometheus.Registerer {
+	return prometheus.WrapRegistererWith(prometheus.Labels{"service": service}, r.Registry)
+}
+
+// Serve adds the HTTP request metrics to e and serves the registry at Path.
+func (r *Registry) Serve(e *echo.Echo) {
+	e.Use(func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			start := time.Now()
+			if err := next(c); err != nil {
+				c.Error(err) // answer now, so the status is the one the client gets
+			}
+			route := c.Path() // the registered pattern: bounded, unlike the URL path
+			if route == "" || route == "/*" {
+				route = "unmatched"
+			}
+			r.requests.WithLabelValues(route, c.Request().Method, strconv.Itoa(c.Response().Status)).Inc()
+			r.latency.WithLabelValues(route, c.Request().Method).Observe(time.Since(start).Seconds())
+			return nil
+		}
+	})
+	h := promhttp.HandlerFor(r.Registry, promhttp.HandlerOpts{})
+	e.GET(Path, echo.WrapHandler(h))
+}
+
+// Pool registers pool's statistics: connections in use, idle and opening, the limit, and
+// how often and how long acquiring one waited.
+func Pool(reg prometheus.Registerer, pool *pgxpool.Pool) error {
+	return Register(reg, poolCollector{pool})
+}
+
+type poolCollector struct{ pool *pgxpool.Pool }
+
+var (
+	poolConns = prometheus.NewDesc(Namespace+"_db_pool_connections", "Database connections in the pool, by state.", []string{"state"}, nil)
+	poolMax   = prometheus.NewDesc(Namespace+"_db_pool_max_connections", "The most connections the pool opens.", nil, nil)
+	poolWaits = prometheus.NewDesc(Namespace+"_db_pool_acquire_waits_total", "Acquisitions that had to wait for a connection.", nil, nil)
+	poolWait  = prometheus.NewDesc(Namespace+"_db_pool_acquire_wait_seconds_total", "Time spent waiting for a connection.", nil, nil)
+)
+
+func (p poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- poolConns
+	ch <- poolMax
+	ch <- poolWaits
+	ch <- poolWait
+}
+
+func (p poolCollector) Collect(ch chan<- prometheus.Metric) {
+	s := p.pool.Stat()
+	ch <- Const(poolConns, prometheus.GaugeValue, float64(s.AcquiredConns()), "in_use")
+	ch <- Const(poolConns, prometheus.GaugeValue, float64(s.IdleConns()), "idle")
+	ch <- Const(poolConns, prometheus.GaugeValue, float64(s.ConstructingConns()), "opening")
+	ch <- Const(poolMax, prometheus.GaugeValue, float64(s.MaxConns()))
+	ch <- Const(poolWaits, prometheus.CounterValue, float64(s.EmptyAcquireCount()))
+	ch <- Const(poolWait, prometheus.CounterValue, s.EmptyAcquireWaitTime().Seconds())
+}
+
+// Const is a metric of desc with value v, for a collector that reads its values when
+// scraped; a mistake in its labels shows as a scrape error rather than a panic.
+func Const(desc *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string) prometheus.Metric {
+	m, err := prometheus.NewConstMetric(desc, t, v, labels...)
+	if err != nil {
+		return prometheus.NewInvalidMetric(desc, err)
+	}
+	return m
+}
