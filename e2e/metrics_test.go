@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +16,8 @@ import (
 
 // Every service serves its metrics at GET /metrics without a token, named and typed as
 // Prometheus's own lint wants them, with the series an operator reads: HTTP, database
-// pool, outbox backlog, consumer records and lag, the Go runtime and the process.
+// pool, outbox backlog, consumer records and lag, the Go runtime and the process, and
+// each service's orders, payments or emails by status.
 func TestEveryServiceServesItsMetrics(t *testing.T) {
 	s := newStack(t, testenv.Kafka(t).Addrs, nil)
 	o := s.placeOrder("tok_visa", "metrics@example.com")
@@ -29,19 +31,29 @@ func TestEveryServiceServesItsMetrics(t *testing.T) {
 		"go_goroutines", "process_cpu_seconds_total",
 	}
 	want := map[string][]string{
-		"order":        append(common, "orderflow_outbox_events_published_total", "orderflow_outbox_publish_latency_seconds"),
-		"payment":      append(common, "orderflow_outbox_events_published_total", "orderflow_outbox_publish_latency_seconds"),
-		"notification": common,
+		"order": append(common, "orderflow_outbox_events_published_total", "orderflow_outbox_publish_latency_seconds",
+			`orderflow_orders{service="order-service",status="CONFIRMED"} 1`),
+		"payment": append(common, "orderflow_outbox_events_published_total", "orderflow_outbox_publish_latency_seconds",
+			`orderflow_payments{service="payment-service",status="COMPLETED"} 1`),
+		"notification": append(common, `orderflow_notifications{kind="order_confirmed",service="notification-service",status="SENT"} 1`),
 	}
 	for name, names := range want {
-		resp, err := http.Get(s.url(name, "/metrics")) // no token: open, as the README says
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("%s-service GET /metrics = %d", name, resp.StatusCode)
+		// The email goes out after the order is confirmed: scrape until every series is
+		// there, or 10 s have passed.
+		var body []byte
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			resp, err := http.Get(s.url(name, "/metrics")) // no token: open, as the README says
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%s-service GET /metrics = %d", name, resp.StatusCode)
+			}
+			if !slices.ContainsFunc(names, func(n string) bool { return !strings.Contains(string(body), "\n"+n) }) || time.Now().After(deadline) {
+				break
+			}
 		}
 		problems, err := promlint.New(bytes.NewReader(body)).Lint()
 		if err != nil {

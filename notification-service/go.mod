@@ -8,6 +8,7 @@ require (
 	github.com/orderflow/common-events v0.0.0
 	github.com/orderflow/devstack v0.0.0
 	github.com/orderflow/migrations v0.0.0
+	github.com/prometheus/client_golang v1.25.0
 )
 
 require (
@@ -25,7 +26,6 @@ require (
 	github.com/lestrrat-go/jwx/v3 v3.3.0 // indirect
 	github.com/lestrrat-go/option/v2 v2.0.0 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
-	github.com/prometheus/client_golang v1.25.0 // indirect
 	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect

@@ -17,6 +17,8 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/orderflow/common-events/consumer"
 	"github.com/orderflow/common-events/events"
@@ -420,13 +422,18 @@ func TestAStuckKeyHoldsBackOnlyItselfAndTheCommitPoint(t *testing.T) {
 	var outage atomic.Bool
 	outage.Store(true)
 	var attempts atomic.Int32
+	reg := prometheus.NewRegistry()
+	m, err := consumer.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	f.run(t, func(ctx context.Context, msg consumer.Message) (consumer.Apply, error) {
 		if msg.Subject == "stuck" && outage.Load() {
 			attempts.Add(1)
 			return consumer.Apply{}, errors.New("provider unavailable")
 		}
 		return recordNumber(msg), nil
-	}, func(r *consumer.Runner) { r.Concurrency, r.MaxUncommitted = 4, window })
+	}, func(r *consumer.Runner) { r.Concurrency, r.MaxUncommitted, r.Metrics = 4, window, m })
 
 	deadline := time.Now().Add(15 * time.Second)
 	for len(f.numberedEffects(t)) < window-1 && time.Now().Before(deadline) {
@@ -441,6 +448,20 @@ func TestAStuckKeyHoldsBackOnlyItselfAndTheCommitPoint(t *testing.T) {
 	}
 	if off := f.committedOffset(t); off > 0 {
 		t.Fatalf("committed offset %d while offset 0 is unfinished", off)
+	}
+	// What an operator sees meanwhile: the partition paused, records in flight, retries.
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP orderflow_consumer_partitions_paused Partitions whose fetching is paused by back-pressure, by group: Concurrency records in flight, or MaxUncommitted taken past a stuck record.
+# TYPE orderflow_consumer_partitions_paused gauge
+orderflow_consumer_partitions_paused{group="`+group+`"} 1
+# HELP orderflow_consumer_records_in_flight Records taken and not yet finished, by group: running, or waiting behind their key.
+# TYPE orderflow_consumer_records_in_flight gauge
+orderflow_consumer_records_in_flight{group="`+group+`"} 1
+`), "orderflow_consumer_partitions_paused", "orderflow_consumer_records_in_flight"); err != nil {
+		t.Error(err)
+	}
+	if n := counted(t, reg, "retried"); n < 2 {
+		t.Errorf("retried = %v, want the stuck record's retries counted", n)
 	}
 
 	outage.Store(false)
@@ -458,6 +479,32 @@ func TestAStuckKeyHoldsBackOnlyItselfAndTheCommitPoint(t *testing.T) {
 	if off := f.committedOffset(t); off != others+1 {
 		t.Fatalf("committed offset %d once everything finished, want %d", off, others+1)
 	}
+	if n := counted(t, reg, "applied"); n != others+1 {
+		t.Errorf("applied = %v, want %d", n, others+1)
+	}
+}
+
+// counted sums the records_total series of outcome in reg.
+func counted(t *testing.T, reg *prometheus.Registry, outcome string) float64 {
+	t.Helper()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v float64
+	for _, f := range fams {
+		if f.GetName() != "orderflow_consumer_records_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "outcome" && l.GetValue() == outcome {
+					v += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return v
 }
 
 // Stopping the runner while records are in flight lets them finish and commits exactly

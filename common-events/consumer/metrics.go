@@ -24,6 +24,7 @@ type Metrics struct {
 	records  *prometheus.CounterVec
 	handling *prometheus.HistogramVec
 	inFlight *prometheus.GaugeVec
+	paused   *prometheus.GaugeVec
 	reg      prometheus.Registerer
 }
 
@@ -43,9 +44,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: metrics.Namespace, Subsystem: "consumer", Name: "records_in_flight",
 			Help: "Records taken and not yet finished, by group: running, or waiting behind their key.",
 		}, []string{"group"}),
+		paused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: metrics.Namespace, Subsystem: "consumer", Name: "partitions_paused",
+			Help: "Partitions whose fetching is paused by back-pressure, by group: Concurrency records in flight, or MaxUncommitted taken past a stuck record.",
+		}, []string{"group"}),
 		reg: reg,
 	}
-	return m, metrics.Register(reg, m.records, m.handling, m.inFlight)
+	return m, metrics.Register(reg, m.records, m.handling, m.inFlight, m.paused)
 }
 
 // Watch registers the lag of group on the topics it reads, read through client when
@@ -69,6 +74,12 @@ func (m *Metrics) handled(group, topic string, took time.Duration) {
 func (m *Metrics) flight(group string, delta float64) {
 	if m != nil {
 		m.inFlight.WithLabelValues(group).Add(delta)
+	}
+}
+
+func (m *Metrics) pause(group string, delta float64) {
+	if m != nil {
+		m.paused.WithLabelValues(group).Add(delta)
 	}
 }
 

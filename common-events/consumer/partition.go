@@ -68,11 +68,21 @@ type result struct {
 func (p *partition) run() {
 	ctx := p.sess.Context()
 	messages, done := p.claim.Messages(), ctx.Done()
-	stopping := false
+	stopping, paused := false, false
+	defer func() {
+		if paused {
+			p.r.Metrics.pause(p.r.Group, -1)
+		}
+	}()
 	for !stopping || p.running > 0 {
 		var in <-chan *sarama.ConsumerMessage
-		if !stopping && p.inFlight < p.r.Concurrency && len(p.taken) < p.r.MaxUncommitted {
+		full := p.inFlight >= p.r.Concurrency || len(p.taken) >= p.r.MaxUncommitted
+		if !stopping && !full {
 			in = messages // otherwise paused: sarama stops fetching once its buffer is full
+		}
+		if full != paused {
+			paused = full
+			p.r.Metrics.pause(p.r.Group, map[bool]float64{true: 1, false: -1}[full])
 		}
 		select {
 		case rec, ok := <-in:

@@ -6,6 +6,7 @@
 package metrics
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"time"
@@ -126,4 +127,48 @@ func Const(desc *prometheus.Desc, t prometheus.ValueType, v float64, labels ...s
 		return prometheus.NewInvalidMetric(desc, err)
 	}
 	return m
+}
+
+// Tally registers a gauge read from the database when scraped: query returns one row per
+// series, its label values (text) and then its value. Meant for counts a service keeps
+// in its tables anyway (orders by status), which survive restarts, unlike counters.
+func Tally(reg prometheus.Registerer, pool *pgxpool.Pool, name, help string, labels []string, query string) error {
+	return Register(reg, tally{pool: pool, query: query, labels: len(labels),
+		desc: prometheus.NewDesc(Namespace+"_"+name, help, labels, nil)})
+}
+
+type tally struct {
+	pool   *pgxpool.Pool
+	query  string
+	labels int
+	desc   *prometheus.Desc
+}
+
+func (t tally) Describe(ch chan<- *prometheus.Desc) { ch <- t.desc }
+
+func (t tally) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	rows, err := t.pool.Query(ctx, t.query)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(t.desc, err)
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		labels := make([]string, t.labels)
+		var v float64
+		dest := make([]any, 0, t.labels+1)
+		for i := range labels {
+			dest = append(dest, &labels[i])
+		}
+		if err := rows.Scan(append(dest, &v)...); err != nil {
+			ch <- prometheus.NewInvalidMetric(t.desc, err)
+			return
+		}
+		ch <- Const(t.desc, prometheus.GaugeValue, v, labels...)
+	}
+	if err := rows.Err(); err != nil {
+		ch <- prometheus.NewInvalidMetric(t.desc, err)
+	}
 }

@@ -60,6 +60,9 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	}
 	stack.Log.Info("email delivery", slog.String("smtp_addr", cfg.SMTPAddr), slog.Bool("log_only", cfg.SMTPAddr == ""))
 	store := postgres.NewStore(stack.Pool)
+	if err := postgres.RegisterMetrics(stack.Registerer, stack.Pool); err != nil {
+		return err
+	}
 	payments, err := stack.Consumer(consume.Group, consume.Handlers(store, sender, cfg.MailFrom))
 	if err != nil {
 		return err

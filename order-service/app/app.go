@@ -53,6 +53,9 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	defer stack.Close()
 
 	store := postgres.NewStore(stack.Pool)
+	if err := postgres.RegisterMetrics(stack.Registerer, stack.Pool); err != nil {
+		return err
+	}
 	waker := outbox.NewWaker(stack.Pool, wakeEvery)
 	store.WakeWith(waker)
 	payments, err := stack.Consumer(consume.Group, consume.Handlers(store))

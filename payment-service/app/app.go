@@ -55,6 +55,9 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	defer stack.Close()
 
 	store := postgres.NewStore(stack.Pool)
+	if err := postgres.RegisterMetrics(stack.Registerer, stack.Pool); err != nil {
+		return err
+	}
 	provider := simulator.New(stack.Pool, cfg.ProviderLatency, cfg.ProviderTransientRate)
 	orders, err := stack.Consumer(consume.Group, consume.Handlers(store, provider))
 	if err != nil {
