@@ -93,6 +93,12 @@ run: deps
 token:
 	@cd devstack && $(GO) run ./cmd/token -sub "$(SUB)" -scope "$(SCOPE)" -ttl "$(or $(TTL),1h)"
 
+# The operators' dead-letter tool (common-events/cmd/dlq), on the local stack's broker or
+# KAFKA_BROKERS: make dlq ARGS=list; ARGS='show TOPIC'; ARGS='replay TOPIC -dry-run'.
+.PHONY: dlq
+dlq:
+	@cd common-events && $(GO) run ./cmd/dlq $(ARGS)
+
 # The end-to-end scenarios alone. Against another stack, with its tokens:
 #   E2E_ORDER_URL=http://localhost:8080 E2E_PAYMENT_URL=http://localhost:8081 \
 #   E2E_NOTIFICATION_URL=http://localhost:8082 E2E_CUSTOMER_TOKEN=… E2E_CUSTOMER2_TOKEN=… \
