@@ -19,9 +19,9 @@ test: deps modules vet lint
 	@echo "== Schemathesis against order-service's OpenAPI document, on a devstack"
 	@scripts/schemathesis.sh
 	@echo "== fuzz: create-order request decoding and validation, 10 s; Prefer header, 5 s; Authorization header, 5 s"
-	@cd order-service && $(GO) test -run='^$$' -fuzz=FuzzCreateRequest -fuzztime=10s ./internal/httpapi/
-	@cd order-service && $(GO) test -run='^$$' -fuzz=FuzzPreferWait -fuzztime=5s ./internal/httpapi/
-	@cd common-events && $(GO) test -run='^$$' -fuzz=FuzzAuthorizationHeader -fuzztime=5s ./platform/
+	@scripts/fuzz.sh order-service FuzzCreateRequest 10s ./internal/httpapi/
+	@scripts/fuzz.sh order-service FuzzPreferWait 5s ./internal/httpapi/
+	@scripts/fuzz.sh common-events FuzzAuthorizationHeader 5s ./web/
 
 # Every module is in go.work, and its go.mod is complete on its own (GOWORK=off go mod tidy).
 modules:
