@@ -32,7 +32,7 @@ func TestEveryServiceServesItsMetrics(t *testing.T) {
 	}
 	want := map[string][]string{
 		"order": append(common, "orderflow_outbox_events_published_total", "orderflow_outbox_publish_latency_seconds",
-			`orderflow_orders{service="order-service",status="CONFIRMED"} 1`),
+			`orderflow_orders{service="order-service",status="CONFIRMED"} 1`, `orderflow_orders_oldest_pending_age_seconds{service="order-service"} 0`),
 		"payment": append(common, "orderflow_outbox_events_published_total", "orderflow_outbox_publish_latency_seconds",
 			`orderflow_payments{service="payment-service",status="COMPLETED"} 1`),
 		"notification": append(common, `orderflow_notifications{kind="order_confirmed",service="notification-service",status="SENT"} 1`),
