@@ -107,9 +107,9 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Principal, error) {
 	if p, ok := v.remembered(sum); ok {
 		return p, nil
 	}
-	p, exp, err := v.verify(ctx, raw)
+	p, exp, keysFrom, err := v.verify(ctx, raw)
 	if err == nil {
-		v.remember(sum, p, exp)
+		v.remember(sum, p, exp, keysFrom)
 	}
 	return p, err
 }
@@ -127,10 +127,12 @@ func (v *Verifier) remembered(sum [sha256.Size]byte) (Principal, bool) {
 	return e.p, true
 }
 
-func (v *Verifier) remember(sum [sha256.Size]byte, p Principal, exp time.Time) {
+// remember keeps a token that passed against the keys fetched at keysFrom — unless the
+// keys were fetched again meanwhile (by another request), which may have withdrawn its key.
+func (v *Verifier) remember(sum [sha256.Size]byte, p Principal, exp, keysFrom time.Time) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.MaxRemembered <= 0 {
+	if v.MaxRemembered <= 0 || !keysFrom.Equal(v.fetched) {
 		return
 	}
 	for k := range v.passed { // full: make room, forgetting any one
@@ -139,36 +141,36 @@ func (v *Verifier) remember(sum [sha256.Size]byte, p Principal, exp time.Time) {
 		}
 		delete(v.passed, k)
 	}
-	v.passed[sum] = passed{p: p, until: exp.Add(v.Skew), keysFrom: v.fetched}
+	v.passed[sum] = passed{p: p, until: exp.Add(v.Skew), keysFrom: keysFrom}
 }
 
 // verify checks raw against the issuer's keys and returns whom it speaks for and when it
 // expires.
-func (v *Verifier) verify(ctx context.Context, raw string) (Principal, time.Time, error) {
+func (v *Verifier) verify(ctx context.Context, raw string) (_ Principal, exp, keysFrom time.Time, _ error) {
 	msg, err := jws.Parse([]byte(raw))
 	if err != nil {
-		return Principal{}, time.Time{}, fmt.Errorf("%w: not a signed JWT", ErrInvalidToken)
+		return Principal{}, time.Time{}, time.Time{}, fmt.Errorf("%w: not a signed JWT", ErrInvalidToken)
 	}
 	sigs := msg.Signatures()
 	if len(sigs) != 1 {
-		return Principal{}, time.Time{}, fmt.Errorf("%w: %d signatures, want 1", ErrInvalidToken, len(sigs))
+		return Principal{}, time.Time{}, time.Time{}, fmt.Errorf("%w: %d signatures, want 1", ErrInvalidToken, len(sigs))
 	}
 	headers := sigs[0].ProtectedHeaders()
 	alg, ok := headers.Algorithm()
 	if !ok || alg == jwa.NoSignature() {
-		return Principal{}, time.Time{}, fmt.Errorf("%w: unsigned", ErrInvalidToken)
+		return Principal{}, time.Time{}, time.Time{}, fmt.Errorf("%w: unsigned", ErrInvalidToken)
 	}
 	kid, ok := headers.KeyID()
 	if !ok || kid == "" {
-		return Principal{}, time.Time{}, fmt.Errorf("%w: no key id", ErrInvalidToken)
+		return Principal{}, time.Time{}, time.Time{}, fmt.Errorf("%w: no key id", ErrInvalidToken)
 	}
-	key, err := v.key(ctx, kid)
+	key, keysFrom, err := v.key(ctx, kid)
 	if err != nil {
-		return Principal{}, time.Time{}, err
+		return Principal{}, time.Time{}, time.Time{}, err
 	}
 	keyAlg, ok := key.Algorithm()
 	if !ok || keyAlg.String() != alg.String() {
-		return Principal{}, time.Time{}, fmt.Errorf("%w: algorithm %s is not the one key %s is for", ErrInvalidToken, alg, kid)
+		return Principal{}, time.Time{}, time.Time{}, fmt.Errorf("%w: algorithm %s is not the one key %s is for", ErrInvalidToken, alg, kid)
 	}
 	tok, err := jwt.Parse([]byte(raw),
 		jwt.WithKey(alg, key),
@@ -181,22 +183,23 @@ func (v *Verifier) verify(ctx context.Context, raw string) (Principal, time.Time
 		jwt.WithClock(jwt.ClockFunc(v.now)),
 	)
 	if err != nil {
-		return Principal{}, time.Time{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+		return Principal{}, time.Time{}, time.Time{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
 	sub, _ := tok.Subject()
-	exp, _ := tok.Expiration()
+	exp, _ = tok.Expiration()
 	p := Principal{Subject: sub}
 	var scope string
 	if err := tok.Get("scope", &scope); err == nil {
 		p.Scopes = strings.Fields(scope)
 	}
-	return p, exp, nil
+	return p, exp, keysFrom, nil
 }
 
 // key returns the issuer's key with id kid, fetching the key set when it is missing,
 // older than KeysTTL, or lacks kid — but, once it has keys, not more often than every
-// MinRefresh, so tokens with made-up key ids cannot hammer the issuer.
-func (v *Verifier) key(ctx context.Context, kid string) (jwk.Key, error) {
+// MinRefresh, so tokens with made-up key ids cannot hammer the issuer. keysFrom says when
+// the key set it came from was fetched.
+func (v *Verifier) key(ctx context.Context, kid string) (_ jwk.Key, keysFrom time.Time, _ error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	now := v.now()
@@ -211,7 +214,7 @@ func (v *Verifier) key(ctx context.Context, kid string) (jwk.Key, error) {
 		set, err := jwk.Fetch(ctx, v.cfg.JWKSURL, jwk.WithHTTPClient(v.client))
 		switch {
 		case err != nil && v.keys == nil:
-			return nil, fmt.Errorf("%w: %s: %w", ErrKeysUnavailable, v.cfg.JWKSURL, err)
+			return nil, time.Time{}, fmt.Errorf("%w: %s: %w", ErrKeysUnavailable, v.cfg.JWKSURL, err)
 		case err == nil:
 			v.keys, v.fetched = set, now
 			clear(v.passed) // checked against keys no longer held
@@ -219,7 +222,7 @@ func (v *Verifier) key(ctx context.Context, kid string) (jwk.Key, error) {
 		}
 	}
 	if !found {
-		return nil, fmt.Errorf("%w: unknown key id %q", ErrInvalidToken, kid)
+		return nil, time.Time{}, fmt.Errorf("%w: unknown key id %q", ErrInvalidToken, kid)
 	}
-	return k, nil
+	return k, v.fetched, nil
 }

@@ -454,7 +454,7 @@ func TestAStuckKeyHoldsBackOnlyItselfAndTheCommitPoint(t *testing.T) {
 # HELP orderflow_consumer_partitions_paused Partitions whose fetching is paused by back-pressure, by group: Concurrency records in flight, or MaxUncommitted taken past a stuck record.
 # TYPE orderflow_consumer_partitions_paused gauge
 orderflow_consumer_partitions_paused{group="`+group+`"} 1
-# HELP orderflow_consumer_records_in_flight Records taken and not yet finished, by group: running, or waiting behind their key.
+# HELP orderflow_consumer_records_in_flight Records being handled, by group: their handler running, or waiting to retry.
 # TYPE orderflow_consumer_records_in_flight gauge
 orderflow_consumer_records_in_flight{group="`+group+`"} 1
 `), "orderflow_consumer_partitions_paused", "orderflow_consumer_records_in_flight"); err != nil {

@@ -42,7 +42,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"group", "topic"}),
 		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: metrics.Namespace, Subsystem: "consumer", Name: "records_in_flight",
-			Help: "Records taken and not yet finished, by group: running, or waiting behind their key.",
+			Help: "Records being handled, by group: their handler running, or waiting to retry.",
 		}, []string{"group"}),
 		paused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: metrics.Namespace, Subsystem: "consumer", Name: "partitions_paused",

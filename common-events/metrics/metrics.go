@@ -8,6 +8,8 @@ package metrics
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -78,14 +80,22 @@ func (r *Registry) Serve(e *echo.Echo) {
 			if route == "" || route == "/*" {
 				route = "unmatched"
 			}
-			r.requests.WithLabelValues(route, c.Request().Method, strconv.Itoa(c.Response().Status)).Inc()
-			r.latency.WithLabelValues(route, c.Request().Method).Observe(time.Since(start).Seconds())
+			method := c.Request().Method
+			if !slices.Contains(methods, method) { // any token is a method to net/http: bound the series
+				method = "OTHER"
+			}
+			r.requests.WithLabelValues(route, method, strconv.Itoa(c.Response().Status)).Inc()
+			r.latency.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
 			return nil
 		}
 	})
 	h := promhttp.HandlerFor(r.Registry, promhttp.HandlerOpts{})
 	e.GET(Path, echo.WrapHandler(h))
 }
+
+// methods are the HTTP methods counted by name; any other is "OTHER".
+var methods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+	http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace}
 
 // Pool registers pool's statistics: connections in use, idle and opening, the limit, and
 // how often and how long acquiring one waited.
