@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -99,10 +100,29 @@ func Pool(t testing.TB) *pgxpool.Pool {
 // FreePort returns a TCP port on 127.0.0.1 that nothing listens on right now.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("testenv: %v", err)
+	given.Lock()
+	defer given.Unlock()
+	// The kernel may hand a just-closed port out again at once: two services of one stack
+	// would then be given the same port, and the second one's probe answered by the
+	// first. A port is given out once per test binary.
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("testenv: %v", err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if !given.ports[port] {
+			given.ports[port] = true
+			return port
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("testenv: no free port not given out before")
+	return 0
 }
+
+// given are the ports FreePort has handed out.
+var given = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
