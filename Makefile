@@ -28,9 +28,10 @@ modules:
 	@scripts/check-modules.sh
 
 # The consumer-runner and outbox integration tests and the end-to-end tests on Apache Kafka
-# (TEST_BROKER=kafka), less those that do not touch the broker (the compose file, bad
-# settings, the doors), which the first pass ran: one broker per test package, emptied for
-# each test, from the jars scripts/ensure-kafka.sh fetches with Maven the first time.
+# (TEST_BROKER=kafka), less those that do not touch the broker (the compose file, the alert
+# rules, bad settings, the doors), which the first pass ran: one broker per test package,
+# emptied for each test, from the jars scripts/ensure-kafka.sh fetches with Maven the first
+# time.
 # Needs Java 17+.
 .PHONY: test-kafka
 test-kafka:
@@ -38,7 +39,7 @@ test-kafka:
 	@scripts/ensure-kafka.sh >/dev/null
 	@cd common-events && TEST_BROKER=kafka $(GO) test -count=1 -timeout 8m ./consumer/ ./outbox/
 	@cd e2e && TEST_BROKER=kafka $(GO) test -count=1 -timeout 12m \
-		-skip 'TestCompose|TestBadSettings|TestUnreachable|TestScenarioOnlyTheRightPeopleGetIn' .
+		-skip 'TestCompose|TestAlerts|TestBadSettings|TestUnreachable|TestScenarioOnlyTheRightPeopleGetIn' .
 
 # Keycloak, the OpenID Connect provider of docker-compose.yml, as a process: the server
 # scripts/ensure-keycloak.sh fetches with Maven the first time, started with the compose

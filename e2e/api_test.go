@@ -16,25 +16,11 @@ import (
 	"github.com/orderflow/devstack/testenv"
 )
 
-// lockedBuffer collects the services' log lines from several goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
 // consumerOf returns the instance whose log says it moved the order: the one that
 // consumed its payment event.
-func (b *lockedBuffer) consumerOf(orderID string) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+func consumerOf(b *testenv.LogBuffer, orderID string) []string {
 	var who []string
-	sc := bufio.NewScanner(bytes.NewReader(b.buf.Bytes()))
+	sc := bufio.NewScanner(strings.NewReader(b.String()))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		name, line, ok := strings.Cut(sc.Text(), " | ")
@@ -91,7 +77,7 @@ func orderBody(email, token string) string {
 // order's GET waits on both instances, so for every order one of the two waits on the
 // instance that did not consume.
 func TestScenarioPreferWaitAcrossInstances(t *testing.T) {
-	logs := &lockedBuffer{}
+	logs := &testenv.LogBuffer{}
 	tg := newLoggedTarget(t, map[string]map[string]string{
 		"order-service":   {"LOG_LEVEL": "info"},
 		"payment-service": {"PROVIDER_LATENCY": "1s"}, // orders stay pending long enough to wait on
@@ -133,7 +119,7 @@ func TestScenarioPreferWaitAcrossInstances(t *testing.T) {
 
 	crossed := 0
 	for i, id := range ids {
-		consumers := logs.consumerOf(id)
+		consumers := consumerOf(logs, id)
 		if len(consumers) != 1 {
 			t.Fatalf("order %s was moved by %v, want exactly one instance", id, consumers)
 		}

@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -37,19 +38,19 @@ import (
 var consumes = []map[string][]string{orderapp.Consumes(), paymentapp.Consumes(), notificationapp.Consumes()}
 
 // settingsRead maps each of our compose services to the environment variables its
-// configuration reads and the shutdown timeout it takes from getenv.
-var settingsRead = map[string]func(getenv func(string) string) ([]string, time.Duration){
-	"order-service": func(getenv func(string) string) ([]string, time.Duration) {
+// configuration reads and the settings it takes from getenv.
+var settingsRead = map[string]func(getenv func(string) string) ([]string, config.Base){
+	"order-service": func(getenv func(string) string) ([]string, config.Base) {
 		cfg, names, _ := orderapp.ReadConfig(getenv)
-		return names, cfg.ShutdownTimeout
+		return names, cfg.Base
 	},
-	"payment-service": func(getenv func(string) string) ([]string, time.Duration) {
+	"payment-service": func(getenv func(string) string) ([]string, config.Base) {
 		cfg, names, _ := paymentapp.ReadConfig(getenv)
-		return names, cfg.ShutdownTimeout
+		return names, cfg.Base
 	},
-	"notification-service": func(getenv func(string) string) ([]string, time.Duration) {
+	"notification-service": func(getenv func(string) string) ([]string, config.Base) {
 		cfg, names, _ := notificationapp.ReadConfig(getenv)
-		return names, cfg.ShutdownTimeout
+		return names, cfg.Base
 	},
 }
 
@@ -87,14 +88,9 @@ func checkCompose(p *types.Project) []error {
 			bad("service %s is missing", name)
 			continue
 		}
-		names, shutdown := read(func(k string) string {
-			if v := svc.Environment[k]; v != nil {
-				return *v
-			}
-			return ""
-		})
-		if grace := time.Duration(ptrOr(svc.StopGracePeriod, types.Duration(10*time.Second))); grace < shutdown+5*time.Second {
-			bad("service %s: stop_grace_period %s leaves no margin over its SHUTDOWN_TIMEOUT %s: a clean stop would end in SIGKILL", name, grace, shutdown)
+		names, cfg := read(getenv(svc))
+		if grace := time.Duration(ptrOr(svc.StopGracePeriod, types.Duration(10*time.Second))); grace < cfg.ShutdownTimeout+5*time.Second {
+			bad("service %s: stop_grace_period %s leaves no margin over its SHUTDOWN_TIMEOUT %s: a clean stop would end in SIGKILL", name, grace, cfg.ShutdownTimeout)
 		}
 		for _, port := range svc.Ports {
 			if strings.Contains(port.Published, "-") {
@@ -171,7 +167,8 @@ func checkCompose(p *types.Project) []error {
 			}
 		}
 	}
-	return append(errs, checkKeycloak(p)...)
+	errs = append(errs, checkKeycloak(p)...)
+	return append(errs, checkObservability(p)...)
 }
 
 // The realm's clients and demo customers that the README, scripts/compose-token.sh and
@@ -373,12 +370,7 @@ func checkKeycloak(p *types.Project) []error {
 		if !ok {
 			continue
 		}
-		cfg := config.ReadAuth(config.NewEnv(func(k string) string {
-			if v := svc.Environment[k]; v != nil {
-				return *v
-			}
-			return ""
-		}))
+		cfg := config.ReadAuth(config.NewEnv(getenv(svc)))
 		switch {
 		case cfg.Issuer == "":
 			bad("service %s is given no AUTH_ISSUER: it would refuse to start", name)
@@ -460,6 +452,11 @@ func checkRealm(r *realm, audiences map[string]bool) []error {
 		}
 	}
 	return errs
+}
+
+// getenv reads svc's environment as the service's getenv would: unset is "".
+func getenv(svc types.ServiceConfig) func(string) string {
+	return func(k string) string { return ptrOr(svc.Environment[k], "") }
 }
 
 func ptrOr[T any](p *T, or T) T {
@@ -573,7 +570,7 @@ func TestComposeFileMatchesTheCode(t *testing.T) {
 	for _, err := range checkCompose(p) {
 		t.Error(err)
 	}
-	for _, want := range []string{"kafka", "kafka-init", "kafka-ui", "postgres", "mailpit", "keycloak", "order-service", "payment-service", "notification-service"} {
+	for _, want := range []string{"kafka", "kafka-init", "kafka-ui", "postgres", "mailpit", "keycloak", "order-service", "payment-service", "notification-service", "prometheus", "grafana", "jaeger"} {
 		if _, ok := p.Services[want]; !ok {
 			t.Errorf("service %s is missing", want)
 		}
@@ -621,143 +618,104 @@ func TestComposeChecksCatchBreakage(t *testing.T) {
 		edit       func(compose string) string
 		dockerfile func(string) string
 		realm      func(string) string // deploy/keycloak/orderflow-realm.json
+		files      edits               // other files, by their path in the repository
 		want       string
 	}{
 		{name: "a topic not created",
-			edit: func(s string) string {
-				return strings.Replace(s, " payment.refunded.notification-service.dlq;", ";", 1)
-			},
+			edit: replaced(" payment.refunded.notification-service.dlq;", ";"),
 			want: "kafka-init does not create topic payment.refunded.notification-service.dlq"},
 		{name: "misspelt setting",
-			edit: func(s string) string {
-				return strings.Replace(s, "KAFKA_BROKERS: kafka:29092", "KAFKA_BROKER: kafka:29092", 1)
-			},
+			edit: replaced("KAFKA_BROKERS: kafka:29092", "KAFKA_BROKER: kafka:29092"),
 			want: "KAFKA_BROKER, which it never reads"},
 		{name: "setting of another service",
-			edit: func(s string) string {
-				return strings.Replace(s, "SMTP_ADDR: mailpit:1025", "SMTP_ADDR: mailpit:1025\n      PROVIDER_LATENCY: 1s", 1)
-			},
+			edit: replaced("SMTP_ADDR: mailpit:1025", "SMTP_ADDR: mailpit:1025\n      PROVIDER_LATENCY: 1s"),
 			want: "notification-service is given PROVIDER_LATENCY"},
 		{name: "missing Dockerfile",
-			edit: func(s string) string {
-				return strings.Replace(s, "dockerfile: Dockerfile\n      args:\n        SERVICE: payment-service", "dockerfile: payment/Dockerfile\n      args:\n        SERVICE: payment-service", 1)
-			},
+			edit: replaced("dockerfile: Dockerfile\n      args:\n        SERVICE: payment-service",
+				"dockerfile: payment/Dockerfile\n      args:\n        SERVICE: payment-service"),
 			want: "service payment-service: Dockerfile"},
 		{name: "built as another service",
-			edit: func(s string) string {
-				return strings.Replace(s, "SERVICE: payment-service", "SERVICE: order-service", 1)
-			},
+			edit: replaced("SERVICE: payment-service", "SERVICE: order-service"),
 			want: "payment-service is not built with the build argument SERVICE=payment-service"},
 		{name: "a port range for a single replica",
-			edit: func(s string) string { return strings.Replace(s, `- "8081:8080"`, `- "8081-8083:8080"`, 1) },
+			edit: replaced(`- "8081:8080"`, `- "8081-8083:8080"`),
 			want: "payment-service publishes the range 8081-8083"},
 		{name: "stop grace shorter than the shutdown timeout",
-			edit: func(s string) string {
-				return strings.Replace(s, "stop_grace_period: 30s", "stop_grace_period: 10s", 1)
-			},
+			edit: replaced("stop_grace_period: 30s", "stop_grace_period: 10s"),
 			want: "stop_grace_period 10s leaves no margin"},
 		{name: "stop grace that is Docker's default",
-			edit: func(s string) string { return strings.Replace(s, "  stop_grace_period: 30s\n", "", 1) },
+			edit: replaced("  stop_grace_period: 30s\n", ""),
 			want: "stop_grace_period 10s leaves no margin"},
 		{name: "a PostgreSQL health check on the Unix socket",
-			edit: func(s string) string { return strings.Replace(s, "pg_isready -h 127.0.0.1 -p 5432 ", "pg_isready ", 1) },
+			edit: replaced("pg_isready -h 127.0.0.1 -p 5432 ", "pg_isready "),
 			want: "health check must ask over TCP"},
 		{name: "Kafka's log in the container",
-			edit: func(s string) string {
-				return strings.Replace(s, "    volumes:\n      - kafka-data:/var/lib/kafka/data\n", "", 1)
-			},
+			edit: replaced("    volumes:\n      - kafka-data:/var/lib/kafka/data\n", ""),
 			want: "KAFKA_LOG_DIRS must be set and be a named volume"},
 		{name: "Dockerfile copies what is not there",
-			dockerfile: func(s string) string {
-				return strings.Replace(s, "COPY . .\nRUN test -f", "COPY schema/ schema/\nRUN test -f", 1)
-			},
-			want: "copies schema/"},
+			dockerfile: replaced("COPY . .\nRUN test -f", "COPY schema/ schema/\nRUN test -f"),
+			want:       "copies schema/"},
 		{name: "floating base image",
-			dockerfile: func(s string) string { return strings.Replace(s, "FROM alpine:3.22", "FROM alpine", 1) },
+			dockerfile: replaced("FROM alpine:3.22", "FROM alpine"),
 			want:       `image "alpine" is not pinned`},
 		{name: "no health check",
-			edit: func(s string) string {
-				return strings.Replace(s, "  order-service:\n    <<: *service-defaults\n", "  order-service:\n    restart: unless-stopped\n", 1)
-			},
+			edit: replaced("  order-service:\n    <<: *service-defaults\n", "  order-service:\n    restart: unless-stopped\n"),
 			want: "order-service has no health check"},
 		{name: "not waiting for the topics",
-			edit: func(s string) string {
-				return strings.Replace(s, "    depends_on: *backends\n", "    depends_on:\n      postgres:\n        condition: service_healthy\n      kafka:\n        condition: service_healthy\n", 1)
-			},
+			edit: replaced("    depends_on: *backends\n",
+				"    depends_on:\n      postgres:\n        condition: service_healthy\n      kafka:\n        condition: service_healthy\n"),
 			want: "payment-service waits for kafka-init"},
 		{name: "a Kafka image other than the one the tests run",
-			edit: func(s string) string {
-				return strings.Replace(s, "image: apache/kafka:4.1.0", "image: apache/kafka:4.0.0", 1)
-			},
+			edit: replaced("image: apache/kafka:4.1.0", "image: apache/kafka:4.0.0"),
 			want: "service kafka runs apache/kafka:4.0.0, but tools/kafka/pom.xml fetches Apache Kafka 4.1.0"},
 		{name: "latest image",
-			edit: func(s string) string {
-				return strings.Replace(s, "image: kafbat/kafka-ui:v1.2.0", "image: kafbat/kafka-ui:latest", 1)
-			},
+			edit: replaced("image: kafbat/kafka-ui:v1.2.0", "image: kafbat/kafka-ui:latest"),
 			want: `"kafbat/kafka-ui:latest" is not pinned`},
 		{name: "a floating Keycloak image",
-			edit: func(s string) string {
-				return strings.Replace(s, "image: quay.io/keycloak/keycloak:26.5.6", "image: quay.io/keycloak/keycloak:latest", 1)
-			},
+			edit: replaced("image: quay.io/keycloak/keycloak:26.5.6", "image: quay.io/keycloak/keycloak:latest"),
 			want: `"quay.io/keycloak/keycloak:latest" is not pinned`},
 		{name: "a Keycloak image other than the one the tests run",
-			edit: func(s string) string {
-				return strings.Replace(s, "image: quay.io/keycloak/keycloak:26.5.6", "image: quay.io/keycloak/keycloak:26.4.0", 1)
-			},
+			edit: replaced("image: quay.io/keycloak/keycloak:26.5.6", "image: quay.io/keycloak/keycloak:26.4.0"),
 			want: "service keycloak runs quay.io/keycloak/keycloak:26.4.0, but tools/keycloak/pom.xml fetches Keycloak 26.5.6"},
 		{name: "a service that trusts no issuer",
-			edit: func(s string) string { return strings.Replace(s, "      <<: *auth-environment\n", "", 1) },
+			edit: replaced("      <<: [*auth-environment, *tracing-environment]\n", "      <<: *tracing-environment\n"),
 			want: "service order-service is given no AUTH_ISSUER"},
 		{name: "not waiting for Keycloak",
-			edit: func(s string) string {
-				return strings.Replace(s, "      keycloak:\n        condition: service_healthy\n      mailpit:", "      mailpit:", 1)
-			},
+			edit: replaced("      keycloak:\n        condition: service_healthy\n      mailpit:", "      mailpit:"),
 			want: `notification-service waits for keycloak with condition ""`},
 		{name: "an issuer the tokens do not name",
-			edit: func(s string) string {
-				return strings.Replace(s, "AUTH_ISSUER: http://localhost:8180/realms/orderflow", "AUTH_ISSUER: http://keycloak:8080/realms/orderflow", 1)
-			},
+			edit: replaced("AUTH_ISSUER: http://localhost:8180/realms/orderflow", "AUTH_ISSUER: http://keycloak:8080/realms/orderflow"),
 			want: `AUTH_ISSUER "http://keycloak:8080/realms/orderflow" is not the issuer of Keycloak's tokens, "http://localhost:8180/realms/orderflow"`},
 		{name: "keys fetched from the service itself",
-			edit: func(s string) string {
-				return strings.Replace(s, "AUTH_JWKS_URL: http://keycloak:8080/", "AUTH_JWKS_URL: http://localhost:8180/", 1)
-			},
+			edit: replaced("AUTH_JWKS_URL: http://keycloak:8080/", "AUTH_JWKS_URL: http://localhost:8180/"),
 			want: "the keys are fetched from the keycloak service over the compose network"},
 		{name: "Keycloak published on another port than KC_HOSTNAME's",
-			edit: func(s string) string { return strings.Replace(s, `- "8180:8080"`, `- "8181:8080"`, 1) },
+			edit: replaced(`- "8180:8080"`, `- "8181:8080"`),
 			want: "KC_HOSTNAME http://localhost:8180 is not where Keycloak is published"},
 		{name: "KC_HOSTNAME without a port",
-			edit: func(s string) string {
-				return strings.Replace(s, "KC_HOSTNAME: http://localhost:8180", "KC_HOSTNAME: localhost", 1)
-			},
+			edit: replaced("KC_HOSTNAME: http://localhost:8180", "KC_HOSTNAME: localhost"),
 			want: `KC_HOSTNAME "localhost" is not a full URL`},
 		{name: "Keycloak's health check on the main port",
-			edit: func(s string) string {
-				return strings.Replace(s, "/dev/tcp/127.0.0.1/9000", "/dev/tcp/127.0.0.1/8080", 1)
-			},
+			edit: replaced("/dev/tcp/127.0.0.1/9000", "/dev/tcp/127.0.0.1/8080"),
 			want: "the health check must ask /health/ready on the management port 9000"},
 		{name: "Keycloak's health endpoints off",
-			edit: func(s string) string { return strings.Replace(s, `      KC_HEALTH_ENABLED: "true"`+"\n", "", 1) },
+			edit: replaced(`      KC_HEALTH_ENABLED: "true"`+"\n", ""),
 			want: "KC_HEALTH_ENABLED is not true"},
 		{name: "the realm not imported",
-			edit: func(s string) string {
-				return strings.Replace(s, `command: ["start-dev", "--import-realm"]`, `command: ["start-dev"]`, 1)
-			},
+			edit: replaced(`command: ["start-dev", "--import-realm"]`, `command: ["start-dev"]`),
 			want: "service keycloak does not import the realm"},
 		{name: "no realm file",
-			edit: func(s string) string {
-				return strings.Replace(s, "./deploy/keycloak/orderflow-realm.json:/opt/keycloak/data/import/orderflow-realm.json:ro", "./deploy/keycloak:/opt/keycloak/themes:ro", 1)
-			},
+			edit: replaced("./deploy/keycloak/orderflow-realm.json:/opt/keycloak/data/import/orderflow-realm.json:ro",
+				"./deploy/keycloak:/opt/keycloak/themes:ro"),
 			want: "no realm file mounted into /opt/keycloak/data/import/"},
 		{name: "a realm file that is not JSON",
 			realm: func(s string) string { return strings.TrimSuffix(strings.TrimSpace(s), "}") },
 			want:  "orderflow-realm.json: unexpected end of JSON input"},
 		{name: "a realm the services do not trust",
-			realm: func(s string) string { return strings.Replace(s, `"realm": "orderflow"`, `"realm": "shop"`, 1) },
+			realm: replaced(`"realm": "orderflow"`, `"realm": "shop"`),
 			want:  `is not the issuer of Keycloak's tokens, "http://localhost:8180/realms/shop"`},
 		{name: "a scope left out of the scope claim",
-			realm: func(s string) string {
-				return strings.Replace(s, `"name": "orderflow:customer",
+			realm: replaced(`"name": "orderflow:customer",
       "description": "Place orders and follow one's own",
       "protocol": "openid-connect",
       "attributes": {
@@ -765,50 +723,141 @@ func TestComposeChecksCatchBreakage(t *testing.T) {
       "description": "Place orders and follow one's own",
       "protocol": "openid-connect",
       "attributes": {
-        "include.in.token.scope": "false"`, 1)
-			},
+        "include.in.token.scope": "false"`),
 			want: "client scope orderflow:customer does not put its name in the token's scope claim"},
 		{name: "the operator scope missing",
-			realm: func(s string) string {
-				return strings.Replace(s, `"name": "orderflow:operator"`, `"name": "orderflow:admin"`, 1)
-			},
-			want: "no client scope orderflow:operator"},
+			realm: replaced(`"name": "orderflow:operator"`, `"name": "orderflow:admin"`),
+			want:  "no client scope orderflow:operator"},
 		{name: "another audience",
-			realm: func(s string) string {
-				return strings.Replace(s, `"included.custom.audience": "orderflow"`, `"included.custom.audience": "orders"`, 1)
-			},
-			want: "client orderflow-web: its tokens' aud would not contain orderflow"},
+			realm: replaced(`"included.custom.audience": "orderflow"`, `"included.custom.audience": "orders"`),
+			want:  "client orderflow-web: its tokens' aud would not contain orderflow"},
 		{name: "tokens without a subject",
-			realm: func(s string) string { return strings.Replace(s, `"name": "basic"`, `"name": "subject"`, 1) },
+			realm: replaced(`"name": "basic"`, `"name": "subject"`),
 			want:  "client orderflow-web: no oidc-sub-mapper in its scopes"},
 		{name: "a customer who is an operator",
-			realm: func(s string) string {
-				return strings.Replace(s, `"defaultClientScopes": ["basic", "orderflow:customer"]`, `"defaultClientScopes": ["basic", "orderflow:customer", "orderflow:operator"]`, 1)
-			},
+			realm: replaced(`"defaultClientScopes": ["basic", "orderflow:customer"]`,
+				`"defaultClientScopes": ["basic", "orderflow:customer", "orderflow:operator"]`),
 			want: "client orderflow-web grants orderflow:operator"},
 		{name: "customers without the password grant",
-			realm: func(s string) string {
-				return strings.Replace(s, `"directAccessGrantsEnabled": true`, `"directAccessGrantsEnabled": false`, 1)
-			},
-			want: "client orderflow-web must be public with direct access grants"},
+			realm: replaced(`"directAccessGrantsEnabled": true`, `"directAccessGrantsEnabled": false`),
+			want:  "client orderflow-web must be public with direct access grants"},
 		{name: "operators without a service account",
-			realm: func(s string) string {
-				return strings.Replace(s, `"serviceAccountsEnabled": true`, `"serviceAccountsEnabled": false`, 1)
-			},
-			want: "client orderflow-operator must be confidential, with a secret and a service account"},
+			realm: replaced(`"serviceAccountsEnabled": true`, `"serviceAccountsEnabled": false`),
+			want:  "client orderflow-operator must be confidential, with a secret and a service account"},
 		{name: "no operators' client",
-			realm: func(s string) string {
-				return strings.Replace(s, `"clientId": "orderflow-operator"`, `"clientId": "orderflow-admin"`, 1)
-			},
-			want: "no client orderflow-operator"},
+			realm: replaced(`"clientId": "orderflow-operator"`, `"clientId": "orderflow-admin"`),
+			want:  "no client orderflow-operator"},
 		{name: "a demo customer with another id",
-			realm: func(s string) string {
-				return strings.Replace(s, `"id": "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93"`, `"id": "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a94"`, 1)
-			},
-			want: `user ada has id "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a94", want 5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93`},
+			realm: replaced(`"id": "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93"`, `"id": "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a94"`),
+			want:  `user ada has id "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a94", want 5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93`},
 		{name: "a demo customer missing",
-			realm: func(s string) string { return strings.Replace(s, `"username": "grace"`, `"username": "hopper"`, 1) },
+			realm: replaced(`"username": "grace"`, `"username": "hopper"`),
 			want:  "no user grace"},
+		{name: "a floating Prometheus image",
+			edit: replaced("image: prom/prometheus:v3.16.0", "image: prom/prometheus:latest"),
+			want: `"prom/prometheus:latest" is not pinned`},
+		{name: "a Prometheus other than the one whose loader the tests use",
+			edit: replaced("image: prom/prometheus:v3.16.0", "image: prom/prometheus:v3.5.0"),
+			want: "service prometheus runs prom/prometheus:v3.5.0, but the tests load its configuration with Prometheus's packages of v3.16.0"},
+		{name: "a floating Grafana image",
+			edit: replaced("image: grafana/grafana:12.1.1", "image: grafana/grafana"),
+			want: `"grafana/grafana" is not pinned`},
+		{name: "a floating Jaeger image",
+			edit: replaced("image: jaegertracing/jaeger:2.9.0", "image: jaegertracing/jaeger:latest"),
+			want: `"jaegertracing/jaeger:latest" is not pinned`},
+		{name: "Prometheus's configuration not mounted",
+			edit: replaced("- ./deploy/prometheus:/etc/prometheus:ro", "- ./deploy/prometheus:/etc/prometheus/rules:ro"),
+			want: "its configuration /etc/prometheus/prometheus.yml is not mounted"},
+		{name: "a Prometheus configuration that does not load",
+			files: edits{"deploy/prometheus/prometheus.yml": replaced("metrics_path: /metrics", "metric_path: /metrics")},
+			want:  "prometheus.yml does not load"},
+		{name: "a rule that does not parse",
+			files: edits{"deploy/prometheus/alerts.yml": replaced("_oldest_row_age_seconds) > 30\n", "_oldest_row_age_seconds) > > 30\n")},
+			want:  `"OutboxNotPublishing": could not parse expression`},
+		{name: "no rule file loaded",
+			files: edits{"deploy/prometheus/prometheus.yml": replaced("rule_files:\n  - alerts.yml\n", "")},
+			want:  "loads no rule file"},
+		{name: "rules where nothing is mounted",
+			files: edits{"deploy/prometheus/prometheus.yml": replaced("  - alerts.yml\n", "  - /etc/rules/alerts.yml\n")},
+			want:  "rule file /etc/rules/alerts.yml is not mounted"},
+		{name: "a service not scraped where it serves",
+			files: edits{"deploy/prometheus/prometheus.yml": replaced(`["notification-service:8080"]`, `["notification-service:8084"]`)},
+			want:  "Prometheus does not scrape notification-service:8080"},
+		{name: "a scaled service scraped at one address",
+			files: edits{"deploy/prometheus/prometheus.yml": replaced(
+				"    dns_sd_configs:\n      - names: [\"payment-service\"]\n        type: A\n        port: 8080\n        refresh_interval: 15s\n",
+				"    static_configs:\n      - targets: [\"payment-service:8080\"]\n")},
+			want: "Prometheus scrapes payment-service at one address"},
+		{name: "metrics scraped at another path",
+			files: edits{"deploy/prometheus/prometheus.yml": replaced("metrics_path: /metrics", "metrics_path: /prometheus")},
+			want:  "scrapes /prometheus, but the services serve their metrics at /metrics"},
+		{name: "another scrape interval",
+			files: edits{"deploy/prometheus/prometheus.yml": replaced("  scrape_interval: 15s", "  scrape_interval: 1m")},
+			want:  "scrapes every 1m, want 15s"},
+		{name: "the service label overwritten",
+			files: edits{"deploy/prometheus/prometheus.yml": replaced(`["order-service:8080"]`, "[\"order-service:8080\"]\n        labels:\n          service: orders")},
+			want:  "Prometheus job order-service sets the target label service"},
+		{name: "an alert on another threshold",
+			files: edits{"deploy/prometheus/alerts.yml": replaced("_oldest_row_age_seconds) > 30\n", "_oldest_row_age_seconds) > 60\n")},
+			want:  "alert OutboxNotPublishing does not fire on orderflow_outbox_oldest_row_age_seconds > 30"},
+		{name: "the dead-letter alert counting another outcome",
+			files: edits{"deploy/prometheus/alerts.yml": func(s string) string {
+				return strings.ReplaceAll(s, `outcome="dead_lettered"`, `outcome="retried"`)
+			}},
+			want: `alert RecordsDeadLettered does not fire on orderflow_consumer_records_total{outcome="dead_lettered"} > 0`},
+		{name: "lag growing for less than 5 minutes",
+			files: edits{"deploy/prometheus/alerts.yml": replaced("        for: 5m\n", "        for: 1m\n")},
+			want:  "alert ConsumerLagGrowing holds for 1m0s, want at least 5m0s"},
+		{name: "an alert without for",
+			files: edits{"deploy/prometheus/alerts.yml": replaced("        for: 30s\n", "")},
+			want:  "alert OutboxNotPublishing has no for"},
+		{name: "an alert without severity",
+			files: edits{"deploy/prometheus/alerts.yml": replaced("          severity: critical\n", "")},
+			want:  `alert OutboxNotPublishing: severity ""`},
+		{name: "an alert that does not say what to do",
+			files: edits{"deploy/prometheus/alerts.yml": replaced("          description: >-", "          runbook: >-")},
+			want:  "alert OutboxNotPublishing has no description"},
+		{name: "an alert of the issue missing",
+			files: edits{"deploy/prometheus/alerts.yml": replaced("alert: OrderPendingTooLong", "alert: OrderPending")},
+			want:  "alert OrderPendingTooLong is missing"},
+		{name: "a service that sends no traces",
+			edit: replaced("      <<: [*auth-environment, *tracing-environment]\n", "      <<: *auth-environment\n"),
+			want: `service order-service: OTEL_EXPORTER_OTLP_ENDPOINT "", want http://jaeger:4318`},
+		{name: "traces sent to the OTLP/gRPC port",
+			edit: replaced("OTEL_EXPORTER_OTLP_ENDPOINT: http://jaeger:4318", "OTEL_EXPORTER_OTLP_ENDPOINT: http://jaeger:4317"),
+			want: `OTEL_EXPORTER_OTLP_ENDPOINT "http://jaeger:4317", want http://jaeger:4318`},
+		{name: "OTLP over gRPC",
+			edit: replaced("OTEL_EXPORTER_OTLP_PROTOCOL: http/protobuf", "OTEL_EXPORTER_OTLP_PROTOCOL: grpc"),
+			want: `OTEL_EXPORTER_OTLP_PROTOCOL "grpc", want http/protobuf`},
+		{name: "a misspelt OpenTelemetry setting",
+			edit: replaced("OTEL_EXPORTER_OTLP_ENDPOINT: ", "OTEL_EXPORTER_OTLP_ENDPIONT: "),
+			want: "OTEL_EXPORTER_OTLP_ENDPIONT, which it never reads"},
+		{name: "Jaeger not receiving OTLP/HTTP",
+			edit: replaced("      - \"4318\"\n", ""),
+			want: "service jaeger does not expose 4318"},
+		{name: "Grafana reading Prometheus on localhost",
+			files: edits{"deploy/grafana/provisioning/datasources/orderflow.yml": replaced("url: http://prometheus:9090", "url: http://localhost:9090")},
+			want:  "the prometheus data source reads http://localhost:9090, want http://prometheus:9090"},
+		{name: "Grafana reading Jaeger on localhost",
+			files: edits{"deploy/grafana/provisioning/datasources/orderflow.yml": replaced("url: http://jaeger:16686", "url: http://localhost:16686")},
+			want:  "the jaeger data source reads http://localhost:16686, want http://jaeger:16686"},
+		{name: "Grafana's provisioning not mounted",
+			edit: replaced("      - ./deploy/grafana/provisioning:/etc/grafana/provisioning:ro\n", ""),
+			want: "nothing is mounted at /etc/grafana/provisioning"},
+		{name: "the dashboards not mounted",
+			edit: replaced("      - ./deploy/grafana/dashboards:/etc/grafana/dashboards:ro\n", ""),
+			want: "dashboard provider orderflow loads /etc/grafana/dashboards, where nothing is mounted"},
+		{name: "the dashboard not provisioned",
+			files: edits{"deploy/grafana/provisioning/dashboards/orderflow.yml": replaced("path: /etc/grafana/dashboards", "path: /etc/grafana/provisioning")},
+			want:  "no provider loads the dashboard deploy/grafana/dashboards/orderflow.json"},
+		{name: "a dashboard that is not JSON",
+			files: edits{"deploy/grafana/dashboards/orderflow.json": func(s string) string {
+				return strings.TrimSuffix(strings.TrimSpace(s), "}")
+			}},
+			want: "dashboard deploy/grafana/dashboards/orderflow.json: unexpected end of JSON input"},
+		{name: "a panel reading a data source not provisioned",
+			files: edits{"deploy/grafana/dashboards/orderflow.json": replaced(`"uid": "prometheus"`, `"uid": "prom"`)},
+			want:  `reads the data source "prom", which is not provisioned`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -823,10 +872,12 @@ func TestComposeChecksCatchBreakage(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(dir, "docker-compose.yml"), []byte(compose), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			for file, edit := range map[string]func(string) string{
+			files := edits{
 				"Dockerfile": tt.dockerfile,
 				filepath.Join("deploy", "keycloak", "orderflow-realm.json"): tt.realm,
-			} {
+			}
+			maps.Copy(files, tt.files)
+			for file, edit := range files {
 				if edit == nil {
 					continue
 				}
@@ -856,6 +907,14 @@ func TestComposeChecksCatchBreakage(t *testing.T) {
 			t.Errorf("the checks missed it: got %v, want an error containing %q", errs, tt.want)
 		})
 	}
+}
+
+// edits change files of the repository, by their path in it.
+type edits map[string]func(string) string
+
+// replaced is an edit that replaces the first old by new.
+func replaced(old, new string) func(string) string {
+	return func(s string) string { return strings.Replace(s, old, new, 1) }
 }
 
 // copyContext makes a copy of the repository parts the compose file and the Dockerfiles

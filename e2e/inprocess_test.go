@@ -36,31 +36,8 @@ type inproc struct {
 	addrs   map[string]string
 	env     map[string]map[string]string
 	stops   map[string]func()
-	logs    map[string]*lockedBuffer // what each service logged
+	logs    map[string]*testenv.LogBuffer // what each service logged
 	mu      sync.Mutex
-}
-
-// Lines returns the JSON log lines whose fields include every one of want.
-func (b *lockedBuffer) Lines(want map[string]string) []map[string]any {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	for _, line := range strings.Split(b.buf.String(), "\n") {
-		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) != nil {
-			continue
-		}
-		match := true
-		for k, v := range want {
-			if fmt.Sprint(m[k]) != v {
-				match = false
-			}
-		}
-		if match {
-			out = append(out, m)
-		}
-	}
-	return out
 }
 
 func newStack(t *testing.T, brokers []string, extra map[string]map[string]string) *inproc {
@@ -68,10 +45,10 @@ func newStack(t *testing.T, brokers []string, extra map[string]map[string]string
 	s := &inproc{
 		t: t, brokers: brokers, mail: testenv.SMTP(t),
 		dbs: map[string]string{}, addrs: map[string]string{}, env: map[string]map[string]string{}, stops: map[string]func(){},
-		logs: map[string]*lockedBuffer{},
+		logs: map[string]*testenv.LogBuffer{},
 	}
 	for name := range services {
-		s.logs[name] = &lockedBuffer{}
+		s.logs[name] = &testenv.LogBuffer{}
 		s.dbs[name] = testenv.Database(t)
 		s.addrs[name] = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 		s.env[name] = map[string]string{

@@ -4,12 +4,17 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/orderflow/devstack/testenv"
 )
@@ -17,7 +22,8 @@ import (
 // Every service serves its metrics at GET /metrics without a token, named and typed as
 // Prometheus's own lint wants them, with the series an operator reads: HTTP, database
 // pool, outbox backlog, consumer records and lag, the Go runtime and the process, and
-// each service's orders, payments or emails by status.
+// each service's orders, payments or emails by status. Every metric the compose stack's
+// alert rules and dashboard read is among them.
 func TestEveryServiceServesItsMetrics(t *testing.T) {
 	s := newStack(t, testenv.Kafka(t).Addrs, nil)
 	o := s.placeOrder("tok_visa", "metrics@example.com")
@@ -32,11 +38,13 @@ func TestEveryServiceServesItsMetrics(t *testing.T) {
 	}
 	want := map[string][]string{
 		"order": append(common, "orderflow_outbox_events_published_total", "orderflow_outbox_publish_latency_seconds",
-			`orderflow_orders{service="order-service",status="CONFIRMED"} 1`, `orderflow_orders_oldest_pending_age_seconds{service="order-service"} 0`),
+			`orderflow_orders{service="order-service",status="CONFIRMED"} 1`, `orderflow_orders_oldest_pending_age_seconds{service="order-service"} 0`,
+			`orderflow_order_decision_seconds_count{service="order-service",status="CONFIRMED"} 1`),
 		"payment": append(common, "orderflow_outbox_events_published_total", "orderflow_outbox_publish_latency_seconds",
 			`orderflow_payments{service="payment-service",status="COMPLETED"} 1`),
 		"notification": append(common, `orderflow_notifications{kind="order_confirmed",service="notification-service",status="SENT"} 1`),
 	}
+	served := map[string]bool{}
 	for name, names := range want {
 		// The email goes out after the order is confirmed: scrape until every series is
 		// there, or 10 s have passed.
@@ -62,6 +70,9 @@ func TestEveryServiceServesItsMetrics(t *testing.T) {
 		for _, p := range problems {
 			t.Errorf("%s-service: %s: %s", name, p.Metric, p.Text)
 		}
+		for n := range families(t, body) {
+			served[n] = true
+		}
 		text := string(body)
 		for _, n := range names {
 			if !strings.Contains(text, "\n"+n) {
@@ -71,8 +82,61 @@ func TestEveryServiceServesItsMetrics(t *testing.T) {
 		if !strings.Contains(text, `service="`+name+`-service"`) {
 			t.Errorf("%s-service's series are not labelled with the service", name)
 		}
-		if !strings.Contains(text, `orderflow_consumer_records_total{group=`) || !strings.Contains(text, `outcome="applied"`) {
+		// Every outcome's series starts at 0: one of the applied ones must have moved.
+		if !slices.ContainsFunc(strings.Split(text, "\n"), func(line string) bool {
+			return strings.HasPrefix(line, "orderflow_consumer_records_total{") && strings.Contains(line, `outcome="applied"`) && !strings.HasSuffix(line, " 0")
+		}) {
 			t.Errorf("%s-service counted no applied record", name)
 		}
 	}
+
+	root := repoRoot(t)
+	p, err := loadCompose(t, root, "docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, err := range unserved(p, served) {
+		t.Error(err)
+	}
+	// The check sees a rule that reads a metric no service serves.
+	dir := copyContext(t, root)
+	rules := filepath.Join(dir, "deploy", "prometheus", "alerts.yml")
+	b, err := os.ReadFile(rules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bogus := "      - record: orderflow:bogus\n        expr: sum(orderflow_no_such_metric_total)\n"
+	if err := os.WriteFile(rules, append(b, bogus...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if p, err = loadCompose(t, dir, "docker-compose.yml"); err != nil {
+		t.Fatal(err)
+	}
+	if errs := unserved(p, served); !slices.ContainsFunc(errs, func(err error) bool {
+		return strings.Contains(err.Error(), "rule orderflow:bogus read orderflow_no_such_metric_total, which no service serves")
+	}) {
+		t.Errorf("a rule reading orderflow_no_such_metric_total passed the check: %v", errs)
+	}
+}
+
+// families are the names of the series body serves: each family's, and a histogram's
+// or a summary's _bucket, _sum and _count.
+func families(t *testing.T, body []byte) map[string]bool {
+	t.Helper()
+	tp := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := tp.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("metrics do not parse: %v", err)
+	}
+	names := map[string]bool{}
+	for name, f := range fams {
+		names[name] = true
+		switch f.GetType() {
+		case dto.MetricType_HISTOGRAM, dto.MetricType_GAUGE_HISTOGRAM:
+			names[name+"_bucket"], names[name+"_sum"], names[name+"_count"] = true, true, true
+		case dto.MetricType_SUMMARY:
+			names[name+"_sum"], names[name+"_count"] = true, true
+		}
+	}
+	return names
 }

@@ -80,7 +80,9 @@ type Verifier struct {
 	keys    jwk.Set
 	fetched time.Time // when keys were fetched
 	tried   time.Time // when a fetch was last tried
-	passed  map[[sha256.Size]byte]passed
+	// fetching is closed when the fetch under way ends; nil when none is.
+	fetching chan struct{}
+	passed   map[[sha256.Size]byte]passed
 }
 
 // passed is a token that was verified against the keys fetched at keysFrom.
@@ -198,31 +200,55 @@ func (v *Verifier) verify(ctx context.Context, raw string) (_ Principal, exp, ke
 // key returns the issuer's key with id kid, fetching the key set when it is missing,
 // older than KeysTTL, or lacks kid — but, once it has keys, not more often than every
 // MinRefresh, so tokens with made-up key ids cannot hammer the issuer. keysFrom says when
-// the key set it came from was fetched.
+// the key set it came from was fetched. One request fetches, outside the lock, so a slow
+// issuer holds up only the requests that need new keys, never those whose token was
+// remembered; the others that need them wait for its fetch.
 func (v *Verifier) key(ctx context.Context, kid string) (_ jwk.Key, keysFrom time.Time, _ error) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	now := v.now()
-	var k jwk.Key
-	found := false
-	if v.keys != nil {
-		k, found = v.keys.LookupKeyID(kid)
-	}
-	need := v.keys == nil || now.Sub(v.fetched) > v.KeysTTL || !found
-	if need && (v.keys == nil || now.Sub(v.tried) > v.MinRefresh) {
-		v.tried = now
-		set, err := jwk.Fetch(ctx, v.cfg.JWKSURL, jwk.WithHTTPClient(v.client))
-		switch {
-		case err != nil && v.keys == nil:
-			return nil, time.Time{}, fmt.Errorf("%w: %s: %w", ErrKeysUnavailable, v.cfg.JWKSURL, err)
-		case err == nil:
-			v.keys, v.fetched = set, now
-			clear(v.passed) // checked against keys no longer held
+	for {
+		v.mu.Lock()
+		now := v.now()
+		var k jwk.Key
+		found := false
+		if v.keys != nil {
 			k, found = v.keys.LookupKeyID(kid)
 		}
+		need := v.keys == nil || now.Sub(v.fetched) > v.KeysTTL || !found
+		if !need || (v.keys != nil && now.Sub(v.tried) <= v.MinRefresh && v.fetching == nil) {
+			fetched := v.fetched
+			v.mu.Unlock()
+			if !found {
+				return nil, time.Time{}, fmt.Errorf("%w: unknown key id %q", ErrInvalidToken, kid)
+			}
+			return k, fetched, nil
+		}
+		if wait := v.fetching; wait != nil { // another request is fetching: look again after it
+			v.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, time.Time{}, fmt.Errorf("%w: %s: %w", ErrKeysUnavailable, v.cfg.JWKSURL, ctx.Err())
+			}
+		}
+		done := make(chan struct{})
+		v.tried, v.fetching = now, done
+		v.mu.Unlock()
+
+		set, err := jwk.Fetch(ctx, v.cfg.JWKSURL, jwk.WithHTTPClient(v.client))
+
+		v.mu.Lock()
+		v.fetching = nil
+		close(done)
+		if err == nil {
+			v.keys, v.fetched = set, now
+			clear(v.passed) // checked against keys no longer held
+		}
+		noKeys := v.keys == nil
+		v.mu.Unlock()
+		if err != nil && noKeys {
+			return nil, time.Time{}, fmt.Errorf("%w: %s: %w", ErrKeysUnavailable, v.cfg.JWKSURL, err)
+		}
+		// Look again: in the keys fetched, or in those held when the fetch failed (the
+		// next try waits MinRefresh).
 	}
-	if !found {
-		return nil, time.Time{}, fmt.Errorf("%w: unknown key id %q", ErrInvalidToken, kid)
-	}
-	return k, v.fetched, nil
 }

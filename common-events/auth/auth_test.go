@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -69,10 +70,15 @@ type keyServer struct {
 	set     atomic.Pointer[jwk.Set]
 	fetches atomic.Int32
 	down    atomic.Bool
+	// hold, when set, is waited on by every fetch: an issuer that has stopped answering.
+	hold atomic.Pointer[chan struct{}]
 }
 
 func (ks *keyServer) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	ks.fetches.Add(1)
+	if hold := ks.hold.Load(); hold != nil {
+		<-*hold
+	}
 	if ks.down.Load() {
 		http.Error(w, "down", http.StatusServiceUnavailable)
 		return
@@ -189,6 +195,54 @@ func TestKeysAreFetchedWhenNeededAndNoMore(t *testing.T) {
 	down.down.Store(true)
 	if _, err := fresh.Verify(ctx, tok(rotated, "k2")); !errors.Is(err, auth.ErrKeysUnavailable) {
 		t.Errorf("keys unavailable: err = %v, want ErrKeysUnavailable", err)
+	}
+}
+
+// While a fetch of the keys hangs, a remembered token still passes at once, and the
+// requests that need the new keys wait for that one fetch rather than each making its own.
+func TestASlowIssuerHoldsUpOnlyWhatNeedsItsKeys(t *testing.T) {
+	key, set := newKey(t, "k1")
+	ks, v := serveKeys(t, set)
+	v.MinRefresh = 0
+	ctx := context.Background()
+	known := signed(t, key, "k1", time.Now().Add(time.Hour))
+	if _, err := v.Verify(ctx, known); err != nil {
+		t.Fatal(err)
+	}
+	hold := make(chan struct{})
+	var release sync.Once
+	defer release.Do(func() { close(hold) }) // on failure too, so the server can close
+	ks.hold.Store(&hold)
+	rotated, newSet := newKey(t, "k2")
+	ks.set.Store(&newSet)
+	results := make(chan error, 3)
+	for range 3 { // three requests under the new key: one fetch, which hangs
+		go func() {
+			_, err := v.Verify(ctx, signed(t, rotated, "k2", time.Now().Add(time.Hour)))
+			results <- err
+		}()
+	}
+	for ks.fetches.Load() < 2 { // the first fetch, then the one that hangs
+		time.Sleep(time.Millisecond)
+	}
+	passed := make(chan error, 1)
+	go func() { _, err := v.Verify(ctx, known); passed <- err }()
+	select {
+	case err := <-passed:
+		if err != nil {
+			t.Errorf("remembered token during the fetch: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a remembered token waited for the issuer's keys")
+	}
+	release.Do(func() { close(hold) })
+	for range 3 {
+		if err := <-results; err != nil {
+			t.Errorf("token under the new key: %v", err)
+		}
+	}
+	if n := ks.fetches.Load(); n != 2 {
+		t.Errorf("%d fetches, want 2: three requests waiting for new keys share one", n)
 	}
 }
 

@@ -65,6 +65,11 @@ func TestBadSettingsAreNamedOnOneLine(t *testing.T) {
 		{"AUTH_JWKS_URL", "", "AUTH_JWKS_URL: required but not set"},
 		{"AUTH_JWKS_URL", "issuer.test/jwks.json", `AUTH_JWKS_URL: want an http:// or https:// URL, got "issuer.test/jwks.json"`},
 		{"AUTH_JWKS_URL", "ftp://issuer.test/jwks.json", "AUTH_JWKS_URL: want an http:// or https:// URL"},
+		{"OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318", "OTEL_EXPORTER_OTLP_ENDPOINT: want an http:// or https:// URL"},
+		{"OTEL_TRACES_EXPORTER", "zipkin", `OTEL_TRACES_EXPORTER: want otlp or none, got "zipkin"`},
+		{"OTEL_SDK_DISABLED", "yes", "OTEL_SDK_DISABLED: want true or false"},
+		{"OTEL_TRACES_SAMPLER", "sometimes", "OTEL_TRACES_SAMPLER: want always_on"},
+		{"OTEL_TRACES_SAMPLER_ARG", "2", "OTEL_TRACES_SAMPLER_ARG: want a number from 0 to 1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
@@ -106,5 +111,47 @@ func TestReadAuthNamesWhatIsMissing(t *testing.T) {
 	env = config.NewEnv(getenv(map[string]string{"AUTH_ISSUER": "https://id.example", "AUTH_JWKS_URL": "https://id.example/jwks"}))
 	if cfg := config.ReadAuth(env); env.Err() != nil || cfg.Audience != "orderflow" || cfg.Issuer != "https://id.example" {
 		t.Fatalf("read %+v, %v", cfg, env.Err())
+	}
+}
+
+// Spans are exported only when the standard variables say where; OTLP over gRPC is named
+// as unsupported rather than ignored.
+func TestReadTracing(t *testing.T) {
+	tests := []struct {
+		env                map[string]string
+		endpoint, service  string
+		headers, errSubstr string
+	}{
+		{env: nil},
+		{env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4318/"}, endpoint: "http://jaeger:4318/v1/traces"},
+		{env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://b/traces"}, endpoint: "https://b/traces"},
+		{env: map[string]string{"OTEL_TRACES_EXPORTER": "otlp"}, endpoint: "http://localhost:4318/v1/traces"},
+		{env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4318", "OTEL_TRACES_EXPORTER": "none"}},
+		{env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4318", "OTEL_SDK_DISABLED": "true"}},
+		{env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4318", "OTEL_SERVICE_NAME": "orders-eu", "OTEL_EXPORTER_OTLP_HEADERS": "api-key=s%3Dcret, x=1"},
+			endpoint: "http://a:4318/v1/traces", service: "orders-eu", headers: "api-key=s=cret x=1"},
+		{env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, errSubstr: `OTEL_EXPORTER_OTLP_PROTOCOL: only http/protobuf is spoken`},
+		{env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4318", "OTEL_EXPORTER_OTLP_HEADERS": "novalue"}, errSubstr: "OTEL_EXPORTER_OTLP_HEADERS: want key=value"},
+	}
+	for _, tt := range tests {
+		env := config.NewEnv(getenv(tt.env))
+		got := config.ReadTracing(env)
+		if err := env.Err(); tt.errSubstr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.errSubstr) {
+				t.Errorf("%v: err = %v, want %q", tt.env, err, tt.errSubstr)
+			}
+			continue
+		} else if err != nil {
+			t.Errorf("%v: %v", tt.env, err)
+		}
+		var headers []string
+		for _, k := range []string{"api-key", "x"} {
+			if v, ok := got.Headers[k]; ok {
+				headers = append(headers, k+"="+v)
+			}
+		}
+		if got.Endpoint != tt.endpoint || got.ServiceName != tt.service || strings.Join(headers, " ") != tt.headers {
+			t.Errorf("%v: read endpoint %q, service %q, headers %v; want %q, %q, %q", tt.env, got.Endpoint, got.ServiceName, got.Headers, tt.endpoint, tt.service, tt.headers)
+		}
 	}
 }

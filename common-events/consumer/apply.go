@@ -125,8 +125,10 @@ func (a *applier) applyTx(batch []applyReq) error {
 	}
 	type count struct{ topic, outcome string }
 	var counts map[count]int // what the transaction did, told once it committed
+	var setRows map[Set][]any
+	var sets []Set // in the order of their first row
 	err := pgx.BeginFunc(ctx, a.conn, func(tx pgx.Tx) error {
-		counts = map[count]int{}
+		counts, setRows, sets = map[count]int{}, map[Set][]any{}, nil
 		rows, _ := tx.Query(ctx, `
 			INSERT INTO processed_events (consumer_group, event_id)
 			SELECT $1, id FROM unnest($2::text[]) AS id ORDER BY id
@@ -140,8 +142,6 @@ func (a *applier) applyTx(batch []applyReq) error {
 		for _, id := range inserted {
 			fresh[id] = true
 		}
-		setRows := map[Set][]any{}
-		var sets []Set // in the order of their first row
 		for _, req := range batch {
 			if !fresh[req.msg.ID] {
 				req.msg.Log.Info("duplicate event skipped")
@@ -172,6 +172,11 @@ func (a *applier) applyTx(batch []applyReq) error {
 	if err == nil {
 		for c, n := range counts {
 			r.Metrics.outcome(r.Group, c.topic, c.outcome, n)
+		}
+		for _, set := range sets {
+			if c, ok := set.(committer); ok {
+				c.committed(setRows[set])
+			}
 		}
 	}
 	return err

@@ -28,6 +28,8 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/internal/backoff"
@@ -101,16 +103,37 @@ func NewSet[T any](apply func(ctx context.Context, tx pgx.Tx, rows []T) error) S
 	return &typedSet[T]{apply: apply} // a pointer: the runner groups rows by Set
 }
 
-type typedSet[T any] struct {
-	apply func(ctx context.Context, tx pgx.Tx, rows []T) error
+// NewSetThen is NewSet, plus then, called with the rows once their transaction committed:
+// for what may only be told of an outcome that holds, such as a metric. A row applied
+// again after a failed batch is told once.
+func NewSetThen[T any](apply func(ctx context.Context, tx pgx.Tx, rows []T) error, then func(rows []T)) Set {
+	return &typedSet[T]{apply: apply, then: then}
 }
 
+type typedSet[T any] struct {
+	apply func(ctx context.Context, tx pgx.Tx, rows []T) error
+	then  func(rows []T)
+}
+
+// committer is a Set told of its rows after they committed.
+type committer interface{ committed(rows []any) }
+
 func (s *typedSet[T]) Apply(ctx context.Context, tx pgx.Tx, rows []any) error {
+	return s.apply(ctx, tx, typed[T](rows))
+}
+
+func (s *typedSet[T]) committed(rows []any) {
+	if s.then != nil {
+		s.then(typed[T](rows))
+	}
+}
+
+func typed[T any](rows []any) []T {
 	ts := make([]T, len(rows))
 	for i, r := range rows {
 		ts[i] = r.(T)
 	}
-	return s.apply(ctx, tx, ts)
+	return ts
 }
 
 // InTx is a Handler whose whole work is quick database work, done in the transaction.
@@ -165,6 +188,8 @@ type Runner struct {
 	// Metrics, when set, counts the records by outcome, times them, and keeps the records
 	// in flight.
 	Metrics *Metrics
+	// Tracer makes a span of each record's handling, in its event's trace; nil: none.
+	Tracer trace.Tracer
 
 	applier *applier // shared by the partitions, so their ready records commit together
 }
@@ -191,6 +216,9 @@ func (r *Runner) defaults() {
 	}
 	if r.MaxUncommitted <= 0 {
 		r.MaxUncommitted = 100 * r.Concurrency
+	}
+	if r.Tracer == nil {
+		r.Tracer = noop.NewTracerProvider().Tracer("")
 	}
 }
 

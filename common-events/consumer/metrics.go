@@ -1,7 +1,10 @@
 package consumer
 
 import (
+	"errors"
+	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -55,8 +58,15 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 
 // Watch registers the lag of group on the topics it reads, read through client when
 // scraped: each partition's end (high-water mark) minus the group's committed offset.
+// Every outcome's series of those topics starts at 0, so the first record of an outcome
+// shows as an increase (a dead letter included) rather than as a new series.
 func (m *Metrics) Watch(group string, topics []string, client sarama.Client) error {
-	return metrics.Register(m.reg, lag{group: group, topics: topics, client: client})
+	for _, t := range topics {
+		for _, o := range []string{OutcomeApplied, OutcomeDuplicate, OutcomeRetried, OutcomeDeadLettered} {
+			m.records.WithLabelValues(group, t, o)
+		}
+	}
+	return metrics.Register(m.reg, &lag{group: group, topics: topics, client: client})
 }
 
 func (m *Metrics) outcome(group, topic, outcome string, n int) {
@@ -87,40 +97,71 @@ type lag struct {
 	group  string
 	topics []string
 	client sarama.Client
+
+	// running is set while a reading is under way: a broker that does not answer makes
+	// scrapes give up after lagWait, and holds at most one reading, not one per scrape.
+	running atomic.Bool
 }
+
+// lagWait bounds how long a scrape waits for the broker's offsets, well inside
+// Prometheus's default scrape timeout (10 s), so a broker that does not answer shows as
+// an error in the lag series rather than the whole target down.
+const lagWait = 3 * time.Second
 
 var lagDesc = prometheus.NewDesc(metrics.Namespace+"_consumer_lag_records",
 	"Records a consumer group has still to commit on a partition: its end (high-water mark) minus the committed offset.",
 	[]string{"group", "topic", "partition"}, nil)
 
-func (l lag) Describe(ch chan<- *prometheus.Desc) { ch <- lagDesc }
+func (l *lag) Describe(ch chan<- *prometheus.Desc) { ch <- lagDesc }
 
-func (l lag) Collect(ch chan<- prometheus.Metric) {
+func (l *lag) Collect(ch chan<- prometheus.Metric) {
+	if !l.running.CompareAndSwap(false, true) {
+		ch <- prometheus.NewInvalidMetric(lagDesc, errors.New("consumer lag: the previous reading of the broker's offsets has not finished"))
+		return
+	}
+	done := make(chan []prometheus.Metric, 1)
+	go func() { // ends when the broker answers or the client's own timeouts pass
+		defer l.running.Store(false)
+		done <- l.read()
+	}()
+	select {
+	case ms := <-done:
+		for _, m := range ms {
+			ch <- m
+		}
+	case <-time.After(lagWait):
+		ch <- prometheus.NewInvalidMetric(lagDesc, fmt.Errorf("consumer lag: the broker did not give the offsets within %s", lagWait))
+	}
+}
+
+// read returns the lag of every partition of the group's topics, or one invalid metric
+// saying why it cannot.
+func (l *lag) read() []prometheus.Metric {
+	fail := func(err error) []prometheus.Metric {
+		return []prometheus.Metric{prometheus.NewInvalidMetric(lagDesc, err)}
+	}
 	parts := map[string][]int32{}
 	for _, t := range l.topics {
 		ps, err := l.client.Partitions(t)
 		if err != nil {
-			ch <- prometheus.NewInvalidMetric(lagDesc, err)
-			return
+			return fail(err)
 		}
 		parts[t] = ps
 	}
 	coord, err := l.client.Coordinator(l.group)
 	if err != nil {
-		ch <- prometheus.NewInvalidMetric(lagDesc, err)
-		return
+		return fail(err)
 	}
 	resp, err := coord.FetchOffset(sarama.NewOffsetFetchRequest(l.client.Config().Version, l.group, parts))
 	if err != nil {
-		ch <- prometheus.NewInvalidMetric(lagDesc, err)
-		return
+		return fail(err)
 	}
+	var out []prometheus.Metric
 	for t, ps := range parts {
 		for _, p := range ps {
 			end, err := l.client.GetOffset(t, p, sarama.OffsetNewest)
 			if err != nil {
-				ch <- prometheus.NewInvalidMetric(lagDesc, err)
-				return
+				return fail(err)
 			}
 			committed := int64(-1)
 			if b := resp.GetBlock(t, p); b != nil && b.Err == sarama.ErrNoError {
@@ -128,13 +169,13 @@ func (l lag) Collect(ch chan<- prometheus.Metric) {
 			}
 			if committed < 0 { // nothing committed yet: all that is kept is to do
 				if committed, err = l.client.GetOffset(t, p, sarama.OffsetOldest); err != nil {
-					ch <- prometheus.NewInvalidMetric(lagDesc, err)
-					return
+					return fail(err)
 				}
 			}
-			ch <- metrics.Const(lagDesc, prometheus.GaugeValue, float64(max(end-committed, 0)), l.group, t, itoa(p))
+			out = append(out, metrics.Const(lagDesc, prometheus.GaugeValue, float64(max(end-committed, 0)), l.group, t, itoa(p)))
 		}
 	}
+	return out
 }
 
 func itoa(p int32) string { return strconv.FormatInt(int64(p), 10) }

@@ -10,10 +10,13 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/internal/backoff"
 	"github.com/orderflow/common-events/kafka"
+	"github.com/orderflow/common-events/tracing"
 )
 
 type groupHandler struct{ r *Runner }
@@ -195,26 +198,52 @@ func (r *Runner) handle(ctx context.Context, rec *sarama.ConsumerMessage, ap *ap
 	if err != nil {
 		return r.deadLettered(ctx, log, rec, err)
 	}
+	ctx, span := r.span(ctx, &it)
+	log = it.msg.Log
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
 		err := r.attempt(ctx, it, ap)
 		r.Metrics.handled(r.Group, rec.Topic, time.Since(start))
 		if err == nil {
+			span.End()
 			return true
 		}
 		if errors.Is(err, ErrPoison) {
+			tracing.End(span, err)
 			return r.deadLettered(ctx, log, rec, err)
 		}
 		if ctx.Err() != nil {
+			span.End() // the session ended: the record is handled again in the next
 			return false
 		}
+		span.AddEvent("retry", trace.WithAttributes(attribute.Int("attempt", attempt), attribute.String("error", err.Error())))
 		r.Metrics.outcome(r.Group, rec.Topic, OutcomeRetried, 1)
 		d := r.Retry.Delay(attempt)
 		log.Warn("handler failed; retrying", "err", err, "attempt", attempt, "retry_in", d)
 		if !backoff.Sleep(ctx, d) {
+			span.End()
 			return false
 		}
 	}
+}
+
+// span starts the span of it's handling, a child of its record's traceparent, and makes it
+// the trace of what the handler does (tracing.Start) and causes (the events of
+// it.msg.Meta), and of its log lines (trace_id).
+func (r *Runner) span(ctx context.Context, it *item) (context.Context, trace.Span) {
+	m := &it.msg
+	ctx, span := r.Tracer.Start(tracing.Remote(ctx, m.TraceParent), "process "+m.Topic, trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attribute.String("messaging.system", "kafka"), attribute.String("messaging.operation.type", "process"),
+			attribute.String("messaging.destination.name", m.Topic), attribute.String("messaging.consumer.group.name", r.Group),
+			attribute.Int("messaging.destination.partition.id", int(m.Partition)), attribute.Int64("messaging.kafka.offset", m.Offset),
+			attribute.String("messaging.message.id", m.ID), tracing.OrderID(m.Subject), tracing.CorrelationID(m.CorrelationID)))
+	if tp := tracing.TraceParent(ctx); tp != "" {
+		m.TraceParent = tp
+	}
+	if id := tracing.TraceID(ctx); id != "" {
+		m.Log = m.Log.With("trace_id", id)
+	}
+	return ctx, span
 }
 
 // deadLettered dead-letters rec and reports whether it was.

@@ -8,8 +8,6 @@ package metrics
 import (
 	"context"
 	"fmt"
-	"net/http"
-	"slices"
 	"strconv"
 	"time"
 
@@ -18,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/orderflow/common-events/web"
 )
 
 // Namespace prefixes every orderflow metric.
@@ -76,26 +76,17 @@ func (r *Registry) Serve(e *echo.Echo) {
 			if err := next(c); err != nil {
 				c.Error(err) // answer now, so the status is the one the client gets
 			}
-			route := c.Path() // the registered pattern: bounded, unlike the URL path
-			if route == "" || route == "/*" {
-				route = "unmatched"
-			}
-			method := c.Request().Method
-			if !slices.Contains(methods, method) { // any token is a method to net/http: bound the series
-				method = "OTHER"
-			}
+			route, method := web.Route(c), web.Method(c.Request())
 			r.requests.WithLabelValues(route, method, strconv.Itoa(c.Response().Status)).Inc()
 			r.latency.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
 			return nil
 		}
 	})
-	h := promhttp.HandlerFor(r.Registry, promhttp.HandlerOpts{})
+	// A collector that cannot read (the broker's offsets while it is down) leaves its own
+	// series out; the rest are served, the outbox's age above all during such an outage.
+	h := promhttp.HandlerFor(r.Registry, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 	e.GET(Path, echo.WrapHandler(h))
 }
-
-// methods are the HTTP methods counted by name; any other is "OTHER".
-var methods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
-	http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace}
 
 // Pool registers pool's statistics: connections in use, idle and opening, the limit, and
 // how often and how long acquiring one waited.

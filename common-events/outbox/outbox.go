@@ -14,9 +14,13 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/internal/backoff"
+	"github.com/orderflow/common-events/tracing"
 )
 
 // Channel is the LISTEN/NOTIFY channel that wakes the relay when a row is committed.
@@ -178,7 +182,8 @@ type Relay struct {
 	BatchSize    int           // rows per publish; default 500
 	PollInterval time.Duration // fallback when no NOTIFY arrives; default 1s
 	Retry        backoff.Policy
-	Metrics      *Metrics // nil: none
+	Metrics      *Metrics     // nil: none
+	Tracer       trace.Tracer // a span per record published, in its event's trace; nil: none
 }
 
 func (r *Relay) defaults() {
@@ -190,6 +195,9 @@ func (r *Relay) defaults() {
 	}
 	if r.Retry.Min <= 0 {
 		r.Retry = backoff.Policy{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+	}
+	if r.Tracer == nil {
+		r.Tracer = noop.NewTracerProvider().Tracer("")
 	}
 }
 
@@ -335,10 +343,21 @@ func (r *Relay) next(ctx context.Context, conn *pgx.Conn, published []int64) ([]
 }
 
 // publish sends batch and returns the ids the broker acknowledged: all of them, or, with
-// a brokerError, those that went through before it refused the rest.
+// a brokerError, those that went through before it refused the rest. Each record is
+// published in a span of its own, a child of the one that wrote its event, and carries
+// that span as its traceparent: its consumers' spans follow its publication.
 func (r *Relay) publish(batch []row) ([]int64, error) {
 	msgs := make([]*sarama.ProducerMessage, len(batch))
+	spans := make([]trace.Span, len(batch))
 	for i, b := range batch {
+		ctx := tracing.Remote(context.Background(), b.headers[events.HeaderTraceParent])
+		ctx, spans[i] = r.Tracer.Start(ctx, "publish "+b.topic, trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(attribute.String("messaging.system", "kafka"), attribute.String("messaging.operation.type", "send"),
+				attribute.String("messaging.destination.name", b.topic), attribute.String("messaging.message.id", b.headers[events.HeaderID]),
+				tracing.OrderID(b.key), tracing.CorrelationID(b.headers[events.HeaderCorrelationID])))
+		if tp := tracing.TraceParent(ctx); tp != "" {
+			b.headers[events.HeaderTraceParent] = tp
+		}
 		hs := make([]sarama.RecordHeader, 0, len(b.headers))
 		for k, v := range b.headers {
 			hs = append(hs, sarama.RecordHeader{Key: []byte(k), Value: []byte(v)})
@@ -350,19 +369,23 @@ func (r *Relay) publish(batch []row) ([]int64, error) {
 	}
 	sendErr := r.Producer.SendMessages(msgs)
 
-	failed := map[int64]bool{}
+	failed := map[int64]error{}
 	var perrs sarama.ProducerErrors
 	if errors.As(sendErr, &perrs) {
 		for _, pe := range perrs {
-			failed[pe.Msg.Metadata.(int64)] = true
+			failed[pe.Msg.Metadata.(int64)] = pe.Err
 		}
 	} else if sendErr != nil {
+		for i := range batch {
+			tracing.End(spans[i], sendErr)
+		}
 		return nil, brokerError{sendErr}
 	}
 	acked := make([]int64, 0, len(batch))
 	now := time.Now()
-	for _, b := range batch {
-		if !failed[b.id] {
+	for i, b := range batch {
+		tracing.End(spans[i], failed[b.id])
+		if failed[b.id] == nil {
 			acked = append(acked, b.id)
 			r.Metrics.published(b.topic, now.Sub(b.written))
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/config"
@@ -31,6 +32,7 @@ import (
 	"github.com/orderflow/common-events/kafka"
 	"github.com/orderflow/common-events/metrics"
 	"github.com/orderflow/common-events/outbox"
+	"github.com/orderflow/common-events/tracing"
 	"github.com/orderflow/common-events/web"
 	"github.com/orderflow/migrations"
 )
@@ -50,9 +52,10 @@ func Main(service string, run RunFunc) int {
 	return 0
 }
 
-// NewLogger returns the service's JSON logger; every line carries the service name.
+// NewLogger returns the service's JSON logger; every line carries the service name, and a
+// line logged with a context that carries a span its trace_id and span_id.
 func NewLogger(w io.Writer, service string, level slog.Level) *slog.Logger {
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})).With("service", service)
+	return slog.New(tracing.LogHandler(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))).With("service", service)
 }
 
 // Stack is the infrastructure a service runs on.
@@ -68,6 +71,10 @@ type Stack struct {
 	// the service's own metrics to it.
 	Metrics    *metrics.Registry
 	Registerer prometheus.Registerer
+	// Tracing makes the service's spans and exports them as Config.Tracing says; Tracer
+	// starts them.
+	Tracing *tracing.Provider
+	Tracer  trace.Tracer
 
 	outboxMetrics   *outbox.Metrics
 	consumerMetrics *consumer.Metrics
@@ -90,6 +97,10 @@ func Boot(ctx context.Context, service string, cfg config.Base, stdout io.Writer
 	if s.listener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("listen on HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
 	}
+	if s.Tracing, err = tracing.New(service, cfg.Tracing, s.Log); err != nil {
+		return nil, err
+	}
+	s.Tracer = s.Tracing.Tracer()
 	if s.Pool, err = openPool(ctx, cfg.DatabaseURL, schema); err != nil {
 		return nil, err
 	}
@@ -164,13 +175,13 @@ func (s *Stack) Consumer(group string, handlers map[string]consumer.Handler) (*c
 	}
 	return &consumer.Runner{
 		Group: group, Client: c, Pool: s.Pool, DeadLetters: s.Producer, Handlers: handlers, Log: s.Log,
-		Concurrency: s.Config.ConsumerConcurrency, Metrics: s.consumerMetrics,
+		Concurrency: s.Config.ConsumerConcurrency, Metrics: s.consumerMetrics, Tracer: s.Tracer,
 	}, nil
 }
 
 // Relay returns the outbox relay of the service's database.
 func (s *Stack) Relay() *outbox.Relay {
-	return &outbox.Relay{Pool: s.Pool, Producer: s.Producer, Log: s.Log, Metrics: s.outboxMetrics}
+	return &outbox.Relay{Pool: s.Pool, Producer: s.Producer, Log: s.Log, Metrics: s.outboxMetrics, Tracer: s.Tracer}
 }
 
 // Ready reports whether the database and the broker answer.
@@ -185,7 +196,7 @@ func (s *Stack) Ready(ctx context.Context) error {
 }
 
 // Close releases the listener, the consumer clients, the producer (flushing it), the
-// Kafka client and the pool, in that order.
+// Kafka client, the spans not yet exported (5 s at most) and the pool, in that order.
 func (s *Stack) Close() {
 	if s.listener != nil {
 		_ = s.listener.Close()
@@ -199,6 +210,9 @@ func (s *Stack) Close() {
 	if s.Kafka != nil {
 		_ = s.Kafka.Close()
 	}
+	if s.Tracing != nil {
+		_ = s.Tracing.Shutdown(context.Background())
+	}
 	if s.Pool != nil {
 		s.Pool.Close()
 	}
@@ -208,11 +222,13 @@ func (s *Stack) Close() {
 // It returns when ctx is done, or earlier with an error that stops the service.
 type Worker func(ctx context.Context) error
 
-// Serve runs the HTTP API, with its metrics and GET /metrics, and the workers until ctx is done or one of them fails, then
+// Serve runs the HTTP API, with its spans, its metrics and GET /metrics, and the workers
+// until ctx is done or one of them fails, then
 // stops them in order: first the API and the consumers (front), so no new work comes in
 // and in-flight records finish and commit, then the relays (back), so what the front
 // wrote is still published. The caller closes the Stack afterwards.
 func (s *Stack) Serve(ctx context.Context, api *echo.Echo, front, back []Worker) error {
+	api.Use(web.Traced(s.Tracer, metrics.Path, web.HealthPath, web.ReadyPath))
 	s.Metrics.Serve(api)
 	frontCtx, stopFront := context.WithCancel(ctx)
 	defer stopFront()

@@ -60,7 +60,7 @@ func NewEcho(log *slog.Logger, mapErr ErrorMapper) *echo.Echo {
 		}
 		p := toProblem(err, mapErr, c.Response().Header().Get(echo.HeaderAllow))
 		if p.Status >= 500 {
-			log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
+			log.ErrorContext(c.Request().Context(), "request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
 		}
 		writeProblem(c, p)
 	}
@@ -126,13 +126,19 @@ func Document(e *echo.Echo, path string, doc []byte) {
 	})
 }
 
+// The probes' paths.
+const (
+	HealthPath = "/healthz"
+	ReadyPath  = "/readyz"
+)
+
 // Health registers GET /healthz (the process answers) and GET /readyz (ready reports
 // whether the database and the broker answer).
 func Health(e *echo.Echo, ready func(context.Context) error) {
-	e.GET("/healthz", func(c echo.Context) error {
+	e.GET(HealthPath, func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 	})
-	e.GET("/readyz", func(c echo.Context) error {
+	e.GET(ReadyPath, func(c echo.Context) error {
 		ctx, cancel := context.WithTimeout(c.Request().Context(), 3*time.Second)
 		defer cancel()
 		if err := ready(ctx); err != nil {

@@ -58,7 +58,11 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	}
 	waker := outbox.NewWaker(stack.Pool, wakeEvery)
 	store.WakeWith(waker)
-	payments, err := stack.Consumer(consume.Group, consume.Handlers(store))
+	handlers, err := consume.Handlers(store, stack.Registerer)
+	if err != nil {
+		return err
+	}
+	payments, err := stack.Consumer(consume.Group, handlers)
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,8 @@
 // "kfake,kafka": the embedded broker, then Apache Kafka), and reports the two side by
 // side; BENCH_ORDER_URL with BENCH_ORDERS_DATABASE_URL, BENCH_NOTIFICATIONS_DATABASE_URL
 // and BENCH_TOKEN (a customer's bearer token) point it at another stack instead.
+// BENCH_TRACES=1 has its own stack's services export every span over OTLP to a sink in the
+// bench, to measure what tracing costs at its most.
 //
 //	go run ./cmd/bench            (make bench)
 //	BENCH_QUICK=1 go run ./cmd/bench   (make bench QUICK=1: the short version)
@@ -206,6 +208,10 @@ func (p plan) measure(ctx context.Context, getenv func(string) string, stdout io
 	if err := tg.restartPayment(ctx, "0s"); err != nil {
 		return err
 	}
+	if tg.sink != nil {
+		rep.Traces = append(rep.Traces, tracesResult{Broker: broker, Spans: tg.sink.spans.Load(), Exports: tg.sink.exports.Load()})
+		fmt.Fprintf(stdout, "bench [%s]: the services exported %d spans in %d OTLP requests\n", broker, tg.sink.spans.Load(), tg.sink.exports.Load())
+	}
 	if !first || p.relayN == 0 {
 		return nil
 	}
@@ -232,6 +238,7 @@ type target struct {
 	dir             string
 	pprof           map[string]string // service → its pprof address
 	profileDir      string            // BENCH_PROFILE: CPU profiles of the closed-loop runs go here
+	sink            *traceSink        // BENCH_TRACES=1: where the services export their spans
 	log             *slog.Logger
 }
 
@@ -252,17 +259,28 @@ func openTarget(ctx context.Context, getenv func(string) string, stdout io.Write
 	if err != nil {
 		return nil, err
 	}
+	env := map[string]string{"LOG_LEVEL": "warn"}
+	var sink *traceSink
+	if getenv("BENCH_TRACES") == "1" { // before the ports are chosen, so none is its
+		if sink, err = startTraceSink(); err != nil {
+			return nil, err
+		}
+		env["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.url
+	}
 	ports := make([]int, 9)
 	for i := range ports {
 		if ports[i], err = freePort(); err != nil {
+			if sink != nil {
+				sink.close()
+			}
 			return nil, err
 		}
 	}
-	fmt.Fprintf(stdout, "bench: starting a devstack on %s in %s (logs in stack.log there)…\n", broker, dir)
+	fmt.Fprintf(stdout, "bench: starting a devstack on %s in %s (logs in stack.log there; spans exported: %t)…\n", broker, dir, sink != nil)
 	s, err := stack.Start(ctx, stack.Options{
 		DataDir: filepath.Join(dir, "data"), KafkaPort: ports[0], PGPort: ports[1], IssuerPort: ports[8], Broker: broker,
 		HTTPPorts: map[string]int{"order-service": ports[2], "payment-service": ports[3], "notification-service": ports[4]},
-		Env:       map[string]string{"LOG_LEVEL": "warn"}, Log: logf, PostgresStats: true,
+		Env:       env, Log: logf, PostgresStats: true,
 		ServiceEnv: map[string]map[string]string{
 			"order-service":        {"PPROF_ADDR": fmt.Sprintf("127.0.0.1:%d", ports[5])},
 			"payment-service":      {"PPROF_ADDR": fmt.Sprintf("127.0.0.1:%d", ports[6])},
@@ -270,14 +288,20 @@ func openTarget(ctx context.Context, getenv func(string) string, stdout io.Write
 		},
 	})
 	if err != nil {
+		if sink != nil {
+			sink.close()
+		}
 		return nil, err
 	}
 	token, err := s.Token(issuer.Customer, []string{auth.ScopeCustomer}, 24*time.Hour)
 	if err != nil {
 		s.Stop()
+		if sink != nil {
+			sink.close()
+		}
 		return nil, err
 	}
-	return &target{
+	return &target{sink: sink,
 		orderURL: s.Service("order-service").URL, token: token, ordersDB: s.Postgres.URL("orders"),
 		notificationsDB: s.Postgres.URL("notifications"), adminDB: s.Postgres.URL("postgres"),
 		brokers: []string{s.KafkaAddr()}, stack: s, dir: dir, profileDir: getenv("BENCH_PROFILE"),
@@ -293,6 +317,9 @@ func (tg *target) close() {
 	if tg.stack != nil {
 		tg.stack.Stop()
 		_ = os.RemoveAll(tg.dir)
+	}
+	if tg.sink != nil {
+		tg.sink.close()
 	}
 }
 

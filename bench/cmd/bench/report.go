@@ -82,6 +82,7 @@ type report struct {
 	Seconds   float64         `json:"seconds"`
 	Yardstick yardstickResult `json:"yardstick"`
 	Auth      authResult      `json:"auth"`
+	Traces    []tracesResult  `json:"traces,omitempty"` // BENCH_TRACES=1: the spans exported, per broker
 	Runs      []runResult     `json:"runs"`
 	Relay     []relayResult   `json:"relay_comparison,omitempty"`
 	// RelayBroker is the broker the relay comparison ran on.
@@ -122,6 +123,9 @@ func (r report) markdown(w io.Writer) {
 	if r.Auth.N > 0 {
 		fmt.Fprintf(w, "Bearer token verification on one core (every request to order-service pays it; %d tokens): %.1f µs for a token seen the first time (ES256 signature and claims, keys cached), %.2f µs for one that passed before.\n",
 			r.Auth.N, r.Auth.FirstMicros, r.Auth.AgainMicros)
+	}
+	for _, t := range r.Traces {
+		fmt.Fprintf(w, "Traces on %s: every span exported over OTLP/HTTP to a sink in the bench process: %d spans in %d requests.\n", brokerNames[t.Broker], t.Spans, t.Exports)
 	}
 	fmt.Fprintln(w, "\nCPU seconds (peak RSS MB) per process and run; the machine has", runtime.NumCPU(), "cores:")
 	fmt.Fprintln(w, "\n| broker | run | order-service | payment-service | notification-service | PostgreSQL (all) | bench (+ kfake) | Apache Kafka | per confirmed order: PG statements / commits / CPU ms (services + PG) |\n|---|---|---|---|---|---|---|---|---|")
@@ -233,4 +237,11 @@ func errs(m map[string]int) string {
 		parts = append(parts, fmt.Sprintf("%s: %d", k, m[k]))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// tracesResult counts the spans a pass's services exported (BENCH_TRACES=1).
+type tracesResult struct {
+	Broker  string `json:"broker"`
+	Spans   int64  `json:"spans"`
+	Exports int64  `json:"exports"`
 }

@@ -10,9 +10,12 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"go.opencensus.io/trace"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/orderflow/common-events/consumer"
 	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/common-events/tracing"
 	"github.com/orderflow/notification-service/internal/mail"
 	"github.com/orderflow/notification-service/internal/notification"
 	"github.com/orderflow/notification-service/internal/postgres"
@@ -76,9 +79,12 @@ func (h notifier) handle(ctx context.Context, msg consumer.Message) (consumer.Ap
 		n.Status, n.SentAt = notification.Suppressed, time.Time{}
 	}
 	if n.Status == notification.Sent {
-		err = h.sender.Send(ctx, mail.Message{
+		sctx, span := tracing.Start(ctx, "send email", trace.SpanKindClient, tracing.OrderID(n.OrderID),
+			attribute.String("kind", string(n.Kind)), attribute.String("message_id", n.MessageID))
+		err = h.sender.Send(sctx, mail.Message{
 			From: h.from, To: n.Recipient, Subject: n.Subject, Body: n.Body, MessageID: n.MessageID, Date: now,
 		})
+		tracing.End(span, err)
 		if err != nil {
 			return consumer.Apply{}, fmt.Errorf("send %s email: %w", n.Kind, err)
 		}

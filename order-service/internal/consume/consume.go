@@ -10,9 +10,11 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/orderflow/common-events/consumer"
 	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/common-events/metrics"
 	"github.com/orderflow/order-service/internal/order"
 	"github.com/orderflow/order-service/internal/postgres"
 )
@@ -20,13 +22,31 @@ import (
 // Group is order-service's consumer group.
 const Group = "order-service"
 
-// Handlers returns the handler of each topic order-service consumes.
-func Handlers(store *postgres.Store) map[string]consumer.Handler {
-	h := paymentOutcome{set: consumer.NewSet(transitions{store: store}.apply), now: time.Now}
+// Handlers returns the handler of each topic order-service consumes; reg gets the
+// histogram of the time from an order's POST to its payment decision.
+func Handlers(store *postgres.Store, reg prometheus.Registerer) (map[string]consumer.Handler, error) {
+	decided := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: metrics.Namespace, Subsystem: "order", Name: "decision_seconds",
+		Help: "Time from placing an order (its POST) to its payment decision, by the status it reached " +
+			"(CONFIRMED, PAYMENT_FAILED), observed once the decision committed.",
+		Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 600},
+	}, []string{"status"})
+	if err := metrics.Register(reg, decided); err != nil {
+		return nil, err
+	}
+	t := transitions{store: store}
+	set := consumer.NewSetThen(t.apply, func(rows []*transition) {
+		for _, r := range rows {
+			if r.decidedAfter > 0 {
+				decided.WithLabelValues(string(r.change.To)).Observe(r.decidedAfter.Seconds())
+			}
+		}
+	})
+	h := paymentOutcome{set: set, now: time.Now}
 	return map[string]consumer.Handler{
 		events.TopicPaymentCompleted: h.handle,
 		events.TopicPaymentFailed:    h.handle,
-	}
+	}, nil
 }
 
 type paymentOutcome struct {
@@ -49,7 +69,7 @@ func (h paymentOutcome) handle(_ context.Context, msg consumer.Message) (consume
 	if _, err := uuid.Parse(msg.Subject); err != nil {
 		return consumer.Apply{}, consumer.Poison(fmt.Errorf("order id %q is not a UUID", msg.Subject))
 	}
-	return consumer.Row(h.set, transition{change: c, log: msg.Log}), nil
+	return consumer.Row(h.set, &transition{change: c, log: msg.Log}), nil
 }
 
 // transitions makes the consumer.Set of order-service: a batch's status changes in one
@@ -61,15 +81,18 @@ type transitions struct {
 type transition struct {
 	change postgres.Change
 	log    *slog.Logger
+	// decidedAfter is the time from the order's POST to this decision, when apply made
+	// it; 0 when it did not apply.
+	decidedAfter time.Duration
 }
 
 // apply moves the orders. An outcome that does not apply (unknown order, order no longer
 // pending) is logged and acknowledged: retrying it could never succeed, and it is a valid
 // event, so it is no dead letter either.
-func (t transitions) apply(ctx context.Context, tx pgx.Tx, rows []transition) error {
+func (t transitions) apply(ctx context.Context, tx pgx.Tx, rows []*transition) error {
 	changes := make([]postgres.Change, len(rows))
 	for i, r := range rows {
-		changes[i] = r.change
+		changes[i], r.decidedAfter = r.change, 0 // a batch that failed may have set it
 	}
 	outcomes, err := t.store.TransitionAll(ctx, tx, changes)
 	if err != nil {
@@ -88,6 +111,7 @@ func (t transitions) apply(ctx context.Context, tx pgx.Tx, rows []transition) er
 		case out.Err != nil:
 			return out.Err
 		default:
+			rows[i].decidedAfter = changes[i].At.Sub(o.CreatedAt)
 			log.Info("order status changed", "status", o.Status, "failure_reason", o.FailureReason)
 		}
 	}

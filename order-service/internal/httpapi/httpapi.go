@@ -20,9 +20,12 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/common-events/tracing"
 	"github.com/orderflow/common-events/web"
 	"github.com/orderflow/order-service/internal/order"
 )
@@ -190,34 +193,31 @@ func createOrder(log *slog.Logger, store Store, changes Changes, now func() time
 		if err != nil {
 			return err
 		}
-		meta := eventMeta(c)
+		// The order and its event are written in a span of their own: the event's
+		// traceparent, so its publication and every consumer's handling follow it.
+		ctx, span := tracing.Start(c.Request().Context(), "outbox "+events.TopicOrderCreated, trace.SpanKindProducer,
+			tracing.OrderID(o.ID))
+		meta := eventMeta(ctx)
 		meta.CorrelationID = correlationID
 		env, err := events.New(o.CreatedEvent(), meta, t)
 		if err != nil {
+			tracing.End(span, err)
 			return err
 		}
 		o.CorrelationID = env.CorrelationID // the order.created event id when none was given
-		if key == "" {
-			if err := store.Create(c.Request().Context(), o, env); err != nil {
-				return err
-			}
-		} else {
-			body, err := json.Marshal(toJSON(o))
-			if err != nil {
-				return err
-			}
-			replay, err := store.CreateOnce(c.Request().Context(), key, requestHash(o), o, env, http.StatusAccepted, body)
-			if err != nil {
-				return err
-			}
-			if replay != nil {
-				h := c.Response().Header()
-				h.Set("Idempotent-Replayed", "true")
-				h.Set(echo.HeaderLocation, "/orders/"+replay.OrderID)
-				return c.Blob(replay.Status, echo.MIMEApplicationJSON, replay.Body)
-			}
+		span.SetAttributes(tracing.CorrelationID(o.CorrelationID), attribute.String("messaging.message.id", env.ID))
+		replay, err := storeOrder(ctx, store, key, o, env)
+		tracing.End(span, err)
+		if err != nil {
+			return err
 		}
-		log.Info("order accepted", "order_id", o.ID, "event_id", env.ID, "correlation_id", o.CorrelationID, "total_cents", o.TotalCents)
+		if replay != nil {
+			h := c.Response().Header()
+			h.Set("Idempotent-Replayed", "true")
+			h.Set(echo.HeaderLocation, "/orders/"+replay.OrderID)
+			return c.Blob(replay.Status, echo.MIMEApplicationJSON, replay.Body)
+		}
+		log.InfoContext(ctx, "order accepted", "order_id", o.ID, "event_id", env.ID, "correlation_id", o.CorrelationID, "total_cents", o.TotalCents)
 		c.Response().Header().Set(echo.HeaderLocation, "/orders/"+o.ID)
 		if wait, ok := preferWait(c.Request().Header); ok {
 			// The order is stored: a failure to wait still answers with it, as pending.
@@ -228,6 +228,19 @@ func createOrder(log *slog.Logger, store Store, changes Changes, now func() time
 		}
 		return c.JSON(http.StatusAccepted, toJSON(o))
 	}
+}
+
+// storeOrder stores o with its event, once per Idempotency-Key when key is not empty:
+// a key seen before returns the replay of its first answer instead.
+func storeOrder(ctx context.Context, store Store, key string, o order.Order, env events.Envelope) (*order.Replay, error) {
+	if key == "" {
+		return nil, store.Create(ctx, o, env)
+	}
+	body, err := json.Marshal(toJSON(o))
+	if err != nil {
+		return nil, err
+	}
+	return store.CreateOnce(ctx, key, requestHash(o), o, env, http.StatusAccepted, body)
 }
 
 // withOtherCustomer adds to err, the request's validation errors if any, that its

@@ -14,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/common-events/tracing"
 	"github.com/orderflow/common-events/web"
 	"github.com/orderflow/order-service/internal/order"
 )
@@ -93,7 +94,7 @@ func cancelOrder(log *slog.Logger, store Store, now func() time.Time) echo.Handl
 		if err != nil {
 			return err
 		}
-		o, err := store.Cancel(c.Request().Context(), id, viewerOf(c), eventMeta(c), now())
+		o, err := store.Cancel(c.Request().Context(), id, viewerOf(c), eventMeta(c.Request().Context()), now())
 		if errors.Is(err, order.ErrInvalidTransition) {
 			return web.NewProblem(http.StatusConflict, "order_not_cancellable", "Order cannot be cancelled",
 				fmt.Sprintf("the order is %s; only a %s order can be cancelled", o.Status, order.PendingPayment))
@@ -101,7 +102,7 @@ func cancelOrder(log *slog.Logger, store Store, now func() time.Time) echo.Handl
 		if err != nil {
 			return err
 		}
-		log.Info("order cancelled", "order_id", o.ID, "correlation_id", o.CorrelationID)
+		log.InfoContext(c.Request().Context(), "order cancelled", "order_id", o.ID, "correlation_id", o.CorrelationID)
 		return c.JSON(http.StatusOK, toJSON(o))
 	}
 }
@@ -208,7 +209,7 @@ func orderID(c echo.Context) (string, error) {
 	return id, nil
 }
 
-// eventMeta is what an event caused by this request inherits from it.
-func eventMeta(c echo.Context) events.Meta {
-	return events.Meta{Source: events.SourceOrderService, TraceParent: c.Request().Header.Get("traceparent")}
+// eventMeta is what an event caused by a request inherits from it: its trace.
+func eventMeta(ctx context.Context) events.Meta {
+	return events.Meta{Source: events.SourceOrderService, TraceParent: tracing.TraceParent(ctx)}
 }

@@ -11,9 +11,12 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"go.opencensus.io/trace"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/orderflow/common-events/consumer"
 	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/common-events/tracing"
 	"github.com/orderflow/payment-service/internal/payment"
 	"github.com/orderflow/payment-service/internal/postgres"
 )
@@ -101,9 +104,13 @@ func (c charger) handle(ctx context.Context, msg consumer.Message) (consumer.App
 		return consumer.Apply{}, nil
 	}
 
-	charge, err := c.provider.Charge(ctx, payment.ChargeRequest{
+	pctx, span := tracing.Start(ctx, "provider charge", trace.SpanKindClient, tracing.OrderID(ev.OrderID),
+		attribute.Int64("amount_cents", ev.TotalCents), attribute.String("currency", ev.Currency))
+	charge, err := c.provider.Charge(pctx, payment.ChargeRequest{
 		IdempotencyKey: ev.OrderID, AmountCents: ev.TotalCents, Currency: ev.Currency, PaymentMethod: ev.PaymentMethod,
 	})
+	span.SetAttributes(attribute.Bool("succeeded", charge.Succeeded))
+	tracing.End(span, err)
 	if errors.Is(err, payment.ErrIdempotencyMismatch) {
 		return consumer.Apply{}, consumer.Poison(err)
 	}
@@ -171,9 +178,12 @@ func (c charger) cancel(ctx context.Context, msg consumer.Message) (consumer.App
 	}
 
 	now := c.now().UTC()
-	refund, err := c.provider.Refund(ctx, payment.RefundRequest{
+	pctx, span := tracing.Start(ctx, "provider refund", trace.SpanKindClient, tracing.OrderID(p.OrderID),
+		attribute.Int64("amount_cents", p.AmountCents), attribute.String("currency", p.Currency))
+	refund, err := c.provider.Refund(pctx, payment.RefundRequest{
 		IdempotencyKey: p.OrderID, ChargeID: p.ChargeID, AmountCents: p.AmountCents, Currency: p.Currency,
 	})
+	tracing.End(span, err)
 	if errors.Is(err, payment.ErrIdempotencyMismatch) || errors.Is(err, payment.ErrNotRefundable) {
 		return consumer.Apply{}, consumer.Poison(err)
 	}
