@@ -18,10 +18,11 @@ test: deps modules vet lint
 	@$(MAKE) --no-print-directory test-keycloak
 	@echo "== Schemathesis against order-service's OpenAPI document, on a devstack"
 	@scripts/schemathesis.sh
-	@echo "== fuzz: create-order request decoding and validation, 10 s; Prefer header, 5 s; Authorization header, 5 s"
+	@echo "== fuzz: create-order request decoding and validation, 10 s; Prefer header, 5 s; Authorization header, 5 s; consumed records' decoding, 10 s"
 	@scripts/fuzz.sh order-service FuzzCreateRequest 10s ./internal/httpapi/
 	@scripts/fuzz.sh order-service FuzzPreferWait 5s ./internal/httpapi/
 	@scripts/fuzz.sh common-events FuzzAuthorizationHeader 5s ./web/
+	@scripts/fuzz.sh common-events FuzzRecordDecoding 10s ./consumer/
 
 # Every module is in go.work, and its go.mod is complete on its own (GOWORK=off go mod tidy).
 modules:

@@ -1,9 +1,8 @@
 package consumer
 
 import (
-	"errors"
-	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -98,14 +97,17 @@ type lag struct {
 	topics []string
 	client sarama.Client
 
-	// running is set while a reading is under way: a broker that does not answer makes
-	// scrapes give up after lagWait, and holds at most one reading, not one per scrape.
+	// A reading runs in the background, one at a time: a scrape waits for it at most
+	// lagWait, then serves the last reading that succeeded, so a slow broker delays the
+	// lag by a scrape instead of failing it; a reading that fails (the broker is down)
+	// clears it, so no stale lag is shown.
 	running atomic.Bool
+	mu      sync.Mutex
+	last    []prometheus.Metric
 }
 
 // lagWait bounds how long a scrape waits for the broker's offsets, well inside
-// Prometheus's default scrape timeout (10 s), so a broker that does not answer shows as
-// an error in the lag series rather than the whole target down.
+// Prometheus's default scrape timeout (10 s).
 const lagWait = 3 * time.Second
 
 var lagDesc = prometheus.NewDesc(metrics.Namespace+"_consumer_lag_records",
@@ -115,31 +117,33 @@ var lagDesc = prometheus.NewDesc(metrics.Namespace+"_consumer_lag_records",
 func (l *lag) Describe(ch chan<- *prometheus.Desc) { ch <- lagDesc }
 
 func (l *lag) Collect(ch chan<- prometheus.Metric) {
-	if !l.running.CompareAndSwap(false, true) {
-		ch <- prometheus.NewInvalidMetric(lagDesc, errors.New("consumer lag: the previous reading of the broker's offsets has not finished"))
-		return
-	}
-	done := make(chan []prometheus.Metric, 1)
-	go func() { // ends when the broker answers or the client's own timeouts pass
-		defer l.running.Store(false)
-		done <- l.read()
-	}()
-	select {
-	case ms := <-done:
-		for _, m := range ms {
-			ch <- m
+	if l.running.CompareAndSwap(false, true) {
+		done := make(chan struct{})
+		go func() { // ends when the broker answers or the client's own timeouts pass
+			defer l.running.Store(false)
+			defer close(done)
+			ms, err := l.read()
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			if l.last = ms; err != nil {
+				l.last = nil
+			}
+		}()
+		select {
+		case <-done:
+		case <-time.After(lagWait):
 		}
-	case <-time.After(lagWait):
-		ch <- prometheus.NewInvalidMetric(lagDesc, fmt.Errorf("consumer lag: the broker did not give the offsets within %s", lagWait))
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, m := range l.last {
+		ch <- m
 	}
 }
 
-// read returns the lag of every partition of the group's topics, or one invalid metric
-// saying why it cannot.
-func (l *lag) read() []prometheus.Metric {
-	fail := func(err error) []prometheus.Metric {
-		return []prometheus.Metric{prometheus.NewInvalidMetric(lagDesc, err)}
-	}
+// read returns the lag of every partition of the group's topics.
+func (l *lag) read() ([]prometheus.Metric, error) {
+	fail := func(err error) ([]prometheus.Metric, error) { return nil, err }
 	parts := map[string][]int32{}
 	for _, t := range l.topics {
 		ps, err := l.client.Partitions(t)
@@ -175,7 +179,7 @@ func (l *lag) read() []prometheus.Metric {
 			out = append(out, metrics.Const(lagDesc, prometheus.GaugeValue, float64(max(end-committed, 0)), l.group, t, itoa(p)))
 		}
 	}
-	return out
+	return out, nil
 }
 
 func itoa(p int32) string { return strconv.FormatInt(int64(p), 10) }

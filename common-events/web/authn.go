@@ -36,9 +36,10 @@ func Authenticate(v *auth.Verifier, scopes ...string) echo.MiddlewareFunc {
 			p, err := v.Verify(c.Request().Context(), raw)
 			switch {
 			case errors.Is(err, auth.ErrKeysUnavailable):
-				h.Set("Retry-After", "5")
-				return NewProblem(http.StatusServiceUnavailable, "token_issuer_unavailable", "Service Unavailable",
+				p := NewProblem(http.StatusServiceUnavailable, "token_issuer_unavailable", "Service Unavailable",
 					"the token issuer's keys cannot be fetched; retry shortly")
+				p.RetryAfter = 5
+				return p
 			case err != nil:
 				h.Set(echo.HeaderWWWAuthenticate, `Bearer realm="`+Realm+`", error="invalid_token"`)
 				return NewProblem(http.StatusUnauthorized, "invalid_token", "Unauthorized", "the bearer token is not valid")

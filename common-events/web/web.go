@@ -34,6 +34,8 @@ type Problem struct {
 	Detail string       `json:"detail,omitempty"`
 	Code   string       `json:"code,omitempty"`
 	Errors []FieldError `json:"errors,omitempty"`
+	// RetryAfter, when above 0, is sent as the Retry-After header, in seconds.
+	RetryAfter int `json:"-"`
 }
 
 func (p *Problem) Error() string { return fmt.Sprintf("%d %s: %s", p.Status, p.Title, p.Detail) }
@@ -78,6 +80,9 @@ func toProblem(err error, mapErr ErrorMapper, allow string) *Problem {
 			return p
 		}
 	}
+	if p := dependencyProblem(err); p != nil {
+		return p
+	}
 	var he *echo.HTTPError
 	if errors.As(err, &he) {
 		switch he.Code {
@@ -104,6 +109,9 @@ func toProblem(err error, mapErr ErrorMapper, allow string) *Problem {
 func writeProblem(c echo.Context, p *Problem) {
 	body, _ := json.Marshal(p)
 	c.Response().Header().Set(echo.HeaderContentType, ProblemContentType)
+	if p.RetryAfter > 0 {
+		c.Response().Header().Set("Retry-After", strconv.Itoa(p.RetryAfter))
+	}
 	c.Response().WriteHeader(p.Status)
 	_, _ = c.Response().Write(body)
 }

@@ -5,13 +5,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/IBM/sarama"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/labstack/echo/v4"
 
 	"github.com/orderflow/common-events/views"
@@ -254,6 +259,49 @@ func TestHealth(t *testing.T) {
 			if resp.StatusCode != tt.status || strings.TrimSpace(string(body)) != tt.body ||
 				!strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
 				t.Errorf("GET %s = %d %s %s, want %d %s", tt.path, resp.StatusCode, resp.Header.Get("Content-Type"), body, tt.status, tt.body)
+			}
+		})
+	}
+}
+
+// An error that says a dependency cannot serve the request now is a 503 naming its kind,
+// with Retry-After and without the error's words; any other error stays a 500.
+func TestDependencyErrorsAre503s(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		code string // "" : a 500
+	}{
+		{"cannot connect", &pgconn.ConnectError{}, web.CodeDatabaseUnavailable},
+		{"admin shutdown", fmt.Errorf("get order: %w", &pgconn.PgError{Code: "57P01", Message: "terminating connection due to administrator command"}), web.CodeDatabaseUnavailable},
+		{"starting up", &pgconn.PgError{Code: "57P03", Message: "the database system is starting up"}, web.CodeDatabaseUnavailable},
+		{"connection failure", &pgconn.PgError{Code: "08006"}, web.CodeDatabaseUnavailable},
+		{"too many connections", &pgconn.PgError{Code: "53300"}, web.CodeDatabaseUnavailable},
+		{"connection lost mid-query", fmt.Errorf("list orders: %w", io.ErrUnexpectedEOF), web.CodeDatabaseUnavailable},
+		{"connection reset", &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}, web.CodeDatabaseUnavailable},
+		{"statement timed out", fmt.Errorf("query: %w", context.DeadlineExceeded), web.CodeDatabaseTimeout},
+		{"broker", fmt.Errorf("publish: %w", sarama.ErrOutOfBrokers), web.CodeBrokerUnavailable},
+		{"a missing table is a bug", &pgconn.PgError{Code: "42P01", Message: "relation does not exist"}, ""},
+		{"a unique violation is a bug here", &pgconn.PgError{Code: "23505"}, ""},
+		{"the client went away", fmt.Errorf("query: %w", context.Canceled), ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := web.NewEcho(slog.New(slog.DiscardHandler), nil)
+			e.GET("/x", func(echo.Context) error { return fmt.Errorf("%w (password=hunter2 host=db.internal)", tt.err) })
+			srv := httptest.NewServer(e)
+			defer srv.Close()
+			resp, body := do(t, http.MethodGet, srv.URL+"/x")
+			want, code := http.StatusServiceUnavailable, tt.code
+			if code == "" {
+				want, code = http.StatusInternalServerError, "internal"
+			}
+			decodeProblem(t, resp, body, want, code)
+			if ra := resp.Header.Get("Retry-After"); (want == 503) != (ra != "") {
+				t.Errorf("Retry-After = %q on a %d", ra, want)
+			}
+			if strings.Contains(string(body), "hunter2") || strings.Contains(string(body), "db.internal") {
+				t.Errorf("the answer shows the error's internals: %s", body)
 			}
 		})
 	}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -29,6 +30,7 @@ import (
 	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/devstack/testenv"
+	"github.com/orderflow/migrations"
 	"github.com/orderflow/order-service/internal/httpapi"
 	"github.com/orderflow/order-service/internal/order"
 	"github.com/orderflow/order-service/internal/postgres"
@@ -357,6 +359,25 @@ func TestOpenAPIDescribesTheAPI(t *testing.T) {
 	keyless := httptest.NewServer(httpapi.New(slog.New(slog.DiscardHandler), postgres.NewStore(a.pool), a.changes,
 		func(context.Context) error { return nil }, auth.NewVerifier(cfg, nil)))
 	t.Cleanup(keyless.Close)
+	// The database cut off (a proxy in between, closed): a 503 naming it, to retry.
+	dbURL, err := url.Parse(testenv.Database(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := testenv.NewProxy(t, dbURL.Host)
+	dbURL.Host = proxy.Addr
+	cutPool, err := pgxpool.New(ctx, dbURL.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cutPool.Close)
+	if err := migrations.UpPool(ctx, cutPool, migrations.Orders); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Cut()
+	cutOff := httptest.NewServer(httpapi.New(slog.New(slog.DiscardHandler), postgres.NewStore(cutPool), a.changes,
+		func(context.Context) error { return nil }, auth.NewVerifier(a.issuer.Config(), nil)))
+	t.Cleanup(cutOff.Close)
 	var doorCases []openAPICase
 	for _, r := range []openAPICase{
 		{method: "POST", route: "/orders", header: postJSON(""), body: valid},
@@ -374,7 +395,10 @@ func TestOpenAPIDescribesTheAPI(t *testing.T) {
 		unscoped.status, unscoped.code = 403, "insufficient_scope"
 		unavailable.name, unavailable.url = r.method+" "+r.route+" while the issuer's keys cannot be fetched", keyless.URL
 		unavailable.status, unavailable.code = 503, "token_issuer_unavailable"
-		doorCases = append(doorCases, anonymous, unscoped, unavailable)
+		cut := r
+		cut.name, cut.url = r.method+" "+r.route+" while the database cannot be reached", cutOff.URL
+		cut.status, cut.code, cut.check = 503, "database_unavailable", headerIs("Retry-After", "2")
+		doorCases = append(doorCases, anonymous, unscoped, unavailable, cut)
 	}
 
 	covered := map[string]bool{}
