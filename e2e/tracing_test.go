@@ -22,6 +22,7 @@ type span struct {
 	service, name                  string
 	traceID, spanID, parentID      string
 	orderID, correlationID, status string
+	kind                           string // SPAN_KIND_SERVER, …
 }
 
 // collector is an OTLP/HTTP traces receiver: what a service configured with
@@ -66,7 +67,8 @@ func newCollector(t *testing.T) *collector {
 			for _, ss := range rs.ScopeSpans {
 				for _, s := range ss.Spans {
 					sp := span{service: service, name: s.Name, traceID: hex.EncodeToString(s.TraceId),
-						spanID: hex.EncodeToString(s.SpanId), parentID: hex.EncodeToString(s.ParentSpanId), status: s.Status.GetCode().String()}
+						spanID: hex.EncodeToString(s.SpanId), parentID: hex.EncodeToString(s.ParentSpanId), status: s.Status.GetCode().String(),
+						kind: s.Kind.String()}
 					for _, a := range s.Attributes {
 						switch a.Key {
 						case "order_id":
@@ -121,16 +123,17 @@ func TestOneTracePerOrderAcrossTheServices(t *testing.T) {
 	}
 	s.waitEmails("traced@example.com", 1, 30*time.Second)
 
-	want := []struct{ service, name, parent string }{
-		{"order-service", "POST /orders", ""},
-		{"order-service", "outbox order.created", "POST /orders"},
-		{"order-service", "publish order.created", "outbox order.created"},
-		{"payment-service", "process order.created", "publish order.created"},
-		{"payment-service", "provider charge", "process order.created"},
-		{"payment-service", "publish payment.completed", "process order.created"},
-		{"order-service", "process payment.completed", "publish payment.completed"},
-		{"notification-service", "process payment.completed", "publish payment.completed"},
-		{"notification-service", "send email", "process payment.completed"},
+	type wanted struct{ service, name, parent, kind string }
+	want := []wanted{
+		{"order-service", "POST /orders", "", "SPAN_KIND_SERVER"},
+		{"order-service", "outbox order.created", "POST /orders", "SPAN_KIND_PRODUCER"},
+		{"order-service", "publish order.created", "outbox order.created", "SPAN_KIND_PRODUCER"},
+		{"payment-service", "process order.created", "publish order.created", "SPAN_KIND_CONSUMER"},
+		{"payment-service", "provider charge", "process order.created", "SPAN_KIND_CLIENT"},
+		{"payment-service", "publish payment.completed", "process order.created", "SPAN_KIND_PRODUCER"},
+		{"order-service", "process payment.completed", "publish payment.completed", "SPAN_KIND_CONSUMER"},
+		{"notification-service", "process payment.completed", "publish payment.completed", "SPAN_KIND_CONSUMER"},
+		{"notification-service", "send email", "process payment.completed", "SPAN_KIND_CLIENT"},
 	}
 	// Spans leave in batches, every few seconds: wait until the last ones arrived.
 	var spans []span
@@ -142,7 +145,7 @@ func TestOneTracePerOrderAcrossTheServices(t *testing.T) {
 		return &spans[i]
 	}
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if spans = col.trace(o.ID); !slices.ContainsFunc(want, func(w struct{ service, name, parent string }) bool {
+		if spans = col.trace(o.ID); !slices.ContainsFunc(want, func(w wanted) bool {
 			return find(w.service, w.name) == nil
 		}) {
 			break
@@ -156,6 +159,9 @@ func TestOneTracePerOrderAcrossTheServices(t *testing.T) {
 		}
 		if s.status == "STATUS_CODE_ERROR" {
 			t.Errorf("%s %q failed", w.service, w.name)
+		}
+		if s.kind != w.kind {
+			t.Errorf("%s %q is a %s span, want %s", w.service, w.name, s.kind, w.kind)
 		}
 		if w.parent == "" {
 			if s.parentID != "" {

@@ -217,6 +217,12 @@ type Base struct {
 	// ConsumerConcurrency bounds the records in flight per partition in every consumer
 	// group of the service (consumer.Runner.Concurrency).
 	ConsumerConcurrency int
+	// MaxInFlight bounds the API's requests being worked on at once (0: two per
+	// database connection of the pool); MaxWaiting those waiting (event streams,
+	// Prefer: wait). Beyond them a request is refused at once with 503.
+	MaxInFlight, MaxWaiting int
+	// ReadTimeout bounds the time to read a whole request, headers and body.
+	ReadTimeout time.Duration
 	// Auth names the issuer whose bearer tokens the service's API accepts.
 	Auth auth.Config
 	// Tracing says whether and where the service's spans are exported.
@@ -235,6 +241,9 @@ func ReadBase(e *Env, httpAddr, databaseURL string) Base {
 		PprofAddr:       e.Addr("PPROF_ADDR", ""),
 
 		ConsumerConcurrency: e.Int("CONSUMER_CONCURRENCY", consumer.DefaultConcurrency, 1, 10000),
+		MaxInFlight:         e.Int("HTTP_MAX_IN_FLIGHT", 0, 0, 100000),
+		MaxWaiting:          e.Int("HTTP_MAX_WAITING", 1000, 1, 100000),
+		ReadTimeout:         e.Duration("HTTP_READ_TIMEOUT", 10*time.Second, 100*time.Millisecond, 10*time.Minute),
 		Auth:                ReadAuth(e),
 		Tracing:             ReadTracing(e),
 	}

@@ -28,7 +28,8 @@ func TestReadBaseDefaults(t *testing.T) {
 	}
 	if got.HTTPAddr != ":8080" || got.DatabaseURL != "postgres://localhost/orders" || got.TopicPartitions != 6 ||
 		len(got.KafkaBrokers) != 1 || got.KafkaBrokers[0] != "127.0.0.1:9092" || got.LogLevel != slog.LevelInfo ||
-		got.ShutdownTimeout != 15*time.Second || got.Auth.Audience != "orderflow" {
+		got.ShutdownTimeout != 15*time.Second || got.Auth.Audience != "orderflow" ||
+		got.MaxInFlight != 0 || got.MaxWaiting != 1000 || got.ReadTimeout != 10*time.Second {
 		t.Errorf("defaults = %+v", got)
 	}
 }
@@ -65,6 +66,9 @@ func TestBadSettingsAreNamedOnOneLine(t *testing.T) {
 		{"AUTH_JWKS_URL", "", "AUTH_JWKS_URL: required but not set"},
 		{"AUTH_JWKS_URL", "issuer.test/jwks.json", `AUTH_JWKS_URL: want an http:// or https:// URL, got "issuer.test/jwks.json"`},
 		{"AUTH_JWKS_URL", "ftp://issuer.test/jwks.json", "AUTH_JWKS_URL: want an http:// or https:// URL"},
+		{"HTTP_MAX_IN_FLIGHT", "-1", "HTTP_MAX_IN_FLIGHT: want an integer from 0 to 100000"},
+		{"HTTP_MAX_WAITING", "0", "HTTP_MAX_WAITING: want an integer from 1 to 100000"},
+		{"HTTP_READ_TIMEOUT", "10", "HTTP_READ_TIMEOUT: want a duration"},
 		{"OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318", "OTEL_EXPORTER_OTLP_ENDPOINT: want an http:// or https:// URL"},
 		{"OTEL_TRACES_EXPORTER", "zipkin", `OTEL_TRACES_EXPORTER: want otlp or none, got "zipkin"`},
 		{"OTEL_SDK_DISABLED", "yes", "OTEL_SDK_DISABLED: want true or false"},

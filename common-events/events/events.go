@@ -104,6 +104,9 @@ const (
 	ReasonCardDeclined         = "card_declined"
 	ReasonInsufficientFunds    = "insufficient_funds"
 	ReasonInvalidPaymentMethod = "invalid_payment_method"
+	// ReasonProviderUnavailable: the provider kept failing until the payment deadline,
+	// and its records show no charge for the order: it was never charged.
+	ReasonProviderUnavailable = "provider_unavailable"
 )
 
 // Event is a payload that can travel in an envelope.

@@ -184,6 +184,19 @@ func (s *Stack) Relay() *outbox.Relay {
 	return &outbox.Relay{Pool: s.Pool, Producer: s.Producer, Log: s.Log, Metrics: s.outboxMetrics, Tracer: s.Tracer}
 }
 
+// Limits are the API's admission limits: Config's, with MaxInFlight 0 meaning two
+// requests per connection of the database pool — each holds one for part of its time,
+// and more would only queue for them. Measured at 2,000 orders/s offered (make bench,
+// kfake): 4 per connection accepted 594/s with POST p99 205 ms, 2 per connection 761/s
+// with p99 123 ms, 1 per connection 638/s.
+func (s *Stack) Limits() web.Limits {
+	working := s.Config.MaxInFlight
+	if working == 0 {
+		working = 2 * int(s.Pool.Config().MaxConns)
+	}
+	return web.Limits{Working: working, Waiting: s.Config.MaxWaiting, Exempt: []string{metrics.Path, web.HealthPath, web.ReadyPath}}
+}
+
 // Ready reports whether the database and the broker answer.
 func (s *Stack) Ready(ctx context.Context) error {
 	if err := s.Pool.Ping(ctx); err != nil {
@@ -229,7 +242,8 @@ type Worker func(ctx context.Context) error
 // wrote is still published. The caller closes the Stack afterwards.
 func (s *Stack) Serve(ctx context.Context, api *echo.Echo, front, back []Worker) error {
 	api.Use(web.Traced(s.Tracer, metrics.Path, web.HealthPath, web.ReadyPath))
-	s.Metrics.Serve(api)
+	s.Metrics.Serve(api) // refusals below are counted and timed like any answer
+	api.Use(web.Admit(s.Limits()))
 	frontCtx, stopFront := context.WithCancel(ctx)
 	defer stopFront()
 	backCtx, stopBack := context.WithCancel(context.WithoutCancel(ctx))
@@ -260,7 +274,7 @@ func (s *Stack) Serve(ctx context.Context, api *echo.Echo, front, back []Worker)
 		defer psrv.Close()
 		go func() { _ = psrv.Serve(pln) }()
 	}
-	srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: s.Config.ReadTimeout}
 	frontWG.Go(func() {
 		if err := srv.Serve(s.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("http: %w", err)

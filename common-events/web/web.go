@@ -80,6 +80,9 @@ func toProblem(err error, mapErr ErrorMapper, allow string) *Problem {
 			return p
 		}
 	}
+	if be := (*BodyError)(nil); errors.As(err, &be) {
+		return be.problem()
+	}
 	if p := dependencyProblem(err); p != nil {
 		return p
 	}

@@ -24,6 +24,9 @@ type Config struct {
 	config.Base
 	ProviderLatency       time.Duration // how long each simulated charge takes
 	ProviderTransientRate float64       // share of simulated charges that fail transiently
+	// PaymentDeadline is how long after an order's creation a charge failing
+	// transiently is retried; then the provider's records decide.
+	PaymentDeadline time.Duration
 }
 
 // ReadConfig reads the configuration once; the error names every bad setting in one line.
@@ -32,7 +35,8 @@ func ReadConfig(getenv func(string) string) (Config, []string, error) {
 	cfg := Config{
 		Base:                  config.ReadBase(env, ":8081", "postgres://postgres@127.0.0.1:55432/payments?sslmode=disable"),
 		ProviderLatency:       env.Duration("PROVIDER_LATENCY", 0, 0, time.Minute),
-		ProviderTransientRate: env.Float("PROVIDER_TRANSIENT_FAILURE_RATE", 0, 0, 0.99),
+		ProviderTransientRate: env.Float("PROVIDER_TRANSIENT_FAILURE_RATE", 0, 0, 1),
+		PaymentDeadline:       env.Duration("PAYMENT_DEADLINE", 10*time.Minute, time.Second, 7*24*time.Hour),
 	}
 	return cfg, env.Names(), env.Err()
 }
@@ -59,7 +63,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		return err
 	}
 	provider := simulator.New(stack.Pool, cfg.ProviderLatency, cfg.ProviderTransientRate)
-	orders, err := stack.Consumer(consume.Group, consume.Handlers(store, provider))
+	orders, err := stack.Consumer(consume.Group, consume.Handlers(store, provider, cfg.PaymentDeadline))
 	if err != nil {
 		return err
 	}

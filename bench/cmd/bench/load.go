@@ -33,6 +33,7 @@ type post struct {
 	latency time.Duration
 	id      string
 	errKind string
+	refused bool // 503 overloaded: turned away at once by the admission limits
 }
 
 func (tg *target) placeOrder(ctx context.Context) post {
@@ -53,10 +54,14 @@ func (tg *target) placeOrder(ctx context.Context) post {
 	}
 	defer resp.Body.Close()
 	var o struct {
-		ID string `json:"id"`
+		ID   string `json:"id"`
+		Code string `json:"code"` // of a problem
 	}
 	decErr := json.NewDecoder(resp.Body).Decode(&o)
 	lat := time.Since(start)
+	if resp.StatusCode == http.StatusServiceUnavailable && o.Code == "overloaded" {
+		return post{latency: lat, refused: true}
+	}
 	if resp.StatusCode != http.StatusAccepted || decErr != nil {
 		return post{latency: lat, errKind: fmt.Sprintf("http %d", resp.StatusCode)}
 	}
@@ -105,7 +110,14 @@ func (tg *target) closedLoop(ctx context.Context, name string, workers int, d ti
 	for w := range workers {
 		wg.Go(func() {
 			for time.Now().Before(deadline) && ctx.Err() == nil {
-				results[w] = append(results[w], tg.placeOrder(ctx))
+				p := tg.placeOrder(ctx)
+				results[w] = append(results[w], p)
+				if p.refused { // as a client should: wait as long as Retry-After says (1 s)
+					select {
+					case <-time.After(time.Second):
+					case <-ctx.Done():
+					}
+				}
 			}
 		})
 	}
@@ -122,22 +134,25 @@ func (tg *target) closedLoop(ctx context.Context, name string, workers int, d ti
 func (tg *target) finish(ctx context.Context, r runResult, posts []post, sent time.Duration, cpu0 map[string]usage, db0 dbWork) (runResult, error) {
 	r.Seconds = sent.Seconds()
 	r.Errors = map[string]int{}
-	var lats []time.Duration
+	var lats, refused []time.Duration
 	var ids []string
 	for _, p := range posts {
-		lats = append(lats, p.latency)
-		if p.errKind != "" {
+		switch {
+		case p.refused:
+			refused = append(refused, p.latency)
+		case p.errKind != "":
 			r.Errors[p.errKind]++
-			continue
+		default:
+			lats = append(lats, p.latency)
+			ids = append(ids, p.id)
 		}
-		ids = append(ids, p.id)
 	}
-	r.Posted, r.Accepted = len(posts), len(ids)
+	r.Posted, r.Accepted, r.Refused = len(posts), len(ids), len(refused)
 	r.AchievedRate = float64(len(ids)) / sent.Seconds()
 	if r.Mode == "closed" {
 		r.OfferedRate = float64(len(posts)) / sent.Seconds()
 	}
-	r.PostMs = percentiles(lats)
+	r.PostMs, r.RefusedMs = percentiles(lats), percentiles(refused)
 	out, err := tg.outcomes(ctx, ids, 60*time.Second)
 	if err != nil {
 		return r, err

@@ -36,7 +36,9 @@ type runResult struct {
 	Accepted          int                     `json:"accepted"`
 	Confirmed         int                     `json:"confirmed"`
 	Pending           int                     `json:"still_pending"`
-	PostMs            latency                 `json:"post_latency"`
+	PostMs            latency                 `json:"post_latency"` // of the accepted POSTs
+	Refused           int                     `json:"refused"`      // 503 overloaded
+	RefusedMs         latency                 `json:"refused_latency"`
 	ConfirmMs         latency                 `json:"post_to_confirmed"`
 	EmailMs           latency                 `json:"post_to_email"`
 	ConfirmedPerSec   float64                 `json:"confirmed_per_sec"`
@@ -110,6 +112,13 @@ func (r report) markdown(w io.Writer) {
 			x.ConfirmedPerSec, x.RelayEventsPerSec, x.Pending, errs(x.Errors))
 		if x.Pending == 0 && x.ConfirmedPerSec > best[x.Broker] {
 			best[x.Broker] = x.ConfirmedPerSec
+		}
+	}
+	for _, x := range r.Runs {
+		if x.Refused > 0 {
+			fmt.Fprintf(w, "\n%s, %s: %d of %d POSTs refused at once (503 overloaded, %.0f/s), answered in p50 / p95 / p99 / max %s / %s / %s / %s ms; the latencies above are the %d accepted ones'.\n",
+				brokerNames[x.Broker], x.Name, x.Refused, x.Posted, float64(x.Refused)/x.Seconds,
+				ms(x.RefusedMs.P50), ms(x.RefusedMs.P95), ms(x.RefusedMs.P99), ms(x.RefusedMs.Max), x.Accepted)
 		}
 	}
 	r.sideBySide(w)

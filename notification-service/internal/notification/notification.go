@@ -107,6 +107,8 @@ func reasonText(code string) string {
 		return "insufficient funds (insufficient_funds)"
 	case events.ReasonInvalidPaymentMethod:
 		return "the payment method is not valid (invalid_payment_method)"
+	case events.ReasonProviderUnavailable:
+		return "our payment provider could not be reached in time; you were not charged (provider_unavailable)"
 	}
 	return code
 }

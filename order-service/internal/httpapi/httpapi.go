@@ -291,7 +291,7 @@ const (
 	MaxPageSize     = 100
 )
 
-// listOrders serves GET /orders?customer_id=&status=&limit=&cursor=, newest first, with
+// listOrders serves GET /orders?customer_id=&status=&older_than=&limit=&cursor=, newest first, with
 // an opaque cursor to the next page ("next_cursor", absent on the last page).
 func listOrders(store Store) echo.HandlerFunc {
 	return func(c echo.Context) error {
@@ -302,7 +302,7 @@ func listOrders(store Store) echo.HandlerFunc {
 		f := order.Filter{Limit: DefaultPageSize}
 		var errs []order.FieldError
 		bad := func(field, msg string) { errs = append(errs, order.FieldError{Field: field, Message: msg}) }
-		for _, name := range []string{"customer_id", "status", "limit", "cursor"} {
+		for _, name := range []string{"customer_id", "status", "older_than", "limit", "cursor"} {
 			if len(q[name]) > 1 {
 				bad(name, "must be given once")
 			}
@@ -323,6 +323,13 @@ func listOrders(store Store) echo.HandlerFunc {
 			default:
 				bad("status", "must be PENDING_PAYMENT, CONFIRMED, PAYMENT_FAILED or CANCELLED")
 			}
+		}
+		if v, ok := given("older_than"); ok {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 {
+				bad("older_than", "must be a duration such as 300s, 5m or 1h30m")
+			}
+			f.PlacedBefore = time.Now().Add(-d)
 		}
 		if v, ok := given("limit"); ok {
 			n, err := strconv.Atoi(v)
@@ -477,7 +484,10 @@ func decodeJSON(contentType string, body io.Reader, v any) error {
 		return nil
 	}
 	var tooBig *http.MaxBytesError
+	var unread *web.BodyError
 	switch {
+	case errors.As(err, &unread):
+		return err // the body's own problem: it stopped arriving
 	case errors.As(err, &tooBig):
 		return web.NewProblem(http.StatusRequestEntityTooLarge, "body_too_large", "Request Entity Too Large",
 			fmt.Sprintf("the body must be at most %d bytes", MaxBodyBytes))

@@ -91,12 +91,26 @@ func TestListOrdersFiltersAndRejectsBadParameters(t *testing.T) {
 	if got := a.list(t, url.Values{"status": {"CONFIRMED"}}); len(got.Items) != 0 {
 		t.Errorf("status=CONFIRMED = %+v, want none", got.Items)
 	}
+	// Pending for longer than a threshold: an order placed 10 minutes ago is, one placed
+	// just now is not.
+	stuck := a.place(t, customerID)
+	if _, err := a.pool.Exec(context.Background(), `UPDATE orders SET created_at = now() - interval '10 minutes' WHERE id = $1`, stuck.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.list(t, url.Values{"status": {"PENDING_PAYMENT"}, "older_than": {"5m"}}); len(got.Items) != 1 || got.Items[0].ID != stuck.ID {
+		t.Errorf("status=PENDING_PAYMENT&older_than=5m = %+v, want only %s", got.Items, stuck.ID)
+	}
+	if got := a.list(t, url.Values{"status": {"PENDING_PAYMENT"}}); len(got.Items) != 2 {
+		t.Errorf("status=PENDING_PAYMENT = %d orders, want both", len(got.Items))
+	}
 	for _, tc := range []struct{ query, field string }{
 		{"limit=0", "limit"}, {"limit=101", "limit"}, {"limit=ten", "limit"},
 		{"status=SHIPPED", "status"}, {"customer_id=42", "customer_id"}, {"cursor=not-a-cursor", "cursor"},
 		{"limit=" + strings.Repeat("9", 10000), "limit"}, {"limit=1.5", "limit"}, {"customer_id=" + strings.Repeat("a", 5000), "customer_id"},
 		{"status=CONFIRMED&status=PENDING_PAYMENT", "status"}, {"limit=1&limit=2", "limit"},
 		{"customer_id=", "customer_id"}, {"status=", "status"}, {"limit=", "limit"},
+		{"older_than=", "older_than"}, {"older_than=5", "older_than"}, {"older_than=-5m", "older_than"},
+		{"older_than=five", "older_than"}, {"older_than=5m&older_than=1h", "older_than"},
 		{"cursor=AAAAAAAAAAAAAAAAAAAAAA==", "cursor"}, {"cursor=" + strings.Repeat("A", 23), "cursor"},
 	} {
 		t.Run(tc.query[:min(len(tc.query), 40)], func(t *testing.T) {
@@ -108,7 +122,7 @@ func TestListOrdersFiltersAndRejectsBadParameters(t *testing.T) {
 		checkProblem(t, a.get(t, "/orders?"+query), http.StatusBadRequest, "malformed_query")
 	}
 	// Parameters the API does not know are ignored, as a cache buster would be.
-	if got := a.list(t, url.Values{"status": {"PENDING_PAYMENT"}, "_": {"12345"}}); len(got.Items) != 1 {
+	if got := a.list(t, url.Values{"status": {"PENDING_PAYMENT"}, "_": {"12345"}}); len(got.Items) != 2 {
 		t.Errorf("with an unknown parameter: %+v", got.Items)
 	}
 }

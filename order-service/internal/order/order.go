@@ -99,7 +99,10 @@ type Filter struct {
 	CustomerID string // empty: any
 	Status     Status // empty: any
 	Before     string // keyset cursor: only orders with a smaller id (older); empty: from the newest
-	Limit      int
+	// PlacedBefore keeps the orders placed before it; zero: any. With Status
+	// PENDING_PAYMENT: the orders pending for longer than a threshold.
+	PlacedBefore time.Time
+	Limit        int
 }
 
 // Viewer is whom a request speaks for: a customer, who sees only their own orders, or an

@@ -362,8 +362,9 @@ func (s *Store) List(ctx context.Context, f order.Filter) ([]order.Order, error)
 		WHERE ($1 = '' OR customer_id = nullif($1, '')::uuid)
 		  AND ($2 = '' OR status = $2)
 		  AND ($3 = '' OR id < nullif($3, '')::uuid)
+		  AND ($5::timestamptz IS NULL OR created_at < $5)
 		ORDER BY id DESC
-		LIMIT $4`, f.CustomerID, string(f.Status), f.Before, f.Limit)
+		LIMIT $4`, f.CustomerID, string(f.Status), f.Before, f.Limit, placedBefore(f.PlacedBefore))
 	defer rows.Close()
 	var out []order.Order
 	for rows.Next() {
@@ -392,4 +393,12 @@ func (s *Store) History(ctx context.Context, id string) ([]order.Change, error) 
 		return nil, fmt.Errorf("order %s history: %w", id, err)
 	}
 	return changes, nil
+}
+
+// placedBefore is t as a query parameter: NULL when zero, so the filter keeps every order.
+func placedBefore(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
 }

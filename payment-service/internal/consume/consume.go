@@ -11,8 +11,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"go.opencensus.io/trace"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/orderflow/common-events/consumer"
 	"github.com/orderflow/common-events/events"
@@ -27,9 +27,11 @@ const Group = "payment-service"
 // Source names payment-service in the events it publishes.
 const Source = events.SourcePaymentService
 
-// Handlers returns the handler of each topic payment-service consumes.
-func Handlers(store *postgres.Store, provider payment.Provider) map[string]consumer.Handler {
-	c := charger{store: store, provider: provider, now: time.Now, charged: consumer.NewSet(chargedSet{store: store}.apply)}
+// Handlers returns the handler of each topic payment-service consumes. A charge that keeps
+// failing transiently is retried until deadline after the order's creation (0: forever);
+// then the provider's records decide.
+func Handlers(store *postgres.Store, provider payment.Provider, deadline time.Duration) map[string]consumer.Handler {
+	c := charger{store: store, provider: provider, now: time.Now, charged: consumer.NewSet(chargedSet{store: store}.apply), deadline: deadline}
 	return map[string]consumer.Handler{
 		events.TopicOrderCreated:   c.handle,
 		events.TopicOrderCancelled: c.cancel,
@@ -41,6 +43,7 @@ type charger struct {
 	provider payment.Provider
 	now      func() time.Time
 	charged  consumer.Set
+	deadline time.Duration
 }
 
 // chargedSet makes the consumer.Set that records a batch's charges in one statement.
@@ -114,6 +117,9 @@ func (c charger) handle(ctx context.Context, msg consumer.Message) (consumer.App
 	if errors.Is(err, payment.ErrIdempotencyMismatch) {
 		return consumer.Apply{}, consumer.Poison(err)
 	}
+	if err != nil && c.deadline > 0 && c.now().Sub(ev.CreatedAt) >= c.deadline {
+		charge, err = c.settle(ctx, msg, ev.OrderID, err)
+	}
 	if err != nil {
 		return consumer.Apply{}, err // transient: the runner retries with backoff
 	}
@@ -140,6 +146,25 @@ func (c charger) handle(ctx context.Context, msg consumer.Message) (consumer.App
 		return consumer.Apply{}, consumer.Poison(err)
 	}
 	return consumer.Row(c.charged, charged{Charge: postgres.Charge{Payment: p, Topic: topic, Event: env}, log: msg.Log}), nil
+}
+
+// settle decides a payment whose charging kept failing past the deadline by what the
+// provider holds under the order's key — never a guess: its charge if it made one (it
+// then went through after all), else a failure, provider_unavailable, and the order is
+// not charged. No charge is attempted for the order afterwards: the payment is decided.
+// When the provider cannot say either, the error is returned and the runner asks again.
+func (c charger) settle(ctx context.Context, msg consumer.Message, orderID string, chargeErr error) (payment.Charge, error) {
+	lctx, span := tracing.Start(ctx, "provider lookup", trace.SpanKindClient, tracing.OrderID(orderID))
+	charge, found, err := c.provider.Lookup(lctx, orderID)
+	tracing.End(span, err)
+	if err != nil {
+		return payment.Charge{}, fmt.Errorf("charging failed past the payment deadline (%w), and so did asking the provider for the charge: %w", chargeErr, err)
+	}
+	if !found {
+		charge = payment.Charge{DeclineCode: events.ReasonProviderUnavailable}
+	}
+	msg.Log.Warn("payment deadline passed; the provider's records decide", "err", chargeErr, "charge_found", found, "succeeded", charge.Succeeded)
+	return charge, nil
 }
 
 // cancel answers order.cancelled. An order not charged yet gets a CANCELLED payment, on

@@ -37,7 +37,7 @@ func newFixture(t *testing.T) fixture {
 	}
 	sim := simulator.New(pool, 0, 0)
 	store := postgres.NewStore(pool)
-	return fixture{pool: pool, sim: sim, store: store, handlers: consume.Handlers(store, sim)}
+	return fixture{pool: pool, sim: sim, store: store, handlers: consume.Handlers(store, sim, 10*time.Minute)}
 }
 
 // deliver hands ev to its handler and commits what it returns, as the consumer runner does.
@@ -246,5 +246,68 @@ func TestChargedRecordsABatchOnce(t *testing.T) {
 		if o := f.outcome(t, c.Payment.OrderID); o.status != "COMPLETED" || o.completed != 1 {
 			t.Errorf("order %s: %+v, want COMPLETED with one payment.completed event", c.Payment.OrderID, o)
 		}
+	}
+}
+
+// A charge that keeps failing is retried until the payment deadline, counted from the
+// order's creation; then the provider's records decide, never a guess: no charge under
+// the order's key is payment.failed provider_unavailable and nobody is charged, a charge
+// that went through after all is payment.completed. Before the deadline the failure is
+// retried, and no charge is attempted once the payment is decided.
+func TestAPaymentEndsAtItsDeadline(t *testing.T) {
+	f := newFixture(t)
+	down := simulator.New(f.pool, 0, 1) // every charge fails transiently
+	handlers := consume.Handlers(f.store, down, 10*time.Minute)
+	run := func(ev events.OrderCreated) (consumer.Apply, error) {
+		env, err := events.New(ev, events.Meta{Source: "test"}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := consumer.Message{Envelope: env, Event: ev, Topic: events.TopicOrderCreated, Log: slog.New(slog.NewJSONHandler(t.Output(), nil))}
+		return handlers[events.TopicOrderCreated](context.Background(), msg)
+	}
+
+	young := created("019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e01", "tok_visa")
+	if _, err := run(young); !errors.Is(err, payment.ErrTransient) {
+		t.Fatalf("before the deadline: err = %v, want the transient failure, to be retried", err)
+	}
+
+	old := created("019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e02", "tok_visa")
+	old.CreatedAt = time.Now().Add(-11 * time.Minute)
+	apply, err := run(old)
+	if err == nil {
+		err = f.commit(apply)
+	}
+	if err != nil {
+		t.Fatalf("past the deadline, no charge at the provider: %v", err)
+	}
+	var reason string
+	if err := f.pool.QueryRow(context.Background(), `SELECT convert_from(payload, 'UTF8')::jsonb->>'reason' FROM outbox WHERE key = $1 AND topic = $2`,
+		old.OrderID, events.TopicPaymentFailed).Scan(&reason); err != nil || reason != events.ReasonProviderUnavailable {
+		t.Errorf("payment.failed reason = %q (%v), want %s", reason, err, events.ReasonProviderUnavailable)
+	}
+	if o := f.outcome(t, old.OrderID); o.status != "FAILED" || o.charges != 0 {
+		t.Errorf("past the deadline, no charge: %+v, want FAILED and no charge", o)
+	}
+	f.deliver(t, events.TopicOrderCreated, old) // redelivered, the provider back: decided, no charge
+	if o := f.outcome(t, old.OrderID); o.charges != 0 {
+		t.Errorf("a decided payment was charged on redelivery: %+v", o)
+	}
+
+	// The provider took the charge and its answer was lost; then it went down.
+	late := created("019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e03", "tok_visa")
+	late.CreatedAt = time.Now().Add(-11 * time.Minute)
+	if _, err := f.sim.Charge(context.Background(), payment.ChargeRequest{IdempotencyKey: late.OrderID,
+		AmountCents: late.TotalCents, Currency: late.Currency, PaymentMethod: late.PaymentMethod}); err != nil {
+		t.Fatal(err)
+	}
+	if apply, err = run(late); err == nil {
+		err = f.commit(apply)
+	}
+	if err != nil {
+		t.Fatalf("past the deadline, a charge at the provider: %v", err)
+	}
+	if o := f.outcome(t, late.OrderID); o.status != "COMPLETED" || o.charges != 1 || o.completed != 1 {
+		t.Errorf("past the deadline, charged after all: %+v, want COMPLETED, one charge, payment.completed", o)
 	}
 }

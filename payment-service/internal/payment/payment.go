@@ -52,7 +52,7 @@ type ChargeRequest struct {
 type Charge struct {
 	ID          string
 	Succeeded   bool
-	DeclineCode string // card_declined, insufficient_funds, invalid_payment_method
+	DeclineCode string // card_declined, insufficient_funds, invalid_payment_method, provider_unavailable
 }
 
 // RefundRequest asks the provider to pay a charge back in full, once per IdempotencyKey.
@@ -74,6 +74,10 @@ type Refund struct {
 type Provider interface {
 	Charge(ctx context.Context, req ChargeRequest) (Charge, error)
 	Refund(ctx context.Context, req RefundRequest) (Refund, error)
+	// Lookup returns the charge the provider holds under key, and whether it holds one:
+	// what settles a payment whose charging kept failing (ErrTransient when it cannot
+	// say).
+	Lookup(ctx context.Context, key string) (Charge, bool, error)
 }
 
 // ErrTransient is a provider failure worth retrying (timeout, 5xx, rate limit).

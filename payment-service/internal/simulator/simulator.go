@@ -101,6 +101,24 @@ func (s *Simulator) Charge(ctx context.Context, req payment.ChargeRequest) (paym
 	return c, nil
 }
 
+// Lookup reads the ledger for the charge under key. It is not subject to the simulated
+// outage: that stands for charging failing (the card network), while the provider's
+// records still answer.
+func (s *Simulator) Lookup(ctx context.Context, key string) (payment.Charge, bool, error) {
+	var c payment.Charge
+	var outcome string
+	err := s.pool.QueryRow(ctx, `SELECT charge_id, outcome, coalesce(decline_code, '') FROM provider_charges WHERE idempotency_key = $1`,
+		key).Scan(&c.ID, &outcome, &c.DeclineCode)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return payment.Charge{}, false, nil
+	}
+	if err != nil {
+		return payment.Charge{}, false, fmt.Errorf("%w: ledger: %w", payment.ErrTransient, err)
+	}
+	c.Succeeded = outcome == outcomeSucceeded
+	return c, true, nil
+}
+
 // Refund pays a successful charge back in full, once per idempotency key and once per
 // charge, with the same latency and transient failures as a charge.
 func (s *Simulator) Refund(ctx context.Context, req payment.RefundRequest) (payment.Refund, error) {
