@@ -23,6 +23,7 @@ test: deps modules vet lint
 	@scripts/fuzz.sh order-service FuzzPreferWait 5s ./internal/httpapi/
 	@scripts/fuzz.sh common-events FuzzAuthorizationHeader 5s ./web/
 	@scripts/fuzz.sh common-events FuzzRecordDecoding 10s ./consumer/
+	@$(MAKE) --no-print-directory chaos CHAOS_DURATION=60s
 
 # Every module is in go.work, and its go.mod is complete on its own (GOWORK=off go mod tidy).
 modules:
@@ -41,6 +42,18 @@ test-kafka:
 	@cd common-events && TEST_BROKER=kafka $(GO) test -count=1 -timeout 8m ./consumer/ ./outbox/
 	@cd e2e && TEST_BROKER=kafka $(GO) test -count=1 -timeout 12m \
 		-skip 'TestCompose|TestAlerts|TestBadSettings|TestUnreachable|TestScenarioOnlyTheRightPeopleGetIn' .
+
+# The chaos run (e2e/chaos_test.go): mixed load on a devstack with Apache Kafka as a process
+# of its own while every service is killed (SIGKILL) and restarted four times, PostgreSQL
+# restarted immediately, the broker killed and restarted and SMTP gone for a while; then the
+# promises are checked and a table printed. CHAOS_DURATION sets how long (default 3m; make
+# test runs 60 s, about 100 s with the build, the broker's start and the checks).
+CHAOS_DURATION ?= 3m
+.PHONY: chaos
+chaos:
+	@echo "== chaos run, $(CHAOS_DURATION) of load and faults, then the invariants"
+	@scripts/ensure-kafka.sh >/dev/null
+	@cd e2e && CHAOS_DURATION=$(CHAOS_DURATION) $(GO) test -count=1 -timeout 30m -v -run 'TestChaos$$' .
 
 # Keycloak, the OpenID Connect provider of docker-compose.yml, as a process: the server
 # scripts/ensure-keycloak.sh fetches with Maven the first time, started with the compose

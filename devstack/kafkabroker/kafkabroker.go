@@ -266,6 +266,17 @@ func (b *Broker) Stop() error {
 	return err
 }
 
+// Kill kills the broker with SIGKILL, as a crash would: no flush, no clean leave; what it
+// had acknowledged is in its log files (the page cache outlives the process). Start brings
+// it back.
+func (b *Broker) Kill() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cmd != nil {
+		b.kill()
+	}
+}
+
 func (b *Broker) kill() {
 	_ = b.cmd.Process.Kill()
 	<-b.done

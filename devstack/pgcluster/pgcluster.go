@@ -40,6 +40,8 @@ type Cluster struct {
 	Port int
 	cmd  *exec.Cmd
 	done chan error
+	// launch starts the server process again, as Start did (for Restart).
+	launch func() (*exec.Cmd, error)
 }
 
 // ErrNoBinaries says PostgreSQL is not installed where we look.
@@ -121,22 +123,29 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	if o.Stats {
 		args = append(args, "-c", "shared_preload_libraries=pg_stat_statements", "-c", "pg_stat_statements.max=10000")
 	}
-	cmd := exec.Command(filepath.Join(bin, "postgres"), args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGQUIT, Setpgid: true}
-	if o.Log != nil {
-		cmd.Stdout, cmd.Stderr = o.Log, o.Log
-	} else {
-		f, err := os.OpenFile(filepath.Join(o.Dir, "postgres.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-		if err != nil {
-			return nil, err
+	launch := func() (*exec.Cmd, error) {
+		cmd := exec.Command(filepath.Join(bin, "postgres"), args...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGQUIT, Setpgid: true}
+		if o.Log != nil {
+			cmd.Stdout, cmd.Stderr = o.Log, o.Log
+		} else {
+			f, err := os.OpenFile(filepath.Join(o.Dir, "postgres.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+			if err != nil {
+				return nil, err
+			}
+			defer f.Close() // the child holds its own descriptor
+			cmd.Stdout, cmd.Stderr = f, f
 		}
-		defer f.Close() // the child holds its own descriptor
-		cmd.Stdout, cmd.Stderr = f, f
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("start postgres: %w", err)
+		}
+		return cmd, nil
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start postgres: %w", err)
+	cmd, err := launch()
+	if err != nil {
+		return nil, err
 	}
-	c := &Cluster{Host: o.Host, Port: o.Port, cmd: cmd, done: make(chan error, 1)}
+	c := &Cluster{Host: o.Host, Port: o.Port, cmd: cmd, done: make(chan error, 1), launch: launch}
 	go func() { c.done <- cmd.Wait() }()
 	if err := c.waitReady(ctx); err != nil {
 		c.Stop()
@@ -209,6 +218,21 @@ func (c *Cluster) Stop() {
 		_ = c.cmd.Process.Kill()
 		<-c.done
 	}
+}
+
+// Restart stops the server the way "pg_ctl restart -m immediate" does — SIGQUIT: every
+// session ends at once, nothing is flushed, and the next start recovers from the WAL, as
+// after a crash — then starts it again on the same port and waits until it answers.
+func (c *Cluster) Restart(ctx context.Context) error {
+	_ = c.cmd.Process.Signal(syscall.SIGQUIT)
+	<-c.done
+	cmd, err := c.launch()
+	if err != nil {
+		return err
+	}
+	c.cmd = cmd
+	go func() { c.done <- cmd.Wait() }()
+	return c.waitReady(ctx)
 }
 
 // credential returns the postgres user's identity when we are root, nil otherwise.

@@ -1,0 +1,598 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/orderflow/common-events/deadletter"
+	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/common-events/kafka"
+	"github.com/orderflow/devstack/stack"
+	"github.com/orderflow/devstack/testenv"
+)
+
+// TestChaos drives mixed load at a devstack — on Apache Kafka as a process of its own —
+// while faults pile up: every service killed with SIGKILL and restarted, again and again;
+// PostgreSQL restarted immediately; the broker killed with SIGKILL and restarted; the
+// SMTP server gone for a while. Then it checks, over the public REST views, the SMTP
+// server's mailbox and the dead-letter topics, that the promises held, and prints a
+// table. It runs for CHAOS_DURATION (make chaos: 3m); unset, it is skipped.
+func TestChaos(t *testing.T) {
+	d, err := time.ParseDuration(os.Getenv("CHAOS_DURATION"))
+	if err != nil || d <= 0 {
+		t.Skip("set CHAOS_DURATION (make chaos) to run the chaos run")
+	}
+	c := newChaos(t)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() { c.load(ctx, w) })
+	}
+	start := time.Now()
+	c.inject(d) // the load goes on until every fault was injected and d has passed
+	time.Sleep(time.Until(start.Add(d)))
+	stop()
+	wg.Wait()
+	lastFault := c.lastHealed()
+
+	report := c.check(lastFault)
+	c.print(os.Stdout, report)
+	for _, inv := range report.invariants {
+		for _, v := range inv.violations {
+			t.Errorf("%s: %s", inv.name, v)
+		}
+	}
+}
+
+type chaos struct {
+	t     *testing.T
+	s     *stack.Stack
+	mail  *testenv.MailServer
+	smtp  *testenv.Proxy
+	order string
+	pay   string
+	http  *http.Client
+
+	mu       sync.Mutex
+	accepted map[string]*chaosOrder // by order id
+	faults   []fault
+	requests map[string]int // outcome → count
+}
+
+type chaosOrder struct {
+	id, email, token string
+	cancelAsked      bool
+}
+
+type fault struct {
+	kind           string
+	at, healed     time.Time
+	recovered      time.Duration // healed → a new order confirmed; 0: not measured
+	recoveryFailed bool
+}
+
+func newChaos(t *testing.T) *chaos {
+	root, err := stack.FindRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := t.TempDir()
+	if err := stack.Build(context.Background(), root, bin); err != nil {
+		t.Fatal(err)
+	}
+	mail := testenv.SMTP(t)
+	smtp := testenv.NewProxy(t, mail.Addr)
+	logs, err := os.Create(filepath.Join(t.TempDir(), "stack.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logs.Close() })
+	var out io.Writer = logs
+	if os.Getenv("E2E_LOGS") != "" {
+		out = io.MultiWriter(logs, os.Stderr)
+	}
+	s, err := stack.Start(context.Background(), stack.Options{
+		Root: root, DataDir: filepath.Join(t.TempDir(), "data"), BinDir: bin, Prebuilt: true, Broker: stack.BrokerKafka,
+		KafkaPort: testenv.FreePort(t), PGPort: testenv.FreePort(t), Issuer: authority,
+		HTTPPorts: map[string]int{
+			"order-service": testenv.FreePort(t), "payment-service": testenv.FreePort(t), "notification-service": testenv.FreePort(t),
+		},
+		// A provider that takes a while, so kills land while charges are under way; no
+		// FastPostgres: an immediate restart must not lose what was committed.
+		Env:        map[string]string{"SMTP_ADDR": smtp.Addr, "LOG_LEVEL": "warn"},
+		ServiceEnv: map[string]map[string]string{"payment-service": {"PROVIDER_LATENCY": "50ms"}},
+		Log:        out,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return &chaos{
+		t: t, s: s, mail: mail, smtp: smtp, order: s.Service("order-service").URL, pay: s.Service("payment-service").URL,
+		http:     &http.Client{Transport: roles{}, Timeout: 10 * time.Second},
+		accepted: map[string]*chaosOrder{}, requests: map[string]int{},
+	}
+}
+
+// load is one client: it places orders — declined cards among them, some waiting for the
+// outcome with Prefer: wait, some cancelled at once to race the payment — each with an
+// Idempotency-Key it retries with until it gets an answer, as a careful client does.
+func (c *chaos) load(ctx context.Context, worker int) {
+	for i := 0; ctx.Err() == nil; i++ {
+		token := "tok_visa"
+		if rand.IntN(10) == 0 {
+			token = "tok_chargeDeclined"
+		}
+		email := fmt.Sprintf("w%d-%d@chaos.example", worker, i)
+		headers := []string{"Content-Type", "application/json", "Idempotency-Key", fmt.Sprintf("chaos-%d-%d", worker, i)}
+		if rand.IntN(6) == 0 {
+			headers = append(headers, "Prefer", "wait=3")
+		}
+		id := c.send(ctx, http.MethodPost, c.order+"/orders", orderBody(email, token), headers...)
+		if id == "" {
+			continue
+		}
+		o := &chaosOrder{id: id, email: email, token: token}
+		c.mu.Lock()
+		c.accepted[id] = o
+		c.mu.Unlock()
+		if rand.IntN(6) == 0 {
+			c.mu.Lock()
+			o.cancelAsked = true
+			c.mu.Unlock()
+			c.send(ctx, http.MethodPost, c.order+"/orders/"+id+"/cancel", "")
+		}
+	}
+}
+
+// send makes a request until it gets an answer that is not a failure of the stack (a
+// transport error or a 5xx), and returns the order id it names, if any.
+func (c *chaos) send(ctx context.Context, method, url, body string, headers ...string) string {
+	for ctx.Err() == nil {
+		req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
+		if err != nil {
+			c.t.Error(err)
+			return ""
+		}
+		for i := 0; i+1 < len(headers); i += 2 {
+			req.Header.Set(headers[i], headers[i+1])
+		}
+		resp, err := c.http.Do(req)
+		outcome := "transport error"
+		if err == nil {
+			var o struct {
+				ID   string `json:"id"`
+				Code string `json:"code"`
+			}
+			_ = json.NewDecoder(resp.Body).Decode(&o)
+			resp.Body.Close()
+			outcome = fmt.Sprintf("%d %s", resp.StatusCode, o.Code)
+			c.count(outcome)
+			if resp.StatusCode < 500 {
+				if resp.StatusCode >= 400 && resp.StatusCode != http.StatusConflict {
+					c.t.Errorf("%s %s = %s", method, url, outcome)
+				}
+				return o.ID
+			}
+		} else {
+			c.count(outcome)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(200+rand.IntN(800)) * time.Millisecond):
+		}
+	}
+	return ""
+}
+
+func (c *chaos) count(outcome string) {
+	c.mu.Lock()
+	c.requests[outcome]++
+	c.mu.Unlock()
+}
+
+// inject runs the faults at random times spread over d, each as soon as the one before
+// has healed when they crowd: each service killed (SIGKILL) and restarted, four times
+// over; PostgreSQL restarted immediately; the broker killed (SIGKILL) and restarted; SMTP
+// gone for 10 s. After each, a canary order measures, alongside the next faults, how long
+// until a new order is confirmed and its email arrives.
+func (c *chaos) inject(d time.Duration) {
+	var canaries sync.WaitGroup
+	defer canaries.Wait()
+	start := time.Now()
+	var kinds []string
+	for range 4 {
+		kinds = append(kinds, stack.Services...)
+	}
+	kinds = append(kinds, "postgres", "broker", "smtp")
+	rand.Shuffle(len(kinds), func(i, j int) { kinds[i], kinds[j] = kinds[j], kinds[i] })
+	every := d / time.Duration(len(kinds)+1)
+	for i, kind := range kinds {
+		at := start.Add(every*time.Duration(i) + every/2 + time.Duration(rand.Int64N(int64(every))))
+		time.Sleep(time.Until(at))
+		f := fault{kind: kind, at: time.Now()}
+		switch kind {
+		case "postgres":
+			if err := c.s.Postgres.Restart(context.Background()); err != nil {
+				c.t.Fatalf("restart PostgreSQL: %v", err)
+			}
+		case "broker":
+			c.s.Kafka.Kill()
+			time.Sleep(2 * time.Second)
+			if err := c.s.Kafka.Start(context.Background()); err != nil {
+				c.t.Fatalf("restart the broker: %v", err)
+			}
+		case "smtp":
+			c.smtp.Cut()
+			time.Sleep(10 * time.Second)
+			c.smtp.Restore()
+		default:
+			sv := c.s.Service(kind)
+			if err := sv.Kill(); err != nil {
+				c.t.Fatalf("kill %s: %v", kind, err)
+			}
+			time.Sleep(time.Duration(500+rand.IntN(1500)) * time.Millisecond)
+			if err := sv.Start(context.Background()); err != nil {
+				c.t.Fatalf("restart %s: %v", kind, err)
+			}
+		}
+		f.healed = time.Now()
+		canaries.Go(func() {
+			f.recovered, f.recoveryFailed = c.canary()
+			c.mu.Lock()
+			c.faults = append(c.faults, f)
+			c.mu.Unlock()
+		})
+	}
+}
+
+// canary places an order and says how long until it is confirmed and its email arrived.
+func (c *chaos) canary() (time.Duration, bool) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	email := fmt.Sprintf("canary-%x@chaos.example", rand.Uint64())
+	id := c.send(ctx, http.MethodPost, c.order+"/orders", orderBody(email, "tok_visa"),
+		"Content-Type", "application/json", "Idempotency-Key", email)
+	for id != "" && ctx.Err() == nil {
+		if c.status(id) == "CONFIRMED" && len(c.mail.To(email)) > 0 {
+			return time.Since(start), false
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return time.Since(start), true
+}
+
+func (c *chaos) lastHealed() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var last time.Time
+	for _, f := range c.faults {
+		if f.healed.After(last) {
+			last = f.healed
+		}
+	}
+	return last
+}
+
+func (c *chaos) status(id string) string {
+	var o struct{ Status string }
+	c.getJSON(c.order+"/orders/"+id, &o)
+	return o.Status
+}
+
+func (c *chaos) getJSON(url string, v any) {
+	resp, err := c.http.Get(url)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		_ = json.NewDecoder(resp.Body).Decode(v)
+	}
+}
+
+// observed is what the checker reads back of one order.
+type observed struct {
+	status            string
+	history           []string // from→to of each change
+	charged, refunded int      // successful charges and refunds at the provider
+	emails            map[string]int
+	cancelAsked       bool
+}
+
+type invariant struct {
+	name       string
+	violations []string
+}
+
+type chaosReport struct {
+	orders     int
+	byStatus   map[string]int
+	invariants []invariant
+	unfinished time.Duration // last fault → every order final
+}
+
+// check waits until every accepted order is final, at most 60 s after the last fault,
+// then reads each back and holds it to the promises.
+func (c *chaos) check(lastFault time.Time) chaosReport {
+	c.mu.Lock()
+	orders := make([]*chaosOrder, 0, len(c.accepted))
+	for _, o := range c.accepted {
+		orders = append(orders, o)
+	}
+	c.mu.Unlock()
+	final := map[string]bool{"CONFIRMED": true, "PAYMENT_FAILED": true, "CANCELLED": true}
+	pending := slices.Clone(orders)
+	for deadline := lastFault.Add(60 * time.Second); len(pending) > 0 && time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		pending = slices.DeleteFunc(pending, func(o *chaosOrder) bool { return final[c.status(o.id)] })
+	}
+	rep := chaosReport{orders: len(orders), byStatus: map[string]int{}, unfinished: time.Since(lastFault)}
+	// The notifications of the last orders go out after they are final.
+	time.Sleep(3 * time.Second)
+	emails := map[string]map[string]bool{} // order → distinct Message-IDs per kind, kind:Message-ID
+	for _, e := range c.mail.Emails() {
+		// <order-id.kind@orderflow.local>
+		local, _, _ := strings.Cut(strings.Trim(e.MessageID, "<>"), "@")
+		i := strings.LastIndexByte(local, '.')
+		if i < 0 {
+			continue
+		}
+		order, kind := local[:i], local[i+1:]
+		if emails[order] == nil {
+			emails[order] = map[string]bool{}
+		}
+		emails[order][kind+" "+e.MessageID] = true
+	}
+	obs := map[string]observed{}
+	for _, o := range orders {
+		ob := observed{status: c.status(o.id), emails: map[string]int{}, cancelAsked: o.cancelAsked}
+		var h listResp[struct{ From, To string }]
+		c.getJSON(c.order+"/orders/"+o.id+"/history", &h)
+		for _, ch := range h.Items {
+			ob.history = append(ob.history, ch.From+"→"+ch.To)
+		}
+		var charges listResp[struct{ Outcome string }]
+		c.getJSON(c.pay+"/provider/charges?order_id="+o.id, &charges)
+		for _, ch := range charges.Items {
+			if ch.Outcome == "succeeded" {
+				ob.charged++
+			}
+		}
+		var refunds listResp[struct {
+			RefundID string `json:"refund_id"`
+		}]
+		c.getJSON(c.pay+"/provider/refunds?order_id="+o.id, &refunds)
+		ob.refunded = len(refunds.Items)
+		for k := range emails[o.id] {
+			kind, _, _ := strings.Cut(k, " ")
+			ob.emails[kind]++
+		}
+		obs[o.id] = ob
+		rep.byStatus[ob.status]++
+	}
+	rep.invariants = checkInvariants(obs, c.deadLetters())
+	return rep
+}
+
+// deadLetters returns the dead-letter records that are valid events: none may be.
+func (c *chaos) deadLetters() []string {
+	client, err := sarama.NewClient([]string{c.s.KafkaAddr()}, kafka.Config("chaos"))
+	if err != nil {
+		return []string{"cannot read the dead-letter topics: " + err.Error()}
+	}
+	defer client.Close()
+	tool := &deadletter.Tool{Client: client}
+	depths, err := tool.List()
+	if err != nil {
+		return []string{"cannot list the dead-letter topics: " + err.Error()}
+	}
+	var valid []string
+	for _, d := range depths {
+		if d.Records == 0 {
+			continue
+		}
+		recs, err := tool.Records(context.Background(), d.Topic, deadletter.All)
+		if err != nil {
+			return []string{"cannot read " + d.Topic + ": " + err.Error()}
+		}
+		for _, r := range recs {
+			var hs []events.Header
+			for k, v := range r.Headers {
+				hs = append(hs, events.Header{Key: k, Value: []byte(v)})
+			}
+			if env, err := events.ParseEnvelope(hs, r.Value); err == nil {
+				if _, err := events.Decode(env); err == nil {
+					valid = append(valid, r.ID())
+				}
+			}
+		}
+	}
+	return valid
+}
+
+// checkInvariants holds what was observed to the promises; each violation says which
+// order and how.
+func checkInvariants(obs map[string]observed, validDeadLetters []string) []invariant {
+	final := map[string]bool{"CONFIRMED": true, "PAYMENT_FAILED": true, "CANCELLED": true}
+	// The emails tell what happened to the order and its money, in that order. A cancel
+	// that raced the payment may come after the customer was told the payment's outcome:
+	// charged, then cancelled and refunded (order_confirmed, order_cancelled,
+	// payment_refunded), or declined, then cancelled (payment_failed, order_cancelled).
+	wantEmails := func(o observed, told map[string]int) []string {
+		switch o.status {
+		case "CONFIRMED":
+			return []string{"order_confirmed"}
+		case "PAYMENT_FAILED":
+			return []string{"payment_failed"}
+		case "CANCELLED":
+			want := []string{"order_cancelled"}
+			if o.refunded == 1 {
+				want = append(want, "payment_refunded")
+				if told["order_confirmed"] > 0 {
+					want = append(want, "order_confirmed")
+				}
+			} else if told["payment_failed"] > 0 && o.charged == 0 {
+				want = append(want, "payment_failed")
+			}
+			return want
+		}
+		return nil
+	}
+	valid := map[string]bool{"→PENDING_PAYMENT": true, "PENDING_PAYMENT→CONFIRMED": true,
+		"PENDING_PAYMENT→PAYMENT_FAILED": true, "PENDING_PAYMENT→CANCELLED": true}
+	invs := []invariant{
+		{name: "every accepted order final within 60 s of the last fault"},
+		{name: "one provider charge per CONFIRMED order, none for PAYMENT_FAILED"},
+		{name: "a cancelled order never charged, or charged and refunded once"},
+		{name: "one email per (order, kind), the kinds its final state calls for"},
+		{name: "every history a path of the state machine"},
+		{name: "no valid record in a dead-letter topic"},
+	}
+	ids := make([]string, 0, len(obs))
+	for id := range obs {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		o := obs[id]
+		if !final[o.status] {
+			invs[0].violations = append(invs[0].violations, fmt.Sprintf("%s is %q", id, o.status))
+		}
+		switch {
+		case o.status == "CONFIRMED" && (o.charged != 1 || o.refunded != 0):
+			invs[1].violations = append(invs[1].violations, fmt.Sprintf("CONFIRMED %s: %d charges, %d refunds", id, o.charged, o.refunded))
+		case o.status == "PAYMENT_FAILED" && o.charged != 0:
+			invs[1].violations = append(invs[1].violations, fmt.Sprintf("PAYMENT_FAILED %s: %d charges", id, o.charged))
+		case o.status == "CANCELLED" && !(o.charged == 0 && o.refunded == 0 || o.charged == 1 && o.refunded == 1):
+			invs[2].violations = append(invs[2].violations, fmt.Sprintf("CANCELLED %s: %d charges, %d refunds", id, o.charged, o.refunded))
+		}
+		var kinds []string
+		for k, n := range o.emails {
+			kinds = append(kinds, k)
+			if n != 1 {
+				invs[3].violations = append(invs[3].violations, fmt.Sprintf("%s: %d distinct %s emails", id, n, k))
+			}
+		}
+		sort.Strings(kinds)
+		want := wantEmails(o, o.emails)
+		sort.Strings(want)
+		if final[o.status] && !slices.Equal(kinds, want) {
+			invs[3].violations = append(invs[3].violations, fmt.Sprintf("%s %s: emails %v, want %v", o.status, id, kinds, want))
+		}
+		for i, step := range o.history {
+			if !valid[step] || (i == 0) != strings.HasPrefix(step, "→") {
+				invs[4].violations = append(invs[4].violations, fmt.Sprintf("%s: history %v", id, o.history))
+				break
+			}
+		}
+		if final[o.status] && (len(o.history) == 0 || !strings.HasSuffix(o.history[len(o.history)-1], "→"+o.status)) {
+			invs[4].violations = append(invs[4].violations, fmt.Sprintf("%s: history %v does not end %s", id, o.history, o.status))
+		}
+	}
+	for _, r := range validDeadLetters {
+		invs[5].violations = append(invs[5].violations, r)
+	}
+	return invs
+}
+
+func (c *chaos) print(w io.Writer, rep chaosReport) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fmt.Fprintf(w, "\n## Chaos run\n\nOrders accepted: %d (%v). Requests by answer: %v.\n\n", rep.orders, rep.byStatus, c.requests)
+	fmt.Fprintln(w, "| fault | injected | recovery (healed → a new order confirmed and emailed), each |")
+	fmt.Fprintln(w, "|---|---|---|")
+	byKind := map[string][]string{}
+	var kinds []string
+	for _, f := range c.faults {
+		if byKind[f.kind] == nil {
+			kinds = append(kinds, f.kind)
+		}
+		r := fmt.Sprintf("%.1f s", f.recovered.Seconds())
+		if f.recoveryFailed {
+			r = "not within 60 s"
+		}
+		byKind[f.kind] = append(byKind[f.kind], r)
+	}
+	sort.Strings(kinds)
+	for _, k := range kinds {
+		name := k
+		if slices.Contains(stack.Services, k) {
+			name = k + " SIGKILL + restart"
+		}
+		fmt.Fprintf(w, "| %s | %d | %s |\n", name, len(byKind[k]), strings.Join(byKind[k], ", "))
+	}
+	fmt.Fprintln(w, "\n| invariant | violations |\n|---|---|")
+	for _, inv := range rep.invariants {
+		fmt.Fprintf(w, "| %s | %d |\n", inv.name, len(inv.violations))
+	}
+}
+
+// The checker catches what it guards: observations with a planted fault in each promise —
+// an order charged twice (a provider that ignores idempotency keys), a declined order
+// charged, a cancelled order charged and never refunded, a pending order, an email of the
+// wrong kind, an impossible history, a valid event dead-lettered — each yield exactly
+// their violation, and the same orders without the faults none.
+func TestChaosCheckerCatchesPlantedFaults(t *testing.T) {
+	good := map[string]observed{
+		"confirmed": {status: "CONFIRMED", history: []string{"→PENDING_PAYMENT", "PENDING_PAYMENT→CONFIRMED"}, charged: 1, emails: map[string]int{"order_confirmed": 1}},
+		"failed":    {status: "PAYMENT_FAILED", history: []string{"→PENDING_PAYMENT", "PENDING_PAYMENT→PAYMENT_FAILED"}, emails: map[string]int{"payment_failed": 1}},
+		"refunded": {status: "CANCELLED", history: []string{"→PENDING_PAYMENT", "PENDING_PAYMENT→CANCELLED"}, charged: 1, refunded: 1,
+			emails: map[string]int{"order_confirmed": 1, "order_cancelled": 1, "payment_refunded": 1}},
+	}
+	for _, inv := range checkInvariants(good, nil) {
+		if len(inv.violations) > 0 {
+			t.Errorf("healthy orders: %s: %v", inv.name, inv.violations)
+		}
+	}
+	planted := []struct {
+		name      string
+		order     string
+		change    func(o *observed)
+		dead      []string
+		invariant int
+	}{
+		{"a charge made twice", "confirmed", func(o *observed) { o.charged = 2 }, nil, 1},
+		{"a declined order charged", "failed", func(o *observed) { o.charged = 1 }, nil, 1},
+		{"a cancelled order charged, never refunded", "refunded", func(o *observed) { o.refunded = 0; o.emails = map[string]int{"order_cancelled": 1} }, nil, 2},
+		{"an order left pending", "confirmed", func(o *observed) {
+			o.status, o.history, o.emails = "PENDING_PAYMENT", []string{"→PENDING_PAYMENT"}, map[string]int{}
+		}, nil, 0},
+		{"an email of the wrong kind", "confirmed", func(o *observed) { o.emails = map[string]int{"payment_failed": 1} }, nil, 3},
+		{"an email missing", "failed", func(o *observed) { o.emails = map[string]int{} }, nil, 3},
+		{"a final state left again", "confirmed", func(o *observed) { o.history = append(o.history, "CONFIRMED→CANCELLED") }, nil, 4},
+		{"a valid event dead-lettered", "", nil, []string{"order.created.payment-service.dlq/0/7"}, 5},
+	}
+	for _, p := range planted {
+		obs := map[string]observed{}
+		for id, o := range good {
+			o.emails = maps.Clone(o.emails)
+			o.history = slices.Clone(o.history)
+			if id == p.order {
+				p.change(&o)
+			}
+			obs[id] = o
+		}
+		for i, inv := range checkInvariants(obs, p.dead) {
+			if got := len(inv.violations); (i == p.invariant) != (got > 0) {
+				t.Errorf("%s: %q has %d violations %v", p.name, inv.name, got, inv.violations)
+			}
+		}
+	}
+}
