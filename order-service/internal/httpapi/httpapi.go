@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -291,6 +292,11 @@ const (
 	MaxPageSize     = 100
 )
 
+// durationParam is the form of a duration parameter, as the OpenAPI document gives it:
+// each number with its unit ("0" alone, which Go would take, is not one), small enough
+// never to overflow.
+var durationParam = regexp.MustCompile(`^([0-9]{1,5}(\.[0-9]{1,9})?(ns|us|µs|ms|s|m|h)){1,4}$`)
+
 // listOrders serves GET /orders?customer_id=&status=&older_than=&limit=&cursor=, newest first, with
 // an opaque cursor to the next page ("next_cursor", absent on the last page).
 func listOrders(store Store) echo.HandlerFunc {
@@ -326,7 +332,7 @@ func listOrders(store Store) echo.HandlerFunc {
 		}
 		if v, ok := given("older_than"); ok {
 			d, err := time.ParseDuration(v)
-			if err != nil || d < 0 {
+			if err != nil || d < 0 || !durationParam.MatchString(v) {
 				bad("older_than", "must be a duration such as 300s, 5m or 1h30m")
 			}
 			f.PlacedBefore = time.Now().Add(-d)

@@ -110,7 +110,8 @@ func TestListOrdersFiltersAndRejectsBadParameters(t *testing.T) {
 		{"status=CONFIRMED&status=PENDING_PAYMENT", "status"}, {"limit=1&limit=2", "limit"},
 		{"customer_id=", "customer_id"}, {"status=", "status"}, {"limit=", "limit"},
 		{"older_than=", "older_than"}, {"older_than=5", "older_than"}, {"older_than=-5m", "older_than"},
-		{"older_than=five", "older_than"}, {"older_than=5m&older_than=1h", "older_than"},
+		{"older_than=five", "older_than"}, {"older_than=5m&older_than=1h", "older_than"}, {"older_than=0", "older_than"},
+		{"older_than=999999h", "older_than"},
 		{"cursor=AAAAAAAAAAAAAAAAAAAAAA==", "cursor"}, {"cursor=" + strings.Repeat("A", 23), "cursor"},
 	} {
 		t.Run(tc.query[:min(len(tc.query), 40)], func(t *testing.T) {
