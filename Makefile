@@ -55,6 +55,14 @@ chaos:
 	@scripts/ensure-kafka.sh >/dev/null
 	@cd e2e && CHAOS_DURATION=$(CHAOS_DURATION) $(GO) test -count=1 -timeout 30m -v -run 'TestChaos$$' .
 
+# The chaos run on a stack built with a planted bug — a payment simulator that ignores
+# idempotency keys — must report the double charges (about 75 s; not part of make test).
+.PHONY: chaos-planted
+chaos-planted:
+	@echo "== chaos run on a planted bug: a provider that charges again for every request"
+	@scripts/ensure-kafka.sh >/dev/null
+	@cd e2e && CHAOS_PLANTED=1 CHAOS_DURATION=40s $(GO) test -count=1 -timeout 30m -v -run 'TestChaosCatchesANonIdempotentProvider' .
+
 # Keycloak, the OpenID Connect provider of docker-compose.yml, as a process: the server
 # scripts/ensure-keycloak.sh fetches with Maven the first time, started with the compose
 # service's command, environment and realm file; its tokens checked with the services'

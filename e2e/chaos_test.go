@@ -37,27 +37,56 @@ func TestChaos(t *testing.T) {
 	if err != nil || d <= 0 {
 		t.Skip("set CHAOS_DURATION (make chaos) to run the chaos run")
 	}
-	c := newChaos(t)
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	var wg sync.WaitGroup
-	for w := range 8 {
-		wg.Go(func() { c.load(ctx, w) })
+	root, err := stack.FindRoot()
+	if err != nil {
+		t.Fatal(err)
 	}
-	start := time.Now()
-	c.inject(d) // the load goes on until every fault was injected and d has passed
-	time.Sleep(time.Until(start.Add(d)))
-	stop()
-	wg.Wait()
-	lastFault := c.lastHealed()
-
-	report := c.check(lastFault)
-	c.print(os.Stdout, report)
+	var faults []string
+	for range 4 {
+		faults = append(faults, stack.Services...)
+	}
+	report := newChaos(t, root).run(d, append(faults, "postgres", "broker", "smtp"))
 	for _, inv := range report.invariants {
 		for _, v := range inv.violations {
 			t.Errorf("%s: %s", inv.name, v)
 		}
 	}
+}
+
+// The checker catches a planted bug in a real run: built from a copy of the source whose
+// payment simulator ignores idempotency keys (a provider that charges again for every
+// request), the stack goes through the same load while payment-service is killed four
+// times, and the redelivered charges must show up as violations. Run it with
+// CHAOS_PLANTED=1 and CHAOS_DURATION (make chaos-planted).
+func TestChaosCatchesANonIdempotentProvider(t *testing.T) {
+	d, err := time.ParseDuration(os.Getenv("CHAOS_DURATION"))
+	if err != nil || d <= 0 || os.Getenv("CHAOS_PLANTED") != "1" {
+		t.Skip("set CHAOS_PLANTED=1 and CHAOS_DURATION (make chaos-planted) to run it")
+	}
+	root, err := stack.FindRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	planted := copyContext(t, root)
+	for _, p := range []struct{ file, old, new string }{
+		{"migrations/payment/00002_payments.sql", "idempotency_key text        PRIMARY KEY,", "idempotency_key text        NOT NULL,"},
+		{"payment-service/internal/simulator/simulator.go", "ON CONFLICT (idempotency_key) DO NOTHING", ""},
+	} {
+		b, err := os.ReadFile(filepath.Join(planted, p.file))
+		if err != nil || !strings.Contains(string(b), p.old) {
+			t.Fatalf("planting the bug: %s no longer holds %q (%v)", p.file, p.old, err)
+		}
+		if err := os.WriteFile(filepath.Join(planted, p.file), []byte(strings.Replace(string(b), p.old, p.new, 1)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	report := newChaos(t, planted).run(d, []string{"payment-service", "payment-service", "payment-service", "payment-service"})
+	charges := report.invariants[1].violations
+	charges = append(charges, report.invariants[2].violations...)
+	if len(charges) == 0 {
+		t.Fatal("a provider that charges again for every request went through payment-service's kills unseen")
+	}
+	t.Logf("caught: %d orders charged more than once, e.g. %s", len(charges), charges[0])
 }
 
 type chaos struct {
@@ -87,13 +116,14 @@ type fault struct {
 	recoveryFailed bool
 }
 
-func newChaos(t *testing.T) *chaos {
-	root, err := stack.FindRoot()
+// newChaos starts a devstack of the services built from the source at src.
+func newChaos(t *testing.T, src string) *chaos {
+	root, err := stack.FindRoot() // the broker's jars and scripts
 	if err != nil {
 		t.Fatal(err)
 	}
 	bin := t.TempDir()
-	if err := stack.Build(context.Background(), root, bin); err != nil {
+	if err := stack.Build(context.Background(), src, bin); err != nil {
 		t.Fatal(err)
 	}
 	mail := testenv.SMTP(t)
@@ -128,6 +158,24 @@ func newChaos(t *testing.T) *chaos {
 		http:     &http.Client{Transport: roles{}, Timeout: 10 * time.Second},
 		accepted: map[string]*chaosOrder{}, requests: map[string]int{},
 	}
+}
+
+// run drives load for d while faults are injected, then checks and prints the table.
+func (c *chaos) run(d time.Duration, faults []string) chaosReport {
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() { c.load(ctx, w) })
+	}
+	start := time.Now()
+	c.inject(d, faults) // the load goes on until every fault was injected and d has passed
+	time.Sleep(time.Until(start.Add(d)))
+	stop()
+	wg.Wait()
+	report := c.check(c.lastHealed())
+	c.print(os.Stdout, report)
+	return report
 }
 
 // load is one client: it places orders — declined cards among them, some waiting for the
@@ -208,19 +256,15 @@ func (c *chaos) count(outcome string) {
 }
 
 // inject runs the faults at random times spread over d, each as soon as the one before
-// has healed when they crowd: each service killed (SIGKILL) and restarted, four times
-// over; PostgreSQL restarted immediately; the broker killed (SIGKILL) and restarted; SMTP
-// gone for 10 s. After each, a canary order measures, alongside the next faults, how long
-// until a new order is confirmed and its email arrives.
-func (c *chaos) inject(d time.Duration) {
+// has healed when they crowd: a service killed (SIGKILL) and restarted; PostgreSQL
+// restarted immediately ("postgres"); the broker killed (SIGKILL) and restarted
+// ("broker"); SMTP gone for 10 s ("smtp"). After each, a canary order measures, alongside
+// the next faults, how long until a new order is confirmed and its email arrives.
+func (c *chaos) inject(d time.Duration, faults []string) {
 	var canaries sync.WaitGroup
 	defer canaries.Wait()
 	start := time.Now()
-	var kinds []string
-	for range 4 {
-		kinds = append(kinds, stack.Services...)
-	}
-	kinds = append(kinds, "postgres", "broker", "smtp")
+	kinds := slices.Clone(faults)
 	rand.Shuffle(len(kinds), func(i, j int) { kinds[i], kinds[j] = kinds[j], kinds[i] })
 	every := d / time.Duration(len(kinds)+1)
 	for i, kind := range kinds {
