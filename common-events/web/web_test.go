@@ -3,7 +3,6 @@ package web_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/orderflow/common-events/views"
 	"github.com/orderflow/common-events/web"
+	"github.com/orderflow/common-events/web/webtest"
 )
 
 const orderID = "019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f"
@@ -70,15 +70,6 @@ func server(t *testing.T, ready func(context.Context) error) (url string, asked 
 	return srv.URL, asked, logs
 }
 
-type problem struct {
-	Type   string           `json:"type"`
-	Title  string           `json:"title"`
-	Status int              `json:"status"`
-	Detail string           `json:"detail"`
-	Code   string           `json:"code"`
-	Errors []web.FieldError `json:"errors"`
-}
-
 func do(t *testing.T, method, url string) (*http.Response, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, nil)
@@ -95,27 +86,6 @@ func do(t *testing.T, method, url string) (*http.Response, []byte) {
 		t.Fatal(err)
 	}
 	return resp, body
-}
-
-// decodeProblem asserts a problem+json of status and code and returns it.
-func decodeProblem(t *testing.T, resp *http.Response, body []byte, status int, code string) problem {
-	t.Helper()
-	if resp.StatusCode != status {
-		t.Fatalf("status = %d, want %d; body %s", resp.StatusCode, status, body)
-	}
-	if ct := resp.Header.Get("Content-Type"); ct != web.ProblemContentType {
-		t.Errorf("Content-Type = %q, want %q", ct, web.ProblemContentType)
-	}
-	var p problem
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
-		t.Fatalf("problem body %s: %v", body, err)
-	}
-	if p.Status != status || p.Code != code || p.Type != "/problems/"+code || p.Title == "" || p.Detail == "" {
-		t.Errorf("problem = %+v, want status %d, code %s, type /problems/%s, a title and a detail", p, status, code, code)
-	}
-	return p
 }
 
 func TestErrorsAreProblems(t *testing.T) {
@@ -140,7 +110,7 @@ func TestErrorsAreProblems(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			logs.Reset()
 			resp, body := do(t, tt.method, url+tt.path)
-			p := decodeProblem(t, resp, body, tt.status, tt.code)
+			p := webtest.Problem(t, resp, body, tt.status, tt.code)
 			if !strings.Contains(p.Detail, tt.detail) {
 				t.Errorf("detail = %q, want it to contain %q", p.Detail, tt.detail)
 			}
@@ -208,7 +178,7 @@ func TestOrderIDParam(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			*asked = nil
 			resp, body := do(t, http.MethodGet, url+"/things?"+tt.rawQuery)
-			p := decodeProblem(t, resp, body, tt.status, tt.code)
+			p := webtest.Problem(t, resp, body, tt.status, tt.code)
 			if !strings.Contains(p.Detail, tt.detail) {
 				t.Errorf("detail = %q, want it to contain %q", p.Detail, tt.detail)
 			}
@@ -296,7 +266,7 @@ func TestDependencyErrorsAre503s(t *testing.T) {
 			if code == "" {
 				want, code = http.StatusInternalServerError, "internal"
 			}
-			decodeProblem(t, resp, body, want, code)
+			webtest.Problem(t, resp, body, want, code)
 			if ra := resp.Header.Get("Retry-After"); (want == 503) != (ra != "") {
 				t.Errorf("Retry-After = %q on a %d", ra, want)
 			}

@@ -18,12 +18,12 @@ import (
 	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/web"
+	"github.com/orderflow/common-events/web/webtest"
 	"github.com/orderflow/devstack/issuer"
 )
 
 const (
-	problemType = "application/problem+json"
-	orderID     = "019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f"
+	orderID = "019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f"
 )
 
 // Views describes a service's operators' views for the suite.
@@ -106,18 +106,6 @@ func send(t *testing.T, authorization, method, base, path, rawQuery, body string
 	return resp, got
 }
 
-type problem struct {
-	Type   string `json:"type"`
-	Title  string `json:"title"`
-	Status int    `json:"status"`
-	Detail string `json:"detail"`
-	Code   string `json:"code"`
-	Errors []struct {
-		Field   string `json:"field"`
-		Message string `json:"message"`
-	} `json:"errors"`
-}
-
 // checkProblem asserts that the answer is a problem+json of status and code, naming field
 // when one is given. A HEAD answer has the problem's headers and no body.
 func checkProblem(t *testing.T, method string, resp *http.Response, body []byte, status int, code, field string) {
@@ -125,27 +113,19 @@ func checkProblem(t *testing.T, method string, resp *http.Response, body []byte,
 	if resp.StatusCode >= 500 {
 		t.Fatalf("status = %d, want %d and never a 5xx; body %.300s", resp.StatusCode, status, body)
 	}
-	if resp.StatusCode != status {
-		t.Fatalf("status = %d, want %d; body %.300s", resp.StatusCode, status, body)
-	}
-	if ct := resp.Header.Get("Content-Type"); ct != problemType {
-		t.Errorf("Content-Type = %q, want %q", ct, problemType)
-	}
 	if method == http.MethodHead {
+		if resp.StatusCode != status {
+			t.Fatalf("status = %d, want %d; body %.300s", resp.StatusCode, status, body)
+		}
+		if ct := resp.Header.Get("Content-Type"); ct != web.ProblemContentType {
+			t.Errorf("Content-Type = %q, want %q", ct, web.ProblemContentType)
+		}
 		if len(body) != 0 {
 			t.Errorf("HEAD answered a body: %.300s", body)
 		}
 		return
 	}
-	var p problem
-	dec := json.NewDecoder(strings.NewReader(string(body)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
-		t.Fatalf("problem body %.300s: %v", body, err)
-	}
-	if p.Status != status || p.Code != code || p.Type != "/problems/"+code || p.Title == "" || p.Detail == "" {
-		t.Errorf("problem = %+v, want status %d, code %s, type /problems/%s, a title and a detail", p, status, code, code)
-	}
+	p := webtest.Problem(t, resp, body, status, code)
 	if field == "" {
 		if len(p.Errors) != 0 {
 			t.Errorf("errors = %+v, want none", p.Errors)

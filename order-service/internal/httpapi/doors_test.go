@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/orderflow/common-events/auth"
+	"github.com/orderflow/common-events/web"
 	"github.com/orderflow/devstack/issuer"
 	"github.com/orderflow/order-service/internal/httpapi"
 )
@@ -95,7 +96,7 @@ func TestEveryOrderRouteRefusesBadTokens(t *testing.T) {
 				}
 				status, h, body := a.knock(t, r[0], r[1], authorization)
 				if status != http.StatusUnauthorized || !strings.HasPrefix(h.Get("WWW-Authenticate"), `Bearer realm="orderflow"`) ||
-					h.Get("Content-Type") != problemType {
+					h.Get("Content-Type") != web.ProblemContentType {
 					t.Fatalf("= %d, WWW-Authenticate %q, %s %s; want 401 problem+json with a Bearer challenge",
 						status, h.Get("WWW-Authenticate"), h.Get("Content-Type"), body)
 				}

@@ -17,6 +17,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/common-events/auth"
+	"github.com/orderflow/common-events/web"
+	"github.com/orderflow/common-events/web/webtest"
 	"github.com/orderflow/devstack/issuer"
 	"github.com/orderflow/devstack/testenv"
 	"github.com/orderflow/migrations"
@@ -27,9 +29,8 @@ import (
 func TestMain(m *testing.M) { testenv.Main(m) }
 
 const (
-	jsonType    = "application/json"
-	problemType = "application/problem+json"
-	customerID  = "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93"
+	jsonType   = "application/json"
+	customerID = "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93"
 )
 
 // api is order-service's HTTP API on a fresh, migrated database, with its own token
@@ -119,43 +120,15 @@ func (a api) counts(t *testing.T) [3]int {
 	return c
 }
 
-type fieldError struct {
-	Field   string `json:"field"`
-	Message string `json:"message"`
-}
-
-type problem struct {
-	Type   string       `json:"type"`
-	Title  string       `json:"title"`
-	Status int          `json:"status"`
-	Detail string       `json:"detail"`
-	Code   string       `json:"code"`
-	Errors []fieldError `json:"errors"`
-}
-
 // checkProblem asserts resp is a problem+json with status and code, naming exactly the
 // fields given, and returns it.
-func checkProblem(t *testing.T, resp *http.Response, status int, code string, fields ...string) problem {
+func checkProblem(t *testing.T, resp *http.Response, status int, code string, fields ...string) web.Problem {
 	t.Helper()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resp.StatusCode != status {
-		t.Fatalf("status = %d, want %d; body %s", resp.StatusCode, status, body)
-	}
-	if ct := resp.Header.Get("Content-Type"); ct != problemType {
-		t.Errorf("Content-Type = %q, want %q", ct, problemType)
-	}
-	var p problem
-	dec := json.NewDecoder(strings.NewReader(string(body)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
-		t.Fatalf("problem body %s: %v", body, err)
-	}
-	if p.Status != status || p.Code != code || p.Type != "/problems/"+code || p.Title == "" || p.Detail == "" {
-		t.Errorf("problem = %+v, want status %d, code %s, type /problems/%s, a title and a detail", p, status, code, code)
-	}
+	p := webtest.Problem(t, resp, body, status, code)
 	got := make([]string, len(p.Errors))
 	for i, e := range p.Errors {
 		got[i] = e.Field

@@ -29,6 +29,7 @@ import (
 
 	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/common-events/web"
 	"github.com/orderflow/devstack/testenv"
 	"github.com/orderflow/migrations"
 	"github.com/orderflow/order-service/internal/httpapi"
@@ -486,7 +487,7 @@ func (d openAPIDoc) run(t *testing.T, a api, tc openAPICase) int {
 		d.checkEvents(t, tc.route, resp.StatusCode, body)
 	}
 	if tc.code != "" {
-		var p problem
+		var p web.Problem
 		if err := json.Unmarshal(body, &p); err != nil || p.Code != tc.code {
 			t.Errorf("problem code %q, want %q (%v)", p.Code, tc.code, err)
 		}
