@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/orderflow/common-events/auth"
+	"github.com/orderflow/common-events/web"
 	"github.com/orderflow/devstack/issuer"
 	"github.com/orderflow/devstack/stack"
 	"github.com/orderflow/devstack/testenv"
@@ -98,9 +99,10 @@ func (roles) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // politely sends r with send as a well-behaved client does: a request the service refused
-// as overloaded (503 with Retry-After, before doing any of it) is sent again after the
-// time it asked for, up to 30 times. Scenarios that fire a hundred requests at once meet
-// the admission limits; what they check holds for the requests that get through.
+// before doing any of it — 503 overloaded, 429 over the client's share or rate, with
+// Retry-After — is sent again after the time it asked for, up to 30 times. Scenarios that
+// fire a hundred requests at once meet the admission limits; what they check holds for
+// the requests that get through.
 func politely(r *http.Request, send func(*http.Request) (*http.Response, error)) (*http.Response, error) {
 	for attempt := 1; ; attempt++ {
 		req := r
@@ -113,7 +115,8 @@ func politely(r *http.Request, send func(*http.Request) (*http.Response, error))
 			req.Body = body
 		}
 		resp, err := send(req)
-		if err != nil || resp.StatusCode != http.StatusServiceUnavailable || attempt == 30 || (r.Body != nil && r.GetBody == nil) {
+		if err != nil || (resp.StatusCode != http.StatusServiceUnavailable && resp.StatusCode != http.StatusTooManyRequests) ||
+			attempt == 30 || (r.Body != nil && r.GetBody == nil) {
 			return resp, err
 		}
 		b, err := io.ReadAll(resp.Body)
@@ -122,7 +125,7 @@ func politely(r *http.Request, send func(*http.Request) (*http.Response, error))
 			return nil, err
 		}
 		var p struct{ Code string }
-		if json.Unmarshal(b, &p) != nil || p.Code != "overloaded" {
+		if json.Unmarshal(b, &p) != nil || !slices.Contains([]string{web.CodeOverloaded, web.CodeRateLimited, web.CodeClientLimit}, p.Code) {
 			resp.Body = io.NopCloser(bytes.NewReader(b))
 			return resp, nil
 		}

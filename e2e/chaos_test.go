@@ -145,7 +145,7 @@ func newChaos(t *testing.T, src string) *chaos {
 		},
 		// A provider that takes a while, so kills land while charges are under way; no
 		// FastPostgres: an immediate restart must not lose what was committed.
-		Env:        map[string]string{"SMTP_ADDR": smtp.Addr, "LOG_LEVEL": "warn"},
+		Env:        withLoadLimits(map[string]string{"SMTP_ADDR": smtp.Addr, "LOG_LEVEL": "warn"}),
 		ServiceEnv: map[string]map[string]string{"payment-service": {"PROVIDER_LATENCY": "50ms"}},
 		Log:        out,
 	})

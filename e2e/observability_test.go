@@ -685,6 +685,15 @@ func TestAlertsFireWhenTheyShould(t *testing.T) {
 			` + lag("10.0.0.1:8080", "0+3x80") + `
 			` + lag("10.0.0.2:8080", "0+3x80"),
 			firing: map[string]int{"ConsumerLagGrowing": 1}},
+		// A replica that cannot read the lag serves NaN, which the per-partition max
+		// skips: the other replica's reading still counts (a value kept from its last
+		// reading, 500 say, would win the max and hide the growth).
+		{name: "lag growing on one replica's report, unreadable on the other's", at: 12 * time.Minute, series: up + `
+			` + lag("10.0.0.1:8080", "0+3x80") + `
+			` + lag("10.0.0.2:8080", strings.Repeat("NaN ", 81)),
+			firing: map[string]int{"ConsumerLagGrowing": 1}},
+		{name: "lag unreadable", at: 12 * time.Minute, series: up + `
+			` + lag("10.0.0.1:8080", strings.Repeat("NaN ", 81))},
 		{name: "lag high and steady", at: 15 * time.Minute, series: up + `
 			` + lag("10.0.0.1:8080", "500x80")},
 		{name: "lag growing for 3 minutes", at: 8 * time.Minute, series: up + `

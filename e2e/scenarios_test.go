@@ -87,7 +87,7 @@ func newLoggedTarget(t *testing.T, serviceEnv map[string]map[string]string, logs
 		HTTPPorts: map[string]int{
 			"order-service": testenv.FreePort(t), "payment-service": testenv.FreePort(t), "notification-service": testenv.FreePort(t),
 		},
-		Env: map[string]string{"SMTP_ADDR": mail.Addr, "LOG_LEVEL": "warn"}, ServiceEnv: serviceEnv,
+		Env: withLoadLimits(map[string]string{"SMTP_ADDR": mail.Addr, "LOG_LEVEL": "warn"}), ServiceEnv: serviceEnv,
 		Log: logs, FastPostgres: true,
 	})
 	if err != nil {
@@ -98,6 +98,14 @@ func newLoggedTarget(t *testing.T, serviceEnv map[string]map[string]string, logs
 		t: t, ctl: s, mail: mail, order: s.Service("order-service").URL,
 		payment: s.Service("payment-service").URL, notification: s.Service("notification-service").URL,
 	}
+}
+
+// withLoadLimits raises each client's rate limits in env: the scenarios drive hundreds of
+// orders a second as one customer, which the default limits (proven in edge_test.go)
+// would slow to a crawl.
+func withLoadLimits(env map[string]string) map[string]string {
+	env["ORDER_RATE_LIMIT"], env["HTTP_RATE_LIMIT"], env["HTTP_RATE_BURST"] = "10000", "10000", "10000"
+	return env
 }
 
 func (tg *target) control() *stack.Stack {

@@ -34,7 +34,7 @@ print(" ".join(str(s.getsockname()[1]) for s in ss))'))
 mkdir -p .data/bin
 go build -o .data/bin/devstack ./devstack/cmd/devstack
 ORDERFLOW_DATA_DIR=$work KAFKA_PORT=${ports[0]} PG_PORT=${ports[1]} ORDER_PORT=${ports[2]} \
-	PAYMENT_PORT=${ports[3]} NOTIFICATION_PORT=${ports[4]} ISSUER_PORT=${ports[5]} .data/bin/devstack >"$work/devstack.log" 2>&1 &
+	ORDER_RATE_LIMIT=10000 HTTP_RATE_LIMIT=10000 HTTP_RATE_BURST=10000 PAYMENT_PORT=${ports[3]} NOTIFICATION_PORT=${ports[4]} ISSUER_PORT=${ports[5]} .data/bin/devstack >"$work/devstack.log" 2>&1 &
 devstack=$!
 stop() {
 	kill -INT "$devstack" 2>/dev/null || true

@@ -57,7 +57,9 @@ func (p Principal) Has(scope string) bool { return slices.Contains(p.Scopes, sco
 
 // Verifier checks tokens against the issuer's keys, fetched when first needed, again
 // every KeysTTL, and again when a token names a key id it has not seen (a rotated key),
-// at most once every MinRefresh.
+// at most once every MinRefresh after a fetch that succeeded, or after a short backoff
+// after one that failed. A fetch is the verifier's, not the request's that set it off: a
+// client that goes away does not cancel it, so it cannot keep new keys out.
 //
 // A client presents the same token with every request of its session, and checking a
 // signature is the dear part (ES256: some 80 µs of CPU), so a token that passed is
@@ -79,11 +81,22 @@ type Verifier struct {
 	mu      sync.Mutex
 	keys    jwk.Set
 	fetched time.Time // when keys were fetched
-	tried   time.Time // when a fetch was last tried
-	// fetching is closed when the fetch under way ends; nil when none is.
-	fetching chan struct{}
+	tried   time.Time // when the last fetch ended
+	failed  bool      // whether it failed
+	// fetching is the fetch under way; nil when none is.
+	fetching *flight
 	passed   map[[sha256.Size]byte]passed
 }
+
+// flight is one fetch of the keys, which the requests that need them wait for.
+type flight struct {
+	done chan struct{} // closed when it ends
+	err  error         // why it failed; read once done is closed
+}
+
+// fetchTimeout bounds a fetch of the keys, whichever client makes it: a fetch no request
+// can cancel must still end.
+const fetchTimeout = 5 * time.Second
 
 // passed is a token that was verified against the keys fetched at keysFrom.
 type passed struct {
@@ -92,11 +105,11 @@ type passed struct {
 	keysFrom time.Time
 }
 
-// NewVerifier returns a verifier for cfg's issuer; client fetches the keys (nil: a client
-// with a 5 s timeout).
+// NewVerifier returns a verifier for cfg's issuer; client fetches the keys (nil: a plain
+// http.Client). A fetch is given up after 5 s.
 func NewVerifier(cfg Config, client *http.Client) *Verifier {
 	if client == nil {
-		client = &http.Client{Timeout: 5 * time.Second}
+		client = &http.Client{}
 	}
 	return &Verifier{cfg: cfg, client: client, now: time.Now,
 		KeysTTL: 5 * time.Minute, MinRefresh: 10 * time.Second, Skew: 30 * time.Second, MaxRemembered: 10_000,
@@ -198,57 +211,79 @@ func (v *Verifier) verify(ctx context.Context, raw string) (_ Principal, exp, ke
 }
 
 // key returns the issuer's key with id kid, fetching the key set when it is missing,
-// older than KeysTTL, or lacks kid — but, once it has keys, not more often than every
-// MinRefresh, so tokens with made-up key ids cannot hammer the issuer. keysFrom says when
-// the key set it came from was fetched. One request fetches, outside the lock, so a slow
-// issuer holds up only the requests that need new keys, never those whose token was
-// remembered; the others that need them wait for its fetch.
+// older than KeysTTL, or lacks kid — but, once it has keys, not within MinRefresh of a
+// fetch that succeeded, so tokens with made-up key ids cannot hammer the issuer, nor
+// within failBackoff of one that failed, so a fetch that failed (or was made to fail)
+// does not keep a rotated key out for MinRefresh. keysFrom says when the key set it came
+// from was fetched. The fetch runs on its own, outside the lock and detached from ctx, so
+// a slow issuer holds up only the requests that need new keys, never those whose token
+// was remembered, and a request that goes away stops waiting without cancelling the fetch
+// for the others, who wait for that one fetch rather than each making its own.
 func (v *Verifier) key(ctx context.Context, kid string) (_ jwk.Key, keysFrom time.Time, _ error) {
-	for {
+	v.mu.Lock()
+	now := v.now()
+	var k jwk.Key
+	found := false
+	if v.keys != nil {
+		k, found = v.keys.LookupKeyID(kid)
+	}
+	need := v.keys == nil || now.Sub(v.fetched) > v.KeysTTL || !found
+	window := v.MinRefresh
+	if v.failed {
+		window = v.failBackoff()
+	}
+	if need && v.fetching == nil && (v.keys == nil || now.Sub(v.tried) > window) {
+		// The verifier's goroutine, not the request's: it ends within fetchTimeout.
+		v.fetching = &flight{done: make(chan struct{})}
+		go v.fetch(context.WithoutCancel(ctx), v.fetching)
+	}
+	f := v.fetching
+	fetched := v.fetched
+	v.mu.Unlock()
+	if need && f != nil {
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return nil, time.Time{}, fmt.Errorf("%w: %s: %w", ErrKeysUnavailable, v.cfg.JWKSURL, ctx.Err())
+		}
+		// Look again, once: in the keys fetched, or in those held when the fetch failed.
 		v.mu.Lock()
-		now := v.now()
-		var k jwk.Key
-		found := false
 		if v.keys != nil {
 			k, found = v.keys.LookupKeyID(kid)
 		}
-		need := v.keys == nil || now.Sub(v.fetched) > v.KeysTTL || !found
-		if !need || (v.keys != nil && now.Sub(v.tried) <= v.MinRefresh && v.fetching == nil) {
-			fetched := v.fetched
-			v.mu.Unlock()
-			if !found {
-				return nil, time.Time{}, fmt.Errorf("%w: unknown key id %q", ErrInvalidToken, kid)
-			}
-			return k, fetched, nil
-		}
-		if wait := v.fetching; wait != nil { // another request is fetching: look again after it
-			v.mu.Unlock()
-			select {
-			case <-wait:
-				continue
-			case <-ctx.Done():
-				return nil, time.Time{}, fmt.Errorf("%w: %s: %w", ErrKeysUnavailable, v.cfg.JWKSURL, ctx.Err())
-			}
-		}
-		done := make(chan struct{})
-		v.tried, v.fetching = now, done
-		v.mu.Unlock()
-
-		set, err := jwk.Fetch(ctx, v.cfg.JWKSURL, jwk.WithHTTPClient(v.client))
-
-		v.mu.Lock()
-		v.fetching = nil
-		close(done)
-		if err == nil {
-			v.keys, v.fetched = set, now
-			clear(v.passed) // checked against keys no longer held
-		}
+		fetched = v.fetched
 		noKeys := v.keys == nil
 		v.mu.Unlock()
-		if err != nil && noKeys {
-			return nil, time.Time{}, fmt.Errorf("%w: %s: %w", ErrKeysUnavailable, v.cfg.JWKSURL, err)
+		if noKeys {
+			return nil, time.Time{}, fmt.Errorf("%w: %s: %w", ErrKeysUnavailable, v.cfg.JWKSURL, f.err)
 		}
-		// Look again: in the keys fetched, or in those held when the fetch failed (the
-		// next try waits MinRefresh).
 	}
+	if !found {
+		return nil, time.Time{}, fmt.Errorf("%w: unknown key id %q", ErrInvalidToken, kid)
+	}
+	return k, fetched, nil
+}
+
+// failBackoff is how soon a fetch that failed may be tried again: soon, since the issuer
+// may be back and a rotated key waiting; not at once, so a down issuer is not asked by
+// every request. At most a tenth of MinRefresh, so it stays the shorter wait.
+func (v *Verifier) failBackoff() time.Duration { return min(time.Second, v.MinRefresh/10) }
+
+// fetch fetches the keys for f, bounded by fetchTimeout, and ends f.
+func (v *Verifier) fetch(ctx context.Context, f *flight) {
+	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
+	defer cancel()
+	set, err := jwk.Fetch(ctx, v.cfg.JWKSURL, jwk.WithHTTPClient(v.client))
+
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	now := v.now()
+	v.tried, v.failed = now, err != nil
+	if err == nil {
+		v.keys, v.fetched = set, now
+		clear(v.passed) // checked against keys no longer held
+	}
+	f.err = err
+	v.fetching = nil
+	close(f.done)
 }

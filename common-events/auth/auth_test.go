@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -269,4 +270,98 @@ func FuzzVerify(f *testing.F) {
 			t.Fatalf("accepted %q as %+v", s, p)
 		}
 	})
+}
+
+// clock is a time a test moves on, read safely by the verifier's fetch as well.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+
+func (c *clock) Add(d time.Duration) { c.mu.Lock(); defer c.mu.Unlock(); c.t = c.t.Add(d) }
+
+// A client that sends a token under a made-up key id and hangs up while the keys are
+// being fetched, once every MinRefresh, does not keep a rotated key out: the fetch it set
+// off still ends, and the next token under the new key passes without another fetch.
+func TestAClientThatHangsUpDoesNotKeepNewKeysOut(t *testing.T) {
+	old, set := newKey(t, "k1")
+	ks, v := serveKeys(t, set)
+	c := &clock{t: time.Now()}
+	v.SetClock(c.Now)
+	exp := c.Now().Add(time.Hour)
+	if _, err := v.Verify(context.Background(), signed(t, old, "k1", exp)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		c.Add(v.MinRefresh + time.Second)
+		kid := fmt.Sprintf("rotated-%d", i)
+		rotated, newSet := newKey(t, kid)
+		ks.set.Store(&newSet)
+
+		hold := make(chan struct{}) // a slow issuer, answering once the client has gone
+		ks.hold.Store(&hold)
+		ctx, hangUp := context.WithCancel(context.Background())
+		want := ks.fetches.Load() + 1
+		go func() {
+			for ks.fetches.Load() < want && ctx.Err() == nil {
+				time.Sleep(time.Millisecond)
+			}
+			hangUp()
+		}()
+		_, err := v.Verify(ctx, signed(t, old, "made-up", exp))
+		hangUp()
+		ks.hold.Store(nil)
+		close(hold)
+		if err == nil {
+			t.Fatal("a made-up key id passed")
+		}
+
+		if _, err := v.Verify(context.Background(), signed(t, rotated, kid, exp)); err != nil {
+			t.Fatalf("round %d: token under the rotated key after a client hung up: %v", i, err)
+		}
+		if n, want := ks.fetches.Load(), int32(2+i); n != want {
+			t.Errorf("round %d: %d fetches, want %d: one per hung-up client, none more", i, n, want)
+		}
+	}
+}
+
+// A fetch that failed does not hold the keys back for MinRefresh: once the issuer answers
+// again, a rotated key is fetched after the short backoff — and not before it, so a down
+// issuer is not asked by every request.
+func TestAFailedFetchIsTriedAgainSoon(t *testing.T) {
+	old, set := newKey(t, "k1")
+	ks, v := serveKeys(t, set)
+	c := &clock{t: time.Now()}
+	v.SetClock(c.Now)
+	exp := c.Now().Add(time.Hour)
+	ctx := context.Background()
+	if _, err := v.Verify(ctx, signed(t, old, "k1", exp)); err != nil {
+		t.Fatal(err)
+	}
+	c.Add(v.MinRefresh + time.Second)
+	rotated, newSet := newKey(t, "k2")
+	ks.set.Store(&newSet)
+	tok := signed(t, rotated, "k2", exp)
+
+	ks.down.Store(true)
+	if _, err := v.Verify(ctx, tok); err == nil {
+		t.Fatal("passed while the issuer was down")
+	}
+	ks.down.Store(false)
+	c.Add(500 * time.Millisecond)
+	if _, err := v.Verify(ctx, tok); err == nil {
+		t.Error("passed within the backoff: fetched again at once after a failure")
+	}
+	if n := ks.fetches.Load(); n != 2 {
+		t.Errorf("%d fetches within the backoff of a failed one, want 2", n)
+	}
+	c.Add(time.Second) // past the backoff, well within MinRefresh
+	if _, err := v.Verify(ctx, tok); err != nil {
+		t.Errorf("token under the rotated key after the backoff: %v", err)
+	}
+	if n := ks.fetches.Load(); n != 3 {
+		t.Errorf("%d fetches, want 3", n)
+	}
 }

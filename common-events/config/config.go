@@ -219,8 +219,17 @@ type Base struct {
 	ConsumerConcurrency int
 	// MaxInFlight bounds the API's requests being worked on at once (0: two per
 	// database connection of the pool); MaxWaiting those waiting (event streams,
-	// Prefer: wait). Beyond them a request is refused at once with 503.
-	MaxInFlight, MaxWaiting int
+	// Prefer: wait). ClientInFlight and ClientWaiting are one client's shares of them
+	// (ClientInFlight 0: a quarter of MaxInFlight). MaxQueued requests (0: ten per
+	// working place) may wait up to QueueWait for a working place.
+	MaxInFlight, MaxWaiting       int
+	ClientInFlight, ClientWaiting int
+	MaxQueued                     int
+	QueueWait                     time.Duration
+	// RateLimit is each client's rate (requests a second; 0: none) on every route,
+	// RateBurst how many it may send at once.
+	RateLimit float64
+	RateBurst int
 	// ReadTimeout bounds the time to read a whole request, headers and body.
 	ReadTimeout time.Duration
 	// Auth names the issuer whose bearer tokens the service's API accepts.
@@ -243,6 +252,12 @@ func ReadBase(e *Env, httpAddr, databaseURL string) Base {
 		ConsumerConcurrency: e.Int("CONSUMER_CONCURRENCY", consumer.DefaultConcurrency, 1, 10000),
 		MaxInFlight:         e.Int("HTTP_MAX_IN_FLIGHT", 0, 0, 100000),
 		MaxWaiting:          e.Int("HTTP_MAX_WAITING", 1000, 1, 100000),
+		ClientInFlight:      e.Int("HTTP_CLIENT_MAX_IN_FLIGHT", 0, 0, 100000),
+		ClientWaiting:       e.Int("HTTP_CLIENT_MAX_WAITING", 100, 1, 100000),
+		MaxQueued:           e.Int("HTTP_MAX_QUEUED", 0, 0, 100000),
+		QueueWait:           e.Duration("HTTP_QUEUE_WAIT", time.Second, 0, time.Minute),
+		RateLimit:           e.Float("HTTP_RATE_LIMIT", 100, 0, 1e6),
+		RateBurst:           e.Int("HTTP_RATE_BURST", 200, 1, 1e6),
 		ReadTimeout:         e.Duration("HTTP_READ_TIMEOUT", 10*time.Second, 100*time.Millisecond, 10*time.Minute),
 		Auth:                ReadAuth(e),
 		Tracing:             ReadTracing(e),

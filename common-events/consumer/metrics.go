@@ -1,9 +1,9 @@
 package consumer
 
 import (
+	"context"
+	"fmt"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -55,17 +55,31 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	return m, metrics.Register(reg, m.records, m.handling, m.inFlight, m.paused)
 }
 
-// Watch registers the lag of group on the topics it reads, read through client when
-// scraped: each partition's end (high-water mark) minus the group's committed offset.
-// Every outcome's series of those topics starts at 0, so the first record of an outcome
-// shows as an increase (a dead letter included) rather than as a new series.
+// Watch registers the lag of group on the topics it reads, read through client in the
+// background (metrics.Background; m's Registerer must be a Registry's): each partition's
+// end (high-water mark) minus the group's committed offset. Every outcome's series of
+// those topics starts at 0, so the first record of an outcome shows as an increase (a
+// dead letter included) rather than as a new series; the handling time, the records in
+// flight and the paused partitions are there from the start too.
 func (m *Metrics) Watch(group string, topics []string, client sarama.Client) error {
 	for _, t := range topics {
 		for _, o := range []string{OutcomeApplied, OutcomeDuplicate, OutcomeRetried, OutcomeDeadLettered} {
 			m.records.WithLabelValues(group, t, o)
 		}
+		m.handling.WithLabelValues(group, t)
 	}
-	return metrics.Register(m.reg, &lag{group: group, topics: topics, client: client})
+	m.inFlight.WithLabelValues(group)
+	m.paused.WithLabelValues(group)
+	l := &lag{group: group, topics: topics, client: client, parts: map[string][]int32{}}
+	for _, t := range topics {
+		// The client has just read the cluster's metadata: the partitions come from it.
+		if ps, err := client.Partitions(t); err == nil {
+			l.parts[t] = ps
+		}
+	}
+	return metrics.Background(m.reg, metrics.Reading{
+		Name: "consumer_lag:" + group, Descs: []*prometheus.Desc{lagDesc}, Read: l.read, Unread: l.unknown(),
+	})
 }
 
 func (m *Metrics) outcome(group, topic, outcome string, n int) {
@@ -96,87 +110,136 @@ type lag struct {
 	group  string
 	topics []string
 	client sarama.Client
-
-	// A reading runs in the background, one at a time: a scrape waits for it at most
-	// lagWait, then serves the last reading that succeeded, so a slow broker delays the
-	// lag by a scrape instead of failing it; a reading that fails (the broker is down)
-	// clears it, so no stale lag is shown.
-	running atomic.Bool
-	mu      sync.Mutex
-	last    []prometheus.Metric
+	parts  map[string][]int32 // the partitions of the last reading; only read touches it after Watch
 }
-
-// lagWait bounds how long a scrape waits for the broker's offsets, well inside
-// Prometheus's default scrape timeout (10 s).
-const lagWait = 3 * time.Second
 
 var lagDesc = prometheus.NewDesc(metrics.Namespace+"_consumer_lag_records",
-	"Records a consumer group has still to commit on a partition: its end (high-water mark) minus the committed offset.",
+	"Records a consumer group has still to commit on a partition: its end (high-water mark) minus the committed offset, "+
+		"as of the last reading; NaN while it cannot be read.",
 	[]string{"group", "topic", "partition"}, nil)
 
-func (l *lag) Describe(ch chan<- *prometheus.Desc) { ch <- lagDesc }
-
-func (l *lag) Collect(ch chan<- prometheus.Metric) {
-	if l.running.CompareAndSwap(false, true) {
-		done := make(chan struct{})
-		go func() { // ends when the broker answers or the client's own timeouts pass
-			defer l.running.Store(false)
-			defer close(done)
-			ms, err := l.read()
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			if l.last = ms; err != nil {
-				l.last = nil
-			}
-		}()
-		select {
-		case <-done:
-		case <-time.After(lagWait):
+// unknown is the lag of every partition known, at NaN. A reading that fails serves it
+// rather than the last values: the recording rule in deploy/prometheus/alerts.yml takes
+// each partition's max over the replicas, and PromQL's max skips NaN, so a replica that
+// cannot read shows nothing there while another reads the partition; an old number kept
+// would win the max whenever it is the larger and hide a lag that grows.
+func (l *lag) unknown() []prometheus.Metric {
+	var out []prometheus.Metric
+	for _, t := range l.topics {
+		for _, p := range l.parts[t] {
+			out = append(out, metrics.NaN(lagDesc, l.group, t, itoa(p)))
 		}
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, m := range l.last {
-		ch <- m
-	}
+	return out
 }
 
-// read returns the lag of every partition of the group's topics.
-func (l *lag) read() ([]prometheus.Metric, error) {
-	fail := func(err error) ([]prometheus.Metric, error) { return nil, err }
+// read returns the lag of every partition of the group's topics: the committed offsets
+// in one request to the coordinator, the ends (and, where nothing is committed, the
+// starts) in one request to each leader, not one a partition — a request may wait
+// behind a consumer's fetch on the same connection. The client takes no context: its
+// own timeouts bound the reading.
+func (l *lag) read(context.Context) ([]prometheus.Metric, error) {
 	parts := map[string][]int32{}
 	for _, t := range l.topics {
 		ps, err := l.client.Partitions(t)
 		if err != nil {
-			return fail(err)
+			return l.unknown(), err
 		}
 		parts[t] = ps
 	}
+	l.parts = parts
 	coord, err := l.client.Coordinator(l.group)
 	if err != nil {
-		return fail(err)
+		return l.unknown(), err
 	}
 	resp, err := coord.FetchOffset(sarama.NewOffsetFetchRequest(l.client.Config().Version, l.group, parts))
 	if err != nil {
-		return fail(err)
+		return l.unknown(), err
+	}
+	committed := map[string]map[int32]int64{}
+	var unset map[string][]int32
+	for t, ps := range parts {
+		committed[t] = map[int32]int64{}
+		for _, p := range ps {
+			if b := resp.GetBlock(t, p); b != nil && b.Err == sarama.ErrNoError && b.Offset >= 0 {
+				committed[t][p] = b.Offset
+				continue
+			}
+			if unset == nil {
+				unset = map[string][]int32{}
+			}
+			unset[t] = append(unset[t], p)
+		}
+	}
+	ends, err := l.offsets(parts, sarama.OffsetNewest)
+	if err != nil {
+		return l.unknown(), err
+	}
+	// Nothing committed yet: all that is kept is to do.
+	starts, err := l.offsets(unset, sarama.OffsetOldest)
+	if err != nil {
+		return l.unknown(), err
 	}
 	var out []prometheus.Metric
+	for _, t := range l.topics {
+		for _, p := range parts[t] {
+			c, ok := committed[t][p]
+			if !ok {
+				c = starts[t][p]
+			}
+			out = append(out, metrics.Const(lagDesc, prometheus.GaugeValue, float64(max(ends[t][p]-c, 0)), l.group, t, itoa(p)))
+		}
+	}
+	return out, nil
+}
+
+// offsets asks each partition's leader for its offset at (newest or oldest), one
+// request a leader.
+func (l *lag) offsets(parts map[string][]int32, at int64) (map[string]map[int32]int64, error) {
+	reqs := map[*sarama.Broker]*sarama.OffsetRequest{}
 	for t, ps := range parts {
 		for _, p := range ps {
-			end, err := l.client.GetOffset(t, p, sarama.OffsetNewest)
+			b, err := l.client.Leader(t, p)
 			if err != nil {
-				return fail(err)
+				return nil, err
 			}
-			committed := int64(-1)
-			if b := resp.GetBlock(t, p); b != nil && b.Err == sarama.ErrNoError {
-				committed = b.Offset
+			if reqs[b] == nil {
+				reqs[b] = sarama.NewOffsetRequest(l.client.Config().Version)
 			}
-			if committed < 0 { // nothing committed yet: all that is kept is to do
-				if committed, err = l.client.GetOffset(t, p, sarama.OffsetOldest); err != nil {
-					return fail(err)
+			reqs[b].AddBlock(t, p, at, 1)
+		}
+	}
+	out := map[string]map[int32]int64{}
+	for b, req := range reqs {
+		resp, err := b.GetAvailableOffsets(req)
+		if err != nil {
+			_ = b.Close() // as the client's own GetOffset does: the next use reconnects
+			return nil, err
+		}
+		for t, ps := range parts {
+			for _, p := range ps {
+				blk := resp.GetBlock(t, p)
+				if blk == nil {
+					continue // another leader's
 				}
+				if blk.Err != sarama.ErrNoError {
+					return nil, fmt.Errorf("offset of %s/%d: %w", t, p, blk.Err)
+				}
+				if len(blk.Offsets) != 1 {
+					return nil, fmt.Errorf("offset of %s/%d: %w", t, p, sarama.ErrIncompleteResponse)
+				}
+				if out[t] == nil {
+					out[t] = map[int32]int64{}
+				}
+				out[t][p] = blk.Offsets[0]
 			}
-			out = append(out, metrics.Const(lagDesc, prometheus.GaugeValue, float64(max(end-committed, 0)), l.group, t, itoa(p)))
+		}
+	}
+	for t, ps := range parts {
+		for _, p := range ps {
+			if _, ok := out[t][p]; !ok {
+				return nil, fmt.Errorf("offset of %s/%d: %w", t, p, sarama.ErrIncompleteResponse)
+			}
 		}
 	}
 	return out, nil

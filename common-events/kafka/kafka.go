@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -108,19 +109,109 @@ func waitForLeaders(admin sarama.ClusterAdmin, topics []string, timeout time.Dur
 	}
 }
 
-// Ping reports whether the brokers answer a metadata request within the context's time.
+// Ping reports whether a broker of client's cluster answers a metadata request within
+// the context's deadline (pingTimeout without one). It asks on a connection of its own,
+// whose every wait ends by that deadline, and closes it before returning: nothing of
+// the call outlives it, and it never queues behind the client's requests. (The client's
+// RefreshMetadata takes no context and waits out its own timeouts, retries included.)
 func Ping(ctx context.Context, client sarama.Client) error {
-	done := make(chan error, 1)
-	go func() { done <- client.RefreshMetadata() }()
-	select {
-	case err := <-done:
-		if err != nil {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(pingTimeout)
+	}
+	brokers := client.Brokers()
+	if len(brokers) == 0 {
+		return errors.New("kafka: no broker known")
+	}
+	var errs []error
+	for i, b := range brokers {
+		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("kafka: %w", err)
 		}
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("kafka: %w", ctx.Err())
+		// Each broker left gets an equal share of the time left.
+		by := time.Now().Add(time.Until(deadline) / time.Duration(len(brokers)-i))
+		err := askMetadata(b.Addr(), client.Config(), by)
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
 	}
+	return fmt.Errorf("kafka: %w", errors.Join(errs...))
+}
+
+// pingTimeout bounds a Ping whose context has no deadline.
+const pingTimeout = 5 * time.Second
+
+// askMetadata opens a connection to addr with base's settings, asks it for the cluster's
+// metadata, and closes it, all by the deadline by.
+func askMetadata(addr string, base *sarama.Config, by time.Time) error {
+	conf := *base
+	left := time.Until(by)
+	if left <= 0 {
+		return fmt.Errorf("%s: %w", addr, context.DeadlineExceeded)
+	}
+	conf.Net.DialTimeout, conf.Net.ReadTimeout, conf.Net.WriteTimeout = left, left, left
+	conf.Net.Proxy.Enable, conf.Net.Proxy.Dialer = true, deadlineDialer{by: by, next: dialer(base, left)}
+	b := sarama.NewBroker(addr)
+	if err := b.Open(&conf); err != nil {
+		return fmt.Errorf("%s: %w", addr, err)
+	}
+	defer b.Close() // waits for the connection's reader to end
+	if _, err := b.GetMetadata(sarama.NewMetadataRequest(conf.Version, nil)); err != nil {
+		return fmt.Errorf("%s: %w", addr, err)
+	}
+	return nil
+}
+
+// netDialer is what sarama dials with.
+type netDialer interface {
+	Dial(network, addr string) (net.Conn, error)
+}
+
+func dialer(c *sarama.Config, timeout time.Duration) netDialer {
+	if c.Net.Proxy.Enable && c.Net.Proxy.Dialer != nil {
+		return c.Net.Proxy.Dialer
+	}
+	return &net.Dialer{Timeout: timeout, KeepAlive: c.Net.KeepAlive, LocalAddr: c.Net.LocalAddr}
+}
+
+// deadlineDialer dials through next and hands out connections whose deadlines never pass
+// by, whatever deadline sarama sets on them for each request.
+type deadlineDialer struct {
+	by   time.Time
+	next netDialer
+}
+
+func (d deadlineDialer) Dial(network, addr string) (net.Conn, error) {
+	c, err := d.next.Dial(network, addr)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.SetDeadline(d.by); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return deadlineConn{c, d.by}, nil
+}
+
+type deadlineConn struct {
+	net.Conn
+	by time.Time
+}
+
+func (c deadlineConn) SetDeadline(t time.Time) error { return c.Conn.SetDeadline(earliest(t, c.by)) }
+func (c deadlineConn) SetReadDeadline(t time.Time) error {
+	return c.Conn.SetReadDeadline(earliest(t, c.by))
+}
+func (c deadlineConn) SetWriteDeadline(t time.Time) error {
+	return c.Conn.SetWriteDeadline(earliest(t, c.by))
+}
+
+func earliest(t, by time.Time) time.Time {
+	if t.IsZero() || t.After(by) {
+		return by
+	}
+	return t
 }
 
 // Message turns an envelope into a record for topic, keyed by the order id.

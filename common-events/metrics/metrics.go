@@ -6,16 +6,20 @@
 package metrics
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"net/http"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/orderflow/common-events/web"
 )
@@ -29,8 +33,13 @@ const Path = "/metrics"
 // Registry is one service's metrics.
 type Registry struct {
 	*prometheus.Registry
+	// Interval is how often Run takes the readings registered with Background;
+	// DefaultInterval when 0. Set it before Run.
+	Interval time.Duration
+
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	readings readings
 }
 
 // New returns a registry holding the Go runtime's and the process's metrics and the HTTP
@@ -49,7 +58,7 @@ func New(service string) (*Registry, error) {
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 	}, []string{"route", "method"})
 	return r, Register(wrapped, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		r.requests, r.latency)
+		r.requests, r.latency, &r.readings)
 }
 
 // Register registers every collector with reg.
@@ -63,9 +72,15 @@ func Register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
 }
 
 // Registerer is where a service's own metrics go: on this registry, labelled with the
-// service like the rest.
+// service like the rest. A Reading registered through it with Background is read by r's Run.
 func (r *Registry) Registerer(service string) prometheus.Registerer {
-	return prometheus.WrapRegistererWith(prometheus.Labels{"service": service}, r.Registry)
+	return registerer{prometheus.WrapRegistererWith(prometheus.Labels{"service": service}, r.Registry), r}
+}
+
+// registerer is a Registry's Registerer: Background finds the Registry through it.
+type registerer struct {
+	prometheus.Registerer
+	r *Registry
 }
 
 // Serve adds the HTTP request metrics to e and serves the registry at Path.
@@ -82,14 +97,52 @@ func (r *Registry) Serve(e *echo.Echo) {
 			return nil
 		}
 	})
-	// A collector that cannot read (the broker's offsets while it is down) leaves its own
-	// series out; the rest are served, the outbox's age above all during such an outage.
-	h := promhttp.HandlerFor(r.Registry, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
-	e.GET(Path, echo.WrapHandler(h))
+	e.GET(Path, r.exposition())
 }
 
-// Pool registers pool's statistics: connections in use, idle and opening, the limit, and
-// how often and how long acquiring one waited.
+// gatherFresh is how long one rendering of the registry serves the scrapes that follow it
+// (at most Interval): a flood of scrapes costs one rendering a second, not one each, and a
+// counter is at most that much behind.
+const gatherFresh = time.Second
+
+// exposition serves the registry in Prometheus's text format, rendered at most once every
+// gatherFresh, one rendering at a time; the scrapes meanwhile are answered the last
+// rendering's bytes. A collector that cannot give its series leaves them out; the rest
+// are served. (What costs a query or a broker round trip is a Reading, served from
+// memory.)
+func (r *Registry) exposition() echo.HandlerFunc {
+	format := expfmt.NewFormat(expfmt.TypeTextPlain)
+	var (
+		mu   sync.Mutex
+		at   time.Time
+		body []byte
+	)
+	render := func() []byte {
+		mu.Lock()
+		defer mu.Unlock()
+		fresh := gatherFresh
+		if r.Interval > 0 {
+			fresh = min(fresh, r.Interval)
+		}
+		if body != nil && time.Since(at) < fresh {
+			return body
+		}
+		families, _ := r.Registry.Gather() // ContinueOnError: what could be gathered
+		var buf bytes.Buffer
+		enc := expfmt.NewEncoder(&buf, format)
+		for _, mf := range families {
+			_ = enc.Encode(mf)
+		}
+		body, at = buf.Bytes(), time.Now()
+		return body
+	}
+	return func(c echo.Context) error {
+		return c.Blob(http.StatusOK, string(format), render())
+	}
+}
+
+// Pool registers pool's statistics: connections in use, idle and opening, the limit, how
+// many were acquired, and how often and how long acquiring one waited.
 func Pool(reg prometheus.Registerer, pool *pgxpool.Pool) error {
 	return Register(reg, poolCollector{pool})
 }
@@ -99,6 +152,7 @@ type poolCollector struct{ pool *pgxpool.Pool }
 var (
 	poolConns = prometheus.NewDesc(Namespace+"_db_pool_connections", "Database connections in the pool, by state.", []string{"state"}, nil)
 	poolMax   = prometheus.NewDesc(Namespace+"_db_pool_max_connections", "The most connections the pool opens.", nil, nil)
+	poolTaken = prometheus.NewDesc(Namespace+"_db_pool_acquires_total", "Connections acquired from the pool: every query or transaction takes one.", nil, nil)
 	poolWaits = prometheus.NewDesc(Namespace+"_db_pool_acquire_waits_total", "Acquisitions that had to wait for a connection.", nil, nil)
 	poolWait  = prometheus.NewDesc(Namespace+"_db_pool_acquire_wait_seconds_total", "Time spent waiting for a connection.", nil, nil)
 )
@@ -106,6 +160,7 @@ var (
 func (p poolCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- poolConns
 	ch <- poolMax
+	ch <- poolTaken
 	ch <- poolWaits
 	ch <- poolWait
 }
@@ -116,6 +171,7 @@ func (p poolCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- Const(poolConns, prometheus.GaugeValue, float64(s.IdleConns()), "idle")
 	ch <- Const(poolConns, prometheus.GaugeValue, float64(s.ConstructingConns()), "opening")
 	ch <- Const(poolMax, prometheus.GaugeValue, float64(s.MaxConns()))
+	ch <- Const(poolTaken, prometheus.CounterValue, float64(s.AcquireCount()))
 	ch <- Const(poolWaits, prometheus.CounterValue, float64(s.EmptyAcquireCount()))
 	ch <- Const(poolWait, prometheus.CounterValue, s.EmptyAcquireWaitTime().Seconds())
 }
@@ -130,32 +186,46 @@ func Const(desc *prometheus.Desc, t prometheus.ValueType, v float64, labels ...s
 	return m
 }
 
-// Tally registers a gauge read from the database when scraped: query returns one row per
-// series, its label values (text) and then its value. Meant for counts a service keeps
-// in its tables anyway (orders by status), which survive restarts, unlike counters.
-func Tally(reg prometheus.Registerer, pool *pgxpool.Pool, name, help string, labels []string, query string) error {
-	return Register(reg, tally{pool: pool, query: query, labels: len(labels),
-		desc: prometheus.NewDesc(Namespace+"_"+name, help, labels, nil)})
+// Tally registers a gauge read from the database in the background (a Reading named
+// name): query returns one row per series, its label values (text) and then its value.
+// Meant for counts a service keeps in its tables anyway (orders by status), which survive
+// restarts, unlike counters. known are label values always served, at 0 when the query
+// has no row for them, so that the first order of a status shows as a change of a series
+// rather than as a new one; until the first reading they are NaN.
+func Tally(reg prometheus.Registerer, pool *pgxpool.Pool, name, help string, labels []string, query string, known ...[]string) error {
+	t := tally{pool: pool, query: query, labels: len(labels), known: known,
+		desc: prometheus.NewDesc(Namespace+"_"+name, help, labels, nil)}
+	for _, k := range known {
+		if len(k) != len(labels) {
+			return fmt.Errorf("metrics: tally %s: known label values %q do not match the labels %q", name, k, labels)
+		}
+	}
+	var unread []prometheus.Metric
+	if len(labels) == 0 {
+		unread = []prometheus.Metric{NaN(t.desc)}
+	}
+	for _, k := range known {
+		unread = append(unread, NaN(t.desc, k...))
+	}
+	return Background(reg, Reading{Name: name, Descs: []*prometheus.Desc{t.desc}, Read: t.read, Unread: unread})
 }
 
 type tally struct {
 	pool   *pgxpool.Pool
 	query  string
 	labels int
+	known  [][]string
 	desc   *prometheus.Desc
 }
 
-func (t tally) Describe(ch chan<- *prometheus.Desc) { ch <- t.desc }
-
-func (t tally) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
+func (t tally) read(ctx context.Context) ([]prometheus.Metric, error) {
 	rows, err := t.pool.Query(ctx, t.query)
 	if err != nil {
-		ch <- prometheus.NewInvalidMetric(t.desc, err)
-		return
+		return nil, err
 	}
 	defer rows.Close()
+	var out []prometheus.Metric
+	seen := map[string]bool{}
 	for rows.Next() {
 		labels := make([]string, t.labels)
 		var v float64
@@ -164,12 +234,18 @@ func (t tally) Collect(ch chan<- prometheus.Metric) {
 			dest = append(dest, &labels[i])
 		}
 		if err := rows.Scan(append(dest, &v)...); err != nil {
-			ch <- prometheus.NewInvalidMetric(t.desc, err)
-			return
+			return nil, err
 		}
-		ch <- Const(t.desc, prometheus.GaugeValue, v, labels...)
+		seen[strings.Join(labels, "\x00")] = true
+		out = append(out, Const(t.desc, prometheus.GaugeValue, v, labels...))
 	}
 	if err := rows.Err(); err != nil {
-		ch <- prometheus.NewInvalidMetric(t.desc, err)
+		return nil, err
 	}
+	for _, k := range t.known {
+		if !seen[strings.Join(k, "\x00")] {
+			out = append(out, Const(t.desc, prometheus.GaugeValue, 0, k...))
+		}
+	}
+	return out, nil
 }

@@ -1,69 +1,478 @@
 package web
 
 import (
+	"bytes"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"slices"
-	"strings"
+	"strconv"
+	"sync"
+	"time"
 
 	"github.com/labstack/echo/v4"
 )
 
-// Limits bound the requests a service takes on at once. A request beyond them is refused
-// at once — 503 overloaded with Retry-After — rather than queued: a queue longer than the
-// service can drain only makes every client wait until it gives up (measured before this:
-// 2,000 orders/s offered, twice what the stack sustains, gave POST p50 8.2 s, 604 client
-// timeouts and a 569 MB order-service).
+// MaxBodyBytes bounds a request body at the edge: a longer one is refused 413 before it
+// takes a place.
+const MaxBodyBytes = 1 << 20
+
+// Limits bound the requests a service takes on at once, in all and per client (the
+// bearer token's subject; without a valid token, the peer's address). Beyond them a
+// request waits a little in a bounded queue, or is refused — 503 overloaded, or 429 for
+// a client over its own share or rate — with Retry-After: a queue longer than the service
+// can drain only makes every client wait until it gives up (measured before admission
+// control: 2,000 orders/s offered, twice what the stack sustains, gave POST p50 8.2 s and a
+// 569 MB order-service).
 type Limits struct {
 	// Working bounds the requests being worked on: most of them hold a database
-	// connection for part of their time.
-	Working int
-	// Waiting bounds the requests that mostly wait for something to happen — an event
-	// stream (Accept: text/event-stream), an answer held with Prefer: wait — counted apart
-	// so a crowd of watchers cannot crowd out the work, nor the reverse.
-	Waiting int
-	// Exempt are paths never refused: the probes and the metrics, which must answer
-	// most when the service is busiest.
+	// connection for part of their time. ClientWorking is one client's share of them.
+	Working, ClientWorking int
+	// Waiting bounds the requests that wait for something to happen — an event stream,
+	// an answer held with Prefer: wait — which their handler moves out of the working
+	// places with Wait; ClientWaiting is one client's share of them.
+	Waiting, ClientWaiting int
+	// Queue bounds the requests that wait for a working place. One waits at most
+	// QueueWait while the service keeps up, so a burst is served; once requests are
+	// being turned away for want of places (sustained overload), for QueueWait nobody
+	// waits: a request finds a place or is refused at once, before its token or its body
+	// cost anything, as if there were no queue.
+	Queue     int
+	QueueWait time.Duration
+	// Rate is every client's rate limit on the routes Routes does not name; Routes
+	// gives a route ("POST /orders", the route's pattern) a policy of its own.
+	Rate   RatePolicy
+	Routes map[string]RatePolicy
+	// Exempt are paths never limited: the probes and the metrics, which must answer
+	// most when the service is busiest (and are cheap: answered from readings taken
+	// in the background).
 	Exempt []string
+	now    func() time.Time // tests
 }
 
-// CodeOverloaded is the problem code of a request refused by the limits.
-const CodeOverloaded = "overloaded"
+// Problem codes of the requests the limits refuse.
+const (
+	CodeOverloaded  = "overloaded"   // 503: the service is at its limits
+	CodeRateLimited = "rate_limited" // 429: the client is over its rate
+	CodeClientLimit = "client_limit" // 429: the client holds its share of the places already
+)
 
-// Admit applies l: each request takes a place among the working or the waiting ones for
-// as long as it runs, or is refused when none is free.
+// Admit applies l. A request's body is read first (at most MaxBodyBytes, within the
+// server's read timeout), holding nothing another client needs; then it takes a working
+// place for as long as it runs, waiting in the queue for one if need be. A request
+// without a valid token is not read: it takes a place with its body unread and is turned
+// away at once by Authenticate.
 func Admit(l Limits) echo.MiddlewareFunc {
-	working, waiting := make(chan struct{}, l.Working), make(chan struct{}, l.Waiting)
+	a := newAdmission(l)
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			req := c.Request()
 			if slices.Contains(l.Exempt, req.URL.Path) {
 				return next(c)
 			}
-			places := working
-			if waits(req) {
-				places = waiting
-			}
-			select {
-			case places <- struct{}{}:
-			default:
-				p := NewProblem(http.StatusServiceUnavailable, CodeOverloaded, "Service Unavailable",
-					"the service is at its limit of requests in progress; retry after Retry-After seconds (an order with the same Idempotency-Key)")
-				p.RetryAfter = 1
+			if p := a.saturated(); p != nil {
 				return p
 			}
-			defer func() { <-places }()
-			req.Body = body{req.Body}
+			cl, identified := a.client(c)
+			defer a.done(cl)
+			if err := a.rate(c, cl); err != nil {
+				return err
+			}
+			if identified {
+				if err := a.readBody(c, cl); err != nil {
+					return err
+				}
+			} else if req.Body != nil {
+				req.Body = body{req.Body}
+			}
+			t := &ticket{a: a, cl: cl}
+			if err := a.take(c, t); err != nil {
+				return err
+			}
+			defer t.release()
+			c.Set(ticketKey, t)
 			return next(c)
 		}
 	}
 }
 
-// waits reports whether req will mostly wait rather than work.
-func waits(req *http.Request) bool {
-	return strings.Contains(req.Header.Get("Accept"), "text/event-stream") ||
-		slices.ContainsFunc(req.Header.Values("Prefer"), func(v string) bool { return strings.Contains(strings.ToLower(v), "wait=") })
+// Wait moves the request from the working places to the waiting ones, for a handler
+// about to wait (an event stream, Prefer: wait). It returns a problem when no waiting
+// place is free for the client — 429 when the client holds its share, 503 when all are
+// taken — and the request keeps its working place; the handler then answers without
+// waiting, or with the problem. Without Admit (a handler under test) it always succeeds.
+func Wait(c echo.Context) error {
+	t, ok := c.Get(ticketKey).(*ticket)
+	if !ok {
+		return nil
+	}
+	return t.wait()
+}
+
+const ticketKey = "orderflow.admission"
+
+type admission struct {
+	l   Limits
+	now func() time.Time
+
+	mu      sync.Mutex
+	working int // places held
+	waiting int
+	clients map[string]*client
+	queue   []*waiter // for a working place, oldest first
+	// refusedAt is when a request was last turned away for want of a place: until
+	// QueueWait after it the service is overloaded, and nobody queues.
+	refusedAt time.Time
+	sweptAt   time.Time
+}
+
+// client is one client's share: what it holds, and its rate buckets.
+type client struct {
+	key              string
+	users            int // requests in the middleware now
+	working, waiting int
+	queued           int
+	reading          chan struct{} // bodies being read: at most ClientWorking at once
+	buckets          map[string]*bucket
+}
+
+type waiter struct {
+	cl      *client
+	since   time.Time
+	ready   chan struct{} // closed when given a place (granted) or turned away
+	granted bool
+}
+
+// ticket is a request's place, working or waiting.
+type ticket struct {
+	a       *admission
+	cl      *client
+	waiting bool
+}
+
+func newAdmission(l Limits) *admission {
+	l.Working, l.Waiting = max(l.Working, 1), max(l.Waiting, 1)
+	if l.ClientWorking <= 0 || l.ClientWorking > l.Working {
+		l.ClientWorking = l.Working
+	}
+	if l.ClientWaiting <= 0 || l.ClientWaiting > l.Waiting {
+		l.ClientWaiting = l.Waiting
+	}
+	if l.QueueWait <= 0 {
+		l.Queue = 0
+	}
+	now := l.now
+	if now == nil {
+		now = time.Now
+	}
+	return &admission{l: l, now: now, clients: map[string]*client{}}
+}
+
+// client returns the request's client, counted as in use until done: the token's
+// subject when Identify found a valid one, else the peer's address.
+func (a *admission) client(c echo.Context) (_ *client, identified bool) {
+	key := ""
+	if p, ok := PrincipalOf(c); ok {
+		key, identified = "sub:"+p.Subject, true
+	} else {
+		host, _, err := net.SplitHostPort(c.Request().RemoteAddr)
+		if err != nil {
+			host = c.Request().RemoteAddr
+		}
+		key = "addr:" + host
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	cl := a.clients[key]
+	if cl == nil {
+		cl = &client{key: key, reading: make(chan struct{}, a.l.ClientWorking)}
+		a.clients[key] = cl
+	}
+	cl.users++
+	return cl, identified
+}
+
+// done forgets cl once no request of it is left and its buckets are full again, looking
+// over every client at most once a second.
+func (a *admission) done(cl *client) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	cl.users--
+	now := a.now()
+	if now.Sub(a.sweptAt) < time.Second {
+		return
+	}
+	a.sweptAt = now
+	for k, c := range a.clients {
+		if c.users == 0 && c.full(now) {
+			delete(a.clients, k)
+		}
+	}
+}
+
+// readBody reads the request's body into memory, at most ClientWorking of the client's
+// at once: a body that trickles in holds only its client's reading slot, never a place.
+func (a *admission) readBody(c echo.Context, cl *client) error {
+	req := c.Request()
+	if req.Body == nil || req.Body == http.NoBody || req.ContentLength == 0 {
+		return nil
+	}
+	select {
+	case cl.reading <- struct{}{}:
+		defer func() { <-cl.reading }()
+	case <-req.Context().Done():
+		return &BodyError{Err: req.Context().Err()}
+	}
+	if req.ContentLength > MaxBodyBytes {
+		return bodyTooLarge()
+	}
+	// The first 64 KiB are read into a buffer of their own; a claimed length beyond them
+	// is allocated only once they have arrived, and then exactly, so a body costs its
+	// size once rather than the doublings of a growing buffer.
+	r := http.MaxBytesReader(c.Response(), req.Body, MaxBodyBytes)
+	first := int64(64 << 10)
+	if req.ContentLength > 0 {
+		first = min(first, req.ContentLength)
+	}
+	buf, err := readInto(make([]byte, 0, first+1), r)
+	for err == nil && len(buf) == cap(buf) { // more is coming
+		more := make([]byte, len(buf), max(req.ContentLength+1, 2*int64(cap(buf))))
+		copy(more, buf)
+		buf, err = readInto(more, r)
+	}
+	if errors.As(err, new(*http.MaxBytesError)) {
+		return bodyTooLarge()
+	}
+	if err != nil {
+		return &BodyError{Err: err}
+	}
+	_ = req.Body.Close()
+	req.Body = io.NopCloser(bytes.NewReader(buf))
+	return nil
+}
+
+// readInto reads r into buf until buf is full or r ends; io.EOF is no error.
+func readInto(buf []byte, r io.Reader) ([]byte, error) {
+	for len(buf) < cap(buf) {
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+	return buf, nil
+}
+
+func bodyTooLarge() *Problem {
+	return NewProblem(http.StatusRequestEntityTooLarge, "body_too_large", "Request Entity Too Large",
+		"the body must be at most "+strconv.Itoa(MaxBodyBytes)+" bytes")
+}
+
+// take gives t a working place, waiting in the queue for one if none is free to t's
+// client; it returns the problem that refuses the request when none comes in time.
+func (a *admission) take(c echo.Context, t *ticket) error {
+	a.mu.Lock()
+	if a.free(t.cl) && len(a.queue) == 0 {
+		a.hold(t.cl)
+		a.mu.Unlock()
+		return nil
+	}
+	now := a.now()
+	if a.overloaded(now) { // no queue: a place now, or a refusal now
+		var p *Problem
+		if a.free(t.cl) {
+			a.hold(t.cl)
+		} else {
+			p = a.refusal(t.cl)
+		}
+		a.mu.Unlock()
+		if p != nil {
+			return p
+		}
+		return nil
+	}
+	wait := a.l.QueueWait
+	if len(a.queue) >= a.l.Queue && !a.evict(t.cl) {
+		p := a.refusal(t.cl)
+		a.mu.Unlock()
+		return p
+	}
+	w := &waiter{cl: t.cl, since: now, ready: make(chan struct{})}
+	a.queue = append(a.queue, w)
+	t.cl.queued++
+	a.grant() // a place may be free to this client though not to those before it
+	a.mu.Unlock()
+
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-w.ready:
+	case <-timer.C:
+	case <-c.Request().Context().Done():
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if w.granted { // perhaps while its wait ended
+		return nil
+	}
+	a.unqueue(w) // unless evicted
+	if c.Request().Context().Err() != nil {
+		return &BodyError{Err: c.Request().Context().Err()} // the client went away; nobody reads the answer
+	}
+	return a.refusal(t.cl)
+}
+
+// overloaded reports whether the service turned a request away for want of places
+// within QueueWait of now. Under a.mu.
+func (a *admission) overloaded(now time.Time) bool {
+	return !a.refusedAt.IsZero() && now.Sub(a.refusedAt) < a.l.QueueWait
+}
+
+// saturated is the refusal of a request that arrives while the service is overloaded and
+// every working place is taken: answered before anything is spent on it, as the limits
+// did before they knew clients.
+func (a *admission) saturated() *Problem {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.working < a.l.Working || !a.overloaded(a.now()) {
+		return nil
+	}
+	return a.refusal(nil)
+}
+
+// free reports whether cl may take a working place now. Under a.mu.
+func (a *admission) free(cl *client) bool {
+	return a.working < a.l.Working && cl.working < a.l.ClientWorking
+}
+
+func (a *admission) hold(cl *client) {
+	a.working++
+	cl.working++
+}
+
+// grant gives free working places to the oldest waiters that may take them. Under a.mu.
+func (a *admission) grant() {
+	for i := 0; i < len(a.queue) && a.working < a.l.Working; {
+		w := a.queue[i]
+		if !a.free(w.cl) {
+			i++
+			continue
+		}
+		a.hold(w.cl)
+		a.queue = slices.Delete(a.queue, i, i+1)
+		w.cl.queued--
+		w.granted = true
+		close(w.ready)
+	}
+}
+
+// evict makes room in the full queue for a request of cl by turning away the newest
+// waiter of the client with the most waiters — when that client has more than cl would:
+// one client's burst may fill an idle queue but never keeps another client out of it.
+func (a *admission) evict(cl *client) bool {
+	var heaviest *client
+	for _, w := range a.queue {
+		if heaviest == nil || w.cl.queued > heaviest.queued {
+			heaviest = w.cl
+		}
+	}
+	if heaviest == nil || heaviest.queued <= cl.queued+1 {
+		return false
+	}
+	for i := len(a.queue) - 1; i >= 0; i-- {
+		if w := a.queue[i]; w.cl == heaviest {
+			a.queue = slices.Delete(a.queue, i, i+1)
+			heaviest.queued--
+			close(w.ready) // not granted: refused now
+			return true
+		}
+	}
+	return false
+}
+
+func (a *admission) unqueue(w *waiter) {
+	if i := slices.Index(a.queue, w); i >= 0 {
+		a.queue = slices.Delete(a.queue, i, i+1)
+		w.cl.queued--
+	}
+}
+
+// refusal is the problem of a request that found no working place: the client's own
+// share taken (429), or the service's (503) — which, and only which, marks the service
+// as overloaded for QueueWait: one client over its share leaves the others' waits alone.
+// Under a.mu.
+func (a *admission) refusal(cl *client) *Problem {
+	if cl != nil && cl.working >= a.l.ClientWorking && a.working < a.l.Working {
+		return clientLimit("the client has the most requests in progress it may have at once")
+	}
+	now := a.now()
+	if !a.overloaded(now) {
+		// Overload begins: those queued for longer than a newcomer would now wait are
+		// turned away at once, rather than served a queue's wait late.
+		for i := 0; i < len(a.queue); {
+			if w := a.queue[i]; now.Sub(w.since) > 0 {
+				a.queue = slices.Delete(a.queue, i, i+1)
+				w.cl.queued--
+				close(w.ready)
+				continue
+			}
+			i++
+		}
+	}
+	a.refusedAt = now
+	p := NewProblem(http.StatusServiceUnavailable, CodeOverloaded, "Service Unavailable",
+		"the service is at its limit of requests in progress; retry after Retry-After seconds (an order with the same Idempotency-Key)")
+	p.RetryAfter = 1
+	return p
+}
+
+func clientLimit(detail string) *Problem {
+	p := NewProblem(http.StatusTooManyRequests, CodeClientLimit, "Too Many Requests", detail+"; retry after Retry-After seconds")
+	p.RetryAfter = 1
+	return p
+}
+
+func (t *ticket) wait() error {
+	a := t.a
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if t.waiting {
+		return nil
+	}
+	switch {
+	case t.cl.waiting >= a.l.ClientWaiting:
+		return clientLimit("the client has the most event streams and waiting requests it may have at once")
+	case a.waiting >= a.l.Waiting:
+		p := NewProblem(http.StatusServiceUnavailable, CodeOverloaded, "Service Unavailable",
+			"the service is at its limit of event streams and waiting requests; retry after Retry-After seconds")
+		p.RetryAfter = 1
+		return p
+	}
+	a.waiting++
+	t.cl.waiting++
+	t.waiting = true
+	a.working--
+	t.cl.working--
+	a.grant()
+	return nil
+}
+
+func (t *ticket) release() {
+	a := t.a
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if t.waiting {
+		a.waiting--
+		t.cl.waiting--
+		return
+	}
+	a.working--
+	t.cl.working--
+	a.grant()
 }
 
 // BodyError is a request body that could not be read to its end: it stopped arriving

@@ -3,105 +3,400 @@ package web_test
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/web"
+	"github.com/orderflow/devstack/issuer"
+	"github.com/orderflow/devstack/testenv"
 )
 
-// Beyond the limits a request is refused at once, 503 overloaded with Retry-After, while
-// those admitted go on; the waiting ones have places of their own, the exempt paths are
-// never refused, and a place is free again when its request ends.
-func TestAdmitRefusesBeyondTheLimits(t *testing.T) {
-	release := make(chan struct{})
-	started := make(chan struct{}, 10)
+// edge is a service behind Identify and Admit, as platform.Serve sets them up, whose
+// routes hold their requests until told: GET /work until work is closed, GET /wait (a
+// handler that waits, as a stream does) until waits is closed, POST /work reads the body
+// and answers at once, GET /nap takes nap.
+type edge struct {
+	t           *testing.T
+	url         string
+	is          *issuer.Issuer
+	work, waits chan struct{}
+	started     chan string
+	mu          sync.Mutex
+	tokens      map[string]string
+}
+
+func newEdge(t *testing.T, l web.Limits, readTimeout, nap time.Duration) *edge {
+	t.Helper()
+	ed := &edge{t: t, is: testenv.Issuer(t), work: make(chan struct{}), waits: make(chan struct{}),
+		started: make(chan string, 1000), tokens: map[string]string{}}
+	v := auth.NewVerifier(auth.Config{Issuer: ed.is.URL, Audience: ed.is.Audience, JWKSURL: ed.is.JWKSURL()}, nil)
 	e := web.NewEcho(slog.New(slog.DiscardHandler), nil)
-	e.Use(web.Admit(web.Limits{Working: 2, Waiting: 1, Exempt: []string{"/healthz"}}))
-	hold := func(c echo.Context) error {
-		started <- struct{}{}
-		<-release
+	e.Use(web.Identify(v), web.Admit(l))
+	e.GET("/work", func(c echo.Context) error {
+		ed.started <- "work"
+		select {
+		case <-ed.work:
+		case <-c.Request().Context().Done():
+		}
 		return c.NoContent(http.StatusNoContent)
-	}
-	e.GET("/work", hold)
-	e.GET("/healthz", func(c echo.Context) error { return c.NoContent(http.StatusOK) })
-	srv := httptest.NewServer(e)
-	defer srv.Close()
-	get := func(path string, headers ...string) (int, http.Header, []byte) {
-		req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
-		for i := 0; i+1 < len(headers); i += 2 {
-			req.Header.Set(headers[i], headers[i+1])
+	})
+	e.GET("/wait", func(c echo.Context) error {
+		if err := web.Wait(c); err != nil {
+			return err
 		}
-		resp, err := http.DefaultClient.Do(req)
+		ed.started <- "wait"
+		select {
+		case <-ed.waits:
+		case <-c.Request().Context().Done():
+		}
+		return c.NoContent(http.StatusNoContent)
+	})
+	e.POST("/work", func(c echo.Context) error {
+		b, err := io.ReadAll(c.Request().Body)
 		if err != nil {
-			t.Error(err)
-			return 0, nil, nil
+			return err
 		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, resp.Header, b
+		return c.String(http.StatusOK, fmt.Sprint(len(b)))
+	})
+	e.GET("/nap", func(c echo.Context) error {
+		time.Sleep(nap)
+		return c.NoContent(http.StatusNoContent)
+	})
+	e.GET("/healthz", func(c echo.Context) error { return c.NoContent(http.StatusOK) })
+	srv := httptest.NewUnstartedServer(e)
+	srv.Config.ReadTimeout = readTimeout
+	srv.Start()
+	t.Cleanup(srv.Close)
+	ed.url = srv.URL
+	return ed
+}
+
+// token is a customer's bearer token, minted once per name.
+func (ed *edge) token(who string) string {
+	ed.mu.Lock()
+	defer ed.mu.Unlock()
+	if tok, ok := ed.tokens[who]; ok {
+		return tok
 	}
-	done := make(chan int, 3)
-	for _, h := range [][]string{nil, nil, {"Accept", "text/event-stream"}} { // two working, one waiting
-		go func() { s, _, _ := get("/work", h...); done <- s }()
-		<-started
+	tok, err := ed.is.Mint(who, []string{auth.ScopeCustomer}, time.Hour)
+	if err != nil {
+		ed.t.Fatal(err)
 	}
-	for _, h := range [][]string{nil, {"Accept", "text/event-stream"}, {"Prefer", "wait=5"}} {
-		status, hdr, body := get("/work", h...)
-		var p struct{ Code string }
-		_ = json.Unmarshal(body, &p)
-		if status != http.StatusServiceUnavailable || p.Code != web.CodeOverloaded || hdr.Get("Retry-After") != "1" {
-			t.Errorf("request %v beyond the limits = %d %s (Retry-After %q), want 503 overloaded with Retry-After 1", h, status, body, hdr.Get("Retry-After"))
+	ed.tokens[who] = tok
+	return tok
+}
+
+type answer struct {
+	status int
+	header http.Header
+	code   string // of a problem
+	took   time.Duration
+}
+
+// do sends method path as who (no token when who is empty) with headers as name, value
+// pairs.
+func (ed *edge) do(who, method, path, body string, headers ...string) answer {
+	req, _ := http.NewRequest(method, ed.url+path, strings.NewReader(body))
+	if who != "" {
+		req.Header.Set("Authorization", "Bearer "+ed.token(who))
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		ed.t.Error(err)
+		return answer{}
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var p struct{ Code string }
+	_ = json.Unmarshal(b, &p)
+	return answer{status: resp.StatusCode, header: resp.Header, code: p.Code, took: time.Since(start)}
+}
+
+// hold starts a request that the handler holds, and returns once it is being handled.
+func (ed *edge) hold(who, path string, done chan<- answer) {
+	go func() { done <- ed.do(who, http.MethodGet, path, "") }()
+	select {
+	case <-ed.started:
+	case <-time.After(10 * time.Second):
+		ed.t.Fatalf("%s for %s never started", path, who)
+	}
+}
+
+func refused(a answer, status int, code string) bool {
+	return a.status == status && a.code == code && a.header.Get("Retry-After") != ""
+}
+
+// Beyond the limits a request is refused at once, 503 overloaded with Retry-After, while
+// those admitted go on; a handler that waits moves to places of its own, the exempt paths
+// are never refused, and a place is free again when its request ends.
+func TestAdmitRefusesBeyondTheLimits(t *testing.T) {
+	ed := newEdge(t, web.Limits{Working: 2, Waiting: 1, Exempt: []string{"/healthz"}}, time.Minute, 0)
+	done := make(chan answer, 10)
+	ed.hold("a", "/wait", done) // the waiting place
+	ed.hold("b", "/work", done) // the two working places
+	ed.hold("c", "/work", done)
+	if a := ed.do("d", http.MethodGet, "/work", ""); !refused(a, http.StatusServiceUnavailable, web.CodeOverloaded) {
+		t.Errorf("work beyond the working places = %d %s, want 503 overloaded with Retry-After", a.status, a.code)
+	}
+	if a := ed.do("d", http.MethodGet, "/healthz", ""); a.status != http.StatusOK {
+		t.Errorf("exempt path while full = %d, want 200", a.status)
+	}
+	close(ed.work)
+	for range 2 {
+		if a := <-done; a.status != http.StatusNoContent {
+			t.Errorf("an admitted request = %d, want 204", a.status)
 		}
 	}
-	if status, _, _ := get("/healthz"); status != http.StatusOK {
-		t.Errorf("exempt path while full = %d, want 200", status)
+	if a := ed.do("d", http.MethodGet, "/wait", ""); !refused(a, http.StatusServiceUnavailable, web.CodeOverloaded) {
+		t.Errorf("a wait beyond the waiting places = %d %s, want 503 overloaded with Retry-After", a.status, a.code)
 	}
-	close(release)
-	for range 3 {
-		if s := <-done; s != http.StatusNoContent {
-			t.Errorf("an admitted request = %d, want 204", s)
+	close(ed.waits)
+	if a := <-done; a.status != http.StatusNoContent {
+		t.Errorf("the admitted wait = %d, want 204", a.status)
+	}
+	if a := ed.do("d", http.MethodGet, "/work", ""); a.status != http.StatusNoContent {
+		t.Errorf("once the places are free again = %d, want 204", a.status)
+	}
+}
+
+// The route decides where a request counts, not a header the client chooses: Prefer:
+// wait (or Accept: text/event-stream) on a handler that does not wait is ordinary work.
+func TestAHeaderDoesNotMoveARequestOutOfTheWorkingPlaces(t *testing.T) {
+	ed := newEdge(t, web.Limits{Working: 1, Waiting: 100}, time.Minute, 0)
+	done := make(chan answer, 1)
+	ed.hold("a", "/work", done)
+	for _, h := range [][]string{{"Prefer", "wait=1"}, {"Accept", "text/event-stream"}} {
+		if a := ed.do("b", http.MethodGet, "/work", "", h...); !refused(a, http.StatusServiceUnavailable, web.CodeOverloaded) {
+			t.Errorf("work with %s while the working places are full = %d %s, want 503 overloaded", h, a.status, a.code)
 		}
 	}
-	go func() { <-started }()
-	if status, _, _ := get("/work"); status != http.StatusNoContent {
-		t.Errorf("once the places are free again = %d, want 204", status)
+	close(ed.work)
+	<-done
+}
+
+// Bodies still arriving hold no place: 16 sockets of one client trickling a body leave
+// the one working place to another client.
+func TestBodiesStillArrivingHoldNoPlace(t *testing.T) {
+	ed := newEdge(t, web.Limits{Working: 1, Waiting: 1}, 3*time.Second, 0)
+	tok := ed.token("slow")
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for range 16 {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(ed.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "POST /work HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{", tok)
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(100 * time.Millisecond):
+					_, _ = conn.Write([]byte(" "))
+				}
+			}
+		})
+	}
+	time.Sleep(300 * time.Millisecond) // every trickling request is in
+	for i := range 5 {
+		if a := ed.do("other", http.MethodPost, "/work", `{"n":1}`); a.status != http.StatusOK {
+			t.Errorf("request %d of another client while bodies trickle in = %d %s, want 200", i, a.status, a.code)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if a := ed.do("other", http.MethodPost, "/work", strings.Repeat("x", web.MaxBodyBytes+1)); a.status != http.StatusRequestEntityTooLarge {
+		t.Errorf("a body over %d bytes = %d %s, want 413", web.MaxBodyBytes, a.status, a.code)
 	}
 }
 
 // A body that stops arriving is the client's problem, 408, not a dependency's 503.
 func TestABodyThatStopsArrivingIs408(t *testing.T) {
-	e := web.NewEcho(slog.New(slog.DiscardHandler), nil)
-	e.Use(web.Admit(web.Limits{Working: 1, Waiting: 1}))
-	e.POST("/read", func(c echo.Context) error {
-		_, err := io.ReadAll(c.Request().Body)
-		return err
+	ed := newEdge(t, web.Limits{Working: 1, Waiting: 1}, 300*time.Millisecond, 0)
+	for _, who := range []string{"a", ""} { // read before a place, or, without a token, by the handler
+		conn, err := net.Dial("tcp", strings.TrimPrefix(ed.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		authz := ""
+		if who != "" {
+			authz = "Authorization: Bearer " + ed.token(who) + "\r\n"
+		}
+		_, _ = io.WriteString(conn, "POST /work HTTP/1.1\r\nHost: x\r\n"+authz+"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"a\":")
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		conn.Close()
+		var p struct{ Code string }
+		_ = json.Unmarshal(body, &p)
+		if resp.StatusCode != http.StatusRequestTimeout || p.Code != "request_timeout" {
+			t.Errorf("a stalled body (token: %t) = %d %s, want 408 request_timeout", who != "", resp.StatusCode, body)
+		}
+	}
+}
+
+// No client holds more than its share of the working or the waiting places: the rest
+// stay for everyone else.
+func TestOneClientHoldsNoMoreThanItsShare(t *testing.T) {
+	ed := newEdge(t, web.Limits{Working: 4, ClientWorking: 2, Waiting: 4, ClientWaiting: 2, Queue: 8, QueueWait: 300 * time.Millisecond}, time.Minute, 0)
+	done := make(chan answer, 20)
+	ed.hold("hog", "/wait", done)
+	ed.hold("hog", "/wait", done)
+	if a := ed.do("hog", http.MethodGet, "/wait", ""); !refused(a, http.StatusTooManyRequests, web.CodeClientLimit) {
+		t.Errorf("the hog's third wait = %d %s, want 429 client_limit with Retry-After", a.status, a.code)
+	}
+	ed.hold("other", "/wait", done)
+	ed.hold("hog", "/work", done)
+	ed.hold("hog", "/work", done)
+	var extra sync.WaitGroup
+	extra.Go(func() { // queued behind its own share, then turned away as the client's limit
+		if a := ed.do("hog", http.MethodGet, "/work", ""); !refused(a, http.StatusTooManyRequests, web.CodeClientLimit) {
+			t.Errorf("the hog's third request = %d %s, want 429 client_limit with Retry-After", a.status, a.code)
+		}
 	})
-	srv := httptest.NewUnstartedServer(e)
-	srv.Config.ReadTimeout = 300 * time.Millisecond
-	srv.Start()
-	defer srv.Close()
-	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
+	time.Sleep(50 * time.Millisecond) // the hog's third request is queued
+	ed.hold("other", "/work", done)   // served at once, though the hog's request waits before it
+	extra.Wait()
+	close(ed.work)
+	close(ed.waits)
+	for range 6 {
+		if a := <-done; a.status != http.StatusNoContent {
+			t.Errorf("an admitted request = %d %s, want 204", a.status, a.code)
+		}
 	}
-	defer conn.Close()
-	_, _ = io.WriteString(conn, "POST /read HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"a\":")
-	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatal(err)
+}
+
+// A burst is not an outage: 200 requests at once at an idle service, from 200 clients
+// or from one, are all served from the queue.
+func TestABurstAtAnIdleServiceIsServed(t *testing.T) {
+	for _, clients := range []int{200, 1} {
+		t.Run(fmt.Sprintf("%d clients", clients), func(t *testing.T) {
+			ed := newEdge(t, web.Limits{Working: 20, ClientWorking: 5, Waiting: 10, Queue: 200, QueueWait: 5 * time.Second}, time.Minute, 5*time.Millisecond)
+			for i := range clients {
+				ed.token(fmt.Sprint("c", i))
+			}
+			var wg sync.WaitGroup
+			var served, refusedN atomic.Int32
+			start := make(chan struct{})
+			for i := range 200 {
+				wg.Go(func() {
+					<-start
+					if a := ed.do(fmt.Sprint("c", i%clients), http.MethodGet, "/nap", ""); a.status == http.StatusNoContent {
+						served.Add(1)
+					} else {
+						refusedN.Add(1)
+					}
+				})
+			}
+			close(start)
+			wg.Wait()
+			if served.Load() != 200 {
+				t.Errorf("%d of 200 served, %d refused; want every one served", served.Load(), refusedN.Load())
+			}
+		})
 	}
-	body, _ := io.ReadAll(resp.Body)
-	var p struct{ Code string }
-	_ = json.Unmarshal(body, &p)
-	if resp.StatusCode != http.StatusRequestTimeout || p.Code != "request_timeout" {
-		t.Errorf("a stalled body = %d %s, want 408 request_timeout", resp.StatusCode, body)
+}
+
+// Sustained overload is still refused quickly: once requests are being turned away,
+// newcomers wait moments, not QueueWait, and those admitted are not queued for long.
+func TestSustainedOverloadIsRefusedQuickly(t *testing.T) {
+	const queueWait = 2 * time.Second
+	ed := newEdge(t, web.Limits{Working: 2, Waiting: 1, Queue: 20, QueueWait: queueWait}, time.Minute, 20*time.Millisecond)
+	for i := range 40 {
+		ed.token(fmt.Sprint("c", i))
+	}
+	// 100 requests a second can be served; 400 a second are offered for 4 s.
+	var mu sync.Mutex
+	var late []answer // answers in the last 2 s
+	var wg sync.WaitGroup
+	begin := time.Now()
+	tick := time.NewTicker(2500 * time.Microsecond)
+	for i := 0; time.Since(begin) < 4*time.Second; i++ {
+		<-tick.C
+		wg.Go(func() {
+			a := ed.do(fmt.Sprint("c", i%40), http.MethodGet, "/nap", "")
+			if time.Since(begin) > 2*time.Second+a.took {
+				mu.Lock()
+				late = append(late, a)
+				mu.Unlock()
+			}
+		})
+	}
+	tick.Stop()
+	wg.Wait()
+	var refusals, served []time.Duration
+	for _, a := range late {
+		switch {
+		case a.status == http.StatusNoContent:
+			served = append(served, a.took)
+		case refused(a, http.StatusServiceUnavailable, web.CodeOverloaded):
+			refusals = append(refusals, a.took)
+		default:
+			t.Fatalf("an answer %d %s, want 204 or 503 overloaded", a.status, a.code)
+		}
+	}
+	if len(refusals) == 0 || len(served) == 0 {
+		t.Fatalf("%d served and %d refused in the last 2 s, want both", len(served), len(refusals))
+	}
+	slices.Sort(refusals)
+	slices.Sort(served)
+	p90 := func(ds []time.Duration) time.Duration { return ds[len(ds)*9/10] }
+	t.Logf("last 2 s: %d served (p90 %s), %d refused (p90 %s)", len(served), p90(served), len(refusals), p90(refusals))
+	if p90(refusals) > queueWait/4 || p90(served) > queueWait/4 {
+		t.Errorf("under sustained overload refusals take %s and admissions %s at p90, want both well under the queue's %s", p90(refusals), p90(served), queueWait)
+	}
+}
+
+// A client over its rate gets 429 with Retry-After and the RateLimit headers, for the
+// policy of the route; other routes and other clients are not touched.
+func TestAClientOverItsRateGets429(t *testing.T) {
+	ed := newEdge(t, web.Limits{Working: 10, Waiting: 1,
+		Rate:   web.RatePolicy{Name: "default", Rate: 100, Burst: 100},
+		Routes: map[string]web.RatePolicy{"POST /work": {Name: "orders", Rate: 2, Burst: 3}}}, time.Minute, 0)
+	for i, left := range []string{"2", "1", "0"} {
+		a := ed.do("a", http.MethodPost, "/work", "{}")
+		if a.status != http.StatusOK || a.header.Get("RateLimit-Policy") != `"orders";q=3;w=2` ||
+			!strings.HasPrefix(a.header.Get("RateLimit"), `"orders";r=`+left+";t=") {
+			t.Errorf("request %d within the rate = %d, RateLimit-Policy %q, RateLimit %q; want 200, \"orders\";q=3;w=2, r=%s",
+				i, a.status, a.header.Get("RateLimit-Policy"), a.header.Get("RateLimit"), left)
+		}
+	}
+	a := ed.do("a", http.MethodPost, "/work", "{}")
+	if !refused(a, http.StatusTooManyRequests, web.CodeRateLimited) || a.header.Get("Retry-After") != "1" ||
+		a.header.Get("RateLimit") != `"orders";r=0;t=1` || a.header.Get("RateLimit-Policy") != `"orders";q=3;w=2` {
+		t.Errorf("over the rate = %d %s, Retry-After %q, RateLimit %q; want 429 rate_limited, 1, \"orders\";r=0;t=1",
+			a.status, a.code, a.header.Get("Retry-After"), a.header.Get("RateLimit"))
+	}
+	if a := ed.do("b", http.MethodPost, "/work", "{}"); a.status != http.StatusOK {
+		t.Errorf("another client = %d, want 200", a.status)
+	}
+	if a := ed.do("a", http.MethodGet, "/nap", ""); a.status != http.StatusNoContent || !strings.HasPrefix(a.header.Get("RateLimit"), `"default";r=99;`) {
+		t.Errorf("the client on another route = %d, RateLimit %q; want 204 under the default policy", a.status, a.header.Get("RateLimit"))
+	}
+	time.Sleep(600 * time.Millisecond) // a token back
+	if a := ed.do("a", http.MethodPost, "/work", "{}"); a.status != http.StatusOK {
+		t.Errorf("after Retry-After = %d, want 200", a.status)
 	}
 }

@@ -14,7 +14,46 @@ import (
 // Realm names orderflow in WWW-Authenticate challenges.
 const Realm = "orderflow"
 
-const principalKey = "orderflow.principal"
+const (
+	principalKey = "orderflow.principal"
+	identityKey  = "orderflow.identity"
+)
+
+// identity is what the request's bearer token turned out to be.
+type identity struct {
+	p       auth.Principal
+	err     error
+	present bool // a bearer credential was sent
+}
+
+// Identify checks the request's bearer token, if any, before anything else is done for
+// it, so that the limits know whose request it is (Admit) and Authenticate need not
+// check it again. It refuses nothing: a missing or bad token is Authenticate's to answer.
+func Identify(v *auth.Verifier) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			identify(c, v)
+			return next(c)
+		}
+	}
+}
+
+// identify returns what the request's token is, checking it the first time.
+func identify(c echo.Context, v *auth.Verifier) identity {
+	if id, ok := c.Get(identityKey).(identity); ok {
+		return id
+	}
+	var id identity
+	raw, present := BearerToken(c.Request().Header.Get(echo.HeaderAuthorization))
+	if id.present = present; present {
+		id.p, id.err = v.Verify(c.Request().Context(), raw)
+		if id.err == nil {
+			c.Set(principalKey, id.p)
+		}
+	}
+	c.Set(identityKey, id)
+	return id
+}
 
 // Authenticate lets a request through only with a valid bearer token carrying one of
 // scopes (any valid token when none is given); the handler finds whom it speaks for with PrincipalOf. A request
@@ -28,12 +67,12 @@ func Authenticate(v *auth.Verifier, scopes ...string) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			h := c.Response().Header()
-			raw, present := BearerToken(c.Request().Header.Get(echo.HeaderAuthorization))
-			if !present {
+			id := identify(c, v)
+			if !id.present {
 				h.Set(echo.HeaderWWWAuthenticate, `Bearer realm="`+Realm+`"`)
 				return NewProblem(http.StatusUnauthorized, "unauthenticated", "Unauthorized", "this endpoint needs a bearer token")
 			}
-			p, err := v.Verify(c.Request().Context(), raw)
+			p, err := id.p, id.err
 			switch {
 			case errors.Is(err, auth.ErrKeysUnavailable):
 				p := NewProblem(http.StatusServiceUnavailable, "token_issuer_unavailable", "Service Unavailable",
@@ -47,7 +86,6 @@ func Authenticate(v *auth.Verifier, scopes ...string) echo.MiddlewareFunc {
 				h.Set(echo.HeaderWWWAuthenticate, `Bearer realm="`+Realm+`", error="insufficient_scope", scope="`+scope+`"`)
 				return NewProblem(http.StatusForbidden, "insufficient_scope", "Forbidden", "the token does not grant this")
 			}
-			c.Set(principalKey, p)
 			return next(c)
 		}
 	}
@@ -64,7 +102,8 @@ func BearerToken(header string) (token string, present bool) {
 	return strings.TrimSpace(rest), true
 }
 
-// PrincipalOf is whom the request's token speaks for, behind Authenticate.
+// PrincipalOf is whom the request's valid bearer token speaks for (behind Identify or
+// Authenticate; only Authenticate checks its scopes).
 func PrincipalOf(c echo.Context) (auth.Principal, bool) {
 	p, ok := c.Get(principalKey).(auth.Principal)
 	return p, ok

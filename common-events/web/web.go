@@ -34,6 +34,8 @@ type Problem struct {
 	Detail string       `json:"detail,omitempty"`
 	Code   string       `json:"code,omitempty"`
 	Errors []FieldError `json:"errors,omitempty"`
+	// ErrorsOmitted counts the field errors not listed in Errors, which is bounded.
+	ErrorsOmitted int `json:"errors_omitted,omitempty"`
 	// RetryAfter, when above 0, is sent as the Retry-After header, in seconds.
 	RetryAfter int `json:"-"`
 }
@@ -144,7 +146,9 @@ const (
 )
 
 // Health registers GET /healthz (the process answers) and GET /readyz (ready reports
-// whether the database and the broker answer).
+// whether the database and the broker answer). ready should answer from what a check in
+// the background last found, as platform.Stack.Ready does, so that a flood of probes
+// costs the dependencies nothing; the 3 s bound is for one that asks them itself.
 func Health(e *echo.Echo, ready func(context.Context) error) {
 	e.GET(HealthPath, func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})

@@ -4,12 +4,14 @@ package app
 import (
 	"context"
 	"io"
+	"net/http"
 	"time"
 
 	"github.com/orderflow/common-events/config"
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/outbox"
 	"github.com/orderflow/common-events/platform"
+	"github.com/orderflow/common-events/web"
 	"github.com/orderflow/migrations"
 	"github.com/orderflow/order-service/internal/consume"
 	"github.com/orderflow/order-service/internal/httpapi"
@@ -26,12 +28,16 @@ const wakeEvery = 5 * time.Millisecond
 // Config is everything order-service reads from its environment.
 type Config struct {
 	config.Base
+	// OrderRate is each customer's rate limit on placing orders (ORDER_RATE_LIMIT a
+	// second, ORDER_RATE_BURST at once), apart from HTTP_RATE_LIMIT's for the rest.
+	OrderRate web.RatePolicy
 }
 
 // ReadConfig reads the configuration once; the error names every bad setting in one line.
 func ReadConfig(getenv func(string) string) (Config, []string, error) {
 	env := config.NewEnv(getenv)
 	cfg := Config{Base: config.ReadBase(env, ":8080", "postgres://postgres@127.0.0.1:55432/orders?sslmode=disable")}
+	cfg.OrderRate = web.RatePolicy{Name: "orders", Rate: env.Float("ORDER_RATE_LIMIT", 10, 0, 1e6), Burst: env.Int("ORDER_RATE_BURST", 50, 1, 1e6)}
 	return cfg, env.Names(), env.Err()
 }
 
@@ -68,6 +74,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	}
 	changes := postgres.NewChanges(stack.Pool, stack.Log)
 	api := httpapi.New(stack.Log, store, changes, stack.Ready, stack.Verifier)
+	stack.LimitRoute(http.MethodPost, "/orders", cfg.OrderRate)
 	prune := func(ctx context.Context) error { // idempotency keys live 24 h
 		t := time.NewTicker(time.Hour)
 		defer t.Stop()

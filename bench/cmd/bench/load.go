@@ -24,7 +24,7 @@ var client = &http.Client{
 	},
 }
 
-// orderBody is an order of the customer the bench's token names.
+// orderBody is an order of the customer the bench's token names (any of them).
 const orderBody = `{"customer_email":"bench@example.com",
 "currency":"EUR","items":[{"sku":"BOOK-42","quantity":2,"unit_price_cents":1999}],"payment_method":"tok_visa"}`
 
@@ -43,7 +43,7 @@ func (tg *target) placeOrder(ctx context.Context) post {
 		return post{errKind: "request"}
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+tg.token)
+	req.Header.Set("Authorization", "Bearer "+tg.token())
 	resp, err := client.Do(req)
 	if err != nil {
 		var ne net.Error

@@ -23,12 +23,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/orderflow/bench/relaycmp"
 	"github.com/orderflow/common-events/auth"
-	"github.com/orderflow/devstack/issuer"
 	"github.com/orderflow/devstack/stack"
 )
 
@@ -228,8 +230,11 @@ func (p plan) measure(ctx context.Context, getenv func(string) string, stdout io
 // target is the stack under load: its order API, the databases the report reads the
 // server-side timestamps from, and, for our own devstack, control of the processes.
 type target struct {
-	orderURL        string
-	token           string // a customer's bearer token, presented with every order
+	orderURL string
+	// tokens are the customers' bearer tokens, taken in turn, one per order: the load
+	// of many customers, each within its own rate limit and share of the service.
+	tokens          []string
+	next            atomic.Uint64
 	ordersDB        string
 	notificationsDB string
 	adminDB         string
@@ -244,10 +249,10 @@ type target struct {
 
 func openTarget(ctx context.Context, getenv func(string) string, stdout io.Writer, broker string) (*target, error) {
 	if u := getenv("BENCH_ORDER_URL"); u != "" {
-		tg := &target{orderURL: u, ordersDB: getenv("BENCH_ORDERS_DATABASE_URL"), token: getenv("BENCH_TOKEN"),
+		tg := &target{orderURL: u, ordersDB: getenv("BENCH_ORDERS_DATABASE_URL"), tokens: strings.Fields(strings.ReplaceAll(getenv("BENCH_TOKEN"), ",", " ")),
 			notificationsDB: getenv("BENCH_NOTIFICATIONS_DATABASE_URL"), adminDB: getenv("BENCH_ORDERS_DATABASE_URL")}
-		if tg.ordersDB == "" || tg.notificationsDB == "" || tg.token == "" {
-			return nil, errors.New("BENCH_ORDER_URL needs BENCH_ORDERS_DATABASE_URL and BENCH_NOTIFICATIONS_DATABASE_URL, where the report reads the outcomes, and BENCH_TOKEN, a token of the customer " + issuer.Customer)
+		if tg.ordersDB == "" || tg.notificationsDB == "" || len(tg.tokens) == 0 {
+			return nil, errors.New("BENCH_ORDER_URL needs BENCH_ORDERS_DATABASE_URL and BENCH_NOTIFICATIONS_DATABASE_URL, where the report reads the outcomes, and BENCH_TOKEN, customers' tokens (comma-separated; enough that each stays within ORDER_RATE_LIMIT)")
 		}
 		return tg, nil
 	}
@@ -293,16 +298,20 @@ func openTarget(ctx context.Context, getenv func(string) string, stdout io.Write
 		}
 		return nil, err
 	}
-	token, err := s.Token(issuer.Customer, []string{auth.ScopeCustomer}, 24*time.Hour)
-	if err != nil {
-		s.Stop()
-		if sink != nil {
-			sink.close()
+	// Enough customers that each orders at most a few a second at the highest rate the
+	// bench offers, within the default ORDER_RATE_LIMIT.
+	tokens := make([]string, benchCustomers)
+	for i := range tokens {
+		if tokens[i], err = s.Token(uuid.NewString(), []string{auth.ScopeCustomer}, 24*time.Hour); err != nil {
+			s.Stop()
+			if sink != nil {
+				sink.close()
+			}
+			return nil, err
 		}
-		return nil, err
 	}
 	return &target{sink: sink,
-		orderURL: s.Service("order-service").URL, token: token, ordersDB: s.Postgres.URL("orders"),
+		orderURL: s.Service("order-service").URL, tokens: tokens, ordersDB: s.Postgres.URL("orders"),
 		notificationsDB: s.Postgres.URL("notifications"), adminDB: s.Postgres.URL("postgres"),
 		brokers: []string{s.KafkaAddr()}, stack: s, dir: dir, profileDir: getenv("BENCH_PROFILE"),
 		pprof: map[string]string{
@@ -312,6 +321,12 @@ func openTarget(ctx context.Context, getenv func(string) string, stdout io.Write
 		log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}, nil
 }
+
+// benchCustomers is how many customers the bench's own stack is loaded by.
+const benchCustomers = 500
+
+// token is the next order's customer.
+func (tg *target) token() string { return tg.tokens[tg.next.Add(1)%uint64(len(tg.tokens))] }
 
 func (tg *target) close() {
 	if tg.stack != nil {

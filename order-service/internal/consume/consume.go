@@ -34,6 +34,9 @@ func Handlers(store *postgres.Store, reg prometheus.Registerer) (map[string]cons
 	if err := metrics.Register(reg, decided); err != nil {
 		return nil, err
 	}
+	for _, s := range []order.Status{order.Confirmed, order.PaymentFailed} { // served from the first scrape
+		decided.WithLabelValues(string(s))
+	}
 	t := transitions{store: store}
 	set := consumer.NewSetThen(t.apply, func(rows []*transition) {
 		for _, r := range rows {

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,7 +12,8 @@ import (
 )
 
 // Whatever the body, decoding and validating a create request ends in a valid order or
-// in a 4xx the API can answer: never a panic, never an error it would turn into a 500.
+// in a 4xx the API can answer: never a panic, never an error it would turn into a 500,
+// never more than order.MaxFieldErrors fields listed.
 func FuzzCreateRequest(f *testing.F) {
 	for _, seed := range []string{
 		`{"customer_id":"5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93","customer_email":"ada@example.com","currency":"EUR",
@@ -19,6 +21,9 @@ func FuzzCreateRequest(f *testing.F) {
 		`{"items":[{"quantity":"two"},{"colour":"red"}]}`,
 		`{"items":[{"sku":"S","quantity":1000,"unit_price_cents":1000000000}],"currency":"eur"}`,
 		`{} }`, `[]`, `null`, ``, `{"customer_id":1e400}`, `{"items":[null]}`,
+		`{"items":"BOOK-42"}`, `{"items":null,"currency":7}`,
+		`{"items":[` + strings.Repeat(`{},`, order.MaxItems) + `{}]}`,
+		`{"items":[` + strings.Repeat(`{"sku":1},`, 30) + `[]]}`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -34,8 +39,8 @@ func FuzzCreateRequest(f *testing.F) {
 		var ve *order.ValidationError
 		switch {
 		case errors.As(err, &ve):
-			if len(ve.Fields) == 0 {
-				t.Fatalf("a validation error naming no field for %q", body)
+			if len(ve.Fields) == 0 || len(ve.Fields) > order.MaxFieldErrors || ve.Omitted < 0 {
+				t.Fatalf("a validation error listing %d fields, %d omitted, for %q", len(ve.Fields), ve.Omitted, body)
 			}
 		case errors.As(err, &p):
 			if p.Status < 400 || p.Status > 499 {

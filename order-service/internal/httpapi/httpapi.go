@@ -70,9 +70,11 @@ func problemFor(err error) *web.Problem {
 	switch {
 	case errors.As(err, &ve):
 		p := web.NewProblem(http.StatusUnprocessableEntity, "validation", "Your request is not valid", ve.Error())
-		for _, f := range ve.Fields {
+		fields, omitted := ve.Listed()
+		for _, f := range fields {
 			p.Errors = append(p.Errors, web.FieldError{Field: f.Field, Message: f.Message})
 		}
+		p.ErrorsOmitted = omitted
 		return p
 	case errors.Is(err, order.ErrNotFound):
 		return web.NewProblem(http.StatusNotFound, "not_found", "Order not found", "no order has this id")
@@ -125,8 +127,47 @@ type createRequest struct {
 	CustomerEmail string `json:"customer_email"`
 	Currency      string `json:"currency"`
 	// Items are decoded one by one, so an error names the item: items[2].quantity.
-	Items         []json.RawMessage `json:"items"`
-	PaymentMethod string            `json:"payment_method"`
+	Items         itemList `json:"items"`
+	PaymentMethod string   `json:"payment_method"`
+}
+
+// itemList is the items array as raw items: the first order.MaxItems of them, and how
+// many it holds. Items past those are counted, never kept, so a body of a million empty
+// items costs no more memory than one of a hundred.
+type itemList struct {
+	raw []json.RawMessage
+	n   int
+}
+
+func (l *itemList) UnmarshalJSON(data []byte) error {
+	// encoding/json has checked data is one well-formed value; only its kind is unknown.
+	switch data[0] {
+	case 'n':
+		*l = itemList{} // null: no items, as when the field is left out
+		return nil
+	case '[':
+	default:
+		// The *json.UnmarshalTypeError encoding/json gives for a non-array; it names
+		// no field, and encoding/json adds "items" to it on the way out.
+		var notArray []json.RawMessage
+		return json.Unmarshal(data, &notArray)
+	}
+	*l = itemList{}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if _, err := dec.Token(); err != nil { // [
+		return err
+	}
+	var raw json.RawMessage // one buffer for every item, copied only for those kept
+	for dec.More() {
+		if err := dec.Decode(&raw); err != nil {
+			return err
+		}
+		if l.n < order.MaxItems {
+			l.raw = append(l.raw, bytes.Clone(raw))
+		}
+		l.n++
+	}
+	return nil
 }
 
 type orderJSON struct {
@@ -220,8 +261,9 @@ func createOrder(log *slog.Logger, store Store, changes Changes, now func() time
 		}
 		log.InfoContext(ctx, "order accepted", "order_id", o.ID, "event_id", env.ID, "correlation_id", o.CorrelationID, "total_cents", o.TotalCents)
 		c.Response().Header().Set(echo.HeaderLocation, "/orders/"+o.ID)
-		if wait, ok := preferWait(c.Request().Header); ok {
-			// The order is stored: a failure to wait still answers with it, as pending.
+		if wait, ok := preferWait(c.Request().Header); ok && web.Wait(c) == nil {
+			// The order is stored: a failure to wait still answers with it, as pending;
+			// so does a request that finds no waiting place (Prefer is a preference).
 			if final, err := awaitOutcome(c.Request().Context(), store, changes, v, o.ID, wait); err == nil {
 				o = final
 			}
@@ -247,12 +289,18 @@ func storeOrder(ctx context.Context, store Store, key string, o order.Order, env
 // withOtherCustomer adds to err, the request's validation errors if any, that its
 // customer_id names another customer than the token.
 func withOtherCustomer(err error) error {
-	fe := order.FieldError{Field: "customer_id", Message: "must be left out or be the customer the bearer token names"}
+	out := &order.ValidationError{}
+	out.Add(order.FieldError{Field: "customer_id", Message: "must be left out or be the customer the bearer token names"})
+	// Rebuilt through Add, so the bound holds with this error first.
 	if ve := (*order.ValidationError)(nil); errors.As(err, &ve) {
-		ve.Fields = append([]order.FieldError{fe}, ve.Fields...)
-		return ve
+		fields, omitted := ve.Listed()
+		for _, f := range fields {
+			out.Add(f)
+		}
+		out.Omitted += omitted
+		out.Of = ve.Of
 	}
-	return &order.ValidationError{Fields: []order.FieldError{fe}}
+	return out
 }
 
 // idempotencyKey reads the Idempotency-Key header: absent, or 1 to 255 visible ASCII
@@ -422,7 +470,7 @@ func getOrder(store Store, changes Changes) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		if wait, ok := preferWait(c.Request().Header); ok {
+		if wait, ok := preferWait(c.Request().Header); ok && web.Wait(c) == nil { // no waiting place: answered at once
 			o, err := awaitOutcome(c.Request().Context(), store, changes, viewerOf(c), id, wait)
 			if err != nil {
 				return err
@@ -439,24 +487,30 @@ func getOrder(store Store, changes Changes) echo.HandlerFunc {
 
 // parseCreate reads a create-order request: the body decoded strictly, each item on its
 // own so an error names it. It returns a *web.Problem (400, 413, 415) or an
-// *order.ValidationError (422) for a bad request; order.New validates the rest.
+// *order.ValidationError (422) for a bad request; order.New validates the rest. Too many
+// items is answered on the count alone, before any item is decoded.
 func parseCreate(contentType string, body io.Reader) (order.Request, error) {
 	var req createRequest
 	if err := decodeJSON(contentType, body, &req); err != nil {
 		return order.Request{}, err
 	}
-	items := make([]order.Item, len(req.Items))
-	var itemErrs []order.FieldError
-	for i, raw := range req.Items {
+	if req.Items.n > order.MaxItems {
+		return order.Request{}, &order.ValidationError{Fields: []order.FieldError{order.TooManyItems(req.Items.n)}}
+	}
+	items := make([]order.Item, len(req.Items.raw))
+	var ve order.ValidationError
+	for i, raw := range req.Items.raw {
 		var it itemJSON
 		if err := strictUnmarshal(raw, &it); err != nil {
-			itemErrs = append(itemErrs, fieldErrors(err, fmt.Sprintf("items[%d]", i))...)
+			for _, f := range fieldErrors(err, fmt.Sprintf("items[%d]", i)) {
+				ve.Add(f)
+			}
 			continue
 		}
 		items[i] = order.Item(it)
 	}
-	if len(itemErrs) > 0 {
-		return order.Request{}, &order.ValidationError{Fields: itemErrs}
+	if len(ve.Fields) > 0 {
+		return order.Request{}, &ve
 	}
 	return order.Request{
 		CustomerID: req.CustomerID, CustomerEmail: req.CustomerEmail, Currency: req.Currency,

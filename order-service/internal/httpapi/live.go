@@ -128,6 +128,9 @@ func orderEvents(store Store, changes Changes) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
+		if err := web.Wait(c); err != nil { // a stream waits, apart from the working requests
+			return err
+		}
 		// Resume after Last-Event-ID; an id this stream never gave out starts it over.
 		sent, err := strconv.Atoi(c.Request().Header.Get("Last-Event-ID"))
 		if err != nil || sent < 0 || sent > len(history) {

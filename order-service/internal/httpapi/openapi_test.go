@@ -222,6 +222,9 @@ func TestOpenAPIDescribesTheAPI(t *testing.T) {
 			body: validOrder().with("currency", "eur").withItem(0, itemReq{SKU: "A", Quantity: 0, UnitPriceCents: 100}).JSON(t)},
 		{name: "an unknown field", method: "POST", route: "/orders", header: postJSON(""), status: 422, code: "validation", outOfSpec: true,
 			body: validOrder().with("coupon", "FREE").JSON(t)},
+		{name: "more invalid fields than are listed", method: "POST", route: "/orders", header: postJSON(""), status: 422, code: "validation", outOfSpec: true,
+			body:  validOrder().with("items", make([]itemReq, order.MaxItems)).JSON(t),
+			check: fieldsAre(map[string]any{"errors_omitted": float64(3*order.MaxItems - order.MaxFieldErrors)})},
 		{name: "a currency that is not ISO 4217", method: "POST", route: "/orders", header: postJSON(""), status: 422, code: "validation",
 			body: validOrder().with("currency", "XYZ").JSON(t)},
 		{name: "Idempotency-Key reused for another order", method: "POST", route: "/orders", header: postJSON("spec-reused"), status: 422, code: "idempotency_key_reused",
@@ -399,7 +402,25 @@ func TestOpenAPIDescribesTheAPI(t *testing.T) {
 		cut := r
 		cut.name, cut.url = r.method+" "+r.route+" while the database cannot be reached", cutOff.URL
 		cut.status, cut.code, cut.check = 503, "database_unavailable", headerIs("Retry-After", "2")
-		doorCases = append(doorCases, anonymous, unscoped, unavailable, cut)
+		// Behind the admission limits as platform.Serve sets them, with a rate of one
+		// request at once: the customer's first request spends it, the case's is 429.
+		limitedAPI := httpapi.New(slog.New(slog.DiscardHandler), postgres.NewStore(a.pool), a.changes,
+			func(context.Context) error { return nil }, auth.NewVerifier(a.issuer.Config(), nil))
+		limitedAPI.Use(web.Identify(auth.NewVerifier(a.issuer.Config(), nil)),
+			web.Admit(web.Limits{Working: 4, Waiting: 4, Rate: web.RatePolicy{Name: "default", Rate: 0.01, Burst: 1}}))
+		limited := httptest.NewServer(limitedAPI)
+		t.Cleanup(limited.Close)
+		spend, _ := http.NewRequest(http.MethodGet, limited.URL+"/orders", nil)
+		spend.Header.Set("Authorization", "Bearer "+a.token)
+		if resp, err := http.DefaultClient.Do(spend); err != nil {
+			t.Fatal(err)
+		} else {
+			resp.Body.Close()
+		}
+		over := r
+		over.name, over.url = r.method+" "+r.route+" over the customer's rate", limited.URL
+		over.status, over.code, over.check = 429, "rate_limited", headerIs("RateLimit-Policy", `"default";q=1;w=100`)
+		doorCases = append(doorCases, anonymous, unscoped, unavailable, cut, over)
 	}
 
 	covered := map[string]bool{}

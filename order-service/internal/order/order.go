@@ -145,16 +145,45 @@ type FieldError struct {
 	Message string
 }
 
-// ValidationError lists every invalid field of a request.
+// MaxFieldErrors bounds the invalid fields a ValidationError lists: enough to fix a
+// request by, and an answer that stays small however much of a request is wrong.
+const MaxFieldErrors = 20
+
+// ValidationError names the invalid fields of a request: the first MaxFieldErrors, and
+// how many more there are.
 type ValidationError struct {
-	Fields []FieldError
-	Of     string // what was invalid: "order" when empty, "query" for a listing
+	Fields  []FieldError
+	Omitted int    // invalid fields not listed in Fields
+	Of      string // what was invalid: "order" when empty, "query" for a listing
+}
+
+// Add records one more invalid field: listed while fewer than MaxFieldErrors are,
+// only counted after that.
+func (e *ValidationError) Add(f FieldError) {
+	if len(e.Fields) >= MaxFieldErrors {
+		e.Omitted++
+		return
+	}
+	e.Fields = append(e.Fields, f)
+}
+
+// Listed returns the fields to show, at most MaxFieldErrors even when e was built
+// without Add, and how many more are invalid.
+func (e *ValidationError) Listed() (fields []FieldError, omitted int) {
+	if len(e.Fields) <= MaxFieldErrors {
+		return e.Fields, e.Omitted
+	}
+	return e.Fields[:MaxFieldErrors], e.Omitted + len(e.Fields) - MaxFieldErrors
 }
 
 func (e *ValidationError) Error() string {
-	parts := make([]string, len(e.Fields))
-	for i, f := range e.Fields {
+	fields, omitted := e.Listed()
+	parts := make([]string, len(fields), len(fields)+1)
+	for i, f := range fields {
 		parts[i] = f.Field + ": " + f.Message
+	}
+	if omitted > 0 {
+		parts = append(parts, fmt.Sprintf("and %d more", omitted))
 	}
 	of := e.Of
 	if of == "" {
@@ -163,13 +192,19 @@ func (e *ValidationError) Error() string {
 	return "invalid " + of + ": " + strings.Join(parts, "; ")
 }
 
+// TooManyItems is the error for an order of n items, n above MaxItems. It is the only
+// one such an order gets about its items: they are not checked one by one.
+func TooManyItems(n int) FieldError {
+	return FieldError{Field: "items", Message: fmt.Sprintf("must hold at most %d items, got %d", MaxItems, n)}
+}
+
 // New validates req and returns the order it describes, honestly PENDING_PAYMENT:
-// nothing has been charged yet. A bad request returns a *ValidationError naming every
-// invalid field.
+// nothing has been charged yet. A bad request returns a *ValidationError naming its
+// invalid fields (at most MaxFieldErrors of them).
 func New(req Request, id, correlationID string, now time.Time) (Order, error) {
-	var errs []FieldError
+	var ve ValidationError
 	bad := func(field, format string, args ...any) {
-		errs = append(errs, FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
+		ve.Add(FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
 	}
 
 	if req.CustomerID == "" {
@@ -197,16 +232,18 @@ func New(req Request, id, correlationID string, now time.Time) (Order, error) {
 	case hasControl(req.PaymentMethod):
 		bad("payment_method", "must not contain control characters")
 	}
-	switch n := len(req.Items); {
+	items := req.Items
+	switch n := len(items); {
 	case n == 0:
 		bad("items", "must hold at least one item")
 	case n > MaxItems:
-		bad("items", "must hold at most %d items, got %d", MaxItems, n)
+		ve.Add(TooManyItems(n))
+		items = nil // the count is the error; the items themselves are not looked at
 	}
 
 	var total int64
 	overflow := false
-	for i, it := range req.Items {
+	for i, it := range items {
 		field := fmt.Sprintf("items[%d]", i)
 		switch n := len(it.SKU); {
 		case n == 0:
@@ -231,8 +268,8 @@ func New(req Request, id, correlationID string, now time.Time) (Order, error) {
 	if overflow {
 		bad("items", "the order total does not fit in 64 bits")
 	}
-	if len(errs) > 0 {
-		return Order{}, &ValidationError{Fields: errs}
+	if len(ve.Fields) > 0 {
+		return Order{}, &ve
 	}
 	now = now.UTC().Truncate(time.Microsecond) // what PostgreSQL keeps, so POST and GET agree
 	return Order{

@@ -2,6 +2,7 @@ package order_test
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -205,6 +206,67 @@ func TestNewNamesEveryInvalidField(t *testing.T) {
 	got = fieldsOf(t, mustFail(t, req))
 	if want := []string{"customer_id", "items"}; !slices.Equal(got, want) {
 		t.Errorf("invalid fields = %v, want %v", got, want)
+	}
+}
+
+// However much of a request is wrong, New lists the first order.MaxFieldErrors fields
+// and counts the rest; too many items is one error, the items unchecked.
+func TestNewBoundsFieldErrors(t *testing.T) {
+	empty := func(n int) []order.Item { return make([]order.Item, n) } // each: sku, quantity, unit_price_cents
+	tests := []struct {
+		name    string
+		items   []order.Item
+		first   []string // the first fields listed
+		listed  int
+		omitted int
+	}{
+		{"one empty item", empty(1), []string{"items[0].sku", "items[0].quantity", "items[0].unit_price_cents"}, 3, 0},
+		{"seven empty items: 21 errors", empty(7), []string{"items[0].sku"}, order.MaxFieldErrors, 1},
+		{"100 empty items", empty(order.MaxItems), []string{"items[0].sku", "items[0].quantity"}, order.MaxFieldErrors, 3*order.MaxItems - order.MaxFieldErrors},
+		{"101 empty items", empty(order.MaxItems + 1), []string{"items"}, 1, 0},
+		{"10000 empty items", empty(10_000), []string{"items"}, 1, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := validRequest()
+			req.Items = tt.items
+			var ve *order.ValidationError
+			if err := mustFail(t, req); !errors.As(err, &ve) {
+				t.Fatalf("error = %v (%T), want a *order.ValidationError", err, err)
+			}
+			// Not fieldsOf: it formats Error() once per field, slow when the bound fails.
+			got := make([]string, len(ve.Fields))
+			for i, f := range ve.Fields {
+				got[i] = f.Field
+			}
+			if len(got) != tt.listed || !slices.Equal(got[:min(len(tt.first), len(got))], tt.first) || ve.Omitted != tt.omitted {
+				t.Errorf("%d fields starting %v, %d omitted; want %d starting %v, %d omitted",
+					len(got), got[:min(len(tt.first), len(got))], ve.Omitted, tt.listed, tt.first, tt.omitted)
+			}
+			if msg, want := ve.Error(), fmt.Sprintf("; and %d more", tt.omitted); (tt.omitted > 0) != strings.HasSuffix(msg, want) || strings.Count(msg, "; ") > order.MaxFieldErrors {
+				t.Errorf("Error() of %d bytes ends %q, want %d fields at most, then %q only when fields are omitted", len(msg), msg[max(0, len(msg)-40):], order.MaxFieldErrors, want)
+			}
+			if len(got) == 1 {
+				if want := fmt.Sprintf("must hold at most %d items, got %d", order.MaxItems, len(tt.items)); ve.Fields[0].Message != want {
+					t.Errorf("items: %q, want %q", ve.Fields[0].Message, want)
+				}
+			}
+		})
+	}
+}
+
+// A ValidationError built by hand, without Add, is still shown within the bound.
+func TestValidationErrorListed(t *testing.T) {
+	ve := &order.ValidationError{Omitted: 2, Of: "query"}
+	for i := range order.MaxFieldErrors + 5 {
+		ve.Fields = append(ve.Fields, order.FieldError{Field: fmt.Sprintf("f%d", i), Message: "is wrong"})
+	}
+	fields, omitted := ve.Listed()
+	if len(fields) != order.MaxFieldErrors || fields[0].Field != "f0" || omitted != 7 {
+		t.Errorf("Listed() = %d fields from %s, %d omitted; want %d from f0, 7 omitted", len(fields), fields[0].Field, omitted, order.MaxFieldErrors)
+	}
+	if got, want := ve.Error(), "f19: is wrong; and 7 more"; !strings.HasPrefix(got, "invalid query: f0: is wrong; ") || !strings.HasSuffix(got, want) || strings.Contains(got, "f20") {
+		t.Errorf("Error() = %q, want f0 to f19 and then %q", got, want)
 	}
 }
 

@@ -5,10 +5,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/orderflow/common-events/metrics"
+	"github.com/orderflow/payment-service/internal/payment"
 )
 
-// RegisterMetrics registers the service's domain metrics, read from its tables.
+// RegisterMetrics registers the service's domain metrics, read from its tables in the
+// background (metrics.Tally): reg must be the service Registry's Registerer.
 func RegisterMetrics(reg prometheus.Registerer, pool *pgxpool.Pool) error {
-	return metrics.Tally(reg, pool, "payments", "Payments by status (CHARGING, COMPLETED, FAILED, REFUNDED, CANCELLED), read from the database when scraped.",
-		[]string{"status"}, `SELECT status, count(*)::float8 FROM payments GROUP BY status`)
+	var known [][]string
+	for _, s := range []payment.Status{payment.Charging, payment.Completed, payment.Failed, payment.Refunded, payment.Cancelled} {
+		known = append(known, []string{string(s)})
+	}
+	return metrics.Tally(reg, pool, "payments", "Payments by status (CHARGING, COMPLETED, FAILED, REFUNDED, CANCELLED), as of the last reading from the database.",
+		[]string{"status"}, `SELECT status, count(*)::float8 FROM payments GROUP BY status`, known...)
 }
