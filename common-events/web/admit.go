@@ -2,6 +2,7 @@ package web
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"golang.org/x/sync/semaphore"
 )
 
 // MaxBodyBytes bounds a request body at the edge: a longer one is refused 413 before it
@@ -44,6 +46,9 @@ type Limits struct {
 	// gives a route ("POST /orders", the route's pattern) a policy of its own.
 	Rate   RatePolicy
 	Routes map[string]RatePolicy
+	// LargeBodies bounds the bytes of bodies over 64 KiB being read and worked on at
+	// once (DefaultLargeBodies when 0); a large body waits up to QueueWait for room.
+	LargeBodies int64
 	// Exempt are paths never limited: the probes and the metrics, which must answer
 	// most when the service is busiest (and are cheap: answered from readings taken
 	// in the background).
@@ -80,7 +85,9 @@ func Admit(l Limits) echo.MiddlewareFunc {
 				return err
 			}
 			if identified {
-				if err := a.readBody(c, cl); err != nil {
+				release, err := a.readBody(c, cl)
+				defer release()
+				if err != nil {
 					return err
 				}
 			} else if req.Body != nil {
@@ -120,7 +127,8 @@ type admission struct {
 	working int // places held
 	waiting int
 	clients map[string]*client
-	queue   []*waiter // for a working place, oldest first
+	large   *semaphore.Weighted // the budget of large bodies, in bytes
+	queue   []*waiter           // for a working place, oldest first
 	// refusedAt is when a request was last turned away for want of a place: until
 	// QueueWait after it the service is overloaded, and nobody queues.
 	refusedAt time.Time
@@ -166,7 +174,11 @@ func newAdmission(l Limits) *admission {
 	if now == nil {
 		now = time.Now
 	}
-	return &admission{l: l, now: now, clients: map[string]*client{}}
+	if l.LargeBodies <= 0 {
+		l.LargeBodies = DefaultLargeBodies
+	}
+	l.LargeBodies = max(l.LargeBodies, MaxBodyBytes)
+	return &admission{l: l, now: now, clients: map[string]*client{}, large: semaphore.NewWeighted(l.LargeBodies)}
 }
 
 // client returns the request's client, counted as in use until done: the token's
@@ -213,44 +225,80 @@ func (a *admission) done(cl *client) {
 
 // readBody reads the request's body into memory, at most ClientWorking of the client's
 // at once: a body that trickles in holds only its client's reading slot, never a place.
-func (a *admission) readBody(c echo.Context, cl *client) error {
+func (a *admission) readBody(c echo.Context, cl *client) (release func(), _ error) {
+	release = func() {}
 	req := c.Request()
 	if req.Body == nil || req.Body == http.NoBody || req.ContentLength == 0 {
-		return nil
+		return release, nil
 	}
 	select {
 	case cl.reading <- struct{}{}:
 		defer func() { <-cl.reading }()
 	case <-req.Context().Done():
-		return &BodyError{Err: req.Context().Err()}
+		return release, &BodyError{Err: req.Context().Err()}
 	}
 	if req.ContentLength > MaxBodyBytes {
-		return bodyTooLarge()
+		return release, bodyTooLarge()
+	}
+	// A large body is read, and worked on, only within the budget of large bodies: what
+	// decoding it costs is some times its size, and twenty 1 MiB bodies at once must not
+	// take the process's memory. A small one (an order is a few KiB) never waits for it.
+	reserve := func(n int64) error {
+		ctx, cancel := context.WithTimeout(req.Context(), max(a.l.QueueWait, time.Second))
+		defer cancel()
+		if err := a.large.Acquire(ctx, n); err != nil {
+			if req.Context().Err() != nil {
+				return &BodyError{Err: req.Context().Err()}
+			}
+			p := NewProblem(http.StatusServiceUnavailable, CodeOverloaded, "Service Unavailable",
+				"the service is at its limit of large request bodies; retry after Retry-After seconds")
+			p.RetryAfter = 1
+			return p
+		}
+		release = func() { a.large.Release(n) }
+		return nil
+	}
+	if req.ContentLength > largeBody {
+		if err := reserve(req.ContentLength); err != nil {
+			return release, err
+		}
 	}
 	// The first 64 KiB are read into a buffer of their own; a claimed length beyond them
 	// is allocated only once they have arrived, and then exactly, so a body costs its
 	// size once rather than the doublings of a growing buffer.
 	r := http.MaxBytesReader(c.Response(), req.Body, MaxBodyBytes)
-	first := int64(64 << 10)
+	first := int64(largeBody)
 	if req.ContentLength > 0 {
 		first = min(first, req.ContentLength)
 	}
 	buf, err := readInto(make([]byte, 0, first+1), r)
+	if err == nil && len(buf) == cap(buf) && req.ContentLength < 0 { // more, of a length not told
+		if err := reserve(MaxBodyBytes); err != nil {
+			return release, err
+		}
+	}
 	for err == nil && len(buf) == cap(buf) { // more is coming
 		more := make([]byte, len(buf), max(req.ContentLength+1, 2*int64(cap(buf))))
 		copy(more, buf)
 		buf, err = readInto(more, r)
 	}
 	if errors.As(err, new(*http.MaxBytesError)) {
-		return bodyTooLarge()
+		return release, bodyTooLarge()
 	}
 	if err != nil {
-		return &BodyError{Err: err}
+		return release, &BodyError{Err: err}
 	}
 	_ = req.Body.Close()
 	req.Body = io.NopCloser(bytes.NewReader(buf))
-	return nil
+	return release, nil
 }
+
+// largeBody is the size beyond which a body counts against the budget of large bodies.
+const largeBody = 64 << 10
+
+// DefaultLargeBodies is the budget of large bodies (over 64 KiB) read and worked on at
+// once, in bytes, when Limits.LargeBodies is 0: four of the largest.
+const DefaultLargeBodies = 4 * MaxBodyBytes
 
 // readInto reads r into buf until buf is full or r ends; io.EOF is no error.
 func readInto(buf []byte, r io.Reader) ([]byte, error) {

@@ -71,6 +71,15 @@ func newEdge(t *testing.T, l web.Limits, readTimeout, nap time.Duration) *edge {
 		}
 		return c.String(http.StatusOK, fmt.Sprint(len(b)))
 	})
+	e.POST("/hold", func(c echo.Context) error {
+		_, _ = io.ReadAll(c.Request().Body)
+		ed.started <- "hold"
+		select {
+		case <-ed.work:
+		case <-c.Request().Context().Done():
+		}
+		return c.NoContent(http.StatusNoContent)
+	})
 	e.GET("/nap", func(c echo.Context) error {
 		time.Sleep(nap)
 		return c.NoContent(http.StatusNoContent)
@@ -398,5 +407,33 @@ func TestAClientOverItsRateGets429(t *testing.T) {
 	time.Sleep(600 * time.Millisecond) // a token back
 	if a := ed.do("a", http.MethodPost, "/work", "{}"); a.status != http.StatusOK {
 		t.Errorf("after Retry-After = %d, want 200", a.status)
+	}
+}
+
+// Large bodies are read and worked on only within their budget, so twenty 1 MiB bodies
+// at once cannot take the memory: beyond it one waits, then is refused; a small body
+// never waits for it.
+func TestLargeBodiesWaitForTheirBudget(t *testing.T) {
+	ed := newEdge(t, web.Limits{Working: 10, Waiting: 1, LargeBodies: web.MaxBodyBytes, Queue: 10, QueueWait: 300 * time.Millisecond}, time.Minute, 0)
+	large := strings.Repeat(" ", 512<<10-10) + "{}"
+	done := make(chan answer, 3)
+	for _, who := range []string{"a", "b"} { // half the budget each: both in
+		go func() { done <- ed.do(who, http.MethodPost, "/hold", large) }()
+		<-ed.started
+	}
+	if a := ed.do("c", http.MethodPost, "/hold", large); !refused(a, http.StatusServiceUnavailable, web.CodeOverloaded) {
+		t.Errorf("a large body beyond the budget = %d %s, want 503 overloaded after its wait", a.status, a.code)
+	}
+	if a := ed.do("c", http.MethodPost, "/work", `{"small":true}`); a.status != http.StatusOK {
+		t.Errorf("a small body while the budget is taken = %d %s, want 200", a.status, a.code)
+	}
+	close(ed.work)
+	for range 2 {
+		if a := <-done; a.status != http.StatusNoContent {
+			t.Errorf("a large body within the budget = %d %s, want 204", a.status, a.code)
+		}
+	}
+	if a := ed.do("c", http.MethodPost, "/work", large); a.status != http.StatusOK {
+		t.Errorf("a large body once the budget is free = %d %s, want 200", a.status, a.code)
 	}
 }
