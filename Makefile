@@ -31,7 +31,8 @@ modules:
 
 # The consumer-runner and outbox integration tests and the end-to-end tests on Apache Kafka
 # (TEST_BROKER=kafka), less those that do not touch the broker (the compose file, the alert
-# rules, bad settings, the doors), which the first pass ran: one broker per test package,
+# rules, bad settings, the doors, the HTTP edge, the scrapes), which the first pass ran: one
+# broker per test package,
 # emptied for each test, from the jars scripts/ensure-kafka.sh fetches with Maven the first
 # time.
 # Needs Java 17+.
@@ -41,7 +42,7 @@ test-kafka:
 	@scripts/ensure-kafka.sh >/dev/null
 	@cd common-events && TEST_BROKER=kafka $(GO) test -count=1 -timeout 8m ./consumer/ ./outbox/
 	@cd e2e && TEST_BROKER=kafka $(GO) test -count=1 -timeout 12m \
-		-skip 'TestCompose|TestAlerts|TestBadSettings|TestUnreachable|TestScenarioOnlyTheRightPeopleGetIn' .
+		-skip 'TestCompose|TestAlerts|TestBadSettings|TestUnreachable|TestScenarioOnlyTheRightPeopleGetIn|TestEdge|TestScrape' .
 
 # The chaos run (e2e/chaos_test.go): mixed load on a devstack with Apache Kafka as a process
 # of its own while every service is killed (SIGKILL) and restarted four times, PostgreSQL
