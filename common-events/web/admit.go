@@ -47,7 +47,7 @@ type Limits struct {
 	Rate   RatePolicy
 	Routes map[string]RatePolicy
 	// LargeBodies bounds the bytes of bodies over 64 KiB being read and worked on at
-	// once (DefaultLargeBodies when 0); a large body waits up to QueueWait for room.
+	// once (DefaultLargeBodies when 0); a large body waits up to 5 s for room.
 	LargeBodies int64
 	// Exempt are paths never limited: the probes and the metrics, which must answer
 	// most when the service is busiest (and are cheap: answered from readings taken
@@ -244,7 +244,7 @@ func (a *admission) readBody(c echo.Context, cl *client) (release func(), _ erro
 	// decoding it costs is some times its size, and twenty 1 MiB bodies at once must not
 	// take the process's memory. A small one (an order is a few KiB) never waits for it.
 	reserve := func(n int64) error {
-		ctx, cancel := context.WithTimeout(req.Context(), max(a.l.QueueWait, time.Second))
+		ctx, cancel := context.WithTimeout(req.Context(), largeBodyWait)
 		defer cancel()
 		if err := a.large.Acquire(ctx, n); err != nil {
 			if req.Context().Err() != nil {
@@ -295,6 +295,11 @@ func (a *admission) readBody(c echo.Context, cl *client) (release func(), _ erro
 
 // largeBody is the size beyond which a body counts against the budget of large bodies.
 const largeBody = 64 << 10
+
+// largeBodyWait bounds the wait for room in the budget. The body is not read meanwhile,
+// so waiting costs nothing but the client's reading slot; it stays well inside the
+// default HTTP_READ_TIMEOUT, within which the body must then arrive.
+const largeBodyWait = 5 * time.Second
 
 // DefaultLargeBodies is the budget of large bodies (over 64 KiB) read and worked on at
 // once, in bytes, when Limits.LargeBodies is 0: four of the largest.

@@ -421,8 +421,8 @@ func TestLargeBodiesWaitForTheirBudget(t *testing.T) {
 		go func() { done <- ed.do(who, http.MethodPost, "/hold", large) }()
 		<-ed.started
 	}
-	if a := ed.do("c", http.MethodPost, "/hold", large); !refused(a, http.StatusServiceUnavailable, web.CodeOverloaded) {
-		t.Errorf("a large body beyond the budget = %d %s, want 503 overloaded after its wait", a.status, a.code)
+	if a := ed.do("c", http.MethodPost, "/hold", large); !refused(a, http.StatusServiceUnavailable, web.CodeOverloaded) || a.took < 4*time.Second {
+		t.Errorf("a large body beyond the budget = %d %s after %s, want 503 overloaded after its 5 s wait", a.status, a.code, a.took)
 	}
 	if a := ed.do("c", http.MethodPost, "/work", `{"small":true}`); a.status != http.StatusOK {
 		t.Errorf("a small body while the budget is taken = %d %s, want 200", a.status, a.code)
