@@ -53,7 +53,6 @@ type Limits struct {
 	// most when the service is busiest (and are cheap: answered from readings taken
 	// in the background).
 	Exempt []string
-	now    func() time.Time // tests
 }
 
 // Problem codes of the requests the limits refuse.
@@ -137,7 +136,6 @@ type admission struct {
 
 // client is one client's share: what it holds, and its rate buckets.
 type client struct {
-	key              string
 	users            int // requests in the middleware now
 	working, waiting int
 	queued           int
@@ -170,10 +168,7 @@ func newAdmission(l Limits) *admission {
 	if l.QueueWait <= 0 {
 		l.Queue = 0
 	}
-	now := l.now
-	if now == nil {
-		now = time.Now
-	}
+	now := time.Now
 	if l.LargeBodies <= 0 {
 		l.LargeBodies = DefaultLargeBodies
 	}
@@ -198,7 +193,7 @@ func (a *admission) client(c echo.Context) (_ *client, identified bool) {
 	defer a.mu.Unlock()
 	cl := a.clients[key]
 	if cl == nil {
-		cl = &client{key: key, reading: make(chan struct{}, a.l.ClientWorking)}
+		cl = &client{reading: make(chan struct{}, a.l.ClientWorking)}
 		a.clients[key] = cl
 	}
 	cl.users++
