@@ -112,8 +112,10 @@ func acquired(t *testing.T, url string) float64 {
 
 // A flood of scrapes and probes — 200 at a time for 2 s, on every service — takes no
 // connection from the database pools beyond what the stack takes without it (the
-// background readings, the orders placed), and orders placed meanwhile are answered 202.
-// Every scrape used to run its queries, and every probe a ping.
+// background readings, the orders placed), is held to the probes' rate (HTTP_PROBE_RATE),
+// and orders placed meanwhile are answered 202. Every scrape used to run its queries, and
+// every probe a ping; and answered as fast as it asked, a flood of some 7,800 a second took
+// the CPU the orders needed.
 func TestScrapeFloodTakesNoConnection(t *testing.T) {
 	tg := newTarget(t, nil)
 	services := tg.services()
@@ -187,6 +189,12 @@ func TestScrapeFloodTakesNoConnection(t *testing.T) {
 
 	t.Logf("flood: %d scrapes and probes answered in %s", flooded, window)
 	t.Logf("POST /orders p99 of %d: %s without the flood, %s with it", len(loudPosts), p99(quietPosts), p99(loudPosts))
+	// Per service, the burst (twice the rate) and the rate for the window, with a
+	// second's owed; and each of the 200 loops refused at most once a second.
+	const rate = 20
+	if limit := int64(len(names)*(2*rate+rate*(int(window/time.Second)+1)) + 200*(int(window/time.Second)+1)); flooded > limit {
+		t.Errorf("the flood had %d answers in %s, want at most %d: held to %d a second per service and client", flooded, window, limit, rate)
+	}
 	for _, n := range names {
 		// The background readings run on their own clock (the readiness check every
 		// second, the metrics every 5 s), and the consumers take one a batch: a window

@@ -217,6 +217,9 @@ type Base struct {
 	// ConsumerConcurrency bounds the records in flight per partition in every consumer
 	// group of the service (consumer.Runner.Concurrency).
 	ConsumerConcurrency int
+	// HandlerTimeout bounds one attempt at a consumed record, both its steps
+	// (consumer.Runner.HandlerTimeout).
+	HandlerTimeout time.Duration
 	// MaxInFlight bounds the API's requests being worked on at once (0: two per
 	// database connection of the pool); MaxWaiting those waiting (event streams,
 	// Prefer: wait). ClientInFlight and ClientWaiting are one client's shares of them
@@ -230,6 +233,9 @@ type Base struct {
 	// RateBurst how many it may send at once.
 	RateLimit float64
 	RateBurst int
+	// ProbeRate is each client's rate of probes and scrapes (a second; 0: none), twice
+	// that at once; beyond it they are held for their turn, up to a second.
+	ProbeRate float64
 	// ReadTimeout bounds the time to read a whole request, headers and body.
 	ReadTimeout time.Duration
 	// Auth names the issuer whose bearer tokens the service's API accepts.
@@ -250,6 +256,7 @@ func ReadBase(e *Env, httpAddr, databaseURL string) Base {
 		PprofAddr:       e.Addr("PPROF_ADDR", ""),
 
 		ConsumerConcurrency: e.Int("CONSUMER_CONCURRENCY", consumer.DefaultConcurrency, 1, 10000),
+		HandlerTimeout:      e.Duration("CONSUMER_HANDLER_TIMEOUT", consumer.DefaultHandlerTimeout, time.Second, 10*time.Minute),
 		MaxInFlight:         e.Int("HTTP_MAX_IN_FLIGHT", 0, 0, 100000),
 		MaxWaiting:          e.Int("HTTP_MAX_WAITING", 1000, 1, 100000),
 		ClientInFlight:      e.Int("HTTP_CLIENT_MAX_IN_FLIGHT", 0, 0, 100000),
@@ -258,6 +265,7 @@ func ReadBase(e *Env, httpAddr, databaseURL string) Base {
 		QueueWait:           e.Duration("HTTP_QUEUE_WAIT", time.Second, 0, time.Minute),
 		RateLimit:           e.Float("HTTP_RATE_LIMIT", 100, 0, 1e6),
 		RateBurst:           e.Int("HTTP_RATE_BURST", 200, 1, 1e6),
+		ProbeRate:           e.Float("HTTP_PROBE_RATE", 20, 0, 1e6),
 		ReadTimeout:         e.Duration("HTTP_READ_TIMEOUT", 10*time.Second, 100*time.Millisecond, 10*time.Minute),
 		Auth:                ReadAuth(e),
 		Tracing:             ReadTracing(e),

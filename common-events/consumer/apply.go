@@ -34,7 +34,9 @@ func newApplier(r *Runner) *applier {
 	return &applier{r: r, reqs: make(chan applyReq), done: make(chan struct{})}
 }
 
-// apply has msg's Apply committed with its inbox row and returns the outcome.
+// apply has msg's Apply committed with its inbox row and returns the outcome, or ctx's
+// error once ctx is done: the Apply may then still commit, and the record's next attempt
+// finds its inbox row and skips it.
 func (a *applier) apply(ctx context.Context, msg Message, apply Apply) error {
 	req := applyReq{msg: msg, apply: apply, err: make(chan error, 1)}
 	select {
@@ -42,7 +44,12 @@ func (a *applier) apply(ctx context.Context, msg Message, apply Apply) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	return <-req.err
+	select {
+	case err := <-req.err:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (a *applier) run() {
@@ -77,32 +84,37 @@ func (a *applier) stop() {
 	<-a.done
 }
 
-// commit applies batch in one transaction. If that fails for any reason, each record is
-// applied on its own, so one record's failure is its own and batching never changes what
-// happens to a record.
+// commit applies batch in one transaction, within HandlerTimeout. If that fails because
+// of a record, each record is applied on its own, so one record's failure is its own and
+// batching never changes what happens to a record; the records share what is left of the
+// timeout. If it fails because the database did — the connection lost, or the time up —
+// every record fails at once: applied one by one, each would fail the same way after
+// waiting as long (with the database's packets dropped, a batch of 100 could take 50
+// minutes, stalling every partition of the group).
 func (a *applier) commit(batch []applyReq) {
+	ctx, cancel := context.WithTimeout(context.Background(), a.r.HandlerTimeout)
+	defer cancel()
 	if len(batch) > 1 {
-		err := a.applyTx(batch)
-		if err == nil {
+		err := a.applyTx(ctx, batch)
+		if err == nil || a.conn == nil || ctx.Err() != nil {
 			for _, req := range batch {
-				req.err <- nil
+				req.err <- err
 			}
 			return
 		}
 		a.r.Log.Debug("batch declined; applying its records one by one", "group", a.r.Group, "records", len(batch), "err", err)
 	}
 	for _, req := range batch {
-		req.err <- a.applyTx([]applyReq{req})
+		req.err <- a.applyTx(ctx, []applyReq{req})
 	}
 }
 
 // applyTx runs batch's Applies in one transaction, each guarded by the inbox: one
 // statement records every event id and says which were new. It is not cut short when the
-// session ends: the records in flight finish, within HandlerTimeout.
-func (a *applier) applyTx(batch []applyReq) error {
+// session ends: the records in flight finish, within ctx (HandlerTimeout). It leaves
+// a.conn nil when it has no connection to the database: none could be had, or it was lost.
+func (a *applier) applyTx(ctx context.Context, batch []applyReq) error {
 	r := a.r
-	ctx, cancel := context.WithTimeout(context.Background(), r.HandlerTimeout)
-	defer cancel()
 	if a.conn == nil {
 		conn, err := r.Pool.Acquire(ctx)
 		if err != nil {

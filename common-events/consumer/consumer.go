@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -151,6 +152,10 @@ const (
 	HeaderDLQGroup     = "dlq_group"
 	HeaderDLQError     = "dlq_error"
 	HeaderDLQTime      = "dlq_time"
+	// HeaderDLQTruncated marks a copy cut short because the record itself could not be
+	// dead-lettered (too large once the headers above are added, or refused for another
+	// reason that retrying cannot change), and says what was cut.
+	HeaderDLQTruncated = "dlq_truncated"
 )
 
 // DeadLetterTopics names the dead-letter topics group needs for the topics it consumes;
@@ -173,7 +178,7 @@ type Runner struct {
 	Log         *slog.Logger
 
 	Retry          backoff.Policy // transient failures; default 100ms doubling to 10s
-	HandlerTimeout time.Duration  // one attempt, both steps; default 30s
+	HandlerTimeout time.Duration  // one attempt, both steps; default DefaultHandlerTimeout
 	BatchSize      int            // records applied in one transaction at most; default 100
 	InboxRetention time.Duration  // inbox rows older than this are pruned; default 7 days
 
@@ -194,6 +199,9 @@ type Runner struct {
 	applier *applier // shared by the partitions, so their ready records commit together
 }
 
+// DefaultHandlerTimeout bounds one attempt at a record unless configured.
+const DefaultHandlerTimeout = 30 * time.Second
+
 // DefaultConcurrency is the records in flight per partition unless configured: enough
 // for 1,000 orders/s on six partitions with a provider that takes half a second.
 const DefaultConcurrency = 128
@@ -203,7 +211,7 @@ func (r *Runner) defaults() {
 		r.Retry = backoff.Policy{Min: 100 * time.Millisecond, Max: 10 * time.Second}
 	}
 	if r.HandlerTimeout <= 0 {
-		r.HandlerTimeout = 30 * time.Second
+		r.HandlerTimeout = DefaultHandlerTimeout
 	}
 	if r.BatchSize <= 0 {
 		r.BatchSize = 100
@@ -270,35 +278,28 @@ func (r *Runner) Run(ctx context.Context) error {
 
 // deadLetter copies rec unchanged, plus headers saying where it came from and why, to the
 // dead-letter topic. It retries until the broker takes it: a poison record is marked only
-// once it is safely parked.
+// once it is safely parked. A copy that can never be taken — too large, or refused for
+// another reason retrying cannot change — is parked cut short instead (truncated), so one
+// record cannot stall its partition in every session.
 func (r *Runner) deadLetter(ctx context.Context, log *slog.Logger, rec *sarama.ConsumerMessage, cause error) error {
 	topic := events.DeadLetterTopic(rec.Topic, r.Group)
-	hs := make([]sarama.RecordHeader, 0, len(rec.Headers)+6)
+	var hs []sarama.RecordHeader
 	for _, h := range rec.Headers {
 		if h != nil {
 			hs = append(hs, *h)
 		}
 	}
-	hs = append(hs,
-		sarama.RecordHeader{Key: []byte(HeaderDLQTopic), Value: []byte(rec.Topic)},
-		sarama.RecordHeader{Key: []byte(HeaderDLQPartition), Value: []byte(strconv.Itoa(int(rec.Partition)))},
-		sarama.RecordHeader{Key: []byte(HeaderDLQOffset), Value: []byte(strconv.FormatInt(rec.Offset, 10))},
-		sarama.RecordHeader{Key: []byte(HeaderDLQGroup), Value: []byte(r.Group)},
-		sarama.RecordHeader{Key: []byte(HeaderDLQError), Value: []byte(cause.Error())},
-		sarama.RecordHeader{Key: []byte(HeaderDLQTime), Value: []byte(time.Now().UTC().Format(time.RFC3339Nano))},
-	)
-	out := &sarama.ProducerMessage{Topic: topic, Headers: hs}
-	if rec.Key != nil {
-		out.Key = sarama.ByteEncoder(rec.Key)
-	}
-	if rec.Value != nil {
-		out.Value = sarama.ByteEncoder(rec.Value)
-	}
+	out := r.deadLetterCopy(topic, rec, hs, rec.Value, cause)
 	for attempt := 1; ; attempt++ {
 		_, _, err := r.DeadLetters.SendMessage(out)
 		if err == nil {
-			log.Error("poison record dead-lettered", "err", cause, "dlq_topic", topic)
+			log.Error("poison record dead-lettered", "err", cause, "dlq_topic", topic, "truncated", headerOf(out, HeaderDLQTruncated))
 			return nil
+		}
+		if refusedForGood(err) && headerOf(out, HeaderDLQTruncated) == "" {
+			log.Warn("dead-letter topic refused the record for good; parking a truncated copy", "err", err, "value_bytes", len(rec.Value))
+			out = r.truncatedCopy(topic, rec, hs, cause)
+			continue
 		}
 		d := r.Retry.Delay(attempt)
 		log.Warn("dead-letter publish failed; retrying", "err", err, "retry_in", d)
@@ -306,6 +307,71 @@ func (r *Runner) deadLetter(ctx context.Context, log *slog.Logger, rec *sarama.C
 			return ctx.Err()
 		}
 	}
+}
+
+// deadLetterCopy is the dead-letter record of rec: its key, value and the headers hs, then
+// where it came from and why.
+func (r *Runner) deadLetterCopy(topic string, rec *sarama.ConsumerMessage, hs []sarama.RecordHeader, value []byte, cause error, extra ...sarama.RecordHeader) *sarama.ProducerMessage {
+	hs = append(slices.Clip(hs),
+		sarama.RecordHeader{Key: []byte(HeaderDLQTopic), Value: []byte(rec.Topic)},
+		sarama.RecordHeader{Key: []byte(HeaderDLQPartition), Value: []byte(strconv.Itoa(int(rec.Partition)))},
+		sarama.RecordHeader{Key: []byte(HeaderDLQOffset), Value: []byte(strconv.FormatInt(rec.Offset, 10))},
+		sarama.RecordHeader{Key: []byte(HeaderDLQGroup), Value: []byte(r.Group)},
+		sarama.RecordHeader{Key: []byte(HeaderDLQError), Value: []byte(cause.Error())},
+		sarama.RecordHeader{Key: []byte(HeaderDLQTime), Value: []byte(time.Now().UTC().Format(time.RFC3339Nano))},
+	)
+	out := &sarama.ProducerMessage{Topic: topic, Headers: append(hs, extra...)}
+	if rec.Key != nil {
+		out.Key = sarama.ByteEncoder(rec.Key)
+	}
+	if value != nil {
+		out.Value = sarama.ByteEncoder(value)
+	}
+	return out
+}
+
+// truncatedCopy is the dead-letter record of rec cut short: the first truncatedValue
+// bytes of its value, its own headers only if they are small, and a header saying what
+// was cut. Its key and the dlq_* headers (the original offset among them) are whole.
+func (r *Runner) truncatedCopy(topic string, rec *sarama.ConsumerMessage, hs []sarama.RecordHeader, cause error) *sarama.ProducerMessage {
+	value := rec.Value
+	what := "value of " + strconv.Itoa(len(value)) + " bytes"
+	if len(value) > truncatedValue {
+		value = value[:truncatedValue]
+		what += ", the first " + strconv.Itoa(truncatedValue) + " kept"
+	}
+	size := 0
+	for _, h := range hs {
+		size += len(h.Key) + len(h.Value)
+	}
+	if size > truncatedHeaders {
+		what += "; " + strconv.Itoa(len(hs)) + " headers of " + strconv.Itoa(size) + " bytes dropped"
+		hs = nil
+	}
+	return r.deadLetterCopy(topic, rec, hs, value, cause, sarama.RecordHeader{Key: []byte(HeaderDLQTruncated), Value: []byte(what)})
+}
+
+// What a truncated copy keeps of the record: enough to tell what it was.
+const (
+	truncatedValue   = 64 << 10
+	truncatedHeaders = 16 << 10
+)
+
+// refusedForGood reports whether the producer or the broker refused a record for what it
+// is — its size, its form, the client's settings — so that sending it again cannot help.
+func refusedForGood(err error) bool {
+	var ce sarama.ConfigurationError // the producer's own checks: larger than Producer.MaxMessageBytes
+	return errors.As(err, &ce) || errors.Is(err, sarama.ErrMessageSizeTooLarge) ||
+		errors.Is(err, sarama.ErrMessageSetSizeTooLarge) || errors.Is(err, sarama.ErrInvalidRecord) || errors.Is(err, sarama.ErrInvalidMessage)
+}
+
+func headerOf(m *sarama.ProducerMessage, key string) string {
+	for _, h := range m.Headers {
+		if string(h.Key) == key {
+			return string(h.Value)
+		}
+	}
+	return ""
 }
 
 // pruneInbox deletes inbox rows past retention once an hour: redeliveries come within

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -595,5 +596,90 @@ func TestAFailingBatchFallsBackToOneByOne(t *testing.T) {
 	}
 	if largest.Load() < 2 {
 		t.Errorf("the set never got more than %d rows at once: nothing was batched", largest.Load())
+	}
+}
+
+// With the database's packets dropped (nothing refused, nothing closed), the runner
+// stops within about one handler timeout: the batch under way fails at once when its
+// time is up instead of record by record, and no record waits for the applier beyond its
+// own attempt. The fallback used to give each record a fresh timeout of its own, and a
+// record to wait for the applier without limit.
+func TestABlackholedDatabaseDoesNotHoldUpTheStop(t *testing.T) {
+	f := setup(t)
+	proxied, proxy := testenv.ProxiedPool(t, f.pool)
+	const timeout = 2 * time.Second
+	stop := f.run(t, consumer.InTx(recordEffect), func(r *consumer.Runner) { r.Pool, r.HandlerTimeout = proxied, timeout })
+	var msgs []*sarama.ProducerMessage
+	for i := range 5 {
+		msgs = append(msgs, orderCreated(t, fmt.Sprintf("before-%d", i)))
+	}
+	testenv.Produce(t, f.brokers, msgs...)
+	if got := f.waitEffects(t, 5, 15*time.Second); len(got) != 5 {
+		t.Fatalf("%d effects before the blackhole, want 5", len(got))
+	}
+
+	proxy.Blackhole()
+	msgs = msgs[:0]
+	for i := range 40 {
+		msgs = append(msgs, orderCreated(t, fmt.Sprintf("during-%02d", i)))
+	}
+	testenv.Produce(t, f.brokers, msgs...)
+	time.Sleep(time.Second) // handled, and waiting for the applier
+	start := time.Now()
+	stop()
+	took := time.Since(start)
+	t.Logf("stopped in %s with the database blackholed (handler timeout %s)", took.Round(10*time.Millisecond), timeout)
+	if took > timeout+2*time.Second {
+		t.Errorf("the stop took %s with the database blackholed, want about the handler timeout (%s)", took, timeout)
+	}
+}
+
+// A poison record of about 1 MiB, written by another client, is too large for the
+// dead-letter topic once the dlq_* headers are added: it is parked cut short, with a
+// header saying so and the dlq_* headers naming its offset, and the partition goes on.
+// It used to be retried for as long as the session lived, in every session.
+func TestAPoisonRecordTooLargeToDeadLetterIsParkedCutShort(t *testing.T) {
+	f := setup(t)
+	c := sarama.NewConfig()
+	c.Version = sarama.V2_8_0_0
+	c.Producer.Return.Successes = true
+	c.Producer.MaxMessageBytes = 1048588 // the broker's limit, over sarama's default of 1 MiB
+	big, err := sarama.NewSyncProducer(f.brokers, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Within the broker's limit; with the dlq_* headers, over the producer's.
+	value := []byte(strings.Repeat("x", 1048500))
+	_, offset, err := big.SendMessage(&sarama.ProducerMessage{Topic: events.TopicOrderCreated, Key: sarama.StringEncoder("big"), Value: sarama.ByteEncoder(value)})
+	big.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Produce(t, f.brokers, orderCreated(t, "after"))
+	f.run(t, consumer.InTx(recordEffect))
+	if got := f.waitEffects(t, 1, 20*time.Second); fmt.Sprint(got) != "[after]" {
+		t.Fatalf("effects = %v, want the record after the large one applied", got)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for f.committedOffset(t) != offset+2 { // past the large record and the one after it
+		if time.Now().After(deadline) {
+			t.Fatalf("committed offset %d, want %d: the large record holds back its partition", f.committedOffset(t), offset+2)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	dlq := testenv.Records(t, f.brokers, events.DeadLetterTopic(events.TopicOrderCreated, group), 1, 15*time.Second)
+	if len(dlq) != 1 {
+		t.Fatalf("%d dead letters, want 1", len(dlq))
+	}
+	headers := map[string]string{}
+	for _, h := range dlq[0].Headers {
+		headers[string(h.Key)] = string(h.Value)
+	}
+	t.Logf("dead letter: %d bytes, %s: %q", len(dlq[0].Value), consumer.HeaderDLQTruncated, headers[consumer.HeaderDLQTruncated])
+	if string(dlq[0].Key) != "big" || headers[consumer.HeaderDLQOffset] != strconv.FormatInt(offset, 10) ||
+		!strings.HasPrefix(headers[consumer.HeaderDLQTruncated], "value of "+strconv.Itoa(len(value))+" bytes") ||
+		len(dlq[0].Value) >= len(value) || !strings.HasPrefix(string(value), string(dlq[0].Value)) {
+		t.Errorf("dead letter key %q, %d bytes, headers %v; want key big, the value's start, truncated, offset %d",
+			dlq[0].Key, len(dlq[0].Value), headers, offset)
 	}
 }

@@ -205,11 +205,11 @@ func readPartition(ctx context.Context, c sarama.Consumer, topic string, p int32
 }
 
 // Replay is what became of one record: replayed now, replayed before (skipped), or
-// unreplayable (no original topic).
+// unreplayable (no original topic; a copy cut short, its record too large to park whole).
 type Replay struct {
 	Record  Record
 	To      string // the original topic
-	Outcome string // "replayed", "would replay" (dry run), "already replayed", "no original topic"
+	Outcome string // "replayed", "would replay" (dry run), "already replayed", "no original topic", "truncated copy"
 	Audit   string // the audit line written to the ledger, for a replay
 }
 
@@ -232,6 +232,8 @@ func (t *Tool) Replay(ctx context.Context, topic string, sel Selection, dryRun b
 		switch {
 		case rp.To == "":
 			rp.Outcome = "no original topic"
+		case r.Headers[consumer.HeaderDLQTruncated] != "":
+			rp.Outcome = "truncated copy" // the record itself is at its original offset
 		case done[r.ID()]:
 			rp.Outcome = "already replayed"
 		case dryRun:

@@ -107,6 +107,12 @@ const (
 	// ReasonProviderUnavailable: the provider kept failing until the payment deadline,
 	// and its records show no charge for the order: it was never charged.
 	ReasonProviderUnavailable = "provider_unavailable"
+	// ReasonProviderRejected: the provider refused the charge as such (its idempotency
+	// key was used before with other parameters: a bug to look into), and its records
+	// show no charge for the order.
+	ReasonProviderRejected = "provider_rejected"
+	// ReasonDeclined: the provider declined the charge without saying why.
+	ReasonDeclined = "declined"
 )
 
 // Event is a payload that can travel in an envelope.

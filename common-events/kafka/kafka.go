@@ -25,7 +25,15 @@ func Config(clientID string) *sarama.Config {
 	c.Version = sarama.V2_8_0_0
 
 	c.Net.MaxOpenRequests = 1
+	// A broker that goes silent (packets dropped, nothing refused) is noticed, and the
+	// connection given up: a dial that gets no answer for 5 s, an answer that does not
+	// come within 30 s (sarama's default, kept: well over what a fetch, 500 ms, or a
+	// produce, Producer.Timeout 10 s, waits at the broker), a write not taken within 10 s,
+	// an idle connection whose keepalive probes, every 10 s, go unanswered.
 	c.Net.DialTimeout = 5 * time.Second
+	c.Net.ReadTimeout = 30 * time.Second
+	c.Net.WriteTimeout = 10 * time.Second
+	c.Net.KeepAlive = 10 * time.Second
 	c.Metadata.Retry.Max = 2
 	c.Metadata.Retry.Backoff = 200 * time.Millisecond
 

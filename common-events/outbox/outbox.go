@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -225,6 +226,19 @@ func (r *Relay) lead(ctx context.Context) error {
 	}
 	conn := pooled.Hijack()
 	defer conn.Close(context.WithoutCancel(ctx))
+	// The lock is the session's, and a session outlives a client whose packets vanish
+	// (a partition that loses the FIN) for as long as the server's TCP takes to notice:
+	// hours by default. A leader is never idle for long — it reads the outbox at least
+	// every PollInterval — so the server ends a session idle for a few of them, and with
+	// it the lock: another relay takes over. The silent leader itself gives up when its
+	// next statement times out.
+	if _, err := conn.Exec(ctx, "SET idle_session_timeout = "+strconv.FormatInt(r.silence().Milliseconds(), 10)); err != nil {
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "42704" { // undefined_object: before PostgreSQL 14
+			return err
+		}
+		r.Log.Warn("outbox relay: this PostgreSQL has no idle_session_timeout (14 or later has it); a leader cut off silently keeps the lead until the server's TCP keepalives notice")
+	}
 
 	for {
 		var leader bool
@@ -289,6 +303,14 @@ func (r *Relay) lead(ctx context.Context) error {
 		}
 	}
 }
+
+// silence is how long the leader's session may be idle before the server ends it:
+// three polls, at least LeaderSilence.
+func (r *Relay) silence() time.Duration { return max(LeaderSilence, 3*r.PollInterval) }
+
+// LeaderSilence is the least time a leading relay's session may go silent before the
+// server ends it and another relay takes the lead.
+const LeaderSilence = 10 * time.Second
 
 // deleteDelay bounds how long published rows stay in the outbox when nothing else comes.
 const deleteDelay = 50 * time.Millisecond

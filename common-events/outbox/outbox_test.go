@@ -262,3 +262,36 @@ func TestQueuedRowsAndWake(t *testing.T) {
 		t.Fatalf("published %d records within 2s of the wake-up, want 3", len(got))
 	}
 }
+
+// A leader whose database connection goes silent — packets dropped, nothing closed, its
+// FIN lost — loses the lead: the server ends its session once idle for LeaderSilence, and
+// with it the lock, and another relay publishes. The session, and the lock, used to live
+// on for as long as the server's TCP took to notice: hours by default.
+func TestABlackholedLeaderIsReplaced(t *testing.T) {
+	pool, brokers := withTopic(t, 1)
+	proxied, proxy := testenv.ProxiedPool(t, pool)
+	run := func(pool *pgxpool.Pool) {
+		producer, err := sarama.NewSyncProducer(brokers, kafka.Config("relay-test"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &outbox.Relay{Pool: pool, Producer: producer, Log: quietLog(), PollInterval: time.Second}
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		wg.Go(func() { _ = r.Run(ctx) })
+		t.Cleanup(func() { cancel(); wg.Wait(); producer.Close() })
+	}
+	run(proxied) // the leader, through the proxy
+	insert(t, pool, orderEvent(t, 0))
+	waitEmpty(t, pool, 5*time.Second)
+	run(pool) // waits for the lead
+
+	proxy.Blackhole()
+	start := time.Now()
+	insert(t, pool, orderEvent(t, 1))
+	waitEmpty(t, pool, 30*time.Second)
+	t.Logf("published %s after the leader went silent (LeaderSilence %s)", time.Since(start).Round(100*time.Millisecond), outbox.LeaderSilence)
+	if got := testenv.Records(t, brokers, events.TopicOrderCreated, 2, 5*time.Second); len(got) != 2 {
+		t.Errorf("published %d records, want 2", len(got))
+	}
+}

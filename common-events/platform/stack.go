@@ -144,6 +144,7 @@ func openPool(ctx context.Context, url string, schema fs.FS) (*pgxpool.Pool, err
 	if pcfg.MaxConns < 10 {
 		pcfg.MaxConns = 10
 	}
+	guardSilence(pcfg)
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
@@ -178,7 +179,7 @@ func (s *Stack) Consumer(group string, handlers map[string]consumer.Handler) (*c
 	}
 	return &consumer.Runner{
 		Group: group, Client: c, Pool: s.Pool, DeadLetters: s.Producer, Handlers: handlers, Log: s.Log,
-		Concurrency: s.Config.ConsumerConcurrency, Metrics: s.consumerMetrics, Tracer: s.Tracer,
+		Concurrency: s.Config.ConsumerConcurrency, HandlerTimeout: s.Config.HandlerTimeout, Metrics: s.consumerMetrics, Tracer: s.Tracer,
 	}, nil
 }
 
@@ -213,6 +214,7 @@ func (s *Stack) Limits() web.Limits {
 		Rate:   web.RatePolicy{Name: "default", Rate: c.RateLimit, Burst: c.RateBurst},
 		Routes: s.routes,
 		Exempt: []string{metrics.Path, web.HealthPath, web.ReadyPath},
+		Probes: web.RatePolicy{Name: "probes", Rate: c.ProbeRate, Burst: max(1, int(2*c.ProbeRate))},
 	}
 }
 

@@ -49,10 +49,12 @@ type Limits struct {
 	// LargeBodies bounds the bytes of bodies over 64 KiB being read and worked on at
 	// once (DefaultLargeBodies when 0); a large body waits up to 5 s for room.
 	LargeBodies int64
-	// Exempt are paths never limited: the probes and the metrics, which must answer
-	// most when the service is busiest (and are cheap: answered from readings taken
-	// in the background).
+	// Exempt are paths the limits leave alone: the probes and the metrics, which must
+	// answer most when the service is busiest (and are cheap: answered from readings
+	// taken in the background). Probes paces them instead, per client: beyond its rate a
+	// request is held for its turn, up to a second, and then refused 429 rate_limited.
 	Exempt []string
+	Probes RatePolicy
 }
 
 // Problem codes of the requests the limits refuse.
@@ -73,6 +75,9 @@ func Admit(l Limits) echo.MiddlewareFunc {
 		return func(c echo.Context) error {
 			req := c.Request()
 			if slices.Contains(l.Exempt, req.URL.Path) {
+				if err := a.pace(c); err != nil {
+					return err
+				}
 				return next(c)
 			}
 			if p := a.saturated(); p != nil {

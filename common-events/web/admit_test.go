@@ -437,3 +437,63 @@ func TestLargeBodiesWaitForTheirBudget(t *testing.T) {
 		t.Errorf("a large body once the budget is free = %d %s, want 200", a.status, a.code)
 	}
 }
+
+// A closed-loop flood of probes from one client is held to the probes' rate — those
+// beyond it wait their turn, and those far beyond it are refused 429 after a second's
+// wait — so it costs the service a few answers a second rather than as many as it can
+// give; another client's probe is answered at once meanwhile.
+func TestAFloodOfProbesIsHeldToItsRate(t *testing.T) {
+	ed := newEdge(t, web.Limits{Working: 10, Waiting: 1, Exempt: []string{"/healthz"},
+		Probes: web.RatePolicy{Name: "probes", Rate: 10, Burst: 10}}, time.Minute, 0)
+	const window = 2 * time.Second
+	flooder := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 50}}
+	defer flooder.CloseIdleConnections()
+	var served, refusedN atomic.Int64
+	var wg sync.WaitGroup
+	stop := time.Now().Add(window)
+	for range 50 {
+		wg.Go(func() {
+			for time.Now().Before(stop) {
+				resp, err := flooder.Get(ed.url + "/healthz")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				switch {
+				case resp.StatusCode == http.StatusOK:
+					served.Add(1)
+				case resp.StatusCode == http.StatusTooManyRequests && resp.Header.Get("Retry-After") == "1" &&
+					resp.Header.Get("RateLimit") == `"probes";r=0;t=1` && resp.Header.Get("RateLimit-Policy") == `"probes";q=10;w=1`:
+					refusedN.Add(1)
+				default:
+					t.Errorf("a probe of the flood = %d, Retry-After %q, RateLimit %q", resp.StatusCode,
+						resp.Header.Get("Retry-After"), resp.Header.Get("RateLimit"))
+				}
+			}
+		})
+	}
+	time.Sleep(window / 2)
+	other := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{
+		LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}).DialContext}}
+	start := time.Now()
+	resp, err := other.Get(ed.url + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if took := time.Since(start); resp.StatusCode != http.StatusOK || took > 500*time.Millisecond {
+		t.Errorf("another client's probe during the flood = %d after %s, want 200 at once", resp.StatusCode, took)
+	}
+	wg.Wait()
+	t.Logf("in %s: %d probes served, %d refused", window, served.Load(), refusedN.Load())
+	// The burst, then the rate for the window, and those owed when it closed.
+	if n := served.Load(); n < 20 || n > 10+10*3 {
+		t.Errorf("%d probes of the flood served in %s, want the rate's 10 a second and its burst of 10", n, window)
+	}
+	// A refusal comes after a second: each of the 50 loops meets at most a few.
+	if n := refusedN.Load(); n > 50*3 {
+		t.Errorf("%d probes of the flood refused in %s: refused at once, a loop asks again at once", n, window)
+	}
+}

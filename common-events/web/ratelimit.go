@@ -47,15 +47,7 @@ func (a *admission) rate(c echo.Context, cl *client) error {
 	}
 	a.mu.Lock()
 	now := a.now()
-	if cl.buckets == nil {
-		cl.buckets = map[string]*bucket{}
-	}
-	b := cl.buckets[p.Name]
-	if b == nil {
-		b = &bucket{tokens: float64(p.Burst), at: now, p: p}
-		cl.buckets[p.Name] = b
-	}
-	b.tokens, b.at = b.fill(now), now
+	b := cl.bucket(p, now)
 	allowed := b.tokens >= 1
 	if allowed {
 		b.tokens--
@@ -78,6 +70,69 @@ func (a *admission) rate(c echo.Context, cl *client) error {
 	pr.RetryAfter = retry
 	return pr
 }
+
+// bucket returns cl's bucket of policy p, filled up to now. Under a.mu.
+func (cl *client) bucket(p RatePolicy, now time.Time) *bucket {
+	if cl.buckets == nil {
+		cl.buckets = map[string]*bucket{}
+	}
+	b := cl.buckets[p.Name]
+	if b == nil {
+		b = &bucket{tokens: float64(p.Burst), at: now, p: p}
+		cl.buckets[p.Name] = b
+	}
+	b.tokens, b.at = b.fill(now), now
+	return b
+}
+
+// pace holds a request to an exempt path (a probe, a scrape) until its client's bucket of
+// the Probes policy has a token for it, at most probeWait; a client further over the rate
+// is refused 429 rate_limited, after that same wait. Probes are never refused for the
+// API's sake, but a flood of them must not take the CPU the API needs, and it costs that
+// CPU in answers, not in work (each is answered from a reading taken in the background):
+// held, a flood from a closed loop (a script, a scraper gone wrong) sends a few requests a
+// second; answered at once, even with a refusal, it asks again as fast as it is answered.
+func (a *admission) pace(c echo.Context) error {
+	p := a.l.Probes
+	if p.Rate <= 0 {
+		return nil
+	}
+	cl, _ := a.client(c)
+	defer a.done(cl)
+	a.mu.Lock()
+	b := cl.bucket(p, a.now())
+	var hold time.Duration
+	if b.tokens < 1 { // the token is owed: it comes in hold
+		hold = time.Duration((1 - b.tokens) / p.Rate * float64(time.Second))
+	}
+	served := hold <= probeWait
+	if served {
+		b.tokens--
+	}
+	a.mu.Unlock()
+	if hold > 0 {
+		t := time.NewTimer(min(hold, probeWait))
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-c.Request().Context().Done():
+			return &BodyError{Err: c.Request().Context().Err()} // the client went away; nobody reads the answer
+		}
+	}
+	if served {
+		return nil
+	}
+	c.Response().Header().Set("RateLimit-Policy", strconv.Quote(p.Name)+";q="+strconv.Itoa(p.Burst)+";w="+strconv.Itoa(p.window()))
+	c.Response().Header().Set("RateLimit", strconv.Quote(p.Name)+";r=0;t=1")
+	pr := NewProblem(http.StatusTooManyRequests, CodeRateLimited, "Too Many Requests",
+		"the client is over its rate of probes and scrapes ("+strconv.FormatFloat(p.Rate, 'g', -1, 64)+
+			" a second); retry after Retry-After seconds")
+	pr.RetryAfter = 1
+	return pr
+}
+
+// probeWait bounds how long pace holds a probe for its token, and a refusal.
+const probeWait = time.Second
 
 // full reports whether every bucket of cl has filled up again by now: forgetting cl
 // then loses nothing. Under a.mu.

@@ -117,6 +117,7 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	}
 	args := []string{"-D", data, "-p", strconv.Itoa(o.Port), "-k", o.Dir,
 		"-c", "listen_addresses=" + o.Host, "-c", "max_connections=500", "-c", "shared_buffers=256MB"}
+	args = append(args, silentClients...)
 	if o.Fast {
 		args = append(args, "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off")
 	}
@@ -297,3 +298,10 @@ func portFree(host string, port int) error {
 	}
 	return ln.Close()
 }
+
+// silentClients has the server notice a client whose packets vanish and end its session,
+// releasing what it holds (a relay's lock, a transaction's rows): keepalive probes after
+// 10 s idle, every 5 s, three unanswered; 30 s for data sent to be acknowledged. The
+// kernel's defaults take hours. docker-compose.yml sets the same.
+var silentClients = []string{"-c", "tcp_keepalives_idle=10", "-c", "tcp_keepalives_interval=5", "-c", "tcp_keepalives_count=3",
+	"-c", "tcp_user_timeout=30000"}

@@ -1,17 +1,20 @@
 package testenv
 
 import (
-	"io"
+	"context"
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// Proxy is a TCP proxy in front of a dependency (PostgreSQL, a broker) that a test cuts
-// and restores: to the service behind it the dependency is gone — connections reset, new
-// ones refused — as in a network partition or a restart, while the dependency itself goes
-// on for the rest of the test.
+// Proxy is a TCP proxy in front of a dependency (PostgreSQL, a broker) that a test cuts,
+// blackholes and restores, while the dependency itself goes on for the rest of the test.
+// Cut is a partition that announces itself, or a restart: connections reset, new ones
+// refused. Blackhole is one that does not: packets vanish, and only timeouts notice.
 type Proxy struct {
 	Addr   string // host:port the service connects to
 	target string
@@ -19,14 +22,15 @@ type Proxy struct {
 
 	mu    sync.Mutex
 	ln    net.Listener
-	conns map[net.Conn]bool
+	holed bool                      // new connections are accepted and get nothing
+	conns map[net.Conn]*atomic.Bool // each end of each connection, with whether it is silent
 	wg    sync.WaitGroup
 }
 
 // NewProxy forwards a port of its own on 127.0.0.1 to target until the test ends.
 func NewProxy(t testing.TB, target string) *Proxy {
 	t.Helper()
-	p := &Proxy{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t))), target: target, t: t, conns: map[net.Conn]bool{}}
+	p := &Proxy{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t))), target: target, t: t, conns: map[net.Conn]*atomic.Bool{}}
 	p.Restore()
 	t.Cleanup(func() { p.Cut(); p.wg.Wait() })
 	return p
@@ -44,13 +48,29 @@ func (p *Proxy) Cut() {
 		_ = c.Close()
 	}
 	clear(p.conns)
+	p.holed = false
 }
 
-// Restore opens the port again.
+// Blackhole silences the dependency without closing anything: what is sent on the
+// connections open through the proxy is dropped and nothing comes back, and an end that
+// closes is not told to the other; new connections are accepted, and get nothing either. Restore ends it for new connections; the silent
+// ones stay silent until their client closes them, as a connection whose peer's session
+// was lost meanwhile would.
+func (p *Proxy) Blackhole() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.holed = true
+	for _, silent := range p.conns {
+		silent.Store(true)
+	}
+}
+
+// Restore opens the port again, and forwards new connections again after a Blackhole.
 func (p *Proxy) Restore() {
 	p.t.Helper()
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.holed = false
 	if p.ln != nil {
 		return
 	}
@@ -68,38 +88,88 @@ func (p *Proxy) accept(ln net.Listener) {
 		if err != nil {
 			return // Cut
 		}
+		p.mu.Lock()
+		holed := p.holed
+		p.mu.Unlock()
+		if holed { // accepted, then nothing
+			silent := &atomic.Bool{}
+			silent.Store(true)
+			if !p.track(ln, silent, in) {
+				return
+			}
+			p.wg.Go(func() { p.pipe(silent, nil, in) })
+			continue
+		}
 		out, err := net.Dial("tcp", p.target)
 		if err != nil {
 			_ = in.Close()
 			continue
 		}
-		if !p.track(ln, in, out) {
+		silent := &atomic.Bool{}
+		if !p.track(ln, silent, in, out) {
 			return
 		}
-		p.wg.Go(func() { p.pipe(in, out) })
-		p.wg.Go(func() { p.pipe(out, in) })
+		p.wg.Go(func() { p.pipe(silent, in, out) })
+		p.wg.Go(func() { p.pipe(silent, out, in) })
 	}
 }
 
-// track remembers a connection's two ends, unless ln was cut meanwhile.
-func (p *Proxy) track(ln net.Listener, in, out net.Conn) bool {
+// track remembers a connection's ends, unless ln was cut meanwhile.
+func (p *Proxy) track(ln net.Listener, silent *atomic.Bool, ends ...net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.ln != ln {
-		_ = in.Close()
-		_ = out.Close()
+		for _, c := range ends {
+			_ = c.Close()
+		}
 		return false
 	}
-	p.conns[in], p.conns[out] = true, true
+	for _, c := range ends {
+		p.conns[c] = silent
+	}
 	return true
 }
 
-func (p *Proxy) pipe(dst, src net.Conn) {
-	_, _ = io.Copy(dst, src)
-	_ = dst.Close()
+// pipe copies src to dst (none: drops it) until either closes; while silent, what src
+// sends is read and dropped, and its closing is not passed on either: the other end
+// stays open, as a peer whose FIN was lost does, until it closes itself or Cut.
+func (p *Proxy) pipe(silent *atomic.Bool, dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && dst != nil && !silent.Load() {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
 	_ = src.Close()
 	p.mu.Lock()
-	delete(p.conns, dst)
 	delete(p.conns, src)
+	if dst != nil && !silent.Load() {
+		_ = dst.Close()
+		delete(p.conns, dst)
+	}
 	p.mu.Unlock()
+}
+
+// ProxiedPool returns a pool to pool's database through a Proxy of its own, for a test
+// to cut or blackhole. When the test ends the proxy is cut, then the pool closed: its
+// silent connections would otherwise hold up dropping the test's database.
+func ProxiedPool(t testing.TB, pool *pgxpool.Pool) (*pgxpool.Pool, *Proxy) {
+	t.Helper()
+	cfg := pool.Config()
+	p := NewProxy(t, net.JoinHostPort(cfg.ConnConfig.Host, strconv.Itoa(int(cfg.ConnConfig.Port))))
+	host, port, _ := net.SplitHostPort(p.Addr)
+	n, _ := strconv.Atoi(port)
+	cfg.ConnConfig.Host, cfg.ConnConfig.Port = host, uint16(n)
+	proxied, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("testenv: proxied pool: %v", err)
+	}
+	t.Cleanup(func() { p.Cut(); proxied.Close() })
+	return proxied, p
 }

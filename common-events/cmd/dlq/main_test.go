@@ -27,6 +27,12 @@ func TestCommands(t *testing.T) {
 			{Key: []byte(consumer.HeaderDLQTopic), Value: []byte(events.TopicOrderCreated)},
 			{Key: []byte(consumer.HeaderDLQError), Value: []byte("invalid payload")},
 		}})
+	// A copy cut short (its record too large to park whole) is never replayed as if whole.
+	testenv.Produce(t, brokers, &sarama.ProducerMessage{Topic: dlq, Key: sarama.StringEncoder("big"), Value: sarama.StringEncoder("xxxx"),
+		Headers: []sarama.RecordHeader{
+			{Key: []byte(consumer.HeaderDLQTopic), Value: []byte(events.TopicOrderCreated)},
+			{Key: []byte(consumer.HeaderDLQTruncated), Value: []byte("value of 1048500 bytes, the first 4 kept")},
+		}})
 	getenv := func(k string) string {
 		if k == "KAFKA_BROKERS" {
 			return strings.Join(brokers, ",")
@@ -42,11 +48,11 @@ func TestCommands(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{[]string{"list"}, []string{dlq, " 1\n"}},
-		{[]string{"show", dlq}, []string{dlq + "/0/0", "error: invalid payload", `payload: "junk"`, "1 records"}},
-		{[]string{"replay", dlq, "-dry-run"}, []string{dlq + "/0/0 → order.created: would replay"}},
+		{[]string{"list"}, []string{dlq, " 2\n"}},
+		{[]string{"show", dlq}, []string{dlq + "/0/0", "error: invalid payload", `payload: "junk"`, "2 records"}},
+		{[]string{"replay", dlq, "-dry-run"}, []string{dlq + "/0/0 → order.created: would replay", dlq + "/0/1 → order.created: truncated copy"}},
 		{[]string{"replay", dlq, "-offsets", "0"}, []string{dlq + "/0/0 → order.created: replayed  audit {", `"error":"invalid payload"`}},
-		{[]string{"replay", dlq}, []string{"already replayed"}},
+		{[]string{"replay", dlq}, []string{"already replayed", "truncated copy"}},
 	} {
 		out, err := dlqRun(tc.args...)
 		if err != nil {

@@ -109,6 +109,10 @@ func reasonText(code string) string {
 		return "the payment method is not valid (invalid_payment_method)"
 	case events.ReasonProviderUnavailable:
 		return "our payment provider could not be reached in time; you were not charged (provider_unavailable)"
+	case events.ReasonProviderRejected:
+		return "our payment provider could not take the payment; you were not charged (provider_rejected)"
+	case events.ReasonDeclined:
+		return "the payment was declined (declined)"
 	}
 	return code
 }

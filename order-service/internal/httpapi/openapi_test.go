@@ -422,6 +422,23 @@ func TestOpenAPIDescribesTheAPI(t *testing.T) {
 		over.status, over.code, over.check = 429, "rate_limited", headerIs("RateLimit-Policy", `"default";q=1;w=100`)
 		doorCases = append(doorCases, anonymous, unscoped, unavailable, cut, over)
 	}
+	// The probes, paced as platform.Serve sets them up, at one at once: the first
+	// probe spends it, the case's waits its second and is 429.
+	pacedAPI := httpapi.New(slog.New(slog.DiscardHandler), postgres.NewStore(a.pool), a.changes,
+		func(context.Context) error { return nil }, auth.NewVerifier(a.issuer.Config(), nil))
+	pacedAPI.Use(web.Admit(web.Limits{Working: 4, Waiting: 4, Exempt: []string{web.HealthPath, web.ReadyPath},
+		Probes: web.RatePolicy{Name: "probes", Rate: 0.01, Burst: 1}}))
+	paced := httptest.NewServer(pacedAPI)
+	t.Cleanup(paced.Close)
+	if resp, err := http.Get(paced.URL + web.HealthPath); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+	}
+	for _, route := range []string{web.HealthPath, web.ReadyPath} {
+		doorCases = append(doorCases, openAPICase{name: "GET " + route + " over the client's rate of probes", method: "GET",
+			route: route, url: paced.URL, status: 429, code: "rate_limited", check: headerIs("RateLimit-Policy", `"probes";q=1;w=100`)})
+	}
 
 	covered := map[string]bool{}
 	for _, tc := range slices.Concat(cases, liveCases, doorCases) {

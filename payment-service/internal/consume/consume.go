@@ -82,7 +82,10 @@ var errChargeUnderWay = errors.New("the order's charge is under way; waiting for
 // stops it; then asks the provider, outside any transaction; then the returned Apply
 // records the outcome with its event, in one statement with the batch's other outcomes. The
 // provider call is idempotent on the order id, so a retry or a redelivery after a crash
-// gets the first charge back instead of a second one.
+// gets the first charge back instead of a second one. Every claim ends: a charge that
+// keeps failing until the payment deadline, a redelivery past it, and a charge the
+// provider refuses as such (ErrIdempotencyMismatch) are settled by what the provider
+// holds, and a decline without a code fails as declined.
 func (c charger) handle(ctx context.Context, msg consumer.Message) (consumer.Apply, error) {
 	ev, ok := msg.Event.(events.OrderCreated)
 	if !ok {
@@ -107,21 +110,29 @@ func (c charger) handle(ctx context.Context, msg consumer.Message) (consumer.App
 		return consumer.Apply{}, nil
 	}
 
-	pctx, span := tracing.Start(ctx, "provider charge", trace.SpanKindClient, tracing.OrderID(ev.OrderID),
-		attribute.Int64("amount_cents", ev.TotalCents), attribute.String("currency", ev.Currency))
-	charge, err := c.provider.Charge(pctx, payment.ChargeRequest{
-		IdempotencyKey: ev.OrderID, AmountCents: ev.TotalCents, Currency: ev.Currency, PaymentMethod: ev.PaymentMethod,
-	})
-	span.SetAttributes(attribute.Bool("succeeded", charge.Succeeded))
-	tracing.End(span, err)
-	if errors.Is(err, payment.ErrIdempotencyMismatch) {
-		return consumer.Apply{}, consumer.Poison(err)
-	}
-	if err != nil && c.deadline > 0 && c.now().Sub(ev.CreatedAt) >= c.deadline {
-		charge, err = c.settle(ctx, msg, ev.OrderID, err)
+	var charge payment.Charge
+	if c.pastDeadline(ev) {
+		// A redelivery past the deadline (the answer to an earlier attempt was lost, or
+		// never came) is not charged again: the provider's records decide. Its
+		// idempotency window may have closed by then, so a charge now could be a second.
+		charge, err = c.settle(ctx, msg, ev.OrderID, errPastDeadline, events.ReasonProviderUnavailable)
+	} else {
+		charge, err = c.charge(ctx, ev)
+		switch {
+		case errors.Is(err, payment.ErrIdempotencyMismatch):
+			// The provider holds another request under the order's key: a bug, and no
+			// reason to leave the order pending. What it holds decides, as past the deadline.
+			msg.Log.Error("the provider refused the charge: its idempotency key was used with other parameters", "err", err)
+			charge, err = c.settle(ctx, msg, ev.OrderID, err, events.ReasonProviderRejected)
+		case err != nil && c.pastDeadline(ev):
+			charge, err = c.settle(ctx, msg, ev.OrderID, err, events.ReasonProviderUnavailable)
+		}
 	}
 	if err != nil {
 		return consumer.Apply{}, err // transient: the runner retries with backoff
+	}
+	if !charge.Succeeded && charge.DeclineCode == "" {
+		charge.DeclineCode = events.ReasonDeclined // a payment.failed says why, if only that
 	}
 
 	now := c.now().UTC()
@@ -148,22 +159,49 @@ func (c charger) handle(ctx context.Context, msg consumer.Message) (consumer.App
 	return consumer.Row(c.charged, charged{Charge: postgres.Charge{Payment: p, Topic: topic, Event: env}, log: msg.Log}), nil
 }
 
-// settle decides a payment whose charging kept failing past the deadline by what the
-// provider holds under the order's key — never a guess: its charge if it made one (it
-// then went through after all), else a failure, provider_unavailable, and the order is
-// not charged. No charge is attempted for the order afterwards: the payment is decided.
-// When the provider cannot say either, the error is returned and the runner asks again.
-func (c charger) settle(ctx context.Context, msg consumer.Message, orderID string, chargeErr error) (payment.Charge, error) {
+// charge asks the provider to charge for ev, idempotently on the order id.
+func (c charger) charge(ctx context.Context, ev events.OrderCreated) (payment.Charge, error) {
+	ctx, span := tracing.Start(ctx, "provider charge", trace.SpanKindClient, tracing.OrderID(ev.OrderID),
+		attribute.Int64("amount_cents", ev.TotalCents), attribute.String("currency", ev.Currency))
+	charge, err := c.provider.Charge(ctx, payment.ChargeRequest{
+		IdempotencyKey: ev.OrderID, AmountCents: ev.TotalCents, Currency: ev.Currency, PaymentMethod: ev.PaymentMethod,
+	})
+	span.SetAttributes(attribute.Bool("succeeded", charge.Succeeded))
+	tracing.End(span, err)
+	return charge, err
+}
+
+// pastDeadline reports whether ev's order was created longer than the deadline ago.
+func (c charger) pastDeadline(ev events.OrderCreated) bool {
+	return c.deadline > 0 && c.now().Sub(ev.CreatedAt) >= c.deadline
+}
+
+// errPastDeadline is why a claim past its deadline is settled without a charge.
+var errPastDeadline = errors.New("the payment deadline passed before the charge was recorded")
+
+// lookupTimeout bounds asking the provider what it holds, on a context of its own: the
+// attempt's may have been used up by a charge that hung.
+const lookupTimeout = 10 * time.Second
+
+// settle decides a payment whose charging failed for good (past the deadline, or refused
+// as such) by what the provider holds under the order's key — never a guess: its charge
+// if it made one (it then went through after all), else a failure with reason, and the
+// order is not charged. No charge is attempted for the order afterwards: the payment is
+// decided. When the provider cannot say either, the error is returned and the runner
+// asks again.
+func (c charger) settle(ctx context.Context, msg consumer.Message, orderID string, chargeErr error, reason string) (payment.Charge, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupTimeout)
+	defer cancel()
 	lctx, span := tracing.Start(ctx, "provider lookup", trace.SpanKindClient, tracing.OrderID(orderID))
 	charge, found, err := c.provider.Lookup(lctx, orderID)
 	tracing.End(span, err)
 	if err != nil {
-		return payment.Charge{}, fmt.Errorf("charging failed past the payment deadline (%w), and so did asking the provider for the charge: %w", chargeErr, err)
+		return payment.Charge{}, fmt.Errorf("charging failed for good (%w), and so did asking the provider for the charge: %w", chargeErr, err)
 	}
 	if !found {
-		charge = payment.Charge{DeclineCode: events.ReasonProviderUnavailable}
+		charge = payment.Charge{DeclineCode: reason}
 	}
-	msg.Log.Warn("payment deadline passed; the provider's records decide", "err", chargeErr, "charge_found", found, "succeeded", charge.Succeeded)
+	msg.Log.Warn("charging failed for good; the provider's records decide", "err", chargeErr, "charge_found", found, "succeeded", charge.Succeeded)
 	return charge, nil
 }
 

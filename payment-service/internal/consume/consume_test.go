@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -309,5 +310,124 @@ func TestAPaymentEndsAtItsDeadline(t *testing.T) {
 	}
 	if o := f.outcome(t, late.OrderID); o.status != "COMPLETED" || o.charges != 1 || o.completed != 1 {
 		t.Errorf("past the deadline, charged after all: %+v, want COMPLETED, one charge, payment.completed", o)
+	}
+}
+
+// scripted is the simulator with its charges answered by charge, counted.
+type scripted struct {
+	*simulator.Simulator
+	charge  func(ctx context.Context) (payment.Charge, error)
+	charges atomic.Int32
+}
+
+func (s *scripted) Charge(ctx context.Context, _ payment.ChargeRequest) (payment.Charge, error) {
+	s.charges.Add(1)
+	return s.charge(ctx)
+}
+
+// handleWith runs ev's handler with provider and deadline, in an attempt of the given
+// timeout as the runner makes one, and commits what it returns.
+func (f fixture) handleWith(t *testing.T, provider payment.Provider, deadline, attempt time.Duration, ev events.OrderCreated) error {
+	t.Helper()
+	env, err := events.New(ev, events.Meta{Source: "test"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := consumer.Message{Envelope: env, Event: ev, Topic: events.TopicOrderCreated, Log: slog.New(slog.NewJSONHandler(t.Output(), nil))}
+	ctx, cancel := context.WithTimeout(context.Background(), attempt)
+	defer cancel()
+	apply, err := consume.Handlers(f.store, provider, deadline)[events.TopicOrderCreated](ctx, msg)
+	if err != nil {
+		return err
+	}
+	return f.commit(apply)
+}
+
+// failedWith returns the reason of the order's payment.failed, failing the test unless
+// there is exactly one and the payment is FAILED.
+func (f fixture) failedWith(t *testing.T, orderID string) string {
+	t.Helper()
+	var reasons []string
+	rows, _ := f.pool.Query(context.Background(), `SELECT convert_from(payload, 'UTF8')::jsonb->>'reason' FROM outbox WHERE key = $1 AND topic = $2`,
+		orderID, events.TopicPaymentFailed)
+	reasons, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := f.outcome(t, orderID); o.status != "FAILED" || len(reasons) != 1 {
+		t.Fatalf("payment %s with payment.failed reasons %v, want FAILED and one", o.status, reasons)
+	}
+	return reasons[0]
+}
+
+// A provider that hangs uses up the attempt: the deadline's lookup then runs on a
+// context of its own and ends the payment. It used to reuse the attempt's expired
+// context, fail at once, and retry the charge for ever.
+func TestAHangingProviderEndsAtTheDeadline(t *testing.T) {
+	f := newFixture(t)
+	hung := &scripted{Simulator: f.sim, charge: func(ctx context.Context) (payment.Charge, error) {
+		<-ctx.Done()
+		return payment.Charge{}, fmt.Errorf("%w: %w", payment.ErrTransient, ctx.Err())
+	}}
+	ev := created(events.NewID(time.Now()), simulator.TokenVisa)
+	ev.CreatedAt = time.Now().Add(-900 * time.Millisecond) // past the deadline of 1 s while the charge hangs
+	if err := f.handleWith(t, hung, time.Second, 300*time.Millisecond, ev); err != nil {
+		t.Fatalf("a charge that hung past the deadline: %v, want the payment settled", err)
+	}
+	if reason := f.failedWith(t, ev.OrderID); reason != events.ReasonProviderUnavailable {
+		t.Errorf("reason %q, want %s", reason, events.ReasonProviderUnavailable)
+	}
+}
+
+// A claim past its deadline is not charged again when its order.created comes again (the
+// answer to the first attempt lost, or never given): the provider's records decide.
+func TestARedeliveryPastTheDeadlineIsNotCharged(t *testing.T) {
+	f := newFixture(t)
+	counting := &scripted{Simulator: f.sim, charge: func(context.Context) (payment.Charge, error) {
+		return payment.Charge{ID: "ch_1", Succeeded: true}, nil
+	}}
+	ev := created(events.NewID(time.Now()), simulator.TokenVisa)
+	ev.CreatedAt = time.Now().Add(-11 * time.Minute)
+	if _, err := f.store.Claim(context.Background(), payment.Payment{ID: events.NewID(time.Now()), OrderID: ev.OrderID,
+		CustomerID: customer, CustomerEmail: ev.CustomerEmail, AmountCents: ev.TotalCents, Currency: ev.Currency,
+		Status: payment.Charging, CauseEventID: "first", CreatedAt: ev.CreatedAt}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.handleWith(t, counting, 10*time.Minute, 5*time.Second, ev); err != nil {
+		t.Fatal(err)
+	}
+	if n := counting.charges.Load(); n != 0 {
+		t.Errorf("the redelivery past the deadline was charged %d times, want none", n)
+	}
+	if reason := f.failedWith(t, ev.OrderID); reason != events.ReasonProviderUnavailable {
+		t.Errorf("reason %q, want %s", reason, events.ReasonProviderUnavailable)
+	}
+}
+
+// What the provider answers after the claim always ends the payment: a decline without a
+// code fails as declined, and a charge refused for its idempotency key fails as
+// provider_rejected when the provider holds no charge. Both used to dead-letter the
+// order.created and leave the payment CHARGING, and its order pending, for ever.
+func TestEveryAnswerAfterTheClaimEndsThePayment(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		charge func(context.Context) (payment.Charge, error)
+		reason string
+	}{
+		{"a decline without a code", func(context.Context) (payment.Charge, error) { return payment.Charge{ID: "ch_2"}, nil }, events.ReasonDeclined},
+		{"an idempotency key used with other parameters", func(context.Context) (payment.Charge, error) {
+			return payment.Charge{}, payment.ErrIdempotencyMismatch
+		}, events.ReasonProviderRejected},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			ev := created(events.NewID(time.Now()), simulator.TokenVisa)
+			if err := f.handleWith(t, &scripted{Simulator: f.sim, charge: tc.charge}, 10*time.Minute, 5*time.Second, ev); err != nil {
+				t.Fatalf("%v, want the payment ended", err)
+			}
+			if reason := f.failedWith(t, ev.OrderID); reason != tc.reason {
+				t.Errorf("reason %q, want %s", reason, tc.reason)
+			}
+		})
 	}
 }

@@ -52,7 +52,7 @@ type ChargeRequest struct {
 type Charge struct {
 	ID          string
 	Succeeded   bool
-	DeclineCode string // card_declined, insufficient_funds, invalid_payment_method, provider_unavailable
+	DeclineCode string // card_declined, insufficient_funds, invalid_payment_method (empty: declined, no reason given)
 }
 
 // RefundRequest asks the provider to pay a charge back in full, once per IdempotencyKey.
