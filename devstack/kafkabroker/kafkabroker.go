@@ -35,10 +35,23 @@ type Options struct {
 	ControllerPort int    // the KRaft controller listener; 0 picks a free port
 	Partitions     int    // default partitions of a new topic; default 6
 	HeapMB         int    // the JVM's heap; default 512
+	// Listeners are more client listeners on 127.0.0.1, each advertised at an address of
+	// its own: a client that bootstraps from one is told that address for the broker, so
+	// a proxy in front of it carries all the client's connections (the chaos run's
+	// network faults).
+	Listeners []Listener
 	// Config adds or overrides server.properties settings (retention, session timeouts…).
 	Config map[string]string
 	// Log receives what the JVM prints outside its log file; default discarded.
 	Log io.Writer
+}
+
+// Listener is a client listener of the broker's own: Name (upper case, not PLAINTEXT or
+// CONTROLLER) on Port, advertised as Advertised (host:port).
+type Listener struct {
+	Name       string
+	Port       int
+	Advertised string
 }
 
 // Broker is a running Apache Kafka.
@@ -120,6 +133,11 @@ func (o Options) writeConfig() error {
 		"share.coordinator.state.topic.replication.factor": "1",
 		"share.coordinator.state.topic.min.isr":            "1",
 		"group.initial.rebalance.delay.ms":                 "0",
+	}
+	for _, l := range o.Listeners {
+		props["listeners"] += fmt.Sprintf(",%s://127.0.0.1:%d", l.Name, l.Port)
+		props["advertised.listeners"] += "," + l.Name + "://" + l.Advertised
+		props["listener.security.protocol.map"] += "," + l.Name + ":PLAINTEXT"
 	}
 	for k, v := range o.Config {
 		props[k] = v

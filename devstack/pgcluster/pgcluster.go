@@ -301,7 +301,9 @@ func portFree(host string, port int) error {
 
 // silentClients has the server notice a client whose packets vanish and end its session,
 // releasing what it holds (a relay's lock, a transaction's rows): keepalive probes after
-// 10 s idle, every 5 s, three unanswered; 30 s for data sent to be acknowledged. The
-// kernel's defaults take hours. docker-compose.yml sets the same.
+// 10 s idle, every 5 s, three unanswered; 30 s for data sent to be acknowledged; and a
+// session idle inside a transaction for 30 s is ended whatever TCP says (orderflow's
+// transactions last milliseconds). The kernel's defaults take hours.
+// docker-compose.yml sets the same.
 var silentClients = []string{"-c", "tcp_keepalives_idle=10", "-c", "tcp_keepalives_interval=5", "-c", "tcp_keepalives_count=3",
-	"-c", "tcp_user_timeout=30000"}
+	"-c", "tcp_user_timeout=30000", "-c", "idle_in_transaction_session_timeout=30000"}

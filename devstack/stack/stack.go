@@ -52,6 +52,8 @@ type Options struct {
 	Broker string
 	// Brokers, when set, is a running broker to use instead of starting one.
 	Brokers []string
+	// KafkaListeners are more client listeners of Apache Kafka (BrokerKafka only).
+	KafkaListeners []kafkabroker.Listener
 	PGPort  int // default 55432
 	// IssuerPort is where the development token issuer listens; default 8090.
 	IssuerPort int
@@ -294,6 +296,7 @@ func (s *Stack) startBroker(ctx context.Context) error {
 		}
 		s.Kafka, err = kafkabroker.Start(ctx, kafkabroker.Options{
 			Dir: filepath.Join(o.DataDir, "apache-kafka", "broker"), Libs: libs, Port: o.KafkaPort, Partitions: o.Partitions,
+			Listeners: o.KafkaListeners,
 			Config: map[string]string{
 				"log.retention.ms":    strconv.FormatInt(o.Retention.Milliseconds(), 10),
 				"log.retention.bytes": strconv.FormatInt(o.RetentionBytes, 10),
@@ -534,6 +537,17 @@ func (sv *Service) Stop() error { return sv.signal(syscall.SIGTERM) }
 
 // Kill ends the service at once (SIGKILL), as a crash would.
 func (sv *Service) Kill() error { return sv.signal(syscall.SIGKILL) }
+
+// Signal sends sig to the running service and returns at once (payment-service's
+// simulated provider hangs on SIGUSR1 until SIGUSR2).
+func (sv *Service) Signal(sig syscall.Signal) error {
+	sv.mu.Lock()
+	defer sv.mu.Unlock()
+	if sv.cmd == nil {
+		return errors.New(sv.Name + " is not running")
+	}
+	return sv.cmd.Process.Signal(sig)
+}
 
 func (sv *Service) signal(sig syscall.Signal) error {
 	sv.mu.Lock()

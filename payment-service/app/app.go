@@ -4,6 +4,10 @@ package app
 import (
 	"context"
 	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/orderflow/common-events/config"
@@ -63,10 +67,34 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		return err
 	}
 	provider := simulator.New(stack.Pool, cfg.ProviderLatency, cfg.ProviderTransientRate)
+	go hangOnSignal(ctx, stack.Log, provider)
 	orders, err := stack.Consumer(consume.Group, consume.Handlers(store, provider, cfg.PaymentDeadline))
 	if err != nil {
 		return err
 	}
 	api := httpapi.New(stack.Log, store, provider, stack.Ready, stack.Verifier)
 	return stack.Serve(ctx, api, []platform.Worker{orders.Run}, []platform.Worker{stack.Relay().Run})
+}
+
+// hangOnSignal makes the simulated provider hang on SIGUSR1 and answer again on SIGUSR2,
+// until ctx ends: a provider that goes silent, for the chaos run and for trying it by hand
+// (kill -USR1 <pid>).
+func hangOnSignal(ctx context.Context, log *slog.Logger, provider *simulator.Simulator) {
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, syscall.SIGUSR1, syscall.SIGUSR2)
+	defer signal.Stop(signals)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case sig := <-signals:
+			if sig == syscall.SIGUSR1 {
+				provider.Hang()
+				log.Warn("simulated provider: hanging, answering nothing until SIGUSR2")
+			} else {
+				provider.Answer()
+				log.Warn("simulated provider: answering again")
+			}
+		}
+	}
 }

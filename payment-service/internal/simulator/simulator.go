@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -35,6 +36,8 @@ type Simulator struct {
 	pool          *pgxpool.Pool
 	latency       time.Duration
 	transientRate float64
+	// answered, while the provider hangs, is closed when it answers again.
+	answered atomic.Pointer[chan struct{}]
 }
 
 var _ payment.Provider = (*Simulator)(nil)
@@ -45,8 +48,40 @@ func New(pool *pgxpool.Pool, latency time.Duration, transientRate float64) *Simu
 	return &Simulator{pool: pool, latency: latency, transientRate: transientRate}
 }
 
+// Hang makes the provider hang, as one that takes requests and answers none: every
+// charge, refund and lookup waits, before it reaches the ledger, until Answer or its
+// context ends (then it fails transiently, nothing done). The chaos run's fault.
+func (s *Simulator) Hang() {
+	ch := make(chan struct{})
+	s.answered.CompareAndSwap(nil, &ch)
+}
+
+// Answer ends a Hang: the requests waiting go on.
+func (s *Simulator) Answer() {
+	if ch := s.answered.Swap(nil); ch != nil {
+		close(*ch)
+	}
+}
+
+// hung waits while the provider hangs.
+func (s *Simulator) hung(ctx context.Context) error {
+	ch := s.answered.Load()
+	if ch == nil {
+		return nil
+	}
+	select {
+	case <-*ch:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: the provider did not answer: %w", payment.ErrTransient, ctx.Err())
+	}
+}
+
 // Charge charges req once per idempotency key.
 func (s *Simulator) Charge(ctx context.Context, req payment.ChargeRequest) (payment.Charge, error) {
+	if err := s.hung(ctx); err != nil {
+		return payment.Charge{}, err
+	}
 	// Half the latency is the request travelling to the provider, half the answer
 	// travelling back: a crash in the second half leaves a charge the caller never heard of.
 	if err := wait(ctx, s.latency/2); err != nil {
@@ -105,6 +140,9 @@ func (s *Simulator) Charge(ctx context.Context, req payment.ChargeRequest) (paym
 // outage: that stands for charging failing (the card network), while the provider's
 // records still answer.
 func (s *Simulator) Lookup(ctx context.Context, key string) (payment.Charge, bool, error) {
+	if err := s.hung(ctx); err != nil {
+		return payment.Charge{}, false, err
+	}
 	var c payment.Charge
 	var outcome string
 	err := s.pool.QueryRow(ctx, `SELECT charge_id, outcome, coalesce(decline_code, '') FROM provider_charges WHERE idempotency_key = $1`,
@@ -122,6 +160,9 @@ func (s *Simulator) Lookup(ctx context.Context, key string) (payment.Charge, boo
 // Refund pays a successful charge back in full, once per idempotency key and once per
 // charge, with the same latency and transient failures as a charge.
 func (s *Simulator) Refund(ctx context.Context, req payment.RefundRequest) (payment.Refund, error) {
+	if err := s.hung(ctx); err != nil {
+		return payment.Refund{}, err
+	}
 	if err := wait(ctx, s.latency/2); err != nil {
 		return payment.Refund{}, err
 	}

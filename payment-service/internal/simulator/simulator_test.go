@@ -109,3 +109,36 @@ func TestLatency(t *testing.T) {
 		t.Errorf("5 charges at 20ms latency took %s", took)
 	}
 }
+
+// A hanging provider answers nothing: a charge waits until its context ends and fails
+// transiently, charging nothing, and so does a lookup; once it answers again, a charge
+// waiting meanwhile goes through.
+func TestHang(t *testing.T) {
+	sim := simulator.New(openPool(t), 0, 0)
+	req := payment.ChargeRequest{IdempotencyKey: "hang-1", AmountCents: 100, Currency: "EUR", PaymentMethod: simulator.TokenVisa}
+	sim.Hang()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := sim.Charge(ctx, req); !errors.Is(err, payment.ErrTransient) {
+		t.Fatalf("a charge while hanging: %v, want a transient failure once its context ends", err)
+	}
+	if _, _, err := sim.Lookup(ctx, req.IdempotencyKey); !errors.Is(err, payment.ErrTransient) {
+		t.Fatalf("a lookup while hanging: %v, want a transient failure", err)
+	}
+	if entries, _ := sim.Ledger(context.Background(), req.IdempotencyKey); len(entries) != 0 {
+		t.Fatalf("a charge that got no answer charged: %v", entries)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := sim.Charge(context.Background(), req)
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	sim.Answer()
+	if err := <-done; err != nil {
+		t.Fatalf("the charge waiting when the provider answered again: %v", err)
+	}
+	if entries, _ := sim.Ledger(context.Background(), req.IdempotencyKey); len(entries) != 1 {
+		t.Errorf("%d charges, want 1", len(entries))
+	}
+}
