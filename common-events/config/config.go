@@ -15,6 +15,7 @@ import (
 
 	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/consumer"
+	"github.com/orderflow/common-events/kafka"
 	"github.com/orderflow/common-events/tracing"
 )
 
@@ -207,9 +208,11 @@ func redact(v string) string {
 
 // Base is the configuration every service shares.
 type Base struct {
-	HTTPAddr        string
-	DatabaseURL     string
-	KafkaBrokers    []string
+	HTTPAddr     string
+	DatabaseURL  string
+	KafkaBrokers []string
+	// Kafka is how the service reaches the cluster: TLS, SASL (ReadKafka).
+	Kafka           kafka.Security
 	TopicPartitions int
 	LogLevel        slog.Level
 	ShutdownTimeout time.Duration
@@ -250,6 +253,7 @@ func ReadBase(e *Env, httpAddr, databaseURL string) Base {
 		HTTPAddr:        e.Addr("HTTP_ADDR", httpAddr),
 		DatabaseURL:     e.PostgresURL("DATABASE_URL", databaseURL),
 		KafkaBrokers:    e.HostPorts("KAFKA_BROKERS", []string{"127.0.0.1:9092"}),
+		Kafka:           ReadKafka(e),
 		TopicPartitions: e.Int("KAFKA_TOPIC_PARTITIONS", 6, 1, 1000),
 		LogLevel:        e.Level("LOG_LEVEL", slog.LevelInfo),
 		ShutdownTimeout: e.Duration("SHUTDOWN_TIMEOUT", 15*time.Second, time.Second, 5*time.Minute),

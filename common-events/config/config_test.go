@@ -2,6 +2,8 @@ package config_test
 
 import (
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -156,6 +158,50 @@ func TestReadTracing(t *testing.T) {
 		}
 		if got.Endpoint != tt.endpoint || got.ServiceName != tt.service || strings.Join(headers, " ") != tt.headers {
 			t.Errorf("%v: read endpoint %q, service %q, headers %v; want %q, %q, %q", tt.env, got.Endpoint, got.ServiceName, got.Headers, tt.endpoint, tt.service, tt.headers)
+		}
+	}
+}
+
+// The Kafka security settings read as librdkafka's: a password from a file, a CA from a
+// PEM file; and every inconsistency is named on one line.
+func TestReadKafka(t *testing.T) {
+	dir := t.TempDir()
+	secret, ca, notPEM := filepath.Join(dir, "password"), filepath.Join(dir, "ca.pem"), filepath.Join(dir, "junk")
+	// ca is only named, never read: each case that names it fails before.
+	for path, body := range map[string]string{secret: "s3cret\n", ca: "", notPEM: "not a certificate"} {
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := config.NewEnv(getenv(map[string]string{"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+		"KAFKA_SASL_USERNAME": "payment-service", "KAFKA_SASL_PASSWORD_FILE": secret}))
+	s := config.ReadKafka(env)
+	if err := env.Err(); err != nil || s.Protocol != "SASL_PLAINTEXT" || s.Mechanism != "SCRAM-SHA-512" || s.Username != "payment-service" || s.Password != "s3cret" {
+		t.Errorf("read %+v (%v)", s, err)
+	}
+	if s := config.ReadKafka(config.NewEnv(getenv(nil))); s.Protocol != "PLAINTEXT" || s.TLSEnabled() || s.SASLEnabled() {
+		t.Errorf("unset: %+v, want PLAINTEXT", s)
+	}
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"KAFKA_SECURITY_PROTOCOL": "SASL"}, `KAFKA_SECURITY_PROTOCOL: want one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL, got "SASL"`},
+		{map[string]string{"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "p"}, "KAFKA_SASL_MECHANISM: required with KAFKA_SECURITY_PROTOCOL=SASL_SSL"},
+		{map[string]string{"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "GSSAPI", "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "p"}, "KAFKA_SASL_MECHANISM: want one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"},
+		{map[string]string{"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "u"}, "KAFKA_SASL_PASSWORD: required (or KAFKA_SASL_PASSWORD_FILE"},
+		{map[string]string{"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "p", "KAFKA_SASL_PASSWORD_FILE": secret}, "KAFKA_SASL_PASSWORD: set both it and KAFKA_SASL_PASSWORD_FILE"},
+		{map[string]string{"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_PASSWORD": "p"}, "KAFKA_SASL_USERNAME: required but not set"},
+		{map[string]string{"KAFKA_SASL_USERNAME": "u"}, "KAFKA_SASL_USERNAME: set, but KAFKA_SECURITY_PROTOCOL=PLAINTEXT does not use it"},
+		{map[string]string{"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "p", "KAFKA_SSL_CA_LOCATION": ca}, "KAFKA_SSL_CA_LOCATION: set, but KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT does not use it"},
+		{map[string]string{"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CA_LOCATION": notPEM}, "holds no PEM certificate"},
+		{map[string]string{"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CA_LOCATION": filepath.Join(dir, "missing.pem")}, "no such file"},
+		{map[string]string{"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CERTIFICATE_LOCATION": ca}, "a client certificate needs both its certificate and its key"},
+	} {
+		env := config.NewEnv(getenv(tc.env))
+		config.ReadKafka(env)
+		if err := env.Err(); err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%v: err = %v, want one line containing %q", tc.env, err, tc.want)
 		}
 	}
 }

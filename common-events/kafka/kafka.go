@@ -63,9 +63,10 @@ func Config(clientID string) *sarama.Config {
 // The wait matters on Apache Kafka: a partition of a topic created a moment ago may not
 // have its leader yet, and a consumer group session that starts then cannot open that
 // partition — sarama reports the error and leaves the partition unconsumed until the next
-// rebalance, which a lone member may never see. (kfake elects leaders at once.)
-func EnsureTopics(brokers []string, clientID string, partitions int32, topics ...string) error {
-	admin, err := sarama.NewClusterAdmin(brokers, Config(clientID))
+// rebalance, which a lone member may never see. (kfake elects leaders at once.) conf is
+// the client's (Config, or Security.Config).
+func EnsureTopics(brokers []string, conf *sarama.Config, partitions int32, topics ...string) error {
+	admin, err := sarama.NewClusterAdmin(brokers, conf)
 	if err != nil {
 		return fmt.Errorf("ensure topics: %w", err)
 	}

@@ -104,7 +104,7 @@ func withTopic(t *testing.T, partitions int32) (*pgxpool.Pool, []string) {
 	t.Helper()
 	pool := openDB(t)
 	b := testenv.Kafka(t)
-	if err := kafka.EnsureTopics(b.Addrs, "t", partitions, events.TopicOrderCreated); err != nil {
+	if err := kafka.EnsureTopics(b.Addrs, kafka.Config("t"), partitions, events.TopicOrderCreated); err != nil {
 		t.Fatal(err)
 	}
 	return pool, b.Addrs
@@ -186,7 +186,7 @@ func TestRelaySurvivesBrokerOutage(t *testing.T) {
 	pool := openDB(t)
 	b := testenv.RestartableKafka(t)
 	addrs := b.Addrs
-	if err := kafka.EnsureTopics(addrs, "t", 2, events.TopicOrderCreated); err != nil {
+	if err := kafka.EnsureTopics(addrs, kafka.Config("t"), 2, events.TopicOrderCreated); err != nil {
 		t.Fatal(err)
 	}
 	startRelay(t, pool, addrs)

@@ -12,8 +12,6 @@ import (
 	"github.com/orderflow/devstack/testenv"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m) }
-
 // The pool's connections carry the keepalives and the user timeout that notice a silent
 // server; the kernel's defaults take hours.
 func TestPoolConnectionsNoticeASilentServer(t *testing.T) {

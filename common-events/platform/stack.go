@@ -124,13 +124,13 @@ func Boot(ctx context.Context, service string, cfg config.Base, stdout io.Writer
 	for group, consumed := range groups {
 		topics = append(topics, consumer.DeadLetterTopics(group, consumed...)...)
 	}
-	if err = kafka.EnsureTopics(cfg.KafkaBrokers, service, int32(cfg.TopicPartitions), topics...); err != nil {
+	if err = kafka.EnsureTopics(cfg.KafkaBrokers, cfg.Kafka.Config(service), int32(cfg.TopicPartitions), topics...); err != nil {
 		return nil, fmt.Errorf("kafka at KAFKA_BROKERS %v: %w", cfg.KafkaBrokers, err)
 	}
-	if s.Kafka, err = sarama.NewClient(cfg.KafkaBrokers, kafka.Config(service)); err != nil {
+	if s.Kafka, err = sarama.NewClient(cfg.KafkaBrokers, cfg.Kafka.Config(service)); err != nil {
 		return nil, fmt.Errorf("kafka at KAFKA_BROKERS %v: %w", cfg.KafkaBrokers, err)
 	}
-	if s.Producer, err = sarama.NewSyncProducer(cfg.KafkaBrokers, kafka.Config(service)); err != nil {
+	if s.Producer, err = sarama.NewSyncProducer(cfg.KafkaBrokers, cfg.Kafka.Config(service)); err != nil {
 		return nil, fmt.Errorf("kafka producer at KAFKA_BROKERS %v: %w", cfg.KafkaBrokers, err)
 	}
 	return s, nil
@@ -165,7 +165,7 @@ func openPool(ctx context.Context, url string, schema fs.FS) (*pgxpool.Pool, err
 // Consumer returns a runner for group with its own Kafka client, as sarama asks: one
 // client per consumer group.
 func (s *Stack) Consumer(group string, handlers map[string]consumer.Handler) (*consumer.Runner, error) {
-	c, err := sarama.NewClient(s.Config.KafkaBrokers, kafka.Config(s.Service))
+	c, err := sarama.NewClient(s.Config.KafkaBrokers, s.Config.Kafka.Config(s.Service))
 	if err != nil {
 		return nil, fmt.Errorf("kafka consumer client: %w", err)
 	}

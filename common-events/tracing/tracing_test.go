@@ -58,7 +58,7 @@ func TestOneTraceFromRequestToConsumer(t *testing.T) {
 		t.Fatal(err)
 	}
 	brokers := testenv.Kafka(t).Addrs
-	if err := kafka.EnsureTopics(brokers, "t", 1, events.TopicOrderCreated); err != nil {
+	if err := kafka.EnsureTopics(brokers, kafka.Config("t"), 1, events.TopicOrderCreated); err != nil {
 		t.Fatal(err)
 	}
 

@@ -29,7 +29,6 @@ import (
 	"github.com/orderflow/common-events/config"
 	"github.com/orderflow/common-events/consumer"
 	"github.com/orderflow/common-events/deadletter"
-	"github.com/orderflow/common-events/kafka"
 )
 
 func main() {
@@ -44,6 +43,7 @@ func main() {
 func run(ctx context.Context, args []string, getenv func(string) string, out io.Writer) error {
 	env := config.NewEnv(getenv)
 	brokers := env.HostPorts("KAFKA_BROKERS", []string{"127.0.0.1:9092"})
+	security := config.ReadKafka(env)
 	if err := env.Err(); err != nil {
 		return err
 	}
@@ -69,7 +69,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	if err != nil {
 		return fmt.Errorf("-offsets: %w", err)
 	}
-	client, err := sarama.NewClient(brokers, kafka.Config("orderflow-dlq"))
+	client, err := sarama.NewClient(brokers, security.Config("orderflow-dlq"))
 	if err != nil {
 		return fmt.Errorf("kafka at KAFKA_BROKERS %v: %w", brokers, err)
 	}

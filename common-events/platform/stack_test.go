@@ -1,0 +1,62 @@
+package platform
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"testing"
+
+	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/orderflow/common-events/config"
+	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/common-events/kafka"
+	"github.com/orderflow/devstack/testenv"
+	"github.com/orderflow/migrations"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// A service boots against a cluster that wants SASL_SSL, with its settings: its topics are
+// made, its clients connect, its producer writes and its readiness ping answers. (What a
+// cluster refuses is common-events/kafka's TestSecurityReachesClustersThatWantIt.)
+func TestBootReachesAClusterThatWantsSASLAndTLS(t *testing.T) {
+	ca := testenv.NewAuthority(t)
+	server, _, _ := ca.Issue("broker", x509.ExtKeyUsageServerAuth)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.TLS(&tls.Config{Certificates: []tls.Certificate{server}}),
+		kfake.EnableSASL(), kfake.Superuser(kafka.MechanismSCRAMSHA256, "payment-service", "s3cret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	db := testenv.Database(t)
+	env := config.NewEnv(func(k string) string {
+		return map[string]string{
+			"HTTP_ADDR": "127.0.0.1:0", "DATABASE_URL": db, "KAFKA_BROKERS": c.ListenAddrs()[0],
+			"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "SCRAM-SHA-256", "KAFKA_SASL_USERNAME": "payment-service",
+			"KAFKA_SASL_PASSWORD": "s3cret", "KAFKA_SSL_CA_LOCATION": ca.File,
+			"AUTH_ISSUER": "http://issuer.test", "AUTH_JWKS_URL": "http://issuer.test/jwks.json",
+		}[k]
+	})
+	cfg := config.ReadBase(env, ":0", "")
+	if err := env.Err(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Boot(context.Background(), "payment-service", cfg, io.Discard, migrations.Payments,
+		map[string][]string{"payment-service": {events.TopicOrderCreated}})
+	if err != nil {
+		t.Fatalf("boot over SASL_SSL: %v", err)
+	}
+	defer s.Close()
+	if _, _, err := s.Producer.SendMessage(&sarama.ProducerMessage{Topic: events.TopicOrderCreated, Value: sarama.StringEncoder("x")}); err != nil {
+		t.Errorf("produce over SASL_SSL: %v", err)
+	}
+	if err := kafka.Ping(context.Background(), s.Kafka); err != nil {
+		t.Errorf("readiness ping over SASL_SSL: %v", err)
+	}
+	if _, err := s.Consumer("payment-service", nil); err != nil {
+		t.Errorf("a consumer's client over SASL_SSL: %v", err)
+	}
+}
