@@ -1,0 +1,77 @@
+package kafka
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/IBM/sarama"
+
+	"github.com/orderflow/common-events/events"
+)
+
+// Permission is one thing a principal may do on the cluster: Operation on a resource (a
+// topic, a consumer group, the cluster) named Name.
+type Permission struct {
+	Resource  sarama.AclResourceType
+	Name      string
+	Operation sarama.AclOperation
+}
+
+func (p Permission) String() string {
+	return fmt.Sprintf("%s %s %s", p.Operation.String(), p.Resource.String(), p.Name)
+}
+
+// Permissions are what service may do, derived from what the code declares rather than
+// written down a second time: it writes (idempotently) the topics of the events it is the
+// source of (events.Kinds) and its groups' dead-letter topics; it reads the topics each of
+// its groups consumes (groups: the service's Consumes()) and uses those groups, and no
+// other. Describing what it may read or write is what its metadata, lag and readiness
+// requests need. Nothing else: no topic is created, none read or written beyond these.
+func Permissions(service string, groups map[string][]string) []Permission {
+	var ps []Permission
+	add := func(r sarama.AclResourceType, name string, ops ...sarama.AclOperation) {
+		for _, op := range ops {
+			if p := (Permission{Resource: r, Name: name, Operation: op}); !slices.Contains(ps, p) {
+				ps = append(ps, p)
+			}
+		}
+	}
+	for _, k := range events.Kinds() {
+		if k.Source == service {
+			add(sarama.AclResourceTopic, k.Topic, sarama.AclOperationWrite, sarama.AclOperationDescribe)
+		}
+	}
+	for _, group := range slices.Sorted(func(yield func(string) bool) {
+		for g := range groups {
+			if !yield(g) {
+				return
+			}
+		}
+	}) {
+		add(sarama.AclResourceGroup, group, sarama.AclOperationRead, sarama.AclOperationDescribe)
+		for _, topic := range groups[group] {
+			add(sarama.AclResourceTopic, topic, sarama.AclOperationRead, sarama.AclOperationDescribe)
+			add(sarama.AclResourceTopic, events.DeadLetterTopic(topic, group), sarama.AclOperationWrite, sarama.AclOperationDescribe)
+		}
+	}
+	if slices.ContainsFunc(ps, func(p Permission) bool { return p.Operation == sarama.AclOperationWrite }) {
+		add(sarama.AclResourceCluster, "kafka-cluster", sarama.AclOperationIdempotentWrite) // the idempotent producer
+	}
+	return ps
+}
+
+// Grant allows principal ("User:payment-service") ps, from any host, through admin (a
+// principal allowed to alter ACLs).
+func Grant(admin sarama.ClusterAdmin, principal string, ps []Permission) error {
+	acls := make([]*sarama.ResourceAcls, 0, len(ps))
+	for _, p := range ps {
+		acls = append(acls, &sarama.ResourceAcls{
+			Resource: sarama.Resource{ResourceType: p.Resource, ResourceName: p.Name, ResourcePatternType: sarama.AclPatternLiteral},
+			Acls:     []*sarama.Acl{{Principal: principal, Host: "*", Operation: p.Operation, PermissionType: sarama.AclPermissionAllow}},
+		})
+	}
+	if err := admin.CreateACLs(acls); err != nil {
+		return fmt.Errorf("grant %s: %w", principal, err)
+	}
+	return nil
+}

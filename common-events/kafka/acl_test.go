@@ -1,0 +1,178 @@
+package kafka_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/common-events/kafka"
+)
+
+// The services' groups as their Consumes() declare them (the e2e tests hold the real
+// ones to these permissions on a running stack).
+var consumes = map[string]map[string][]string{
+	"order-service":   {"order-service": {events.TopicPaymentCompleted, events.TopicPaymentFailed}},
+	"payment-service": {"payment-service": {events.TopicOrderCreated, events.TopicOrderCancelled}},
+}
+
+// What a service may do follows from what the code declares: the topics of the events it
+// is the source of, the topics and groups it consumes, its dead-letter topics.
+func TestPermissionsFollowTheCode(t *testing.T) {
+	var got []string
+	for _, p := range kafka.Permissions("order-service", consumes["order-service"]) {
+		got = append(got, p.String())
+	}
+	want := []string{
+		"Write Topic order.created", "Describe Topic order.created", "Write Topic order.cancelled", "Describe Topic order.cancelled",
+		"Read Group order-service", "Describe Group order-service",
+		"Read Topic payment.completed", "Describe Topic payment.completed",
+		"Write Topic payment.completed.order-service.dlq", "Describe Topic payment.completed.order-service.dlq",
+		"Read Topic payment.failed", "Describe Topic payment.failed",
+		"Write Topic payment.failed.order-service.dlq", "Describe Topic payment.failed.order-service.dlq",
+		"IdempotentWrite Cluster kafka-cluster",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("order-service may\n%v\nwant\n%v", got, want)
+	}
+}
+
+// On a cluster that checks ACLs, each service granted its Permissions does its work — it
+// writes its own events and reads its own topics in its own group — and nothing else:
+// order-service cannot write payment.completed (the forged payment that would confirm an
+// order nobody paid for), and payment-service cannot join order-service's group.
+func TestPermissionsHoldOnACluster(t *testing.T) {
+	topics := events.Topics()
+	for group, ts := range consumes["order-service"] {
+		for _, topic := range ts {
+			topics = append(topics, events.DeadLetterTopic(topic, group))
+		}
+	}
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.EnableSASL(), kfake.EnableACLs(), kfake.SeedTopics(1, topics...),
+		kfake.Superuser(kafka.MechanismPlain, "admin", "admin"),
+		kfake.User(kafka.MechanismPlain, "order-service", "o"), kfake.User(kafka.MechanismPlain, "payment-service", "p"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	brokers := c.ListenAddrs()
+	as := func(user, password string) kafka.Security {
+		return kafka.Security{Protocol: kafka.SASLPlaintext, Mechanism: kafka.MechanismPlain, Username: user, Password: password}
+	}
+	admin, err := sarama.NewClusterAdmin(brokers, as("admin", "admin").Config("acl-test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	for service, groups := range consumes {
+		if err := kafka.Grant(admin, "User:"+service, kafka.Permissions(service, groups)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	produce := func(s kafka.Security, topic string) error {
+		p, err := sarama.NewSyncProducer(brokers, s.Config("acl-test"))
+		if err != nil {
+			return err
+		}
+		defer p.Close()
+		_, _, err = p.SendMessage(&sarama.ProducerMessage{Topic: topic, Value: sarama.StringEncoder("x")})
+		return err
+	}
+	join := func(s kafka.Security, group, topic string) error {
+		conf := s.Config("acl-test")
+		conf.Consumer.Group.Rebalance.Retry.Max = 0
+		g, err := sarama.NewConsumerGroup(brokers, group, conf)
+		if err != nil {
+			return err
+		}
+		defer g.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		joined := make(chan struct{})
+		go func() {
+			for err := range g.Errors() {
+				_ = err
+			}
+		}()
+		errc := make(chan error, 1)
+		go func() { errc <- g.Consume(ctx, []string{topic}, setup(func() { close(joined); cancel() })) }()
+		select {
+		case <-joined:
+			return nil
+		case err := <-errc:
+			if err == nil {
+				err = errors.New("left the group before joining")
+			}
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	read := func(s kafka.Security, topic string) error {
+		c, err := sarama.NewConsumer(brokers, s.Config("acl-test"))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		pc, err := c.ConsumePartition(topic, 0, sarama.OffsetOldest)
+		if err != nil {
+			return err
+		}
+		defer pc.Close()
+		select {
+		case <-pc.Messages(): // the record the admin wrote
+			return nil
+		case err := <-pc.Errors():
+			return err
+		case <-time.After(10 * time.Second):
+			return errors.New("neither a record nor an error")
+		}
+	}
+	for _, topic := range []string{events.TopicPaymentFailed, events.TopicOrderCreated} {
+		if err := produce(as("admin", "admin"), topic); err != nil {
+			t.Fatal(err)
+		}
+	}
+	order, payment := as("order-service", "o"), as("payment-service", "p")
+	for _, tc := range []struct {
+		name    string
+		do      func() error
+		allowed bool
+	}{
+		{"order-service writes order.created", func() error { return produce(order, events.TopicOrderCreated) }, true},
+		{"order-service writes its dead letters", func() error {
+			return produce(order, events.DeadLetterTopic(events.TopicPaymentCompleted, "order-service"))
+		}, true},
+		{"order-service writes payment.completed", func() error { return produce(order, events.TopicPaymentCompleted) }, false},
+		{"payment-service writes payment.completed", func() error { return produce(payment, events.TopicPaymentCompleted) }, true},
+		{"payment-service writes order.cancelled", func() error { return produce(payment, events.TopicOrderCancelled) }, false},
+		{"order-service reads payment.completed in its group", func() error { return join(order, "order-service", events.TopicPaymentCompleted) }, true},
+		{"payment-service joins order-service's group", func() error { return join(payment, "order-service", events.TopicPaymentCompleted) }, false},
+		{"order-service reads payment.failed", func() error { return read(order, events.TopicPaymentFailed) }, true},
+		{"order-service reads order.created", func() error { return read(order, events.TopicOrderCreated) }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.do()
+			if tc.allowed != (err == nil) {
+				t.Errorf("%v, want allowed %v", err, tc.allowed)
+			} else if err != nil {
+				t.Logf("refused: %v", err)
+			}
+		})
+	}
+}
+
+// setup is a group handler that calls joined once its session starts.
+type setup func()
+
+func (s setup) Setup(sarama.ConsumerGroupSession) error { s(); return nil }
+func (setup) Cleanup(sarama.ConsumerGroupSession) error { return nil }
+func (setup) ConsumeClaim(sess sarama.ConsumerGroupSession, _ sarama.ConsumerGroupClaim) error {
+	<-sess.Context().Done()
+	return nil
+}
