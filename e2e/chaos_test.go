@@ -179,7 +179,7 @@ func newChaos(t *testing.T, src string) *chaos {
 		if serviceEnv[name] == nil {
 			serviceEnv[name] = map[string]string{}
 		}
-		serviceEnv[name]["DATABASE_URL"] = "postgres://postgres@" + toDatabase[name].Addr + "/" + chaosDatabases[name] + "?sslmode=disable"
+		serviceEnv[name]["DATABASE_URL"] = "postgres://" + name + "@" + toDatabase[name].Addr + "/" + chaosDatabases[name] + "?sslmode=disable"
 		serviceEnv[name]["KAFKA_BROKERS"] = toBroker[name].Addr
 	}
 	s, err := stack.Start(context.Background(), stack.Options{

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/orderflow/devstack/testenv"
 )
 
@@ -108,6 +110,42 @@ func TestHealthAndReadiness(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusUnprocessableEntity {
 			t.Errorf("GET %s = %d, want 422", path, resp.StatusCode)
+		}
+	}
+}
+
+// Each service connects as a role of its own that owns its database — every table in it,
+// migrations included — and can connect to no other: payment-service's role cannot read
+// the orders. They all connected as the superuser before.
+func TestStartupEachServiceOwnsItsDatabaseAlone(t *testing.T) {
+	tg := newTarget(t, nil)
+	pg := tg.control().Postgres
+	ctx := context.Background()
+	for service, db := range chaosDatabases {
+		conn, err := pgx.Connect(ctx, pg.URLAs(service, db))
+		if err != nil {
+			t.Fatalf("%s to its own database: %v", service, err)
+		}
+		var super bool
+		var tables, others int
+		err = conn.QueryRow(ctx, `SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
+			(SELECT count(*) FROM pg_tables WHERE schemaname = 'public'),
+			(SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tableowner <> current_user)`).Scan(&super, &tables, &others)
+		conn.Close(ctx)
+		if err != nil || super || tables == 0 || others != 0 {
+			t.Errorf("%s in %s: superuser %v, %d tables, %d of them another's (%v); want its own role owning them all", service, db, super, tables, others, err)
+		}
+		for other, otherDB := range chaosDatabases {
+			if other == service {
+				continue
+			}
+			conn, err := pgx.Connect(ctx, pg.URLAs(service, otherDB))
+			if err == nil {
+				conn.Close(ctx)
+				t.Errorf("%s connected to %s's database %s", service, other, otherDB)
+			} else if !strings.Contains(err.Error(), "permission denied for database") {
+				t.Errorf("%s to %s: %v, want permission denied", service, otherDB, err)
+			}
 		}
 	}
 }

@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -185,6 +187,76 @@ func (c *Cluster) URL(db string) string {
 func (c *Cluster) CreateDatabases(ctx context.Context, names ...string) error {
 	return CreateDatabases(ctx, c.URL("postgres"), names...)
 }
+
+// URLAs is the connection URL of database db for role.
+func (c *Cluster) URLAs(role, db string) string {
+	return fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", url.PathEscape(role), c.Host, c.Port, db)
+}
+
+// OwnDatabase makes role (created if missing, with LOGIN) the owner of database db and of
+// everything in its public schema, and the only role besides superusers that may connect
+// to it: one service's role reads and migrates its own database, and no other. A database
+// made before, its objects the superuser's, is handed over the same way.
+func (c *Cluster) OwnDatabase(ctx context.Context, role, db string) error {
+	return OwnDatabase(ctx, c.URL("postgres"), c.URL(db), role, db)
+}
+
+// OwnDatabase is Cluster.OwnDatabase through the server's adminURL; dbURL reaches db as a
+// superuser.
+func OwnDatabase(ctx context.Context, adminURL, dbURL, role, db string) error {
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	r, d := pgx.Identifier{role}.Sanitize(), pgx.Identifier{db}.Sanitize()
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, role).Scan(&exists); err != nil {
+		return err
+	}
+	stmts := []string{"ALTER DATABASE " + d + " OWNER TO " + r, "REVOKE ALL ON DATABASE " + d + " FROM PUBLIC", "GRANT CONNECT ON DATABASE " + d + " TO " + r}
+	if !exists {
+		stmts = append([]string{"CREATE ROLE " + r + " LOGIN"}, stmts...)
+	}
+	for _, q := range stmts {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			return fmt.Errorf("database %s for %s: %s: %w", db, role, q, err)
+		}
+	}
+	in, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return err
+	}
+	defer in.Close(ctx)
+	// What the superuser made in public (tables, sequences, views, functions), made over.
+	_, err = in.Exec(ctx, `
+		DO $$
+		DECLARE o record;
+		BEGIN
+			FOR o IN
+				SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END AS kind,
+					format('%I.%I', n.nspname, c.relname) AS name
+				FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+				WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'S', 'v', 'm') AND pg_get_userbyid(c.relowner) <> `+quoteLiteral(role)+`
+				  AND NOT (c.relkind = 'S' AND EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i')))
+			LOOP
+				EXECUTE format('ALTER %s %s OWNER TO %I', o.kind, o.name, `+quoteLiteral(role)+`);
+			END LOOP;
+			FOR o IN
+				SELECT p.oid::regprocedure::text AS name FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+				WHERE n.nspname = 'public' AND pg_get_userbyid(p.proowner) <> `+quoteLiteral(role)+`
+			LOOP
+				EXECUTE format('ALTER ROUTINE %s OWNER TO %I', o.name, `+quoteLiteral(role)+`);
+			END LOOP;
+		END $$`)
+	if err != nil {
+		return fmt.Errorf("database %s for %s: hand over its objects: %w", db, role, err)
+	}
+	return nil
+}
+
+// quoteLiteral quotes s as an SQL string literal.
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // CreateDatabases creates, through the server at adminURL, each database that does not
 // exist yet.

@@ -256,11 +256,16 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if err := s.Postgres.CreateDatabases(ctx, "orders", "payments", "notifications"); err != nil {
 		return nil, err
 	}
+	for _, name := range Services { // one role per service, owning its database alone
+		if err := s.Postgres.OwnDatabase(ctx, name, databases[name]); err != nil {
+			return nil, err
+		}
+	}
 
 	for _, name := range Services {
 		env := []string{
 			"HTTP_ADDR=" + net.JoinHostPort(o.Host, strconv.Itoa(o.HTTPPorts[name])),
-			"DATABASE_URL=" + s.Postgres.URL(databases[name]),
+			"DATABASE_URL=" + s.Postgres.URLAs(name, databases[name]),
 			"KAFKA_BROKERS=" + s.KafkaAddr(),
 			"KAFKA_TOPIC_PARTITIONS=" + strconv.Itoa(o.Partitions),
 			"AUTH_ISSUER=" + s.Issuer.URL,

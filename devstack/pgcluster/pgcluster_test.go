@@ -1,0 +1,68 @@
+package pgcluster_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/orderflow/devstack/pgcluster"
+	"github.com/orderflow/devstack/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// A database made before the services had roles of their own — its tables, sequences and
+// functions the superuser's, as devstack's data folders of before hold them — is handed
+// over whole to the service's role; doing it again changes nothing. (That no other
+// service's role may connect to it is e2e's TestStartupEachServiceOwnsItsDatabaseAlone.)
+func TestOwnDatabaseHandsOverWhatWasMadeBefore(t *testing.T) {
+	ctx := context.Background()
+	dbURL := testenv.Database(t)
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := u.Path[1:]
+	admin := *u
+	admin.Path = "/postgres"
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `CREATE TABLE things (id bigserial PRIMARY KEY, n int);
+		CREATE SEQUENCE loose; CREATE VIEW big AS SELECT * FROM things WHERE n > 10;
+		CREATE FUNCTION twice(x int) RETURNS int LANGUAGE sql AS 'SELECT 2 * x'`); err != nil {
+		t.Fatal(err)
+	}
+	role := fmt.Sprintf("svc-%x", rand.Uint32())
+	for range 2 {
+		if err := pgcluster.OwnDatabase(ctx, admin.String(), dbURL, role, db); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var others []string
+	rows, _ := conn.Query(ctx, `
+		SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = 'public' AND pg_get_userbyid(c.relowner) <> $1 AND c.relkind IN ('r', 'S', 'v')
+		UNION ALL SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+		WHERE n.nspname = 'public' AND pg_get_userbyid(p.proowner) <> $1
+		UNION ALL SELECT datname FROM pg_database WHERE datname = $2 AND pg_get_userbyid(datdba) <> $1`, role, db)
+	if others, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil || len(others) > 0 {
+		t.Errorf("still another's: %v (%v)", others, err)
+	}
+	as := *u
+	as.User = url.User(role)
+	own, err := pgx.Connect(ctx, as.String())
+	if err != nil {
+		t.Fatalf("the role to its database: %v", err)
+	}
+	defer own.Close(ctx)
+	if _, err := own.Exec(ctx, `INSERT INTO things (n) VALUES (twice(21)); SELECT nextval('loose'); SELECT * FROM big`); err != nil {
+		t.Errorf("the role using what it was handed: %v", err)
+	}
+}
