@@ -201,12 +201,15 @@ func (s *Simulator) Refund(ctx context.Context, req payment.RefundRequest) (paym
 	return r, nil
 }
 
-// whyNoRefund explains a refund that wrote nothing and found nothing under its key.
+// whyNoRefund explains a refund that wrote nothing and found nothing under its key. A
+// refund under the same key that committed meanwhile (the statement's snapshot predates
+// it) is not another key's: the caller asks again and gets it.
 func (s *Simulator) whyNoRefund(ctx context.Context, req payment.RefundRequest) error {
 	var refundable, refunded bool
 	err := s.pool.QueryRow(ctx, `
 		SELECT EXISTS (SELECT 1 FROM provider_charges WHERE charge_id = $1 AND outcome = 'succeeded'),
-			EXISTS (SELECT 1 FROM provider_refunds WHERE charge_id = $1)`, req.ChargeID).Scan(&refundable, &refunded)
+			EXISTS (SELECT 1 FROM provider_refunds WHERE charge_id = $1 AND idempotency_key <> $2)`,
+		req.ChargeID, req.IdempotencyKey).Scan(&refundable, &refunded)
 	switch {
 	case err != nil:
 		return fmt.Errorf("%w: ledger: %w", payment.ErrTransient, err)
