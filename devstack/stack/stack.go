@@ -54,7 +54,7 @@ type Options struct {
 	Brokers []string
 	// KafkaListeners are more client listeners of Apache Kafka (BrokerKafka only).
 	KafkaListeners []kafkabroker.Listener
-	PGPort  int // default 55432
+	PGPort         int // default 55432
 	// IssuerPort is where the development token issuer listens; default 8090.
 	IssuerPort int
 	// Issuer, when set, is a running issuer to trust instead of starting one.
