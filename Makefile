@@ -48,9 +48,10 @@ test-kafka:
 # The chaos run (e2e/chaos_test.go): mixed load on a devstack with Apache Kafka as a process
 # of its own while every service is killed (SIGKILL) and restarted four times (twice in a
 # run under 2 minutes), PostgreSQL restarted immediately, the broker killed and restarted,
-# SMTP gone for a while, one service's database and another's broker blackholed (the
-# broker's in the long form only), and the provider hanging; then the promises are checked
-# and a table printed. CHAOS_DURATION sets
+# SMTP gone for a while, one service's database and another's broker blackholed
+# (CHAOS_SILENT=<database's>,<broker's> names them), and the provider hanging; then the
+# promises are checked and a table printed; a failed run keeps the logs and says where
+# (CHAOS_LOG_LEVEL=debug adds the Kafka client's lines). CHAOS_DURATION sets
 # how long (default 3m; make test runs 60 s, about 150 s with the build, the broker's
 # start, the faults that outlast the 60 s and the checks).
 CHAOS_DURATION ?= 3m

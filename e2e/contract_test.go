@@ -83,7 +83,7 @@ func TestEveryPublishedRecordIsAMessageOfTheAsyncAPIDocument(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := testenv.Kafka(t)
-	s := newStack(t, b.Addrs, map[string]map[string]string{"payment": {"PROVIDER_LATENCY": "2s"}})
+	s := newStack(t, b, map[string]map[string]string{"payment": {"PROVIDER_LATENCY": "2s"}})
 	confirmed := s.placeOrder("tok_visa", "ann@example.com")
 	failed := s.placeOrder("tok_chargeDeclined", "ben@example.com")
 	refunded := s.placeOrder("tok_visa", "cat@example.com")
@@ -153,7 +153,7 @@ func (s *inproc) charges(orderID string) int {
 // event as its cause, the customer is emailed, and both consumers carry its correlation id.
 func TestAnEventWrittenWithTheCloudEventsSDKIsAppliedLikeOurs(t *testing.T) {
 	b := testenv.Kafka(t)
-	s := newStack(t, b.Addrs, map[string]map[string]string{"order": {"LOG_LEVEL": "info"}, "notification": {"LOG_LEVEL": "info"}})
+	s := newStack(t, b, map[string]map[string]string{"order": {"LOG_LEVEL": "info"}, "notification": {"LOG_LEVEL": "info"}})
 	s.stop("payment") // the other team's service pays instead
 	o := s.placeOrder("tok_visa", "dee@example.com")
 

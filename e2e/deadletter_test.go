@@ -11,7 +11,6 @@ import (
 	"github.com/orderflow/common-events/consumer"
 	"github.com/orderflow/common-events/deadletter"
 	"github.com/orderflow/common-events/events"
-	"github.com/orderflow/common-events/kafka"
 	"github.com/orderflow/devstack/testenv"
 )
 
@@ -20,8 +19,9 @@ import (
 // poison record replayed goes back to the dead-letter topic once, and a second run
 // replays nothing; a valid event replayed twice changes nothing — one payment, one charge.
 func TestDeadLettersCanBeShownAndReplayedSafely(t *testing.T) {
-	brokers := testenv.Kafka(t).Addrs
-	s := newStack(t, brokers, nil)
+	b := testenv.Kafka(t)
+	brokers := b.Addrs
+	s := newStack(t, b, nil)
 	dlq := events.DeadLetterTopic(events.TopicOrderCreated, "payment-service")
 
 	// A poison record: payment-service dead-letters it.
@@ -53,7 +53,7 @@ func TestDeadLettersCanBeShownAndReplayedSafely(t *testing.T) {
 		Value: sarama.ByteEncoder(created.Value), Headers: hs})
 	testenv.Records(t, brokers, dlq, 2, 15*time.Second) // both are there
 
-	client, err := sarama.NewClient(brokers, kafka.Config("dlq-test"))
+	client, err := sarama.NewClient(brokers, testenv.KafkaConfig("dlq-test"))
 	if err != nil {
 		t.Fatal(err)
 	}

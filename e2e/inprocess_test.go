@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderflow/common-events/platform"
 	"github.com/orderflow/devstack/testenv"
 	notificationapp "github.com/orderflow/notification-service/app"
 	orderapp "github.com/orderflow/order-service/app"
@@ -25,6 +26,12 @@ var services = map[string]runFunc{
 	"order":        orderapp.Run,
 	"payment":      paymentapp.Run,
 	"notification": notificationapp.Run,
+}
+
+// consumesOf is each service's consumer groups and their topics: what its kafka-setup
+// grants it.
+var consumesOf = map[string]map[string][]string{
+	"order": orderapp.Consumes(), "payment": paymentapp.Consumes(), "notification": notificationapp.Consumes(),
 }
 
 // inproc is the three services in this process, each with its own database, on one broker.
@@ -40,8 +47,11 @@ type inproc struct {
 	mu      sync.Mutex
 }
 
-func newStack(t *testing.T, brokers []string, extra map[string]map[string]string) *inproc {
+// newStack starts the services on b, each logged in as its own principal when b wants a
+// login, after its kafka-setup granted it its ACLs.
+func newStack(t *testing.T, b testenv.Broker, extra map[string]map[string]string) *inproc {
 	t.Helper()
+	brokers := b.Addrs
 	s := &inproc{
 		t: t, brokers: brokers, mail: testenv.SMTP(t),
 		dbs: map[string]string{}, addrs: map[string]string{}, env: map[string]map[string]string{}, stops: map[string]func(){},
@@ -58,14 +68,32 @@ func newStack(t *testing.T, brokers []string, extra map[string]map[string]string
 		for k, v := range authEnv() {
 			s.env[name][k] = v
 		}
+		for k, v := range b.ServiceEnv(name + "-service") {
+			s.env[name][k] = v
+		}
 		for k, v := range extra[name] {
 			s.env[name][k] = v
+		}
+		if b.Secure != nil {
+			setupKafka(t, b, name)
 		}
 	}
 	for _, name := range []string{"order", "payment", "notification"} {
 		s.start(name)
 	}
 	return s
+}
+
+// setupKafka runs service's kafka-setup as the broker's administrator.
+func setupKafka(t *testing.T, b testenv.Broker, service string) {
+	t.Helper()
+	env := map[string]string{"KAFKA_BROKERS": strings.Join(b.Addrs, ","), "KAFKA_TOPIC_PARTITIONS": "3"}
+	for k, v := range b.AdminEnv() {
+		env[k] = v
+	}
+	if err := platform.SetupKafka(service+"-service", consumesOf[service], func(k string) string { return env[k] }, io.Discard); err != nil {
+		t.Fatalf("%s-service kafka-setup: %v", service, err)
+	}
 }
 
 // start runs a service and waits until it is ready.

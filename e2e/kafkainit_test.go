@@ -40,12 +40,20 @@ func TestComposeKafkaInitMakesTheTopicsTheCodeNeeds(t *testing.T) {
 		t.Fatal(err)
 	}
 	// kafka-topics.sh is `kafka-run-class.sh org.apache.kafka.tools.TopicCommand "$@"`.
+	b := testenv.Kafka(t)
 	tool := filepath.Join(t.TempDir(), "kafka-topics.sh")
-	wrapper := "#!/bin/sh\nexec java -Dlog4j2.level=WARN -cp '" + filepath.Join(libs, "*") + "' org.apache.kafka.tools.TopicCommand \"$@\"\n"
+	login := "" // the tests' broker lets in only its principals
+	if b.Secure != nil {
+		props, err := b.Secure.ClientProperties(kafkabroker.Admin, filepath.Join(t.TempDir(), "admin.properties"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		login = " --command-config '" + props + "'"
+	}
+	wrapper := "#!/bin/sh\nexec java -Dlog4j2.level=WARN -cp '" + filepath.Join(libs, "*") + "' org.apache.kafka.tools.TopicCommand \"$@\"" + login + "\n"
 	if err := os.WriteFile(tool, []byte(wrapper), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	b := testenv.Kafka(t)
 	script := init.Command[0]
 	for _, in := range []string{"/opt/kafka/bin/kafka-topics.sh", "kafka:29092"} {
 		if !strings.Contains(script, in) {
@@ -66,7 +74,7 @@ func TestComposeKafkaInitMakesTheTopicsTheCodeNeeds(t *testing.T) {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("kafka-init, run %d: %v\n%s", run, err, out)
 		}
-		admin, err := sarama.NewClusterAdmin(b.Addrs, sarama.NewConfig())
+		admin, err := sarama.NewClusterAdmin(b.Addrs, testenv.LogIn(sarama.NewConfig()))
 		if err != nil {
 			t.Fatal(err)
 		}

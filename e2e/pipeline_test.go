@@ -17,7 +17,7 @@ import (
 )
 
 func TestHappyPathConfirmsChargesOnceAndEmailsOnce(t *testing.T) {
-	s := newStack(t, testenv.Kafka(t).Addrs, nil)
+	s := newStack(t, testenv.Kafka(t), nil)
 	o := s.placeOrder("tok_visa", "ada@example.com")
 
 	if got := s.waitStatus(o.ID, 30*time.Second); got.Status != "CONFIRMED" {
@@ -39,7 +39,7 @@ func TestHappyPathConfirmsChargesOnceAndEmailsOnce(t *testing.T) {
 }
 
 func TestDeclinedCardFailsThePaymentAndSaysWhy(t *testing.T) {
-	s := newStack(t, testenv.Kafka(t).Addrs, nil)
+	s := newStack(t, testenv.Kafka(t), nil)
 	declined := s.placeOrder("tok_chargeDeclined", "bob@example.com")
 	broke := s.placeOrder("tok_chargeDeclinedInsufficientFunds", "cy@example.com")
 	unknown := s.placeOrder("tok_nonsense", "di@example.com")
@@ -74,7 +74,7 @@ func TestDeclinedCardFailsThePaymentAndSaysWhy(t *testing.T) {
 // one charge, one transition, one email.
 func TestRedeliveredEventsChangeNothing(t *testing.T) {
 	b := testenv.Kafka(t)
-	s := newStack(t, b.Addrs, nil)
+	s := newStack(t, b, nil)
 	o := s.placeOrder("tok_visa", "eve@example.com")
 	if got := s.waitStatus(o.ID, 30*time.Second); got.Status != "CONFIRMED" {
 		t.Fatalf("order status = %s, want CONFIRMED", got.Status)
@@ -134,7 +134,7 @@ func TestRedeliveredEventsChangeNothing(t *testing.T) {
 // its event, published when the broker returns, and goes through; none is lost.
 func TestOrdersAcceptedDuringABrokerOutageAreNotLost(t *testing.T) {
 	b := testenv.RestartableKafka(t)
-	s := newStack(t, b.Addrs, nil)
+	s := newStack(t, *b, nil)
 	before := s.placeOrder("tok_visa", "fay@example.com")
 	if got := s.waitStatus(before.ID, 30*time.Second); got.Status != "CONFIRMED" {
 		t.Fatalf("order before the outage = %s, want CONFIRMED", got.Status)
@@ -170,7 +170,7 @@ func TestOrdersAcceptedDuringABrokerOutageAreNotLost(t *testing.T) {
 // where it came from and why; the next valid order is still paid.
 func TestPoisonRecordIsDeadLetteredAndTheFlowGoesOn(t *testing.T) {
 	b := testenv.Kafka(t)
-	s := newStack(t, b.Addrs, nil)
+	s := newStack(t, b, nil)
 	testenv.Produce(t, b.Addrs, &sarama.ProducerMessage{
 		Topic: events.TopicOrderCreated, Key: sarama.StringEncoder("not-an-order"), Value: sarama.StringEncoder("{garbage"),
 		Headers: []sarama.RecordHeader{{Key: []byte("ce_type"), Value: []byte("order.created")}},
@@ -204,7 +204,7 @@ func TestPoisonRecordIsDeadLetteredAndTheFlowGoesOn(t *testing.T) {
 // Transient provider failures are retried, never turned into failed payments, and never
 // charge twice.
 func TestTransientProviderFailuresAreRetried(t *testing.T) {
-	s := newStack(t, testenv.Kafka(t).Addrs, map[string]map[string]string{
+	s := newStack(t, testenv.Kafka(t), map[string]map[string]string{
 		"payment": {"PROVIDER_TRANSIENT_FAILURE_RATE": "0.5", "PROVIDER_LATENCY": "5ms"},
 	})
 	var ids []string
@@ -247,7 +247,7 @@ func withDB(t *testing.T, dbURL string, fn func(context.Context, *pgx.Conn) erro
 // The provider charged, then payment-service died before recording the payment and its
 // event. The redelivered order.created must find the provider's charge, not make another.
 func TestACrashBetweenChargingAndPublishingDoesNotChargeTwice(t *testing.T) {
-	s := newStack(t, testenv.Kafka(t).Addrs, nil)
+	s := newStack(t, testenv.Kafka(t), nil)
 	s.stop("payment")
 	o := s.placeOrder("tok_visa", "joe@example.com")
 
@@ -281,7 +281,7 @@ func exec(t *testing.T, dbURL, query string, args ...any) {
 // not dead-lettered.
 func TestAnOutcomeThatDoesNotApplyChangesNothing(t *testing.T) {
 	b := testenv.Kafka(t)
-	s := newStack(t, b.Addrs, nil)
+	s := newStack(t, b, nil)
 	o := s.placeOrder("tok_visa", "kim@example.com")
 	if got := s.waitStatus(o.ID, 30*time.Second); got.Status != "CONFIRMED" {
 		t.Fatalf("order = %s, want CONFIRMED", got.Status)

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderflow/devstack/kafkabroker"
 	"github.com/orderflow/devstack/stack"
 	"github.com/orderflow/devstack/testenv"
 )
@@ -78,11 +79,13 @@ func newLoggedTarget(t *testing.T, serviceEnv map[string]map[string]string, logs
 		logs = io.MultiWriter(logs, os.Stderr)
 	}
 	var brokers []string // on Apache Kafka, the test binary's; on kfake, the stack's own
+	var secure *kafkabroker.Secure
 	if testenv.BrokerKind() == testenv.ApacheKafka {
-		brokers = testenv.Kafka(t).Addrs
+		b := testenv.Kafka(t)
+		brokers, secure = b.Addrs, b.Secure
 	}
 	s, err := stack.Start(context.Background(), stack.Options{
-		Root: root, DataDir: filepath.Join(t.TempDir(), "data"), BinDir: buildOnce.dir, Prebuilt: true, Brokers: brokers,
+		Root: root, DataDir: filepath.Join(t.TempDir(), "data"), BinDir: buildOnce.dir, Prebuilt: true, Brokers: brokers, KafkaSecure: secure,
 		KafkaPort: testenv.FreePort(t), PGPort: testenv.FreePort(t), Issuer: authority,
 		HTTPPorts: map[string]int{
 			"order-service": testenv.FreePort(t), "payment-service": testenv.FreePort(t), "notification-service": testenv.FreePort(t),

@@ -246,7 +246,7 @@ func TestScrapeReadyzLeavesNoGoroutine(t *testing.T) {
 	if b.Cluster == nil {
 		t.Skip("stalls the broker's answers, which only the in-process kfake allows")
 	}
-	s := newStack(t, b.Addrs, nil)
+	s := newStack(t, b, nil)
 	var stalled atomic.Bool
 	// Only the requests for every topic's metadata, as a readiness check asks, go
 	// unanswered (the client waits): the consumers' and producers' own go on.
@@ -315,7 +315,7 @@ var lagLine = regexp.MustCompile(`(?m)^orderflow_consumer_lag_records\{[^}]*\} (
 // broker is back it is read again.
 func TestScrapeLagWhileTheBrokerIsAway(t *testing.T) {
 	b := testenv.RestartableKafka(t)
-	s := newStack(t, b.Addrs, nil)
+	s := newStack(t, *b, nil)
 	// lag returns the lag values order-service serves, and when it last read them.
 	lag := func() ([]string, string) {
 		body, _, err := scrape("http://" + s.addrs["order"])

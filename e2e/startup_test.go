@@ -81,7 +81,7 @@ func TestUnreachableDependenciesAndBusyPortsAreNamed(t *testing.T) {
 }
 
 func TestHealthAndReadiness(t *testing.T) {
-	s := newStack(t, testenv.Kafka(t).Addrs, nil)
+	s := newStack(t, testenv.Kafka(t), nil)
 	for name := range services {
 		for _, path := range []string{"/healthz", "/readyz"} {
 			resp, err := client.Get(s.url(name, path))

@@ -116,7 +116,7 @@ func (c *collector) trace(orderID string) []span {
 func TestOneTracePerOrderAcrossTheServices(t *testing.T) {
 	col := newCollector(t)
 	env := map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": col.URL, "LOG_LEVEL": "info"}
-	s := newStack(t, testenv.Kafka(t).Addrs, map[string]map[string]string{"order": env, "payment": env, "notification": env})
+	s := newStack(t, testenv.Kafka(t), map[string]map[string]string{"order": env, "payment": env, "notification": env})
 	o := s.placeOrder("tok_visa", "traced@example.com")
 	if got := s.waitStatus(o.ID, 30*time.Second); got.Status != "CONFIRMED" {
 		t.Fatalf("order = %s, want CONFIRMED", got.Status)

@@ -26,7 +26,7 @@ func TestADatabaseOutageIsAnHonest503(t *testing.T) {
 		u.Host = proxies[name].Addr
 		extra[name] = map[string]string{"DATABASE_URL": u.String()}
 	}
-	s := newStack(t, testenv.Kafka(t).Addrs, extra)
+	s := newStack(t, testenv.Kafka(t), extra)
 	o := s.placeOrder("tok_visa", "outage@example.com")
 	if got := s.waitStatus(o.ID, 30*time.Second); got.Status != "CONFIRMED" {
 		t.Fatalf("order = %s, want CONFIRMED", got.Status)

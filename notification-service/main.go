@@ -8,4 +8,4 @@ import (
 	"github.com/orderflow/notification-service/app"
 )
 
-func main() { os.Exit(platform.Main(app.Name, app.Run)) }
+func main() { os.Exit(platform.Main(app.Name, app.Run, app.Consumes())) }

@@ -375,13 +375,17 @@ func headerOf(m *sarama.ProducerMessage, key string) string {
 }
 
 // pruneInbox deletes inbox rows past retention once an hour: redeliveries come within
-// minutes, never weeks.
+// minutes, never weeks. A prune takes pruneTimeout at most, so one on a connection gone
+// silent ends, and the next hour's runs.
 func (r *Runner) pruneInbox(ctx context.Context) {
+	const pruneTimeout = 5 * time.Minute
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		_, err := r.Pool.Exec(ctx, `DELETE FROM processed_events WHERE consumer_group = $1 AND processed_at < now() - $2::interval`,
+		pctx, cancel := context.WithTimeout(ctx, pruneTimeout)
+		_, err := r.Pool.Exec(pctx, `DELETE FROM processed_events WHERE consumer_group = $1 AND processed_at < now() - $2::interval`,
 			r.Group, fmt.Sprintf("%d seconds", int(r.InboxRetention.Seconds())))
+		cancel()
 		if err != nil && ctx.Err() == nil {
 			r.Log.Warn("inbox prune failed", "group", r.Group, "err", err)
 		}

@@ -50,7 +50,7 @@ func setup(t *testing.T) fixture {
 	}
 	b := testenv.Kafka(t)
 	topics := append([]string{events.TopicOrderCreated}, consumer.DeadLetterTopics(group, events.TopicOrderCreated)...)
-	if err := kafka.EnsureTopics(b.Addrs, kafka.Config("t"), 1, topics...); err != nil {
+	if err := kafka.EnsureTopics(b.Addrs, testenv.KafkaConfig("t"), 1, topics...); err != nil {
 		t.Fatal(err)
 	}
 	return fixture{pool: pool, brokers: b.Addrs}
@@ -60,11 +60,11 @@ func setup(t *testing.T) fixture {
 // and waits.
 func (f fixture) run(t *testing.T, handler consumer.Handler, options ...func(*consumer.Runner)) (stop func()) {
 	t.Helper()
-	client, err := sarama.NewClient(f.brokers, kafka.Config("t"))
+	client, err := sarama.NewClient(f.brokers, testenv.KafkaConfig("t"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	dlq, err := sarama.NewSyncProducer(f.brokers, kafka.Config("t"))
+	dlq, err := sarama.NewSyncProducer(f.brokers, testenv.KafkaConfig("t"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -392,7 +392,7 @@ func TestKeysRunConcurrentlyEachInOffsetOrder(t *testing.T) {
 // committedOffset is the group's committed offset of partition 0 (-1: none).
 func (f fixture) committedOffset(t *testing.T) int64 {
 	t.Helper()
-	admin, err := sarama.NewClusterAdmin(f.brokers, kafka.Config("t"))
+	admin, err := sarama.NewClusterAdmin(f.brokers, testenv.KafkaConfig("t"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -644,7 +644,7 @@ func TestAPoisonRecordTooLargeToDeadLetterIsParkedCutShort(t *testing.T) {
 	c.Version = sarama.V2_8_0_0
 	c.Producer.Return.Successes = true
 	c.Producer.MaxMessageBytes = 1048588 // the broker's limit, over sarama's default of 1 MiB
-	big, err := sarama.NewSyncProducer(f.brokers, c)
+	big, err := sarama.NewSyncProducer(f.brokers, testenv.LogIn(c))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -75,3 +75,14 @@ func Grant(admin sarama.ClusterAdmin, principal string, ps []Permission) error {
 	}
 	return nil
 }
+
+// Topics are the topics ps name, in order, each once.
+func Topics(ps []Permission) []string {
+	var topics []string
+	for _, p := range ps {
+		if p.Resource == sarama.AclResourceTopic && !slices.Contains(topics, p.Name) {
+			topics = append(topics, p.Name)
+		}
+	}
+	return topics
+}

@@ -80,6 +80,10 @@ func EnsureTopics(brokers []string, conf *sarama.Config, partitions int32, topic
 			continue
 		}
 		err := admin.CreateTopic(t, &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: -1}, false)
+		if errors.Is(err, sarama.ErrTopicAuthorizationFailed) || errors.Is(err, sarama.ErrClusterAuthorizationFailed) {
+			return fmt.Errorf("ensure topics: topic %s does not exist and this principal may not create it: "+
+				"run the service's kafka-setup as the cluster's administrator first (docs/kafka-security.md): %w", t, err)
+		}
 		if err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
 			return fmt.Errorf("ensure topics: create %s: %w", t, err)
 		}

@@ -48,6 +48,12 @@ func (s Security) SASLEnabled() bool { return s.Protocol == SASLPlaintext || s.P
 // makes — producer, consumers, admin, the lag reader, the readiness ping — is made from it.
 func (s Security) Config(clientID string) *sarama.Config {
 	c := Config(clientID)
+	s.Apply(c)
+	return c
+}
+
+// Apply makes c reach the cluster as s says, changing nothing else.
+func (s Security) Apply(c *sarama.Config) {
 	if s.TLSEnabled() {
 		c.Net.TLS.Enable = true
 		c.Net.TLS.Config = &tls.Config{MinVersion: tls.VersionTLS12}
@@ -69,7 +75,6 @@ func (s Security) Config(clientID string) *sarama.Config {
 			c.Net.SASL.Mechanism = sarama.SASLTypePlaintext
 		}
 	}
-	return c
 }
 
 // TLSConfig reads the PEM files of a TLS client: caFile, the CAs to trust in place of the

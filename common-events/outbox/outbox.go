@@ -165,7 +165,11 @@ func (w *Waker) Run(ctx context.Context) error {
 			return nil
 		case <-w.signal:
 		}
-		_ = Wake(ctx, w.db) // a lost wake-up costs at most the relay's poll interval
+		// A lost wake-up costs at most the relay's poll interval, and so does one held up
+		// by a server gone silent.
+		wctx, cancel := context.WithTimeout(ctx, statementTimeout)
+		_ = Wake(wctx, w.db)
+		cancel()
 		if !backoff.Sleep(ctx, w.every) {
 			return nil
 		}
@@ -220,7 +224,9 @@ func (r *Relay) Run(ctx context.Context) error {
 // lead takes a dedicated connection, waits for the lock, then publishes until the
 // connection fails or ctx is done. Closing the connection releases the lock.
 func (r *Relay) lead(ctx context.Context) error {
-	pooled, err := r.Pool.Acquire(ctx)
+	actx, cancel := context.WithTimeout(ctx, statementTimeout)
+	pooled, err := r.Pool.Acquire(actx)
+	cancel()
 	if err != nil {
 		return err
 	}
@@ -232,7 +238,12 @@ func (r *Relay) lead(ctx context.Context) error {
 	// every PollInterval — so the server ends a session idle for a few of them, and with
 	// it the lock: another relay takes over. The silent leader itself gives up when its
 	// next statement times out.
-	if _, err := conn.Exec(ctx, "SET idle_session_timeout = "+strconv.FormatInt(r.silence().Milliseconds(), 10)); err != nil {
+	//
+	// Every statement has a deadline: a connection the pool hands out may be one whose
+	// packets vanish, and a statement on it would otherwise wait for ever.
+	if _, err := r.within(ctx, func(ctx context.Context) (pgconn.CommandTag, error) {
+		return conn.Exec(ctx, "SET idle_session_timeout = "+strconv.FormatInt(r.silence().Milliseconds(), 10))
+	}); err != nil {
 		var pe *pgconn.PgError
 		if !errors.As(err, &pe) || pe.Code != "42704" { // undefined_object: before PostgreSQL 14
 			return err
@@ -242,7 +253,9 @@ func (r *Relay) lead(ctx context.Context) error {
 
 	for {
 		var leader bool
-		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, lockID).Scan(&leader); err != nil {
+		if _, err := r.within(ctx, func(ctx context.Context) (pgconn.CommandTag, error) {
+			return pgconn.CommandTag{}, conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, lockID).Scan(&leader)
+		}); err != nil {
 			return err
 		}
 		if leader {
@@ -252,7 +265,7 @@ func (r *Relay) lead(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
-	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
+	if _, err := r.within(ctx, func(ctx context.Context) (pgconn.CommandTag, error) { return conn.Exec(ctx, "LISTEN "+Channel) }); err != nil {
 		return err
 	}
 	r.Log.Info("outbox relay: leading")
@@ -304,6 +317,17 @@ func (r *Relay) lead(ctx context.Context) error {
 	}
 }
 
+// within runs statement with a deadline of statementTimeout.
+func (r *Relay) within(ctx context.Context, statement func(ctx context.Context) (pgconn.CommandTag, error)) (pgconn.CommandTag, error) {
+	ctx, cancel := context.WithTimeout(ctx, statementTimeout)
+	defer cancel()
+	return statement(ctx)
+}
+
+// statementTimeout bounds each of the relay's statements: each is quick, and one that is
+// not is on a connection gone silent.
+const statementTimeout = 5 * time.Second
+
 // silence is how long the leader's session may be idle before the server ends it:
 // three polls, at least LeaderSilence.
 func (r *Relay) silence() time.Duration { return max(LeaderSilence, 3*r.PollInterval) }
@@ -349,7 +373,7 @@ func (r *Relay) next(ctx context.Context, conn *pgx.Conn, published []int64) ([]
 		published = []int64{}
 	}
 	// Finish the delete even when shutting down, so a clean stop republishes nothing.
-	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), statementTimeout)
 	defer cancel()
 	rows, err := conn.Query(qctx, `
 		WITH published AS (DELETE FROM outbox WHERE id = ANY($1))

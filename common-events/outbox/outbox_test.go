@@ -64,7 +64,7 @@ func insert(t *testing.T, pool *pgxpool.Pool, envs ...events.Envelope) {
 
 func startRelay(t *testing.T, pool *pgxpool.Pool, brokers []string) {
 	t.Helper()
-	p, err := sarama.NewSyncProducer(brokers, kafka.Config("relay-test"))
+	p, err := sarama.NewSyncProducer(brokers, testenv.KafkaConfig("relay-test"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func withTopic(t *testing.T, partitions int32) (*pgxpool.Pool, []string) {
 	t.Helper()
 	pool := openDB(t)
 	b := testenv.Kafka(t)
-	if err := kafka.EnsureTopics(b.Addrs, kafka.Config("t"), partitions, events.TopicOrderCreated); err != nil {
+	if err := kafka.EnsureTopics(b.Addrs, testenv.KafkaConfig("t"), partitions, events.TopicOrderCreated); err != nil {
 		t.Fatal(err)
 	}
 	return pool, b.Addrs
@@ -186,7 +186,7 @@ func TestRelaySurvivesBrokerOutage(t *testing.T) {
 	pool := openDB(t)
 	b := testenv.RestartableKafka(t)
 	addrs := b.Addrs
-	if err := kafka.EnsureTopics(addrs, kafka.Config("t"), 2, events.TopicOrderCreated); err != nil {
+	if err := kafka.EnsureTopics(addrs, testenv.KafkaConfig("t"), 2, events.TopicOrderCreated); err != nil {
 		t.Fatal(err)
 	}
 	startRelay(t, pool, addrs)
@@ -270,21 +270,10 @@ func TestQueuedRowsAndWake(t *testing.T) {
 func TestABlackholedLeaderIsReplaced(t *testing.T) {
 	pool, brokers := withTopic(t, 1)
 	proxied, proxy := testenv.ProxiedPool(t, pool)
-	run := func(pool *pgxpool.Pool) {
-		producer, err := sarama.NewSyncProducer(brokers, kafka.Config("relay-test"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := &outbox.Relay{Pool: pool, Producer: producer, Log: quietLog(), PollInterval: time.Second}
-		ctx, cancel := context.WithCancel(context.Background())
-		var wg sync.WaitGroup
-		wg.Go(func() { _ = r.Run(ctx) })
-		t.Cleanup(func() { cancel(); wg.Wait(); producer.Close() })
-	}
-	run(proxied) // the leader, through the proxy
+	runRelay(t, proxied, brokers) // the leader, through the proxy
 	insert(t, pool, orderEvent(t, 0))
 	waitEmpty(t, pool, 5*time.Second)
-	run(pool) // waits for the lead
+	runRelay(t, pool, brokers) // waits for the lead
 
 	proxy.Blackhole()
 	start := time.Now()
@@ -294,4 +283,38 @@ func TestABlackholedLeaderIsReplaced(t *testing.T) {
 	if got := testenv.Records(t, brokers, events.TopicOrderCreated, 2, 5*time.Second); len(got) != 2 {
 		t.Errorf("published %d records, want 2", len(got))
 	}
+}
+
+// A relay whose every connection went silent — the one it leads on, and those it dials
+// meanwhile — leads again once the server answers: its wait for a connection, and each of
+// its statements, has a deadline. It used to wait for ever on a connection the blackhole
+// had swallowed, and the service's events stayed in the outbox until it was restarted.
+func TestABlackholedRelayLeadsAgainOnceTheServerAnswers(t *testing.T) {
+	pool, brokers := withTopic(t, 1)
+	proxied, proxy := testenv.ProxiedPool(t, pool)
+	runRelay(t, proxied, brokers)
+	insert(t, pool, orderEvent(t, 0))
+	waitEmpty(t, pool, 5*time.Second)
+
+	proxy.Blackhole()
+	time.Sleep(8 * time.Second) // the leader gives up, and asks the silence for a connection
+	proxy.Restore()
+	start := time.Now()
+	insert(t, pool, orderEvent(t, 1))
+	waitEmpty(t, pool, 30*time.Second)
+	t.Logf("published %s after the server answered again", time.Since(start).Round(100*time.Millisecond))
+}
+
+// runRelay runs a relay on pool that polls every second, until the test ends.
+func runRelay(t *testing.T, pool *pgxpool.Pool, brokers []string) {
+	t.Helper()
+	producer, err := sarama.NewSyncProducer(brokers, testenv.KafkaConfig("relay-test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &outbox.Relay{Pool: pool, Producer: producer, Log: quietLog(), PollInterval: time.Second}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = r.Run(ctx) })
+	t.Cleanup(func() { cancel(); wg.Wait(); producer.Close() })
 }

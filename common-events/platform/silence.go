@@ -22,6 +22,10 @@ const (
 	keepAliveInterval = 5 * time.Second
 	keepAliveCount    = 3
 	userTimeout       = 30 * time.Second
+	// pingTimeout bounds the ping the pool sends a connection idle for a while before it
+	// hands it out: one whose server went silent is dropped for another, instead of
+	// holding up, for ever, a caller whose context has no deadline.
+	pingTimeout = 5 * time.Second
 )
 
 // guardSilence sets cfg's connections to notice a silent server.
@@ -40,4 +44,7 @@ func guardSilence(cfg *pgxpool.Config) {
 		},
 	}
 	cfg.ConnConfig.DialFunc = d.DialContext
+	if cfg.PingTimeout == 0 {
+		cfg.PingTimeout = pingTimeout
+	}
 }

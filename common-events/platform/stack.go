@@ -29,7 +29,6 @@ import (
 	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/config"
 	"github.com/orderflow/common-events/consumer"
-	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/kafka"
 	"github.com/orderflow/common-events/metrics"
 	"github.com/orderflow/common-events/outbox"
@@ -42,10 +41,23 @@ import (
 type RunFunc func(ctx context.Context, getenv func(string) string, stdout, stderr io.Writer) error
 
 // Main runs a service as a process: SIGINT or SIGTERM starts the graceful shutdown, and a
-// failure is one line on stderr. It returns the exit code.
-func Main(service string, run RunFunc) int {
+// failure is one line on stderr. It returns the exit code. groups is the service's
+// consumer groups and the topics each reads (its Consumes()): with the argument
+// kafka-setup, Main sets up the cluster for the service instead (SetupKafka).
+func Main(service string, run RunFunc, groups map[string][]string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	switch args := os.Args[1:]; {
+	case len(args) == 1 && args[0] == "kafka-setup":
+		if err := SetupKafka(service, groups, os.Getenv, os.Stdout); err != nil {
+			fmt.Fprintf(os.Stderr, "%s kafka-setup: %v\n", service, err)
+			return 1
+		}
+		return 0
+	case len(args) > 0:
+		fmt.Fprintf(os.Stderr, "usage: %s (serve, configured by its environment) | %s kafka-setup\n", service, service)
+		return 2
+	}
 	if err := run(ctx, os.Getenv, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", service, err)
 		return 1
@@ -92,6 +104,9 @@ type Stack struct {
 // far is closed again.
 func Boot(ctx context.Context, service string, cfg config.Base, stdout io.Writer, schema fs.FS, groups map[string][]string) (_ *Stack, err error) {
 	s := &Stack{Service: service, Config: cfg, Log: NewLogger(stdout, service, cfg.LogLevel), Verifier: auth.NewVerifier(cfg.Auth, nil)}
+	if cfg.LogLevel <= slog.LevelDebug { // the Kafka client's own account of its connections, sessions and retries
+		sarama.Logger = slog.NewLogLogger(s.Log.With("logger", "sarama").Handler(), slog.LevelDebug)
+	}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -120,10 +135,9 @@ func Boot(ctx context.Context, service string, cfg config.Base, stdout io.Writer
 	if s.consumerMetrics, err = consumer.NewMetrics(s.Registerer); err != nil {
 		return nil, err
 	}
-	topics := events.Topics()
-	for group, consumed := range groups {
-		topics = append(topics, consumer.DeadLetterTopics(group, consumed...)...)
-	}
+	// The topics it writes, reads and dead-letters to, and no other: on a cluster with
+	// ACLs it may not even see the rest.
+	topics := kafka.Topics(kafka.Permissions(service, groups))
 	if err = kafka.EnsureTopics(cfg.KafkaBrokers, cfg.Kafka.Config(service), int32(cfg.TopicPartitions), topics...); err != nil {
 		return nil, fmt.Errorf("kafka at KAFKA_BROKERS %v: %w", cfg.KafkaBrokers, err)
 	}

@@ -58,7 +58,7 @@ func TestOneTraceFromRequestToConsumer(t *testing.T) {
 		t.Fatal(err)
 	}
 	brokers := testenv.Kafka(t).Addrs
-	if err := kafka.EnsureTopics(brokers, kafka.Config("t"), 1, events.TopicOrderCreated); err != nil {
+	if err := kafka.EnsureTopics(brokers, testenv.KafkaConfig("t"), 1, events.TopicOrderCreated); err != nil {
 		t.Fatal(err)
 	}
 
@@ -82,7 +82,7 @@ func TestOneTraceFromRequestToConsumer(t *testing.T) {
 	})
 	srv := httptest.NewServer(e)
 	defer srv.Close()
-	producer, err := sarama.NewSyncProducer(brokers, kafka.Config("t"))
+	producer, err := sarama.NewSyncProducer(brokers, testenv.KafkaConfig("t"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestOneTraceFromRequestToConsumer(t *testing.T) {
 
 	// The back service: consumes it and calls out, in the record's trace; its log lines
 	// carry the trace id.
-	client, err := sarama.NewClient(brokers, kafka.Config("t"))
+	client, err := sarama.NewClient(brokers, testenv.KafkaConfig("t"))
 	if err != nil {
 		t.Fatal(err)
 	}

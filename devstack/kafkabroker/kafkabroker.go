@@ -40,6 +40,10 @@ type Options struct {
 	// a proxy in front of it carries all the client's connections (the chaos run's
 	// network faults).
 	Listeners []Listener
+	// Secure, when set, closes the broker to anyone without a login: every client
+	// listener is SASL_SSL (SCRAM), the authorizer is on and allows nothing an ACL does
+	// not (Secure.Admin excepted). Nil: PLAINTEXT, open to anyone on the loopback.
+	Secure *Secure
 	// Config adds or overrides server.properties settings (retention, session timeouts…).
 	Config map[string]string
 	// Log receives what the JVM prints outside its log file; default discarded.
@@ -98,9 +102,15 @@ func Start(ctx context.Context, o Options) (*Broker, error) {
 		return nil, err
 	}
 	b := &Broker{opts: o}
+	if err := o.Secure.reformatIfOtherUsers(filepath.Join(o.Dir, "data")); err != nil {
+		return nil, err
+	}
 	if _, err := os.Stat(filepath.Join(o.Dir, "data", "meta.properties")); errors.Is(err, os.ErrNotExist) {
-		format := b.java(ctx, "kafka.tools.StorageTool", "format", "--cluster-id", clusterID,
-			"--config", filepath.Join(o.Dir, "server.properties"))
+		args := []string{"format", "--cluster-id", clusterID, "--config", filepath.Join(o.Dir, "server.properties")}
+		if o.Secure != nil {
+			args = append(args, o.Secure.scramArgs()...)
+		}
+		format := b.java(ctx, "kafka.tools.StorageTool", args...)
 		if out, err := format.CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("kafka: format storage: %w\n%s", err, out)
 		}
@@ -134,10 +144,18 @@ func (o Options) writeConfig() error {
 		"share.coordinator.state.topic.min.isr":            "1",
 		"group.initial.rebalance.delay.ms":                 "0",
 	}
+	protocol := "PLAINTEXT"
+	if o.Secure != nil {
+		protocol = "SASL_SSL"
+		o.Secure.configure(props)
+	}
 	for _, l := range o.Listeners {
 		props["listeners"] += fmt.Sprintf(",%s://127.0.0.1:%d", l.Name, l.Port)
 		props["advertised.listeners"] += "," + l.Name + "://" + l.Advertised
-		props["listener.security.protocol.map"] += "," + l.Name + ":PLAINTEXT"
+		props["listener.security.protocol.map"] += "," + l.Name + ":" + protocol
+		if o.Secure != nil {
+			o.Secure.configureListener(props, l.Name)
+		}
 	}
 	for k, v := range o.Config {
 		props[k] = v
@@ -237,7 +255,7 @@ func (b *Broker) Start(ctx context.Context) error {
 			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
-		if answers(b.Addr()) {
+		if answers(b.Addr(), b.opts.Secure) {
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -247,9 +265,13 @@ func (b *Broker) Start(ctx context.Context) error {
 	}
 }
 
-// answers reports whether the broker at addr answers a metadata request naming itself.
-func answers(addr string) bool {
+// answers reports whether the broker at addr answers a metadata request naming itself
+// (logged in as sec's Admin when sec is set).
+func answers(addr string, sec *Secure) bool {
 	cfg := sarama.NewConfig()
+	if sec != nil {
+		cfg = sec.Client(Admin).Config("devstack")
+	}
 	cfg.Net.DialTimeout = time.Second
 	cfg.Metadata.Retry.Max = 0
 	c, err := sarama.NewClient([]string{addr}, cfg)

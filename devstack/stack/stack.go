@@ -24,6 +24,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/orderflow/common-events/auth"
+	"github.com/orderflow/common-events/kafka"
 	"github.com/orderflow/devstack/issuer"
 	"github.com/orderflow/devstack/kafkabroker"
 	"github.com/orderflow/devstack/pgcluster"
@@ -54,6 +55,11 @@ type Options struct {
 	Brokers []string
 	// KafkaListeners are more client listeners of Apache Kafka (BrokerKafka only).
 	KafkaListeners []kafkabroker.Listener
+	// KafkaSecure is how to log in to Brokers when that broker wants it: the stack sets it
+	// up for each service (kafka-setup as kafkabroker.Admin) and runs each as its own
+	// principal. The Apache Kafka the stack starts is secure unless KafkaPlaintext.
+	KafkaSecure    *kafkabroker.Secure
+	KafkaPlaintext bool
 	PGPort         int // default 55432
 	// IssuerPort is where the development token issuer listens; default 8090.
 	IssuerPort int
@@ -249,6 +255,9 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if err := s.startBroker(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.setupKafka(ctx, bin); err != nil {
+		return nil, err
+	}
 	s.Postgres, err = pgcluster.Start(ctx, pgcluster.Options{Dir: filepath.Join(o.DataDir, "postgres"), Host: o.Host, Port: o.PGPort, Fast: o.FastPostgres, Stats: o.PostgresStats})
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
@@ -271,6 +280,9 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 			"AUTH_ISSUER=" + s.Issuer.URL,
 			"AUTH_JWKS_URL=" + s.Issuer.JWKSURL(),
 			"AUTH_AUDIENCE=" + s.Issuer.Audience,
+		}
+		for k, v := range s.kafkaEnv(name) {
+			env = append(env, k+"="+v)
 		}
 		for k, v := range o.Env {
 			env = append(env, k+"="+v)
@@ -299,9 +311,18 @@ func (s *Stack) startBroker(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		if !o.KafkaPlaintext {
+			dir := filepath.Join(o.DataDir, "apache-kafka")
+			if s.opts.KafkaSecure, err = kafkabroker.NewSecure(dir, Services...); err != nil {
+				return fmt.Errorf("kafka: %w", err)
+			}
+			if _, err := s.opts.KafkaSecure.ClientProperties(kafkabroker.Admin, filepath.Join(dir, "admin.properties")); err != nil {
+				return fmt.Errorf("kafka: %w", err)
+			}
+		}
 		s.Kafka, err = kafkabroker.Start(ctx, kafkabroker.Options{
 			Dir: filepath.Join(o.DataDir, "apache-kafka", "broker"), Libs: libs, Port: o.KafkaPort, Partitions: o.Partitions,
-			Listeners: o.KafkaListeners,
+			Listeners: o.KafkaListeners, Secure: s.opts.KafkaSecure,
 			Config: map[string]string{
 				"log.retention.ms":    strconv.FormatInt(o.Retention.Milliseconds(), 10),
 				"log.retention.bytes": strconv.FormatInt(o.RetentionBytes, 10),
@@ -342,6 +363,44 @@ func (s *Stack) startBroker(ctx context.Context) error {
 	return nil
 }
 
+// setupKafka runs each service's kafka-setup as the broker's Admin when the broker is
+// secure: the topics made, each service granted what it may do, and nothing more.
+func (s *Stack) setupKafka(ctx context.Context, bin string) error {
+	sec := s.opts.KafkaSecure
+	if sec == nil {
+		return nil
+	}
+	for _, name := range Services {
+		cmd := exec.CommandContext(ctx, filepath.Join(bin, name), "kafka-setup")
+		cmd.Env = append(os.Environ(), "KAFKA_BROKERS="+s.KafkaAddr(), "KAFKA_TOPIC_PARTITIONS="+strconv.Itoa(s.opts.Partitions))
+		for k, v := range sec.Env(kafkabroker.Admin) {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%s kafka-setup: %w\n%s", name, err, out)
+		}
+	}
+	return nil
+}
+
+// kafkaEnv is how service logs in to the broker: its own principal when the broker is
+// secure, nothing to say when it is open.
+func (s *Stack) kafkaEnv(service string) map[string]string {
+	if s.opts.KafkaSecure == nil {
+		return nil
+	}
+	return s.opts.KafkaSecure.Env(service)
+}
+
+// KafkaSecurity is how the stack's own clients (a test's, an operator's tool) reach the
+// broker: as kafkabroker.Admin on a secure broker, PLAINTEXT on an open one.
+func (s *Stack) KafkaSecurity() kafka.Security {
+	if s.opts.KafkaSecure == nil {
+		return kafka.Security{Protocol: kafka.Plaintext}
+	}
+	return s.opts.KafkaSecure.Client(kafkabroker.Admin)
+}
+
 // KafkaAddr is the broker's host:port (ours listen on 127.0.0.1), or the Brokers given, comma-separated.
 func (s *Stack) KafkaAddr() string {
 	if s.opts.Brokers != nil {
@@ -356,10 +415,13 @@ func (s *Stack) BrokerName() string {
 	switch {
 	case s.opts.Brokers != nil:
 		return "the broker at " + s.KafkaAddr()
+	case s.Kafka != nil && s.opts.KafkaSecure != nil:
+		return "Apache Kafka, SASL_SSL with SCRAM-SHA-512 and ACLs: Kafka's tools log in with --command-config " +
+			filepath.Join(s.opts.DataDir, "apache-kafka", "admin.properties") + "; its log " + filepath.Join(s.Kafka.Dir(), "server.log")
 	case s.Kafka != nil:
-		return "Apache Kafka (log in " + filepath.Join(s.Kafka.Dir(), "server.log") + ")"
+		return "Apache Kafka, PLAINTEXT, open (log in " + filepath.Join(s.Kafka.Dir(), "server.log") + ")"
 	}
-	return "kfake, embedded"
+	return "kfake, embedded, PLAINTEXT and open to anyone on the loopback"
 }
 
 // Service returns a service by name.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/orderflow/common-events/kafka"
 	"github.com/orderflow/devstack/kafkabroker"
 	"github.com/orderflow/devstack/stack"
 )
@@ -50,6 +52,9 @@ type Broker struct {
 	Cluster *kfake.Cluster
 	// Kafka is the Apache Kafka process; nil on kfake or KAFKA_BROKERS.
 	Kafka *kafkabroker.Broker
+	// Secure is how to log in to Kafka, which lets in only its principals (Principals) and
+	// allows them only what ACLs grant; nil on kfake or KAFKA_BROKERS, open to anyone.
+	Secure *kafkabroker.Secure
 
 	t        testing.TB
 	kfakeDir string // where a restartable kfake keeps its data
@@ -68,7 +73,7 @@ func Kafka(t testing.TB, opts ...kfake.Opt) Broker {
 	if BrokerKind() == ApacheKafka {
 		k := sharedKafka(t)
 		empty(t, k.Addr())
-		return Broker{Addrs: []string{k.Addr()}, Kafka: k, t: t}
+		return Broker{Addrs: []string{k.Addr()}, Kafka: k, Secure: shared.secure, t: t}
 	}
 	c, err := kfake.NewCluster(append([]kfake.Opt{
 		kfake.NumBrokers(1),
@@ -142,11 +147,46 @@ func (b *Broker) Start() {
 }
 
 var shared struct {
-	once sync.Once
-	dir  string
-	b    *kafkabroker.Broker
-	err  error
+	once   sync.Once
+	dir    string
+	b      *kafkabroker.Broker
+	secure *kafkabroker.Secure
+	err    error
 }
+
+// Principals are the logins of the tests' Apache Kafka besides kafkabroker.Admin: one per
+// service, and Stranger, who may log in and do nothing else.
+var Principals = []string{"order-service", "payment-service", "notification-service", Stranger}
+
+// Stranger is a principal of the tests' Apache Kafka that no ACL names.
+const Stranger = "stranger"
+
+// KafkaConfig is the client configuration of a test's own clients (its raw producers and
+// consumers, its admin): kafka.Config(clientID), logged in as kafkabroker.Admin to the
+// tests' Apache Kafka when it runs.
+func KafkaConfig(clientID string) *sarama.Config { return LogIn(kafka.Config(clientID)) }
+
+// LogIn makes c log in as kafkabroker.Admin to the tests' Apache Kafka when it runs
+// (Secure), and returns it; on kfake it changes nothing.
+func LogIn(c *sarama.Config) *sarama.Config {
+	if shared.secure != nil {
+		shared.secure.Client(kafkabroker.Admin).Apply(c)
+	}
+	return c
+}
+
+// ServiceEnv is how service logs in to the broker (KAFKA_SECURITY_PROTOCOL and the
+// rest), after SetUp granted it its ACLs; nothing on an open broker.
+func (b Broker) ServiceEnv(service string) map[string]string {
+	if b.Secure == nil {
+		return nil
+	}
+	return b.Secure.Env(service)
+}
+
+// AdminEnv is the KAFKA_* settings that log in as kafkabroker.Admin: what a service's
+// kafka-setup runs with. Nothing on an open broker.
+func (b Broker) AdminEnv() map[string]string { return b.ServiceEnv(kafkabroker.Admin) }
 
 // sharedKafka starts the test binary's Apache Kafka on first use.
 func sharedKafka(t testing.TB) *kafkabroker.Broker {
@@ -168,7 +208,10 @@ func sharedKafka(t testing.TB) *kafkabroker.Broker {
 			shared.err = err
 			return
 		}
-		shared.b, shared.err = kafkabroker.Start(ctx, kafkabroker.Options{Dir: shared.dir, Libs: libs, Partitions: 3})
+		if shared.secure, shared.err = kafkabroker.NewSecure(shared.dir, Principals...); shared.err != nil {
+			return
+		}
+		shared.b, shared.err = kafkabroker.Start(ctx, kafkabroker.Options{Dir: filepath.Join(shared.dir, "broker"), Libs: libs, Partitions: 3, Secure: shared.secure})
 	})
 	if shared.err != nil {
 		t.Fatalf("testenv: Apache Kafka: %v", shared.err)

@@ -13,7 +13,7 @@ func saramaConfig() *sarama.Config {
 	c.Producer.Return.Successes = true
 	c.Producer.RequiredAcks = sarama.WaitForAll
 	c.Producer.Partitioner = sarama.NewHashPartitioner
-	return c
+	return LogIn(c)
 }
 
 // Produce writes raw records, in order, as a misbehaving or foreign producer might.

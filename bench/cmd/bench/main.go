@@ -284,8 +284,9 @@ func openTarget(ctx context.Context, getenv func(string) string, stdout io.Write
 	fmt.Fprintf(stdout, "bench: starting a devstack on %s in %s (logs in stack.log there; spans exported: %t)…\n", broker, dir, sink != nil)
 	s, err := stack.Start(ctx, stack.Options{
 		DataDir: filepath.Join(dir, "data"), KafkaPort: ports[0], PGPort: ports[1], IssuerPort: ports[8], Broker: broker,
-		HTTPPorts: map[string]int{"order-service": ports[2], "payment-service": ports[3], "notification-service": ports[4]},
-		Env:       env, Log: logf, PostgresStats: true,
+		KafkaPlaintext: true, // the relay comparison's clients reach it as they are
+		HTTPPorts:      map[string]int{"order-service": ports[2], "payment-service": ports[3], "notification-service": ports[4]},
+		Env:            env, Log: logf, PostgresStats: true,
 		ServiceEnv: map[string]map[string]string{
 			"order-service":        {"PPROF_ADDR": fmt.Sprintf("127.0.0.1:%d", ports[5])},
 			"payment-service":      {"PPROF_ADDR": fmt.Sprintf("127.0.0.1:%d", ports[6])},
