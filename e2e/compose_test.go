@@ -7,6 +7,7 @@ package e2e
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -74,6 +75,11 @@ func checkCompose(p *types.Project) []error {
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
 	for name, svc := range p.Services {
+		for _, port := range svc.Ports {
+			if port.Published != "" && port.HostIP != "127.0.0.1" {
+				bad("service %s publishes %s on %s: every port binds 127.0.0.1 unless ORDERFLOW_BIND says otherwise", name, port.Published, cmp.Or(port.HostIP, "every interface"))
+			}
+		}
 		if svc.Image != "" {
 			if err := pinned(svc.Image); err != nil {
 				bad("service %s: %v", name, err)
@@ -118,6 +124,15 @@ func checkCompose(p *types.Project) []error {
 		}
 		if svc.Restart == "" || svc.Restart == "no" {
 			bad("service %s has no restart policy", name)
+		}
+		if !svc.ReadOnly {
+			bad("service %s may write to its root filesystem: read_only: true", name)
+		}
+		if !slices.Contains(svc.SecurityOpt, "no-new-privileges:true") {
+			bad("service %s may gain privileges (setuid): security_opt no-new-privileges:true", name)
+		}
+		if !slices.Contains(svc.CapDrop, "ALL") || len(svc.CapAdd) > 0 {
+			bad("service %s holds Linux capabilities (cap_drop %v, cap_add %v): drop ALL, add none", name, svc.CapDrop, svc.CapAdd)
 		}
 		if svc.Build == nil {
 			bad("service %s is not built from a Dockerfile", name)
@@ -188,10 +203,11 @@ const realmImportDir = "/opt/keycloak/data/import/"
 
 // realm is what the checks read of a Keycloak realm file.
 type realm struct {
-	Realm        string        `json:"realm"`
-	ClientScopes []clientScope `json:"clientScopes"`
-	Clients      []realmClient `json:"clients"`
-	Users        []realmUser   `json:"users"`
+	Realm               string        `json:"realm"`
+	BruteForceProtected bool          `json:"bruteForceProtected"`
+	ClientScopes        []clientScope `json:"clientScopes"`
+	Clients             []realmClient `json:"clients"`
+	Users               []realmUser   `json:"users"`
 }
 
 type clientScope struct {
@@ -394,6 +410,9 @@ func checkKeycloak(p *types.Project) []error {
 func checkRealm(r *realm, audiences map[string]bool) []error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if !r.BruteForceProtected {
+		bad("realm file: brute-force protection is off (bruteForceProtected): anyone may guess the demo users' passwords for ever")
+	}
 	for _, scope := range []string{auth.ScopeCustomer, auth.ScopeOperator} {
 		if s := r.scope(scope); s == nil {
 			bad("realm file: no client scope %s", scope)
@@ -621,6 +640,21 @@ func TestComposeChecksCatchBreakage(t *testing.T) {
 		files      edits               // other files, by their path in the repository
 		want       string
 	}{
+		{name: "a port on every interface",
+			edit: replaced(`- "${ORDERFLOW_BIND:-127.0.0.1}:55432:5432"`, `- "55432:5432"`),
+			want: "service postgres publishes 55432 on every interface"},
+		{name: "a service that may write its root filesystem",
+			edit: replaced("  read_only: true\n", ""),
+			want: "service payment-service may write to its root filesystem"},
+		{name: "a service that may gain privileges",
+			edit: replaced(`  security_opt: ["no-new-privileges:true"]`+"\n", ""),
+			want: "service order-service may gain privileges"},
+		{name: "a service with capabilities",
+			edit: replaced("  cap_drop: [ALL]\n", "  cap_drop: [NET_RAW]\n"),
+			want: "service notification-service holds Linux capabilities"},
+		{name: "passwords guessed for ever",
+			realm: replaced(`"bruteForceProtected": true`, `"bruteForceProtected": false`),
+			want:  "brute-force protection is off"},
 		{name: "a topic not created",
 			edit: replaced(" payment.refunded.notification-service.dlq;", ";"),
 			want: "kafka-init does not create topic payment.refunded.notification-service.dlq"},
@@ -638,7 +672,7 @@ func TestComposeChecksCatchBreakage(t *testing.T) {
 			edit: replaced("SERVICE: payment-service", "SERVICE: order-service"),
 			want: "payment-service is not built with the build argument SERVICE=payment-service"},
 		{name: "a port range for a single replica",
-			edit: replaced(`- "8081:8080"`, `- "8081-8083:8080"`),
+			edit: replaced(`127.0.0.1}:8081:8080"`, `127.0.0.1}:8081-8083:8080"`),
 			want: "payment-service publishes the range 8081-8083"},
 		{name: "stop grace shorter than the shutdown timeout",
 			edit: replaced("stop_grace_period: 30s", "stop_grace_period: 10s"),
@@ -690,7 +724,7 @@ func TestComposeChecksCatchBreakage(t *testing.T) {
 			edit: replaced("AUTH_JWKS_URL: http://keycloak:8080/", "AUTH_JWKS_URL: http://localhost:8180/"),
 			want: "the keys are fetched from the keycloak service over the compose network"},
 		{name: "Keycloak published on another port than KC_HOSTNAME's",
-			edit: replaced(`- "8180:8080"`, `- "8181:8080"`),
+			edit: replaced(`127.0.0.1}:8180:8080"`, `127.0.0.1}:8181:8080"`),
 			want: "KC_HOSTNAME http://localhost:8180 is not where Keycloak is published"},
 		{name: "KC_HOSTNAME without a port",
 			edit: replaced("KC_HOSTNAME: http://localhost:8180", "KC_HOSTNAME: localhost"),

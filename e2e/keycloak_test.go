@@ -169,6 +169,20 @@ func TestKeycloakIssuesTheTokensTheServicesAccept(t *testing.T) {
 			}
 		})
 	}
+
+	// Last, as it locks grace out: brute-force protection. After failureFactor wrong
+	// passwords in a row even the right one is refused for a while; before them it works.
+	t.Run("passwords guessed in a row lock the user out", func(t *testing.T) {
+		wrong := with(password(grace.username), "password", "guess")
+		for range 5 {
+			if _, err := token(kc.frontend, r.Realm, wrong); err == nil {
+				t.Fatal("a wrong password got a token")
+			}
+		}
+		if tok, err := token(kc.frontend, r.Realm, password(grace.username)); err == nil {
+			t.Errorf("after 5 wrong passwords the right one still got a token (%.20q…): no brute-force protection", tok)
+		}
+	})
 }
 
 // with returns a copy of form with key set to value.
