@@ -167,9 +167,7 @@ func (w *Waker) Run(ctx context.Context) error {
 		}
 		// A lost wake-up costs at most the relay's poll interval, and so does one held up
 		// by a server gone silent.
-		wctx, cancel := context.WithTimeout(ctx, statementTimeout)
-		_ = Wake(wctx, w.db)
-		cancel()
+		_ = within(ctx, func(ctx context.Context) error { return Wake(ctx, w.db) })
 		if !backoff.Sleep(ctx, w.every) {
 			return nil
 		}
@@ -224,10 +222,8 @@ func (r *Relay) Run(ctx context.Context) error {
 // lead takes a dedicated connection, waits for the lock, then publishes until the
 // connection fails or ctx is done. Closing the connection releases the lock.
 func (r *Relay) lead(ctx context.Context) error {
-	actx, cancel := context.WithTimeout(ctx, statementTimeout)
-	pooled, err := r.Pool.Acquire(actx)
-	cancel()
-	if err != nil {
+	var pooled *pgxpool.Conn
+	if err := within(ctx, func(ctx context.Context) (err error) { pooled, err = r.Pool.Acquire(ctx); return err }); err != nil {
 		return err
 	}
 	conn := pooled.Hijack()
@@ -241,8 +237,9 @@ func (r *Relay) lead(ctx context.Context) error {
 	//
 	// Every statement has a deadline: a connection the pool hands out may be one whose
 	// packets vanish, and a statement on it would otherwise wait for ever.
-	if _, err := r.within(ctx, func(ctx context.Context) (pgconn.CommandTag, error) {
-		return conn.Exec(ctx, "SET idle_session_timeout = "+strconv.FormatInt(r.silence().Milliseconds(), 10))
+	if err := within(ctx, func(ctx context.Context) error {
+		_, err := conn.Exec(ctx, "SET idle_session_timeout = "+strconv.FormatInt(r.silence().Milliseconds(), 10))
+		return err
 	}); err != nil {
 		var pe *pgconn.PgError
 		if !errors.As(err, &pe) || pe.Code != "42704" { // undefined_object: before PostgreSQL 14
@@ -253,8 +250,8 @@ func (r *Relay) lead(ctx context.Context) error {
 
 	for {
 		var leader bool
-		if _, err := r.within(ctx, func(ctx context.Context) (pgconn.CommandTag, error) {
-			return pgconn.CommandTag{}, conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, lockID).Scan(&leader)
+		if err := within(ctx, func(ctx context.Context) error {
+			return conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, lockID).Scan(&leader)
 		}); err != nil {
 			return err
 		}
@@ -265,7 +262,7 @@ func (r *Relay) lead(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
-	if _, err := r.within(ctx, func(ctx context.Context) (pgconn.CommandTag, error) { return conn.Exec(ctx, "LISTEN "+Channel) }); err != nil {
+	if err := within(ctx, func(ctx context.Context) error { _, err := conn.Exec(ctx, "LISTEN "+Channel); return err }); err != nil {
 		return err
 	}
 	r.Log.Info("outbox relay: leading")
@@ -317,11 +314,12 @@ func (r *Relay) lead(ctx context.Context) error {
 	}
 }
 
-// within runs statement with a deadline of statementTimeout.
-func (r *Relay) within(ctx context.Context, statement func(ctx context.Context) (pgconn.CommandTag, error)) (pgconn.CommandTag, error) {
+// within runs step (a statement, the wait for a connection) with a deadline of
+// statementTimeout.
+func within(ctx context.Context, step func(ctx context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, statementTimeout)
 	defer cancel()
-	return statement(ctx)
+	return step(ctx)
 }
 
 // statementTimeout bounds each of the relay's statements: each is quick, and one that is
