@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,8 +29,7 @@ import (
 
 	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/config"
-	"github.com/orderflow/common-events/consumer"
-	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/devstack/compose"
 	notificationapp "github.com/orderflow/notification-service/app"
 	orderapp "github.com/orderflow/order-service/app"
 	paymentapp "github.com/orderflow/payment-service/app"
@@ -55,18 +55,54 @@ var settingsRead = map[string]func(getenv func(string) string) ([]string, config
 	},
 }
 
+// loadCompose loads files of dir as docker compose would, with .env as make up makes it
+// (composeSecrets) and nothing of this machine's environment.
 func loadCompose(t *testing.T, dir string, files ...string) (*types.Project, error) {
+	t.Helper()
+	return loadComposeWith(t, composeSecrets(t), dir, files...)
+}
+
+func loadComposeWith(t *testing.T, env map[string]string, dir string, files ...string) (*types.Project, error) {
 	t.Helper()
 	var paths []string
 	for _, f := range files {
 		paths = append(paths, filepath.Join(dir, f))
 	}
-	opts, err := cli.NewProjectOptions(paths,
+	var vars []string
+	for k, v := range env {
+		vars = append(vars, k+"="+v)
+	}
+	opts, err := cli.NewProjectOptions(paths, cli.WithEnv(vars),
 		cli.WithWorkingDirectory(dir), cli.WithName("orderflow"), cli.WithResolvedPaths(true))
 	if err != nil {
 		return nil, err
 	}
 	return opts.LoadProject(context.Background())
+}
+
+var secrets struct {
+	once sync.Once
+	env  map[string]string
+	err  error
+}
+
+// composeSecrets are the variables of a .env that make up (compose.Ensure) makes, the
+// same for every load in this test binary.
+func composeSecrets(t *testing.T) map[string]string {
+	t.Helper()
+	secrets.once.Do(func() {
+		dir, err := os.MkdirTemp("", "orderflow-compose-env-")
+		if err != nil {
+			secrets.err = err
+			return
+		}
+		defer os.RemoveAll(dir)
+		secrets.env, _, secrets.err = compose.Ensure(dir)
+	})
+	if secrets.err != nil {
+		t.Fatalf("compose.Ensure: %v", secrets.err)
+	}
+	return secrets.env
 }
 
 // checkCompose returns every way the project disagrees with the code and the repository.
@@ -113,9 +149,9 @@ func checkCompose(p *types.Project) []error {
 		} else if !strings.Contains(strings.Join(svc.HealthCheck.Test, " "), "/readyz") {
 			bad("service %s health check does not ask /readyz", name)
 		}
-		for _, dep := range []string{"postgres", "kafka", "kafka-init", "keycloak"} {
+		for _, dep := range []string{"postgres", "kafka", name + "-kafka-setup", "keycloak"} {
 			want := types.ServiceConditionHealthy
-			if dep == "kafka-init" {
+			if dep == name+"-kafka-setup" {
 				want = types.ServiceConditionCompletedSuccessfully
 			}
 			if got := svc.DependsOn[dep].Condition; got != want {
@@ -125,23 +161,10 @@ func checkCompose(p *types.Project) []error {
 		if svc.Restart == "" || svc.Restart == "no" {
 			bad("service %s has no restart policy", name)
 		}
-		if !svc.ReadOnly {
-			bad("service %s may write to its root filesystem: read_only: true", name)
-		}
-		if !slices.Contains(svc.SecurityOpt, "no-new-privileges:true") {
-			bad("service %s may gain privileges (setuid): security_opt no-new-privileges:true", name)
-		}
-		if !slices.Contains(svc.CapDrop, "ALL") || len(svc.CapAdd) > 0 {
-			bad("service %s holds Linux capabilities (cap_drop %v, cap_add %v): drop ALL, add none", name, svc.CapDrop, svc.CapAdd)
-		}
-		if svc.Build == nil {
-			bad("service %s is not built from a Dockerfile", name)
-			continue
-		}
-		if arg := svc.Build.Args["SERVICE"]; arg == nil || *arg != name {
-			bad("service %s is not built with the build argument SERVICE=%s", name, name)
-		}
-		errs = append(errs, checkDockerfile(name, svc.Build.Context, svc.Build.Dockerfile)...)
+		errs = append(errs, checkHardened(name, svc)...)
+		errs = append(errs, checkKafkaLogin(p, name, svc, name)...)
+		errs = append(errs, checkBuild(name, svc, name)...)
+		errs = append(errs, checkKafkaSetup(p, name)...)
 	}
 	// The Apache Kafka that tests and BROKER=kafka run is the one compose runs.
 	if pom, err := os.ReadFile(filepath.Join(p.WorkingDir, "tools", "kafka", "pom.xml")); err != nil {
@@ -149,39 +172,15 @@ func checkCompose(p *types.Project) []error {
 	} else if m := regexp.MustCompile(`<kafka.version>([^<]+)</kafka.version>`).FindSubmatch(pom); m == nil {
 		bad("tools/kafka/pom.xml names no kafka.version")
 	} else {
-		for _, name := range []string{"kafka", "kafka-init"} {
-			if img := p.Services[name].Image; img != "apache/kafka:"+string(m[1]) {
-				bad("service %s runs %s, but tools/kafka/pom.xml fetches Apache Kafka %s for the tests: keep them one version", name, img, m[1])
-			}
+		if img := p.Services["kafka"].Image; img != "apache/kafka:"+string(m[1]) {
+			bad("service kafka runs %s, but tools/kafka/pom.xml fetches Apache Kafka %s for the tests: keep them one version", img, m[1])
 		}
 	}
 	if pg, ok := p.Services["postgres"]; ok && (pg.HealthCheck == nil || !strings.Contains(strings.Join(pg.HealthCheck.Test, " "), "-h 127.0.0.1")) {
 		bad("service postgres: the health check must ask over TCP (pg_isready -h 127.0.0.1): the init scripts' temporary server answers on the Unix socket before the databases exist")
 	}
-	if kafka, ok := p.Services["kafka"]; ok {
-		dir := kafka.Environment["KAFKA_LOG_DIRS"]
-		if dir == nil || !slices.ContainsFunc(kafka.Volumes, func(v types.ServiceVolumeConfig) bool {
-			return v.Type == types.VolumeTypeVolume && v.Target == *dir
-		}) {
-			bad("service kafka: KAFKA_LOG_DIRS must be set and be a named volume, or the log is lost on docker compose down")
-		}
-	}
-	// Auto-creation is off on a real broker: kafka-init must create every topic and
-	// every dead-letter topic the services use.
-	if init, ok := p.Services["kafka-init"]; ok {
-		created := strings.Fields(strings.NewReplacer("\\", " ", ";", " ").Replace(strings.Join(init.Command, " ")))
-		want := events.Topics()
-		for _, groups := range consumes {
-			for group, topics := range groups {
-				want = append(want, consumer.DeadLetterTopics(group, topics...)...)
-			}
-		}
-		for _, topic := range want {
-			if !slices.Contains(created, topic) {
-				bad("kafka-init does not create topic %s", topic)
-			}
-		}
-	}
+	errs = append(errs, checkKafka(p)...)
+	errs = append(errs, checkSecrets(p)...)
 	errs = append(errs, checkKeycloak(p)...)
 	return append(errs, checkObservability(p)...)
 }
@@ -378,6 +377,7 @@ func checkKeycloak(p *types.Project) []error {
 		bad("realm file: %v", err)
 		return errs
 	}
+	errs = append(errs, checkRealmSecrets(r, kc)...)
 	issuer := strings.TrimSuffix(hostname.String(), "/") + "/realms/" + r.Realm
 	jwks := fmt.Sprintf("http://keycloak:%s/realms/%s/protocol/openid-connect/certs", httpPort, r.Realm)
 	audiences := map[string]bool{}
@@ -589,7 +589,7 @@ func TestComposeFileMatchesTheCode(t *testing.T) {
 	for _, err := range checkCompose(p) {
 		t.Error(err)
 	}
-	for _, want := range []string{"kafka", "kafka-init", "kafka-ui", "postgres", "mailpit", "keycloak", "order-service", "payment-service", "notification-service", "prometheus", "grafana", "jaeger"} {
+	for _, want := range []string{"kafka", "order-service-kafka-setup", "payment-service-kafka-setup", "notification-service-kafka-setup", "kafka-ui", "postgres", "mailpit", "keycloak", "order-service", "payment-service", "notification-service", "prometheus", "grafana", "jaeger"} {
 		if _, ok := p.Services[want]; !ok {
 			t.Errorf("service %s is missing", want)
 		}
@@ -625,6 +625,23 @@ func TestComposeScaleOverride(t *testing.T) {
 	}
 }
 
+// Without .env, or with a secret missing from it, compose refuses to start, and its one
+// line says what to do.
+func TestComposeRefusesToStartWithoutASecret(t *testing.T) {
+	root := repoRoot(t)
+	if _, err := loadComposeWith(t, nil, root, "docker-compose.yml"); err == nil || !strings.Contains(err.Error(), "run make up, which writes .env") {
+		t.Errorf("without .env: %v, want a refusal that names make up", err)
+	}
+	for _, name := range compose.Secrets() {
+		env := maps.Clone(composeSecrets(t))
+		delete(env, name)
+		_, err := loadComposeWith(t, env, root, "docker-compose.yml")
+		if err == nil || !strings.Contains(err.Error(), "required variable "+name+" is missing a value: run make up") {
+			t.Errorf("without %s: %v, want a refusal that names it and make up", name, err)
+		}
+	}
+}
+
 // Each way of breaking the stack must be caught: the checks themselves are tested.
 func TestComposeChecksCatchBreakage(t *testing.T) {
 	root := repoRoot(t)
@@ -655,9 +672,82 @@ func TestComposeChecksCatchBreakage(t *testing.T) {
 		{name: "passwords guessed for ever",
 			realm: replaced(`"bruteForceProtected": true`, `"bruteForceProtected": false`),
 			want:  "brute-force protection is off"},
-		{name: "a topic not created",
-			edit: replaced(" payment.refunded.notification-service.dlq;", ";"),
-			want: "kafka-init does not create topic payment.refunded.notification-service.dlq"},
+		{name: "a service without its kafka-setup",
+			edit: func(s string) string {
+				return strings.ReplaceAll(s, "notification-service-kafka-setup:", "notification-service-setup:")
+			},
+			want: "service notification-service-kafka-setup is missing"},
+		{name: "a kafka-setup of another service",
+			edit: replaced("    <<: *kafka-setup\n    build:\n      context: .\n      dockerfile: Dockerfile\n      args:\n        SERVICE: payment-service",
+				"    <<: *kafka-setup\n    build:\n      context: .\n      dockerfile: Dockerfile\n      args:\n        SERVICE: order-service"),
+			want: "service payment-service-kafka-setup is not built with the build argument SERVICE=payment-service"},
+		{name: "a kafka-setup that does something else",
+			edit: replaced(`  command: ["kafka-setup"]`, `  command: ["serve"]`),
+			want: `runs ["serve"], want kafka-setup`},
+		{name: "a kafka-setup restarted",
+			edit: replaced("x-kafka-setup: &kafka-setup\n  restart: \"no\"", "x-kafka-setup: &kafka-setup\n  restart: on-failure"),
+			want: `restarts ("on-failure")`},
+		{name: "a kafka-setup that is not the broker's admin",
+			edit: replaced("    KAFKA_SASL_USERNAME: admin\n", "    KAFKA_SASL_USERNAME: order-service\n"),
+			want: `service order-service-kafka-setup logs in to the broker as "order-service", want admin`},
+		{name: "a misspelt kafka-setup setting",
+			edit: replaced("    KAFKA_TOPIC_PARTITIONS: 6\n    KAFKA_SECURITY_PROTOCOL", "    KAFKA_TOPIC_PARTITION: 6\n    KAFKA_SECURITY_PROTOCOL"),
+			want: "service payment-service-kafka-setup is given KAFKA_TOPIC_PARTITION, which it never reads"},
+		{name: "a service on a listener without login",
+			edit: replaced("x-kafka-login: &kafka-login\n  KAFKA_SECURITY_PROTOCOL: SASL_PLAINTEXT\n  KAFKA_SASL_MECHANISM: SCRAM-SHA-512\n",
+				"x-kafka-login: &kafka-login\n  KAFKA_SECURITY_PROTOCOL: PLAINTEXT\n"),
+			want: `service order-service logs in to the broker with "PLAINTEXT"`},
+		{name: "a service logging in as another",
+			edit: replaced("      KAFKA_SASL_USERNAME: payment-service\n", "      KAFKA_SASL_USERNAME: order-service\n"),
+			want: `service payment-service logs in to the broker as "order-service", want payment-service`},
+		{name: "a service with another's password",
+			edit: replaced("KAFKA_SASL_PASSWORD: ${KAFKA_PASSWORD_NOTIFICATION_SERVICE:?", "KAFKA_SASL_PASSWORD: ${KAFKA_PASSWORD_ORDER_SERVICE:?"),
+			want: "service notification-service: KAFKA_SASL_PASSWORD is not the password of notification-service's login"},
+		{name: "a principal without a login",
+			edit: replaced("      KAFKA_PASSWORD_DLQ: ${KAFKA_PASSWORD_DLQ:?run make up, which writes .env}\n", ""),
+			want: "service kafka makes no login for dlq"},
+		{name: "a listener without login",
+			files: edits{"deploy/kafka/server.properties": replaced("INTERNAL:SASL_PLAINTEXT,", "INTERNAL:PLAINTEXT,")},
+			want:  `listener INTERNAL is "PLAINTEXT": every listener wants a SASL login`},
+		{name: "the host's listener without TLS",
+			files: edits{"deploy/kafka/server.properties": replaced("EXTERNAL:SASL_SSL", "EXTERNAL:SASL_PLAINTEXT")},
+			want:  "listener EXTERNAL, which the host reaches (localhost:9092), is SASL_PLAINTEXT: want SASL_SSL"},
+		{name: "a broker that lets anyone do anything",
+			files: edits{"deploy/kafka/server.properties": replaced("allow.everyone.if.no.acl.found=false", "allow.everyone.if.no.acl.found=true")},
+			want:  "service kafka checks no ACLs"},
+		{name: "the broker's certificate not mounted",
+			edit: replaced("      - ./.data/compose/pki/broker-keystore.pem:/etc/orderflow/kafka/broker-keystore.pem:ro\n", ""),
+			want: "ssl.keystore.location \"/etc/orderflow/kafka/broker-keystore.pem\" is not where the certificate make up makes"},
+		{name: "the broker started without its script",
+			edit: replaced(`entrypoint: ["/etc/orderflow/kafka/start.sh"]`, `entrypoint: ["/etc/kafka/docker/run"]`),
+			want: "service kafka must start with deploy/kafka/start.sh"},
+		{name: "a password in the compose file",
+			edit: replaced("GF_SECURITY_ADMIN_PASSWORD: ${GRAFANA_ADMIN_PASSWORD:?run make up, which writes .env}", "GF_SECURITY_ADMIN_PASSWORD: orderflow"),
+			want: "service grafana: GF_SECURITY_ADMIN_PASSWORD holds a password that is not one of .env's secrets"},
+		{name: "a secret made and never read",
+			edit: replaced("GF_SECURITY_ADMIN_PASSWORD: ${GRAFANA_ADMIN_PASSWORD:?run make up, which writes .env}", "GF_SECURITY_ADMIN_PASSWORD: orderflow"),
+			want: "make up makes GRAFANA_ADMIN_PASSWORD, which docker-compose.yml never reads"},
+		{name: "a database password in its URL",
+			edit: replaced("postgres://payment-service:${PAYMENT_SERVICE_DB_PASSWORD:?run make up, which writes .env}@", "postgres://payment-service:orderflow@"),
+			want: "service payment-service: DATABASE_URL holds a password that is not one of .env's secrets"},
+		{name: "a password in a login line",
+			edit: replaced(`username="kafka-ui" password="${KAFKA_PASSWORD_KAFKA_UI:?run make up, which writes .env}"`, `username="kafka-ui" password="kafka-ui"`),
+			want: "service kafka-ui: KAFKA_CLUSTERS_0_PROPERTIES_SASL_JAAS_CONFIG holds a password that is not one of .env's secrets"},
+		{name: "a secret with a default",
+			edit: replaced("POSTGRES_PASSWORD: ${POSTGRES_PASSWORD:?run make up, which writes .env}", "POSTGRES_PASSWORD: ${POSTGRES_PASSWORD:-orderflow}"),
+			want: "docker-compose.yml reads POSTGRES_PASSWORD, a secret, as ${POSTGRES_PASSWORD:-orderflow}: it must refuse to start without it"},
+		{name: "a variable make up does not make",
+			edit: replaced("GF_SECURITY_ADMIN_PASSWORD: ${GRAFANA_ADMIN_PASSWORD:?run make up, which writes .env}", "GF_SECURITY_ADMIN_PASSWORD: ${GRAFANA_PASSWORD}"),
+			want: "docker-compose.yml reads GRAFANA_PASSWORD, which make up does not make"},
+		{name: "a password in the realm file",
+			realm: replaced(`"value": "${KEYCLOAK_ADA_PASSWORD}"`, `"value": "ada-demo-password"`),
+			want:  "realm file: user ada's password is written in the file"},
+		{name: "a secret in the realm file",
+			realm: replaced(`"secret": "${KEYCLOAK_OPERATOR_SECRET}"`, `"secret": "orderflow-operator-dev-secret"`),
+			want:  "realm file: client orderflow-operator's secret is written in the file"},
+		{name: "a realm placeholder Keycloak is not given",
+			edit: replaced("      KEYCLOAK_GRACE_PASSWORD: ${KEYCLOAK_GRACE_PASSWORD:?run make up, which writes .env}\n", ""),
+			want: "realm file names ${KEYCLOAK_GRACE_PASSWORD}, which service keycloak is not given"},
 		{name: "misspelt setting",
 			edit: replaced("KAFKA_BROKERS: kafka:29092", "KAFKA_BROKER: kafka:29092"),
 			want: "KAFKA_BROKER, which it never reads"},
@@ -665,12 +755,16 @@ func TestComposeChecksCatchBreakage(t *testing.T) {
 			edit: replaced("SMTP_ADDR: mailpit:1025", "SMTP_ADDR: mailpit:1025\n      PROVIDER_LATENCY: 1s"),
 			want: "notification-service is given PROVIDER_LATENCY"},
 		{name: "missing Dockerfile",
-			edit: replaced("dockerfile: Dockerfile\n      args:\n        SERVICE: payment-service",
-				"dockerfile: payment/Dockerfile\n      args:\n        SERVICE: payment-service"),
+			edit: func(s string) string {
+				return strings.ReplaceAll(s, "dockerfile: Dockerfile\n      args:\n        SERVICE: payment-service",
+					"dockerfile: payment/Dockerfile\n      args:\n        SERVICE: payment-service")
+			},
 			want: "service payment-service: Dockerfile"},
 		{name: "built as another service",
-			edit: replaced("SERVICE: payment-service", "SERVICE: order-service"),
-			want: "payment-service is not built with the build argument SERVICE=payment-service"},
+			edit: func(s string) string {
+				return strings.ReplaceAll(s, "SERVICE: payment-service", "SERVICE: order-service")
+			},
+			want: "service payment-service is not built with the build argument SERVICE=payment-service"},
 		{name: "a port range for a single replica",
 			edit: replaced(`127.0.0.1}:8081:8080"`, `127.0.0.1}:8081-8083:8080"`),
 			want: "payment-service publishes the range 8081-8083"},
@@ -684,8 +778,8 @@ func TestComposeChecksCatchBreakage(t *testing.T) {
 			edit: replaced("pg_isready -h 127.0.0.1 -p 5432 ", "pg_isready "),
 			want: "health check must ask over TCP"},
 		{name: "Kafka's log in the container",
-			edit: replaced("    volumes:\n      - kafka-data:/var/lib/kafka/data\n", ""),
-			want: "KAFKA_LOG_DIRS must be set and be a named volume"},
+			edit: replaced("      - kafka-data:/var/lib/kafka/data\n", ""),
+			want: "log.dirs (\"/var/lib/kafka/data\") must be set and be a named volume"},
 		{name: "Dockerfile copies what is not there",
 			dockerfile: replaced("COPY . .\nRUN test -f", "COPY schema/ schema/\nRUN test -f"),
 			want:       "copies schema/"},
@@ -696,9 +790,8 @@ func TestComposeChecksCatchBreakage(t *testing.T) {
 			edit: replaced("  order-service:\n    <<: *service-defaults\n", "  order-service:\n    restart: unless-stopped\n"),
 			want: "order-service has no health check"},
 		{name: "not waiting for the topics",
-			edit: replaced("    depends_on: *backends\n",
-				"    depends_on:\n      postgres:\n        condition: service_healthy\n      kafka:\n        condition: service_healthy\n"),
-			want: "payment-service waits for kafka-init"},
+			edit: replaced("      payment-service-kafka-setup:\n        condition: service_completed_successfully\n", ""),
+			want: "payment-service waits for payment-service-kafka-setup"},
 		{name: "a Kafka image other than the one the tests run",
 			edit: replaced("image: apache/kafka:4.1.0", "image: apache/kafka:4.0.0"),
 			want: "service kafka runs apache/kafka:4.0.0, but tools/kafka/pom.xml fetches Apache Kafka 4.1.0"},
@@ -712,10 +805,11 @@ func TestComposeChecksCatchBreakage(t *testing.T) {
 			edit: replaced("image: quay.io/keycloak/keycloak:26.5.6", "image: quay.io/keycloak/keycloak:26.4.0"),
 			want: "service keycloak runs quay.io/keycloak/keycloak:26.4.0, but tools/keycloak/pom.xml fetches Keycloak 26.5.6"},
 		{name: "a service that trusts no issuer",
-			edit: replaced("      <<: [*auth-environment, *tracing-environment]\n", "      <<: *tracing-environment\n"),
+			edit: replaced("      <<: [*auth-environment, *tracing-environment, *kafka-login]\n", "      <<: [*tracing-environment, *kafka-login]\n"),
 			want: "service order-service is given no AUTH_ISSUER"},
 		{name: "not waiting for Keycloak",
-			edit: replaced("      keycloak:\n        condition: service_healthy\n      mailpit:", "      mailpit:"),
+			edit: replaced("x-backends: &backends\n  postgres:\n    condition: service_healthy\n  kafka:\n    condition: service_healthy\n  keycloak:\n    condition: service_healthy\n",
+				"x-backends: &backends\n  postgres:\n    condition: service_healthy\n  kafka:\n    condition: service_healthy\n"),
 			want: `notification-service waits for keycloak with condition ""`},
 		{name: "an issuer the tokens do not name",
 			edit: replaced("AUTH_ISSUER: http://localhost:8180/realms/orderflow", "AUTH_ISSUER: http://keycloak:8080/realms/orderflow"),
@@ -855,7 +949,7 @@ func TestComposeChecksCatchBreakage(t *testing.T) {
 			files: edits{"deploy/prometheus/alerts.yml": replaced("alert: OrderPendingTooLong", "alert: OrderPending")},
 			want:  "alert OrderPendingTooLong is missing"},
 		{name: "a service that sends no traces",
-			edit: replaced("      <<: [*auth-environment, *tracing-environment]\n", "      <<: *auth-environment\n"),
+			edit: replaced("      <<: [*auth-environment, *tracing-environment, *kafka-login]\n", "      <<: [*auth-environment, *kafka-login]\n"),
 			want: `service order-service: OTEL_EXPORTER_OTLP_ENDPOINT "", want http://jaeger:4318`},
 		{name: "traces sent to the OTLP/gRPC port",
 			edit: replaced("OTEL_EXPORTER_OTLP_ENDPOINT: http://jaeger:4318", "OTEL_EXPORTER_OTLP_ENDPOINT: http://jaeger:4317"),

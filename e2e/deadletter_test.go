@@ -11,6 +11,7 @@ import (
 	"github.com/orderflow/common-events/consumer"
 	"github.com/orderflow/common-events/deadletter"
 	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/common-events/kafka"
 	"github.com/orderflow/devstack/testenv"
 )
 
@@ -53,7 +54,9 @@ func TestDeadLettersCanBeShownAndReplayedSafely(t *testing.T) {
 		Value: sarama.ByteEncoder(created.Value), Headers: hs})
 	testenv.Records(t, brokers, dlq, 2, 15*time.Second) // both are there
 
-	client, err := sarama.NewClient(brokers, testenv.KafkaConfig("dlq-test"))
+	// The tool logs in as the operators' principal: on Apache Kafka it may do only what
+	// the services' kafka-setup granted it.
+	client, err := sarama.NewClient(brokers, b.ConfigAs(kafka.OperatorPrincipal, "dlq-test"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -98,11 +98,11 @@ func TestKeycloakIssuesTheTokensTheServicesAccept(t *testing.T) {
 
 	ada, grace := demoCustomers[0], demoCustomers[1]
 	password := func(user string) url.Values {
-		return url.Values{"grant_type": {"password"}, "client_id": {customerClient}, "username": {user}, "password": {r.password(user)}}
+		return url.Values{"grant_type": {"password"}, "client_id": {customerClient}, "username": {user}, "password": {filled(r.password(user), svc)}}
 	}
 	operator := url.Values{"grant_type": {"client_credentials"}, "client_id": {operatorClient}}
 	if c := r.client(operatorClient); c != nil {
-		operator.Set("client_secret", c.Secret)
+		operator.Set("client_secret", filled(c.Secret, svc))
 	}
 	fetch := func(base string, form url.Values) func() (string, error) {
 		return func() (string, error) { return token(base, r.Realm, form) }
@@ -113,6 +113,9 @@ func TestKeycloakIssuesTheTokensTheServicesAccept(t *testing.T) {
 			defer cancel()
 			cmd := osexec.CommandContext(ctx, filepath.Join(root, "scripts", "compose-token.sh"), role)
 			cmd.Env = append(os.Environ(), "KEYCLOAK_URL="+kc.frontend)
+			for _, k := range []string{"KEYCLOAK_ADA_PASSWORD", "KEYCLOAK_GRACE_PASSWORD", "KEYCLOAK_OPERATOR_SECRET"} {
+				cmd.Env = append(cmd.Env, k+"="+getenv(svc)(k)) // what make up wrote to .env
+			}
 			cmd.Stderr = os.Stderr
 			out, err := cmd.Output()
 			return strings.TrimSpace(string(out)), err
@@ -157,7 +160,7 @@ func TestKeycloakIssuesTheTokensTheServicesAccept(t *testing.T) {
 		want int
 	}{
 		{"a customer asking for the operators' scope", with(password(ada.username), "scope", auth.ScopeOperator), http.StatusBadRequest},
-		{"a wrong password", with(password(ada.username), "password", "not-"+r.password(ada.username)), http.StatusUnauthorized},
+		{"a wrong password", with(password(ada.username), "password", "not-"+filled(r.password(ada.username), svc)), http.StatusUnauthorized},
 		{"the operators' client with a wrong secret", with(operator, "client_secret", "not-the-secret"), http.StatusUnauthorized},
 	}
 	for _, tt := range refused {

@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/IBM/sarama"
@@ -28,36 +29,78 @@ func (p Permission) String() string {
 // other. Describing what it may read or write is what its metadata, lag and readiness
 // requests need. Nothing else: no topic is created, none read or written beyond these.
 func Permissions(service string, groups map[string][]string) []Permission {
-	var ps []Permission
-	add := func(r sarama.AclResourceType, name string, ops ...sarama.AclOperation) {
-		for _, op := range ops {
-			if p := (Permission{Resource: r, Name: name, Operation: op}); !slices.Contains(ps, p) {
-				ps = append(ps, p)
-			}
-		}
-	}
+	var ps permissions
 	for _, k := range events.Kinds() {
 		if k.Source == service {
-			add(sarama.AclResourceTopic, k.Topic, sarama.AclOperationWrite, sarama.AclOperationDescribe)
+			ps.add(sarama.AclResourceTopic, k.Topic, sarama.AclOperationWrite, sarama.AclOperationDescribe)
 		}
 	}
-	for _, group := range slices.Sorted(func(yield func(string) bool) {
-		for g := range groups {
-			if !yield(g) {
-				return
-			}
-		}
-	}) {
-		add(sarama.AclResourceGroup, group, sarama.AclOperationRead, sarama.AclOperationDescribe)
+	for _, group := range sortedKeys(groups) {
+		ps.add(sarama.AclResourceGroup, group, sarama.AclOperationRead, sarama.AclOperationDescribe)
 		for _, topic := range groups[group] {
-			add(sarama.AclResourceTopic, topic, sarama.AclOperationRead, sarama.AclOperationDescribe)
-			add(sarama.AclResourceTopic, events.DeadLetterTopic(topic, group), sarama.AclOperationWrite, sarama.AclOperationDescribe)
+			ps.add(sarama.AclResourceTopic, topic, sarama.AclOperationRead, sarama.AclOperationDescribe)
+			ps.add(sarama.AclResourceTopic, events.DeadLetterTopic(topic, group), sarama.AclOperationWrite, sarama.AclOperationDescribe)
 		}
 	}
 	if slices.ContainsFunc(ps, func(p Permission) bool { return p.Operation == sarama.AclOperationWrite }) {
-		add(sarama.AclResourceCluster, "kafka-cluster", sarama.AclOperationIdempotentWrite) // the idempotent producer
+		ps.add(sarama.AclResourceCluster, "kafka-cluster", sarama.AclOperationIdempotentWrite) // the idempotent producer
 	}
 	return ps
+}
+
+// The principals, besides each service's own (its name), that a service's kafka-setup
+// grants by default: the operators' dead-letter tool and the read-only viewer.
+const (
+	OperatorPrincipal = "dlq"
+	ViewerPrincipal   = "kafka-ui"
+)
+
+// OperatorPermissions are what the operators' dead-letter tool (cmd/dlq) may do with the
+// dead letters of a service's groups: read each dead-letter topic, send its records back
+// to the topic they came from (which a replay is: so the operator may write those
+// topics, and nothing else of the service's), and read and write ledger, where each
+// replay is recorded. groups is the service's Consumes().
+func OperatorPermissions(groups map[string][]string, ledger string) []Permission {
+	var ps permissions
+	for _, group := range sortedKeys(groups) {
+		for _, topic := range groups[group] {
+			ps.add(sarama.AclResourceTopic, events.DeadLetterTopic(topic, group), sarama.AclOperationRead, sarama.AclOperationDescribe)
+			ps.add(sarama.AclResourceTopic, topic, sarama.AclOperationWrite, sarama.AclOperationDescribe)
+		}
+	}
+	ps.add(sarama.AclResourceTopic, ledger, sarama.AclOperationRead, sarama.AclOperationWrite, sarama.AclOperationDescribe)
+	ps.add(sarama.AclResourceCluster, "kafka-cluster", sarama.AclOperationIdempotentWrite)
+	return ps
+}
+
+// ViewerPermissions are what a read-only viewer (Kafka UI) may see of service: the
+// topics it writes and reads, their records and settings, its groups and their offsets,
+// and the cluster's description. Nothing it may change.
+func ViewerPermissions(service string, groups map[string][]string) []Permission {
+	var ps permissions
+	for _, topic := range Topics(Permissions(service, groups)) {
+		ps.add(sarama.AclResourceTopic, topic, sarama.AclOperationRead, sarama.AclOperationDescribe, sarama.AclOperationDescribeConfigs)
+	}
+	for _, group := range sortedKeys(groups) {
+		ps.add(sarama.AclResourceGroup, group, sarama.AclOperationDescribe)
+	}
+	ps.add(sarama.AclResourceCluster, "kafka-cluster", sarama.AclOperationDescribe, sarama.AclOperationDescribeConfigs)
+	return ps
+}
+
+// permissions is a list of Permission that holds each once, in the order added.
+type permissions []Permission
+
+func (ps *permissions) add(r sarama.AclResourceType, name string, ops ...sarama.AclOperation) {
+	for _, op := range ops {
+		if p := (Permission{Resource: r, Name: name, Operation: op}); !slices.Contains(*ps, p) {
+			*ps = append(*ps, p)
+		}
+	}
+}
+
+func sortedKeys(groups map[string][]string) []string {
+	return slices.Sorted(maps.Keys(groups))
 }
 
 // Grant allows principal ("User:payment-service") ps, from any host, through admin (a

@@ -47,7 +47,7 @@ func TestPermissionsFollowTheCode(t *testing.T) {
 // order-service cannot write payment.completed (the forged payment that would confirm an
 // order nobody paid for), and payment-service cannot join order-service's group.
 func TestPermissionsHoldOnACluster(t *testing.T) {
-	topics := events.Topics()
+	topics := append(events.Topics(), ledger)
 	for group, ts := range consumes["order-service"] {
 		for _, topic := range ts {
 			topics = append(topics, events.DeadLetterTopic(topic, group))
@@ -55,7 +55,8 @@ func TestPermissionsHoldOnACluster(t *testing.T) {
 	}
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.EnableSASL(), kfake.EnableACLs(), kfake.SeedTopics(1, topics...),
 		kfake.Superuser(kafka.MechanismPlain, "admin", "admin"),
-		kfake.User(kafka.MechanismPlain, "order-service", "o"), kfake.User(kafka.MechanismPlain, "payment-service", "p"))
+		kfake.User(kafka.MechanismPlain, "order-service", "o"), kfake.User(kafka.MechanismPlain, "payment-service", "p"),
+		kfake.User(kafka.MechanismPlain, "dlq", "d"), kfake.User(kafka.MechanismPlain, "kafka-ui", "v"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,6 +72,12 @@ func TestPermissionsHoldOnACluster(t *testing.T) {
 	defer admin.Close()
 	for service, groups := range consumes {
 		if err := kafka.Grant(admin, "User:"+service, kafka.Permissions(service, groups)); err != nil {
+			t.Fatal(err)
+		}
+		if err := kafka.Grant(admin, "User:dlq", kafka.OperatorPermissions(groups, ledger)); err != nil {
+			t.Fatal(err)
+		}
+		if err := kafka.Grant(admin, "User:kafka-ui", kafka.ViewerPermissions(service, groups)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -133,12 +140,14 @@ func TestPermissionsHoldOnACluster(t *testing.T) {
 			return errors.New("neither a record nor an error")
 		}
 	}
-	for _, topic := range []string{events.TopicPaymentFailed, events.TopicOrderCreated} {
+	dead := events.DeadLetterTopic(events.TopicPaymentFailed, "order-service")
+	for _, topic := range []string{events.TopicPaymentFailed, events.TopicOrderCreated, dead} {
 		if err := produce(as("admin", "admin"), topic); err != nil {
 			t.Fatal(err)
 		}
 	}
 	order, payment := as("order-service", "o"), as("payment-service", "p")
+	operator, viewer := as("dlq", "d"), as("kafka-ui", "v")
 	for _, tc := range []struct {
 		name    string
 		do      func() error
@@ -155,6 +164,19 @@ func TestPermissionsHoldOnACluster(t *testing.T) {
 		{"payment-service joins order-service's group", func() error { return join(payment, "order-service", events.TopicPaymentCompleted) }, false},
 		{"order-service reads payment.failed", func() error { return read(order, events.TopicPaymentFailed) }, true},
 		{"order-service reads order.created", func() error { return read(order, events.TopicOrderCreated) }, false},
+		// The operators' dead-letter tool reads a dead letter, replays it to its topic and
+		// records that in the ledger; it reads no live topic and writes no other.
+		{"dlq reads a dead letter", func() error { return read(operator, dead) }, true},
+		{"dlq replays to payment.failed", func() error { return produce(operator, events.TopicPaymentFailed) }, true},
+		{"dlq writes the ledger", func() error { return produce(operator, ledger) }, true},
+		{"dlq reads payment.failed", func() error { return read(operator, events.TopicPaymentFailed) }, false},
+		{"dlq writes payment.refunded, which no group here reads", func() error { return produce(operator, events.TopicPaymentRefunded) }, false},
+		// The viewer reads what the services use and writes nothing.
+		{"kafka-ui reads order.created", func() error { return read(viewer, events.TopicOrderCreated) }, true},
+		{"kafka-ui reads a dead letter", func() error { return read(viewer, dead) }, true},
+		{"kafka-ui writes order.created", func() error { return produce(viewer, events.TopicOrderCreated) }, false},
+		{"kafka-ui writes payment.completed", func() error { return produce(viewer, events.TopicPaymentCompleted) }, false},
+		{"kafka-ui joins order-service's group", func() error { return join(viewer, "order-service", events.TopicPaymentCompleted) }, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.do()
@@ -166,6 +188,9 @@ func TestPermissionsHoldOnACluster(t *testing.T) {
 		})
 	}
 }
+
+// ledger stands for the dead-letter tool's ledger topic (deadletter.Ledger).
+const ledger = "orderflow.dlq.replayed"
 
 // setup is a group handler that calls joined once its session starts.
 type setup func()

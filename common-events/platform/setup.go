@@ -7,41 +7,85 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/orderflow/common-events/config"
+	"github.com/orderflow/common-events/deadletter"
 	"github.com/orderflow/common-events/kafka"
 )
 
-// SetupKafka is a service's `kafka-setup` command, run once per service by the cluster's
-// administrator before the service starts on a cluster with ACLs: it creates the topics
-// the service uses (kafka.Permissions: those it writes, reads, and its dead-letter
-// topics), then grants the service's principal exactly its permissions, and prints them.
-// It reads KAFKA_BROKERS, KAFKA_TOPIC_PARTITIONS and the KAFKA_* security settings, which
-// must log in as a principal allowed to create topics and alter ACLs; the principal
-// granted is KAFKA_SETUP_PRINCIPAL (default User:<service>, the SASL username
-// KAFKA_SASL_USERNAME the service itself logs in with).
-func SetupKafka(service string, groups map[string][]string, getenv func(string) string, stdout io.Writer) error {
+// Setup is what a service's kafka-setup does: on Brokers, logged in as Security says,
+// create Topics (with Partitions each) and the dead-letter tool's ledger, and grant
+// each of Grants.
+type Setup struct {
+	Brokers    []string
+	Partitions int
+	Security   kafka.Security
+	Topics     []string
+	Grants     []Grant
+}
+
+// Grant is what one principal ("User:payment-service") is allowed.
+type Grant struct {
+	Principal   string
+	Permissions []kafka.Permission
+}
+
+// ReadSetup reads a service's kafka-setup from its environment: KAFKA_BROKERS,
+// KAFKA_TOPIC_PARTITIONS and the KAFKA_* security settings, which must log in as a
+// principal allowed to create topics and alter ACLs. It grants KAFKA_SETUP_PRINCIPAL
+// (default User:<service>, the SASL username the service itself logs in with) exactly its
+// kafka.Permissions; the operators' dead-letter tool, KAFKA_SETUP_OPERATOR (default
+// User:dlq), its kafka.OperatorPermissions over the service's dead letters; and a
+// read-only viewer, KAFKA_SETUP_VIEWER (default User:kafka-ui, compose's Kafka UI),
+// kafka.ViewerPermissions of the service's topics and groups. "none" grants nobody. It
+// returns the variables it read.
+func ReadSetup(service string, groups map[string][]string, getenv func(string) string) (Setup, []string, error) {
 	env := config.NewEnv(getenv)
-	brokers := env.HostPorts("KAFKA_BROKERS", []string{"127.0.0.1:9092"})
-	partitions := env.Int("KAFKA_TOPIC_PARTITIONS", 6, 1, 1000)
-	sec := config.ReadKafka(env)
-	principal := env.String("KAFKA_SETUP_PRINCIPAL", "User:"+service)
-	if err := env.Err(); err != nil {
+	s := Setup{
+		Brokers:    env.HostPorts("KAFKA_BROKERS", []string{"127.0.0.1:9092"}),
+		Partitions: env.Int("KAFKA_TOPIC_PARTITIONS", 6, 1, 1000),
+		Security:   config.ReadKafka(env),
+	}
+	own := kafka.Permissions(service, groups)
+	s.Topics = kafka.Topics(own)
+	for _, g := range []Grant{
+		{env.String("KAFKA_SETUP_PRINCIPAL", "User:"+service), own},
+		{env.String("KAFKA_SETUP_OPERATOR", "User:"+kafka.OperatorPrincipal), kafka.OperatorPermissions(groups, deadletter.Ledger)},
+		{env.String("KAFKA_SETUP_VIEWER", "User:"+kafka.ViewerPrincipal), kafka.ViewerPermissions(service, groups)},
+	} {
+		if g.Principal != "none" {
+			s.Grants = append(s.Grants, g)
+		}
+	}
+	return s, env.Names(), env.Err()
+}
+
+// SetupKafka is a service's `kafka-setup` command (ReadSetup), run once per service by
+// the cluster's administrator before the service starts on a cluster with ACLs; it prints
+// what it granted.
+func SetupKafka(service string, groups map[string][]string, getenv func(string) string, stdout io.Writer) error {
+	s, _, err := ReadSetup(service, groups, getenv)
+	if err != nil {
 		return err
 	}
-	ps := kafka.Permissions(service, groups)
-	conf := sec.Config(service + "-setup")
-	if err := kafka.EnsureTopics(brokers, conf, int32(partitions), kafka.Topics(ps)...); err != nil {
-		return fmt.Errorf("kafka at KAFKA_BROKERS %v: %w", brokers, err)
+	conf := s.Security.Config(service + "-setup")
+	if err := kafka.EnsureTopics(s.Brokers, conf, int32(s.Partitions), s.Topics...); err != nil {
+		return fmt.Errorf("kafka at KAFKA_BROKERS %v: %w", s.Brokers, err)
 	}
-	admin, err := sarama.NewClusterAdmin(brokers, conf)
+	// One partition, as the tool makes it: it reads its ledger whole, in order.
+	if err := kafka.EnsureTopics(s.Brokers, conf, 1, deadletter.Ledger); err != nil {
+		return fmt.Errorf("kafka at KAFKA_BROKERS %v: %w", s.Brokers, err)
+	}
+	admin, err := sarama.NewClusterAdmin(s.Brokers, conf)
 	if err != nil {
-		return fmt.Errorf("kafka at KAFKA_BROKERS %v: %w", brokers, err)
+		return fmt.Errorf("kafka at KAFKA_BROKERS %v: %w", s.Brokers, err)
 	}
 	defer admin.Close()
-	if err := kafka.Grant(admin, principal, ps); err != nil {
-		return err
-	}
-	for _, p := range ps {
-		fmt.Fprintf(stdout, "%s: granted %s %s\n", service, principal, p)
+	for _, g := range s.Grants {
+		if err := kafka.Grant(admin, g.Principal, g.Permissions); err != nil {
+			return err
+		}
+		for _, p := range g.Permissions {
+			fmt.Fprintf(stdout, "%s: granted %s %s\n", service, g.Principal, p)
+		}
 	}
 	return nil
 }

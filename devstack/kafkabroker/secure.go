@@ -115,6 +115,18 @@ func (s *Secure) Env(user string) map[string]string {
 	}
 }
 
+// WriteEnv writes to path, as lines NAME=value, Env(user) and KAFKA_BROKERS=brokers:
+// what a tool of ours run by hand reads (make dlq KAFKA_ENV=path).
+func (s *Secure) WriteEnv(user, brokers, path string) error {
+	env := s.Env(user)
+	env["KAFKA_BROKERS"] = brokers
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		fmt.Fprintf(&b, "%s=%s\n", k, env[k])
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o600)
+}
+
 // scramArgs are the storage tool's arguments that make the principals at format time.
 func (s *Secure) scramArgs() []string {
 	var args []string

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -313,10 +314,13 @@ func (s *Stack) startBroker(ctx context.Context) error {
 		}
 		if !o.KafkaPlaintext {
 			dir := filepath.Join(o.DataDir, "apache-kafka")
-			if s.opts.KafkaSecure, err = kafkabroker.NewSecure(dir, Services...); err != nil {
+			if s.opts.KafkaSecure, err = kafkabroker.NewSecure(dir, append(slices.Clone(Services), kafka.OperatorPrincipal)...); err != nil {
 				return fmt.Errorf("kafka: %w", err)
 			}
 			if _, err := s.opts.KafkaSecure.ClientProperties(kafkabroker.Admin, filepath.Join(dir, "admin.properties")); err != nil {
+				return fmt.Errorf("kafka: %w", err)
+			}
+			if err := s.opts.KafkaSecure.WriteEnv(kafka.OperatorPrincipal, s.KafkaAddr(), filepath.Join(dir, "dlq.env")); err != nil {
 				return fmt.Errorf("kafka: %w", err)
 			}
 		}
@@ -416,8 +420,10 @@ func (s *Stack) BrokerName() string {
 	case s.opts.Brokers != nil:
 		return "the broker at " + s.KafkaAddr()
 	case s.Kafka != nil && s.opts.KafkaSecure != nil:
+		dir := filepath.Join(s.opts.DataDir, "apache-kafka")
 		return "Apache Kafka, SASL_SSL with SCRAM-SHA-512 and ACLs: Kafka's tools log in with --command-config " +
-			filepath.Join(s.opts.DataDir, "apache-kafka", "admin.properties") + "; its log " + filepath.Join(s.Kafka.Dir(), "server.log")
+			filepath.Join(dir, "admin.properties") + ", make dlq with KAFKA_ENV=" + filepath.Join(dir, "dlq.env") +
+			"; its log " + filepath.Join(s.Kafka.Dir(), "server.log")
 	case s.Kafka != nil:
 		return "Apache Kafka, PLAINTEXT, open (log in " + filepath.Join(s.Kafka.Dir(), "server.log") + ")"
 	}

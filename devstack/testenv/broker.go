@@ -155,8 +155,8 @@ var shared struct {
 }
 
 // Principals are the logins of the tests' Apache Kafka besides kafkabroker.Admin: one per
-// service, and Stranger, who may log in and do nothing else.
-var Principals = []string{"order-service", "payment-service", "notification-service", Stranger}
+// service, the operators' dead-letter tool, and Stranger, who may log in and do nothing else.
+var Principals = []string{"order-service", "payment-service", "notification-service", kafka.OperatorPrincipal, Stranger}
 
 // Stranger is a principal of the tests' Apache Kafka that no ACL names.
 const Stranger = "stranger"
@@ -182,6 +182,15 @@ func (b Broker) ServiceEnv(service string) map[string]string {
 		return nil
 	}
 	return b.Secure.Env(service)
+}
+
+// ConfigAs is kafka.Config(clientID) logged in as user (a principal of Principals) to
+// the tests' Apache Kafka; on an open broker, kafka.Config(clientID).
+func (b Broker) ConfigAs(user, clientID string) *sarama.Config {
+	if b.Secure == nil {
+		return kafka.Config(clientID)
+	}
+	return b.Secure.Client(user).Config(clientID)
 }
 
 // AdminEnv is the KAFKA_* settings that log in as kafkabroker.Admin: what a service's

@@ -129,6 +129,12 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	return nil
 }
 
+// brokerKafkaSecure is Apache Kafka as devstack runs it by default: SASL_SSL with
+// SCRAM-SHA-512, each service its own principal under its ACLs. The bench's plain
+// "kafka" is the same broker open (PLAINTEXT, no ACLs), so the two side by side say what
+// the security costs.
+const brokerKafkaSecure = "kafka-secure"
+
 // brokersOf reads BENCH_BROKERS: the brokers to run the bench on, in order. Against
 // another stack (BENCH_ORDER_URL) there is one pass, on whatever broker it has.
 func brokersOf(getenv func(string) string) ([]string, error) {
@@ -141,8 +147,8 @@ func brokersOf(getenv func(string) string) ([]string, error) {
 	}
 	var out []string
 	for _, b := range strings.Split(v, ",") {
-		if b != stack.BrokerKfake && b != stack.BrokerKafka {
-			return nil, fmt.Errorf("BENCH_BROKERS: want %s and/or %s, comma-separated, got %q", stack.BrokerKfake, stack.BrokerKafka, v)
+		if b != stack.BrokerKfake && b != stack.BrokerKafka && b != brokerKafkaSecure {
+			return nil, fmt.Errorf("BENCH_BROKERS: want %s, %s and/or %s, comma-separated, got %q", stack.BrokerKfake, stack.BrokerKafka, brokerKafkaSecure, v)
 		}
 		out = append(out, b)
 	}
@@ -214,7 +220,7 @@ func (p plan) measure(ctx context.Context, getenv func(string) string, stdout io
 		rep.Traces = append(rep.Traces, tracesResult{Broker: broker, Spans: tg.sink.spans.Load(), Exports: tg.sink.exports.Load()})
 		fmt.Fprintf(stdout, "bench [%s]: the services exported %d spans in %d OTLP requests\n", broker, tg.sink.spans.Load(), tg.sink.exports.Load())
 	}
-	if !first || p.relayN == 0 {
+	if !first || p.relayN == 0 || broker == brokerKafkaSecure { // the relays' clients are plaintext
 		return nil
 	}
 	fmt.Fprintf(stdout, "bench [%s]: outbox relay vs Watermill SQL Forwarder, %d events each…\n", broker, p.relayN)
@@ -245,6 +251,14 @@ type target struct {
 	profileDir      string            // BENCH_PROFILE: CPU profiles of the closed-loop runs go here
 	sink            *traceSink        // BENCH_TRACES=1: where the services export their spans
 	log             *slog.Logger
+}
+
+// stackBroker is the devstack broker a bench broker runs on.
+func stackBroker(broker string) string {
+	if broker == brokerKafkaSecure {
+		return stack.BrokerKafka
+	}
+	return broker
 }
 
 func openTarget(ctx context.Context, getenv func(string) string, stdout io.Writer, broker string) (*target, error) {
@@ -283,8 +297,8 @@ func openTarget(ctx context.Context, getenv func(string) string, stdout io.Write
 	}
 	fmt.Fprintf(stdout, "bench: starting a devstack on %s in %s (logs in stack.log there; spans exported: %t)…\n", broker, dir, sink != nil)
 	s, err := stack.Start(ctx, stack.Options{
-		DataDir: filepath.Join(dir, "data"), KafkaPort: ports[0], PGPort: ports[1], IssuerPort: ports[8], Broker: broker,
-		KafkaPlaintext: true, // the relay comparison's clients reach it as they are
+		DataDir: filepath.Join(dir, "data"), KafkaPort: ports[0], PGPort: ports[1], IssuerPort: ports[8], Broker: stackBroker(broker),
+		KafkaPlaintext: broker != brokerKafkaSecure, // the relay comparison's clients reach it as they are
 		HTTPPorts:      map[string]int{"order-service": ports[2], "payment-service": ports[3], "notification-service": ports[4]},
 		Env:            env, Log: logf, PostgresStats: true,
 		ServiceEnv: map[string]map[string]string{

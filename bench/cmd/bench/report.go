@@ -94,7 +94,7 @@ type report struct {
 }
 
 // brokerNames are the brokers as the report names them.
-var brokerNames = map[string]string{"kfake": "kfake", "kafka": "Apache Kafka", "external": "its own"}
+var brokerNames = map[string]string{"kfake": "kfake", "kafka": "Apache Kafka", brokerKafkaSecure: "Apache Kafka, SASL_SSL + ACLs", "external": "its own"}
 
 func (r report) markdown(w io.Writer) {
 	fmt.Fprintf(w, "\n## orderflow bench — %s\n\n", r.Started.Format("2006-01-02 15:04 MST"))
