@@ -3,12 +3,27 @@
 # then the integration and end-to-end tests again on Apache Kafka itself (test-kafka).
 
 GO ?= go
+
+# Plain `make` lists the targets; `make test` runs them all.
+.DEFAULT_GOAL := help
+.PHONY: help
+help:
+	@echo "orderflow: make TARGET (README.md has the table, with how long each takes)"
+	@echo "  run           the whole stack on this machine, until Ctrl-C (BROKER=kafka: Apache Kafka)"
+	@echo "  test          everything proven, about 22 minutes from a fresh clone"
+	@echo "  test-kafka    the integration and end-to-end tests again on Apache Kafka"
+	@echo "  test-keycloak the compose stack's Keycloak, as a process, and its tokens"
+	@echo "  chaos         load while the stack's parts are killed and cut off (CHAOS_DURATION=3m)"
+	@echo "  bench         throughput and latency on each broker (QUICK=1); bench-docs writes them into docs"
+	@echo "  up, down, logs  the compose stack (up makes .env first)"
+	@echo "  e2e, e2e-compose, dlq, token, lint, schemathesis, chaos-planted"
+	@echo "The fast loop: go test ./... in one module (CONTRIBUTING.md)."
 # Every module of the workspace, read from go.work: a module that joins it is tested.
 MODULES := $(shell $(GO) work edit -json | sed -n 's/.*"DiskPath": "\.\/\(.*\)".*/\1/p')
 
 .PHONY: test vet deps build modules
 
-# e2e/imagebuild replays the Dockerfile for every image docker-compose.yml builds (see README).
+# e2e/imagebuild replays the Dockerfile for every image docker-compose.yml builds (docs/compose.md).
 test: deps modules vet lint
 	@for m in $(MODULES); do \
 		echo "== $$m"; \
@@ -164,7 +179,11 @@ e2e-compose:
 
 # Throughput and latency of the whole pipeline on its own devstack, printed as a table
 # and written to .data/bench/latest.json. QUICK=1 for the short version (under a minute).
-.PHONY: bench
+.PHONY: bench bench-docs
+# bench-docs writes the last bench's figures (.data/bench/latest.json), with its commit and
+# machine, into docs/performance.md.
+bench-docs:
+	@cd bench && $(GO) run ./cmd/bench docs ../.data/bench/latest.json ../docs/performance.md
 bench: deps
 	@mkdir -p .data/bench
 	@cd bench && BENCH_QUICK=$(QUICK) BENCH_OUT=../.data/bench/latest.json $(GO) run ./cmd/bench

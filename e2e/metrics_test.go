@@ -50,7 +50,7 @@ func TestEveryServiceServesItsMetrics(t *testing.T) {
 		// there, or 10 s have passed.
 		var body []byte
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-			resp, err := http.Get(s.url(name, "/metrics")) // no token: open, as the README says
+			resp, err := http.Get(s.url(name, "/metrics")) // no token: open, as docs/security.md says
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -46,7 +46,7 @@ import (
 const (
 	prometheusDefaultConfig = "/etc/prometheus/prometheus.yml"
 	grafanaProvisioning     = "/etc/grafana/provisioning" // GF_PATHS_PROVISIONING
-	scrapeInterval          = 15 * time.Second            // README: "scrape every 15 s or so"
+	scrapeInterval          = 15 * time.Second            // docs/operations.md: "scrape every 15 s or so"
 )
 
 // The URLs the observability services reach each other and are reached at, over the

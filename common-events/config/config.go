@@ -14,7 +14,6 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/orderflow/common-events/auth"
-	"github.com/orderflow/common-events/consumer"
 	"github.com/orderflow/common-events/kafka"
 	"github.com/orderflow/common-events/tracing"
 )
@@ -218,10 +217,10 @@ type Base struct {
 	ShutdownTimeout time.Duration
 	PprofAddr       string // where net/http/pprof listens; empty: nowhere
 	// ConsumerConcurrency bounds the records in flight per partition in every consumer
-	// group of the service (consumer.Runner.Concurrency).
+	// group of the service (consumer.Runner.Concurrency; 0, unset: the runner's default).
 	ConsumerConcurrency int
 	// HandlerTimeout bounds one attempt at a consumed record, both its steps
-	// (consumer.Runner.HandlerTimeout).
+	// (consumer.Runner.HandlerTimeout; 0, unset: the runner's default).
 	HandlerTimeout time.Duration
 	// MaxInFlight bounds the API's requests being worked on at once (0: two per
 	// database connection of the pool); MaxWaiting those waiting (event streams,
@@ -259,8 +258,8 @@ func ReadBase(e *Env, httpAddr, databaseURL string) Base {
 		ShutdownTimeout: e.Duration("SHUTDOWN_TIMEOUT", 15*time.Second, time.Second, 5*time.Minute),
 		PprofAddr:       e.Addr("PPROF_ADDR", ""),
 
-		ConsumerConcurrency: e.Int("CONSUMER_CONCURRENCY", consumer.DefaultConcurrency, 1, 10000),
-		HandlerTimeout:      e.Duration("CONSUMER_HANDLER_TIMEOUT", consumer.DefaultHandlerTimeout, time.Second, 10*time.Minute),
+		ConsumerConcurrency: e.Int("CONSUMER_CONCURRENCY", 0, 1, 10000),
+		HandlerTimeout:      e.Duration("CONSUMER_HANDLER_TIMEOUT", 0, time.Second, 10*time.Minute),
 		MaxInFlight:         e.Int("HTTP_MAX_IN_FLIGHT", 0, 0, 100000),
 		MaxWaiting:          e.Int("HTTP_MAX_WAITING", 1000, 1, 100000),
 		ClientInFlight:      e.Int("HTTP_CLIENT_MAX_IN_FLIGHT", 0, 0, 100000),

@@ -269,3 +269,25 @@ func currency(v string) error {
 	}
 	return nil
 }
+
+// IsUUID reports whether s is a UUID in the one form the contract allows: 36 characters,
+// hexadecimal digits (either case) in groups of 8-4-4-4-12 joined by hyphens. No braces,
+// no urn:uuid: prefix, no 32-digit form. Every id of the contract (an order's, a
+// customer's, an event's) and of the APIs is checked with it.
+func IsUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case i == 8 || i == 13 || i == 18 || i == 23:
+			if c != '-' {
+				return false
+			}
+		case !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'):
+			return false
+		}
+	}
+	return true
+}

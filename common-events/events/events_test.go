@@ -344,3 +344,19 @@ func TestKindsAreDeclaredOnce(t *testing.T) {
 		t.Errorf("Topics() = %v, want one a kind", events.Topics())
 	}
 }
+
+// One form of UUID, the contract's: 36 characters, 8-4-4-4-12, either case.
+func TestIsUUIDTakesOnlyTheContractsForm(t *testing.T) {
+	for _, s := range []string{"019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f", "019A8F3E-6C19-7D4A-8E55-0A1B2C3D4E5F", "00000000-0000-0000-0000-000000000000"} {
+		if !events.IsUUID(s) {
+			t.Errorf("IsUUID(%q) = false", s)
+		}
+	}
+	for _, s := range []string{"", "019a8f3e6c197d4a8e550a1b2c3d4e5f", "{019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f}",
+		"urn:uuid:019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f", "019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5g", "019a8f3e-6c19-7d4a-8e55_0a1b2c3d4e5f",
+		"019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5", " 019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f", "019a8f3e-6c19-7d4a-8e55-0a1b2c3d4é"} {
+		if events.IsUUID(s) {
+			t.Errorf("IsUUID(%q) = true", s)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/web"
 )
 
@@ -40,28 +41,11 @@ func OrderIDParam(c echo.Context) (string, error) {
 		return "", bad("must be given once")
 	case vs[0] == "":
 		return "", bad("must not be empty; it must be a UUID")
-	case !isUUID(vs[0]):
+	case !events.IsUUID(vs[0]):
 		// The value is not repeated back: it may be huge or not UTF-8.
 		return "", bad("must be a UUID, such as 019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f")
 	}
 	return strings.ToLower(vs[0]), nil
-}
-
-func isUUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i, r := range s {
-		switch {
-		case i == 8 || i == 13 || i == 18 || i == 23:
-			if r != '-' {
-				return false
-			}
-		case !strings.ContainsRune("0123456789abcdefABCDEF", r):
-			return false
-		}
-	}
-	return true
 }
 
 // ListByOrder serves the operators' view "GET /things?order_id=": the order's things,

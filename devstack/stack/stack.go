@@ -516,10 +516,10 @@ func (s *Stack) WriteTokens(dir string, ttl time.Duration) error {
 	return nil
 }
 
-// Build compiles the three services into bin.
-func Build(ctx context.Context, root, bin string) error {
+// Build compiles the three services into bin, with the build tags tags, if any.
+func Build(ctx context.Context, root, bin string, tags ...string) error {
 	for _, name := range Services {
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(bin, name), "./"+name)
+		cmd := exec.CommandContext(ctx, "go", "build", "-tags="+strings.Join(tags, ","), "-o", filepath.Join(bin, name), "./"+name)
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "GOWORK="+filepath.Join(root, "go.work"))
 		if out, err := cmd.CombinedOutput(); err != nil {

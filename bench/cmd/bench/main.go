@@ -37,7 +37,13 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
+	var err error
+	if len(os.Args) == 4 && os.Args[1] == "docs" { // bench docs REPORT.json DOC.md
+		err = writeDocs(os.Args[2], os.Args[3])
+	} else {
+		err = run(ctx, os.Getenv, os.Stdout)
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
@@ -108,7 +114,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 
-	rep := report{Machine: machine(), Quick: p.quick, Started: started.UTC(), ShowStatements: getenv("BENCH_STATEMENTS") == "1"}
+	rep := report{Commit: commit(), Machine: machine(), Quick: p.quick, Started: started.UTC(), ShowStatements: getenv("BENCH_STATEMENTS") == "1"}
 	for i, broker := range brokers {
 		if err := p.measure(ctx, getenv, stdout, broker, i == 0, &rep); err != nil {
 			return err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"runtime"
@@ -78,6 +79,7 @@ func toRelayResult(r relaycmp.Result) relayResult {
 }
 
 type report struct {
+	Commit    string          `json:"commit"` // what ran: git describe --always --dirty
 	Machine   string          `json:"machine"`
 	Quick     bool            `json:"quick"`
 	Started   time.Time       `json:"started"`
@@ -98,8 +100,12 @@ var brokerNames = map[string]string{"kfake": "kfake", "kafka": "Apache Kafka", b
 
 func (r report) markdown(w io.Writer) {
 	fmt.Fprintf(w, "\n## orderflow bench — %s\n\n", r.Started.Format("2006-01-02 15:04 MST"))
-	fmt.Fprintf(w, "Machine: %s. Everything on one box: load generator, broker, PostgreSQL (synchronous_commit=%s), three services.\n\n",
-		r.Machine, r.Yardstick.SynchronousCommit)
+	quick := ""
+	if r.Quick {
+		quick = " (QUICK=1)"
+	}
+	fmt.Fprintf(w, "Commit %s%s. Machine: %s. Everything on one box: load generator, broker, PostgreSQL (synchronous_commit=%s), three services.\n\n",
+		cmp.Or(r.Commit, "unknown"), quick, r.Machine, r.Yardstick.SynchronousCommit)
 	fmt.Fprintln(w, "| broker | run | offered/s | accepted/s | POST p50 / p95 / p99 / max ms | POST→CONFIRMED p50 / p95 / p99 ms | POST→email p50 / p95 / p99 ms | confirmed/s | outbox events/s | pending | errors |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|")
 	best := map[string]float64{}

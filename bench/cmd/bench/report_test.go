@@ -1,6 +1,9 @@
 package main
 
 import (
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -40,5 +43,44 @@ func TestReportPutsTheBrokersSideBySide(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+// bench docs writes a report between the markers of a page, labelled with its commit and
+// machine, replacing the last figures and keeping the rest; a page without the markers
+// is refused.
+func TestDocsTakeTheFiguresBetweenTheMarkers(t *testing.T) {
+	dir := t.TempDir()
+	rep := filepath.Join(dir, "latest.json")
+	b, _ := json.Marshal(report{Commit: "abc1234567", Machine: "2 cores (test)", Quick: true,
+		Runs: []runResult{{Name: "open 250/s", Broker: "kfake", ConfirmedPerSec: 250}}})
+	if err := os.WriteFile(rep, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	doc := filepath.Join(dir, "performance.md")
+	page := "# Performance\n\nbefore\n\n" + docsBegin + "\nold figures\n" + docsEnd + "\n\nafter\n"
+	if err := os.WriteFile(doc, []byte(page), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for run := 1; run <= 2; run++ {
+		if err := writeDocs(rep, doc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, _ := os.ReadFile(doc)
+	for _, want := range []string{"before\n\n" + docsBegin + "\n", "Commit abc1234567 (QUICK=1). Machine: 2 cores (test).",
+		"| kfake | open 250/s |", "\n" + docsEnd + "\n\nafter\n"} {
+		if !strings.Contains(string(got), want) {
+			t.Errorf("page lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(string(got), "old figures") || strings.Count(string(got), "### orderflow bench") != 1 {
+		t.Errorf("the old figures stay, or the new ones are written twice:\n%s", got)
+	}
+	if err := os.WriteFile(doc, []byte("# no markers\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeDocs(rep, doc); err == nil || !strings.Contains(err.Error(), "has no "+docsBegin) {
+		t.Errorf("a page without markers: %v", err)
 	}
 }

@@ -58,7 +58,7 @@ func (h notifier) handle(ctx context.Context, msg consumer.Message) (consumer.Ap
 	if !ok {
 		return consumer.Apply{}, consumer.Poison(fmt.Errorf("unexpected event type %s on %s", msg.Type, msg.Topic))
 	}
-	if _, err := uuid.Parse(n.OrderID); err != nil {
+	if !events.IsUUID(n.OrderID) {
 		return consumer.Apply{}, consumer.Poison(fmt.Errorf("order id %q is not a UUID", n.OrderID))
 	}
 	has, err := h.store.Kinds(ctx, n.OrderID)

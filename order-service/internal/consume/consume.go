@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -69,7 +68,7 @@ func (h paymentOutcome) handle(_ context.Context, msg consumer.Message) (consume
 	default:
 		return consumer.Apply{}, consumer.Poison(fmt.Errorf("unexpected event type %s on %s", msg.Type, msg.Topic))
 	}
-	if _, err := uuid.Parse(msg.Subject); err != nil {
+	if !events.IsUUID(msg.Subject) {
 		return consumer.Apply{}, consumer.Poison(fmt.Errorf("order id %q is not a UUID", msg.Subject))
 	}
 	return consumer.Row(h.set, &transition{change: c, log: msg.Log}), nil

@@ -94,16 +94,10 @@ func problemFor(err error) *web.Problem {
 func viewerOf(c echo.Context) order.Viewer {
 	p, _ := web.PrincipalOf(c)
 	v := order.Viewer{Operator: p.Has(auth.ScopeOperator)}
-	if sub := strings.ToLower(p.Subject); p.Has(auth.ScopeCustomer) && isUUID(sub) {
+	if sub := strings.ToLower(p.Subject); p.Has(auth.ScopeCustomer) && events.IsUUID(sub) {
 		v.Customer = sub
 	}
 	return v
-}
-
-// isUUID reports whether s is a UUID in its 36-character form.
-func isUUID(s string) bool {
-	_, err := uuid.Parse(s)
-	return err == nil && len(s) == 36
 }
 
 // visible returns order id if v sees it, and order.ErrNotFound otherwise: another
@@ -365,7 +359,7 @@ func listOrders(store Store) echo.HandlerFunc {
 		// that would widen the filter the client asked for.
 		given := func(name string) (string, bool) { _, ok := q[name]; return q.Get(name), ok }
 		if v, ok := given("customer_id"); ok {
-			if !isUUID(v) {
+			if !events.IsUUID(v) {
 				bad("customer_id", "must be a UUID")
 			}
 			f.CustomerID = strings.ToLower(v)

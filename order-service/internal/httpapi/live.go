@@ -206,7 +206,7 @@ func historyOf(ctx context.Context, store Store, v order.Viewer, id string) ([]o
 // orderID reads the {id} path parameter: an order id, or order.ErrNotFound.
 func orderID(c echo.Context) (string, error) {
 	id := strings.ToLower(c.Param("id"))
-	if !isUUID(id) {
+	if !events.IsUUID(id) {
 		return "", order.ErrNotFound
 	}
 	return id, nil

@@ -11,8 +11,6 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/google/uuid"
-
 	"github.com/orderflow/common-events/events"
 )
 
@@ -209,7 +207,7 @@ func New(req Request, id, correlationID string, now time.Time) (Order, error) {
 
 	if req.CustomerID == "" {
 		bad("customer_id", "is required")
-	} else if _, err := uuid.Parse(req.CustomerID); err != nil || len(req.CustomerID) != 36 {
+	} else if !events.IsUUID(req.CustomerID) {
 		bad("customer_id", "must be a UUID such as 5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93")
 	}
 	switch {

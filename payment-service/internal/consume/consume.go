@@ -277,10 +277,10 @@ func unexpected(msg consumer.Message) error {
 
 // checkIDs refuses, as poison, ids the payments table could not hold.
 func checkIDs(orderID, customerID string) error {
-	if _, err := uuid.Parse(orderID); err != nil {
+	if !events.IsUUID(orderID) {
 		return consumer.Poison(fmt.Errorf("order id %q is not a UUID", orderID))
 	}
-	if _, err := uuid.Parse(customerID); err != nil {
+	if !events.IsUUID(customerID) {
 		return consumer.Poison(fmt.Errorf("customer id %q is not a UUID", customerID))
 	}
 	return nil

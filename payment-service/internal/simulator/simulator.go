@@ -106,11 +106,14 @@ func (s *Simulator) Charge(ctx context.Context, req payment.ChargeRequest) (paym
 	var c payment.Charge
 	var gotOutcome, gotCurrency, gotMethod string
 	var gotAmount int64
+	if err := plant(ctx, s.pool); err != nil {
+		return payment.Charge{}, err
+	}
 	err := s.pool.QueryRow(ctx, `
 		WITH ins AS (
 			INSERT INTO provider_charges (idempotency_key, charge_id, amount_cents, currency, payment_method, outcome, decline_code)
 			VALUES ($1, $2, $3, $4, $5, $6, nullif($7, ''))
-			ON CONFLICT (idempotency_key) DO NOTHING
+			`+onChargeConflict+`
 			RETURNING charge_id, outcome, coalesce(decline_code, ''), amount_cents, currency, payment_method
 		)
 		SELECT * FROM ins
