@@ -97,7 +97,7 @@ func checkKafkaSetup(p *types.Project, service string) []error {
 	if got := svc.DependsOn["kafka"].Condition; got != types.ServiceConditionHealthy {
 		bad("service %s waits for kafka with condition %q, want %q", name, got, types.ServiceConditionHealthy)
 	}
-	_, names, _ := platform.ReadSetup(service, nil, getenv(svc))
+	_, names, _ := platform.ReadSetup(identity(service), getenv(svc))
 	for k := range svc.Environment {
 		if !slices.Contains(names, k) {
 			bad("service %s is given %s, which it never reads", name, k)

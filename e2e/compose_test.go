@@ -35,9 +35,6 @@ import (
 	paymentapp "github.com/orderflow/payment-service/app"
 )
 
-// consumes lists each service's consumer groups and the topics they read.
-var consumes = []map[string][]string{orderapp.Consumes(), paymentapp.Consumes(), notificationapp.Consumes()}
-
 // settingsRead maps each of our compose services to the environment variables its
 // configuration reads and the settings it takes from getenv.
 var settingsRead = map[string]func(getenv func(string) string) ([]string, config.Base){

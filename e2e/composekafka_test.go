@@ -168,7 +168,7 @@ func TestComposeKafkaLetsInOnlyItsPrincipals(t *testing.T) {
 		if _, ok := p.Services[setup]; !ok {
 			t.Fatalf("no service %s", setup)
 		}
-		if err := platform.SetupKafka(name, consumesOf[strings.TrimSuffix(name, "-service")], moveBrokers(setup), io.Discard); err != nil {
+		if err := platform.SetupKafka(identity(name), moveBrokers(setup), io.Discard); err != nil {
 			t.Fatalf("%s: %v", setup, err)
 		}
 	}

@@ -22,7 +22,7 @@ func TestTheConfigurationPageListsEverySettingTheServicesRead(t *testing.T) {
 	read := map[string][]string{}
 	for service, readConfig := range settingsRead {
 		names, _ := readConfig(empty)
-		_, setup, _ := platform.ReadSetup(service, nil, empty)
+		_, setup, _ := platform.ReadSetup(identity(service), empty)
 		for _, name := range append(names, setup...) {
 			if !slices.Contains(read[name], service) {
 				read[name] = append(read[name], service)

@@ -22,15 +22,18 @@ import (
 
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/events/eventstest"
+	"github.com/orderflow/common-events/services"
 	"github.com/orderflow/devstack/testenv"
 )
 
 // consumersOf maps each service to its consumer groups and the topics they read.
-var consumersOf = map[string]map[string][]string{
-	"order-service":        consumes[0],
-	"payment-service":      consumes[1],
-	"notification-service": consumes[2],
-}
+var consumersOf = func() map[string]map[string][]string {
+	out := map[string]map[string][]string{}
+	for _, s := range services.All() {
+		out[s.Name] = s.Groups()
+	}
+	return out
+}()
 
 // The document's receive operations are exactly the consumer groups in code, and its
 // dead-letter channels exactly their dead-letter topics, each sent to by its group's service.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/orderflow/common-events/platform"
+	"github.com/orderflow/common-events/services"
 	"github.com/orderflow/devstack/testenv"
 	notificationapp "github.com/orderflow/notification-service/app"
 	orderapp "github.com/orderflow/order-service/app"
@@ -22,16 +23,19 @@ import (
 
 type runFunc func(ctx context.Context, getenv func(string) string, stdout, stderr io.Writer) error
 
-var services = map[string]runFunc{
+var runs = map[string]runFunc{
 	"order":        orderapp.Run,
 	"payment":      paymentapp.Run,
 	"notification": notificationapp.Run,
 }
 
-// consumesOf is each service's consumer groups and their topics: what its kafka-setup
-// grants it.
-var consumesOf = map[string]map[string][]string{
-	"order": orderapp.Consumes(), "payment": paymentapp.Consumes(), "notification": notificationapp.Consumes(),
+// identity is the service called name.
+func identity(name string) services.Service {
+	s, ok := services.Named(name)
+	if !ok {
+		panic("no service " + name)
+	}
+	return s
 }
 
 // inproc is the three services in this process, each with its own database, on one broker.
@@ -57,7 +61,7 @@ func newStack(t *testing.T, b testenv.Broker, extra map[string]map[string]string
 		dbs: map[string]string{}, addrs: map[string]string{}, env: map[string]map[string]string{}, stops: map[string]func(){},
 		logs: map[string]*testenv.LogBuffer{},
 	}
-	for name := range services {
+	for name := range runs {
 		s.logs[name] = &testenv.LogBuffer{}
 		s.dbs[name] = testenv.Database(t)
 		s.addrs[name] = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
@@ -91,7 +95,7 @@ func setupKafka(t *testing.T, b testenv.Broker, service string) {
 	for k, v := range b.AdminEnv() {
 		env[k] = v
 	}
-	if err := platform.SetupKafka(service+"-service", consumesOf[service], func(k string) string { return env[k] }, io.Discard); err != nil {
+	if err := platform.SetupKafka(identity(service+"-service"), func(k string) string { return env[k] }, io.Discard); err != nil {
 		t.Fatalf("%s-service kafka-setup: %v", service, err)
 	}
 }
@@ -106,7 +110,7 @@ func (s *inproc) start(name string) {
 		out = io.MultiWriter(out, os.Stderr)
 	}
 	env := s.env[name]
-	go func() { done <- services[name](ctx, func(k string) string { return env[k] }, out, out) }()
+	go func() { done <- runs[name](ctx, func(k string) string { return env[k] }, out, out) }()
 	stop := func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -12,10 +12,10 @@ import (
 
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/kafka"
+	"github.com/orderflow/common-events/services"
 	"github.com/orderflow/devstack/kafkabroker"
 	"github.com/orderflow/devstack/testenv"
 	orderapp "github.com/orderflow/order-service/app"
-	paymentapp "github.com/orderflow/payment-service/app"
 )
 
 // secureKafka is the tests' Apache Kafka, which lets in only its principals; the tests of
@@ -52,7 +52,7 @@ func TestAForgedPaymentIsRefusedByTheBroker(t *testing.T) {
 		OrderID: o.ID, PaymentID: "019a8f3e-7d01-7e20-b1c2-d3e4f5a6b7c8", ChargeID: "ch_forged",
 		CustomerID: "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93", CustomerEmail: o.CustomerEmail,
 		AmountCents: o.TotalCents, Currency: "EUR", CompletedAt: time.Now(),
-	}, events.Meta{Source: "payment-service"}, time.Now())
+	}, events.Meta{}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestAForgedPaymentIsRefusedByTheBroker(t *testing.T) {
 // or joins another's group.
 func TestEachPrincipalMayDoOnlyWhatItsServiceDeclares(t *testing.T) {
 	b := secureKafka(t)
-	for name := range services {
+	for name := range runs {
 		setupKafka(t, b, name)
 	}
 	read := func(user, topic string) error { return readAs(as(b, user), b.Addrs, topic) }
@@ -120,12 +120,12 @@ func TestEachPrincipalMayDoOnlyWhatItsServiceDeclares(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer client.Close()
-	for g := range orderapp.Consumes() {
+	for g := range services.Order.Groups() {
 		if _, err := client.Coordinator(g); !errors.Is(err, sarama.ErrGroupAuthorizationFailed) {
 			t.Errorf("payment-service finding order-service's group %s: %v, want GROUP_AUTHORIZATION_FAILED", g, err)
 		}
 	}
-	for g := range paymentapp.Consumes() {
+	for g := range services.Payment.Groups() {
 		if _, err := client.Coordinator(g); err != nil {
 			t.Errorf("payment-service finding its own group %s: %v", g, err)
 		}

@@ -29,7 +29,7 @@ func TestBadSettingsStopStartUpWithOneClearLine(t *testing.T) {
 		{map[string]string{"AUTH_JWKS_URL": "issuer/jwks.json"}, `AUTH_JWKS_URL: want an http:// or https:// URL, got "issuer/jwks.json"`},
 		{map[string]string{"AUTH_AUDIENCE": "orderflow"}, "AUTH_ISSUER: required but not set"},
 	}
-	for name, run := range services {
+	for name, run := range runs {
 		for _, tt := range tests {
 			for k := range tt.env {
 				if (k == "PROVIDER_TRANSIENT_FAILURE_RATE" && name != "payment") || (k == "SMTP_ADDR" && name != "notification") {
@@ -72,7 +72,7 @@ func TestUnreachableDependenciesAndBusyPortsAreNamed(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			err := services["order"](ctx, func(k string) string { return tt.env[k] }, io.Discard, io.Discard)
+			err := runs["order"](ctx, func(k string) string { return tt.env[k] }, io.Discard, io.Discard)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err = %v, want it to contain %q", err, tt.want)
 			}
@@ -82,7 +82,7 @@ func TestUnreachableDependenciesAndBusyPortsAreNamed(t *testing.T) {
 
 func TestHealthAndReadiness(t *testing.T) {
 	s := newStack(t, testenv.Kafka(t), nil)
-	for name := range services {
+	for name := range runs {
 		for _, path := range []string{"/healthz", "/readyz"} {
 			resp, err := client.Get(s.url(name, path))
 			if err != nil {

@@ -5,7 +5,8 @@ import (
 	"os"
 
 	"github.com/orderflow/common-events/platform"
+	"github.com/orderflow/common-events/services"
 	"github.com/orderflow/payment-service/app"
 )
 
-func main() { os.Exit(platform.Main(app.Name, app.Run, app.Consumes())) }
+func main() { os.Exit(platform.Main(services.Payment, app.Run)) }

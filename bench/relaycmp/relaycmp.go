@@ -208,7 +208,7 @@ func newEvent(i int, now time.Time) (events.Envelope, error) {
 		OrderID: fmt.Sprintf("order-%07d", i), CustomerID: "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93",
 		CustomerEmail: "bench@example.com", Items: []events.Item{{SKU: "BOOK-42", Quantity: 2, UnitPriceCents: 1999}},
 		TotalCents: 3998, Currency: "EUR", PaymentMethod: "tok_visa", CreatedAt: now,
-	}, events.Meta{Source: "relaycmp"}, now)
+	}, events.Meta{}, now)
 }
 
 // watch reads every partition of topic from the start and records when each event id
@@ -293,17 +293,20 @@ func (r ourRelay) start(ctx context.Context, pool *pgxpool.Pool, brokers []strin
 	return func() { cancel(); wg.Wait(); p.Close() }, nil
 }
 
-// write queues the inserts in one batch, one round trip, as Watermill's publisher sends
-// its rows in one multi-row INSERT: the writers cost the same on both sides.
+// write stores the events in one multi-row statement, one round trip, as Watermill's
+// publisher sends its rows in one multi-row INSERT: the writers cost the same on both
+// sides.
 func (ourRelay) write(ctx context.Context, tx pgx.Tx, topic string, envs []events.Envelope) error {
-	b := &pgx.Batch{}
-	for _, env := range envs {
-		outbox.Queue(b, topic, env)
+	rows := outbox.Rows{Topic: topic}
+	for i, env := range envs {
+		rows.Add(i, env)
 	}
-	return tx.SendBatch(ctx, b).Close()
+	sql, args := rows.SQL(1, "")
+	_, err := tx.Exec(ctx, sql, args...)
+	return err
 }
 
-// committed wakes the relay, as order-service does after writing an order.
+// committed wakes the relay, as every writer does after its commit.
 func (ourRelay) committed(ctx context.Context, pool *pgxpool.Pool) { _ = outbox.Wake(ctx, pool) }
 
 // watermillForwarder is Watermill's SQL Forwarder: messages are written to a PostgreSQL

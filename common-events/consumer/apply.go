@@ -138,8 +138,10 @@ func (a *applier) applyTx(ctx context.Context, batch []applyReq) error {
 	var counts map[count]int // what the transaction did, told once it committed
 	var setRows map[Set][]any
 	var sets []Set // in the order of their first row
-	err := pgx.BeginFunc(ctx, a.conn, func(tx pgx.Tx) error {
+	emitted := 0
+	err := pgx.BeginFunc(ctx, a.conn, func(ptx pgx.Tx) error {
 		counts, setRows, sets = map[count]int{}, map[Set][]any{}, nil
+		tx := &emitTx{Tx: ptx}
 		rows, _ := tx.Query(ctx, `
 			INSERT INTO processed_events (consumer_group, event_id)
 			SELECT $1, id FROM unnest($2::text[]) AS id ORDER BY id
@@ -178,9 +180,13 @@ func (a *applier) applyTx(ctx context.Context, batch []applyReq) error {
 				return err
 			}
 		}
-		return nil
+		emitted, err = tx.flush(ctx)
+		return err
 	})
 	if err == nil {
+		if emitted > 0 {
+			r.Waker.Wake()
+		}
 		for c, n := range counts {
 			r.Metrics.outcome(r.Group, c.topic, c.outcome, n)
 		}

@@ -34,6 +34,7 @@ import (
 
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/internal/backoff"
+	"github.com/orderflow/common-events/outbox"
 )
 
 // ErrPoison marks an error as permanent: retrying the record can never succeed.
@@ -66,23 +67,80 @@ type Handler func(ctx context.Context, msg Message) (Apply, error)
 // Apply records a handled record's outcome: a function of the transaction (Func), or a
 // row that a Set records together with the rows of the other records in the batch (Row).
 // Either should be quick and touch only its records' orders: an error makes the runner
-// apply the batch's records one by one instead.
+// apply the batch's records one by one instead. Either may emit events (Tx.Emit): the
+// runner stores them in the outbox in the same transaction and wakes the relay once it
+// committed, so a service never writes the outbox itself.
 type Apply struct {
-	fn  func(ctx context.Context, tx pgx.Tx) error
+	fn  func(ctx context.Context, tx Tx) error
 	set Set
 	row any
 }
 
+// Tx is an Apply's transaction, which also takes the events the Apply emits.
+type Tx interface {
+	pgx.Tx
+	// Emit has envs stored in the outbox with the transaction, each bound for its kind's
+	// topic, in the order emitted.
+	Emit(envs ...events.Envelope)
+}
+
+// emitTx is a transaction that keeps what its Applies emit, for the one outbox statement
+// that stores them all before it commits.
+type emitTx struct {
+	pgx.Tx
+	rows outbox.Rows
+}
+
+func (t *emitTx) Emit(envs ...events.Envelope) {
+	for _, env := range envs {
+		t.rows.Add(t.rows.Len(), env)
+	}
+}
+
+// flush stores the events emitted, in one statement, and says how many.
+func (t *emitTx) flush(ctx context.Context) (int, error) {
+	n := t.rows.Len()
+	if n == 0 {
+		return 0, nil
+	}
+	sql, args := t.rows.SQL(1, "")
+	if _, err := t.Exec(ctx, sql, args...); err != nil {
+		return 0, fmt.Errorf("outbox insert: %w", err)
+	}
+	t.rows = outbox.Rows{}
+	return n, nil
+}
+
 // Func is an Apply that runs fn in the transaction.
-func Func(fn func(ctx context.Context, tx pgx.Tx) error) Apply { return Apply{fn: fn} }
+func Func(fn func(ctx context.Context, tx Tx) error) Apply { return Apply{fn: fn} }
 
 // Row is an Apply that has set record row, in one call with the other rows of the batch
 // bound for the same set.
 func Row(set Set, row any) Apply { return Apply{set: set, row: row} }
 
-// Run records a alone in tx, as the runner does when a batch fails; handy in a handler's
-// tests.
-func (a Apply) Run(ctx context.Context, tx pgx.Tx) error {
+// Run records a alone in tx, with the events it emits, as the runner does when a batch
+// fails; handy in a handler's tests. It returns the events emitted.
+func (a Apply) Run(ctx context.Context, tx pgx.Tx) ([]events.Envelope, error) {
+	t := &recordingTx{emitTx: emitTx{Tx: tx}}
+	if err := a.run(ctx, t); err != nil {
+		return nil, err
+	}
+	_, err := t.flush(ctx)
+	return t.emitted, err
+}
+
+// recordingTx is an emitTx that also keeps what was emitted, for Run's caller.
+type recordingTx struct {
+	emitTx
+	emitted []events.Envelope
+}
+
+func (t *recordingTx) Emit(envs ...events.Envelope) {
+	t.emitted = append(t.emitted, envs...)
+	t.emitTx.Emit(envs...)
+}
+
+func (a Apply) run(ctx context.Context, tx Tx) error {
 	switch {
 	case a.fn != nil:
 		return a.fn(ctx, tx)
@@ -96,30 +154,30 @@ func (a Apply) Run(ctx context.Context, tx pgx.Tx) error {
 // batch (arrays and unnest) instead of one round trip per record. rows holds what the
 // batch's handlers passed to Row, in the batch's order; Apply logs each row's outcome.
 type Set interface {
-	Apply(ctx context.Context, tx pgx.Tx, rows []any) error
+	Apply(ctx context.Context, tx Tx, rows []any) error
 }
 
 // NewSet returns a Set whose rows are all of type T, handed to apply as such.
-func NewSet[T any](apply func(ctx context.Context, tx pgx.Tx, rows []T) error) Set {
+func NewSet[T any](apply func(ctx context.Context, tx Tx, rows []T) error) Set {
 	return &typedSet[T]{apply: apply} // a pointer: the runner groups rows by Set
 }
 
 // NewSetThen is NewSet, plus then, called with the rows once their transaction committed:
 // for what may only be told of an outcome that holds, such as a metric. A row applied
 // again after a failed batch is told once.
-func NewSetThen[T any](apply func(ctx context.Context, tx pgx.Tx, rows []T) error, then func(rows []T)) Set {
+func NewSetThen[T any](apply func(ctx context.Context, tx Tx, rows []T) error, then func(rows []T)) Set {
 	return &typedSet[T]{apply: apply, then: then}
 }
 
 type typedSet[T any] struct {
-	apply func(ctx context.Context, tx pgx.Tx, rows []T) error
+	apply func(ctx context.Context, tx Tx, rows []T) error
 	then  func(rows []T)
 }
 
 // committer is a Set told of its rows after they committed.
 type committer interface{ committed(rows []any) }
 
-func (s *typedSet[T]) Apply(ctx context.Context, tx pgx.Tx, rows []any) error {
+func (s *typedSet[T]) Apply(ctx context.Context, tx Tx, rows []any) error {
 	return s.apply(ctx, tx, typed[T](rows))
 }
 
@@ -138,9 +196,9 @@ func typed[T any](rows []any) []T {
 }
 
 // InTx is a Handler whose whole work is quick database work, done in the transaction.
-func InTx(apply func(ctx context.Context, tx pgx.Tx, msg Message) error) Handler {
+func InTx(apply func(ctx context.Context, tx Tx, msg Message) error) Handler {
 	return func(_ context.Context, msg Message) (Apply, error) {
-		return Func(func(ctx context.Context, tx pgx.Tx) error { return apply(ctx, tx, msg) }), nil
+		return Func(func(ctx context.Context, tx Tx) error { return apply(ctx, tx, msg) }), nil
 	}
 }
 
@@ -195,6 +253,9 @@ type Runner struct {
 	Metrics *Metrics
 	// Tracer makes a span of each record's handling, in its event's trace; nil: none.
 	Tracer trace.Tracer
+	// Waker wakes the outbox relay after a transaction that stored events committed;
+	// nil: the relay finds them at its next poll.
+	Waker *outbox.Waker
 
 	applier *applier // shared by the partitions, so their ready records commit together
 }

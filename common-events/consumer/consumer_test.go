@@ -93,7 +93,7 @@ func (f fixture) run(t *testing.T, handler consumer.Handler, options ...func(*co
 }
 
 // recordEffect is a handler whose effect is a row in effects.
-func recordEffect(ctx context.Context, tx pgx.Tx, msg consumer.Message) error {
+func recordEffect(ctx context.Context, tx consumer.Tx, msg consumer.Message) error {
 	_, err := tx.Exec(ctx, `INSERT INTO effects (order_id) VALUES ($1)`, msg.Subject)
 	return err
 }
@@ -126,7 +126,7 @@ func orderCreated(t *testing.T, id string) *sarama.ProducerMessage {
 		OrderID: id, CustomerID: "c", CustomerEmail: "a@b.c",
 		Items:      []events.Item{{SKU: "S", Quantity: 2, UnitPriceCents: 50}},
 		TotalCents: 100, Currency: "EUR", PaymentMethod: "tok_visa", CreatedAt: time.Now(),
-	}, events.Meta{Source: "test"}, time.Now())
+	}, events.Meta{}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +152,7 @@ func TestAppliesEachEventOnceAndCommitsOffsets(t *testing.T) {
 
 	// A new runner of the same group resumes after the committed offsets.
 	var calls atomic.Int32
-	f.run(t, consumer.InTx(func(ctx context.Context, tx pgx.Tx, msg consumer.Message) error {
+	f.run(t, consumer.InTx(func(ctx context.Context, tx consumer.Tx, msg consumer.Message) error {
 		calls.Add(1)
 		return recordEffect(ctx, tx, msg)
 	}))
@@ -176,7 +176,7 @@ func TestPoisonRecordsGoToTheDeadLetterTopicAndTheNextIsApplied(t *testing.T) {
 	testenv.Produce(t, f.brokers, rejected)
 	testenv.Produce(t, f.brokers, orderCreated(t, "order-good"))
 
-	f.run(t, consumer.InTx(func(ctx context.Context, tx pgx.Tx, msg consumer.Message) error {
+	f.run(t, consumer.InTx(func(ctx context.Context, tx consumer.Tx, msg consumer.Message) error {
 		if msg.Subject == "order-rejected" {
 			return consumer.Poison(errors.New("amount exceeds the provider's limit"))
 		}
@@ -230,7 +230,7 @@ func TestTransientDatabaseErrorIsRetriedNotSkipped(t *testing.T) {
 	}
 
 	var attempts atomic.Int32
-	f.run(t, consumer.InTx(func(ctx context.Context, tx pgx.Tx, msg consumer.Message) error {
+	f.run(t, consumer.InTx(func(ctx context.Context, tx consumer.Tx, msg consumer.Message) error {
 		attempts.Add(1)
 		if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '100ms'`); err != nil {
 			return err
@@ -272,7 +272,7 @@ func numbered(t *testing.T, id string, n int64) *sarama.ProducerMessage {
 		OrderID: id, CustomerID: "c", CustomerEmail: "a@b.c",
 		Items:      []events.Item{{SKU: "S", Quantity: 1, UnitPriceCents: n + 1}},
 		TotalCents: n + 1, Currency: "EUR", PaymentMethod: "tok_visa", CreatedAt: time.Now(),
-	}, events.Meta{Source: "test"}, time.Now())
+	}, events.Meta{}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +287,7 @@ type number struct {
 	n   int64
 }
 
-func (numbers) Apply(ctx context.Context, tx pgx.Tx, rows []any) error {
+func (numbers) Apply(ctx context.Context, tx consumer.Tx, rows []any) error {
 	keys, ns := make([]string, len(rows)), make([]int64, len(rows))
 	for i, r := range rows {
 		keys[i], ns[i] = r.(number).key, r.(number).n
@@ -551,7 +551,7 @@ func TestStopFinishesInFlightAndResumesWithoutLossOrRepeat(t *testing.T) {
 // pickyNumbers is numbers refusing, as poison, a batch holding the key "bad".
 type pickyNumbers struct{ largest *atomic.Int32 }
 
-func (p pickyNumbers) Apply(ctx context.Context, tx pgx.Tx, rows []any) error {
+func (p pickyNumbers) Apply(ctx context.Context, tx consumer.Tx, rows []any) error {
 	if n := int32(len(rows)); n > p.largest.Load() {
 		p.largest.Store(n)
 	}
@@ -681,5 +681,38 @@ func TestAPoisonRecordTooLargeToDeadLetterIsParkedCutShort(t *testing.T) {
 		len(dlq[0].Value) >= len(value) || !strings.HasPrefix(string(value), string(dlq[0].Value)) {
 		t.Errorf("dead letter key %q, %d bytes, headers %v; want key big, the value's start, truncated, offset %d",
 			dlq[0].Key, len(dlq[0].Value), headers, offset)
+	}
+}
+
+// An Apply's events are stored in the outbox with its transaction: once for an event
+// delivered twice, and not at all by an attempt that fails after emitting (its retry
+// emits them again, once).
+func TestEmittedEventsCommitWithTheirApply(t *testing.T) {
+	f := setup(t)
+	a := orderCreated(t, "order-a")
+	testenv.Produce(t, f.brokers, a)
+	testenv.Produce(t, f.brokers, a) // redelivered
+	var attempts atomic.Int32
+	f.run(t, consumer.InTx(func(ctx context.Context, tx consumer.Tx, msg consumer.Message) error {
+		env, err := events.New(events.PaymentFailed{OrderID: msg.Subject, PaymentID: "p", CustomerID: "c", CustomerEmail: "a@b.c",
+			AmountCents: 100, Currency: "EUR", Reason: events.ReasonDeclined, FailedAt: time.Now()}, msg.Meta(), time.Now())
+		if err != nil {
+			return err
+		}
+		tx.Emit(env)
+		if attempts.Add(1) == 1 {
+			return errors.New("the first attempt fails after emitting")
+		}
+		return recordEffect(ctx, tx, msg)
+	}))
+	f.waitEffects(t, 1, 15*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	rows, _ := f.pool.Query(context.Background(), `SELECT topic || ' ' || key FROM outbox ORDER BY id`)
+	stored, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(stored) != "[payment.failed order-a]" {
+		t.Errorf("outbox holds %v, want the one payment.failed of order-a, bound for its kind's topic", stored)
 	}
 }

@@ -53,7 +53,7 @@ func TestGoldenRecordsAreMessagesOfTheAsyncAPIDocument(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			now, err := events.New(ev, env.Meta(k.Source), time.Now())
+			now, err := events.New(ev, env.Meta(), time.Now())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -50,7 +50,7 @@ type Header struct {
 // Envelope is an event as it travels: CloudEvents attributes plus the JSON payload.
 type Envelope struct {
 	ID            string // UUIDv7
-	Source        string // the producing service
+	Source        string // the producing service, its kind's Source
 	Type          string
 	Time          time.Time
 	Subject       string // the order id, also the record key
@@ -61,14 +61,18 @@ type Envelope struct {
 
 // Meta carries what a new event inherits from what caused it.
 type Meta struct {
-	Source        string
 	CorrelationID string // empty starts a new correlation (the event's own id)
 	TraceParent   string // empty starts a new trace
 }
 
-// New wraps ev in an envelope with a fresh UUIDv7 id. It refuses an invalid payload, so an
+// New wraps ev in an envelope with a fresh UUIDv7 id, its source its kind's (the one
+// service that produces it). It refuses an invalid payload, or one of no kind, so an
 // invalid event is never published.
 func New(ev Event, meta Meta, now time.Time) (Envelope, error) {
+	k, ok := KindOf(ev.EventType())
+	if !ok {
+		return Envelope{}, fmt.Errorf("new %s event: %w", ev.EventType(), ErrUnknownType)
+	}
 	if err := ev.Validate(); err != nil {
 		return Envelope{}, fmt.Errorf("new %s event: %w", ev.EventType(), err)
 	}
@@ -78,7 +82,7 @@ func New(ev Event, meta Meta, now time.Time) (Envelope, error) {
 	}
 	env := Envelope{
 		ID:            NewID(now),
-		Source:        meta.Source,
+		Source:        k.Source,
 		Type:          ev.EventType(),
 		Time:          now.UTC(),
 		Subject:       ev.Subject(),
@@ -111,8 +115,14 @@ func (e Envelope) Headers() []Header {
 }
 
 // Meta returns what an event caused by this one inherits: correlation and trace.
-func (e Envelope) Meta(source string) Meta {
-	return Meta{Source: source, CorrelationID: e.CorrelationID, TraceParent: e.TraceParent}
+func (e Envelope) Meta() Meta {
+	return Meta{CorrelationID: e.CorrelationID, TraceParent: e.TraceParent}
+}
+
+// Topic is the topic the envelope's kind travels on ("" for a type of no kind).
+func (e Envelope) Topic() string {
+	k, _ := KindOf(e.Type)
+	return k.Topic
 }
 
 // Sentinels for what makes a record undecodable. Every decode error wraps one of them and

@@ -102,7 +102,7 @@ func TestGoldenPayloadsStillDecode(t *testing.T) {
 func TestNewEnvelopeRoundTrips(t *testing.T) {
 	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
 	ev := events.PaymentFailed{OrderID: "o-1", PaymentID: "p-1", CustomerEmail: "a@b.c", AmountCents: 5, Currency: "USD", Reason: events.ReasonInsufficientFunds, FailedAt: now}
-	env, err := events.New(ev, events.Meta{Source: "payment-service", CorrelationID: "corr-1"}, now)
+	env, err := events.New(ev, events.Meta{CorrelationID: "corr-1"}, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +133,7 @@ func TestNewEnvelopeRoundTrips(t *testing.T) {
 }
 
 func TestNewRefusesInvalidPayload(t *testing.T) {
-	_, err := events.New(events.OrderCreated{OrderID: "o-1"}, events.Meta{Source: "x"}, time.Now())
+	_, err := events.New(events.OrderCreated{OrderID: "o-1"}, events.Meta{}, time.Now())
 	if err == nil {
 		t.Fatal("New accepted an order.created without items, email or total")
 	}
@@ -312,7 +312,7 @@ func jsonEqual(a, b []byte) bool {
 // Producers write the correlation id as the CloudEvents extension, never the legacy header.
 func TestHeadersCarryTheCorrelationIDAsAnExtension(t *testing.T) {
 	env, err := events.New(events.OrderCancelled{OrderID: "o-1", CustomerID: "c", CustomerEmail: "a@b.c", TotalCents: 1, Currency: "EUR"},
-		events.Meta{Source: events.SourceOrderService, CorrelationID: "corr-1"}, time.Now())
+		events.Meta{CorrelationID: "corr-1"}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

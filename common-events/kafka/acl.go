@@ -25,7 +25,7 @@ func (p Permission) String() string {
 // Permissions are what service may do, derived from what the code declares rather than
 // written down a second time: it writes (idempotently) the topics of the events it is the
 // source of (events.Kinds) and its groups' dead-letter topics; it reads the topics each of
-// its groups consumes (groups: the service's Consumes()) and uses those groups, and no
+// its groups consumes (groups: its services.Service.Groups()) and uses those groups, and no
 // other. Describing what it may read or write is what its metadata, lag and readiness
 // requests need. Nothing else: no topic is created, none read or written beyond these.
 func Permissions(service string, groups map[string][]string) []Permission {
@@ -59,7 +59,7 @@ const (
 // dead letters of a service's groups: read each dead-letter topic, send its records back
 // to the topic they came from (which a replay is: so the operator may write those
 // topics, and nothing else of the service's), and read and write ledger, where each
-// replay is recorded. groups is the service's Consumes().
+// replay is recorded. groups is the service's services.Service.Groups().
 func OperatorPermissions(groups map[string][]string, ledger string) []Permission {
 	var ps permissions
 	for _, group := range sortedKeys(groups) {

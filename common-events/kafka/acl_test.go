@@ -12,20 +12,14 @@ import (
 
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/kafka"
+	"github.com/orderflow/common-events/services"
 )
-
-// The services' groups as their Consumes() declare them (the e2e tests hold the real
-// ones to these permissions on a running stack).
-var consumes = map[string]map[string][]string{
-	"order-service":   {"order-service": {events.TopicPaymentCompleted, events.TopicPaymentFailed}},
-	"payment-service": {"payment-service": {events.TopicOrderCreated, events.TopicOrderCancelled}},
-}
 
 // What a service may do follows from what the code declares: the topics of the events it
 // is the source of, the topics and groups it consumes, its dead-letter topics.
 func TestPermissionsFollowTheCode(t *testing.T) {
 	var got []string
-	for _, p := range kafka.Permissions("order-service", consumes["order-service"]) {
+	for _, p := range kafka.Permissions("order-service", services.Order.Groups()) {
 		got = append(got, p.String())
 	}
 	want := []string{
@@ -48,7 +42,7 @@ func TestPermissionsFollowTheCode(t *testing.T) {
 // order nobody paid for), and payment-service cannot join order-service's group.
 func TestPermissionsHoldOnACluster(t *testing.T) {
 	topics := append(events.Topics(), ledger)
-	for group, ts := range consumes["order-service"] {
+	for group, ts := range services.Order.Groups() {
 		for _, topic := range ts {
 			topics = append(topics, events.DeadLetterTopic(topic, group))
 		}
@@ -70,7 +64,8 @@ func TestPermissionsHoldOnACluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer admin.Close()
-	for service, groups := range consumes {
+	for _, svc := range []services.Service{services.Order, services.Payment} {
+		service, groups := svc.Name, svc.Groups()
 		if err := kafka.Grant(admin, "User:"+service, kafka.Permissions(service, groups)); err != nil {
 			t.Fatal(err)
 		}

@@ -90,7 +90,7 @@ func TestOurRecordsReadThroughTheCloudEventsSDK(t *testing.T) {
 	for _, k := range events.Kinds() {
 		t.Run(k.Type, func(t *testing.T) {
 			ev, _ := golden(t, k)
-			env, err := events.New(ev, events.Meta{Source: k.Source, CorrelationID: "019a8f3e-6c1a-7b2e-9f10-3c5d2e8a4b61"}, now)
+			env, err := events.New(ev, events.Meta{CorrelationID: "019a8f3e-6c1a-7b2e-9f10-3c5d2e8a4b61"}, now)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -210,7 +210,7 @@ func headerNames(cm *sarama.ConsumerMessage) string {
 func TestWeWriteTheHeadersTheSDKWrites(t *testing.T) {
 	k := events.Kinds()[0]
 	ev, _ := golden(t, k)
-	env, err := events.New(ev, events.Meta{Source: k.Source, CorrelationID: "c"}, time.Now())
+	env, err := events.New(ev, events.Meta{CorrelationID: "c"}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,100 +31,79 @@ const Channel = "outbox"
 // so one constant key suffices.
 const lockID int64 = 0x6f7574626f78 // "outbox"
 
-const insertSQL = `
-	WITH ins AS (
-		INSERT INTO outbox (topic, key, headers, payload) VALUES ($1, $2, $3, $4) RETURNING 1
-	)
-	SELECT pg_notify($5, '') FROM ins`
-
-// Args are the values of an outbox row for env bound for topic, in the order of the
-// columns topic, key, headers, payload: for a caller that writes the row within a
-// statement of its own (INSERT INTO outbox (topic, key, headers, payload) …), so its
-// change and its event take one round trip.
-func Args(topic string, env events.Envelope) []any {
-	headers := make(map[string]string, 9)
-	for _, h := range env.Headers() {
-		headers[h.Key] = string(h.Value)
-	}
-	return []any{topic, env.Subject, headers, env.Data}
-}
-
-// Insert stores env, bound for topic, inside the caller's transaction; it is published
-// only if that transaction commits. The NOTIFY is delivered at commit too.
-func Insert(ctx context.Context, tx pgx.Tx, topic string, env events.Envelope) error {
-	if _, err := tx.Exec(ctx, insertSQL, append(Args(topic, env), Channel)...); err != nil {
-		return fmt.Errorf("outbox insert: %w", err)
-	}
-	return nil
-}
-
-// Queue adds the insert of env to b, for a caller that writes its change and its event
-// in one batch: sent in one round trip without BEGIN, a batch runs as one implicit
-// transaction, so all of it commits or none of it does. It does not NOTIFY: call Wake
-// after the batch succeeded.
+// Rows are the events a statement stores with the change that causes them: the one way
+// anything writes the outbox. Each event's topic is its kind's (events.Envelope.Topic).
+// Each row is tagged with its change's number, so the statement can keep only the rows of
+// the changes that took place; see SQL.
 //
-// Why: PostgreSQL serializes the commits of notifying transactions, WAL flush included,
-// so a NOTIFY inside every small transaction costs group commit on a busy server. A
-// NOTIFY in a transaction of its own writes no WAL and holds that lock for microseconds.
-func Queue(b *pgx.Batch, topic string, env events.Envelope) {
-	b.Queue(insertQueuedSQL, Args(topic, env)...)
-}
-
-const insertQueuedSQL = `INSERT INTO outbox (topic, key, headers, payload) VALUES ($1, $2, $3, $4)`
-
-// InsertAfter runs change, a data-modifying statement with a RETURNING clause whose
-// parameters are args, and, if it returned a row, stores env bound for topic: both in one
-// statement, one round trip, inside tx. It reports whether change returned a row (and so
-// whether the event was stored).
-func InsertAfter(ctx context.Context, tx pgx.Tx, change string, args []any, topic string, env events.Envelope) (bool, error) {
-	n := len(args)
-	sql := fmt.Sprintf(`
-		WITH change AS (%s),
-		ins AS (
-			INSERT INTO outbox (topic, key, headers, payload) SELECT $%d, $%d, $%d, $%d FROM change LIMIT 1 RETURNING 1
-		)
-		SELECT count(*) FROM (SELECT pg_notify($%d, '') FROM ins) AS notified`, change, n+1, n+2, n+3, n+4, n+5)
-	var inserted int
-	if err := tx.QueryRow(ctx, sql, append(append(args, Args(topic, env)...), Channel)...).Scan(&inserted); err != nil {
-		return false, fmt.Errorf("outbox insert: %w", err)
-	}
-	return inserted == 1, nil
-}
-
-// Rows are outbox rows for a set-based statement: one statement stores the events of many
-// changes, each row tagged with its change's number so the statement can keep only the
-// rows of the changes that took place.
+// Writing the outbox never notifies the relay: the writer wakes it after its transaction
+// committed, through a Waker (see Waker for why).
 type Rows struct {
+	// Topic, when set, is every row's topic instead of its kind's: for a bench or a test
+	// that publishes to a topic of its own.
+	Topic string
+
 	topics, keys, headers []string
 	payloads              [][]byte
 	tags                  []int32
 }
 
-// Add adds env, bound for topic, as the event of change number tag.
-func (r *Rows) Add(tag int, topic string, env events.Envelope) {
-	a := Args(topic, env)
-	h, _ := json.Marshal(a[2]) // a map of strings always marshals
+// Add adds env as the event of change number tag.
+func (r *Rows) Add(tag int, env events.Envelope) {
+	topic := r.Topic
+	if topic == "" {
+		topic = env.Topic()
+	}
+	hs := env.Headers()
+	headers := make(map[string]string, len(hs))
+	for _, h := range hs {
+		headers[h.Key] = string(h.Value)
+	}
+	h, _ := json.Marshal(headers) // a map of strings always marshals
 	r.topics, r.keys, r.headers = append(r.topics, topic), append(r.keys, env.Subject), append(r.headers, string(h))
 	r.payloads, r.tags = append(r.payloads, env.Data), append(r.tags, int32(tag))
 }
 
-// InsertSQL returns an INSERT, for a WITH clause, that stores the rows whose tag is in
-// column tag of from (the changes that took place), with parameters numbered from first
-// on, and their values. It returns one row per event stored.
-func (r *Rows) InsertSQL(first int, from string) (string, []any) {
+// Len is how many events r holds.
+func (r *Rows) Len() int { return len(r.tags) }
+
+// SQL returns an INSERT, for a WITH clause of the caller's statement, with parameters
+// numbered from first on, and their values. With from, the name of a relation (a WITH
+// query of the same statement) with a column tag, it stores the rows whose tag is in from:
+// the events of the changes that took place; with from empty, every row. It returns one
+// row per event stored.
+func (r *Rows) SQL(first int, from string) (string, []any) {
+	join := ""
+	if from != "" {
+		join = "JOIN " + from + " USING (tag)"
+	}
 	sql := fmt.Sprintf(`
 		INSERT INTO outbox (topic, key, headers, payload)
 		SELECT r.topic, r.key, r.headers::jsonb, r.payload
 		FROM unnest($%d::text[], $%d::text[], $%d::text[], $%d::bytea[], $%d::int[]) AS r(topic, key, headers, payload, tag)
-		JOIN %s USING (tag)
+		%s
 		ORDER BY r.tag
-		RETURNING 1`, first, first+1, first+2, first+3, first+4, from)
+		RETURNING 1`, first, first+1, first+2, first+3, first+4, join)
 	return sql, []any{r.topics, r.keys, r.headers, r.payloads, r.tags}
 }
 
-// Execer runs a statement (a pool, a connection).
+// Execer runs a statement (a pool, a connection, a transaction).
 type Execer interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// Write stores envs in a statement of their own, in db (the caller's transaction): for a
+// writer whose change took statements of its own already.
+func Write(ctx context.Context, db Execer, envs ...events.Envelope) error {
+	var r Rows
+	for i, env := range envs {
+		r.Add(i, env)
+	}
+	sql, args := r.SQL(1, "")
+	if _, err := db.Exec(ctx, sql, args...); err != nil {
+		return fmt.Errorf("outbox insert: %w", err)
+	}
+	return nil
 }
 
 // Wake tells the relay, wherever it runs, that rows were committed. A lost wake-up costs
@@ -134,8 +113,15 @@ func Wake(ctx context.Context, db Execer) error {
 	return err
 }
 
-// Waker coalesces wake-ups: the first after a quiet spell notifies at once, the ones that
-// follow within Every share one NOTIFY at its end. Under load that is one NOTIFY (and one
+// Waker wakes the relay after writers committed: the one NOTIFY policy of orderflow's
+// outboxes. A writer never notifies inside its transaction: PostgreSQL serializes the
+// commits of notifying transactions, WAL flush included, so a NOTIFY in every small
+// transaction costs group commit on a busy server (docs/performance.md, "Waking the
+// relay", measures it). A NOTIFY in a transaction of its own writes no WAL and holds that
+// lock for microseconds.
+//
+// It coalesces: the first wake-up after a quiet spell notifies at once, the ones that
+// follow within every share one NOTIFY at its end. Under load that is one NOTIFY (and one
 // relay round) for many rows instead of one each. Run it as one of the service's workers;
 // wake-ups while it does not run are dropped, which costs at most the relay's poll.
 type Waker struct {
@@ -144,13 +130,20 @@ type Waker struct {
 	signal chan struct{}
 }
 
+// WakeEvery is how often, at most, a Waker notifies: a burst of commits shares one NOTIFY
+// and one relay round, and an event waits at most this long for it.
+const WakeEvery = 5 * time.Millisecond
+
 // NewWaker returns a waker on db that notifies at most once every every.
 func NewWaker(db Execer, every time.Duration) *Waker {
 	return &Waker{db: db, every: every, signal: make(chan struct{}, 1)}
 }
 
-// Wake asks for a NOTIFY; it never blocks.
+// Wake asks for a NOTIFY; it never blocks. A nil Waker does nothing.
 func (w *Waker) Wake() {
+	if w == nil {
+		return
+	}
 	select {
 	case w.signal <- struct{}{}:
 	default: // one is pending already

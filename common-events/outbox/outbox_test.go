@@ -40,24 +40,22 @@ func orderEvent(t *testing.T, i int) events.Envelope {
 		Items:      []events.Item{{SKU: "S", Quantity: 1, UnitPriceCents: 100}},
 		TotalCents: 100, Currency: "EUR", PaymentMethod: "tok_visa", CreatedAt: time.Now(),
 	}
-	env, err := events.New(ev, events.Meta{Source: "test"}, time.Now())
+	env, err := events.New(ev, events.Meta{}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	return env
 }
 
+// insert stores envs in one transaction and wakes the relay once it committed, as every
+// writer does.
 func insert(t *testing.T, pool *pgxpool.Pool, envs ...events.Envelope) {
 	t.Helper()
-	err := pgx.BeginFunc(context.Background(), pool, func(tx pgx.Tx) error {
-		for _, env := range envs {
-			if err := outbox.Insert(context.Background(), tx, events.TopicOrderCreated, env); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	ctx := context.Background()
+	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return outbox.Write(ctx, tx, envs...) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := outbox.Wake(ctx, pool); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -128,7 +126,7 @@ func TestRelayPublishesCommittedRowsInOrderAndDeletesThem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := outbox.Insert(ctx, tx, events.TopicOrderCreated, rolledBack); err != nil {
+	if err := outbox.Write(ctx, tx, rolledBack); err != nil {
 		t.Fatal(err)
 	}
 	_ = tx.Rollback(ctx)
@@ -240,33 +238,47 @@ func TestRelaySurvivesLosingItsDatabaseConnection(t *testing.T) {
 	}
 }
 
-// A writer that batches its change and its event (Queue) and wakes the relay after the
-// commit (Wake) gets its events out at once, not at the next poll.
-func TestQueuedRowsAndWake(t *testing.T) {
+// A writer joins its events to its change's statement (Rows.SQL): only the events of the
+// changes that took place are stored, each bound for its kind's topic, and a wake-up
+// after the commit gets them out at once, not at the next poll.
+func TestRowsJoinTheirChangeAndAWakeUpSendsThem(t *testing.T) {
 	pool, brokers := withTopic(t, 1)
 	ctx := context.Background()
 	startRelay(t, pool, brokers) // polls every 5 s
 	time.Sleep(300 * time.Millisecond)
 
-	batch := &pgx.Batch{}
+	var rows outbox.Rows
+	var envs []events.Envelope
 	for i := range 3 {
-		outbox.Queue(batch, events.TopicOrderCreated, orderEvent(t, i))
+		envs = append(envs, orderEvent(t, i))
+		rows.Add(i, envs[i])
 	}
-	if err := pool.SendBatch(ctx, batch).Close(); err != nil {
+	insert, args := rows.SQL(2, "change")
+	var stored int
+	// The change: tags 0 and 2 took place, 1 did not.
+	if err := pool.QueryRow(ctx, `
+		WITH change AS (SELECT g AS tag FROM generate_series(0, 2) AS g WHERE g <> $1),
+		ins AS (`+insert+`)
+		SELECT count(*) FROM ins`, append([]any{1}, args...)...).Scan(&stored); err != nil {
 		t.Fatal(err)
+	}
+	if stored != 2 {
+		t.Fatalf("stored %d events, want the 2 of the changes that took place", stored)
 	}
 	if err := outbox.Wake(ctx, pool); err != nil {
 		t.Fatal(err)
 	}
-	if got := testenv.Records(t, brokers, events.TopicOrderCreated, 3, 2*time.Second); len(got) != 3 {
-		t.Fatalf("published %d records within 2s of the wake-up, want 3", len(got))
+	got := testenv.Records(t, brokers, events.TopicOrderCreated, 2, 2*time.Second)
+	if len(got) != 2 {
+		t.Fatalf("published %d records within 2s of the wake-up, want 2", len(got))
+	}
+	for i, want := range []events.Envelope{envs[0], envs[2]} {
+		if id := testenv.Header(got[i], events.HeaderID); id != want.ID {
+			t.Errorf("record %d is %s, want %s", i, id, want.ID)
+		}
 	}
 }
 
-// A leader whose database connection goes silent — packets dropped, nothing closed, its
-// FIN lost — loses the lead: the server ends its session once idle for LeaderSilence, and
-// with it the lock, and another relay publishes. The session, and the lock, used to live
-// on for as long as the server's TCP took to notice: hours by default.
 func TestABlackholedLeaderIsReplaced(t *testing.T) {
 	pool, brokers := withTopic(t, 1)
 	proxied, proxy := testenv.ProxiedPool(t, pool)

@@ -9,6 +9,7 @@ import (
 	"github.com/orderflow/common-events/config"
 	"github.com/orderflow/common-events/deadletter"
 	"github.com/orderflow/common-events/kafka"
+	"github.com/orderflow/common-events/services"
 )
 
 // Setup is what a service's kafka-setup does: on Brokers, logged in as Security says,
@@ -37,7 +38,8 @@ type Grant struct {
 // read-only viewer, KAFKA_SETUP_VIEWER (default User:kafka-ui, compose's Kafka UI),
 // kafka.ViewerPermissions of the service's topics and groups. "none" grants nobody. It
 // returns the variables it read.
-func ReadSetup(service string, groups map[string][]string, getenv func(string) string) (Setup, []string, error) {
+func ReadSetup(svc services.Service, getenv func(string) string) (Setup, []string, error) {
+	service, groups := svc.Name, svc.Groups()
 	env := config.NewEnv(getenv)
 	s := Setup{
 		Brokers:    env.HostPorts("KAFKA_BROKERS", []string{"127.0.0.1:9092"}),
@@ -61,8 +63,9 @@ func ReadSetup(service string, groups map[string][]string, getenv func(string) s
 // SetupKafka is a service's `kafka-setup` command (ReadSetup), run once per service by
 // the cluster's administrator before the service starts on a cluster with ACLs; it prints
 // what it granted.
-func SetupKafka(service string, groups map[string][]string, getenv func(string) string, stdout io.Writer) error {
-	s, _, err := ReadSetup(service, groups, getenv)
+func SetupKafka(svc services.Service, getenv func(string) string, stdout io.Writer) error {
+	service := svc.Name
+	s, _, err := ReadSetup(svc, getenv)
 	if err != nil {
 		return err
 	}

@@ -10,11 +10,13 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	_ "net/http/pprof" // served only on PPROF_ADDR
 	"os"
 	"os/signal"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -32,6 +34,7 @@ import (
 	"github.com/orderflow/common-events/kafka"
 	"github.com/orderflow/common-events/metrics"
 	"github.com/orderflow/common-events/outbox"
+	"github.com/orderflow/common-events/services"
 	"github.com/orderflow/common-events/tracing"
 	"github.com/orderflow/common-events/web"
 	"github.com/orderflow/migrations"
@@ -40,16 +43,16 @@ import (
 // RunFunc is a service's run: it serves until ctx is cancelled.
 type RunFunc func(ctx context.Context, getenv func(string) string, stdout, stderr io.Writer) error
 
-// Main runs a service as a process: SIGINT or SIGTERM starts the graceful shutdown, and a
-// failure is one line on stderr. It returns the exit code. groups is the service's
-// consumer groups and the topics each reads (its Consumes()): with the argument
+// Main runs service svc as a process: SIGINT or SIGTERM starts the graceful shutdown, and
+// a failure is one line on stderr. It returns the exit code. With the argument
 // kafka-setup, Main sets up the cluster for the service instead (SetupKafka).
-func Main(service string, run RunFunc, groups map[string][]string) int {
+func Main(svc services.Service, run RunFunc) int {
+	service := svc.Name
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	switch args := os.Args[1:]; {
 	case len(args) == 1 && args[0] == "kafka-setup":
-		if err := SetupKafka(service, groups, os.Getenv, os.Stdout); err != nil {
+		if err := SetupKafka(svc, os.Getenv, os.Stdout); err != nil {
 			fmt.Fprintf(os.Stderr, "%s kafka-setup: %v\n", service, err)
 			return 1
 		}
@@ -73,7 +76,8 @@ func NewLogger(w io.Writer, service string, level slog.Level) *slog.Logger {
 
 // Stack is the infrastructure a service runs on.
 type Stack struct {
-	Service  string
+	Service  string // its name (Identity.Name)
+	Identity services.Service
 	Config   config.Base
 	Log      *slog.Logger
 	Pool     *pgxpool.Pool
@@ -90,6 +94,7 @@ type Stack struct {
 	Tracer  trace.Tracer
 
 	outboxMetrics   *outbox.Metrics
+	waker           *outbox.Waker
 	consumerMetrics *consumer.Metrics
 	listener        net.Listener
 	consumerClients []sarama.Client
@@ -99,11 +104,11 @@ type Stack struct {
 
 // Boot prepares a service: it binds the HTTP port (so a port in use fails first and
 // clearly), connects to its database and migrates it with schema, makes sure the topics
-// and the dead-letter topics of its consumer groups exist, and opens the Kafka clients.
-// groups maps each consumer group to the topics it reads. On error everything opened so
-// far is closed again.
-func Boot(ctx context.Context, service string, cfg config.Base, stdout io.Writer, schema fs.FS, groups map[string][]string) (_ *Stack, err error) {
-	s := &Stack{Service: service, Config: cfg, Log: NewLogger(stdout, service, cfg.LogLevel), Verifier: auth.NewVerifier(cfg.Auth, nil)}
+// and the dead-letter topics of its consumer group exist, and opens the Kafka clients.
+// On error everything opened so far is closed again.
+func Boot(ctx context.Context, svc services.Service, cfg config.Base, stdout io.Writer, schema fs.FS) (_ *Stack, err error) {
+	service, groups := svc.Name, svc.Groups()
+	s := &Stack{Service: service, Identity: svc, Config: cfg, Log: NewLogger(stdout, service, cfg.LogLevel), Verifier: auth.NewVerifier(cfg.Auth, nil)}
 	if cfg.LogLevel <= slog.LevelDebug { // the Kafka client's own account of its connections, sessions and retries
 		sarama.Logger = slog.NewLogLogger(s.Log.With("logger", "sarama").Handler(), slog.LevelDebug)
 	}
@@ -125,6 +130,7 @@ func Boot(ctx context.Context, service string, cfg config.Base, stdout io.Writer
 	if s.Metrics, err = metrics.New(service); err != nil {
 		return nil, err
 	}
+	s.waker = outbox.NewWaker(s.Pool, outbox.WakeEvery)
 	s.Registerer = s.Metrics.Registerer(service)
 	if err = metrics.Pool(s.Registerer, s.Pool); err != nil {
 		return nil, err
@@ -176,26 +182,33 @@ func openPool(ctx context.Context, url string, schema fs.FS) (*pgxpool.Pool, err
 	return pool, nil
 }
 
-// Consumer returns a runner for group with its own Kafka client, as sarama asks: one
-// client per consumer group.
-func (s *Stack) Consumer(group string, handlers map[string]consumer.Handler) (*consumer.Runner, error) {
+// Consumer returns a runner for the service's consumer group with its own Kafka client,
+// as sarama asks: one client per consumer group. handlers has the handler of each topic
+// the group reads, and no other (services.Service.CheckHandlers).
+func (s *Stack) Consumer(handlers map[string]consumer.Handler) (*consumer.Runner, error) {
+	group := s.Identity.Group
+	topics := slices.Collect(maps.Keys(handlers))
+	if err := s.Identity.CheckHandlers(topics); err != nil {
+		return nil, err
+	}
 	c, err := sarama.NewClient(s.Config.KafkaBrokers, s.Config.Kafka.Config(s.Service))
 	if err != nil {
 		return nil, fmt.Errorf("kafka consumer client: %w", err)
 	}
 	s.consumerClients = append(s.consumerClients, c)
-	topics := make([]string, 0, len(handlers))
-	for t := range handlers {
-		topics = append(topics, t)
-	}
 	if err := s.consumerMetrics.Watch(group, topics, c); err != nil {
 		return nil, err
 	}
 	return &consumer.Runner{
 		Group: group, Client: c, Pool: s.Pool, DeadLetters: s.Producer, Handlers: handlers, Log: s.Log,
 		Concurrency: s.Config.ConsumerConcurrency, HandlerTimeout: s.Config.HandlerTimeout, Metrics: s.consumerMetrics, Tracer: s.Tracer,
+		Waker: s.waker,
 	}, nil
 }
+
+// Waker wakes the outbox relay after a commit that stored events (outbox.Waker): the
+// consumers' runners use it, and so should whatever else writes the outbox. Serve runs it.
+func (s *Stack) Waker() *outbox.Waker { return s.waker }
 
 // Relay returns the outbox relay of the service's database.
 func (s *Stack) Relay() *outbox.Relay {
@@ -358,6 +371,7 @@ func (s *Stack) Serve(ctx context.Context, api *echo.Echo, front, back []Worker)
 	s.Metrics.Wait(first)
 	firstDone()
 	start(&backWG, backCtx, s.watchReady)
+	start(&backWG, backCtx, s.waker.Run)
 	for _, w := range front {
 		start(&frontWG, frontCtx, w)
 	}

@@ -11,8 +11,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/orderflow/common-events/config"
+	"github.com/orderflow/common-events/consumer"
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/kafka"
+	"github.com/orderflow/common-events/services"
 	"github.com/orderflow/devstack/testenv"
 	"github.com/orderflow/migrations"
 )
@@ -44,8 +46,7 @@ func TestBootReachesAClusterThatWantsSASLAndTLS(t *testing.T) {
 	if err := env.Err(); err != nil {
 		t.Fatal(err)
 	}
-	s, err := Boot(context.Background(), "payment-service", cfg, io.Discard, migrations.Payments,
-		map[string][]string{"payment-service": {events.TopicOrderCreated}})
+	s, err := Boot(context.Background(), services.Payment, cfg, io.Discard, migrations.Payments)
 	if err != nil {
 		t.Fatalf("boot over SASL_SSL: %v", err)
 	}
@@ -56,7 +57,7 @@ func TestBootReachesAClusterThatWantsSASLAndTLS(t *testing.T) {
 	if err := kafka.Ping(context.Background(), s.Kafka); err != nil {
 		t.Errorf("readiness ping over SASL_SSL: %v", err)
 	}
-	if _, err := s.Consumer("payment-service", nil); err != nil {
+	if _, err := s.Consumer(map[string]consumer.Handler{events.TopicOrderCreated: nil, events.TopicOrderCancelled: nil}); err != nil {
 		t.Errorf("a consumer's client over SASL_SSL: %v", err)
 	}
 }

@@ -72,12 +72,12 @@ func TestOneTraceFromRequestToConsumer(t *testing.T) {
 		env, err := events.New(events.OrderCreated{
 			OrderID: "o-1", CustomerID: "c", CustomerEmail: "a@b.c", Items: []events.Item{{SKU: "S", Quantity: 1, UnitPriceCents: 100}},
 			TotalCents: 100, Currency: "EUR", PaymentMethod: "tok_visa", CreatedAt: time.Now(),
-		}, events.Meta{Source: "front", CorrelationID: "corr-1", TraceParent: tracing.TraceParent(ctx)}, time.Now())
+		}, events.Meta{CorrelationID: "corr-1", TraceParent: tracing.TraceParent(ctx)}, time.Now())
 		if err != nil {
 			return err
 		}
 		return pgx.BeginFunc(ctx, ordersDB, func(tx pgx.Tx) error {
-			return outbox.Insert(ctx, tx, events.TopicOrderCreated, env)
+			return outbox.Write(ctx, tx, env)
 		})
 	})
 	srv := httptest.NewServer(e)

@@ -26,6 +26,7 @@ import (
 
 	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/kafka"
+	"github.com/orderflow/common-events/services"
 	"github.com/orderflow/devstack/issuer"
 	"github.com/orderflow/devstack/kafkabroker"
 	"github.com/orderflow/devstack/pgcluster"
@@ -37,12 +38,8 @@ const (
 	BrokerKafka = "kafka" // Apache Kafka, the broker users run, as a JVM process
 )
 
-// Service names, in start order.
-var Services = []string{"order-service", "payment-service", "notification-service"}
-
-var databases = map[string]string{
-	"order-service": "orders", "payment-service": "payments", "notification-service": "notifications",
-}
+// Services are the services' names, in start order (services.Names).
+var Services = services.Names()
 
 // Options says where everything lives and listens. Zero values take the defaults.
 type Options struct {
@@ -83,10 +80,11 @@ type Options struct {
 	PostgresStats bool
 }
 
-var portVars = map[string]string{"order-service": "ORDER_PORT", "payment-service": "PAYMENT_PORT", "notification-service": "NOTIFICATION_PORT"}
-
-// DefaultHTTPPorts are the services' ports on the local stack.
-var DefaultHTTPPorts = map[string]int{"order-service": 8080, "payment-service": 8081, "notification-service": 8082}
+// identity is the service called name, one of Services.
+func identity(name string) services.Service {
+	s, _ := services.Named(name)
+	return s
+}
 
 // Stack is a running local orderflow.
 type Stack struct {
@@ -128,7 +126,7 @@ func FromEnv(getenv func(string) string) (Options, error) {
 	o.PGPort = port("PG_PORT", 55432)
 	o.IssuerPort = port("ISSUER_PORT", 8090)
 	for _, name := range Services {
-		o.HTTPPorts[name] = port(portVars[name], DefaultHTTPPorts[name])
+		o.HTTPPorts[name] = port(identity(name).PortVar, identity(name).Port)
 	}
 	return o, errors.Join(errs...)
 }
@@ -167,9 +165,9 @@ func (o *Options) defaults() error {
 	if o.HTTPPorts == nil {
 		o.HTTPPorts = map[string]int{}
 	}
-	for name, p := range DefaultHTTPPorts {
-		if o.HTTPPorts[name] == 0 {
-			o.HTTPPorts[name] = p
+	for _, svc := range services.All() {
+		if o.HTTPPorts[svc.Name] == 0 {
+			o.HTTPPorts[svc.Name] = svc.Port
 		}
 	}
 	if o.Partitions == 0 {
@@ -219,7 +217,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		ports["ISSUER_PORT (the token issuer)"] = o.IssuerPort
 	}
 	for name, p := range o.HTTPPorts {
-		ports[name+" ("+portVars[name]+")"] = p
+		ports[name+" ("+identity(name).PortVar+")"] = p
 	}
 	for what, p := range ports {
 		host := o.Host
@@ -263,11 +261,11 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	if err := s.Postgres.CreateDatabases(ctx, "orders", "payments", "notifications"); err != nil {
+	if err := s.Postgres.CreateDatabases(ctx, services.Databases()...); err != nil {
 		return nil, err
 	}
 	for _, name := range Services { // one role per service, owning its database alone
-		if err := s.Postgres.OwnDatabase(ctx, name, databases[name]); err != nil {
+		if err := s.Postgres.OwnDatabase(ctx, name, identity(name).Database); err != nil {
 			return nil, err
 		}
 	}
@@ -275,7 +273,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	for _, name := range Services {
 		env := []string{
 			"HTTP_ADDR=" + net.JoinHostPort(o.Host, strconv.Itoa(o.HTTPPorts[name])),
-			"DATABASE_URL=" + s.Postgres.URLAs(name, databases[name]),
+			"DATABASE_URL=" + s.Postgres.URLAs(name, identity(name).Database),
 			"KAFKA_BROKERS=" + s.KafkaAddr(),
 			"KAFKA_TOPIC_PARTITIONS=" + strconv.Itoa(o.Partitions),
 			"AUTH_ISSUER=" + s.Issuer.URL,

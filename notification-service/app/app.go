@@ -7,17 +7,14 @@ import (
 	"log/slog"
 
 	"github.com/orderflow/common-events/config"
-	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/platform"
+	"github.com/orderflow/common-events/services"
 	"github.com/orderflow/migrations"
 	"github.com/orderflow/notification-service/internal/consume"
 	"github.com/orderflow/notification-service/internal/httpapi"
 	"github.com/orderflow/notification-service/internal/mail"
 	"github.com/orderflow/notification-service/internal/postgres"
 )
-
-// Name is the service's name in logs and Kafka client ids.
-const Name = "notification-service"
 
 // Config is everything notification-service reads from its environment.
 type Config struct {
@@ -30,16 +27,11 @@ type Config struct {
 func ReadConfig(getenv func(string) string) (Config, []string, error) {
 	env := config.NewEnv(getenv)
 	cfg := Config{
-		Base:     config.ReadBase(env, ":8082", "postgres://postgres@127.0.0.1:55432/notifications?sslmode=disable"),
+		Base:     config.ReadBase(env, services.Notification.Addr(), services.Notification.DefaultDatabaseURL()),
 		SMTPAddr: env.Addr("SMTP_ADDR", ""),
 		MailFrom: env.String("MAIL_FROM", "orderflow <no-reply@orderflow.local>"),
 	}
 	return cfg, env.Names(), env.Err()
-}
-
-// Consumes maps the service's consumer group to the topics it reads.
-func Consumes() map[string][]string {
-	return map[string][]string{consume.Group: {events.TopicPaymentCompleted, events.TopicPaymentFailed, events.TopicOrderCancelled, events.TopicPaymentRefunded}}
 }
 
 // Run serves until ctx is cancelled, then shuts down in order.
@@ -48,7 +40,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	stack, err := platform.Boot(ctx, Name, cfg.Base, stdout, migrations.Notifications, Consumes())
+	stack, err := platform.Boot(ctx, services.Notification, cfg.Base, stdout, migrations.Notifications)
 	if err != nil {
 		return err
 	}
@@ -63,7 +55,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	if err := postgres.RegisterMetrics(stack.Registerer, stack.Pool); err != nil {
 		return err
 	}
-	payments, err := stack.Consumer(consume.Group, consume.Handlers(store, sender, cfg.MailFrom))
+	payments, err := stack.Consumer(consume.Handlers(store, sender, cfg.MailFrom))
 	if err != nil {
 		return err
 	}

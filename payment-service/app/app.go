@@ -11,17 +11,14 @@ import (
 	"time"
 
 	"github.com/orderflow/common-events/config"
-	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/platform"
+	"github.com/orderflow/common-events/services"
 	"github.com/orderflow/migrations"
 	"github.com/orderflow/payment-service/internal/consume"
 	"github.com/orderflow/payment-service/internal/httpapi"
 	"github.com/orderflow/payment-service/internal/postgres"
 	"github.com/orderflow/payment-service/internal/simulator"
 )
-
-// Name is the service's name in logs, event sources and Kafka client ids.
-const Name = "payment-service"
 
 // Config is everything payment-service reads from its environment.
 type Config struct {
@@ -37,17 +34,12 @@ type Config struct {
 func ReadConfig(getenv func(string) string) (Config, []string, error) {
 	env := config.NewEnv(getenv)
 	cfg := Config{
-		Base:                  config.ReadBase(env, ":8081", "postgres://postgres@127.0.0.1:55432/payments?sslmode=disable"),
+		Base:                  config.ReadBase(env, services.Payment.Addr(), services.Payment.DefaultDatabaseURL()),
 		ProviderLatency:       env.Duration("PROVIDER_LATENCY", 0, 0, time.Minute),
 		ProviderTransientRate: env.Float("PROVIDER_TRANSIENT_FAILURE_RATE", 0, 0, 1),
 		PaymentDeadline:       env.Duration("PAYMENT_DEADLINE", 10*time.Minute, time.Second, 7*24*time.Hour),
 	}
 	return cfg, env.Names(), env.Err()
-}
-
-// Consumes maps the service's consumer group to the topics it reads.
-func Consumes() map[string][]string {
-	return map[string][]string{consume.Group: {events.TopicOrderCreated, events.TopicOrderCancelled}}
 }
 
 // Run serves until ctx is cancelled, then shuts down in order.
@@ -56,7 +48,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	stack, err := platform.Boot(ctx, Name, cfg.Base, stdout, migrations.Payments, Consumes())
+	stack, err := platform.Boot(ctx, services.Payment, cfg.Base, stdout, migrations.Payments)
 	if err != nil {
 		return err
 	}
@@ -68,7 +60,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	}
 	provider := simulator.New(stack.Pool, cfg.ProviderLatency, cfg.ProviderTransientRate)
 	go hangOnSignal(ctx, stack.Log, provider)
-	orders, err := stack.Consumer(consume.Group, consume.Handlers(store, provider, cfg.PaymentDeadline))
+	orders, err := stack.Consumer(consume.Handlers(store, provider, cfg.PaymentDeadline))
 	if err != nil {
 		return err
 	}

@@ -176,6 +176,10 @@ func (p plan) measure(ctx context.Context, getenv func(string) string, stdout io
 			return err
 		}
 		fmt.Fprintf(stdout, "bench: %.0f single-row INSERT transactions/s (synchronous commit)\n", rep.Yardstick.TPS)
+		fmt.Fprintf(stdout, "bench: waking the relay: NOTIFY in each transaction, then a Waker after the commits, %s each…\n", p.yardstick)
+		if rep.Wake, err = wakeCost(ctx, tg.adminDB, p.yardstick); err != nil {
+			return err
+		}
 		if rep.Auth, err = authCost(ctx, p.authN); err != nil {
 			return err
 		}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/orderflow/common-events/services"
 )
 
 type outcomes struct {
@@ -97,8 +99,8 @@ func (tg *target) outcomes(ctx context.Context, ids []string, within time.Durati
 	return out, rows.Err()
 }
 
-// serviceDBs are the databases of the three services.
-var serviceDBs = []string{"orders", "payments", "notifications"}
+// serviceDBs are the databases of the services.
+var serviceDBs = services.Databases()
 
 // dbWork is what the services' databases did during a run: statements run (by
 // pg_stat_statements, BEGIN and COMMIT included) and transactions committed (by

@@ -86,6 +86,7 @@ type report struct {
 	Seconds   float64         `json:"seconds"`
 	Yardstick yardstickResult `json:"yardstick"`
 	Auth      authResult      `json:"auth"`
+	Wake      wakeResult      `json:"wake"`
 	Traces    []tracesResult  `json:"traces,omitempty"` // BENCH_TRACES=1: the spans exported, per broker
 	Runs      []runResult     `json:"runs"`
 	Relay     []relayResult   `json:"relay_comparison,omitempty"`
@@ -134,6 +135,10 @@ func (r report) markdown(w io.Writer) {
 		for _, b := range r.brokers() {
 			fmt.Fprintf(w, "Best sustained confirmed orders/s on %s: %.0f = %.3f × the yardstick.\n", brokerNames[b], best[b], best[b]/r.Yardstick.TPS)
 		}
+	}
+	if k := r.Wake; k.InTxTPS > 0 {
+		fmt.Fprintf(w, "Waking the relay (%d connections, single-row outbox transactions, a listener on the channel): a NOTIFY inside each transaction %.0f/s; outbox's Waker after the commits %.0f/s (%.2f×, %d NOTIFYs in all).\n",
+			k.Connections, k.InTxTPS, k.WakerTPS, k.WakerTPS/k.InTxTPS, k.Notifies)
 	}
 	if r.Auth.N > 0 {
 		fmt.Fprintf(w, "Bearer token verification on one core (every request to order-service pays it; %d tokens): %.1f µs for a token seen the first time (ES256 signature and claims, keys cached), %.2f µs for one that passed before.\n",

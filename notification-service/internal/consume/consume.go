@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
@@ -20,9 +19,6 @@ import (
 	"github.com/orderflow/notification-service/internal/notification"
 	"github.com/orderflow/notification-service/internal/postgres"
 )
-
-// Group is notification-service's consumer group, independent of order-service's.
-const Group = "notification-service"
 
 // Sender delivers an email.
 type Sender interface {
@@ -103,7 +99,7 @@ type record struct {
 	log *slog.Logger
 }
 
-func (s records) apply(ctx context.Context, tx pgx.Tx, rows []record) error {
+func (s records) apply(ctx context.Context, tx consumer.Tx, rows []record) error {
 	ns := make([]notification.Notification, len(rows))
 	for i, r := range rows {
 		ns[i] = r.n

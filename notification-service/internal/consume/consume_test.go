@@ -33,14 +33,14 @@ func TestCancelledOrderIsNeverConfirmed(t *testing.T) {
 	handlers := consume.Handlers(postgres.NewStore(pool), mail.SMTP{Addr: server.Addr}, "orderflow <orders@orderflow.local>")
 	deliver := func(topic string, ev events.Event) {
 		t.Helper()
-		env, err := events.New(ev, events.Meta{Source: "test"}, time.Now())
+		env, err := events.New(ev, events.Meta{}, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
 		msg := consumer.Message{Envelope: env, Event: ev, Topic: topic, Log: slog.New(slog.NewJSONHandler(t.Output(), nil))}
 		apply, err := handlers[topic](ctx, msg)
 		if err == nil {
-			err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return apply.Run(ctx, tx) })
+			err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { _, err := apply.Run(ctx, tx); return err })
 		}
 		if err != nil {
 			t.Fatalf("%s: %v", topic, err)

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/orderflow/common-events/consumer"
@@ -17,9 +16,6 @@ import (
 	"github.com/orderflow/order-service/internal/order"
 	"github.com/orderflow/order-service/internal/postgres"
 )
-
-// Group is order-service's consumer group.
-const Group = "order-service"
 
 // Handlers returns the handler of each topic order-service consumes; reg gets the
 // histogram of the time from an order's POST to its payment decision.
@@ -91,7 +87,7 @@ type transition struct {
 // apply moves the orders. An outcome that does not apply (unknown order, order no longer
 // pending) is logged and acknowledged: retrying it could never succeed, and it is a valid
 // event, so it is no dead letter either.
-func (t transitions) apply(ctx context.Context, tx pgx.Tx, rows []*transition) error {
+func (t transitions) apply(ctx context.Context, tx consumer.Tx, rows []*transition) error {
 	changes := make([]postgres.Change, len(rows))
 	for i, r := range rows {
 		changes[i], r.decidedAfter = r.change, 0 // a batch that failed may have set it

@@ -21,27 +21,24 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/events"
-	"github.com/orderflow/common-events/tracing"
 	"github.com/orderflow/common-events/web"
 	"github.com/orderflow/order-service/internal/order"
+	"github.com/orderflow/order-service/internal/orders"
 )
 
 // MaxBodyBytes bounds a request body.
 const MaxBodyBytes = 1 << 20
 
-// Store is what the API needs of the orders database.
+// Store is what the API needs of orders: package orders's Service.
 type Store interface {
-	Create(ctx context.Context, o order.Order, created events.Envelope) error
-	CreateOnce(ctx context.Context, key, requestHash string, o order.Order, created events.Envelope, status int, response []byte) (*order.Replay, error)
+	Place(ctx context.Context, o order.Order, once *orders.Once) (order.Order, *order.Replay, error)
+	Cancel(ctx context.Context, id string, v order.Viewer) (order.Order, error)
 	Get(ctx context.Context, id string) (order.Order, error)
 	List(ctx context.Context, f order.Filter) ([]order.Order, error)
 	History(ctx context.Context, id string) ([]order.Change, error)
-	Cancel(ctx context.Context, id string, v order.Viewer, meta events.Meta, now time.Time) (order.Order, error)
 }
 
 // New returns the API with every route registered. Every order route needs a bearer
@@ -58,7 +55,7 @@ func New(log *slog.Logger, store Store, changes Changes, ready func(context.Cont
 	e.GET("/orders/:id", getOrder(store, changes), either)
 	e.GET("/orders/:id/history", orderHistory(store), either)
 	e.GET("/orders/:id/events", orderEvents(store, changes), either)
-	e.POST("/orders/:id/cancel", cancelOrder(log, store, time.Now), either)
+	e.POST("/orders/:id/cancel", cancelOrder(log, store), either)
 	web.Document(e, "/openapi.yaml", openAPIDocument)
 	web.Document(e, "/asyncapi.yaml", events.AsyncAPI())
 	return e
@@ -229,21 +226,8 @@ func createOrder(log *slog.Logger, store Store, changes Changes, now func() time
 		if err != nil {
 			return err
 		}
-		// The order and its event are written in a span of their own: the event's
-		// traceparent, so its publication and every consumer's handling follow it.
-		ctx, span := tracing.Start(c.Request().Context(), "outbox "+events.TopicOrderCreated, trace.SpanKindProducer,
-			tracing.OrderID(o.ID))
-		meta := eventMeta(ctx)
-		meta.CorrelationID = correlationID
-		env, err := events.New(o.CreatedEvent(), meta, t)
-		if err != nil {
-			tracing.End(span, err)
-			return err
-		}
-		o.CorrelationID = env.CorrelationID // the order.created event id when none was given
-		span.SetAttributes(tracing.CorrelationID(o.CorrelationID), attribute.String("messaging.message.id", env.ID))
-		replay, err := storeOrder(ctx, store, key, o, env)
-		tracing.End(span, err)
+		ctx := c.Request().Context()
+		o, replay, err := store.Place(ctx, o, once(key, o))
 		if err != nil {
 			return err
 		}
@@ -253,7 +237,7 @@ func createOrder(log *slog.Logger, store Store, changes Changes, now func() time
 			h.Set(echo.HeaderLocation, "/orders/"+replay.OrderID)
 			return c.Blob(replay.Status, echo.MIMEApplicationJSON, replay.Body)
 		}
-		log.InfoContext(ctx, "order accepted", "order_id", o.ID, "event_id", env.ID, "correlation_id", o.CorrelationID, "total_cents", o.TotalCents)
+		log.InfoContext(ctx, "order accepted", "order_id", o.ID, "correlation_id", o.CorrelationID, "total_cents", o.TotalCents)
 		c.Response().Header().Set(echo.HeaderLocation, "/orders/"+o.ID)
 		if wait, ok := preferWait(c.Request().Header); ok && web.Wait(c) == nil {
 			// The order is stored: a failure to wait still answers with it, as pending;
@@ -267,17 +251,16 @@ func createOrder(log *slog.Logger, store Store, changes Changes, now func() time
 	}
 }
 
-// storeOrder stores o with its event, once per Idempotency-Key when key is not empty:
-// a key seen before returns the replay of its first answer instead.
-func storeOrder(ctx context.Context, store Store, key string, o order.Order, env events.Envelope) (*order.Replay, error) {
+// once places o at most once per Idempotency-Key when key is not empty, a key seen
+// before replaying the 202 of its first request.
+func once(key string, o order.Order) *orders.Once {
 	if key == "" {
-		return nil, store.Create(ctx, o, env)
+		return nil
 	}
-	body, err := json.Marshal(toJSON(o))
-	if err != nil {
-		return nil, err
-	}
-	return store.CreateOnce(ctx, key, requestHash(o), o, env, http.StatusAccepted, body)
+	return &orders.Once{Key: key, RequestHash: requestHash(o), Answer: func(o order.Order) (int, []byte, error) {
+		body, err := json.Marshal(toJSON(o))
+		return http.StatusAccepted, body, err
+	}}
 }
 
 // withOtherCustomer adds to err, the request's validation errors if any, that its

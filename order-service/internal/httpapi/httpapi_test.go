@@ -23,6 +23,7 @@ import (
 	"github.com/orderflow/devstack/testenv"
 	"github.com/orderflow/migrations"
 	"github.com/orderflow/order-service/internal/httpapi"
+	"github.com/orderflow/order-service/internal/orders"
 	"github.com/orderflow/order-service/internal/postgres"
 )
 
@@ -62,7 +63,7 @@ func newAPIWith(t *testing.T, is *issuer.Issuer) api {
 	cctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = changes.Run(cctx) }()
-	srv := httptest.NewServer(httpapi.New(log, postgres.NewStore(pool), changes, func(context.Context) error { return nil }, auth.NewVerifier(is.Config(), nil)))
+	srv := httptest.NewServer(httpapi.New(log, orders.New(postgres.NewStore(pool), nil), changes, func(context.Context) error { return nil }, auth.NewVerifier(is.Config(), nil)))
 	t.Cleanup(func() { stop(); <-done; srv.Close() }) // waiters and streams end first
 	a := api{url: srv.URL, pool: pool, changes: changes, issuer: is}
 	return a.as(t, customerID, auth.ScopeCustomer)

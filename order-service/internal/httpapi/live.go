@@ -14,7 +14,6 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/orderflow/common-events/events"
-	"github.com/orderflow/common-events/tracing"
 	"github.com/orderflow/common-events/web"
 	"github.com/orderflow/order-service/internal/order"
 )
@@ -88,13 +87,13 @@ func respondAfterWait(c echo.Context, o order.Order, wait time.Duration, final i
 
 // cancelOrder serves POST /orders/{id}/cancel: a pending order becomes CANCELLED and
 // order.cancelled is published; payment refunds a charge that went through regardless.
-func cancelOrder(log *slog.Logger, store Store, now func() time.Time) echo.HandlerFunc {
+func cancelOrder(log *slog.Logger, store Store) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		id, err := orderID(c)
 		if err != nil {
 			return err
 		}
-		o, err := store.Cancel(c.Request().Context(), id, viewerOf(c), eventMeta(c.Request().Context()), now())
+		o, err := store.Cancel(c.Request().Context(), id, viewerOf(c))
 		if errors.Is(err, order.ErrInvalidTransition) {
 			return web.NewProblem(http.StatusConflict, "order_not_cancellable", "Order cannot be cancelled",
 				fmt.Sprintf("the order is %s; only a %s order can be cancelled", o.Status, order.PendingPayment))
@@ -210,9 +209,4 @@ func orderID(c echo.Context) (string, error) {
 		return "", order.ErrNotFound
 	}
 	return id, nil
-}
-
-// eventMeta is what an event caused by a request inherits from it: its trace.
-func eventMeta(ctx context.Context) events.Meta {
-	return events.Meta{Source: events.SourceOrderService, TraceParent: tracing.TraceParent(ctx)}
 }

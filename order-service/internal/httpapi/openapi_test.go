@@ -34,6 +34,7 @@ import (
 	"github.com/orderflow/migrations"
 	"github.com/orderflow/order-service/internal/httpapi"
 	"github.com/orderflow/order-service/internal/order"
+	"github.com/orderflow/order-service/internal/orders"
 	"github.com/orderflow/order-service/internal/postgres"
 )
 
@@ -161,7 +162,7 @@ func TestOpenAPIDescribesTheAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(down.Close)
-	unready := httptest.NewServer(httpapi.New(slog.New(slog.DiscardHandler), postgres.NewStore(a.pool), a.changes, down.Ping, auth.NewVerifier(a.issuer.Config(), nil)))
+	unready := httptest.NewServer(httpapi.New(slog.New(slog.DiscardHandler), orders.New(postgres.NewStore(a.pool), nil), a.changes, down.Ping, auth.NewVerifier(a.issuer.Config(), nil)))
 	t.Cleanup(unready.Close)
 
 	pending := a.place(t, customerID)
@@ -360,7 +361,7 @@ func TestOpenAPIDescribesTheAPI(t *testing.T) {
 	gone.Close()
 	cfg := a.issuer.Config()
 	cfg.JWKSURL = gone.URL
-	keyless := httptest.NewServer(httpapi.New(slog.New(slog.DiscardHandler), postgres.NewStore(a.pool), a.changes,
+	keyless := httptest.NewServer(httpapi.New(slog.New(slog.DiscardHandler), orders.New(postgres.NewStore(a.pool), nil), a.changes,
 		func(context.Context) error { return nil }, auth.NewVerifier(cfg, nil)))
 	t.Cleanup(keyless.Close)
 	// The database cut off (a proxy in between, closed): a 503 naming it, to retry.
@@ -379,7 +380,7 @@ func TestOpenAPIDescribesTheAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	proxy.Cut()
-	cutOff := httptest.NewServer(httpapi.New(slog.New(slog.DiscardHandler), postgres.NewStore(cutPool), a.changes,
+	cutOff := httptest.NewServer(httpapi.New(slog.New(slog.DiscardHandler), orders.New(postgres.NewStore(cutPool), nil), a.changes,
 		func(context.Context) error { return nil }, auth.NewVerifier(a.issuer.Config(), nil)))
 	t.Cleanup(cutOff.Close)
 	var doorCases []openAPICase
@@ -404,7 +405,7 @@ func TestOpenAPIDescribesTheAPI(t *testing.T) {
 		cut.status, cut.code, cut.check = 503, "database_unavailable", headerIs("Retry-After", "2")
 		// Behind the admission limits as platform.Serve sets them, with a rate of one
 		// request at once: the customer's first request spends it, the case's is 429.
-		limitedAPI := httpapi.New(slog.New(slog.DiscardHandler), postgres.NewStore(a.pool), a.changes,
+		limitedAPI := httpapi.New(slog.New(slog.DiscardHandler), orders.New(postgres.NewStore(a.pool), nil), a.changes,
 			func(context.Context) error { return nil }, auth.NewVerifier(a.issuer.Config(), nil))
 		limitedAPI.Use(web.Identify(auth.NewVerifier(a.issuer.Config(), nil)),
 			web.Admit(web.Limits{Working: 4, Waiting: 4, Rate: web.RatePolicy{Name: "default", Rate: 0.01, Burst: 1}}))
@@ -424,7 +425,7 @@ func TestOpenAPIDescribesTheAPI(t *testing.T) {
 	}
 	// The probes, paced as platform.Serve sets them up, at one at once: the first
 	// probe spends it, the case's waits its second and is 429.
-	pacedAPI := httpapi.New(slog.New(slog.DiscardHandler), postgres.NewStore(a.pool), a.changes,
+	pacedAPI := httpapi.New(slog.New(slog.DiscardHandler), orders.New(postgres.NewStore(a.pool), nil), a.changes,
 		func(context.Context) error { return nil }, auth.NewVerifier(a.issuer.Config(), nil))
 	pacedAPI.Use(web.Admit(web.Limits{Working: 4, Waiting: 4, Exempt: []string{web.HealthPath, web.ReadyPath},
 		Probes: web.RatePolicy{Name: "probes", Rate: 0.01, Burst: 1}}))

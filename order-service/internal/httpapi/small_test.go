@@ -16,6 +16,7 @@ import (
 	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/order-service/internal/httpapi"
 	"github.com/orderflow/order-service/internal/order"
+	"github.com/orderflow/order-service/internal/orders"
 	"github.com/orderflow/order-service/internal/postgres"
 )
 
@@ -136,7 +137,7 @@ func TestFieldErrorsBounded(t *testing.T) {
 // does: the items past order.MaxItems are counted, never kept or decoded.
 func TestTooManyItemsAllocateLittle(t *testing.T) {
 	a := newAPI(t)
-	h := httpapi.New(slog.New(slog.DiscardHandler), postgres.NewStore(a.pool), a.changes,
+	h := httpapi.New(slog.New(slog.DiscardHandler), orders.New(postgres.NewStore(a.pool), nil), a.changes,
 		func(context.Context) error { return nil }, auth.NewVerifier(a.issuer.Config(), nil))
 	serve := func(body string) (allocated uint64) {
 		req := httptest.NewRequest(http.MethodPost, "/orders", strings.NewReader(body))

@@ -34,7 +34,7 @@ func TestChangesWakeSubscribersAcrossInstances(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		env, _ := events.New(o.CreatedEvent(), events.Meta{Source: "test"}, time.Now())
+		env, _ := events.New(o.CreatedEvent(), events.Meta{}, time.Now())
 		if err := store.Create(ctx, o, env); err != nil {
 			t.Fatal(err)
 		}

@@ -17,23 +17,14 @@ import (
 	"github.com/orderflow/order-service/internal/order"
 )
 
-// Store is the orders database.
+// Store is the orders database. Its writes store each change with its event; waking
+// the outbox relay afterwards is the caller's (package orders).
 type Store struct {
 	pool *pgxpool.Pool
-	wake func(context.Context)
 }
 
-// NewStore returns a store on pool. It wakes the outbox relay after each order it creates;
-// see WakeWith.
-func NewStore(pool *pgxpool.Pool) *Store {
-	return &Store{pool: pool, wake: func(ctx context.Context) { _ = outbox.Wake(ctx, pool) }}
-}
-
-// WakeWith hands the store's relay wake-ups to w, which coalesces them: under load one
-// NOTIFY serves many orders. A lost wake-up only delays an event by the relay's poll.
-func (s *Store) WakeWith(w *outbox.Waker) {
-	s.wake = func(context.Context) { w.Wake() }
-}
+// NewStore returns a store on pool.
+func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 
 type itemJSON struct {
 	SKU            string `json:"sku"`
@@ -49,8 +40,6 @@ func (s *Store) Create(ctx context.Context, o order.Order, created events.Envelo
 	if _, err := s.pool.Exec(ctx, sql, args...); err != nil {
 		return fmt.Errorf("create order %s: %w", o.ID, err)
 	}
-	// The order is committed: a failed wake-up only delays its event by the relay's poll.
-	s.wake(ctx)
 	return nil
 }
 
@@ -82,23 +71,23 @@ func createStatement(o order.Order, created events.Envelope, idem *idempotency) 
 				response = EXCLUDED.response, order_id = EXCLUDED.order_id, created_at = now()
 		)`
 	}
-	n := len(args)
-	args = append(args, outbox.Args(events.TopicOrderCreated, created)...)
+	var evt outbox.Rows
+	evt.Add(0, created)
+	insertEvent, eventArgs := evt.SQL(len(args)+1, "ord")
+	args = append(args, eventArgs...)
 	return fmt.Sprintf(`
 		WITH ord AS (
 			INSERT INTO orders (id, customer_id, customer_email, currency, items, total_cents,
 				payment_method, status, correlation_id, created_at, updated_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
-			RETURNING id
+			RETURNING id, 0 AS tag
 		),
 		hist AS (
 			INSERT INTO order_history (order_id, from_status, to_status, cause_event_id, reason, at)
 			SELECT id, NULL, $8, $11, NULL, $10 FROM ord
 		),
-		evt AS (
-			INSERT INTO outbox (topic, key, headers, payload) SELECT $%d, $%d, $%d, $%d FROM ord
-		)%s
-		SELECT 1`, n+1, n+2, n+3, n+4, keySQL), args
+		evt AS (%s)%s
+		SELECT 1`, insertEvent, keySQL), args
 }
 
 // CreateOnce creates the order as Create does, at most once per idempotency key of its
@@ -138,9 +127,6 @@ func (s *Store) CreateOnce(ctx context.Context, key, requestHash string, o order
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create order %s with idempotency key: %w", o.ID, err)
-	}
-	if replay == nil {
-		s.wake(ctx)
 	}
 	return replay, nil
 }
@@ -302,50 +288,49 @@ func ordersByID(rows pgx.Rows, err error) (map[string]order.Order, error) {
 	return byID, err
 }
 
-// Cancel moves a pending order that v sees to CANCELLED and writes its order.cancelled
-// event, in one transaction; the event carries the order's correlation id. When the order
-// is not pending it returns the order as it stands and order.ErrInvalidTransition
-// (wrapped); unknown or not v's, order.ErrNotFound.
-func (s *Store) Cancel(ctx context.Context, id string, v order.Viewer, meta events.Meta, now time.Time) (order.Order, error) {
-	var o order.Order
+// Change moves order id, if v sees it, to what change makes of it, and stores the event
+// change returns with it, in one transaction that holds the order's row meanwhile. An
+// error from change (order.ErrInvalidTransition, say) is returned as it is, and nothing
+// changes; unknown or not v's, order.ErrNotFound.
+func (s *Store) Change(ctx context.Context, id string, v order.Viewer, change func(order.Order) (order.Order, events.Envelope, error)) error {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var err error
-		if o, err = scanOrder(tx.QueryRow(ctx, selectOrder+` FOR UPDATE`, id)); err != nil {
-			return err
-		}
-		if !v.Sees(o) {
-			o = order.Order{}
-			return order.ErrNotFound
-		}
-		from := o.Status
-		if err := o.Transition(order.Cancelled, "", now); err != nil {
-			return err
-		}
-		meta.CorrelationID = o.CorrelationID // the order's, end to end
-		env, err := events.New(o.CancelledEvent(), meta, now)
+		o, err := scanOrder(tx.QueryRow(ctx, selectOrder+` FOR UPDATE`, id))
 		if err != nil {
 			return err
 		}
-		if err := update(ctx, tx, o, from, env.ID); err != nil {
+		if !v.Sees(o) {
+			return order.ErrNotFound
+		}
+		from := o.Status
+		o, env, err := change(o)
+		if err != nil {
 			return err
 		}
-		return outbox.Insert(ctx, tx, events.TopicOrderCancelled, env)
+		return update(ctx, tx, o, from, env)
 	})
 	if err != nil && !errors.Is(err, order.ErrNotFound) && !errors.Is(err, order.ErrInvalidTransition) {
-		return order.Order{}, fmt.Errorf("cancel order %s: %w", id, err)
+		return fmt.Errorf("change order %s: %w", id, err)
 	}
-	return o, err
+	return err
 }
 
-// update writes o's new status and its history entry, in one statement: one round trip.
-func update(ctx context.Context, tx pgx.Tx, o order.Order, from order.Status, causeEventID string) error {
+// update writes o's new status, its history entry and its event, in one statement: one
+// round trip.
+func update(ctx context.Context, tx pgx.Tx, o order.Order, from order.Status, env events.Envelope) error {
+	var evt outbox.Rows
+	evt.Add(0, env)
+	insertEvent, eventArgs := evt.SQL(7, "upd")
 	_, err := tx.Exec(ctx, `
 		WITH upd AS (
-			UPDATE orders SET status = $2, failure_reason = nullif($3, ''), updated_at = $4 WHERE id = $1 RETURNING id
-		)
-		INSERT INTO order_history (order_id, from_status, to_status, cause_event_id, reason, at)
-		SELECT id, $5, $2, $6, nullif($3, ''), $4 FROM upd`,
-		o.ID, o.Status, o.FailureReason, o.UpdatedAt, from, causeEventID)
+			UPDATE orders SET status = $2, failure_reason = nullif($3, ''), updated_at = $4 WHERE id = $1 RETURNING id, 0 AS tag
+		),
+		hist AS (
+			INSERT INTO order_history (order_id, from_status, to_status, cause_event_id, reason, at)
+			SELECT id, $5, $2, $6, nullif($3, ''), $4 FROM upd
+		),
+		evt AS (`+insertEvent+`)
+		SELECT 1`,
+		append([]any{o.ID, o.Status, o.FailureReason, o.UpdatedAt, from, env.ID}, eventArgs...)...)
 	if err != nil {
 		return fmt.Errorf("update order %s: %w", o.ID, err)
 	}

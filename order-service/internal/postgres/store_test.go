@@ -38,7 +38,7 @@ func newOrder(t *testing.T, id string, now time.Time) (order.Order, events.Envel
 	if err != nil {
 		t.Fatal(err)
 	}
-	env, err := events.New(o.CreatedEvent(), events.Meta{Source: "test"}, now)
+	env, err := events.New(o.CreatedEvent(), events.Meta{}, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func TestCreateIsAllOrNothing(t *testing.T) {
 	if err := store.Create(ctx, o, env); err != nil {
 		t.Fatal(err)
 	}
-	again, _ := events.New(o.CreatedEvent(), events.Meta{Source: "test"}, now)
+	again, _ := events.New(o.CreatedEvent(), events.Meta{}, now)
 	if err := store.Create(ctx, o, again); err == nil {
 		t.Fatal("creating an order with an existing id succeeded")
 	}
@@ -74,7 +74,7 @@ func TestCreateIsAllOrNothing(t *testing.T) {
 	}
 	other := o
 	other.ID = "019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e60"
-	third, _ := events.New(other.CreatedEvent(), events.Meta{Source: "test"}, now)
+	third, _ := events.New(other.CreatedEvent(), events.Meta{}, now)
 	if err := store.Create(ctx, other, third); err == nil {
 		t.Fatal("create succeeded though its event could not be stored")
 	}

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
@@ -20,12 +19,6 @@ import (
 	"github.com/orderflow/payment-service/internal/payment"
 	"github.com/orderflow/payment-service/internal/postgres"
 )
-
-// Group is payment-service's consumer group.
-const Group = "payment-service"
-
-// Source names payment-service in the events it publishes.
-const Source = events.SourcePaymentService
 
 // Handlers returns the handler of each topic payment-service consumes. A charge that keeps
 // failing transiently is retried until deadline after the order's creation (0: forever);
@@ -51,22 +44,26 @@ type chargedSet struct {
 	store *postgres.Store
 }
 
+// charged is the provider's answer to a claimed payment: the payment, COMPLETED or
+// FAILED, and its outcome event.
 type charged struct {
-	postgres.Charge
-	log *slog.Logger
+	payment payment.Payment
+	event   events.Envelope
+	log     *slog.Logger
 }
 
-func (s chargedSet) apply(ctx context.Context, tx pgx.Tx, rows []charged) error {
-	charges := make([]postgres.Charge, len(rows))
+func (s chargedSet) apply(ctx context.Context, tx consumer.Tx, rows []charged) error {
+	ps := make([]payment.Payment, len(rows))
 	for i, r := range rows {
-		charges[i] = r.Charge
+		ps[i] = r.payment
 	}
-	recorded, err := s.store.Charged(ctx, tx, charges)
+	recorded, err := s.store.Charged(ctx, tx, ps)
 	if err != nil {
 		return err
 	}
 	for i, r := range rows {
-		if p := charges[i].Payment; recorded[i] {
+		if p := ps[i]; recorded[i] {
+			tx.Emit(r.event)
 			r.log.Info("payment recorded", "status", p.Status, "failure_reason", p.FailureReason, "charge_id", p.ChargeID, "payment_id", p.ID)
 		}
 	}
@@ -138,7 +135,6 @@ func (c charger) handle(ctx context.Context, msg consumer.Message) (consumer.App
 	now := c.now().UTC()
 	p.ChargeID = charge.ID
 	var outcome events.Event
-	topic := events.TopicPaymentCompleted
 	if charge.Succeeded {
 		p.Status = payment.Completed
 		outcome = events.PaymentCompleted{
@@ -146,17 +142,17 @@ func (c charger) handle(ctx context.Context, msg consumer.Message) (consumer.App
 			CustomerEmail: p.CustomerEmail, AmountCents: p.AmountCents, Currency: p.Currency, CompletedAt: now,
 		}
 	} else {
-		p.Status, p.FailureReason, topic = payment.Failed, charge.DeclineCode, events.TopicPaymentFailed
+		p.Status, p.FailureReason = payment.Failed, charge.DeclineCode
 		outcome = events.PaymentFailed{
 			OrderID: p.OrderID, PaymentID: p.ID, CustomerID: p.CustomerID, CustomerEmail: p.CustomerEmail,
 			AmountCents: p.AmountCents, Currency: p.Currency, Reason: charge.DeclineCode, FailedAt: now,
 		}
 	}
-	env, err := events.New(outcome, msg.Meta(Source), now)
+	env, err := events.New(outcome, msg.Meta(), now)
 	if err != nil {
 		return consumer.Apply{}, consumer.Poison(err)
 	}
-	return consumer.Row(c.charged, charged{Charge: postgres.Charge{Payment: p, Topic: topic, Event: env}, log: msg.Log}), nil
+	return consumer.Row(c.charged, charged{payment: p, event: env, log: msg.Log}), nil
 }
 
 // charge asks the provider to charge for ev, idempotently on the order id.
@@ -257,15 +253,16 @@ func (c charger) cancel(ctx context.Context, msg consumer.Message) (consumer.App
 	env, err := events.New(events.PaymentRefunded{
 		OrderID: p.OrderID, PaymentID: p.ID, ChargeID: p.ChargeID, RefundID: refund.ID, CustomerID: p.CustomerID,
 		CustomerEmail: p.CustomerEmail, AmountCents: p.AmountCents, Currency: p.Currency, RefundedAt: now,
-	}, msg.Meta(Source), now)
+	}, msg.Meta(), now)
 	if err != nil {
 		return consumer.Apply{}, consumer.Poison(err)
 	}
-	return consumer.Func(func(ctx context.Context, tx pgx.Tx) error {
-		recorded, err := c.store.Refunded(ctx, tx, p, env)
+	return consumer.Func(func(ctx context.Context, tx consumer.Tx) error {
+		recorded, err := c.store.Refunded(ctx, tx, p)
 		if err != nil || !recorded {
 			return err
 		}
+		tx.Emit(env)
 		msg.Log.Info("payment refunded", "payment_id", p.ID, "charge_id", p.ChargeID, "refund_id", refund.ID)
 		return nil
 	}), nil

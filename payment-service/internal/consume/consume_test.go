@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -57,7 +58,7 @@ func (f fixture) deliver(t *testing.T, topic string, ev events.Event) {
 // committing would.
 func (f fixture) handle(t *testing.T, topic string, ev events.Event) (consumer.Apply, error) {
 	t.Helper()
-	env, err := events.New(ev, events.Meta{Source: "test"}, time.Now())
+	env, err := events.New(ev, events.Meta{}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +67,7 @@ func (f fixture) handle(t *testing.T, topic string, ev events.Event) (consumer.A
 }
 
 func (f fixture) commit(apply consumer.Apply) error {
-	return pgx.BeginFunc(context.Background(), f.pool, func(tx pgx.Tx) error { return apply.Run(context.Background(), tx) })
+	return pgx.BeginFunc(context.Background(), f.pool, func(tx pgx.Tx) error { _, err := apply.Run(context.Background(), tx); return err })
 }
 
 // outcome is where an order's money stands: payment status, charges and refunds at the
@@ -209,7 +210,8 @@ func TestChargeUnderWay(t *testing.T) {
 func TestChargedRecordsABatchOnce(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	var charges []postgres.Charge
+	var ps []payment.Payment
+	var envs []events.Envelope
 	for i := range 3 {
 		id := events.NewID(time.Now().Add(time.Duration(i) * time.Millisecond))
 		p, err := f.store.Claim(ctx, payment.Payment{ID: events.NewID(time.Now()), OrderID: id, CustomerID: customer,
@@ -219,33 +221,38 @@ func TestChargedRecordsABatchOnce(t *testing.T) {
 		}
 		p.Status, p.ChargeID = payment.Completed, "ch_"+id
 		env, err := events.New(events.PaymentCompleted{OrderID: id, PaymentID: p.ID, ChargeID: p.ChargeID, CustomerID: customer,
-			CustomerEmail: "ada@example.com", AmountCents: 3998, Currency: "EUR", CompletedAt: time.Now()}, events.Meta{Source: "test"}, time.Now())
+			CustomerEmail: "ada@example.com", AmountCents: 3998, Currency: "EUR", CompletedAt: time.Now()}, events.Meta{}, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
-		charges = append(charges, postgres.Charge{Payment: p, Topic: events.TopicPaymentCompleted, Event: env})
+		ps, envs = append(ps, p), append(envs, env)
 	}
-	record := func(cs ...postgres.Charge) []bool {
+	// record says which orders' events were emitted.
+	record := func(ps []payment.Payment, envs []events.Envelope) []string {
 		t.Helper()
-		var got []bool
+		var emitted []events.Envelope
 		err := pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) (err error) {
-			got, err = f.store.Charged(ctx, tx, cs)
+			emitted, err = consume.RecordCharges(ctx, tx, f.store, ps, envs)
 			return err
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return got
+		var orders []string
+		for _, e := range emitted {
+			orders = append(orders, e.Subject)
+		}
+		return orders
 	}
-	if got := record(charges[1]); fmt.Sprint(got) != "[true]" {
-		t.Fatalf("first record = %v", got)
+	if got := record(ps[1:2], envs[1:2]); !slices.Equal(got, []string{ps[1].OrderID}) {
+		t.Fatalf("first record emitted for %v, want %s", got, ps[1].OrderID)
 	}
-	if got := record(charges...); fmt.Sprint(got) != "[true false true]" {
-		t.Errorf("batch = %v, want the settled one refused", got)
+	if got := record(ps, envs); !slices.Equal(got, []string{ps[0].OrderID, ps[2].OrderID}) {
+		t.Errorf("batch emitted for %v, want the settled one (%s) left out", got, ps[1].OrderID)
 	}
-	for _, c := range charges {
-		if o := f.outcome(t, c.Payment.OrderID); o.status != "COMPLETED" || o.completed != 1 {
-			t.Errorf("order %s: %+v, want COMPLETED with one payment.completed event", c.Payment.OrderID, o)
+	for _, p := range ps {
+		if o := f.outcome(t, p.OrderID); o.status != "COMPLETED" || o.completed != 1 {
+			t.Errorf("order %s: %+v, want COMPLETED with one payment.completed event", p.OrderID, o)
 		}
 	}
 }
@@ -260,7 +267,7 @@ func TestAPaymentEndsAtItsDeadline(t *testing.T) {
 	down := simulator.New(f.pool, 0, 1) // every charge fails transiently
 	handlers := consume.Handlers(f.store, down, 10*time.Minute)
 	run := func(ev events.OrderCreated) (consumer.Apply, error) {
-		env, err := events.New(ev, events.Meta{Source: "test"}, time.Now())
+		env, err := events.New(ev, events.Meta{}, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -329,7 +336,7 @@ func (s *scripted) Charge(ctx context.Context, _ payment.ChargeRequest) (payment
 // timeout as the runner makes one, and commits what it returns.
 func (f fixture) handleWith(t *testing.T, provider payment.Provider, deadline, attempt time.Duration, ev events.OrderCreated) error {
 	t.Helper()
-	env, err := events.New(ev, events.Meta{Source: "test"}, time.Now())
+	env, err := events.New(ev, events.Meta{}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-// Package postgres stores payments and their outbox events in the payments database.
+// Package postgres stores payments in the payments database.
 package postgres
 
 import (
@@ -10,8 +10,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/orderflow/common-events/events"
-	"github.com/orderflow/common-events/outbox"
 	"github.com/orderflow/payment-service/internal/payment"
 )
 
@@ -51,68 +49,46 @@ func (s *Store) Claim(ctx context.Context, p payment.Payment) (payment.Payment, 
 	return got, nil
 }
 
-// Charge is the provider's answer to a claimed payment: Payment (COMPLETED or FAILED)
-// and its outcome event, bound for Topic.
-type Charge struct {
-	Payment payment.Payment
-	Topic   string
-	Event   events.Envelope
-}
-
-// Charged records the provider's answers to claimed payments with their outcome events,
+// Charged records the provider's answers to claimed payments (each COMPLETED or FAILED),
 // in tx, in one statement for the batch. It reports, for each, whether it was recorded:
 // not when the claim was settled already, by an earlier delivery of the same
 // order.created.
-func (s *Store) Charged(ctx context.Context, tx pgx.Tx, charges []Charge) ([]bool, error) {
-	n := len(charges)
+func (s *Store) Charged(ctx context.Context, tx pgx.Tx, ps []payment.Payment) ([]bool, error) {
+	n := len(ps)
 	ids, statuses, reasons, chargeIDs, tags := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]int32, n)
-	var events outbox.Rows
-	for i, c := range charges {
-		p := c.Payment
+	for i, p := range ps {
 		ids[i], statuses[i], reasons[i], chargeIDs[i], tags[i] = p.ID, string(p.Status), p.FailureReason, p.ChargeID, int32(i)
-		events.Add(i, c.Topic, c.Event)
 	}
-	insert, args := events.InsertSQL(7, "upd")
+	// Found by id = ANY, an index scan whatever the statistics say, each payment taking
+	// its values at its id's position in the arrays: no join to plan.
 	rows, _ := tx.Query(ctx, `
-		WITH upd AS (
-			-- Found by id = ANY, an index scan whatever the statistics say, each payment
-			-- taking its values at its id's position in the arrays: no join to plan.
-			UPDATE payments p SET status = ($2::text[])[array_position($1::uuid[], p.id)],
-				failure_reason = nullif(($3::text[])[array_position($1::uuid[], p.id)], ''),
-				charge_id = nullif(($4::text[])[array_position($1::uuid[], p.id)], '')
-			WHERE p.id = ANY($1::uuid[]) AND p.status = $6
-			RETURNING ($5::int[])[array_position($1::uuid[], p.id)] AS tag
-		),
-		ins AS (`+insert+`)
-		SELECT tag FROM upd
-		UNION ALL
-		SELECT -1 FROM (SELECT pg_notify($12, '') FROM ins LIMIT 1) AS notified`,
-		append(append([]any{ids, statuses, reasons, chargeIDs, tags, payment.Charging}, args...), outbox.Channel)...)
+		UPDATE payments p SET status = ($2::text[])[array_position($1::uuid[], p.id)],
+			failure_reason = nullif(($3::text[])[array_position($1::uuid[], p.id)], ''),
+			charge_id = nullif(($4::text[])[array_position($1::uuid[], p.id)], '')
+		WHERE p.id = ANY($1::uuid[]) AND p.status = $6
+		RETURNING ($5::int[])[array_position($1::uuid[], p.id)] AS tag`,
+		ids, statuses, reasons, chargeIDs, tags, payment.Charging)
 	done, err := pgx.CollectRows(rows, pgx.RowTo[int32])
 	if err != nil {
 		return nil, fmt.Errorf("record %d payments: %w", n, err)
 	}
 	recorded := make([]bool, n)
 	for _, tag := range done {
-		if tag >= 0 {
-			recorded[tag] = true
-		}
+		recorded[tag] = true
 	}
 	return recorded, nil
 }
 
-// Refunded marks the completed payment p refunded and writes its payment.refunded event,
-// in tx. It reports false, writing nothing, if p is not COMPLETED any more (refunded by an
-// earlier delivery of the same order.cancelled).
-func (s *Store) Refunded(ctx context.Context, tx pgx.Tx, p payment.Payment, refunded events.Envelope) (bool, error) {
-	recorded, err := outbox.InsertAfter(ctx, tx, `
-		UPDATE payments SET status = $2, refund_id = $3, refunded_at = $4 WHERE id = $1 AND status = $5
-		RETURNING id`,
-		[]any{p.ID, payment.Refunded, p.RefundID, p.RefundedAt, payment.Completed}, events.TopicPaymentRefunded, refunded)
+// Refunded marks the completed payment p refunded, in tx. It reports false, changing
+// nothing, if p is not COMPLETED any more (refunded by an earlier delivery of the same
+// order.cancelled).
+func (s *Store) Refunded(ctx context.Context, tx pgx.Tx, p payment.Payment) (bool, error) {
+	tag, err := tx.Exec(ctx, `UPDATE payments SET status = $2, refund_id = $3, refunded_at = $4 WHERE id = $1 AND status = $5`,
+		p.ID, payment.Refunded, p.RefundID, p.RefundedAt, payment.Completed)
 	if err != nil {
 		return false, fmt.Errorf("record refund of order %s: %w", p.OrderID, err)
 	}
-	return recorded, nil
+	return tag.RowsAffected() == 1, nil
 }
 
 const paymentColumns = `id::text, order_id::text, customer_id::text, customer_email, amount_cents, currency, status,
