@@ -102,6 +102,25 @@ func composeSecrets(t *testing.T) map[string]string {
 	return secrets.env
 }
 
+// checkIdentity returns how service name under compose (svc, whose settings are cfg)
+// disagrees with its identity in common-events/services: the host port it is published
+// on, its database and its database role.
+func checkIdentity(name string, svc types.ServiceConfig, cfg config.Base) []error {
+	var errs []error
+	id := identity(name)
+	if len(svc.Ports) != 1 || svc.Ports[0].Published != strconv.Itoa(id.ComposePort) {
+		errs = append(errs, fmt.Errorf("service %s publishes %v, want its port %d alone (services.%s.ComposePort)", name, svc.Ports, id.ComposePort, name))
+	}
+	u, err := url.Parse(cfg.DatabaseURL)
+	switch {
+	case err != nil:
+		errs = append(errs, fmt.Errorf("service %s: DATABASE_URL: %v", name, err))
+	case strings.TrimPrefix(u.Path, "/") != id.Database || u.User.Username() != id.Name:
+		errs = append(errs, fmt.Errorf("service %s uses database %s as %s, want %s as %s", name, strings.TrimPrefix(u.Path, "/"), u.User.Username(), id.Database, id.Name))
+	}
+	return errs
+}
+
 // checkCompose returns every way the project disagrees with the code and the repository.
 func checkCompose(p *types.Project) []error {
 	var errs []error
@@ -158,6 +177,7 @@ func checkCompose(p *types.Project) []error {
 		if svc.Restart == "" || svc.Restart == "no" {
 			bad("service %s has no restart policy", name)
 		}
+		errs = append(errs, checkIdentity(name, svc, cfg)...)
 		errs = append(errs, checkHardened(name, svc)...)
 		errs = append(errs, checkKafkaLogin(p, name, svc, name)...)
 		errs = append(errs, checkBuild(name, svc, name)...)
@@ -657,6 +677,12 @@ func TestComposeChecksCatchBreakage(t *testing.T) {
 		{name: "a port on every interface",
 			edit: replaced(`- "${ORDERFLOW_BIND:-127.0.0.1}:55432:5432"`, `- "55432:5432"`),
 			want: "service postgres publishes 55432 on every interface"},
+		{name: "a service on another's database",
+			edit: replaced(`@postgres:5432/payments?`, `@postgres:5432/orders?`),
+			want: "service payment-service uses database orders as payment-service, want payments as payment-service"},
+		{name: "a service on another port",
+			edit: replaced(`127.0.0.1}:8084:8080"`, `127.0.0.1}:8085:8080"`),
+			want: "service notification-service publishes"},
 		{name: "a service that may write its root filesystem",
 			edit: replaced("  read_only: true\n", ""),
 			want: "service payment-service may write to its root filesystem"},

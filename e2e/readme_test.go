@@ -2,12 +2,15 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/orderflow/common-events/services"
 )
 
 // The README's quick start on this machine, run as written against a devstack: its
@@ -99,4 +102,37 @@ func TestTheREADMEQuickStartWorks(t *testing.T) {
 	if !strings.Contains(out, `"status":"CONFIRMED"`) || !strings.Contains(out, `"to":"CONFIRMED"`) {
 		t.Errorf("the curl sequence did not see its order confirmed and its history:\n%s", out)
 	}
+}
+
+// The README's table of ports gives each service the ports of its identity
+// (common-events/services): make run's and compose's.
+func TestTheREADMEPortsAreTheServicesOwn(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join(repoRoot(t), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, err := range checkPortsTable(string(readme)) {
+		t.Error(err)
+	}
+	broken := strings.Replace(string(readme), "http://localhost:8084", "http://localhost:8085", 1)
+	if errs := checkPortsTable(broken); len(errs) != 1 {
+		t.Errorf("a README with notification-service on compose's port 8085: %v, want one error", errs)
+	}
+}
+
+func checkPortsTable(readme string) []error {
+	var errs []error
+	for _, s := range services.All() {
+		var row string
+		for line := range strings.Lines(readme) {
+			if strings.HasPrefix(line, "| "+s.Name+" ") {
+				row = line
+			}
+		}
+		local, compose := fmt.Sprintf("http://127.0.0.1:%d ", s.Port), fmt.Sprintf("http://localhost:%d ", s.ComposePort)
+		if !strings.Contains(row, local) || !strings.Contains(row, compose) {
+			errs = append(errs, fmt.Errorf("README's ports row for %s is %q, want %s(make run) and %s(compose)", s.Name, strings.TrimSpace(row), local, compose))
+		}
+	}
+	return errs
 }

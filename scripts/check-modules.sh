@@ -20,4 +20,10 @@ for m in $used; do
 		status=1
 	fi
 done
+# The shared plumbing depends on nothing of the project's own but migrations: devstack,
+# which runs it, may import it, never the other way round (its tests may use testenv).
+if cycle=$(cd common-events && go list -deps ./... | grep '^github.com/orderflow/devstack'); then
+	echo "common-events imports devstack, which imports common-events: $cycle" >&2
+	status=1
+fi
 exit $status

@@ -23,9 +23,10 @@ type Service struct {
 	Group    string
 	Consumes []string
 	// Port is its HTTP port on a local stack and its default; PortVar is devstack's
-	// setting for it.
-	Port    int
-	PortVar string
+	// setting for it. ComposePort is the host port docker compose publishes it on.
+	Port        int
+	PortVar     string
+	ComposePort int
 	// Database is its own database, which its role alone owns.
 	Database string
 }
@@ -35,17 +36,18 @@ var (
 	Order = Service{
 		Name: events.SourceOrderService, Group: "order-service",
 		Consumes: []string{events.TopicPaymentCompleted, events.TopicPaymentFailed},
-		Port:     8080, PortVar: "ORDER_PORT", Database: "orders",
+		Port:     8080, PortVar: "ORDER_PORT", ComposePort: 8080, Database: "orders",
 	}
 	Payment = Service{
 		Name: events.SourcePaymentService, Group: "payment-service",
 		Consumes: []string{events.TopicOrderCreated, events.TopicOrderCancelled},
-		Port:     8081, PortVar: "PAYMENT_PORT", Database: "payments",
+		Port:     8081, PortVar: "PAYMENT_PORT", ComposePort: 8081, Database: "payments",
 	}
 	Notification = Service{
 		Name: "notification-service", Group: "notification-service",
 		Consumes: []string{events.TopicPaymentCompleted, events.TopicPaymentFailed, events.TopicOrderCancelled, events.TopicPaymentRefunded},
-		Port:     8082, PortVar: "NOTIFICATION_PORT", Database: "notifications",
+		// Under compose, 8082 and 8083 go to payment-service's replicas when it is scaled.
+		Port: 8082, PortVar: "NOTIFICATION_PORT", ComposePort: 8084, Database: "notifications",
 	}
 )
 

@@ -5,13 +5,9 @@
 package stack
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,72 +15,16 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
-	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/kafka"
 	"github.com/orderflow/common-events/services"
 	"github.com/orderflow/devstack/issuer"
 	"github.com/orderflow/devstack/kafkabroker"
 	"github.com/orderflow/devstack/pgcluster"
 )
-
-// The brokers a stack can run.
-const (
-	BrokerKfake = "kfake" // embedded, in this process: starts at once
-	BrokerKafka = "kafka" // Apache Kafka, the broker users run, as a JVM process
-)
-
-// Services are the services' names, in start order (services.Names).
-var Services = services.Names()
-
-// Options says where everything lives and listens. Zero values take the defaults.
-type Options struct {
-	Root      string // the repository (holds go.work); default: found from the working folder
-	DataDir   string // default Root/.data
-	Host      string // default 127.0.0.1
-	KafkaPort int    // default 9092
-	// Broker is the broker to start: BrokerKfake (the default) or BrokerKafka.
-	Broker string
-	// Brokers, when set, is a running broker to use instead of starting one.
-	Brokers []string
-	// KafkaListeners are more client listeners of Apache Kafka (BrokerKafka only).
-	KafkaListeners []kafkabroker.Listener
-	// KafkaSecure is how to log in to Brokers when that broker wants it: the stack sets it
-	// up for each service (kafka-setup as kafkabroker.Admin) and runs each as its own
-	// principal. The Apache Kafka the stack starts is secure unless KafkaPlaintext.
-	KafkaSecure    *kafkabroker.Secure
-	KafkaPlaintext bool
-	PGPort         int // default 55432
-	// IssuerPort is where the development token issuer listens; default 8090.
-	IssuerPort int
-	// Issuer, when set, is a running issuer to trust instead of starting one.
-	Issuer     *issuer.Issuer
-	HTTPPorts  map[string]int
-	Partitions int               // default 6
-	Env        map[string]string // extra settings for every service (e.g. SMTP_ADDR)
-	ServiceEnv map[string]map[string]string
-	Log        io.Writer // the services' logs, each line prefixed; default os.Stdout
-	// Retention bounds what the broker keeps per partition; default 24h and 256 MiB.
-	Retention      time.Duration
-	RetentionBytes int64
-	// BinDir holds the service binaries; default DataDir/bin. Prebuilt skips the build.
-	BinDir   string
-	Prebuilt bool
-	// FastPostgres turns fsync off: for throwaway test stacks only.
-	FastPostgres bool
-	// PostgresStats loads pg_stat_statements (pgcluster.Options.Stats): for the bench.
-	PostgresStats bool
-}
-
-// identity is the service called name, one of Services.
-func identity(name string) services.Service {
-	s, _ := services.Named(name)
-	return s
-}
 
 // Stack is a running local orderflow.
 type Stack struct {
@@ -98,109 +38,6 @@ type Stack struct {
 	extra     []*Service // more instances, from AddInstance
 	stopRet   context.CancelFunc
 	retDone   chan struct{}
-}
-
-// FromEnv returns options read from BROKER, ORDERFLOW_DATA_DIR, KAFKA_PORT, PG_PORT,
-// ISSUER_PORT, ORDER_PORT, PAYMENT_PORT and NOTIFICATION_PORT, with the defaults for what
-// is unset.
-func FromEnv(getenv func(string) string) (Options, error) {
-	o := Options{DataDir: getenv("ORDERFLOW_DATA_DIR"), HTTPPorts: map[string]int{}, Broker: getenv("BROKER")}
-	var errs []error
-	switch o.Broker {
-	case "", BrokerKfake, BrokerKafka:
-	default:
-		errs = append(errs, fmt.Errorf("BROKER: want %s (embedded, the default) or %s (Apache Kafka), got %q", BrokerKfake, BrokerKafka, o.Broker))
-	}
-	port := func(name string, def int) int {
-		v := getenv(name)
-		if v == "" {
-			return def
-		}
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 65535 {
-			errs = append(errs, fmt.Errorf("%s: want a port from 1 to 65535, got %q", name, v))
-		}
-		return n
-	}
-	o.KafkaPort = port("KAFKA_PORT", 9092)
-	o.PGPort = port("PG_PORT", 55432)
-	o.IssuerPort = port("ISSUER_PORT", 8090)
-	for _, name := range Services {
-		o.HTTPPorts[name] = port(identity(name).PortVar, identity(name).Port)
-	}
-	return o, errors.Join(errs...)
-}
-
-func (o *Options) defaults() error {
-	if o.Root == "" {
-		root, err := FindRoot()
-		if err != nil {
-			return err
-		}
-		o.Root = root
-	}
-	if o.DataDir == "" {
-		o.DataDir = filepath.Join(o.Root, ".data")
-	}
-	abs, err := filepath.Abs(o.DataDir)
-	if err != nil {
-		return err
-	}
-	o.DataDir = abs
-	if o.Host == "" {
-		o.Host = "127.0.0.1"
-	}
-	if o.KafkaPort == 0 {
-		o.KafkaPort = 9092
-	}
-	if o.Broker == "" {
-		o.Broker = BrokerKfake
-	}
-	if o.PGPort == 0 {
-		o.PGPort = 55432
-	}
-	if o.IssuerPort == 0 {
-		o.IssuerPort = 8090
-	}
-	if o.HTTPPorts == nil {
-		o.HTTPPorts = map[string]int{}
-	}
-	for _, svc := range services.All() {
-		if o.HTTPPorts[svc.Name] == 0 {
-			o.HTTPPorts[svc.Name] = svc.Port
-		}
-	}
-	if o.Partitions == 0 {
-		o.Partitions = 6
-	}
-	if o.Log == nil {
-		o.Log = os.Stdout
-	}
-	if o.Retention == 0 {
-		o.Retention = 24 * time.Hour
-	}
-	if o.RetentionBytes == 0 {
-		o.RetentionBytes = 256 << 20
-	}
-	return nil
-}
-
-// FindRoot walks up from the working folder to the one holding go.work.
-func FindRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("not inside the orderflow repository (no go.work found above the working folder)")
-		}
-		dir = parent
-	}
 }
 
 // Start checks every port, builds the services, starts the broker, PostgreSQL and the
@@ -325,10 +162,7 @@ func (s *Stack) startBroker(ctx context.Context) error {
 		s.Kafka, err = kafkabroker.Start(ctx, kafkabroker.Options{
 			Dir: filepath.Join(o.DataDir, "apache-kafka", "broker"), Libs: libs, Port: o.KafkaPort, Partitions: o.Partitions,
 			Listeners: o.KafkaListeners, Secure: s.opts.KafkaSecure,
-			Config: map[string]string{
-				"log.retention.ms":    strconv.FormatInt(o.Retention.Milliseconds(), 10),
-				"log.retention.bytes": strconv.FormatInt(o.RetentionBytes, 10),
-			},
+			Config: o.retention(),
 		})
 		return err
 	case o.Broker != BrokerKfake:
@@ -338,10 +172,7 @@ func (s *Stack) startBroker(ctx context.Context) error {
 		kfake.NumBrokers(1),
 		kfake.Ports(o.KafkaPort),
 		kfake.DataDir(filepath.Join(o.DataDir, "kafka")),
-		kfake.BrokerConfigs(map[string]string{
-			"log.retention.ms":    strconv.FormatInt(o.Retention.Milliseconds(), 10),
-			"log.retention.bytes": strconv.FormatInt(o.RetentionBytes, 10),
-		}),
+		kfake.BrokerConfigs(o.retention()),
 	)
 	if err != nil {
 		return fmt.Errorf("kafka broker: %w", err)
@@ -476,185 +307,4 @@ func (s *Stack) Stop() {
 	if s.ownIssuer {
 		_ = s.Issuer.Close()
 	}
-}
-
-// Audience is the audience of the local stack's tokens.
-const Audience = "orderflow"
-
-// Token mints a token the services accept: for sub, with scopes, valid for ttl.
-func (s *Stack) Token(sub string, scopes []string, ttl time.Duration) (string, error) {
-	return s.Issuer.Mint(sub, scopes, ttl)
-}
-
-// DemoTokens are the tokens WriteTokens writes, by file name: the demo customer, a
-// second customer and an operator.
-var DemoTokens = []struct {
-	File, Subject string
-	Scopes        []string
-}{
-	{"customer.jwt", issuer.Customer, []string{auth.ScopeCustomer}},
-	{"customer2.jwt", issuer.Customer2, []string{auth.ScopeCustomer}},
-	{"operator.jwt", issuer.Operator, []string{auth.ScopeOperator}},
-}
-
-// WriteTokens writes a fresh token of each of DemoTokens, valid for ttl, into dir.
-func (s *Stack) WriteTokens(dir string, ttl time.Duration) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	for _, d := range DemoTokens {
-		tok, err := s.Token(d.Subject, d.Scopes, ttl)
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(dir, d.File), []byte(tok+"\n"), 0o600); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// Build compiles the three services into bin, with the build tags tags, if any.
-func Build(ctx context.Context, root, bin string, tags ...string) error {
-	for _, name := range Services {
-		cmd := exec.CommandContext(ctx, "go", "build", "-tags="+strings.Join(tags, ","), "-o", filepath.Join(bin, name), "./"+name)
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "GOWORK="+filepath.Join(root, "go.work"))
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("build %s: %w\n%s", name, err, out)
-		}
-	}
-	return nil
-}
-
-// Service is one service process.
-type Service struct {
-	Name string
-	URL  string
-	bin  string
-	env  []string
-	log  io.Writer
-
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan error
-}
-
-// Start runs the service and waits until it answers /readyz.
-func (sv *Service) Start(ctx context.Context) error {
-	sv.mu.Lock()
-	defer sv.mu.Unlock()
-	if sv.cmd != nil {
-		return fmt.Errorf("%s is already running", sv.Name)
-	}
-	cmd := exec.Command(sv.bin)
-	cmd.Env = append(os.Environ(), sv.env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	pr, pw := io.Pipe()
-	cmd.Stdout, cmd.Stderr = pw, pw
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", sv.Name, err)
-	}
-	go prefix(sv.log, sv.Name, pr)
-	done := make(chan error, 1)
-	go func() {
-		err := cmd.Wait()
-		pw.Close()
-		done <- err
-	}()
-	sv.cmd, sv.done = cmd, done
-
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		select {
-		case err := <-done:
-			sv.cmd = nil
-			return fmt.Errorf("%s exited at start (%v): see its log above", sv.Name, err)
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-		if resp, err := http.Get(sv.URL + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not ready after 60s", sv.Name)
-		}
-	}
-}
-
-// PID is the service's process id, or 0 when it is not running.
-func (sv *Service) PID() int {
-	sv.mu.Lock()
-	defer sv.mu.Unlock()
-	if sv.cmd == nil {
-		return 0
-	}
-	return sv.cmd.Process.Pid
-}
-
-// Setenv changes a setting for the service's next start.
-func (sv *Service) Setenv(key, value string) {
-	sv.mu.Lock()
-	defer sv.mu.Unlock()
-	sv.env = append(sv.env, key+"="+value) // the last one wins
-}
-
-// Stop asks the service to shut down gracefully (SIGTERM) and waits for it.
-func (sv *Service) Stop() error { return sv.signal(syscall.SIGTERM) }
-
-// Kill ends the service at once (SIGKILL), as a crash would.
-func (sv *Service) Kill() error { return sv.signal(syscall.SIGKILL) }
-
-// Signal sends sig to the running service and returns at once (payment-service's
-// simulated provider hangs on SIGUSR1 until SIGUSR2).
-func (sv *Service) Signal(sig syscall.Signal) error {
-	sv.mu.Lock()
-	defer sv.mu.Unlock()
-	if sv.cmd == nil {
-		return errors.New(sv.Name + " is not running")
-	}
-	return sv.cmd.Process.Signal(sig)
-}
-
-func (sv *Service) signal(sig syscall.Signal) error {
-	sv.mu.Lock()
-	defer sv.mu.Unlock()
-	if sv.cmd == nil {
-		return nil
-	}
-	_ = sv.cmd.Process.Signal(sig)
-	var err error
-	select {
-	case err = <-sv.done:
-	case <-time.After(30 * time.Second):
-		_ = sv.cmd.Process.Kill()
-		err = <-sv.done
-	}
-	sv.cmd = nil
-	if sig == syscall.SIGKILL {
-		return nil
-	}
-	return err
-}
-
-// prefix copies r to w line by line, each line prefixed with the service name.
-func prefix(w io.Writer, name string, r io.Reader) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fmt.Fprintf(w, "%-20s | %s\n", name, sc.Text())
-	}
-	_, _ = io.Copy(io.Discard, r)
-}
-
-func portFree(host string, port int) error {
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
-	if err != nil {
-		return err
-	}
-	return ln.Close()
 }

@@ -19,12 +19,24 @@ import (
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/web"
 	"github.com/orderflow/common-events/web/webtest"
-	"github.com/orderflow/devstack/issuer"
 )
 
 const (
 	orderID = "019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f"
+	// The subjects of the tokens the suite sends: an operator, and a customer (a UUID).
+	operator = "operator"
+	customer = "0f9e8d7c-6b5a-4c3d-8e2f-1a0b9c8d7e6f"
 )
+
+// Issuer mints the tokens the suite sends, as the issuer the API trusts: devstack's
+// issuer.Issuer is one.
+type Issuer interface {
+	// Mint returns a token for sub with scopes, valid from now for ttl.
+	Mint(sub string, scopes []string, ttl time.Duration) (string, error)
+	// Forgeries returns tokens for sub with scopes that must not get in (a bad signature,
+	// expired, another audience, …), by what is wrong with each.
+	Forgeries(sub string, scopes []string) (map[string]string, error)
+}
 
 // Views describes a service's operators' views for the suite.
 type Views struct {
@@ -33,7 +45,7 @@ type Views struct {
 	OtherParam string   // a parameter another kind of API might filter by, e.g. "status=SENT"
 	Table      string   // a table the service keeps, for the SQL injection cases
 	// Issuer is the issuer whose tokens the API accepts: the views need an operator's.
-	Issuer *issuer.Issuer
+	Issuer Issuer
 
 	authorization string // an operator's
 }
@@ -41,7 +53,7 @@ type Views struct {
 // TestViews runs the suite. An order id that nothing was recorded for must answer an
 // empty list.
 func TestViews(t *testing.T, v Views) {
-	tok, err := v.Issuer.Mint(issuer.Operator, []string{auth.ScopeOperator}, time.Hour)
+	tok, err := v.Issuer.Mint(operator, []string{auth.ScopeOperator}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,11 +328,11 @@ func probesIgnoreQuery(t *testing.T, v Views) {
 // Every view refuses who is not an operator: no token or one that must not get in is 401
 // with a Bearer challenge, a customer's token 403; neither tells anything.
 func letOnlyOperatorsIn(t *testing.T, v Views) {
-	forged, err := v.Issuer.Forgeries(issuer.Operator, []string{auth.ScopeOperator})
+	forged, err := v.Issuer.Forgeries(operator, []string{auth.ScopeOperator})
 	if err != nil {
 		t.Fatal(err)
 	}
-	customer, err := v.Issuer.Mint(issuer.Customer, []string{auth.ScopeCustomer}, time.Hour)
+	customerToken, err := v.Issuer.Mint(customer, []string{auth.ScopeCustomer}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,6 +349,6 @@ func letOnlyOperatorsIn(t *testing.T, v Views) {
 		for name, tok := range forged {
 			t.Run(route+"/"+name, func(t *testing.T) { check(t, "Bearer "+tok, http.StatusUnauthorized, "invalid_token") })
 		}
-		t.Run(route+"/a customer", func(t *testing.T) { check(t, "Bearer "+customer, http.StatusForbidden, "insufficient_scope") })
+		t.Run(route+"/a customer", func(t *testing.T) { check(t, "Bearer "+customerToken, http.StatusForbidden, "insufficient_scope") })
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/orderflow/common-events/services"
 	"github.com/orderflow/devstack/issuer"
 	"github.com/orderflow/devstack/stack"
 )
@@ -68,7 +69,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		}
 		return p
 	}
-	order := s.Service("order-service").URL
+	order := s.Service(services.Order.Name).URL
 	fmt.Fprintf(stdout, `
 orderflow is up (%.1fs). Data in %s; Ctrl-C stops everything.
 
@@ -77,7 +78,7 @@ orderflow is up (%.1fs). Data in %s; Ctrl-C stops everything.
   notification-service   %s    GET /notifications?order_id=   (operators)
   token issuer           %s    its keys: %s
   Kafka broker           %s  (%s)
-  PostgreSQL             %s  (databases orders, payments, notifications)
+  PostgreSQL             %s  (databases %s)
 
 Metrics (Prometheus, no token): GET /metrics on each service, e.g. %s/metrics
 
@@ -101,8 +102,9 @@ Place an order:
 
 then GET the Location it answers with (same header), or run scripts/place-order.sh.
 
-`, time.Since(started).Seconds(), s.DataDir(), order, s.Service("payment-service").URL,
-		s.Service("notification-service").URL, s.Issuer.URL, s.Issuer.JWKSURL(), s.KafkaAddr(), s.BrokerName(), s.Postgres.URL("orders"), order,
+`, time.Since(started).Seconds(), s.DataDir(), order, s.Service(services.Payment.Name).URL,
+		s.Service(services.Notification.Name).URL, s.Issuer.URL, s.Issuer.JWKSURL(), s.KafkaAddr(), s.BrokerName(),
+		s.Postgres.URL(services.Order.Database), strings.Join(services.Databases(), ", "), order,
 		rel(tokens), issuer.Customer, rel(tokens), issuer.Customer2, rel(tokens), rel(tokens), order)
 
 	<-ctx.Done()
