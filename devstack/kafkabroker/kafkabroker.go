@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/orderflow/devstack/internal/proc"
 )
 
 // clusterID is the KRaft cluster id every broker of ours is formatted with: a base64
@@ -290,14 +291,7 @@ func (b *Broker) Stop() error {
 	if b.cmd == nil {
 		return nil
 	}
-	_ = b.cmd.Process.Signal(syscall.SIGTERM)
-	var err error
-	select {
-	case err = <-b.done:
-	case <-time.After(30 * time.Second):
-		_ = b.cmd.Process.Kill()
-		err = <-b.done
-	}
+	err := proc.Signal(b.cmd.Process, b.done, syscall.SIGTERM)
 	b.cmd = nil
 	var exit *exec.ExitError
 	if errors.As(err, &exit) && exit.ExitCode() == 143 { // 128 + SIGTERM: the JVM's clean exit

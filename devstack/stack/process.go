@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/orderflow/common-events/web"
+	"github.com/orderflow/devstack/internal/proc"
 )
 
 // Service is one service process.
@@ -117,14 +118,7 @@ func (sv *Service) signal(sig syscall.Signal) error {
 	if sv.cmd == nil {
 		return nil
 	}
-	_ = sv.cmd.Process.Signal(sig)
-	var err error
-	select {
-	case err = <-sv.done:
-	case <-time.After(30 * time.Second):
-		_ = sv.cmd.Process.Kill()
-		err = <-sv.done
-	}
+	err := proc.Signal(sv.cmd.Process, sv.done, sig)
 	sv.cmd = nil
 	if sig == syscall.SIGKILL {
 		return nil
