@@ -3,17 +3,13 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
-
-	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/web"
 	"github.com/orderflow/order-service/internal/order"
 )
@@ -83,27 +79,6 @@ func respondAfterWait(c echo.Context, o order.Order, wait time.Duration, final i
 		return c.JSON(final, toJSON(o))
 	}
 	return c.JSON(http.StatusAccepted, toJSON(o))
-}
-
-// cancelOrder serves POST /orders/{id}/cancel: a pending order becomes CANCELLED and
-// order.cancelled is published; payment refunds a charge that went through regardless.
-func cancelOrder(log *slog.Logger, store Store) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		id, err := orderID(c)
-		if err != nil {
-			return err
-		}
-		o, err := store.Cancel(c.Request().Context(), id, viewerOf(c))
-		if errors.Is(err, order.ErrInvalidTransition) {
-			return web.NewProblem(http.StatusConflict, "order_not_cancellable", "Order cannot be cancelled",
-				fmt.Sprintf("the order is %s; only a %s order can be cancelled", o.Status, order.PendingPayment))
-		}
-		if err != nil {
-			return err
-		}
-		log.InfoContext(c.Request().Context(), "order cancelled", "order_id", o.ID, "correlation_id", o.CorrelationID)
-		return c.JSON(http.StatusOK, toJSON(o))
-	}
 }
 
 // KeepAliveInterval is how often an idle event stream sends a comment, so proxies and
@@ -200,13 +175,4 @@ func historyOf(ctx context.Context, store Store, v order.Viewer, id string) ([]o
 		err = order.ErrNotFound
 	}
 	return history, err
-}
-
-// orderID reads the {id} path parameter: an order id, or order.ErrNotFound.
-func orderID(c echo.Context) (string, error) {
-	id := strings.ToLower(c.Param("id"))
-	if !events.IsUUID(id) {
-		return "", order.ErrNotFound
-	}
-	return id, nil
 }

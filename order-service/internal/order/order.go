@@ -300,11 +300,23 @@ func validEmail(s string) bool {
 	return at > 0 && strings.Contains(s[at+1:], ".")
 }
 
+// TransitionError is a move the order's status does not allow; it is ErrInvalidTransition.
+type TransitionError struct {
+	From, To Status
+}
+
+func (e *TransitionError) Error() string {
+	return fmt.Sprintf("%v: %s → %s", ErrInvalidTransition, e.From, e.To)
+}
+
+// Is makes a TransitionError ErrInvalidTransition.
+func (e *TransitionError) Is(target error) bool { return target == ErrInvalidTransition }
+
 // Transition moves the order to status to, recording reason when the payment failed.
-// Only a pending order moves; anything else is ErrInvalidTransition.
+// Only a pending order moves; anything else is a *TransitionError.
 func (o *Order) Transition(to Status, reason string, now time.Time) error {
 	if o.Status != PendingPayment || (to != Confirmed && to != PaymentFailed && to != Cancelled) {
-		return fmt.Errorf("%w: %s → %s", ErrInvalidTransition, o.Status, to)
+		return &TransitionError{From: o.Status, To: to}
 	}
 	o.Status = to
 	o.FailureReason = ""
