@@ -16,6 +16,7 @@ help:
 	@echo "  chaos         load while the stack's parts are killed and cut off (CHAOS_DURATION=3m)"
 	@echo "  bench         throughput and latency on each broker (QUICK=1); bench-docs writes them into docs"
 	@echo "  up, down, logs  the compose stack (up makes .env first)"
+	@echo "  config-docs   docs/configuration.md's table of settings, from the code"
 	@echo "  e2e, e2e-compose, dlq, token, lint, schemathesis, chaos-planted"
 	@echo "The fast loop: go test ./... in one module (CONTRIBUTING.md)."
 # Every module of the workspace, read from go.work: a module that joins it is tested.
@@ -179,6 +180,11 @@ e2e-compose:
 
 # Throughput and latency of the whole pipeline on its own devstack, printed as a table
 # and written to .data/bench/latest.json. QUICK=1 for the short version (under a minute).
+# config-docs writes docs/configuration.md's table of settings from what the services read
+# (e2e/configdoc_test.go holds the page to it).
+.PHONY: config-docs
+config-docs:
+	@cd e2e && $(GO) test -count=1 -run TestTheConfigurationPageIsTheCodes -update-config-docs . >/dev/null && echo "docs/configuration.md: the table of settings written from the code"
 .PHONY: bench bench-docs
 # bench-docs writes the last bench's figures (.data/bench/latest.json), with its commit and
 # machine, into docs/performance.md.

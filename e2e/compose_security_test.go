@@ -16,6 +16,7 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/types"
 
+	"github.com/orderflow/common-events/config"
 	"github.com/orderflow/common-events/kafka"
 	"github.com/orderflow/common-events/platform"
 	"github.com/orderflow/devstack/compose"
@@ -97,7 +98,8 @@ func checkKafkaSetup(p *types.Project, service string) []error {
 	if got := svc.DependsOn["kafka"].Condition; got != types.ServiceConditionHealthy {
 		bad("service %s waits for kafka with condition %q, want %q", name, got, types.ServiceConditionHealthy)
 	}
-	_, names, _ := platform.ReadSetup(identity(service), getenv(svc))
+	_, settings, _ := platform.ReadSetup(identity(service), getenv(svc))
+	names := config.Names(settings)
 	for k := range svc.Environment {
 		if !slices.Contains(names, k) {
 			bad("service %s is given %s, which it never reads", name, k)

@@ -37,16 +37,16 @@ import (
 
 // settingsRead maps each of our compose services to the environment variables its
 // configuration reads and the settings it takes from getenv.
-var settingsRead = map[string]func(getenv func(string) string) ([]string, config.Base){
-	"order-service": func(getenv func(string) string) ([]string, config.Base) {
+var settingsRead = map[string]func(getenv func(string) string) ([]config.Setting, config.Base){
+	"order-service": func(getenv func(string) string) ([]config.Setting, config.Base) {
 		cfg, names, _ := orderapp.ReadConfig(getenv)
 		return names, cfg.Base
 	},
-	"payment-service": func(getenv func(string) string) ([]string, config.Base) {
+	"payment-service": func(getenv func(string) string) ([]config.Setting, config.Base) {
 		cfg, names, _ := paymentapp.ReadConfig(getenv)
 		return names, cfg.Base
 	},
-	"notification-service": func(getenv func(string) string) ([]string, config.Base) {
+	"notification-service": func(getenv func(string) string) ([]config.Setting, config.Base) {
 		cfg, names, _ := notificationapp.ReadConfig(getenv)
 		return names, cfg.Base
 	},
@@ -146,7 +146,8 @@ func checkCompose(p *types.Project) []error {
 			bad("service %s is missing", name)
 			continue
 		}
-		names, cfg := read(getenv(svc))
+		settings, cfg := read(getenv(svc))
+		names := config.Names(settings)
 		if grace := time.Duration(ptrOr(svc.StopGracePeriod, types.Duration(10*time.Second))); grace < cfg.ShutdownTimeout+5*time.Second {
 			bad("service %s: stop_grace_period %s leaves no margin over its SHUTDOWN_TIMEOUT %s: a clean stop would end in SIGKILL", name, grace, cfg.ShutdownTimeout)
 		}

@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-
 	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/kafka"
 	"github.com/orderflow/common-events/tracing"
@@ -24,6 +22,61 @@ type Env struct {
 	getenv func(string) string
 	errs   []error
 	names  []string
+	noted  map[string]Setting
+}
+
+// Setting is a variable as the code reads it: its default and what it allows, for the
+// configuration page (docs/configuration.md, which a test keeps in step with it).
+type Setting struct {
+	Name    string
+	Default string // "" when unset means nothing; "required" when it must be set
+	Allowed string // what a value must be, "" for any string
+}
+
+// Settings lists every variable read so far, once each, in the order first read, with
+// its default and what it allows as its first typed read said.
+func (e *Env) Settings() []Setting {
+	var out []Setting
+	seen := map[string]bool{}
+	for _, n := range e.names {
+		if !seen[n] {
+			seen[n] = true
+			s := e.noted[n]
+			s.Name = n
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Names lists the names of settings.
+func Names(settings []Setting) []string {
+	out := make([]string, len(settings))
+	for i, s := range settings {
+		out[i] = s.Name
+	}
+	return out
+}
+
+// short is d as a person writes it: 10m, not 10m0s.
+func short(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+func (e *Env) note(name, def, allowed string) {
+	if e.noted == nil {
+		e.noted = map[string]Setting{}
+	}
+	if _, ok := e.noted[name]; !ok {
+		e.noted[name] = Setting{Name: name, Default: def, Allowed: allowed}
+	}
 }
 
 // NewEnv reads from getenv (os.Getenv in main, a map in tests).
@@ -37,12 +90,17 @@ func (e *Env) lookup(name string) string {
 	return strings.TrimSpace(e.getenv(name))
 }
 
+// Fail records that setting name is bad, saying why: for a reader of settings of its own
+// (tracing.ReadConfig).
+func (e *Env) Fail(name, format string, args ...any) { e.fail(name, format, args...) }
+
 func (e *Env) fail(name, format string, args ...any) {
 	e.errs = append(e.errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...)))
 }
 
 // String returns the variable, or def when unset.
 func (e *Env) String(name, def string) string {
+	e.note(name, def, "")
 	if v := e.lookup(name); v != "" {
 		return v
 	}
@@ -51,6 +109,7 @@ func (e *Env) String(name, def string) string {
 
 // Required returns the variable and records an error when it is unset.
 func (e *Env) Required(name string) string {
+	e.note(name, "required", "")
 	v := e.lookup(name)
 	if v == "" {
 		e.fail(name, "required but not set")
@@ -60,6 +119,7 @@ func (e *Env) Required(name string) string {
 
 // Int returns the variable as an integer within [lo, hi], or def when unset.
 func (e *Env) Int(name string, def, lo, hi int) int {
+	e.note(name, strconv.Itoa(def), fmt.Sprintf("an integer, %d–%d", lo, hi))
 	v := e.lookup(name)
 	if v == "" {
 		return def
@@ -74,6 +134,8 @@ func (e *Env) Int(name string, def, lo, hi int) int {
 
 // Float returns the variable as a number within [lo, hi], or def when unset.
 func (e *Env) Float(name string, def, lo, hi float64) float64 {
+	num := func(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
+	e.note(name, num(def), "a number, "+num(lo)+"–"+num(hi))
 	v := e.lookup(name)
 	if v == "" {
 		return def
@@ -88,6 +150,7 @@ func (e *Env) Float(name string, def, lo, hi float64) float64 {
 
 // Duration returns the variable as a Go duration ("250ms", "5s") within [lo, hi].
 func (e *Env) Duration(name string, def, lo, hi time.Duration) time.Duration {
+	e.note(name, short(def), fmt.Sprintf("a duration, %s–%s", short(lo), short(hi)))
 	v := e.lookup(name)
 	if v == "" {
 		return def
@@ -102,6 +165,7 @@ func (e *Env) Duration(name string, def, lo, hi time.Duration) time.Duration {
 
 // HostPorts returns a comma-separated list of host:port, or def when unset.
 func (e *Env) HostPorts(name string, def []string) []string {
+	e.note(name, strings.Join(def, ","), "host:port[,host:port…]")
 	v := e.lookup(name)
 	if v == "" {
 		return def
@@ -120,6 +184,7 @@ func (e *Env) HostPorts(name string, def []string) []string {
 
 // Addr returns a listen address such as ":8080" or "127.0.0.1:8080".
 func (e *Env) Addr(name, def string) string {
+	e.note(name, def, "[host]:port")
 	v := e.lookup(name)
 	if v == "" {
 		return def
@@ -133,6 +198,7 @@ func (e *Env) Addr(name, def string) string {
 
 // PostgresURL returns a postgres:// URL.
 func (e *Env) PostgresURL(name, def string) string {
+	e.note(name, redact(def), "a postgres:// URL")
 	v := e.lookup(name)
 	if v == "" {
 		v = def
@@ -146,6 +212,7 @@ func (e *Env) PostgresURL(name, def string) string {
 
 // HTTPURL returns a required http:// or https:// URL with a host.
 func (e *Env) HTTPURL(name string) string {
+	e.note(name, "required", "an http:// or https:// URL")
 	v := e.lookup(name)
 	if v == "" {
 		e.fail(name, "required but not set")
@@ -159,6 +226,7 @@ func (e *Env) HTTPURL(name string) string {
 
 // Level returns a slog level name (debug, info, warn, error).
 func (e *Env) Level(name string, def slog.Level) slog.Level {
+	e.note(name, strings.ToLower(def.String()), "debug, info, warn or error")
 	v := e.lookup(name)
 	if v == "" {
 		return def
@@ -271,7 +339,7 @@ func ReadBase(e *Env, httpAddr, databaseURL string) Base {
 		ProbeRate:           e.Float("HTTP_PROBE_RATE", 20, 0, 1e6),
 		ReadTimeout:         e.Duration("HTTP_READ_TIMEOUT", 10*time.Second, 100*time.Millisecond, 10*time.Minute),
 		Auth:                ReadAuth(e),
-		Tracing:             ReadTracing(e),
+		Tracing:             tracing.ReadConfig(e),
 	}
 }
 
@@ -283,99 +351,4 @@ func ReadAuth(e *Env) auth.Config {
 		Audience: e.String("AUTH_AUDIENCE", "orderflow"),
 		JWKSURL:  e.HTTPURL("AUTH_JWKS_URL"),
 	}
-}
-
-// ReadTracing reads the standard OpenTelemetry variables that decide whether and where
-// spans are exported: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (used as it is) or
-// OTEL_EXPORTER_OTLP_ENDPOINT (plus /v1/traces), OTEL_EXPORTER_OTLP_(TRACES_)HEADERS,
-// OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL (http/protobuf is the one spoken),
-// OTEL_TRACES_EXPORTER (otlp or none), OTEL_SDK_DISABLED, OTEL_SERVICE_NAME and
-// OTEL_TRACES_SAMPLER(_ARG). Nothing set: spans are not exported.
-func ReadTracing(e *Env) tracing.Config {
-	var cfg tracing.Config
-	disabled := e.String("OTEL_SDK_DISABLED", "false")
-	exporter := e.String("OTEL_TRACES_EXPORTER", "")
-	cfg.ServiceName = e.String("OTEL_SERVICE_NAME", "")
-	endpoint := e.String("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
-	if base := e.String("OTEL_EXPORTER_OTLP_ENDPOINT", ""); endpoint == "" && base != "" {
-		endpoint = strings.TrimRight(base, "/") + "/v1/traces"
-	}
-	protocol := first(e.String("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", ""), e.String("OTEL_EXPORTER_OTLP_PROTOCOL", ""))
-	headers := first(e.String("OTEL_EXPORTER_OTLP_TRACES_HEADERS", ""), e.String("OTEL_EXPORTER_OTLP_HEADERS", ""))
-	cfg.Sampler = e.sampler()
-
-	switch exporter {
-	case "", "otlp":
-	case "none":
-		return tracing.Config{}
-	default:
-		e.fail("OTEL_TRACES_EXPORTER", "want otlp or none, got %q", exporter)
-	}
-	switch strings.ToLower(disabled) {
-	case "false":
-	case "true":
-		return tracing.Config{}
-	default:
-		e.fail("OTEL_SDK_DISABLED", "want true or false, got %q", disabled)
-	}
-	if endpoint == "" && exporter == "otlp" {
-		endpoint = "http://localhost:4318/v1/traces" // the specification's default
-	}
-	if endpoint == "" {
-		return tracing.Config{}
-	}
-	if u, err := url.Parse(endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		e.fail("OTEL_EXPORTER_OTLP_ENDPOINT", "want an http:// or https:// URL, got %q", redact(endpoint))
-	}
-	if protocol != "" && protocol != "http/protobuf" {
-		e.fail("OTEL_EXPORTER_OTLP_PROTOCOL", "only http/protobuf is spoken (OTLP over HTTP, port 4318), got %q", protocol)
-	}
-	cfg.Endpoint = endpoint
-	if headers != "" {
-		cfg.Headers = map[string]string{}
-		for _, kv := range strings.Split(headers, ",") {
-			k, v, ok := strings.Cut(kv, "=")
-			k, kerr := url.QueryUnescape(strings.TrimSpace(k))
-			v, verr := url.QueryUnescape(strings.TrimSpace(v))
-			if !ok || k == "" || kerr != nil || verr != nil {
-				e.fail("OTEL_EXPORTER_OTLP_HEADERS", "want key=value[,key=value…] (values URL-encoded)")
-				break
-			}
-			cfg.Headers[k] = v
-		}
-	}
-	return cfg
-}
-
-// sampler reads OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG; nil: the default.
-func (e *Env) sampler() sdktrace.Sampler {
-	name := e.String("OTEL_TRACES_SAMPLER", "")
-	ratio := e.Float("OTEL_TRACES_SAMPLER_ARG", 1, 0, 1)
-	switch name {
-	case "":
-		return nil
-	case "always_on":
-		return sdktrace.AlwaysSample()
-	case "always_off":
-		return sdktrace.NeverSample()
-	case "traceidratio":
-		return sdktrace.TraceIDRatioBased(ratio)
-	case "parentbased_always_on":
-		return sdktrace.ParentBased(sdktrace.AlwaysSample())
-	case "parentbased_always_off":
-		return sdktrace.ParentBased(sdktrace.NeverSample())
-	case "parentbased_traceidratio":
-		return sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))
-	}
-	e.fail("OTEL_TRACES_SAMPLER", "want always_on, always_off, traceidratio or their parentbased_ forms, got %q", name)
-	return nil
-}
-
-func first(vs ...string) string {
-	for _, v := range vs {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }

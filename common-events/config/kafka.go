@@ -48,6 +48,7 @@ func ReadKafka(e *Env) kafka.Security {
 
 // OneOf returns the variable, which must be one of allowed, or def when unset.
 func (e *Env) OneOf(name, def string, allowed ...string) string {
+	e.note(name, def, "one of "+strings.Join(allowed, ", "))
 	v := e.lookup(name)
 	if v == "" {
 		return def
@@ -61,6 +62,8 @@ func (e *Env) OneOf(name, def string, allowed ...string) string {
 // secret returns the variable name, or what the file NAME_FILE holds (its last line end
 // trimmed): exactly one of the two must be set.
 func (e *Env) secret(name string) string {
+	e.note(name, "required", "or "+name+"_FILE")
+	e.note(name+"_FILE", "", "a file that holds "+name)
 	v, file := e.lookup(name), e.lookup(name+"_FILE")
 	switch {
 	case v != "" && file != "":

@@ -37,8 +37,8 @@ type Grant struct {
 // User:dlq), its kafka.OperatorPermissions over the service's dead letters; and a
 // read-only viewer, KAFKA_SETUP_VIEWER (default User:kafka-ui, compose's Kafka UI),
 // kafka.ViewerPermissions of the service's topics and groups. "none" grants nobody. It
-// returns the variables it read.
-func ReadSetup(svc services.Service, getenv func(string) string) (Setup, []string, error) {
+// returns the settings it read.
+func ReadSetup(svc services.Service, getenv func(string) string) (Setup, []config.Setting, error) {
 	service, groups := svc.Name, svc.Groups()
 	env := config.NewEnv(getenv)
 	s := Setup{
@@ -57,7 +57,7 @@ func ReadSetup(svc services.Service, getenv func(string) string) (Setup, []strin
 			s.Grants = append(s.Grants, g)
 		}
 	}
-	return s, env.Names(), env.Err()
+	return s, env.Settings(), env.Err()
 }
 
 // SetupKafka is a service's `kafka-setup` command (ReadSetup), run once per service by

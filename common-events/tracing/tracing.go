@@ -32,7 +32,7 @@ import (
 const Scope = "github.com/orderflow/common-events/tracing"
 
 // Config says whether and where spans are exported, as the standard OTEL_* variables
-// describe it (config.ReadTracing reads them).
+// describe it (ReadConfig reads them).
 type Config struct {
 	// Endpoint is the OTLP/HTTP traces URL (http://collector:4318/v1/traces); empty: spans
 	// are not exported.

@@ -23,15 +23,16 @@ type Config struct {
 	MailFrom string
 }
 
-// ReadConfig reads the configuration once; the error names every bad setting in one line.
-func ReadConfig(getenv func(string) string) (Config, []string, error) {
+// ReadConfig reads the configuration once, and says what it read; the error names every
+// bad setting in one line.
+func ReadConfig(getenv func(string) string) (Config, []config.Setting, error) {
 	env := config.NewEnv(getenv)
 	cfg := Config{
 		Base:     config.ReadBase(env, services.Notification.Addr(), services.Notification.DefaultDatabaseURL()),
 		SMTPAddr: env.Addr("SMTP_ADDR", ""),
 		MailFrom: env.String("MAIL_FROM", "orderflow <no-reply@orderflow.local>"),
 	}
-	return cfg, env.Names(), env.Err()
+	return cfg, env.Settings(), env.Err()
 }
 
 // Run serves until ctx is cancelled, then shuts down in order.

@@ -26,12 +26,13 @@ type Config struct {
 	OrderRate web.RatePolicy
 }
 
-// ReadConfig reads the configuration once; the error names every bad setting in one line.
-func ReadConfig(getenv func(string) string) (Config, []string, error) {
+// ReadConfig reads the configuration once, and says what it read; the error names every
+// bad setting in one line.
+func ReadConfig(getenv func(string) string) (Config, []config.Setting, error) {
 	env := config.NewEnv(getenv)
 	cfg := Config{Base: config.ReadBase(env, services.Order.Addr(), services.Order.DefaultDatabaseURL())}
 	cfg.OrderRate = web.RatePolicy{Name: "orders", Rate: env.Float("ORDER_RATE_LIMIT", 10, 0, 1e6), Burst: env.Int("ORDER_RATE_BURST", 50, 1, 1e6)}
-	return cfg, env.Names(), env.Err()
+	return cfg, env.Settings(), env.Err()
 }
 
 // Run serves until ctx is cancelled, then shuts down in order.

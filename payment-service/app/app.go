@@ -30,8 +30,9 @@ type Config struct {
 	PaymentDeadline time.Duration
 }
 
-// ReadConfig reads the configuration once; the error names every bad setting in one line.
-func ReadConfig(getenv func(string) string) (Config, []string, error) {
+// ReadConfig reads the configuration once, and says what it read; the error names every
+// bad setting in one line.
+func ReadConfig(getenv func(string) string) (Config, []config.Setting, error) {
 	env := config.NewEnv(getenv)
 	cfg := Config{
 		Base:                  config.ReadBase(env, services.Payment.Addr(), services.Payment.DefaultDatabaseURL()),
@@ -39,7 +40,7 @@ func ReadConfig(getenv func(string) string) (Config, []string, error) {
 		ProviderTransientRate: env.Float("PROVIDER_TRANSIENT_FAILURE_RATE", 0, 0, 1),
 		PaymentDeadline:       env.Duration("PAYMENT_DEADLINE", 10*time.Minute, time.Second, 7*24*time.Hour),
 	}
-	return cfg, env.Names(), env.Err()
+	return cfg, env.Settings(), env.Err()
 }
 
 // Run serves until ctx is cancelled, then shuts down in order.
