@@ -32,11 +32,24 @@ var (
 // Up applies every pending migration of fsys to db. It holds a PostgreSQL advisory lock
 // meanwhile, so several instances of a service can start at once.
 func Up(ctx context.Context, db *sql.DB, fsys fs.FS) error {
+	return up(ctx, db, fsys, "goose_db_version")
+}
+
+// UpPoolTracked applies fsys through a pool as UpPool does, its versions kept in a table of
+// their own: for a part of a service whose schema is not the service's (the payment
+// simulator's ledger), migrated beside it.
+func UpPoolTracked(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, versions string) error {
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	return up(ctx, db, fsys, versions)
+}
+
+func up(ctx context.Context, db *sql.DB, fsys fs.FS, versions string) error {
 	locker, err := lock.NewPostgresSessionLocker()
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys, goose.WithSessionLocker(locker))
+	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys, goose.WithSessionLocker(locker), goose.WithTableName(versions))
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}

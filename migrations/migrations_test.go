@@ -22,7 +22,7 @@ func TestEachDatabaseMigratesTwiceWithTheSharedPlumbing(t *testing.T) {
 		tables []string
 	}{
 		{"orders", migrations.Orders, []string{"outbox", "processed_events", "orders", "order_history"}},
-		{"payments", migrations.Payments, []string{"outbox", "processed_events", "payments", "provider_charges", "provider_refunds"}},
+		{"payments", migrations.Payments, []string{"outbox", "processed_events", "payments"}},
 		{"notifications", migrations.Notifications, []string{"outbox", "processed_events", "notifications"}},
 	}
 	for _, tt := range tests {

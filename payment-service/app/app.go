@@ -59,6 +59,9 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	if err := postgres.RegisterMetrics(stack.Registerer, stack.Pool); err != nil {
 		return err
 	}
+	if err := simulator.Migrate(ctx, stack.Pool); err != nil {
+		return err
+	}
 	provider := simulator.New(stack.Pool, cfg.ProviderLatency, cfg.ProviderTransientRate)
 	go hangOnSignal(ctx, stack.Log, provider)
 	orders, err := stack.Consumer(consume.Handlers(store, provider, cfg.PaymentDeadline))

@@ -37,6 +37,9 @@ func newFixture(t *testing.T) fixture {
 	if err := migrations.UpPool(context.Background(), pool, migrations.Payments); err != nil {
 		t.Fatal(err)
 	}
+	if err := simulator.Migrate(context.Background(), pool); err != nil {
+		t.Fatal(err)
+	}
 	sim := simulator.New(pool, 0, 0)
 	store := postgres.NewStore(pool)
 	return fixture{pool: pool, sim: sim, store: store, handlers: consume.Handlers(store, sim, 10*time.Minute)}

@@ -25,6 +25,9 @@ func newAPI(t *testing.T, is *issuer.Issuer) string {
 	if err := migrations.UpPool(context.Background(), pool, migrations.Payments); err != nil {
 		t.Fatal(err)
 	}
+	if err := simulator.Migrate(context.Background(), pool); err != nil {
+		t.Fatal(err)
+	}
 	log := slog.New(slog.NewJSONHandler(t.Output(), nil))
 	api := httpapi.New(log, postgres.NewStore(pool), simulator.New(pool, 0, 0), func(context.Context) error { return nil }, auth.NewVerifier(is.Config(), nil))
 	srv := httptest.NewServer(api)

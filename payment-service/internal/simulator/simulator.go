@@ -5,8 +5,10 @@ package simulator
 
 import (
 	"context"
+	"embed"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"strings"
 	"sync/atomic"
@@ -16,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/migrations"
 	"github.com/orderflow/payment-service/internal/payment"
 )
 
@@ -41,6 +44,23 @@ type Simulator struct {
 }
 
 var _ payment.Provider = (*Simulator)(nil)
+
+//go:embed schema/*.sql
+var schemaFiles embed.FS
+
+// Migrate makes sure of the simulator's ledger in the database of pool: its own schema,
+// apart from payment-service's migrations, as a real provider's records are apart from
+// the service's (its versions in simulator_db_version). Call it before New.
+func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
+	schema, err := fs.Sub(schemaFiles, "schema")
+	if err != nil {
+		return err
+	}
+	if err := migrations.UpPoolTracked(ctx, pool, schema, "simulator_db_version"); err != nil {
+		return fmt.Errorf("simulator ledger: %w", err)
+	}
+	return nil
+}
 
 // New returns a simulator whose every charge takes latency and fails transiently with
 // probability transientRate (0 to 1).

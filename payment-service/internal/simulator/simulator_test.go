@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/devstack/testenv"
 	"github.com/orderflow/migrations"
 	"github.com/orderflow/payment-service/internal/payment"
@@ -21,6 +22,9 @@ func openPool(t *testing.T) *pgxpool.Pool {
 	t.Helper()
 	pool := testenv.Pool(t)
 	if err := migrations.UpPool(context.Background(), pool, migrations.Payments); err != nil {
+		t.Fatal(err)
+	}
+	if err := simulator.Migrate(context.Background(), pool); err != nil {
 		t.Fatal(err)
 	}
 	return pool
@@ -140,5 +144,37 @@ func TestHang(t *testing.T) {
 	}
 	if entries, _ := sim.Ledger(context.Background(), req.IdempotencyKey); len(entries) != 1 {
 		t.Errorf("%d charges, want 1", len(entries))
+	}
+}
+
+// The ledger is the simulator's own schema, migrated apart from payment-service's: the
+// service's migrations make no ledger, Migrate does, again and again without harm, and
+// adopts a ledger that an older payments migration made.
+func TestTheLedgerIsTheSimulatorsOwn(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Pool(t)
+	if err := migrations.UpPool(ctx, pool, migrations.Payments); err != nil {
+		t.Fatal(err)
+	}
+	var tables int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_tables WHERE tablename LIKE 'provider_%'`).Scan(&tables); err != nil || tables != 0 {
+		t.Fatalf("payment-service's own migrations made %d ledger tables (%v), want none", tables, err)
+	}
+	// As the payments migrations before the move left a database: the charges table there.
+	if _, err := pool.Exec(ctx, `CREATE TABLE provider_charges (idempotency_key text PRIMARY KEY, charge_id text NOT NULL UNIQUE,
+		amount_cents bigint NOT NULL, currency char(3) NOT NULL, payment_method text NOT NULL, outcome text NOT NULL,
+		decline_code text, created_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := simulator.Migrate(ctx, pool); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_tables WHERE tablename LIKE 'provider_%'`).Scan(&tables); err != nil || tables != 2 {
+		t.Fatalf("after Migrate: %d ledger tables (%v), want 2", tables, err)
+	}
+	if _, err := simulator.New(pool, 0, 0).Charge(ctx, payment.ChargeRequest{IdempotencyKey: events.NewID(time.Now()), AmountCents: 100, Currency: "EUR", PaymentMethod: simulator.TokenVisa}); err != nil {
+		t.Errorf("a charge on the adopted ledger: %v", err)
 	}
 }
