@@ -67,11 +67,6 @@ func newRequest(t *testing.T, ctx context.Context, method, url, body string, hea
 	return req
 }
 
-func orderBody(email, token string) string {
-	return fmt.Sprintf(`{"customer_id":"5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93","customer_email":%q,"currency":"EUR",
-		"items":[{"sku":"BOOK-42","quantity":1,"unit_price_cents":1999}],"payment_method":%q}`, email, token)
-}
-
 // Two order-service instances share the database and the consumer group. A request
 // waiting on one instance is answered when the other consumes the payment event: each
 // order's GET waits on both instances, so for every order one of the two waits on the
@@ -212,16 +207,9 @@ func TestScenarioLiveStatusStream(t *testing.T) {
 // eventually retries check for up to 30 s; it reports the last complaint.
 func eventually(t *testing.T, check func() string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		complaint := check()
-		if complaint == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(complaint)
-		}
-		time.Sleep(200 * time.Millisecond)
+	var complaint string
+	if !testenv.Eventually(30*time.Second, 200*time.Millisecond, func() bool { complaint = check(); return complaint == "" }) {
+		t.Fatal(complaint)
 	}
 }
 

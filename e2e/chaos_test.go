@@ -41,10 +41,7 @@ func TestChaos(t *testing.T) {
 	if err != nil || d <= 0 {
 		t.Skip("set CHAOS_DURATION (make chaos) to run the chaos run")
 	}
-	root, err := stack.FindRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
+	root := testenv.Root(t)
 	// The short form (make test's 60 s) kills each service twice, the long one four times.
 	kills := 2
 	if d >= 2*time.Minute {
@@ -80,10 +77,7 @@ func TestChaosCatchesANonIdempotentProvider(t *testing.T) {
 	if err != nil || d <= 0 || os.Getenv("CHAOS_PLANTED") != "1" {
 		t.Skip("set CHAOS_PLANTED=1 and CHAOS_DURATION (make chaos-planted) to run it")
 	}
-	root, err := stack.FindRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
+	root := testenv.Root(t)
 	report := newChaos(t, root, "orderflow_planted_double_charge").run(d, []string{"payment-service", "payment-service", "payment-service", "payment-service"})
 	charges := report.invariants[1].violations
 	charges = append(charges, report.invariants[2].violations...)
@@ -137,10 +131,7 @@ var chaosDatabases = map[string]string{"order-service": "orders", "payment-servi
 // newChaos starts a devstack of the services built from the source at src (with the build
 // tags tags), each service reaching PostgreSQL and the broker through proxies of its own.
 func newChaos(t *testing.T, src string, tags ...string) *chaos {
-	root, err := stack.FindRoot() // the broker's jars and scripts
-	if err != nil {
-		t.Fatal(err)
-	}
+	root := testenv.Root(t) // the broker's jars and scripts
 	bin := t.TempDir()
 	if err := stack.Build(context.Background(), src, bin, tags...); err != nil {
 		t.Fatal(err)

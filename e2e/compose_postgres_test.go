@@ -13,17 +13,14 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/orderflow/devstack/pgcluster"
-	"github.com/orderflow/devstack/stack"
+	"github.com/orderflow/devstack/testenv"
 )
 
 // compose's PostgreSQL init script (deploy/postgres/init.sh), run as the postgres image
 // runs it, on a fresh server: each service's database is owned by a role of its own, with
 // the password compose gives it, and no other service's role may connect to it.
 func TestComposePostgresInitMakesARolePerService(t *testing.T) {
-	root, err := stack.FindRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
+	root := testenv.Root(t)
 	bin, err := pgcluster.BinDir()
 	if err != nil {
 		t.Skip(err)

@@ -30,6 +30,8 @@ import (
 	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/config"
 	"github.com/orderflow/devstack/compose"
+	"github.com/orderflow/devstack/issuer"
+	"github.com/orderflow/devstack/testenv"
 	notificationapp "github.com/orderflow/notification-service/app"
 	orderapp "github.com/orderflow/order-service/app"
 	paymentapp "github.com/orderflow/payment-service/app"
@@ -211,7 +213,7 @@ const (
 )
 
 var demoCustomers = []struct{ username, id string }{
-	{"ada", "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93"},
+	{"ada", issuer.Customer},
 	{"grace", "9d7e2c1a-4b3f-4e8d-a6c5-1f0e2d3c4b5a"},
 }
 
@@ -589,17 +591,8 @@ func withoutFlags(fields []string) []string {
 	return out
 }
 
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	root, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return root
-}
-
 func TestComposeFileMatchesTheCode(t *testing.T) {
-	root := repoRoot(t)
+	root := testenv.Root(t)
 	p, err := loadCompose(t, root, "docker-compose.yml")
 	if err != nil {
 		t.Fatalf("docker-compose.yml does not load and validate: %v", err)
@@ -617,7 +610,7 @@ func TestComposeFileMatchesTheCode(t *testing.T) {
 // The scale variant replaces payment-service's single port by a range, one port a replica,
 // and changes nothing else.
 func TestComposeScaleOverride(t *testing.T) {
-	root := repoRoot(t)
+	root := testenv.Root(t)
 	base, err := loadCompose(t, root, "docker-compose.yml")
 	if err != nil {
 		t.Fatal(err)
@@ -646,7 +639,7 @@ func TestComposeScaleOverride(t *testing.T) {
 // Without .env, or with a secret missing from it, compose refuses to start, and its one
 // line says what to do.
 func TestComposeRefusesToStartWithoutASecret(t *testing.T) {
-	root := repoRoot(t)
+	root := testenv.Root(t)
 	if _, err := loadComposeWith(t, nil, root, "docker-compose.yml"); err == nil || !strings.Contains(err.Error(), "run make up, which writes .env") {
 		t.Errorf("without .env: %v, want a refusal that names make up", err)
 	}
@@ -662,7 +655,7 @@ func TestComposeRefusesToStartWithoutASecret(t *testing.T) {
 
 // Each way of breaking the stack must be caught: the checks themselves are tested.
 func TestComposeChecksCatchBreakage(t *testing.T) {
-	root := repoRoot(t)
+	root := testenv.Root(t)
 	original, err := os.ReadFile(filepath.Join(root, "docker-compose.yml"))
 	if err != nil {
 		t.Fatal(err)

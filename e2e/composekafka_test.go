@@ -40,7 +40,7 @@ func TestComposeKafkaLetsInOnlyItsPrincipals(t *testing.T) {
 	if testenv.BrokerKind() != testenv.ApacheKafka {
 		t.Skip("runs Apache Kafka from compose's settings: make test runs it on TEST_BROKER=kafka")
 	}
-	root := repoRoot(t)
+	root := testenv.Root(t)
 	dir := t.TempDir()
 	env, _, err := compose.Ensure(dir)
 	if err != nil {

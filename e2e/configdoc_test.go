@@ -12,6 +12,7 @@ import (
 	"github.com/orderflow/common-events/config"
 	"github.com/orderflow/common-events/platform"
 	"github.com/orderflow/common-events/services"
+	"github.com/orderflow/devstack/testenv"
 )
 
 var updateConfigDocs = flag.Bool("update-config-docs", false, "write docs/configuration.md's table of settings from the code (make config-docs)")
@@ -28,7 +29,7 @@ const (
 // column, what a setting does, is written by hand; a setting without one fails. With
 // -update-config-docs (make config-docs) the test writes the table instead.
 func TestTheConfigurationPageIsTheCodes(t *testing.T) {
-	path := filepath.Join(repoRoot(t), "docs", "configuration.md")
+	path := filepath.Join(testenv.Root(t), "docs", "configuration.md")
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)

@@ -39,17 +39,11 @@ func (tg *target) charging() int {
 // waitCharging waits until at least n charges are in flight.
 func (tg *target) waitCharging(n int) int {
 	tg.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		got := tg.charging()
-		if got >= n {
-			return got
-		}
-		if time.Now().After(deadline) {
-			tg.t.Fatalf("%d charges in flight, want at least %d", got, n)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var got int
+	if !testenv.Eventually(30*time.Second, 20*time.Millisecond, func() bool { got = tg.charging(); return got >= n }) {
+		tg.t.Fatalf("%d charges in flight, want at least %d", got, n)
 	}
+	return got
 }
 
 const slowProvider = "1500ms"

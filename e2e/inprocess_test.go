@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -166,21 +164,9 @@ type orderResp struct {
 // placeOrder posts an order paid with token and returns it as accepted.
 func (s *inproc) placeOrder(token, email string) orderResp {
 	s.t.Helper()
-	body := fmt.Sprintf(`{"customer_id":"5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93","customer_email":%q,"currency":"EUR",
-		"items":[{"sku":"BOOK-42","quantity":2,"unit_price_cents":1999},{"sku":"PEN-7","quantity":1,"unit_price_cents":350}],
-		"payment_method":%q}`, email, token)
-	resp, err := client.Post(s.url("order", "/orders"), "application/json", bytes.NewBufferString(body))
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var o orderResp
-	if err := json.NewDecoder(resp.Body).Decode(&o); err != nil {
-		s.t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusAccepted || o.Status != "PENDING_PAYMENT" || resp.Header.Get("Location") != "/orders/"+o.ID {
-		s.t.Fatalf("POST /orders = %d %+v (Location %q), want 202 PENDING_PAYMENT", resp.StatusCode, o, resp.Header.Get("Location"))
-	}
+	o, err := placeOrder(s.url("order", ""), orderBody(email, token,
+		`{"sku":"BOOK-42","quantity":2,"unit_price_cents":1999}`, `{"sku":"PEN-7","quantity":1,"unit_price_cents":350}`))
+	must(s.t, err)
 	return o
 }
 
@@ -193,31 +179,15 @@ func (s *inproc) getOrder(id string) orderResp {
 
 func (s *inproc) getJSON(service, path string, v any) {
 	s.t.Helper()
-	resp, err := client.Get(s.url(service, path))
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		s.t.Fatalf("GET %s%s = %d %s", service, path, resp.StatusCode, b)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-		s.t.Fatal(err)
-	}
+	must(s.t, getJSON(s.url(service, path), v))
 }
 
 // waitStatus polls the order until it leaves PENDING_PAYMENT or timeout passes.
 func (s *inproc) waitStatus(id string, timeout time.Duration) orderResp {
 	s.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		o := s.getOrder(id)
-		if o.Status != "PENDING_PAYMENT" || time.Now().After(deadline) {
-			return o
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	var o orderResp
+	testenv.Eventually(timeout, 50*time.Millisecond, func() bool { o = s.getOrder(id); return o.Status != "PENDING_PAYMENT" })
+	return o
 }
 
 type listResp[T any] struct {
@@ -251,10 +221,7 @@ func (s *inproc) notifications(orderID string) []notificationResp {
 
 // waitEmails waits until n emails reached rcpt, then lingers briefly to catch extras.
 func (s *inproc) waitEmails(rcpt string, n int, timeout time.Duration) []testenv.Email {
-	deadline := time.Now().Add(timeout)
-	for len(s.mail.To(rcpt)) < n && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
+	testenv.Eventually(timeout, 50*time.Millisecond, func() bool { return len(s.mail.To(rcpt)) >= n })
 	time.Sleep(300 * time.Millisecond)
 	return s.mail.To(rcpt)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/kafka"
 	"github.com/orderflow/common-events/services"
+	"github.com/orderflow/devstack/issuer"
 	"github.com/orderflow/devstack/kafkabroker"
 	"github.com/orderflow/devstack/testenv"
 	orderapp "github.com/orderflow/order-service/app"
@@ -50,7 +51,7 @@ func TestAForgedPaymentIsRefusedByTheBroker(t *testing.T) {
 	o := s.placeOrder("tok_visa", "forged@example.com")
 	env, err := events.New(events.PaymentCompleted{
 		OrderID: o.ID, PaymentID: "019a8f3e-7d01-7e20-b1c2-d3e4f5a6b7c8", ChargeID: "ch_forged",
-		CustomerID: "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93", CustomerEmail: o.CustomerEmail,
+		CustomerID: issuer.Customer, CustomerEmail: o.CustomerEmail,
 		AmountCents: o.TotalCents, Currency: "EUR", CompletedAt: time.Now(),
 	}, events.Meta{}, time.Now())
 	if err != nil {

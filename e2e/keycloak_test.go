@@ -37,7 +37,7 @@ func TestKeycloakIssuesTheTokensTheServicesAccept(t *testing.T) {
 	if os.Getenv("TEST_KEYCLOAK") != "1" {
 		t.Skip("boots Keycloak (a JVM, 20 s and more): TEST_KEYCLOAK=1 runs it, as make test-keycloak does")
 	}
-	root := repoRoot(t)
+	root := testenv.Root(t)
 	p, err := loadCompose(t, root, "docker-compose.yml")
 	if err != nil {
 		t.Fatal(err)

@@ -49,7 +49,7 @@ func TestEveryServiceServesItsMetrics(t *testing.T) {
 		// The email goes out after the order is confirmed: scrape until every series is
 		// there, or 10 s have passed.
 		var body []byte
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		testenv.Eventually(10*time.Second, 100*time.Millisecond, func() bool {
 			resp, err := http.Get(s.url(name, "/metrics")) // no token: open, as docs/security.md says
 			if err != nil {
 				t.Fatal(err)
@@ -59,10 +59,8 @@ func TestEveryServiceServesItsMetrics(t *testing.T) {
 			if resp.StatusCode != http.StatusOK {
 				t.Fatalf("%s-service GET /metrics = %d", name, resp.StatusCode)
 			}
-			if !slices.ContainsFunc(names, func(n string) bool { return !strings.Contains(string(body), "\n"+n) }) || time.Now().After(deadline) {
-				break
-			}
-		}
+			return !slices.ContainsFunc(names, func(n string) bool { return !strings.Contains(string(body), "\n"+n) })
+		})
 		problems, err := promlint.New(bytes.NewReader(body)).Lint()
 		if err != nil {
 			t.Fatalf("%s-service metrics do not parse: %v", name, err)
@@ -90,7 +88,7 @@ func TestEveryServiceServesItsMetrics(t *testing.T) {
 		}
 	}
 
-	root := repoRoot(t)
+	root := testenv.Root(t)
 	p, err := loadCompose(t, root, "docker-compose.yml")
 	if err != nil {
 		t.Fatal(err)

@@ -40,6 +40,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/orderflow/common-events/metrics"
+	"github.com/orderflow/devstack/testenv"
 )
 
 // Where the images read their configuration unless told otherwise.
@@ -644,7 +645,7 @@ func unserved(p *types.Project, served map[string]bool) []error {
 // every 15 s as configured, over series written as promtool's rule tests write them (one
 // value a scrape, 15 s apart; _ for no sample, axn for a repeated n more times).
 func TestAlertsFireWhenTheyShould(t *testing.T) {
-	p, err := loadCompose(t, repoRoot(t), "docker-compose.yml")
+	p, err := loadCompose(t, testenv.Root(t), "docker-compose.yml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/orderflow/common-events/services"
+	"github.com/orderflow/devstack/testenv"
 )
 
 // The README's quick start on this machine, run as written against a devstack: its
@@ -20,7 +21,7 @@ func TestTheREADMEQuickStartWorks(t *testing.T) {
 	if os.Getenv("E2E_ORDER_URL") != "" {
 		t.Skip("runs the README's commands against a devstack of its own")
 	}
-	root := repoRoot(t)
+	root := testenv.Root(t)
 	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
 	if err != nil {
 		t.Fatal(err)
@@ -107,7 +108,7 @@ func TestTheREADMEQuickStartWorks(t *testing.T) {
 // The README's table of ports gives each service the ports of its identity
 // (common-events/services): make run's and compose's.
 func TestTheREADMEPortsAreTheServicesOwn(t *testing.T) {
-	readme, err := os.ReadFile(filepath.Join(repoRoot(t), "README.md"))
+	readme, err := os.ReadFile(filepath.Join(testenv.Root(t), "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderflow/devstack/issuer"
 	"github.com/orderflow/devstack/kafkabroker"
 	"github.com/orderflow/devstack/stack"
 	"github.com/orderflow/devstack/testenv"
@@ -58,10 +59,7 @@ func newLoggedTarget(t *testing.T, serviceEnv map[string]map[string]string, logs
 		}
 		return &target{t: t, order: u, payment: os.Getenv("E2E_PAYMENT_URL"), notification: os.Getenv("E2E_NOTIFICATION_URL")}
 	}
-	root, err := stack.FindRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
+	root := testenv.Root(t)
 	buildOnce.Do(func() {
 		buildOnce.dir, buildOnce.err = os.MkdirTemp("", "orderflow-bin-")
 		if buildOnce.err == nil {
@@ -146,21 +144,8 @@ type placed struct {
 // place posts one order paid with token, for a customer with a fresh address.
 func (tg *target) place(token string) (placed, error) {
 	email := fmt.Sprintf("c-%x@example.com", rand.Uint64())
-	body := fmt.Sprintf(`{"customer_id":"5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93","customer_email":%q,"currency":"EUR",
-		"items":[{"sku":"BOOK-42","quantity":1,"unit_price_cents":1999}],"payment_method":%q}`, email, token)
-	resp, err := client.Post(tg.order+"/orders", "application/json", bytes.NewBufferString(body))
-	if err != nil {
-		return placed{}, err
-	}
-	defer resp.Body.Close()
-	var o orderResp
-	if err := json.NewDecoder(resp.Body).Decode(&o); err != nil {
-		return placed{}, err
-	}
-	if resp.StatusCode != http.StatusAccepted || o.Status != "PENDING_PAYMENT" {
-		return placed{}, fmt.Errorf("POST /orders = %d %+v", resp.StatusCode, o)
-	}
-	return placed{ID: o.ID, Token: token, Email: email}, nil
+	o, err := placeOrder(tg.order, orderBody(email, token))
+	return placed{ID: o.ID, Token: token, Email: email}, err
 }
 
 // placeMany posts n orders from workers goroutines; token(i) picks each one's token.
@@ -194,19 +179,6 @@ func (tg *target) placeMany(n, workers int, token func(i int) string) []placed {
 	return out
 }
 
-func getJSON(url string, v any) error {
-	resp, err := client.Get(url)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		return fmt.Errorf("GET %s = %d %s", url, resp.StatusCode, b)
-	}
-	return json.NewDecoder(resp.Body).Decode(v)
-}
-
 func (tg *target) status(id string) orderResp {
 	tg.t.Helper()
 	var o orderResp
@@ -220,28 +192,25 @@ func (tg *target) status(id string) orderResp {
 func (tg *target) waitTerminal(orders []placed, within time.Duration) map[string]orderResp {
 	tg.t.Helper()
 	got := map[string]orderResp{}
-	deadline := time.Now().Add(within)
-	for {
+	pending := 0
+	if !testenv.Eventually(within, 200*time.Millisecond, func() bool {
 		for _, p := range orders {
 			if o, ok := got[p.ID]; ok && o.Status != "PENDING_PAYMENT" {
 				continue
 			}
 			got[p.ID] = tg.status(p.ID)
 		}
-		pending := 0
+		pending = 0
 		for _, o := range got {
 			if o.Status == "PENDING_PAYMENT" {
 				pending++
 			}
 		}
-		if pending == 0 {
-			return got
-		}
-		if time.Now().After(deadline) {
-			tg.t.Fatalf("%d of %d orders still PENDING_PAYMENT after %s", pending, len(orders), within)
-		}
-		time.Sleep(200 * time.Millisecond)
+		return pending == 0
+	}) {
+		tg.t.Fatalf("%d of %d orders still PENDING_PAYMENT after %s", pending, len(orders), within)
 	}
+	return got
 }
 
 func (tg *target) list(url string, v any) {
@@ -282,10 +251,7 @@ var expected = map[string]struct{ status, reason, kind string }{
 func (tg *target) checkOutcomes(orders []placed, states map[string]orderResp) {
 	tg.t.Helper()
 	if tg.mail != nil {
-		deadline := time.Now().Add(30 * time.Second)
-		for len(tg.mail.Emails()) < len(orders) && time.Now().Before(deadline) {
-			time.Sleep(100 * time.Millisecond)
-		}
+		testenv.Eventually(30*time.Second, 100*time.Millisecond, func() bool { return len(tg.mail.Emails()) >= len(orders) })
 		time.Sleep(300 * time.Millisecond)
 	}
 	deadline := time.Now().Add(30 * time.Second) // one for all, so a failure fails fast
@@ -393,7 +359,7 @@ func TestScenarioPaymentServiceKilledWhileCharging(t *testing.T) {
 func TestScenarioIdempotencyKeyRetry(t *testing.T) {
 	tg := newTarget(t, nil)
 	key := fmt.Sprintf("checkout-%x", rand.Uint64())
-	body := `{"customer_id":"5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93","customer_email":"idem@example.com","currency":"EUR",
+	body := `{"customer_id":"` + issuer.Customer + `","customer_email":"idem@example.com","currency":"EUR",
 		"items":[{"sku":"BOOK-42","quantity":1,"unit_price_cents":1999}],"payment_method":"tok_visa"}`
 	var ids []string
 	for i := range 3 {

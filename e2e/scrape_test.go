@@ -209,24 +209,8 @@ func TestScrapeFloodTakesNoConnection(t *testing.T) {
 
 // placeOnce posts one order as the demo customer, once: a refusal is an error.
 func placeOnce(orderURL string) error {
-	body := `{"customer_id":"5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93","customer_email":"flood@example.com","currency":"EUR",
-		"items":[{"sku":"BOOK-42","quantity":1,"unit_price_cents":1999}],"payment_method":"tok_visa"}`
-	req, err := http.NewRequest(http.MethodPost, orderURL+"/orders", strings.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+tokens.customer)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		b, _ := io.ReadAll(resp.Body)
-		return fmt.Errorf("POST /orders = %d %s", resp.StatusCode, b)
-	}
-	return nil
+	_, err := placeOrderWith(http.DefaultClient, orderURL, orderBody("flood@example.com", "tok_visa"), "Authorization", "Bearer "+tokens.customer)
+	return err
 }
 
 func p99(ds []time.Duration) time.Duration {

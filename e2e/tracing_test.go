@@ -144,13 +144,10 @@ func TestOneTracePerOrderAcrossTheServices(t *testing.T) {
 		}
 		return &spans[i]
 	}
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if spans = col.trace(o.ID); !slices.ContainsFunc(want, func(w wanted) bool {
-			return find(w.service, w.name) == nil
-		}) {
-			break
-		}
-	}
+	testenv.Eventually(30*time.Second, 200*time.Millisecond, func() bool {
+		spans = col.trace(o.ID)
+		return !slices.ContainsFunc(want, func(w wanted) bool { return find(w.service, w.name) == nil })
+	})
 	for _, w := range want {
 		s := find(w.service, w.name)
 		if s == nil {

@@ -74,13 +74,14 @@ func TestADatabaseOutageIsAnHonest503(t *testing.T) {
 	}
 	// The pool reconnects on the next request; the client retries as told.
 	var placed string
-	for deadline := time.Now().Add(30 * time.Second); placed == "" && time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+	testenv.Eventually(30*time.Second, 500*time.Millisecond, func() bool {
 		status, h, _ := send(t, http.MethodPost, s.url("order", "/orders"), orderBody("outage@example.com", "tok_visa"),
 			"Content-Type", "application/json", "Idempotency-Key", "outage-1")
 		if status == http.StatusAccepted {
 			placed = strings.TrimPrefix(h.Get("Location"), "/orders/")
 		}
-	}
+		return placed != ""
+	})
 	if placed == "" {
 		t.Fatal("POST /orders did not succeed within 30 s of the database coming back")
 	}
@@ -95,10 +96,12 @@ func TestADatabaseOutageIsAnHonest503(t *testing.T) {
 		// first request to take it (the pool pings only those idle for over a second): an
 		// honest 503, which the client retries as told.
 		status, _, body := send(t, c.method, s.url(c.service, c.path), "")
-		for deadline := time.Now().Add(10 * time.Second); status == http.StatusServiceUnavailable && time.Now().Before(deadline); {
-			time.Sleep(500 * time.Millisecond)
-			status, _, body = send(t, c.method, s.url(c.service, c.path), "")
-		}
+		testenv.Eventually(10*time.Second, 500*time.Millisecond, func() bool {
+			if status == http.StatusServiceUnavailable {
+				status, _, body = send(t, c.method, s.url(c.service, c.path), "")
+			}
+			return status != http.StatusServiceUnavailable
+		})
 		if status != http.StatusOK {
 			t.Errorf("%s %s after the outage = %d %s, want 200", c.method, c.path, status, body)
 		}

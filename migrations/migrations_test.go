@@ -9,6 +9,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 
+	"github.com/orderflow/devstack/issuer"
 	"github.com/orderflow/devstack/testenv"
 	"github.com/orderflow/migrations"
 )
@@ -64,7 +65,7 @@ func TestIdempotencyKeysBecomePerCustomer(t *testing.T) {
 	if _, err := p.UpTo(ctx, 4); err != nil {
 		t.Fatal(err)
 	}
-	const order, customer = "019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f", "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93"
+	const order, customer = "019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f", issuer.Customer
 	if _, err := db.ExecContext(ctx, `
 		INSERT INTO orders (id, customer_id, customer_email, currency, items, total_cents, payment_method, status, correlation_id, created_at, updated_at)
 		VALUES ($1, $2, 'ada@example.com', 'EUR', '[]', 1, 'tok_visa', 'PENDING_PAYMENT', 'c', now(), now())`, order, customer); err != nil {

@@ -29,6 +29,7 @@ import (
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/kafka"
 	"github.com/orderflow/common-events/outbox"
+	"github.com/orderflow/devstack/issuer"
 	"github.com/orderflow/devstack/pgcluster"
 	"github.com/orderflow/migrations"
 )
@@ -205,7 +206,7 @@ func runSide(ctx context.Context, adminURL string, brokers []string, n int, limi
 
 func newEvent(i int, now time.Time) (events.Envelope, error) {
 	return events.New(events.OrderCreated{
-		OrderID: fmt.Sprintf("order-%07d", i), CustomerID: "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93",
+		OrderID: fmt.Sprintf("order-%07d", i), CustomerID: issuer.Customer,
 		CustomerEmail: "bench@example.com", Items: []events.Item{{SKU: "BOOK-42", Quantity: 2, UnitPriceCents: 1999}},
 		TotalCents: 3998, Currency: "EUR", PaymentMethod: "tok_visa", CreatedAt: now,
 	}, events.Meta{}, now)

@@ -36,11 +36,11 @@ func start(t *testing.T) (*issuer.Issuer, *auth.Verifier) {
 
 func TestAValidTokenSpeaksForItsSubject(t *testing.T) {
 	is, v := start(t)
-	p, err := v.Verify(context.Background(), testenv.Token(t, is, "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93", auth.ScopeOperator))
+	p, err := v.Verify(context.Background(), testenv.Token(t, is, issuer.Customer, auth.ScopeOperator))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Subject != "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93" || !p.Has(auth.ScopeOperator) {
+	if p.Subject != issuer.Customer || !p.Has(auth.ScopeOperator) {
 		t.Errorf("principal = %+v", p)
 	}
 	p, err = v.Verify(context.Background(), testenv.Token(t, is, "c-2"))

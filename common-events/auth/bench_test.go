@@ -9,13 +9,14 @@ import (
 	"testing"
 
 	"github.com/orderflow/common-events/auth"
+	"github.com/orderflow/devstack/issuer"
 	"github.com/orderflow/devstack/testenv"
 )
 
 func BenchmarkVerify(b *testing.B) {
 	is := testenv.Issuer(b)
 	v := auth.NewVerifier(is.Config(), nil)
-	tok := testenv.Token(b, is, "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93", auth.ScopeCustomer)
+	tok := testenv.Token(b, is, issuer.Customer, auth.ScopeCustomer)
 	ctx := context.Background()
 	if _, err := v.Verify(ctx, tok); err != nil {
 		b.Fatal(err)

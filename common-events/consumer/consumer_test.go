@@ -110,14 +110,9 @@ func (f fixture) effects(t *testing.T) []string {
 
 func (f fixture) waitEffects(t *testing.T, n int, within time.Duration) []string {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		got := f.effects(t)
-		if len(got) >= n || time.Now().After(deadline) {
-			return got
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	var got []string
+	testenv.Eventually(within, 25*time.Millisecond, func() bool { got = f.effects(t); return len(got) >= n })
+	return got
 }
 
 func orderCreated(t *testing.T, id string) *sarama.ProducerMessage {
@@ -241,10 +236,7 @@ func TestTransientDatabaseErrorIsRetriedNotSkipped(t *testing.T) {
 	testenv.Produce(t, f.brokers, orderCreated(t, "order-2"))
 	testenv.Produce(t, f.brokers, orderCreated(t, "order-1"))
 
-	deadline := time.Now().Add(15 * time.Second)
-	for attempts.Load() < 3 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.Eventually(15*time.Second, 20*time.Millisecond, func() bool { return attempts.Load() >= 3 })
 	if n := attempts.Load(); n < 3 {
 		t.Fatalf("handler attempted %d times while the table was locked, want retries", n)
 	}
@@ -355,12 +347,8 @@ func TestKeysRunConcurrentlyEachInOffsetOrder(t *testing.T) {
 	}, func(r *consumer.Runner) { r.Concurrency = concurrency })
 
 	want := (keys + 1) * perKey
-	deadline := time.Now().Add(20 * time.Second)
-	got := f.numberedEffects(t)
-	for len(got) < want && time.Now().Before(deadline) {
-		time.Sleep(25 * time.Millisecond)
-		got = f.numberedEffects(t)
-	}
+	var got []effect
+	testenv.Eventually(20*time.Second, 25*time.Millisecond, func() bool { got = f.numberedEffects(t); return len(got) >= want })
 	if len(got) != want {
 		t.Fatalf("%d effects, want %d", len(got), want)
 	}
@@ -436,10 +424,7 @@ func TestAStuckKeyHoldsBackOnlyItselfAndTheCommitPoint(t *testing.T) {
 		return recordNumber(msg), nil
 	}, func(r *consumer.Runner) { r.Concurrency, r.MaxUncommitted, r.Metrics = 4, window, m })
 
-	deadline := time.Now().Add(15 * time.Second)
-	for len(f.numberedEffects(t)) < window-1 && time.Now().Before(deadline) {
-		time.Sleep(25 * time.Millisecond)
-	}
+	testenv.Eventually(15*time.Second, 25*time.Millisecond, func() bool { return len(f.numberedEffects(t)) >= window-1 })
 	time.Sleep(1500 * time.Millisecond) // more than the commit interval, and time to overrun the bound
 	if n := len(f.numberedEffects(t)); n != window-1 {
 		t.Fatalf("%d records applied behind the stuck one, want %d: the others must flow, up to MaxUncommitted (%d)", n, window-1, window)
@@ -466,17 +451,11 @@ orderflow_consumer_records_in_flight{group="`+group+`"} 1
 	}
 
 	outage.Store(false)
-	deadline = time.Now().Add(15 * time.Second)
-	for len(f.numberedEffects(t)) < others+1 && time.Now().Before(deadline) {
-		time.Sleep(25 * time.Millisecond)
-	}
+	testenv.Eventually(15*time.Second, 25*time.Millisecond, func() bool { return len(f.numberedEffects(t)) >= others+1 })
 	if n := len(f.numberedEffects(t)); n != others+1 {
 		t.Fatalf("%d effects after the failure cleared, want %d", n, others+1)
 	}
-	deadline = time.Now().Add(10 * time.Second)
-	for f.committedOffset(t) != others+1 && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
+	testenv.Eventually(10*time.Second, 100*time.Millisecond, func() bool { return f.committedOffset(t) == others+1 })
 	if off := f.committedOffset(t); off != others+1 {
 		t.Fatalf("committed offset %d once everything finished, want %d", off, others+1)
 	}
@@ -532,10 +511,7 @@ func TestStopFinishesInFlightAndResumesWithoutLossOrRepeat(t *testing.T) {
 		t.Fatalf("all %d records were through before the stop; the test needs some in flight", n)
 	}
 	f.run(t, slow, func(r *consumer.Runner) { r.Concurrency = 16 })
-	deadline := time.Now().Add(20 * time.Second)
-	for len(f.numberedEffects(t)) < n && time.Now().Before(deadline) {
-		time.Sleep(25 * time.Millisecond)
-	}
+	testenv.Eventually(20*time.Second, 25*time.Millisecond, func() bool { return len(f.numberedEffects(t)) >= n })
 	time.Sleep(300 * time.Millisecond)
 	seen := map[string]int{}
 	for _, e := range f.numberedEffects(t) {
@@ -584,10 +560,7 @@ func TestAFailingBatchFallsBackToOneByOne(t *testing.T) {
 		return consumer.Row(set, number{key: msg.Subject}), nil
 	})
 	dlq := testenv.Records(t, f.brokers, events.DeadLetterTopic(events.TopicOrderCreated, group), 1, 15*time.Second)
-	deadline := time.Now().Add(15 * time.Second)
-	for len(f.numberedEffects(t)) < 39 && time.Now().Before(deadline) {
-		time.Sleep(25 * time.Millisecond)
-	}
+	testenv.Eventually(15*time.Second, 25*time.Millisecond, func() bool { return len(f.numberedEffects(t)) >= 39 })
 	if n := len(f.numberedEffects(t)); n != 39 {
 		t.Errorf("%d records applied, want the 39 good ones", n)
 	}
@@ -660,12 +633,9 @@ func TestAPoisonRecordTooLargeToDeadLetterIsParkedCutShort(t *testing.T) {
 	if got := f.waitEffects(t, 1, 20*time.Second); fmt.Sprint(got) != "[after]" {
 		t.Fatalf("effects = %v, want the record after the large one applied", got)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for f.committedOffset(t) != offset+2 { // past the large record and the one after it
-		if time.Now().After(deadline) {
-			t.Fatalf("committed offset %d, want %d: the large record holds back its partition", f.committedOffset(t), offset+2)
-		}
-		time.Sleep(100 * time.Millisecond)
+	// Past the large record and the one after it.
+	if !testenv.Eventually(15*time.Second, 100*time.Millisecond, func() bool { return f.committedOffset(t) == offset+2 }) {
+		t.Fatalf("committed offset %d, want %d: the large record holds back its partition", f.committedOffset(t), offset+2)
 	}
 	dlq := testenv.Records(t, f.brokers, events.DeadLetterTopic(events.TopicOrderCreated, group), 1, 15*time.Second)
 	if len(dlq) != 1 {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/devstack/issuer"
 )
 
 type golden struct {
@@ -55,27 +56,27 @@ func TestGoldenPayloadsStillDecode(t *testing.T) {
 		want events.Event
 	}{
 		{"order.created.json", events.OrderCreated{
-			OrderID: orderID, CustomerID: "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93", CustomerEmail: "ada@example.com",
+			OrderID: orderID, CustomerID: issuer.Customer, CustomerEmail: "ada@example.com",
 			Items:      []events.Item{{SKU: "BOOK-42", Quantity: 2, UnitPriceCents: 1999}, {SKU: "PEN-7", Quantity: 1, UnitPriceCents: 350}},
 			TotalCents: 4348, Currency: "EUR", PaymentMethod: "tok_visa", CreatedAt: mustTime("2026-11-23T09:15:02.12Z"),
 		}},
 		{"payment.completed.json", events.PaymentCompleted{
 			OrderID: orderID, PaymentID: "019a8f3e-7d01-7e20-b1c2-d3e4f5a6b7c8", ChargeID: "ch_019a8f3e7d007f33a4b5c6d7e8f90a1b",
-			CustomerID: "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93", CustomerEmail: "ada@example.com",
+			CustomerID: issuer.Customer, CustomerEmail: "ada@example.com",
 			AmountCents: 4348, Currency: "EUR", CompletedAt: mustTime("2026-11-23T09:15:02.41Z"),
 		}},
 		{"payment.failed.json", events.PaymentFailed{
 			OrderID: orderID, PaymentID: "019a8f3e-7d01-7e20-b1c2-d3e4f5a6b7c9",
-			CustomerID: "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93", CustomerEmail: "ada@example.com",
+			CustomerID: issuer.Customer, CustomerEmail: "ada@example.com",
 			AmountCents: 4348, Currency: "EUR", Reason: events.ReasonCardDeclined, FailedAt: mustTime("2026-11-23T09:15:02.41Z"),
 		}},
 		{"order.cancelled.json", events.OrderCancelled{
-			OrderID: orderID, CustomerID: "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93", CustomerEmail: "ada@example.com",
+			OrderID: orderID, CustomerID: issuer.Customer, CustomerEmail: "ada@example.com",
 			TotalCents: 4348, Currency: "EUR", CancelledAt: mustTime("2026-11-23T09:15:03Z"),
 		}},
 		{"payment.refunded.json", events.PaymentRefunded{
 			OrderID: orderID, PaymentID: "019a8f3e-7d01-7e20-b1c2-d3e4f5a6b7c8", ChargeID: "ch_019a8f3e7d007f33a4b5c6d7e8f90a1b",
-			RefundID: "re_019a8f3e7e3f7b44a5b6c7d8e9f0a1b2", CustomerID: "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93",
+			RefundID: "re_019a8f3e7e3f7b44a5b6c7d8e9f0a1b2", CustomerID: issuer.Customer,
 			CustomerEmail: "ada@example.com", AmountCents: 4348, Currency: "EUR", RefundedAt: mustTime("2026-11-23T09:15:03.51Z"),
 		}},
 	}

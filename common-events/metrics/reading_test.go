@@ -223,9 +223,7 @@ func stamp(t *testing.T, body, name string) float64 {
 // waitFor waits up to 10 s for cond.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s after 10 s", what)
-		}
+	if !testenv.Eventually(10*time.Second, 10*time.Millisecond, cond) {
+		t.Fatalf("no %s after 10 s", what)
 	}
 }

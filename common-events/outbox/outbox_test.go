@@ -88,12 +88,8 @@ func outboxRows(t *testing.T, pool *pgxpool.Pool) int {
 
 func waitEmpty(t *testing.T, pool *pgxpool.Pool, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for outboxRows(t, pool) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("outbox still holds %d rows after %s", outboxRows(t, pool), within)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !testenv.Eventually(within, 20*time.Millisecond, func() bool { return outboxRows(t, pool) == 0 }) {
+		t.Fatalf("outbox still holds %d rows after %s", outboxRows(t, pool), within)
 	}
 }
 

@@ -131,9 +131,7 @@ func TestOneTraceFromRequestToConsumer(t *testing.T) {
 
 	// The consumer's span ends after its Apply commits: wait for it.
 	var spans tracetest.SpanStubs
-	for deadline := time.Now().Add(10 * time.Second); len(spans) < 5 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		spans = exp.GetSpans()
-	}
+	testenv.Eventually(10*time.Second, 20*time.Millisecond, func() bool { spans = exp.GetSpans(); return len(spans) >= 5 })
 	byName := map[string]tracetest.SpanStub{}
 	for _, s := range spans {
 		byName[s.Name] = s

@@ -12,16 +12,8 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/orderflow/devstack/kafkabroker"
+	"github.com/orderflow/devstack/testenv"
 )
-
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return root
-}
 
 // rssMB is the resident memory of process pid, from /proc.
 func rssMB(pid int) int {
@@ -42,7 +34,7 @@ func rssMB(pid int) int {
 // acks=all, stops cleanly, and comes back on the same data: what devstack relies on.
 func TestBrokerStartsServesStopsAndKeepsItsData(t *testing.T) {
 	ctx := context.Background()
-	libs, err := kafkabroker.Libs(ctx, repoRoot(t))
+	libs, err := kafkabroker.Libs(ctx, testenv.Root(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/devstack/pgcluster"
+	"github.com/orderflow/devstack/stack"
 )
 
 var adminURL string
@@ -126,3 +127,26 @@ var given = struct {
 	sync.Mutex
 	ports map[int]bool
 }{ports: map[int]bool{}}
+
+// Root is the repository, found from the test's working folder (stack.FindRoot).
+func Root(t testing.TB) string {
+	t.Helper()
+	root, err := stack.FindRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// Eventually asks done every every until it says yes or within has passed, and returns
+// its last answer: the one way tests wait for something to happen.
+func Eventually(within, every time.Duration, done func() bool) bool {
+	deadline := time.Now().Add(within)
+	for !done() {
+		if time.Now().After(deadline) {
+			return done()
+		}
+		time.Sleep(every)
+	}
+	return true
+}

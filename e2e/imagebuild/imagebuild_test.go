@@ -13,6 +13,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/cli"
 
 	"github.com/orderflow/devstack/compose"
+	"github.com/orderflow/devstack/testenv"
 )
 
 // goEnv reads one of this machine's go env settings.
@@ -23,15 +24,6 @@ func goEnv(t *testing.T, name string) string {
 		t.Fatalf("go env %s: %v", name, err)
 	}
 	return strings.TrimSpace(string(out))
-}
-
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return root
 }
 
 // newBuild is a build of root's Dockerfile for one service, with this machine's Go and caches.
@@ -59,7 +51,7 @@ func newBuild(t *testing.T, root, dockerfile string, args map[string]string) Bui
 // another is (a service's kafka-setup one-shot, from the service's image) is the same
 // image, replayed once.
 func TestComposeImagesBuild(t *testing.T) {
-	root := repoRoot(t)
+	root := testenv.Root(t)
 	env, _, err := compose.Ensure(t.TempDir()) // the secrets make up writes to .env
 	if err != nil {
 		t.Fatal(err)
@@ -119,7 +111,7 @@ func sortedKeys[V any](m map[string]V) []string {
 
 // The proof must fail on each way an image build breaks.
 func TestReplayCatchesBreakage(t *testing.T) {
-	root := repoRoot(t)
+	root := testenv.Root(t)
 	dockerfile, err := os.ReadFile(filepath.Join(root, "Dockerfile"))
 	if err != nil {
 		t.Fatal(err)

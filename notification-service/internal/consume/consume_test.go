@@ -11,6 +11,7 @@ import (
 
 	"github.com/orderflow/common-events/consumer"
 	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/devstack/issuer"
 	"github.com/orderflow/devstack/testenv"
 	"github.com/orderflow/migrations"
 	"github.com/orderflow/notification-service/internal/consume"
@@ -46,7 +47,7 @@ func TestCancelledOrderIsNeverConfirmed(t *testing.T) {
 			t.Fatalf("%s: %v", topic, err)
 		}
 	}
-	const customer = "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93"
+	const customer = issuer.Customer
 	now := time.Now()
 	completed := func(id, email string) events.PaymentCompleted {
 		return events.PaymentCompleted{OrderID: id, PaymentID: "p-" + id, ChargeID: "ch_1", CustomerID: customer,

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/orderflow/common-events/web"
+	"github.com/orderflow/devstack/issuer"
 	"github.com/orderflow/order-service/internal/order"
 )
 
@@ -16,7 +17,7 @@ import (
 // never more than order.MaxFieldErrors fields listed.
 func FuzzCreateRequest(f *testing.F) {
 	for _, seed := range []string{
-		`{"customer_id":"5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93","customer_email":"ada@example.com","currency":"EUR",
+		`{"customer_id":"` + issuer.Customer + `","customer_email":"ada@example.com","currency":"EUR",
 		  "items":[{"sku":"BOOK-42","quantity":2,"unit_price_cents":1999}],"payment_method":"tok_visa"}`,
 		`{"items":[{"quantity":"two"},{"colour":"red"}]}`,
 		`{"items":[{"sku":"S","quantity":1000,"unit_price_cents":1000000000}],"currency":"eur"}`,

@@ -31,7 +31,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 
 const (
 	jsonType   = "application/json"
-	customerID = "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93"
+	customerID = issuer.Customer
 )
 
 // api is order-service's HTTP API on a fresh, migrated database, with its own token

@@ -15,6 +15,7 @@ import (
 
 	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/devstack/testenv"
 	"github.com/orderflow/order-service/internal/order"
 	"github.com/orderflow/order-service/internal/postgres"
 )
@@ -47,11 +48,8 @@ func (a api) request(t *testing.T, ctx context.Context, method, path, body strin
 // waitFor polls cond for up to 10 s: for the test's own checks, not the API's.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("still not so after 10s: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !testenv.Eventually(10*time.Second, 10*time.Millisecond, cond) {
+		t.Fatalf("still not so after 10s: %s", what)
 	}
 }
 

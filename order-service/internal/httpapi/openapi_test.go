@@ -302,11 +302,9 @@ func TestOpenAPIDescribesTheAPI(t *testing.T) {
 			header: append(postJSON(""), "Prefer", "wait=20", "Authorization", "Bearer "+testenv.Token(t, a.issuer, waiter, auth.ScopeCustomer)),
 			body:   validOrder().with("customer_id", nil).JSON(t),
 			meanwhile: func(t *testing.T) {
-				for deadline := time.Now().Add(10 * time.Second); a.changes.Waiting() == 0; time.Sleep(10 * time.Millisecond) {
-					if time.Now().After(deadline) {
-						t.Error("the POST never waited")
-						return
-					}
+				if !testenv.Eventually(10*time.Second, 10*time.Millisecond, func() bool { return a.changes.Waiting() > 0 }) {
+					t.Error("the POST never waited")
+					return
 				}
 				var id string
 				if err := a.pool.QueryRow(ctx, `SELECT id::text FROM orders WHERE customer_id = $1`, waiter).Scan(&id); err != nil {

@@ -8,12 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderflow/devstack/issuer"
 	"github.com/orderflow/order-service/internal/order"
 )
 
 const (
 	orderID       = "019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f"
-	customerID    = "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93"
+	customerID    = issuer.Customer
 	correlationID = "corr-1"
 )
 

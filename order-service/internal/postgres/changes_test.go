@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/devstack/issuer"
 	"github.com/orderflow/devstack/testenv"
 	"github.com/orderflow/migrations"
 	"github.com/orderflow/order-service/internal/order"
@@ -28,7 +29,7 @@ func TestChangesWakeSubscribersAcrossInstances(t *testing.T) {
 	place := func(id string) {
 		t.Helper()
 		o, err := order.New(order.Request{
-			CustomerID: "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93", CustomerEmail: "ada@example.com", Currency: "EUR",
+			CustomerID: issuer.Customer, CustomerEmail: "ada@example.com", Currency: "EUR",
 			Items: []order.Item{{SKU: "S", Quantity: 1, UnitPriceCents: 100}}, PaymentMethod: "tok_visa",
 		}, id, "", time.Now())
 		if err != nil {

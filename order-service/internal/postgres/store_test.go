@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/devstack/issuer"
 	"github.com/orderflow/devstack/testenv"
 	"github.com/orderflow/migrations"
 	"github.com/orderflow/order-service/internal/order"
@@ -32,7 +33,7 @@ func newStore(t *testing.T) (*pgxpool.Pool, *postgres.Store) {
 func newOrder(t *testing.T, id string, now time.Time) (order.Order, events.Envelope) {
 	t.Helper()
 	o, err := order.New(order.Request{
-		CustomerID: "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93", CustomerEmail: "ada@example.com", Currency: "EUR",
+		CustomerID: issuer.Customer, CustomerEmail: "ada@example.com", Currency: "EUR",
 		Items: []order.Item{{SKU: "S", Quantity: 1, UnitPriceCents: 100}}, PaymentMethod: "tok_visa",
 	}, id, "corr", now)
 	if err != nil {
@@ -96,8 +97,8 @@ func TestPruneIdempotencyKeysRemovesOnlyExpiredOnes(t *testing.T) {
 	}
 	_, err := pool.Exec(ctx, `
 		INSERT INTO idempotency_keys (customer_id, key, request_hash, status, response, order_id, created_at) VALUES
-		('5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93', 'old', 'h', 202, '{}', '019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f', now() - interval '25 hours'),
-		('5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93', 'new', 'h', 202, '{}', '019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e60', now() - interval '23 hours')`)
+		('`+issuer.Customer+`', 'old', 'h', 202, '{}', '019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f', now() - interval '25 hours'),
+		('`+issuer.Customer+`', 'new', 'h', 202, '{}', '019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e60', now() - interval '23 hours')`)
 	if err != nil {
 		t.Fatal(err)
 	}

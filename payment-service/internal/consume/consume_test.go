@@ -15,6 +15,7 @@ import (
 
 	"github.com/orderflow/common-events/consumer"
 	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/devstack/issuer"
 	"github.com/orderflow/devstack/testenv"
 	"github.com/orderflow/migrations"
 	"github.com/orderflow/payment-service/internal/consume"
@@ -103,7 +104,7 @@ func (f fixture) outcome(t *testing.T, orderID string) outcome {
 	return o
 }
 
-const customer = "5b0c3a4e-2f6d-4f1b-9a57-8d2e6c1f0a93"
+const customer = issuer.Customer
 
 func created(id, token string) events.OrderCreated {
 	return events.OrderCreated{OrderID: id, CustomerID: customer, CustomerEmail: "ada@example.com",
