@@ -184,7 +184,7 @@ e2e-compose:
 # (e2e/configdoc_test.go holds the page to it).
 .PHONY: config-docs
 config-docs:
-	@cd e2e && $(GO) test -count=1 -run TestTheConfigurationPageIsTheCodes -update-config-docs . >/dev/null && echo "docs/configuration.md: the table of settings written from the code"
+	@cd e2e && out=$$($(GO) test -count=1 -run TestTheConfigurationPageIsTheCodes -update-config-docs . 2>&1) || { echo "$$out"; exit 1; }; echo "docs/configuration.md: the table of settings written from the code"
 .PHONY: bench bench-docs
 # bench-docs writes the last bench's figures (.data/bench/latest.json), with its commit and
 # machine, into docs/performance.md.

@@ -35,13 +35,20 @@ func Up(ctx context.Context, db *sql.DB, fsys fs.FS) error {
 	return up(ctx, db, fsys, "goose_db_version")
 }
 
-// UpPoolTracked applies fsys through a pool as UpPool does, its versions kept in a table of
-// their own: for a part of a service whose schema is not the service's (the payment
-// simulator's ledger), migrated beside it.
-func UpPoolTracked(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, versions string) error {
+// UpOwn applies the migrations in folder dir of files through a pool, their versions in a
+// table of their own (versions): for a part of a service that keeps a schema of its own
+// beside the service's (the payment providers' ledgers), migrated apart from it.
+func UpOwn(ctx context.Context, pool *pgxpool.Pool, files fs.FS, dir, versions string) error {
+	fsys, err := fs.Sub(files, dir)
+	if err != nil {
+		return fmt.Errorf("migrate %s: %w", versions, err)
+	}
 	db := stdlib.OpenDBFromPool(pool)
 	defer db.Close()
-	return up(ctx, db, fsys, versions)
+	if err := up(ctx, db, fsys, versions); err != nil {
+		return fmt.Errorf("%s: %w", versions, err)
+	}
+	return nil
 }
 
 func up(ctx context.Context, db *sql.DB, fsys fs.FS, versions string) error {

@@ -9,6 +9,7 @@ require (
 	github.com/orderflow/devstack v0.0.0
 	github.com/orderflow/migrations v0.0.0
 	github.com/prometheus/client_golang v1.25.0
+	github.com/stripe/stripe-go/v82 v82.5.1
 	go.opentelemetry.io/otel v1.47.0
 	go.opentelemetry.io/otel/trace v1.47.0
 )

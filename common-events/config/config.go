@@ -210,6 +210,23 @@ func (e *Env) PostgresURL(name, def string) string {
 	return v
 }
 
+// URL returns an http:// or https:// URL with a host, or def when unset.
+func (e *Env) URL(name, def string) string {
+	e.note(name, def, "an http:// or https:// URL")
+	v := e.lookup(name)
+	if v == "" {
+		return def
+	}
+	e.checkURL(name, v)
+	return v
+}
+
+func (e *Env) checkURL(name, v string) {
+	if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		e.fail(name, "want an http:// or https:// URL, got %q", redact(v))
+	}
+}
+
 // HTTPURL returns a required http:// or https:// URL with a host.
 func (e *Env) HTTPURL(name string) string {
 	e.note(name, "required", "an http:// or https:// URL")
@@ -218,9 +235,7 @@ func (e *Env) HTTPURL(name string) string {
 		e.fail(name, "required but not set")
 		return v
 	}
-	if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		e.fail(name, "want an http:// or https:// URL, got %q", redact(v))
-	}
+	e.checkURL(name, v)
 	return v
 }
 

@@ -29,7 +29,7 @@ func ReadKafka(e *Env) kafka.Security {
 			e.fail("KAFKA_SASL_MECHANISM", "required with KAFKA_SECURITY_PROTOCOL=%s", s.Protocol)
 		}
 		s.Username = e.Required("KAFKA_SASL_USERNAME")
-		s.Password = e.secret("KAFKA_SASL_PASSWORD")
+		s.Password = e.Secret("KAFKA_SASL_PASSWORD")
 	} else {
 		e.unused(s.Protocol, sasl...)
 	}
@@ -59,9 +59,9 @@ func (e *Env) OneOf(name, def string, allowed ...string) string {
 	return v
 }
 
-// secret returns the variable name, or what the file NAME_FILE holds (its last line end
+// Secret returns the variable name, or what the file NAME_FILE holds (its last line end
 // trimmed): exactly one of the two must be set.
-func (e *Env) secret(name string) string {
+func (e *Env) Secret(name string) string {
 	e.note(name, "required", "or "+name+"_FILE")
 	e.note(name+"_FILE", "", "a file that holds "+name)
 	v, file := e.lookup(name), e.lookup(name+"_FILE")

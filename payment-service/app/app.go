@@ -16,19 +16,31 @@ import (
 	"github.com/orderflow/migrations"
 	"github.com/orderflow/payment-service/internal/consume"
 	"github.com/orderflow/payment-service/internal/httpapi"
+	"github.com/orderflow/payment-service/internal/payment"
 	"github.com/orderflow/payment-service/internal/postgres"
 	"github.com/orderflow/payment-service/internal/simulator"
+	"github.com/orderflow/payment-service/internal/stripepay"
 )
 
 // Config is everything payment-service reads from its environment.
 type Config struct {
 	config.Base
+	// Provider is who charges: ProviderSimulator (the default) or ProviderStripe.
+	Provider string
+	// Stripe is how to reach Stripe, with ProviderStripe.
+	Stripe                stripepay.Config
 	ProviderLatency       time.Duration // how long each simulated charge takes
 	ProviderTransientRate float64       // share of simulated charges that fail transiently
 	// PaymentDeadline is how long after an order's creation a charge failing
 	// transiently is retried; then the provider's records decide.
 	PaymentDeadline time.Duration
 }
+
+// The payment providers.
+const (
+	ProviderSimulator = "simulator" // payment-service's own stand-in, its ledger in the payments database
+	ProviderStripe    = "stripe"    // Stripe's PaymentIntents API, or a stand-in at STRIPE_API_BASE
+)
 
 // ReadConfig reads the configuration once, and says what it read; the error names every
 // bad setting in one line.
@@ -39,6 +51,14 @@ func ReadConfig(getenv func(string) string) (Config, []config.Setting, error) {
 		ProviderLatency:       env.Duration("PROVIDER_LATENCY", 0, 0, time.Minute),
 		ProviderTransientRate: env.Float("PROVIDER_TRANSIENT_FAILURE_RATE", 0, 0, 1),
 		PaymentDeadline:       env.Duration("PAYMENT_DEADLINE", 10*time.Minute, time.Second, 7*24*time.Hour),
+		Provider:              env.OneOf("PAYMENT_PROVIDER", ProviderSimulator, ProviderSimulator, ProviderStripe),
+	}
+	if cfg.Provider == ProviderStripe {
+		cfg.Stripe = stripepay.Config{
+			APIKey:  env.Secret("STRIPE_API_KEY"),
+			BaseURL: env.URL("STRIPE_API_BASE", ""),
+			Timeout: env.Duration("STRIPE_TIMEOUT", 10*time.Second, 100*time.Millisecond, time.Minute),
+		}
 	}
 	return cfg, env.Settings(), env.Err()
 }
@@ -59,16 +79,28 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	if err := postgres.RegisterMetrics(stack.Registerer, stack.Pool); err != nil {
 		return err
 	}
-	if err := simulator.Migrate(ctx, stack.Pool); err != nil {
-		return err
+	var provider payment.Provider
+	var ledger httpapi.Ledger // the simulator's alone
+	switch cfg.Provider {
+	case ProviderStripe:
+		if err := stripepay.Migrate(ctx, stack.Pool); err != nil {
+			return err
+		}
+		provider = stripepay.New(cfg.Stripe, stack.Pool)
+	default:
+		if err := simulator.Migrate(ctx, stack.Pool); err != nil {
+			return err
+		}
+		sim := simulator.New(stack.Pool, cfg.ProviderLatency, cfg.ProviderTransientRate)
+		go hangOnSignal(ctx, stack.Log, sim)
+		provider, ledger = sim, sim
 	}
-	provider := simulator.New(stack.Pool, cfg.ProviderLatency, cfg.ProviderTransientRate)
-	go hangOnSignal(ctx, stack.Log, provider)
+	stack.Log.Info("payment provider", "provider", cfg.Provider, "stripe_api_base", cfg.Stripe.BaseURL)
 	orders, err := stack.Consumer(consume.Handlers(store, provider, cfg.PaymentDeadline))
 	if err != nil {
 		return err
 	}
-	api := httpapi.New(stack.Log, store, provider, stack.Ready, stack.Verifier)
+	api := httpapi.New(stack.Log, store, ledger, stack.Ready, stack.Verifier)
 	return stack.Serve(ctx, api, []platform.Worker{orders.Run}, []platform.Worker{stack.Relay().Run})
 }
 

@@ -8,7 +8,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"math/rand/v2"
 	"strings"
 	"sync/atomic"
@@ -52,14 +51,7 @@ var schemaFiles embed.FS
 // apart from payment-service's migrations, as a real provider's records are apart from
 // the service's (its versions in simulator_db_version). Call it before New.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
-	schema, err := fs.Sub(schemaFiles, "schema")
-	if err != nil {
-		return err
-	}
-	if err := migrations.UpPoolTracked(ctx, pool, schema, "simulator_db_version"); err != nil {
-		return fmt.Errorf("simulator ledger: %w", err)
-	}
-	return nil
+	return migrations.UpOwn(ctx, pool, schemaFiles, "schema", "simulator_db_version")
 }
 
 // New returns a simulator whose every charge takes latency and fails transiently with
