@@ -1,10 +1,21 @@
 package e2e
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/orderflow/devstack/testenv"
+	"github.com/stripe/stripe-go/v82/webhook"
 )
 
 // payment-service charges through the Stripe adapter when PAYMENT_PROVIDER=stripe: an
@@ -28,5 +39,121 @@ func TestPaymentServiceChargesThroughStripe(t *testing.T) {
 	}
 	if ps := s.payments(o.ID); len(ps) != 1 || ps[0].Status != "FAILED" || ps[0].ChargeID == "" {
 		t.Errorf("payments = %+v, want one FAILED with the intent's id", ps)
+	}
+}
+
+// stripeStandIn answers as Stripe does for an intent that wants 3-D Secure: created, then
+// requires_action on every confirm, so the payment waits for a webhook. It counts the
+// confirms.
+func stripeStandIn(t *testing.T) (url string, confirms *atomic.Int32) {
+	t.Helper()
+	confirms = &atomic.Int32{}
+	var n atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case r.Method == http.MethodPost && r.URL.Path == "/v1/payment_intents":
+			fmt.Fprintf(w, `{"id":"pi_e2e_%d","object":"payment_intent","status":"requires_confirmation"}`, n.Add(1))
+		case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/confirm"):
+			confirms.Add(1)
+			id := strings.Split(r.URL.Path, "/")[3]
+			fmt.Fprintf(w, `{"id":%q,"object":"payment_intent","status":"requires_action"}`, id)
+		default:
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = io.WriteString(w, `{"error":{"type":"invalid_request_error","code":"resource_missing","message":"No such resource"}}`)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL, confirms
+}
+
+// A payment that waits on Stripe (3-D Secure: the confirm answers requires_action) is
+// settled by Stripe's signed webhook through the same path as an answer at once: the order
+// is confirmed, once. A redelivered webhook, and one that comes out of order about the
+// settled payment, change nothing; every forgery tried is refused with a 400 and changes
+// nothing either.
+func TestAStripeWebhookSettlesAWaitingPayment(t *testing.T) {
+	const secret, oldSecret = "whsec_e2e_current", "whsec_e2e_previous"
+	base, confirms := stripeStandIn(t)
+	s := newStack(t, testenv.Kafka(t), map[string]map[string]string{
+		"payment": {"PAYMENT_PROVIDER": "stripe", "STRIPE_API_KEY": "sk_test_123", "STRIPE_API_BASE": base,
+			"STRIPE_WEBHOOK_SECRET": oldSecret + "," + secret},
+	})
+	o := s.placeOrder("tok_visa", "3ds@example.com")
+	var intent string
+	if !testenv.Eventually(20*time.Second, 50*time.Millisecond, func() bool {
+		withDB(t, s.dbs["payment"], func(ctx context.Context, conn *pgx.Conn) error {
+			err := conn.QueryRow(ctx, `SELECT intent_id FROM stripe_intents WHERE idempotency_key = $1`, o.ID).Scan(&intent)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil
+			}
+			return err
+		})
+		return intent != "" && confirms.Load() > 0
+	}) {
+		t.Fatal("the order's intent was never recorded and confirmed")
+	}
+	if got := s.getOrder(o.ID); got.Status != "PENDING_PAYMENT" {
+		t.Fatalf("order = %s while Stripe wants 3-D Secure, want PENDING_PAYMENT", got.Status)
+	}
+
+	hook := s.url("payment", "/webhooks/stripe")
+	event := func(id, typ string) []byte {
+		return fmt.Appendf(nil, `{"id":%q,"object":"event","type":%q,"api_version":"2025-01-27.acacia","data":{"object":{"id":%q,"object":"payment_intent","status":"succeeded","metadata":{"order_id":%q}}}}`,
+			id, typ, intent, o.ID)
+	}
+	deliver := func(body []byte, signature string) (int, string) {
+		status, _, b := send(t, http.MethodPost, hook, string(body), "Content-Type", "application/json", "Stripe-Signature", signature)
+		return status, string(b)
+	}
+	signed := func(body []byte, secret string, at time.Time) string {
+		return webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: body, Secret: secret, Timestamp: at}).Header
+	}
+
+	// Forgeries first: none moves the waiting payment.
+	succeeded := event("evt_e2e_1", "payment_intent.succeeded")
+	captured := signed(succeeded, secret, time.Now().Add(-10*time.Minute))
+	replayed := regexp.MustCompile(`t=\d+`).ReplaceAllString(captured, fmt.Sprintf("t=%d", time.Now().Unix()))
+	for _, f := range []struct{ name, signature, code string }{
+		{"no signature", "", "invalid_signature"},
+		{"another secret", signed(succeeded, "whsec_someone_else", time.Now()), "invalid_signature"},
+		{"an old timestamp", captured, "invalid_signature"},
+		{"a captured body replayed with a new timestamp", replayed, "invalid_signature"},
+		{"a malformed header", "v1=deadbeef", "invalid_signature"},
+	} {
+		if status, body := deliver(succeeded, f.signature); status != http.StatusBadRequest || !strings.Contains(body, f.code) {
+			t.Errorf("%s: %d %s, want 400 %s", f.name, status, body, f.code)
+		}
+	}
+	if status, body := deliver(event("evt_e2e_x", "customer.created"), signed(event("evt_e2e_x", "customer.created"), secret, time.Now())); status != http.StatusBadRequest || !strings.Contains(body, "unhandled_event_type") {
+		t.Errorf("an unknown event type: %d %s, want 400 unhandled_event_type", status, body)
+	}
+	if got := s.getOrder(o.ID); got.Status != "PENDING_PAYMENT" {
+		t.Fatalf("after the forgeries the order is %s, want PENDING_PAYMENT still", got.Status)
+	}
+
+	// The real one, signed with either secret of the rotation, settles it, once.
+	if status, body := deliver(succeeded, signed(succeeded, oldSecret, time.Now())); status != http.StatusNoContent {
+		t.Fatalf("the webhook: %d %s, want 204", status, body)
+	}
+	if got := s.waitStatus(o.ID, 20*time.Second); got.Status != "CONFIRMED" {
+		t.Fatalf("order = %s after payment_intent.succeeded, want CONFIRMED", got.Status)
+	}
+	if status, _ := deliver(succeeded, signed(succeeded, secret, time.Now())); status != http.StatusNoContent {
+		t.Errorf("the webhook redelivered: %d, want 204", status)
+	}
+	failed := event("evt_e2e_2", "payment_intent.payment_failed")
+	if status, _ := deliver(failed, signed(failed, secret, time.Now())); status != http.StatusNoContent {
+		t.Errorf("a late payment_failed: %d, want 204", status)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if got := s.getOrder(o.ID); got.Status != "CONFIRMED" {
+		t.Errorf("order = %s after a redelivery and a late payment_failed, want CONFIRMED still", got.Status)
+	}
+	if ps := s.payments(o.ID); len(ps) != 1 || ps[0].Status != "COMPLETED" || ps[0].ChargeID != intent {
+		t.Errorf("payments = %+v, want one COMPLETED with the intent's id", ps)
+	}
+	if n := count(t, s.dbs["payment"], `SELECT count(*) FROM processed_events WHERE consumer_group = 'provider-webhooks'`); n != 1 {
+		t.Errorf("%d webhook events recorded, want the one that settled the payment", n)
 	}
 }

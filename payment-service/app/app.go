@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -27,8 +28,10 @@ type Config struct {
 	config.Base
 	// Provider is who charges: ProviderSimulator (the default) or ProviderStripe.
 	Provider string
-	// Stripe is how to reach Stripe, with ProviderStripe.
+	// Stripe is how to reach Stripe, with ProviderStripe; WebhookSecrets verify its
+	// webhooks (none: POST /webhooks/stripe is not served).
 	Stripe                stripepay.Config
+	WebhookSecrets        []string
 	ProviderLatency       time.Duration // how long each simulated charge takes
 	ProviderTransientRate float64       // share of simulated charges that fail transiently
 	// PaymentDeadline is how long after an order's creation a charge failing
@@ -59,6 +62,11 @@ func ReadConfig(getenv func(string) string) (Config, []config.Setting, error) {
 			BaseURL: env.URL("STRIPE_API_BASE", ""),
 			Timeout: env.Duration("STRIPE_TIMEOUT", 10*time.Second, 100*time.Millisecond, time.Minute),
 		}
+		for _, s := range strings.Split(env.String("STRIPE_WEBHOOK_SECRET", ""), ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				cfg.WebhookSecrets = append(cfg.WebhookSecrets, s)
+			}
+		}
 	}
 	return cfg, env.Settings(), env.Err()
 }
@@ -81,12 +89,18 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	}
 	var provider payment.Provider
 	var ledger httpapi.Ledger // the simulator's alone
+	var hook *stripepay.Webhook
 	switch cfg.Provider {
 	case ProviderStripe:
 		if err := stripepay.Migrate(ctx, stack.Pool); err != nil {
 			return err
 		}
-		provider = stripepay.New(cfg.Stripe, stack.Pool)
+		sp := stripepay.New(cfg.Stripe, stack.Pool)
+		provider = sp
+		if len(cfg.WebhookSecrets) > 0 {
+			hook = &stripepay.Webhook{Provider: sp, Secrets: cfg.WebhookSecrets, Log: stack.Log,
+				Settle: consume.Settler{Store: store, Pool: stack.Pool, Waker: stack.Waker(), Log: stack.Log}}
+		}
 	default:
 		if err := simulator.Migrate(ctx, stack.Pool); err != nil {
 			return err
@@ -95,12 +109,15 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		go hangOnSignal(ctx, stack.Log, sim)
 		provider, ledger = sim, sim
 	}
-	stack.Log.Info("payment provider", "provider", cfg.Provider, "stripe_api_base", cfg.Stripe.BaseURL)
+	stack.Log.Info("payment provider", "provider", cfg.Provider, "stripe_api_base", cfg.Stripe.BaseURL, "stripe_webhooks", hook != nil)
 	orders, err := stack.Consumer(consume.Handlers(store, provider, cfg.PaymentDeadline))
 	if err != nil {
 		return err
 	}
 	api := httpapi.New(stack.Log, store, ledger, stack.Ready, stack.Verifier)
+	if hook != nil { // signed by Stripe: no bearer token, the admission limits as for any route
+		api.POST(stripepay.WebhookPath, hook.Handle)
+	}
 	return stack.Serve(ctx, api, []platform.Worker{orders.Run}, []platform.Worker{stack.Relay().Run})
 }
 

@@ -128,11 +128,21 @@ func (c charger) handle(ctx context.Context, msg consumer.Message) (consumer.App
 	if err != nil {
 		return consumer.Apply{}, err // transient: the runner retries with backoff
 	}
+	p, env, err := Outcome(p, charge, msg.Meta(), c.now())
+	if err != nil {
+		return consumer.Apply{}, consumer.Poison(err)
+	}
+	return consumer.Row(c.charged, charged{payment: p, event: env, log: msg.Log}), nil
+}
+
+// Outcome is claimed payment p as the provider's answer charge decides it, COMPLETED or
+// FAILED, and its event, which inherits meta: for an answer at once, and for one that
+// comes later (a webhook).
+func Outcome(p payment.Payment, charge payment.Charge, meta events.Meta, now time.Time) (payment.Payment, events.Envelope, error) {
+	now = now.UTC()
 	if !charge.Succeeded && charge.DeclineCode == "" {
 		charge.DeclineCode = events.ReasonDeclined // a payment.failed says why, if only that
 	}
-
-	now := c.now().UTC()
 	p.ChargeID = charge.ID
 	var outcome events.Event
 	if charge.Succeeded {
@@ -148,11 +158,8 @@ func (c charger) handle(ctx context.Context, msg consumer.Message) (consumer.App
 			AmountCents: p.AmountCents, Currency: p.Currency, Reason: charge.DeclineCode, FailedAt: now,
 		}
 	}
-	env, err := events.New(outcome, msg.Meta(), now)
-	if err != nil {
-		return consumer.Apply{}, consumer.Poison(err)
-	}
-	return consumer.Row(c.charged, charged{payment: p, event: env, log: msg.Log}), nil
+	env, err := events.New(outcome, meta, now)
+	return p, env, err
 }
 
 // charge asks the provider to charge for ev, idempotently on the order id.
@@ -249,11 +256,7 @@ func (c charger) cancel(ctx context.Context, msg consumer.Message) (consumer.App
 	if err != nil {
 		return consumer.Apply{}, err // transient: the runner retries with backoff
 	}
-	p.RefundID, p.RefundedAt = refund.ID, now
-	env, err := events.New(events.PaymentRefunded{
-		OrderID: p.OrderID, PaymentID: p.ID, ChargeID: p.ChargeID, RefundID: refund.ID, CustomerID: p.CustomerID,
-		CustomerEmail: p.CustomerEmail, AmountCents: p.AmountCents, Currency: p.Currency, RefundedAt: now,
-	}, msg.Meta(), now)
+	p, env, err := Refunded(p, refund.ID, msg.Meta(), now)
 	if err != nil {
 		return consumer.Apply{}, consumer.Poison(err)
 	}
@@ -266,6 +269,18 @@ func (c charger) cancel(ctx context.Context, msg consumer.Message) (consumer.App
 		msg.Log.Info("payment refunded", "payment_id", p.ID, "charge_id", p.ChargeID, "refund_id", refund.ID)
 		return nil
 	}), nil
+}
+
+// Refunded is completed payment p refunded by the provider's refund refundID, and its
+// payment.refunded event, which inherits meta.
+func Refunded(p payment.Payment, refundID string, meta events.Meta, now time.Time) (payment.Payment, events.Envelope, error) {
+	now = now.UTC()
+	p.Status, p.RefundID, p.RefundedAt = payment.Refunded, refundID, now
+	env, err := events.New(events.PaymentRefunded{
+		OrderID: p.OrderID, PaymentID: p.ID, ChargeID: p.ChargeID, RefundID: refundID, CustomerID: p.CustomerID,
+		CustomerEmail: p.CustomerEmail, AmountCents: p.AmountCents, Currency: p.Currency, RefundedAt: now,
+	}, meta, now)
+	return p, env, err
 }
 
 func unexpected(msg consumer.Message) error {

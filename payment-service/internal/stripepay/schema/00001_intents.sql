@@ -8,6 +8,8 @@ CREATE TABLE stripe_intents (
     intent_id       text        NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now()
 );
+-- A webhook names the intent: which order is it?
+CREATE INDEX stripe_intents_intent ON stripe_intents (intent_id);
 
 -- +goose Down
 DROP TABLE stripe_intents;
