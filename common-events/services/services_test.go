@@ -1,6 +1,7 @@
 package services_test
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 
@@ -27,7 +28,7 @@ func TestCheckHandlersWantsExactlyTheTopicsRead(t *testing.T) {
 func TestIdentitiesAreDistinct(t *testing.T) {
 	seen := map[any]string{}
 	for _, s := range services.All() {
-		for _, v := range []any{s.Name, "group " + s.Group, s.Port, s.PortVar, "db " + s.Database} {
+		for _, v := range []any{s.Name, "group " + s.Group, s.Port, s.PortVar, "db " + s.Database, fmt.Sprint("compose ", s.ComposePort)} {
 			if other, ok := seen[v]; ok {
 				t.Errorf("%v is both %s's and %s's", v, other, s.Name)
 			}

@@ -171,7 +171,9 @@ func (p *Provider) Lookup(ctx context.Context, key string) (payment.Charge, bool
 func outcome(pi *stripe.PaymentIntent, err error) (payment.Charge, error) {
 	var se *stripe.Error
 	switch {
-	case errors.As(err, &se) && se.Type == stripe.ErrorTypeCard:
+	case errors.As(err, &se) && (se.Type == stripe.ErrorTypeCard || se.DeclineCode != "" || se.Code == stripe.ErrorCodeCardDeclined):
+		// A decline is an answer, whatever the error's type says: Stripe gives card_error,
+		// a stand-in (localstripe) invalid_request_error with the code card_declined.
 		return payment.Charge{ID: intentOf(se), DeclineCode: declineCode(se)}, nil
 	case err != nil:
 		return payment.Charge{}, failure(err)

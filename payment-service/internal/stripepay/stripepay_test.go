@@ -170,6 +170,7 @@ func TestStripesAnswersMapToOutcomes(t *testing.T) {
 		{"succeeded", 200, succeeded, true, "", nil},
 		{"a card declined", 402, `{"error":{"type":"card_error","code":"card_declined","decline_code":"insufficient_funds","message":"Your card has insufficient funds.","payment_intent":{"id":"pi_1","object":"payment_intent","status":"requires_payment_method"}}}`, false, "insufficient_funds", nil},
 		{"a card declined without a decline code", 402, `{"error":{"type":"card_error","code":"expired_card","message":"Your card has expired."}}`, false, "expired_card", nil},
+		{"a decline under another type, as localstripe answers", 402, `{"error":{"type":"invalid_request_error","code":"card_declined","charge":"ch_1","message":"Your card was declined."}}`, false, "card_declined", nil},
 		{"refused after confirmation", 200, `{"id":"pi_1","object":"payment_intent","status":"requires_payment_method","last_payment_error":{"type":"card_error","code":"card_declined","decline_code":"generic_decline"}}`, false, "generic_decline", nil},
 		{"3-D Secure wanted", 200, `{"id":"pi_1","object":"payment_intent","status":"requires_action"}`, false, "", payment.ErrTransient},
 		{"the key reused", 400, `{"error":{"type":"idempotency_error","message":"Keys for idempotent requests can only be used with the same parameters they were first used with."}}`, false, "", payment.ErrIdempotencyMismatch},
