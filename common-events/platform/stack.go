@@ -76,7 +76,6 @@ func NewLogger(w io.Writer, service string, level slog.Level) *slog.Logger {
 
 // Stack is the infrastructure a service runs on.
 type Stack struct {
-	Service  string // its name (Identity.Name)
 	Identity services.Service
 	Config   config.Base
 	Log      *slog.Logger
@@ -108,7 +107,7 @@ type Stack struct {
 // On error everything opened so far is closed again.
 func Boot(ctx context.Context, svc services.Service, cfg config.Base, stdout io.Writer, schema fs.FS) (_ *Stack, err error) {
 	service, groups := svc.Name, svc.Groups()
-	s := &Stack{Service: service, Identity: svc, Config: cfg, Log: NewLogger(stdout, service, cfg.LogLevel), Verifier: auth.NewVerifier(cfg.Auth, nil)}
+	s := &Stack{Identity: svc, Config: cfg, Log: NewLogger(stdout, service, cfg.LogLevel), Verifier: auth.NewVerifier(cfg.Auth, nil)}
 	if cfg.LogLevel <= slog.LevelDebug { // the Kafka client's own account of its connections, sessions and retries
 		sarama.Logger = slog.NewLogLogger(s.Log.With("logger", "sarama").Handler(), slog.LevelDebug)
 	}
@@ -191,7 +190,7 @@ func (s *Stack) Consumer(handlers map[string]consumer.Handler) (*consumer.Runner
 	if err := s.Identity.CheckHandlers(topics); err != nil {
 		return nil, err
 	}
-	c, err := sarama.NewClient(s.Config.KafkaBrokers, s.Config.Kafka.Config(s.Service))
+	c, err := sarama.NewClient(s.Config.KafkaBrokers, s.Config.Kafka.Config(s.Identity.Name))
 	if err != nil {
 		return nil, fmt.Errorf("kafka consumer client: %w", err)
 	}

@@ -57,13 +57,21 @@ func withOtherCustomer(err error) error {
 // asValidation is err, a decoding error, with the fields a *web.FieldsError names as the
 // order's validation errors (422), so they are listed and bounded like the rest.
 func asValidation(err error) error {
-	var fe *web.FieldsError
-	if !errors.As(err, &fe) {
+	ve := &order.ValidationError{}
+	if !addFields(ve, err) {
 		return err
 	}
-	ve := &order.ValidationError{}
+	return ve
+}
+
+// addFields adds to ve the fields a *web.FieldsError err names, and says whether err is one.
+func addFields(ve *order.ValidationError, err error) bool {
+	var fe *web.FieldsError
+	if !errors.As(err, &fe) {
+		return false
+	}
 	for _, f := range fe.Fields {
 		ve.Add(order.FieldError(f))
 	}
-	return ve
+	return true
 }

@@ -3,7 +3,6 @@ package httpapi
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -121,12 +120,7 @@ func parseCreate(contentType string, body io.Reader) (order.Request, error) {
 	for i, raw := range req.Items.raw {
 		var it itemJSON
 		if err := web.UnmarshalStrict(raw, fmt.Sprintf("items[%d]", i), &it); err != nil {
-			var fe *web.FieldsError
-			if errors.As(err, &fe) {
-				for _, f := range fe.Fields {
-					ve.Add(order.FieldError(f))
-				}
-			}
+			addFields(&ve, err)
 			continue
 		}
 		items[i] = order.Item(it)

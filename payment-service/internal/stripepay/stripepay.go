@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -111,7 +112,7 @@ func (p *Provider) Charge(ctx context.Context, req payment.ChargeRequest) (payme
 	if id == "" {
 		params := &stripe.PaymentIntentCreateParams{
 			Amount:             stripe.Int64(req.AmountCents),
-			Currency:           stripe.String(lower(req.Currency)),
+			Currency:           stripe.String(strings.ToLower(req.Currency)),
 			PaymentMethod:      stripe.String(paymentMethod(req.PaymentMethod)),
 			PaymentMethodTypes: stripe.StringSlice([]string{"card"}),
 			Metadata:           map[string]string{"order_id": req.IdempotencyKey},
@@ -228,16 +229,6 @@ func declineCode(se *stripe.Error) string {
 
 func message(se *stripe.Error) string {
 	return fmt.Sprintf("%s %s (%d): %s", se.Type, se.Code, se.HTTPStatusCode, se.Msg)
-}
-
-func lower(currency string) string {
-	b := []byte(currency)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
 }
 
 // recorded is the intent recorded for the order, or "".
