@@ -14,16 +14,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 req=tools/schemathesis/requirements.txt
 venv=${ORDERFLOW_DATA_DIR:-$root/.data}/schemathesis-venv
-if ! command -v python3 >/dev/null 2>&1; then
-	echo "schemathesis: python3 not found: Schemathesis needs Python 3.9 or later with venv" >&2
-	exit 1
-fi
-if ! cmp -s "$req" "$venv/.requirements"; then
-	rm -rf "$venv"
-	python3 -m venv "$venv"
-	"$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
-	cp "$req" "$venv/.requirements"
-fi
+scripts/python-venv.sh schemathesis "$req" "$venv"
 
 # A devstack of its own, on free ports and a throwaway data folder.
 work=$(mktemp -d)

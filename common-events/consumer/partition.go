@@ -218,13 +218,33 @@ func (r *Runner) handle(ctx context.Context, rec *sarama.ConsumerMessage, ap *ap
 		}
 		span.AddEvent("retry", trace.WithAttributes(attribute.Int("attempt", attempt), attribute.String("error", err.Error())))
 		r.Metrics.outcome(r.Group, rec.Topic, OutcomeRetried, 1)
-		d := r.Retry.Delay(attempt)
+		d := retryDelay(r.Retry, attempt, err)
 		log.Warn("handler failed; retrying", "err", err, "attempt", attempt, "retry_in", d)
 		if !backoff.Sleep(ctx, d) {
 			span.End()
 			return false
 		}
 	}
+}
+
+// RetryAfter is what an error says about its retry: a transient failure may carry the
+// least wait its cause asked for (a provider's Retry-After), which the runner honours,
+// up to maxRetryAfter, when it is longer than its backoff's delay.
+type RetryAfter interface {
+	error
+	RetryAfter() time.Duration
+}
+
+// maxRetryAfter bounds the wait an error may ask for.
+const maxRetryAfter = time.Minute
+
+// retryDelay is the wait before attempt number attempt, after err.
+func retryDelay(p backoff.Policy, attempt int, err error) time.Duration {
+	d := p.Delay(attempt)
+	if ra, ok := errors.AsType[RetryAfter](err); ok {
+		d = max(d, min(ra.RetryAfter(), maxRetryAfter))
+	}
+	return d
 }
 
 // span starts the span of it's handling, a child of its record's traceparent, and makes it

@@ -87,6 +87,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	if err := postgres.RegisterMetrics(stack.Registerer, stack.Pool); err != nil {
 		return err
 	}
+	settler := consume.Settler{Store: store, Pool: stack.Pool, Waker: stack.Waker(), Log: stack.Log}
 	var provider payment.Provider
 	var ledger httpapi.Ledger // the simulator's alone
 	var hook *stripepay.Webhook
@@ -98,8 +99,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		sp := stripepay.New(cfg.Stripe, stack.Pool)
 		provider = sp
 		if len(cfg.WebhookSecrets) > 0 {
-			hook = &stripepay.Webhook{Provider: sp, Secrets: cfg.WebhookSecrets, Log: stack.Log,
-				Settle: consume.Settler{Store: store, Pool: stack.Pool, Waker: stack.Waker(), Log: stack.Log}}
+			hook = &stripepay.Webhook{Provider: sp, Secrets: cfg.WebhookSecrets, Log: stack.Log, Settle: settler}
 		}
 	default:
 		if err := simulator.Migrate(ctx, stack.Pool); err != nil {
@@ -110,7 +110,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		provider, ledger = sim, sim
 	}
 	stack.Log.Info("payment provider", "provider", cfg.Provider, "stripe_api_base", cfg.Stripe.BaseURL, "stripe_webhooks", hook != nil)
-	orders, err := stack.Consumer(consume.Handlers(store, provider, cfg.PaymentDeadline))
+	orders, err := stack.Consumer(consume.Handlers(store, provider, cfg.PaymentDeadline, settler))
 	if err != nil {
 		return err
 	}
@@ -118,7 +118,8 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	if hook != nil { // signed by Stripe: no bearer token, the admission limits as for any route
 		api.POST(stripepay.WebhookPath, hook.Handle)
 	}
-	return stack.Serve(ctx, api, []platform.Worker{orders.Run}, []platform.Worker{stack.Relay().Run})
+	sweep := consume.Sweeper{Settle: settler, Provider: provider, Deadline: cfg.PaymentDeadline, Log: stack.Log}
+	return stack.Serve(ctx, api, []platform.Worker{orders.Run, sweep.Run}, []platform.Worker{stack.Relay().Run})
 }
 
 // hangOnSignal makes the simulated provider hang on SIGUSR1 and answer again on SIGUSR2,

@@ -22,9 +22,11 @@ import (
 
 // Handlers returns the handler of each topic payment-service consumes. A charge that keeps
 // failing transiently is retried until deadline after the order's creation (0: forever);
-// then the provider's records decide.
-func Handlers(store *postgres.Store, provider payment.Provider, deadline time.Duration) map[string]consumer.Handler {
-	c := charger{store: store, provider: provider, now: time.Now, charged: consumer.NewSet(chargedSet{store: store}.apply), deadline: deadline}
+// then the provider's records decide. settle records the outcome of a charge that was
+// pending at the provider when its order is cancelled (its Store is store).
+func Handlers(store *postgres.Store, provider payment.Provider, deadline time.Duration, settle Settler) map[string]consumer.Handler {
+	c := charger{store: store, provider: provider, now: time.Now, charged: consumer.NewSet(chargedSet{store: store}.apply),
+		deadline: deadline, settle: settle}
 	return map[string]consumer.Handler{
 		events.TopicOrderCreated:   c.handle,
 		events.TopicOrderCancelled: c.cancel,
@@ -37,6 +39,7 @@ type charger struct {
 	now      func() time.Time
 	charged  consumer.Set
 	deadline time.Duration
+	settle   Settler
 }
 
 // chargedSet makes the consumer.Set that records a batch's charges in one statement.
@@ -112,21 +115,32 @@ func (c charger) handle(ctx context.Context, msg consumer.Message) (consumer.App
 		// A redelivery past the deadline (the answer to an earlier attempt was lost, or
 		// never came) is not charged again: the provider's records decide. Its
 		// idempotency window may have closed by then, so a charge now could be a second.
-		charge, err = c.settle(ctx, msg, ev.OrderID, errPastDeadline, events.ReasonProviderUnavailable)
+		charge, err = c.lookup(ctx, msg, ev.OrderID, errPastDeadline, events.ReasonProviderUnavailable)
 	} else {
 		charge, err = c.charge(ctx, ev)
 		switch {
-		case errors.Is(err, payment.ErrIdempotencyMismatch):
-			// The provider holds another request under the order's key: a bug, and no
-			// reason to leave the order pending. What it holds decides, as past the deadline.
-			msg.Log.Error("the provider refused the charge: its idempotency key was used with other parameters", "err", err)
-			charge, err = c.settle(ctx, msg, ev.OrderID, err, events.ReasonProviderRejected)
+		case errors.Is(err, payment.ErrPending) && !c.pastDeadline(ev):
+			// The outcome comes later: the payment waits, claimed, and the partition goes
+			// on. A webhook settles it (Settler), or past the deadline the sweep does.
+			msg.Log.Info("the provider tells the charge's outcome later; the payment waits for it", "err", err, "payment_id", p.ID)
+			return consumer.Func(func(ctx context.Context, tx consumer.Tx) error {
+				return c.store.Pending(ctx, tx, p.ID, c.now().UTC())
+			}), nil
+		case errors.Is(err, payment.ErrIdempotencyMismatch) || errors.Is(err, payment.ErrRejected):
+			// The provider refused the request as such (its idempotency key was used with
+			// other parameters, say): a bug, and no reason to leave the order pending.
+			// What it holds decides, as past the deadline.
+			msg.Log.Error("the provider refused the charge as such", "err", err)
+			charge, err = c.lookup(ctx, msg, ev.OrderID, err, events.ReasonProviderRejected)
 		case err != nil && c.pastDeadline(ev):
-			charge, err = c.settle(ctx, msg, ev.OrderID, err, events.ReasonProviderUnavailable)
+			charge, err = c.lookup(ctx, msg, ev.OrderID, err, events.ReasonProviderUnavailable)
 		}
 	}
 	if err != nil {
 		return consumer.Apply{}, err // transient: the runner retries with backoff
+	}
+	if charge.ProviderCode != "" {
+		msg.Log.Info("the provider declined the charge", "reason", charge.DeclineCode, "provider_code", charge.ProviderCode)
 	}
 	p, env, err := Outcome(p, charge, msg.Meta(), c.now())
 	if err != nil {
@@ -186,26 +200,33 @@ var errPastDeadline = errors.New("the payment deadline passed before the charge 
 // attempt's may have been used up by a charge that hung.
 const lookupTimeout = 10 * time.Second
 
-// settle decides a payment whose charging failed for good (past the deadline, or refused
+// lookup decides a payment whose charging failed for good (past the deadline, or refused
 // as such) by what the provider holds under the order's key — never a guess: its charge
 // if it made one (it then went through after all), else a failure with reason, and the
 // order is not charged. No charge is attempted for the order afterwards: the payment is
 // decided. When the provider cannot say either, the error is returned and the runner
 // asks again.
-func (c charger) settle(ctx context.Context, msg consumer.Message, orderID string, chargeErr error, reason string) (payment.Charge, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupTimeout)
-	defer cancel()
-	lctx, span := tracing.Start(ctx, "provider lookup", trace.SpanKindClient, tracing.OrderID(orderID))
-	charge, found, err := c.provider.Lookup(lctx, orderID)
-	tracing.End(span, err)
+func (c charger) lookup(ctx context.Context, msg consumer.Message, orderID string, chargeErr error, reason string) (payment.Charge, error) {
+	charge, found, err := lookup(ctx, c.provider, orderID, reason)
 	if err != nil {
 		return payment.Charge{}, fmt.Errorf("charging failed for good (%w), and so did asking the provider for the charge: %w", chargeErr, err)
 	}
-	if !found {
-		charge = payment.Charge{DeclineCode: reason}
-	}
 	msg.Log.Warn("charging failed for good; the provider's records decide", "err", chargeErr, "charge_found", found, "succeeded", charge.Succeeded)
 	return charge, nil
+}
+
+// lookup asks provider what it holds for the order, within lookupTimeout of its own:
+// its charge, or, when it holds none, a failure with reason.
+func lookup(ctx context.Context, provider payment.Provider, orderID, reason string) (payment.Charge, bool, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupTimeout)
+	defer cancel()
+	ctx, span := tracing.Start(ctx, "provider lookup", trace.SpanKindClient, tracing.OrderID(orderID))
+	charge, found, err := provider.Lookup(ctx, orderID)
+	tracing.End(span, err)
+	if err == nil && !found {
+		charge = payment.Charge{DeclineCode: reason}
+	}
+	return charge, found, err
 }
 
 // cancel answers order.cancelled. An order not charged yet gets a CANCELLED payment, on
@@ -236,6 +257,18 @@ func (c charger) cancel(ctx context.Context, msg consumer.Message) (consumer.App
 	case p.Status == payment.Cancelled:
 		msg.Log.Info("order cancelled before it was charged; it never will be", "payment_id", p.ID)
 		return consumer.Apply{}, nil
+	case p.Status == payment.Charging && !p.PendingSince.IsZero():
+		// The charge's outcome was to come later: the cancellation decides it now by what
+		// the provider holds (calling off what still waits there), then is tried again
+		// and refunds what was charged.
+		charge, err := c.lookup(ctx, msg, p.OrderID, errors.New("the order was cancelled while its charge was pending"), events.ReasonDeclined)
+		if err != nil {
+			return consumer.Apply{}, err
+		}
+		if _, err := c.settle.Charged(ctx, "cancel-"+msg.ID, p.OrderID, charge); err != nil {
+			return consumer.Apply{}, err
+		}
+		return consumer.Apply{}, errChargeUnderWay
 	case p.Status == payment.Charging:
 		return consumer.Apply{}, errChargeUnderWay
 	case p.Status != payment.Completed:

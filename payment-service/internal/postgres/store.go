@@ -64,7 +64,8 @@ func (s *Store) Charged(ctx context.Context, tx pgx.Tx, ps []payment.Payment) ([
 	rows, _ := tx.Query(ctx, `
 		UPDATE payments p SET status = ($2::text[])[array_position($1::uuid[], p.id)],
 			failure_reason = nullif(($3::text[])[array_position($1::uuid[], p.id)], ''),
-			charge_id = nullif(($4::text[])[array_position($1::uuid[], p.id)], '')
+			charge_id = nullif(($4::text[])[array_position($1::uuid[], p.id)], ''),
+			pending_since = NULL
 		WHERE p.id = ANY($1::uuid[]) AND p.status = $6
 		RETURNING ($5::int[])[array_position($1::uuid[], p.id)] AS tag`,
 		ids, statuses, reasons, chargeIDs, tags, payment.Charging)
@@ -91,18 +92,45 @@ func (s *Store) Refunded(ctx context.Context, tx pgx.Tx, p payment.Payment) (boo
 	return tag.RowsAffected() == 1, nil
 }
 
+// Pending marks the claimed payment id as waiting for an outcome the provider tells
+// later, since at, in tx. It changes nothing once the outcome is recorded.
+func (s *Store) Pending(ctx context.Context, tx pgx.Tx, id string, at time.Time) error {
+	_, err := tx.Exec(ctx, `UPDATE payments SET pending_since = $2 WHERE id = $1 AND status = $3 AND pending_since IS NULL`,
+		id, at, payment.Charging)
+	if err != nil {
+		return fmt.Errorf("mark payment %s pending: %w", id, err)
+	}
+	return nil
+}
+
+// Waiting returns up to limit payments still waiting for an outcome the provider was to
+// tell later, of orders created before before, oldest first.
+func (s *Store) Waiting(ctx context.Context, before time.Time, limit int) ([]payment.Payment, error) {
+	rows, _ := s.pool.Query(ctx, `SELECT `+paymentColumns+` FROM payments
+		WHERE pending_since IS NOT NULL AND status = $1 AND created_at < $2 ORDER BY created_at LIMIT $3`,
+		payment.Charging, before, limit)
+	ps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (payment.Payment, error) { return scanPayment(r) })
+	if err != nil {
+		return nil, fmt.Errorf("payments waiting for the provider: %w", err)
+	}
+	return ps, nil
+}
+
 const paymentColumns = `id::text, order_id::text, customer_id::text, customer_email, amount_cents, currency, status,
 	coalesce(failure_reason, ''), coalesce(charge_id, ''), coalesce(refund_id, ''), cause_event_id, created_at,
-	refunded_at`
+	refunded_at, pending_since`
 
 func scanPayment(row pgx.Row) (payment.Payment, error) {
 	var p payment.Payment
-	var refundedAt *time.Time
+	var refundedAt, pendingSince *time.Time
 	err := row.Scan(&p.ID, &p.OrderID, &p.CustomerID, &p.CustomerEmail, &p.AmountCents, &p.Currency, &p.Status,
-		&p.FailureReason, &p.ChargeID, &p.RefundID, &p.CauseEventID, &p.CreatedAt, &refundedAt)
+		&p.FailureReason, &p.ChargeID, &p.RefundID, &p.CauseEventID, &p.CreatedAt, &refundedAt, &pendingSince)
 	p.CreatedAt = p.CreatedAt.UTC()
 	if refundedAt != nil {
 		p.RefundedAt = refundedAt.UTC()
+	}
+	if pendingSince != nil {
+		p.PendingSince = pendingSince.UTC()
 	}
 	return p, err
 }

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stripe/stripe-go/v82"
 
+	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/migrations"
 	"github.com/orderflow/payment-service/internal/payment"
 )
@@ -79,13 +81,15 @@ func New(cfg Config, pool *pgxpool.Pool) *Provider {
 }
 
 // PaymentMethods maps the simulator's test tokens to Stripe's test PaymentMethods, so the
-// same scripts and scenarios run on either provider. Any other value is passed as it is
-// (a pm_… of the customer's).
+// same scripts and scenarios run on either provider: tok_chargeDeclined is the card that
+// attaches and is declined when charged (pm_card_chargeCustomerFail), as the simulator's
+// decline comes at the charge. Any other value is passed as it is (a pm_… of the
+// customer's).
 var PaymentMethods = map[string]string{
 	"tok_visa":                            "pm_card_visa",
 	"tok_mastercard":                      "pm_card_mastercard",
-	"tok_chargeDeclined":                  "pm_card_chargeDeclined",
-	"tok_chargeDeclinedInsufficientFunds": "pm_card_chargeDeclinedInsufficientFunds",
+	"tok_chargeDeclined":                  "pm_card_chargeCustomerFail",
+	"tok_chargeDeclinedInsufficientFunds": "pm_card_visa_chargeDeclinedInsufficientFunds",
 }
 
 func paymentMethod(token string) string {
@@ -99,11 +103,15 @@ func paymentMethod(token string) string {
 // order id.
 func createKey(key string) string  { return "orderflow-intent-" + key }
 func confirmKey(key string) string { return "orderflow-confirm-" + key }
+func cancelKey(key string) string  { return "orderflow-cancel-" + key }
 func refundKey(key string) string  { return "orderflow-refund-" + key }
 
-// Charge creates the order's PaymentIntent, or takes the one recorded, and confirms it.
-// A succeeded intent is a completed charge (its ID the intent's); a card error is a
-// decline with Stripe's decline code.
+// Charge creates the order's PaymentIntent and confirms it; asked again, it takes the
+// intent recorded and confirms it only if it still waits for that, else answers what it
+// became — so a retry never leans on Stripe's idempotency keys, which expire after 24 h
+// (and which a stand-in may ignore). A succeeded intent is a completed charge (its ID the
+// intent's); a card error is a decline; an intent waiting for 3-D Secure or processing is
+// payment.ErrPending.
 func (p *Provider) Charge(ctx context.Context, req payment.ChargeRequest) (payment.Charge, error) {
 	id, err := p.recorded(ctx, req.IdempotencyKey)
 	if err != nil {
@@ -125,6 +133,14 @@ func (p *Provider) Charge(ctx context.Context, req payment.ChargeRequest) (payme
 		if id, err = p.record(ctx, req.IdempotencyKey, pi.ID); err != nil {
 			return payment.Charge{}, err
 		}
+	} else {
+		pi, err := p.client.V1PaymentIntents.Retrieve(ctx, id, nil)
+		if err != nil {
+			return payment.Charge{}, failure(err)
+		}
+		if pi.Status != stripe.PaymentIntentStatusRequiresConfirmation {
+			return outcome(pi, nil) // confirmed before: what it became
+		}
 	}
 	params := &stripe.PaymentIntentConfirmParams{OffSession: stripe.Bool(true)}
 	params.SetIdempotencyKey(confirmKey(req.IdempotencyKey))
@@ -132,23 +148,40 @@ func (p *Provider) Charge(ctx context.Context, req payment.ChargeRequest) (payme
 	return outcome(pi, err)
 }
 
-// Refund refunds the order's intent (the charge's ID) in full.
+// Refund refunds the order's intent (the charge's ID) in full; a refund of it that exists
+// already is the answer, so a retry never refunds twice, whatever became of the key.
 func (p *Provider) Refund(ctx context.Context, req payment.RefundRequest) (payment.Refund, error) {
+	for r, err := range p.client.V1Refunds.List(ctx, &stripe.RefundListParams{PaymentIntent: stripe.String(req.ChargeID)}) {
+		if err != nil {
+			return payment.Refund{}, refundFailure(err)
+		}
+		if r.PaymentIntent != nil && r.PaymentIntent.ID == req.ChargeID && r.Status != stripe.RefundStatusFailed && r.Status != stripe.RefundStatusCanceled {
+			return payment.Refund{ID: r.ID}, nil
+		}
+	}
 	params := &stripe.RefundCreateParams{PaymentIntent: stripe.String(req.ChargeID), Amount: stripe.Int64(req.AmountCents)}
 	params.SetIdempotencyKey(refundKey(req.IdempotencyKey))
 	r, err := p.client.V1Refunds.Create(ctx, params)
-	var se *stripe.Error
-	switch {
-	case errors.As(err, &se) && (se.Code == stripe.ErrorCodeChargeAlreadyRefunded || se.Code == stripe.ErrorCodeResourceMissing || se.Type == stripe.ErrorTypeInvalidRequest):
-		return payment.Refund{}, fmt.Errorf("%w: %s", payment.ErrNotRefundable, message(se))
-	case err != nil:
-		return payment.Refund{}, failure(err)
+	if err != nil {
+		return payment.Refund{}, refundFailure(err)
 	}
 	return payment.Refund{ID: r.ID}, nil
 }
 
+// refundFailure maps a refund's error: a charge already refunded, unknown or not
+// refundable is never retried.
+func refundFailure(err error) error {
+	var se *stripe.Error
+	if errors.As(err, &se) && (se.Code == stripe.ErrorCodeChargeAlreadyRefunded || se.Code == stripe.ErrorCodeResourceMissing || se.Type == stripe.ErrorTypeInvalidRequest) {
+		return fmt.Errorf("%w: %s", payment.ErrNotRefundable, message(se))
+	}
+	return failure(err)
+}
+
 // Lookup returns what Stripe holds for the order: its recorded intent as it stands, or
-// none when no intent was recorded (then none was ever confirmed).
+// none when no intent was recorded (then none was ever confirmed). It decides: an intent
+// still waiting — for confirmation, or for the customer's authentication — is cancelled
+// first, so it can never be charged after Lookup said nothing was.
 func (p *Provider) Lookup(ctx context.Context, key string) (payment.Charge, bool, error) {
 	id, err := p.recorded(ctx, key)
 	if err != nil || id == "" {
@@ -158,10 +191,19 @@ func (p *Provider) Lookup(ctx context.Context, key string) (payment.Charge, bool
 	if err != nil {
 		return payment.Charge{}, false, failure(err)
 	}
+	if pi.Status == stripe.PaymentIntentStatusRequiresConfirmation || pi.Status == stripe.PaymentIntentStatusRequiresAction {
+		params := &stripe.PaymentIntentCancelParams{}
+		params.SetIdempotencyKey(cancelKey(key))
+		if pi, err = p.client.V1PaymentIntents.Cancel(ctx, id, params); err != nil {
+			// It may have moved on meanwhile (authenticated, say): asked again, the
+			// lookup reads what it became.
+			return payment.Charge{}, false, failure(err)
+		}
+	}
 	switch pi.Status {
 	case stripe.PaymentIntentStatusSucceeded:
 		return payment.Charge{ID: pi.ID, Succeeded: true}, true, nil
-	case stripe.PaymentIntentStatusRequiresPaymentMethod, stripe.PaymentIntentStatusRequiresConfirmation, stripe.PaymentIntentStatusCanceled:
+	case stripe.PaymentIntentStatusRequiresPaymentMethod, stripe.PaymentIntentStatusCanceled:
 		// Created, and not (or no longer) charging: nothing was charged.
 		return payment.Charge{}, false, nil
 	}
@@ -175,7 +217,8 @@ func outcome(pi *stripe.PaymentIntent, err error) (payment.Charge, error) {
 	case errors.As(err, &se) && (se.Type == stripe.ErrorTypeCard || se.DeclineCode != "" || se.Code == stripe.ErrorCodeCardDeclined):
 		// A decline is an answer, whatever the error's type says: Stripe gives card_error,
 		// a stand-in (localstripe) invalid_request_error with the code card_declined.
-		return payment.Charge{ID: intentOf(se), DeclineCode: declineCode(se)}, nil
+		code := declineCode(se)
+		return payment.Charge{ID: intentOf(se), DeclineCode: Reason(code), ProviderCode: code}, nil
 	case err != nil:
 		return payment.Charge{}, failure(err)
 	}
@@ -188,29 +231,69 @@ func outcome(pi *stripe.PaymentIntent, err error) (payment.Charge, error) {
 		if pi.LastPaymentError != nil {
 			code = declineCode(pi.LastPaymentError)
 		}
-		return payment.Charge{ID: pi.ID, DeclineCode: code}, nil
+		return payment.Charge{ID: pi.ID, DeclineCode: Reason(code), ProviderCode: code}, nil
+	case stripe.PaymentIntentStatusCanceled:
+		return payment.Charge{ID: pi.ID}, nil // called off by a lookup: never charged
 	}
-	// requires_action (3-D Secure), processing: the outcome comes later. Until webhooks
-	// settle it, the runner asks again, and past the deadline Lookup decides.
-	return payment.Charge{}, fmt.Errorf("%w: PaymentIntent %s is %s", payment.ErrTransient, pi.ID, pi.Status)
+	// requires_action (3-D Secure), processing: the outcome comes later, by webhook;
+	// past the deadline Lookup decides.
+	return payment.Charge{}, fmt.Errorf("%w: PaymentIntent %s is %s", payment.ErrPending, pi.ID, pi.Status)
 }
 
-// failure maps an error that is not a decline.
+// Reason is the payment.failed reason of Stripe's decline or error code: orderflow's
+// contract names few reasons (the AsyncAPI document's enum), Stripe many; each of
+// Stripe's maps to the one that tells the customer what to do, and the code itself is
+// the charge's ProviderCode, in payment-service's log.
+func Reason(code string) string {
+	switch code {
+	case "":
+		return ""
+	case "insufficient_funds":
+		return events.ReasonInsufficientFunds
+	case "incorrect_number", "invalid_number", "expired_card", "incorrect_cvc", "invalid_cvc", "invalid_expiry_month",
+		"invalid_expiry_year", "card_not_supported", "currency_not_supported", "invalid_account", "payment_method_unactivated":
+		return events.ReasonInvalidPaymentMethod
+	}
+	return events.ReasonCardDeclined
+}
+
+// failure maps an error that is not a decline. Stripe's Stripe-Should-Retry header, when
+// it answers one, says whether asking again can help; its Retry-After, how long to wait.
 func failure(err error) error {
 	var se *stripe.Error
-	if errors.As(err, &se) {
-		switch {
-		case se.Type == stripe.ErrorTypeIdempotency:
-			return fmt.Errorf("%w: %s", payment.ErrIdempotencyMismatch, message(se))
-		case se.HTTPStatusCode == http.StatusTooManyRequests || se.HTTPStatusCode >= 500 || se.Type == stripe.ErrorTypeAPI:
-			return fmt.Errorf("%w: %s", payment.ErrTransient, message(se))
-		}
-		// An invalid request is a bug here, not Stripe's trouble; retried, it fails the
-		// same way until the payment deadline, when the lookup decides.
-		return fmt.Errorf("%w: Stripe refused the request: %s", payment.ErrTransient, message(se))
+	if !errors.As(err, &se) {
+		return fmt.Errorf("%w: %v", payment.ErrTransient, err) // the connection: timed out, refused, cut
 	}
-	return fmt.Errorf("%w: %v", payment.ErrTransient, err) // the connection: timed out, refused, cut
+	var retry time.Duration
+	var shouldRetry string
+	if se.LastResponse != nil {
+		shouldRetry = se.LastResponse.Header.Get("Stripe-Should-Retry")
+		if secs, err := strconv.Atoi(se.LastResponse.Header.Get("Retry-After")); err == nil && secs > 0 {
+			retry = time.Duration(secs) * time.Second
+		}
+	}
+	switch {
+	case se.Type == stripe.ErrorTypeIdempotency:
+		return fmt.Errorf("%w: %s", payment.ErrIdempotencyMismatch, message(se))
+	case shouldRetry == "false":
+		return fmt.Errorf("%w: Stripe says asking again will not help: %s", payment.ErrRejected, message(se))
+	case shouldRetry == "true" || se.HTTPStatusCode == http.StatusTooManyRequests || se.HTTPStatusCode >= 500 || se.Type == stripe.ErrorTypeAPI:
+		return retryAfter{fmt.Errorf("%w: %s", payment.ErrTransient, message(se)), retry}
+	}
+	// An invalid request is a bug here, not Stripe's trouble; retried, it fails the same
+	// way until the payment deadline, when the lookup decides.
+	return fmt.Errorf("%w: Stripe refused the request: %s", payment.ErrTransient, message(se))
 }
+
+// retryAfter is a transient failure with the least wait Stripe asked for before the next
+// attempt (Retry-After); the consumer's runner honours it (RetryAfter).
+type retryAfter struct {
+	error
+	after time.Duration
+}
+
+func (e retryAfter) Unwrap() error             { return e.error }
+func (e retryAfter) RetryAfter() time.Duration { return e.after }
 
 func intentOf(se *stripe.Error) string {
 	if se.PaymentIntent != nil {

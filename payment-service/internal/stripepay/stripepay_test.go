@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orderflow/common-events/consumer"
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/devstack/testenv"
 	"github.com/orderflow/payment-service/internal/payment"
@@ -91,6 +92,7 @@ func TestEveryRequestIsOneStripeAccepts(t *testing.T) {
 		{"POST", "/v1/payment_intents", "orderflow-intent-" + order},
 		{"POST", "/v1/payment_intents/{id}/confirm", "orderflow-confirm-" + order},
 		{"GET", "/v1/payment_intents/{id}", ""},
+		{"GET", "/v1/refunds", ""},
 		{"POST", "/v1/refunds", "orderflow-refund-" + order},
 	}
 	if len(rec.calls) != len(want) {
@@ -166,16 +168,25 @@ func TestStripesAnswersMapToOutcomes(t *testing.T) {
 		charged bool
 		decline string
 		err     error
+		header  map[string]string
+		after   time.Duration // the least wait before the next attempt
 	}{
-		{"succeeded", 200, succeeded, true, "", nil},
-		{"a card declined", 402, `{"error":{"type":"card_error","code":"card_declined","decline_code":"insufficient_funds","message":"Your card has insufficient funds.","payment_intent":{"id":"pi_1","object":"payment_intent","status":"requires_payment_method"}}}`, false, "insufficient_funds", nil},
-		{"a card declined without a decline code", 402, `{"error":{"type":"card_error","code":"expired_card","message":"Your card has expired."}}`, false, "expired_card", nil},
-		{"a decline under another type, as localstripe answers", 402, `{"error":{"type":"invalid_request_error","code":"card_declined","charge":"ch_1","message":"Your card was declined."}}`, false, "card_declined", nil},
-		{"refused after confirmation", 200, `{"id":"pi_1","object":"payment_intent","status":"requires_payment_method","last_payment_error":{"type":"card_error","code":"card_declined","decline_code":"generic_decline"}}`, false, "generic_decline", nil},
-		{"3-D Secure wanted", 200, `{"id":"pi_1","object":"payment_intent","status":"requires_action"}`, false, "", payment.ErrTransient},
-		{"the key reused", 400, `{"error":{"type":"idempotency_error","message":"Keys for idempotent requests can only be used with the same parameters they were first used with."}}`, false, "", payment.ErrIdempotencyMismatch},
-		{"rate limited", 429, `{"error":{"type":"invalid_request_error","code":"rate_limit","message":"Too many requests"}}`, false, "", payment.ErrTransient},
-		{"Stripe's trouble", 500, `{"error":{"type":"api_error","message":"Something went wrong on Stripe's end."}}`, false, "", payment.ErrTransient},
+		{"succeeded", 200, succeeded, true, "", nil, nil, 0},
+		{"a card declined", 402, `{"error":{"type":"card_error","code":"card_declined","decline_code":"insufficient_funds","message":"Your card has insufficient funds.","payment_intent":{"id":"pi_1","object":"payment_intent","status":"requires_payment_method"}}}`, false, "insufficient_funds", nil, nil, 0},
+		{"a card declined without a decline code", 402, `{"error":{"type":"card_error","code":"expired_card","message":"Your card has expired."}}`, false, "invalid_payment_method", nil, nil, 0},
+		{"a decline under another type, as localstripe answers", 402, `{"error":{"type":"invalid_request_error","code":"card_declined","charge":"ch_1","message":"Your card was declined."}}`, false, "card_declined", nil, nil, 0},
+		{"refused after confirmation", 200, `{"id":"pi_1","object":"payment_intent","status":"requires_payment_method","last_payment_error":{"type":"card_error","code":"card_declined","decline_code":"generic_decline"}}`, false, "card_declined", nil, nil, 0},
+		{"3-D Secure wanted", 200, `{"id":"pi_1","object":"payment_intent","status":"requires_action"}`, false, "", payment.ErrPending, nil, 0},
+		{"processing", 200, `{"id":"pi_1","object":"payment_intent","status":"processing"}`, false, "", payment.ErrPending, nil, 0},
+		{"the key reused", 400, `{"error":{"type":"idempotency_error","message":"Keys for idempotent requests can only be used with the same parameters they were first used with."}}`, false, "", payment.ErrIdempotencyMismatch, nil, 0},
+		{"rate limited", 429, `{"error":{"type":"invalid_request_error","code":"rate_limit","message":"Too many requests"}}`, false, "", payment.ErrTransient, nil, 0},
+		{"Stripe's trouble", 500, `{"error":{"type":"api_error","message":"Something went wrong on Stripe's end."}}`, false, "", payment.ErrTransient, nil, 0},
+		{"rate limited, with Retry-After", 429, `{"error":{"type":"invalid_request_error","code":"rate_limit","message":"Too many requests"}}`, false, "", payment.ErrTransient,
+			map[string]string{"Retry-After": "7"}, 7 * time.Second},
+		{"a conflict Stripe says to retry", 409, `{"error":{"type":"invalid_request_error","code":"lock_timeout","message":"This object cannot be accessed right now."}}`, false, "", payment.ErrTransient,
+			map[string]string{"Stripe-Should-Retry": "true"}, 0},
+		{"a failure Stripe says not to retry", 500, `{"error":{"type":"api_error","message":"Something went wrong."}}`, false, "", payment.ErrRejected,
+			map[string]string{"Stripe-Should-Retry": "false"}, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -184,6 +195,9 @@ func TestStripesAnswersMapToOutcomes(t *testing.T) {
 				if r.URL.Path == "/v1/payment_intents" { // the create
 					_, _ = io.WriteString(w, `{"id":"pi_1","object":"payment_intent","status":"requires_confirmation"}`)
 					return
+				}
+				for k, v := range tt.header {
+					w.Header().Set(k, v)
 				}
 				w.WriteHeader(tt.status)
 				_, _ = io.WriteString(w, tt.body)
@@ -196,6 +210,13 @@ func TestStripesAnswersMapToOutcomes(t *testing.T) {
 			}
 			if err == nil && (got.Succeeded != tt.charged || got.DeclineCode != tt.decline) {
 				t.Errorf("charge = %+v, want succeeded %v, decline %q", got, tt.charged, tt.decline)
+			}
+			var after time.Duration
+			if ra, ok := errors.AsType[consumer.RetryAfter](err); ok {
+				after = ra.RetryAfter()
+			}
+			if after != tt.after {
+				t.Errorf("the next attempt waits at least %v, want %v", after, tt.after)
 			}
 		})
 	}

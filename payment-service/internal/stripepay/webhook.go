@@ -71,7 +71,8 @@ func (w Webhook) Handle(c echo.Context) error {
 		intentID = pi.ID
 		charge := payment.Charge{ID: pi.ID, Succeeded: ev.Type == stripe.EventTypePaymentIntentSucceeded}
 		if !charge.Succeeded && pi.LastPaymentError != nil {
-			charge.DeclineCode = declineCode(pi.LastPaymentError)
+			charge.ProviderCode = declineCode(pi.LastPaymentError)
+			charge.DeclineCode = Reason(charge.ProviderCode)
 		}
 		settle = func(orderID string) (bool, error) { return w.Settle.Charged(ctx, ev.ID, orderID, charge) }
 	case stripe.EventTypeChargeRefunded:

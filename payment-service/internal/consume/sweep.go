@@ -1,0 +1,72 @@
+package consume
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/payment-service/internal/payment"
+)
+
+// Sweeper ends the payments whose outcome the provider was to tell later and has not by
+// the payment deadline: what the provider holds decides (Lookup, which calls off a charge
+// still waiting there), recorded through the Settler like a webhook, once per payment.
+// Without it a payment left pending — a webhook lost, or none configured — would keep its
+// order waiting for ever.
+type Sweeper struct {
+	Settle   Settler // its Store finds the payments
+	Provider payment.Provider
+	Deadline time.Duration // after the order's creation
+	Every    time.Duration // how often to look; default a tenth of Deadline, 1 s to 1 min
+	Log      *slog.Logger
+}
+
+// sweepBatch bounds the payments one sweep settles.
+const sweepBatch = 100
+
+// Run sweeps until ctx ends.
+func (s Sweeper) Run(ctx context.Context) error {
+	every := s.Every
+	if every <= 0 {
+		every = min(max(s.Deadline/10, time.Second), time.Minute)
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			s.Sweep(ctx)
+		}
+	}
+}
+
+// Sweep settles the payments waiting past the deadline now, and says how many moved.
+func (s Sweeper) Sweep(ctx context.Context) int {
+	ps, err := s.Settle.Store.Waiting(ctx, time.Now().Add(-s.Deadline), sweepBatch)
+	if err != nil {
+		s.Log.Warn("sweep of pending payments", "err", err)
+		return 0
+	}
+	moved := 0
+	for _, p := range ps {
+		charge, found, err := lookup(ctx, s.Provider, p.OrderID, events.ReasonProviderUnavailable)
+		if err != nil {
+			s.Log.Warn("a pending payment past its deadline: the provider cannot say yet", "order_id", p.OrderID, "payment_id", p.ID, "err", err)
+			continue
+		}
+		ok, err := s.Settle.Charged(ctx, "deadline-"+p.ID, p.OrderID, charge)
+		if err != nil {
+			s.Log.Warn("a pending payment past its deadline: recording its outcome", "order_id", p.OrderID, "payment_id", p.ID, "err", err)
+			continue
+		}
+		if ok {
+			moved++
+			s.Log.Warn("a pending payment past its deadline, settled by the provider's records", "order_id", p.OrderID,
+				"payment_id", p.ID, "charge_found", found, "succeeded", charge.Succeeded)
+		}
+	}
+	return moved
+}

@@ -1,0 +1,131 @@
+package stripepay_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/devstack/testenv"
+	"github.com/orderflow/payment-service/internal/payment"
+	"github.com/orderflow/payment-service/internal/stripepay"
+)
+
+// stand is a provider on localstripe, and a way to ask localstripe what it holds.
+type stand struct {
+	*stripepay.Provider
+	ls  *testenv.Localstripe
+	rec *recorder
+}
+
+func newOnLocalstripe(t *testing.T) stand {
+	t.Helper()
+	ls := testenv.StartLocalstripe(t)
+	rec := &recorder{}
+	p := stripepay.New(stripepay.Config{APIKey: "sk_test_123", BaseURL: ls.URL, HTTPClient: &http.Client{Transport: rec, Timeout: 10 * time.Second}}, openPool(t))
+	return stand{p, ls, rec}
+}
+
+// intents are the PaymentIntents localstripe holds for order.
+func (s stand) intents(t *testing.T, order string) []string {
+	var list struct {
+		Data []struct {
+			ID, Status string
+			Metadata   map[string]string
+		}
+	}
+	s.ls.API(t, http.MethodGet, "/v1/payment_intents?limit=100", nil, &list)
+	var got []string
+	for _, pi := range list.Data {
+		if pi.Metadata["order_id"] == order {
+			got = append(got, pi.ID+" "+pi.Status)
+		}
+	}
+	return got
+}
+
+func (s stand) refunds(t *testing.T, intent string) int {
+	var list struct{ Data []struct{ ID string } }
+	s.ls.API(t, http.MethodGet, "/v1/refunds?payment_intent="+intent, nil, &list)
+	return len(list.Data)
+}
+
+func charge(order, method string) payment.ChargeRequest {
+	return payment.ChargeRequest{IdempotencyKey: order, AmountCents: 4348, Currency: "EUR", PaymentMethod: method}
+}
+
+// The behaviour, on a Stripe stand-in that keeps state: a charge completes and the lookup
+// finds it; asked again (an answer lost), the adapter takes the intent it recorded and
+// charges nothing more — localstripe ignores Idempotency-Key, so this holds without it; a
+// refund refunds, and asked again finds the refund instead of making a second.
+func TestOnLocalstripeAChargeCompletesAndARefundRefundsOnce(t *testing.T) {
+	s := newOnLocalstripe(t)
+	ctx := context.Background()
+	order := events.NewID(time.Now())
+	got, err := s.Charge(ctx, charge(order, "tok_visa"))
+	if err != nil || !got.Succeeded || !strings.HasPrefix(got.ID, "pi_") {
+		t.Fatalf("charge = %+v, %v; want succeeded on an intent", got, err)
+	}
+	again, err := s.Charge(ctx, charge(order, "tok_visa"))
+	if err != nil || again != got {
+		t.Fatalf("charge again = %+v, %v; want %+v", again, err, got)
+	}
+	if in := s.intents(t, order); len(in) != 1 || in[0] != got.ID+" succeeded" {
+		t.Fatalf("localstripe holds %v for the order, want the one succeeded intent %s", in, got.ID)
+	}
+	found, ok, err := s.Lookup(ctx, order)
+	if err != nil || !ok || found != got {
+		t.Fatalf("lookup = %+v, %v, %v; want %+v", found, ok, err, got)
+	}
+	refund, err := s.Refund(ctx, payment.RefundRequest{IdempotencyKey: order, ChargeID: got.ID, AmountCents: 4348, Currency: "EUR"})
+	if err != nil || !strings.HasPrefix(refund.ID, "re_") {
+		t.Fatalf("refund = %+v, %v", refund, err)
+	}
+	second, err := s.Refund(ctx, payment.RefundRequest{IdempotencyKey: order, ChargeID: got.ID, AmountCents: 4348, Currency: "EUR"})
+	if err != nil || second != refund {
+		t.Fatalf("refund again = %+v, %v; want %+v", second, err, refund)
+	}
+	if n := s.refunds(t, got.ID); n != 1 {
+		t.Fatalf("localstripe holds %d refunds of %s, want 1", n, got.ID)
+	}
+}
+
+// A card declined at the charge is a decline, with the contract's reason and Stripe's
+// code; the lookup agrees that nothing was charged.
+func TestOnLocalstripeADeclineIsADecline(t *testing.T) {
+	s := newOnLocalstripe(t)
+	ctx := context.Background()
+	order := events.NewID(time.Now())
+	got, err := s.Charge(ctx, charge(order, "tok_chargeDeclined"))
+	if err != nil || got.Succeeded || got.DeclineCode != events.ReasonCardDeclined || got.ProviderCode != "card_declined" {
+		t.Fatalf("charge = %+v, %v; want declined card_declined", got, err)
+	}
+	if _, ok, err := s.Lookup(ctx, order); err != nil || ok {
+		t.Fatalf("lookup = %v, %v; want nothing charged", ok, err)
+	}
+}
+
+// A card that wants 3-D Secure leaves the intent requires_action: the charge is pending,
+// its outcome to come by webhook. The lookup that decides it past the deadline cancels
+// the intent, so it can never be charged after the lookup said nothing was.
+func TestOnLocalstripeThreeDSecureIsPendingUntilTheLookupCallsItOff(t *testing.T) {
+	s := newOnLocalstripe(t)
+	ctx := context.Background()
+	order := events.NewID(time.Now())
+	_, err := s.Charge(ctx, charge(order, s.ls.Card(t, "4000002500003155")))
+	if !errors.Is(err, payment.ErrPending) {
+		t.Fatalf("charge = %v, want ErrPending", err)
+	}
+	if in := s.intents(t, order); len(in) != 1 || !strings.HasSuffix(in[0], " requires_action") {
+		t.Fatalf("localstripe holds %v, want one intent requires_action", in)
+	}
+	if _, ok, err := s.Lookup(ctx, order); err != nil || ok {
+		t.Fatalf("lookup = %v, %v; want nothing charged", ok, err)
+	}
+	if in := s.intents(t, order); len(in) != 1 || !strings.HasSuffix(in[0], " canceled") {
+		t.Fatalf("after the lookup localstripe holds %v, want the intent canceled", in)
+	}
+}
