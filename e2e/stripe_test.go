@@ -4,12 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"regexp"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,57 +39,21 @@ func TestPaymentServiceChargesThroughStripe(t *testing.T) {
 	}
 }
 
-// stripeStandIn answers as Stripe does for an intent that wants 3-D Secure: created, then
-// requires_action on every confirm, so the payment waits for a webhook. It counts the
-// confirms.
-func stripeStandIn(t *testing.T) (url string, confirms *atomic.Int32) {
-	t.Helper()
-	confirms = &atomic.Int32{}
-	var n atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		switch {
-		case r.Method == http.MethodPost && r.URL.Path == "/v1/payment_intents":
-			fmt.Fprintf(w, `{"id":"pi_e2e_%d","object":"payment_intent","status":"requires_confirmation"}`, n.Add(1))
-		case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/confirm"):
-			confirms.Add(1)
-			id := strings.Split(r.URL.Path, "/")[3]
-			fmt.Fprintf(w, `{"id":%q,"object":"payment_intent","status":"requires_action"}`, id)
-		default:
-			w.WriteHeader(http.StatusNotFound)
-			_, _ = io.WriteString(w, `{"error":{"type":"invalid_request_error","code":"resource_missing","message":"No such resource"}}`)
-		}
-	}))
-	t.Cleanup(srv.Close)
-	return srv.URL, confirms
-}
-
-// A payment that waits on Stripe (3-D Secure: the confirm answers requires_action) is
-// settled by Stripe's signed webhook through the same path as an answer at once: the order
-// is confirmed, once. A redelivered webhook, and one that comes out of order about the
-// settled payment, change nothing; every forgery tried is refused with a 400 and changes
-// nothing either.
+// A payment that waits on Stripe (3-D Secure: localstripe's confirm answers
+// requires_action) is settled by Stripe's signed webhook through the same path as an
+// answer at once: the order is confirmed, once. A redelivered webhook, and one that comes
+// out of order about the settled payment, change nothing; every forgery tried is refused
+// with a 400 and changes nothing either. The deliveries are signed by stripe-go's own
+// test helper.
 func TestAStripeWebhookSettlesAWaitingPayment(t *testing.T) {
 	const secret, oldSecret = "whsec_e2e_current", "whsec_e2e_previous"
-	base, confirms := stripeStandIn(t)
+	ls := testenv.StartLocalstripe(t)
 	s := newStack(t, testenv.Kafka(t), map[string]map[string]string{
-		"payment": {"PAYMENT_PROVIDER": "stripe", "STRIPE_API_KEY": "sk_test_123", "STRIPE_API_BASE": base,
+		"payment": {"PAYMENT_PROVIDER": "stripe", "STRIPE_API_KEY": "sk_test_123", "STRIPE_API_BASE": ls.URL,
 			"STRIPE_WEBHOOK_SECRET": oldSecret + "," + secret},
 	})
-	o := s.placeOrder("tok_visa", "3ds@example.com")
-	var intent string
-	if !testenv.Eventually(20*time.Second, 50*time.Millisecond, func() bool {
-		withDB(t, s.dbs["payment"], func(ctx context.Context, conn *pgx.Conn) error {
-			err := conn.QueryRow(ctx, `SELECT intent_id FROM stripe_intents WHERE idempotency_key = $1`, o.ID).Scan(&intent)
-			if errors.Is(err, pgx.ErrNoRows) {
-				return nil
-			}
-			return err
-		})
-		return intent != "" && confirms.Load() > 0
-	}) {
-		t.Fatal("the order's intent was never recorded and confirmed")
-	}
+	o := s.placeOrder(ls.Card(t, cardThreeDSecure), "3ds@example.com")
+	intent := s.waitPending(o.ID)
 	if got := s.getOrder(o.ID); got.Status != "PENDING_PAYMENT" {
 		t.Fatalf("order = %s while Stripe wants 3-D Secure, want PENDING_PAYMENT", got.Status)
 	}
@@ -156,4 +117,28 @@ func TestAStripeWebhookSettlesAWaitingPayment(t *testing.T) {
 	if n := count(t, s.dbs["payment"], `SELECT count(*) FROM processed_events WHERE consumer_group = 'provider-webhooks'`); n != 1 {
 		t.Errorf("%d webhook events recorded, want the one that settled the payment", n)
 	}
+}
+
+// Stripe's test cards that localstripe knows by number only.
+const cardThreeDSecure = "4000002500003155" // wants 3-D Secure (requires_action)
+
+// waitPending waits until the order's payment is pending at Stripe — its intent recorded,
+// the payment CHARGING and marked waiting for the outcome — and returns the intent.
+func (s *inproc) waitPending(orderID string) string {
+	s.t.Helper()
+	var intent string
+	if !testenv.Eventually(20*time.Second, 50*time.Millisecond, func() bool {
+		withDB(s.t, s.dbs["payment"], func(ctx context.Context, conn *pgx.Conn) error {
+			err := conn.QueryRow(ctx, `SELECT i.intent_id FROM stripe_intents i JOIN payments p ON p.order_id::text = i.idempotency_key
+				WHERE i.idempotency_key = $1 AND p.status = 'CHARGING' AND p.pending_since IS NOT NULL`, orderID).Scan(&intent)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil
+			}
+			return err
+		})
+		return intent != ""
+	}) {
+		s.t.Fatal("the order's payment never waited at Stripe for its outcome")
+	}
+	return intent
 }

@@ -94,7 +94,7 @@ func (ls *Localstripe) Kill() {
 }
 
 // API calls localstripe's API as a test's own Stripe client would, and decodes the 200
-// answer into v.
+// answer into v (nil: no body wanted).
 func (ls *Localstripe) API(t testing.TB, method, path string, form url.Values, v any) {
 	t.Helper()
 	req, err := http.NewRequest(method, ls.URL+path, strings.NewReader(form.Encode()))
@@ -112,9 +112,23 @@ func (ls *Localstripe) API(t testing.TB, method, path string, form url.Values, v
 		b, _ := io.ReadAll(resp.Body)
 		t.Fatalf("localstripe: %s %s: %d %s", method, path, resp.StatusCode, b)
 	}
+	if v == nil {
+		return
+	}
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Webhook has localstripe deliver the events of types to url, signed with secret, as a
+// Stripe account's webhook endpoint does (a second after the event). A Kill forgets it.
+func (ls *Localstripe) Webhook(t testing.TB, url_, secret string, types ...string) {
+	t.Helper()
+	form := url.Values{"url": {url_}, "secret": {secret}}
+	for i, typ := range types {
+		form.Set(fmt.Sprintf("events[%d]", i), typ)
+	}
+	ls.API(t, http.MethodPost, "/_config/webhooks/orderflow", form, nil)
 }
 
 // Card makes a PaymentMethod of one of Stripe's test card numbers (4000002500003155
