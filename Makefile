@@ -161,11 +161,15 @@ e2e: deps
 # make up first makes what the repository must not hold (devstack/cmd/compose-env): .env
 # with a random secret for every password compose asks for, kept once made (0600), and the
 # broker's TLS certificate under .data/compose/pki.
-.PHONY: up down logs e2e-compose compose-env
+# make up-stripe runs payment-service on Stripe's API, against stripe-mock or the Stripe
+# test account .env names (docker-compose.stripe.yml).
+.PHONY: up up-stripe down logs e2e-compose compose-env
 compose-env:
 	@cd devstack && $(GO) run ./cmd/compose-env
 up: compose-env
 	docker compose up --build -d --wait
+up-stripe: compose-env
+	docker compose -f docker-compose.yml -f docker-compose.stripe.yml up --build -d --wait
 down:
 	docker compose down
 logs:

@@ -227,7 +227,9 @@ func checkSecrets(p *types.Project) []error {
 				for _, m := range jaas.FindAllStringSubmatch(value, -1) {
 					written = append(written, m[1])
 				}
-			case strings.Contains(k, "PASSWORD") || strings.Contains(k, "SECRET"):
+			case (strings.Contains(k, "PASSWORD") || strings.Contains(k, "SECRET")) && value != "":
+				// Empty is no secret at all (docker-compose.stripe.yml's webhook secret,
+				// off until .env names one), not one written down.
 				written = append(written, value)
 			}
 			for _, pw := range written {

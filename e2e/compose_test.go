@@ -636,6 +636,54 @@ func TestComposeScaleOverride(t *testing.T) {
 	}
 }
 
+// The Stripe variant runs stripe-mock, pinned to the version the tests build, on the
+// loopback like every port, locked down like every container, and switches payment-service
+// to PAYMENT_PROVIDER=stripe against it; nothing else changes, and the stack still passes
+// every check.
+func TestComposeStripeOverride(t *testing.T) {
+	root := testenv.Root(t)
+	base, err := loadCompose(t, root, "docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := loadCompose(t, root, "docker-compose.yml", "docker-compose.stripe.yml")
+	if err != nil {
+		t.Fatalf("docker-compose.stripe.yml does not load over docker-compose.yml: %v", err)
+	}
+	for _, err := range checkCompose(p) {
+		t.Error(err)
+	}
+	mock, ok := p.Services["stripe-mock"]
+	if !ok {
+		t.Fatal("no stripe-mock service")
+	}
+	if mock.Image != "stripe/stripe-mock:"+testenv.StripeMockVersion {
+		t.Errorf("stripe-mock's image is %s, want stripe/stripe-mock:%s, the version the tests run", mock.Image, testenv.StripeMockVersion)
+	}
+	if !mock.ReadOnly || len(mock.CapDrop) != 1 || mock.CapDrop[0] != "ALL" || !slices.Contains(mock.SecurityOpt, "no-new-privileges:true") {
+		t.Errorf("stripe-mock is not locked down: read_only %v, cap_drop %v, security_opt %v", mock.ReadOnly, mock.CapDrop, mock.SecurityOpt)
+	}
+	for _, port := range mock.Ports {
+		if port.HostIP != "127.0.0.1" {
+			t.Errorf("stripe-mock publishes %s on %q, want the loopback", port.Published, port.HostIP)
+		}
+	}
+	env := p.Services["payment-service"].Environment
+	for k, want := range map[string]string{"PAYMENT_PROVIDER": "stripe", "STRIPE_API_BASE": "http://stripe-mock:12111"} {
+		if v := env[k]; v == nil || *v != want {
+			t.Errorf("payment-service's %s = %v, want %s", k, v, want)
+		}
+	}
+	if v := env["STRIPE_API_KEY"]; v == nil || !strings.HasPrefix(*v, "sk_test_") {
+		t.Errorf("payment-service's STRIPE_API_KEY = %v, want a test key", v)
+	}
+	for name, svc := range base.Services {
+		if name != "payment-service" && !reflect.DeepEqual(svc, p.Services[name]) {
+			t.Errorf("the Stripe override changes service %s", name)
+		}
+	}
+}
+
 // Without .env, or with a secret missing from it, compose refuses to start, and its one
 // line says what to do.
 func TestComposeRefusesToStartWithoutASecret(t *testing.T) {
