@@ -57,25 +57,28 @@ type slowRun struct {
 
 // plan is what one bench run does.
 type plan struct {
-	quick     bool
-	duration  time.Duration
-	rates     []float64 // open loop, orders/s
-	workers   []int     // closed loop
-	slow      []slowRun
-	yardstick time.Duration
-	relayN    int           // events each relay moves in the side-by-side comparison
-	relayMax  time.Duration // how long each relay gets
-	authN     int           // bearer tokens verified to measure what one costs
+	quick    bool
+	duration time.Duration
+	rates    []float64 // open loop, orders/s
+	workers  []int     // closed loop
+	slow     []slowRun
+	// providerRate is the open load the simulator and the Stripe adapter on localstripe
+	// are measured at, side by side, on the first broker (0: not measured).
+	providerRate float64
+	yardstick    time.Duration
+	relayN       int           // events each relay moves in the side-by-side comparison
+	relayMax     time.Duration // how long each relay gets
+	authN        int           // bearer tokens verified to measure what one costs
 }
 
 func newPlan(quick bool) plan {
 	if quick {
 		return plan{quick: true, duration: 4 * time.Second, rates: []float64{250, 500}, workers: []int{32},
-			slow: []slowRun{{"100ms", 250}, {"500ms", 250}}, yardstick: 3 * time.Second,
+			slow: []slowRun{{"100ms", 250}, {"500ms", 250}}, providerRate: 100, yardstick: 3 * time.Second,
 			relayN: 3000, relayMax: 30 * time.Second, authN: 2000}
 	}
 	return plan{duration: 10 * time.Second, rates: []float64{250, 500, 1000, 2000}, workers: []int{16, 64},
-		slow: []slowRun{{"100ms", 1000}, {"500ms", 1000}}, yardstick: 5 * time.Second,
+		slow: []slowRun{{"100ms", 1000}, {"500ms", 1000}}, providerRate: 100, yardstick: 5 * time.Second,
 		relayN: 20000, relayMax: 90 * time.Second, authN: 10000}
 }
 
@@ -86,7 +89,7 @@ func (p *plan) onlyRates(v string) error {
 	if v == "" {
 		return nil
 	}
-	p.rates, p.workers, p.slow, p.relayN = nil, nil, nil, 0
+	p.rates, p.workers, p.slow, p.relayN, p.providerRate = nil, nil, nil, 0, 0
 	for _, f := range strings.Split(v, ",") {
 		f = strings.TrimSpace(f)
 		if n, err := strconv.Atoi(strings.TrimPrefix(f, "c")); strings.HasPrefix(f, "c") && err == nil && n > 0 {
@@ -225,6 +228,11 @@ func (p plan) measure(ctx context.Context, getenv func(string) string, stdout io
 	}
 	if err := tg.restartPayment(ctx, "0s"); err != nil {
 		return err
+	}
+	if first && p.providerRate > 0 {
+		if err := tg.providerRuns(ctx, stdout, broker, p.providerRate, p.duration, add); err != nil {
+			return err
+		}
 	}
 	if tg.sink != nil {
 		rep.Traces = append(rep.Traces, tracesResult{Broker: broker, Spans: tg.sink.spans.Load(), Exports: tg.sink.exports.Load()})
