@@ -29,12 +29,13 @@ type Ledger interface {
 
 // New returns the API with every route registered. ledger may be nil when the provider
 // keeps no ledger of its own here. The views need an operator's bearer token that v
-// accepts; health and the event contract stay open.
+// accepts; health and the two contract documents stay open.
 func New(log *slog.Logger, store Store, ledger Ledger, ready func(context.Context) error, v *auth.Verifier) *echo.Echo {
 	e := web.NewEcho(log, nil)
 	web.Health(e, ready)
 	operator := web.Authenticate(v, auth.ScopeOperator)
 	e.GET("/payments", views.ListByOrder(store.ByOrder, view), operator)
+	web.Document(e, "/openapi.yaml", openAPIDocument)
 	web.Document(e, "/asyncapi.yaml", events.AsyncAPI())
 	if ledger != nil {
 		e.GET("/provider/charges", views.ListByOrder(ledger.Ledger, viewCharge), operator)
