@@ -1,17 +1,26 @@
 package stripepay_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/common-events/web"
 	"github.com/orderflow/devstack/testenv"
 	"github.com/orderflow/payment-service/internal/payment"
 	"github.com/orderflow/payment-service/internal/stripepay"
+	"github.com/stripe/stripe-go/v82/webhook"
 )
 
 // stand is a provider on localstripe, and a way to ask localstripe what it holds.
@@ -127,5 +136,63 @@ func TestOnLocalstripeThreeDSecureIsPendingUntilTheLookupCallsItOff(t *testing.T
 	}
 	if in := s.intents(t, order); len(in) != 1 || !strings.HasSuffix(in[0], " canceled") {
 		t.Fatalf("after the lookup localstripe holds %v, want the intent canceled", in)
+	}
+}
+
+// settled records what a webhook settled.
+type settled struct {
+	mu       sync.Mutex
+	refunded []string // order refund
+}
+
+func (s *settled) Charged(context.Context, string, string, payment.Charge) (bool, error) {
+	return true, nil
+}
+
+func (s *settled) Refunded(_ context.Context, _, orderID, refundID string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refunded = append(s.refunded, orderID+" "+refundID)
+	return true, nil
+}
+
+// A charge.refunded whose Charge does not list its refunds — Stripe's since API version
+// 2022-11-15, unless expanded, which webhooks never are — is settled with the refund
+// Stripe holds for the intent, asked for; one for an intent with no refund settles
+// nothing and fails, so Stripe delivers it again.
+func TestAChargeRefundedWebhookFindsItsRefund(t *testing.T) {
+	const secret = "whsec_test"
+	s := newOnLocalstripe(t)
+	ctx := context.Background()
+	order, other := events.NewID(time.Now()), events.NewID(time.Now())
+	var intents [2]string
+	for i, o := range []string{order, other} {
+		got, err := s.Charge(ctx, charge(o, "tok_visa"))
+		if err != nil || !got.Succeeded {
+			t.Fatalf("charge = %+v, %v", got, err)
+		}
+		intents[i] = got.ID
+	}
+	var refund struct{ ID string }
+	s.ls.API(t, http.MethodPost, "/v1/refunds", url.Values{"payment_intent": {intents[0]}}, &refund) // from the dashboard
+	got := &settled{}
+	e := web.NewEcho(slog.New(slog.DiscardHandler), nil)
+	e.POST(stripepay.WebhookPath, stripepay.Webhook{Provider: s.Provider, Secrets: []string{secret}, Settle: got, Log: slog.New(slog.DiscardHandler)}.Handle)
+	deliver := func(intent string) int {
+		body := fmt.Appendf(nil, `{"id":"evt_%s","object":"event","type":"charge.refunded","data":{"object":{"id":"ch_1","object":"charge","payment_intent":%q,"refunded":true}}}`, intent, intent)
+		req := httptest.NewRequest(http.MethodPost, stripepay.WebhookPath, bytes.NewReader(body))
+		req.Header.Set("Stripe-Signature", webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: body, Secret: secret, Timestamp: time.Now()}).Header)
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	if code := deliver(intents[0]); code != http.StatusNoContent {
+		t.Fatalf("charge.refunded = %d, want 204", code)
+	}
+	if code := deliver(intents[1]); code < 500 {
+		t.Errorf("charge.refunded of an intent with no refund = %d, want a failure Stripe retries", code)
+	}
+	if want := []string{order + " " + refund.ID}; !slices.Equal(got.refunded, want) {
+		t.Errorf("settled %v, want %v", got.refunded, want)
 	}
 }

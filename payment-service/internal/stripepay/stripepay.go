@@ -151,13 +151,8 @@ func (p *Provider) Charge(ctx context.Context, req payment.ChargeRequest) (payme
 // Refund refunds the order's intent (the charge's ID) in full; a refund of it that exists
 // already is the answer, so a retry never refunds twice, whatever became of the key.
 func (p *Provider) Refund(ctx context.Context, req payment.RefundRequest) (payment.Refund, error) {
-	for r, err := range p.client.V1Refunds.List(ctx, &stripe.RefundListParams{PaymentIntent: stripe.String(req.ChargeID)}) {
-		if err != nil {
-			return payment.Refund{}, refundFailure(err)
-		}
-		if r.PaymentIntent != nil && r.PaymentIntent.ID == req.ChargeID && r.Status != stripe.RefundStatusFailed && r.Status != stripe.RefundStatusCanceled {
-			return payment.Refund{ID: r.ID}, nil
-		}
+	if id, err := p.refundOf(ctx, req.ChargeID); err != nil || id != "" {
+		return payment.Refund{ID: id}, err
 	}
 	params := &stripe.RefundCreateParams{PaymentIntent: stripe.String(req.ChargeID), Amount: stripe.Int64(req.AmountCents)}
 	params.SetIdempotencyKey(refundKey(req.IdempotencyKey))
@@ -166,6 +161,19 @@ func (p *Provider) Refund(ctx context.Context, req payment.RefundRequest) (payme
 		return payment.Refund{}, refundFailure(err)
 	}
 	return payment.Refund{ID: r.ID}, nil
+}
+
+// refundOf is the refund of intent that went through or is under way, or "".
+func (p *Provider) refundOf(ctx context.Context, intent string) (string, error) {
+	for r, err := range p.client.V1Refunds.List(ctx, &stripe.RefundListParams{PaymentIntent: stripe.String(intent)}) {
+		if err != nil {
+			return "", refundFailure(err)
+		}
+		if r.PaymentIntent != nil && r.PaymentIntent.ID == intent && r.Status != stripe.RefundStatusFailed && r.Status != stripe.RefundStatusCanceled {
+			return r.ID, nil
+		}
+	}
+	return "", nil
 }
 
 // refundFailure maps a refund's error: a charge already refunded, unknown or not

@@ -51,9 +51,12 @@ type Webhook struct {
 // Handle is the route's handler.
 func (w Webhook) Handle(c echo.Context) error {
 	body, err := io.ReadAll(http.MaxBytesReader(nil, c.Request().Body, maxWebhookBytes))
-	if err != nil {
+	if errors.As(err, new(*http.MaxBytesError)) {
 		return web.NewProblem(http.StatusRequestEntityTooLarge, "body_too_large", "Request Entity Too Large",
 			fmt.Sprintf("a delivery must be at most %d bytes", maxWebhookBytes))
+	}
+	if err != nil {
+		return &web.BodyError{Err: err} // it stopped arriving, or the sender went away
 	}
 	ev, err := w.verify(body, c.Request().Header.Get("Stripe-Signature"))
 	if err != nil {
@@ -81,11 +84,19 @@ func (w Webhook) Handle(c echo.Context) error {
 			return badEvent(ev, "its object is not a Charge of a PaymentIntent")
 		}
 		intentID = ch.PaymentIntent.ID
-		refundID := ""
-		if ch.Refunds != nil && len(ch.Refunds.Data) > 0 {
-			refundID = ch.Refunds.Data[0].ID
+		settle = func(orderID string) (bool, error) {
+			// A Charge carries its refunds only in API versions before 2022-11-15 (since,
+			// only when expanded, which webhooks never are): ask Stripe when it does not.
+			refundID := ""
+			if ch.Refunds != nil && len(ch.Refunds.Data) > 0 {
+				refundID = ch.Refunds.Data[0].ID
+			} else if r, err := w.Provider.refundOf(ctx, intentID); err != nil || r == "" {
+				return false, errors.Join(fmt.Errorf("the refund of PaymentIntent %s is not to be found", intentID), err)
+			} else {
+				refundID = r
+			}
+			return w.Settle.Refunded(ctx, ev.ID, orderID, refundID)
 		}
-		settle = func(orderID string) (bool, error) { return w.Settle.Refunded(ctx, ev.ID, orderID, refundID) }
 	default:
 		return web.NewProblem(http.StatusBadRequest, "unhandled_event_type", "Unhandled event type",
 			fmt.Sprintf("payment-service handles payment_intent.succeeded, payment_intent.payment_failed and charge.refunded, not %s: send it only those", ev.Type))
@@ -108,7 +119,7 @@ func (w Webhook) Handle(c echo.Context) error {
 
 // verify checks body's signature against each secret, within Tolerance.
 func (w Webhook) verify(body []byte, signature string) (stripe.Event, error) {
-	err := errors.New("no webhook secret is set")
+	err := fmt.Errorf("%w: no webhook secret is set", webhook.ErrNoValidSignature)
 	for _, secret := range w.Secrets {
 		var ev stripe.Event
 		ev, err = webhook.ConstructEventWithOptions(body, signature, secret, webhook.ConstructEventOptions{
@@ -129,6 +140,10 @@ func (w Webhook) verify(body []byte, signature string) (stripe.Event, error) {
 		detail = "the Stripe-Signature header is malformed"
 	case errors.Is(err, webhook.ErrTooOld):
 		detail = fmt.Sprintf("the signed timestamp is more than %s old", Tolerance)
+	case !errors.Is(err, webhook.ErrNoValidSignature):
+		// Signed, and no Stripe event: the signature checked, the body did not parse.
+		return stripe.Event{}, web.NewProblem(http.StatusBadRequest, "invalid_event", "Invalid event",
+			"the delivery is signed but is no Stripe event: "+err.Error())
 	}
 	return stripe.Event{}, web.NewProblem(http.StatusBadRequest, "invalid_signature", "Invalid webhook signature", detail)
 }
