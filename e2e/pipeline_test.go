@@ -151,8 +151,8 @@ func TestOrdersAcceptedDuringABrokerOutageAreNotLost(t *testing.T) {
 			t.Fatalf("order %s = %s while the broker is down, want PENDING_PAYMENT", o.ID, got.Status)
 		}
 	}
-	if n := count(t, s.dbs["order"], `SELECT count(*) FROM outbox`); n != 5 {
-		t.Fatalf("outbox holds %d events while the broker is down, want 5", n)
+	if n := count(t, s.dbs["order"], `SELECT count(*) FROM outbox`); n != 10 {
+		t.Fatalf("outbox holds %d events while the broker is down, want 10 (order.created and order.state of each)", n)
 	}
 
 	b.Start()

@@ -107,7 +107,7 @@ func runSide(ctx context.Context, adminURL string, brokers []string, n int, limi
 	}
 	defer pool.Close()
 	topic := strings.ReplaceAll(db, "_", ".")
-	if err := kafka.EnsureTopics(brokers, kafka.Config("relaycmp"), 6, topic); err != nil {
+	if err := kafka.EnsureTopics(brokers, kafka.Config("relaycmp"), kafka.TopicSpec{Partitions: 6}, topic); err != nil {
 		return res, err
 	}
 

@@ -296,6 +296,8 @@ type Base struct {
 	// Kafka is how the service reaches the cluster: TLS, SASL (ReadKafka).
 	Kafka           kafka.Security
 	TopicPartitions int
+	// TopicRetention is how long the event topics the service makes keep their records.
+	TopicRetention  time.Duration
 	LogLevel        slog.Level
 	ShutdownTimeout time.Duration
 	PprofAddr       string // where net/http/pprof listens; empty: nowhere
@@ -329,6 +331,14 @@ type Base struct {
 	Tracing tracing.Config
 }
 
+// TopicRetention reads KAFKA_TOPIC_RETENTION: how long the event topics keep their
+// records when a service or its kafka-setup makes them, 30 days unless set: the horizon
+// of a read model rebuilt by replaying them. (The entity topics are compacted and keep
+// each key's latest record for ever.)
+func TopicRetention(e *Env) time.Duration {
+	return e.Duration("KAFKA_TOPIC_RETENTION", 30*24*time.Hour, time.Hour, 10*365*24*time.Hour)
+}
+
 // ReadBase reads the shared settings; httpAddr and database are the service's defaults.
 func ReadBase(e *Env, httpAddr, databaseURL string) Base {
 	return Base{
@@ -337,6 +347,7 @@ func ReadBase(e *Env, httpAddr, databaseURL string) Base {
 		KafkaBrokers:    e.HostPorts("KAFKA_BROKERS", []string{"127.0.0.1:9092"}),
 		Kafka:           ReadKafka(e),
 		TopicPartitions: e.Int("KAFKA_TOPIC_PARTITIONS", 6, 1, 1000),
+		TopicRetention:  TopicRetention(e),
 		LogLevel:        e.Level("LOG_LEVEL", slog.LevelInfo),
 		ShutdownTimeout: e.Duration("SHUTDOWN_TIMEOUT", 15*time.Second, time.Second, 5*time.Minute),
 		PprofAddr:       e.Addr("PPROF_ADDR", ""),

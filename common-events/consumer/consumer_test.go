@@ -50,7 +50,7 @@ func setup(t *testing.T) fixture {
 	}
 	b := testenv.Kafka(t)
 	topics := append([]string{events.TopicOrderCreated}, consumer.DeadLetterTopics(group, events.TopicOrderCreated)...)
-	if err := kafka.EnsureTopics(b.Addrs, testenv.KafkaConfig("t"), 1, topics...); err != nil {
+	if err := kafka.EnsureTopics(b.Addrs, testenv.KafkaConfig("t"), kafka.TopicSpec{Partitions: 1}, topics...); err != nil {
 		t.Fatal(err)
 	}
 	return fixture{pool: pool, brokers: b.Addrs}

@@ -289,7 +289,7 @@ func (t *Tool) replay(r Record, to string) (string, error) {
 
 // replayed reads the ledger: the ids of the records replayed so far.
 func (t *Tool) replayed(ctx context.Context) (map[string]bool, error) {
-	if err := kafka.EnsureTopics(brokerAddrs(t.Client), t.Client.Config(), 1, Ledger); err != nil {
+	if err := kafka.EnsureTopics(brokerAddrs(t.Client), t.Client.Config(), kafka.TopicSpec{Partitions: 1}, Ledger); err != nil {
 		return nil, fmt.Errorf("ledger %s: %w", Ledger, err)
 	}
 	recs, err := t.read(ctx, Ledger, All)

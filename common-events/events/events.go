@@ -14,13 +14,16 @@ import (
 	"time"
 )
 
-// Topics. Every event has exactly one producer and is keyed by order id.
+// Topics. Every event has exactly one producer and is keyed by order id. order.state is
+// an entity topic (compacted): the latest record of each key is that order as it stands.
 const (
 	TopicOrderCreated     = "order.created"
 	TopicPaymentCompleted = "payment.completed"
 	TopicPaymentFailed    = "payment.failed"
 	TopicOrderCancelled   = "order.cancelled"
 	TopicPaymentRefunded  = "payment.refunded"
+	TopicOrderState       = "order.state"
+	TopicNotificationSent = "notification.sent"
 )
 
 // Event types (ce_type). A breaking change to a payload is a new type ("….v2").
@@ -30,12 +33,15 @@ const (
 	TypePaymentFailed    = "payment.failed"
 	TypeOrderCancelled   = "order.cancelled"
 	TypePaymentRefunded  = "payment.refunded"
+	TypeOrderState       = "order.state"
+	TypeNotificationSent = "notification.sent"
 )
 
 // The services that produce events (ce_source).
 const (
-	SourceOrderService   = "order-service"
-	SourcePaymentService = "payment-service"
+	SourceOrderService        = "order-service"
+	SourcePaymentService      = "payment-service"
+	SourceNotificationService = "notification-service"
 )
 
 // Kind is one event type: its ce_type, the topic it travels on, its one producer and how
@@ -45,6 +51,10 @@ type Kind struct {
 	Type   string // ce_type, from the payload type's EventType
 	Topic  string
 	Source string // the one service that produces it
+	// Entity: the topic says what each key is now rather than what happened to it, and
+	// is compacted: the broker keeps each key's latest record for ever and drops the
+	// older ones, so a new consumer reads every key's current state from the start.
+	Entity bool
 	decode func(data []byte) (Event, error)
 }
 
@@ -54,6 +64,18 @@ var kinds = []Kind{
 	kind[PaymentFailed](TopicPaymentFailed, SourcePaymentService),
 	kind[OrderCancelled](TopicOrderCancelled, SourceOrderService),
 	kind[PaymentRefunded](TopicPaymentRefunded, SourcePaymentService),
+	entity(kind[OrderState](TopicOrderState, SourceOrderService)),
+	kind[NotificationSent](TopicNotificationSent, SourceNotificationService),
+}
+
+func entity(k Kind) Kind {
+	k.Entity = true
+	return k
+}
+
+// IsEntityTopic reports whether topic is an entity topic, compacted (Kind.Entity).
+func IsEntityTopic(topic string) bool {
+	return slices.ContainsFunc(kinds, func(k Kind) bool { return k.Topic == topic && k.Entity })
 }
 
 // kind declares payload type E: its ce_type comes from E itself, and decoding yields an E
@@ -192,17 +214,59 @@ type PaymentRefunded struct {
 	RefundedAt    time.Time `json:"refunded_at"`
 }
 
+// OrderState is an order as it stands, the value of its key on the entity topic
+// order.state, written with every change of the order (placed, confirmed, failed,
+// cancelled) in the same transaction. Version grows by one with each change: a consumer
+// keeps the highest it has seen and ignores a record with a lower or equal one, so a
+// redelivered or reordered record cannot move an order back. The customer's email is left
+// out: the topic keeps every order for ever.
+type OrderState struct {
+	OrderID       string    `json:"order_id"`
+	CustomerID    string    `json:"customer_id"`
+	Status        string    `json:"status"`
+	FailureReason string    `json:"failure_reason,omitempty"`
+	Items         []Item    `json:"items"`
+	TotalCents    int64     `json:"total_cents"`
+	Currency      string    `json:"currency"`
+	Version       int64     `json:"version"`
+	CreatedAt     time.Time `json:"created_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
+}
+
+// The statuses of an order (OrderState.Status).
+const (
+	StatusPendingPayment = "PENDING_PAYMENT"
+	StatusConfirmed      = "CONFIRMED"
+	StatusPaymentFailed  = "PAYMENT_FAILED"
+	StatusCancelled      = "CANCELLED"
+)
+
+// NotificationSent says notification-service handed an email about an order to the mail
+// server. RecipientDomain is the part of the address after the @: enough to see where
+// mail goes, not whom it went to.
+type NotificationSent struct {
+	OrderID         string    `json:"order_id"`
+	Kind            string    `json:"kind"`
+	MessageID       string    `json:"message_id"`
+	RecipientDomain string    `json:"recipient_domain"`
+	SentAt          time.Time `json:"sent_at"`
+}
+
 func (OrderCreated) EventType() string     { return TypeOrderCreated }
 func (PaymentCompleted) EventType() string { return TypePaymentCompleted }
 func (PaymentFailed) EventType() string    { return TypePaymentFailed }
 func (OrderCancelled) EventType() string   { return TypeOrderCancelled }
 func (PaymentRefunded) EventType() string  { return TypePaymentRefunded }
+func (OrderState) EventType() string       { return TypeOrderState }
+func (NotificationSent) EventType() string { return TypeNotificationSent }
 
 func (e OrderCreated) Subject() string     { return e.OrderID }
 func (e PaymentCompleted) Subject() string { return e.OrderID }
 func (e PaymentFailed) Subject() string    { return e.OrderID }
 func (e OrderCancelled) Subject() string   { return e.OrderID }
 func (e PaymentRefunded) Subject() string  { return e.OrderID }
+func (e OrderState) Subject() string       { return e.OrderID }
+func (e NotificationSent) Subject() string { return e.OrderID }
 
 // Validate checks what a consumer relies on; the producer validated the rest.
 func (e OrderCreated) Validate() error {
@@ -247,6 +311,22 @@ func (e PaymentRefunded) Validate() error {
 	return errors.Join(required("order_id", e.OrderID), required("payment_id", e.PaymentID),
 		required("refund_id", e.RefundID), required("customer_email", e.CustomerEmail), currency(e.Currency),
 		positive("amount_cents", e.AmountCents))
+}
+
+func (e OrderState) Validate() error {
+	var status error
+	switch e.Status {
+	case StatusPendingPayment, StatusConfirmed, StatusPaymentFailed, StatusCancelled:
+	default:
+		status = fmt.Errorf("status: %q is no order status", e.Status)
+	}
+	return errors.Join(required("order_id", e.OrderID), required("customer_id", e.CustomerID), status,
+		currency(e.Currency), positive("total_cents", e.TotalCents), positive("version", e.Version))
+}
+
+func (e NotificationSent) Validate() error {
+	return errors.Join(required("order_id", e.OrderID), required("kind", e.Kind), required("message_id", e.MessageID),
+		required("recipient_domain", e.RecipientDomain))
 }
 
 func required(field, v string) error {

@@ -23,7 +23,7 @@ func TestPermissionsFollowTheCode(t *testing.T) {
 		got = append(got, p.String())
 	}
 	want := []string{
-		"Write Topic order.created", "Describe Topic order.created", "Write Topic order.cancelled", "Describe Topic order.cancelled",
+		"Write Topic order.created", "Describe Topic order.created", "Write Topic order.cancelled", "Describe Topic order.cancelled", "Write Topic order.state", "Describe Topic order.state",
 		"Read Group order-service", "Describe Group order-service",
 		"Read Topic payment.completed", "Describe Topic payment.completed",
 		"Write Topic payment.completed.order-service.dlq", "Describe Topic payment.completed.order-service.dlq",

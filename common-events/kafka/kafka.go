@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -65,7 +66,7 @@ func Config(clientID string) *sarama.Config {
 // partition — sarama reports the error and leaves the partition unconsumed until the next
 // rebalance, which a lone member may never see. (kfake elects leaders at once.) conf is
 // the client's (Config, or Security.Config).
-func EnsureTopics(brokers []string, conf *sarama.Config, partitions int32, topics ...string) error {
+func EnsureTopics(brokers []string, conf *sarama.Config, spec TopicSpec, topics ...string) error {
 	admin, err := sarama.NewClusterAdmin(brokers, conf)
 	if err != nil {
 		return fmt.Errorf("ensure topics: %w", err)
@@ -79,7 +80,7 @@ func EnsureTopics(brokers []string, conf *sarama.Config, partitions int32, topic
 		if _, ok := existing[t]; ok {
 			continue
 		}
-		err := admin.CreateTopic(t, &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: -1}, false)
+		err := admin.CreateTopic(t, &sarama.TopicDetail{NumPartitions: spec.Partitions, ReplicationFactor: -1, ConfigEntries: spec.Config(t)}, false)
 		if errors.Is(err, sarama.ErrTopicAuthorizationFailed) || errors.Is(err, sarama.ErrClusterAuthorizationFailed) {
 			return fmt.Errorf("ensure topics: topic %s does not exist and this principal may not create it: "+
 				"run the service's kafka-setup as the cluster's administrator first (docs/kafka-security.md): %w", t, err)
@@ -89,6 +90,28 @@ func EnsureTopics(brokers []string, conf *sarama.Config, partitions int32, topic
 		}
 	}
 	return waitForLeaders(admin, topics, 30*time.Second)
+}
+
+// TopicSpec is how the topics orderflow makes are made: Partitions each; an event topic
+// keeps its records Retention (0: as long as the broker's default says), the horizon of a
+// read model rebuilt by replay; an entity topic (events.IsEntityTopic) is compacted and
+// keeps each key's latest record for ever, whatever Retention says. A topic made before
+// keeps the settings it was made with (kafka-configs --alter changes them).
+type TopicSpec struct {
+	Partitions int32
+	Retention  time.Duration
+}
+
+// Config is the settings topic is made with.
+func (s TopicSpec) Config(topic string) map[string]*string {
+	str := func(v string) *string { return &v }
+	switch {
+	case events.IsEntityTopic(topic):
+		return map[string]*string{"cleanup.policy": str("compact"), "retention.ms": str("-1")}
+	case s.Retention > 0:
+		return map[string]*string{"cleanup.policy": str("delete"), "retention.ms": str(strconv.FormatInt(s.Retention.Milliseconds(), 10))}
+	}
+	return nil
 }
 
 // waitForLeaders returns once every partition of topics has a leader, or an error naming

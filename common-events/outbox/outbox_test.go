@@ -98,7 +98,7 @@ func withTopic(t *testing.T, partitions int32) (*pgxpool.Pool, []string) {
 	t.Helper()
 	pool := openDB(t)
 	b := testenv.Kafka(t)
-	if err := kafka.EnsureTopics(b.Addrs, testenv.KafkaConfig("t"), partitions, events.TopicOrderCreated); err != nil {
+	if err := kafka.EnsureTopics(b.Addrs, testenv.KafkaConfig("t"), kafka.TopicSpec{Partitions: partitions}, events.TopicOrderCreated); err != nil {
 		t.Fatal(err)
 	}
 	return pool, b.Addrs
@@ -180,7 +180,7 @@ func TestRelaySurvivesBrokerOutage(t *testing.T) {
 	pool := openDB(t)
 	b := testenv.RestartableKafka(t)
 	addrs := b.Addrs
-	if err := kafka.EnsureTopics(addrs, testenv.KafkaConfig("t"), 2, events.TopicOrderCreated); err != nil {
+	if err := kafka.EnsureTopics(addrs, testenv.KafkaConfig("t"), kafka.TopicSpec{Partitions: 2}, events.TopicOrderCreated); err != nil {
 		t.Fatal(err)
 	}
 	startRelay(t, pool, addrs)

@@ -3,6 +3,7 @@ package platform
 import (
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/IBM/sarama"
 
@@ -13,11 +14,12 @@ import (
 )
 
 // Setup is what a service's kafka-setup does: on Brokers, logged in as Security says,
-// create Topics (with Partitions each) and the dead-letter tool's ledger, and grant
-// each of Grants.
+// create Topics (with Partitions each, event topics kept Retention) and the dead-letter
+// tool's ledger, and grant each of Grants.
 type Setup struct {
 	Brokers    []string
 	Partitions int
+	Retention  time.Duration
 	Security   kafka.Security
 	Topics     []string
 	Grants     []Grant
@@ -30,7 +32,7 @@ type Grant struct {
 }
 
 // ReadSetup reads a service's kafka-setup from its environment: KAFKA_BROKERS,
-// KAFKA_TOPIC_PARTITIONS and the KAFKA_* security settings, which must log in as a
+// KAFKA_TOPIC_PARTITIONS, KAFKA_TOPIC_RETENTION and the KAFKA_* security settings, which must log in as a
 // principal allowed to create topics and alter ACLs. It grants KAFKA_SETUP_PRINCIPAL
 // (default User:<service>, the SASL username the service itself logs in with) exactly its
 // kafka.Permissions; the operators' dead-letter tool, KAFKA_SETUP_OPERATOR (default
@@ -44,6 +46,7 @@ func ReadSetup(svc services.Service, getenv func(string) string) (Setup, []confi
 	s := Setup{
 		Brokers:    env.HostPorts("KAFKA_BROKERS", []string{"127.0.0.1:9092"}),
 		Partitions: env.Int("KAFKA_TOPIC_PARTITIONS", 6, 1, 1000),
+		Retention:  config.TopicRetention(env),
 		Security:   config.ReadKafka(env),
 	}
 	own := kafka.Permissions(service, groups)
@@ -70,11 +73,11 @@ func SetupKafka(svc services.Service, getenv func(string) string, stdout io.Writ
 		return err
 	}
 	conf := s.Security.Config(service + "-setup")
-	if err := kafka.EnsureTopics(s.Brokers, conf, int32(s.Partitions), s.Topics...); err != nil {
+	if err := kafka.EnsureTopics(s.Brokers, conf, kafka.TopicSpec{Partitions: int32(s.Partitions), Retention: s.Retention}, s.Topics...); err != nil {
 		return fmt.Errorf("kafka at KAFKA_BROKERS %v: %w", s.Brokers, err)
 	}
 	// One partition, as the tool makes it: it reads its ledger whole, in order.
-	if err := kafka.EnsureTopics(s.Brokers, conf, 1, deadletter.Ledger); err != nil {
+	if err := kafka.EnsureTopics(s.Brokers, conf, kafka.TopicSpec{Partitions: 1}, deadletter.Ledger); err != nil {
 		return fmt.Errorf("kafka at KAFKA_BROKERS %v: %w", s.Brokers, err)
 	}
 	admin, err := sarama.NewClusterAdmin(s.Brokers, conf)

@@ -143,7 +143,7 @@ func Boot(ctx context.Context, svc services.Service, cfg config.Base, stdout io.
 	// The topics it writes, reads and dead-letters to, and no other: on a cluster with
 	// ACLs it may not even see the rest.
 	topics := kafka.Topics(kafka.Permissions(service, groups))
-	if err = kafka.EnsureTopics(cfg.KafkaBrokers, cfg.Kafka.Config(service), int32(cfg.TopicPartitions), topics...); err != nil {
+	if err = kafka.EnsureTopics(cfg.KafkaBrokers, cfg.Kafka.Config(service), kafka.TopicSpec{Partitions: int32(cfg.TopicPartitions), Retention: cfg.TopicRetention}, topics...); err != nil {
 		return nil, fmt.Errorf("kafka at KAFKA_BROKERS %v: %w", cfg.KafkaBrokers, err)
 	}
 	if s.Kafka, err = sarama.NewClient(cfg.KafkaBrokers, cfg.Kafka.Config(service)); err != nil {

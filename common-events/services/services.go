@@ -44,7 +44,7 @@ var (
 		Port:     8081, PortVar: "PAYMENT_PORT", ComposePort: 8081, Database: "payments",
 	}
 	Notification = Service{
-		Name: "notification-service", Group: "notification-service",
+		Name: events.SourceNotificationService, Group: "notification-service",
 		Consumes: []string{events.TopicPaymentCompleted, events.TopicPaymentFailed, events.TopicOrderCancelled, events.TopicPaymentRefunded},
 		// Under compose, 8082 and 8083 go to payment-service's replicas when it is scaled.
 		Port: 8082, PortVar: "NOTIFICATION_PORT", ComposePort: 8084, Database: "notifications",

@@ -58,7 +58,7 @@ func TestOneTraceFromRequestToConsumer(t *testing.T) {
 		t.Fatal(err)
 	}
 	brokers := testenv.Kafka(t).Addrs
-	if err := kafka.EnsureTopics(brokers, testenv.KafkaConfig("t"), 1, events.TopicOrderCreated); err != nil {
+	if err := kafka.EnsureTopics(brokers, testenv.KafkaConfig("t"), kafka.TopicSpec{Partitions: 1}, events.TopicOrderCreated); err != nil {
 		t.Fatal(err)
 	}
 

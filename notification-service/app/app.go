@@ -61,5 +61,5 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		return err
 	}
 	api := httpapi.New(stack.Log, store, stack.Ready, stack.Verifier)
-	return stack.Serve(ctx, api, []platform.Worker{payments.Run}, nil)
+	return stack.Serve(ctx, api, []platform.Worker{payments.Run}, []platform.Worker{stack.Relay().Run})
 }

@@ -19,7 +19,7 @@ import (
 func TestCommands(t *testing.T) {
 	brokers := testenv.Kafka(t).Addrs
 	dlq := events.DeadLetterTopic(events.TopicOrderCreated, "payment-service")
-	if err := kafka.EnsureTopics(brokers, testenv.KafkaConfig("t"), 1, events.TopicOrderCreated, dlq); err != nil {
+	if err := kafka.EnsureTopics(brokers, testenv.KafkaConfig("t"), kafka.TopicSpec{Partitions: 1}, events.TopicOrderCreated, dlq); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Produce(t, brokers, &sarama.ProducerMessage{Topic: dlq, Key: sarama.StringEncoder("k"), Value: sarama.StringEncoder("junk"),

@@ -85,7 +85,7 @@ func (h notifier) handle(ctx context.Context, msg consumer.Message) (consumer.Ap
 			return consumer.Apply{}, fmt.Errorf("send %s email: %w", n.Kind, err)
 		}
 	}
-	return consumer.Row(h.records, record{n: n, log: msg.Log}), nil
+	return consumer.Row(h.records, record{n: n, meta: msg.Meta(), log: msg.Log}), nil
 }
 
 // records makes the consumer.Set of notification-service: a batch's notifications in one
@@ -95,10 +95,12 @@ type records struct {
 }
 
 type record struct {
-	n   notification.Notification
-	log *slog.Logger
+	n    notification.Notification
+	meta events.Meta // what its notification.sent inherits
+	log  *slog.Logger
 }
 
+// apply records the batch's notifications, each email sent with its notification.sent.
 func (s records) apply(ctx context.Context, tx consumer.Tx, rows []record) error {
 	ns := make([]notification.Notification, len(rows))
 	for i, r := range rows {
@@ -116,6 +118,11 @@ func (s records) apply(ctx context.Context, tx consumer.Tx, rows []record) error
 		case n.Status == notification.Suppressed:
 			log.Info("notification suppressed: the order was cancelled", "kind", n.Kind)
 		default:
+			env, err := events.New(n.SentEvent(), r.meta, n.SentAt)
+			if err != nil {
+				return err
+			}
+			tx.Emit(env)
 			log.Info("customer notified", "kind", n.Kind, "message_id", n.MessageID)
 		}
 	}

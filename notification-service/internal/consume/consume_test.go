@@ -3,6 +3,7 @@ package consume_test
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -85,5 +86,19 @@ func TestCancelledOrderIsNeverConfirmed(t *testing.T) {
 	}
 	if kept := server.To("kept@example.com"); len(kept) != 1 || kept[0].Subject != "Your order "+keptID[len(keptID)-8:]+" is confirmed" {
 		t.Errorf("other order's emails = %+v, want one confirmation", kept)
+	}
+	// Each email sent says so on notification.sent, with the recipient's domain alone;
+	// the one suppressed does not.
+	rows, _ := pool.Query(ctx, `SELECT topic, convert_from(payload, 'UTF8')::jsonb->>'kind', convert_from(payload, 'UTF8')::jsonb->>'recipient_domain' FROM outbox WHERE key = $1 ORDER BY id`, cancelledID)
+	sent, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (string, error) {
+		var topic, kind, domain string
+		err := r.Scan(&topic, &kind, &domain)
+		return topic + " " + kind + " " + domain, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"notification.sent order_cancelled example.com", "notification.sent payment_refunded example.com"}; !slices.Equal(sent, want) {
+		t.Errorf("outbox = %q, want %q", sent, want)
 	}
 }

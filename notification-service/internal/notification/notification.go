@@ -51,6 +51,12 @@ type Notification struct {
 	SentAt       time.Time
 }
 
+// SentEvent is the notification.sent payload of n, sent: the recipient's domain only.
+func (n Notification) SentEvent() events.NotificationSent {
+	domain := n.Recipient[strings.LastIndexByte(n.Recipient, '@')+1:]
+	return events.NotificationSent{OrderID: n.OrderID, Kind: string(n.Kind), MessageID: n.MessageID, RecipientDomain: domain, SentAt: n.SentAt}
+}
+
 // For returns the notification an event calls for, or false when it calls for none.
 // The Message-ID depends only on the order and the kind, so an email sent again after a
 // crash carries the same Message-ID and mail clients show it once.

@@ -67,7 +67,7 @@ func (h paymentOutcome) handle(_ context.Context, msg consumer.Message) (consume
 	if !events.IsUUID(msg.Subject) {
 		return consumer.Apply{}, consumer.Poison(fmt.Errorf("order id %q is not a UUID", msg.Subject))
 	}
-	return consumer.Row(h.set, &transition{change: c, log: msg.Log}), nil
+	return consumer.Row(h.set, &transition{change: c, meta: msg.Meta(), log: msg.Log}), nil
 }
 
 // transitions makes the consumer.Set of order-service: a batch's status changes in one
@@ -78,13 +78,14 @@ type transitions struct {
 
 type transition struct {
 	change postgres.Change
+	meta   events.Meta // what the order.state it causes inherits
 	log    *slog.Logger
 	// decidedAfter is the time from the order's POST to this decision, when apply made
 	// it; 0 when it did not apply.
 	decidedAfter time.Duration
 }
 
-// apply moves the orders. An outcome that does not apply (unknown order, order no longer
+// apply moves the orders, each with its order.state. An outcome that does not apply (unknown order, order no longer
 // pending) is logged and acknowledged: retrying it could never succeed, and it is a valid
 // event, so it is no dead letter either.
 func (t transitions) apply(ctx context.Context, tx consumer.Tx, rows []*transition) error {
@@ -109,6 +110,11 @@ func (t transitions) apply(ctx context.Context, tx consumer.Tx, rows []*transiti
 		case out.Err != nil:
 			return out.Err
 		default:
+			state, err := events.New(o.StateEvent(), rows[i].meta, changes[i].At)
+			if err != nil {
+				return err
+			}
+			tx.Emit(state)
 			rows[i].decidedAfter = changes[i].At.Sub(o.CreatedAt)
 			log.Info("order status changed", "status", o.Status, "failure_reason", o.FailureReason)
 		}

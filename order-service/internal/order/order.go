@@ -90,6 +90,9 @@ type Order struct {
 	CorrelationID string
 	CreatedAt     time.Time
 	UpdatedAt     time.Time
+	// Version is 1 when placed and one more with each change: what order.state's
+	// records carry, so a consumer can tell the latest.
+	Version int64
 }
 
 // Filter selects orders for a listing page.
@@ -282,6 +285,7 @@ func New(req Request, id, correlationID string, now time.Time) (Order, error) {
 		CorrelationID: correlationID,
 		CreatedAt:     now,
 		UpdatedAt:     now,
+		Version:       1,
 	}, nil
 }
 
@@ -324,6 +328,7 @@ func (o *Order) Transition(to Status, reason string, now time.Time) error {
 		o.FailureReason = reason
 	}
 	o.UpdatedAt = now.UTC().Truncate(time.Microsecond)
+	o.Version++
 	return nil
 }
 
@@ -336,6 +341,15 @@ func (o Order) CreatedEvent() events.OrderCreated {
 	return events.OrderCreated{
 		OrderID: o.ID, CustomerID: o.CustomerID, CustomerEmail: o.CustomerEmail, Items: items,
 		TotalCents: o.TotalCents, Currency: o.Currency, PaymentMethod: o.PaymentMethod, CreatedAt: o.CreatedAt,
+	}
+}
+
+// StateEvent is the order.state payload: the order as it stands, with its version.
+func (o Order) StateEvent() events.OrderState {
+	return events.OrderState{
+		OrderID: o.ID, CustomerID: o.CustomerID, Status: string(o.Status), FailureReason: o.FailureReason,
+		Items: o.CreatedEvent().Items, TotalCents: o.TotalCents, Currency: o.Currency, Version: o.Version,
+		CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt,
 	}
 }
 

@@ -58,16 +58,21 @@ func (s *Service) place(ctx context.Context, o order.Order, once *Once) (order.O
 		return order.Order{}, nil, err
 	}
 	o.CorrelationID = env.CorrelationID
+	state, err := events.New(o.StateEvent(), env.Meta(), o.CreatedAt)
+	if err != nil {
+		return order.Order{}, nil, err
+	}
+	evs := []events.Envelope{env, state}
 	trace.SpanFromContext(ctx).SetAttributes(tracing.CorrelationID(o.CorrelationID), attribute.String("messaging.message.id", env.ID))
 	var replay *order.Replay
 	if once == nil {
-		err = s.store.Create(ctx, o, env)
+		err = s.store.Create(ctx, o, evs)
 	} else {
 		status, body, aerr := once.Answer(o)
 		if aerr != nil {
 			return order.Order{}, nil, aerr
 		}
-		replay, err = s.store.CreateOnce(ctx, once.Key, once.RequestHash, o, env, status, body)
+		replay, err = s.store.CreateOnce(ctx, once.Key, once.RequestHash, o, evs, status, body)
 	}
 	if err != nil {
 		return order.Order{}, nil, err
@@ -78,20 +83,26 @@ func (s *Service) place(ctx context.Context, o order.Order, once *Once) (order.O
 	return o, replay, nil
 }
 
-// Cancel moves a pending order that v sees to CANCELLED, with its order.cancelled event
-// (carrying the order's correlation id and ctx's trace), in one transaction. When the
+// Cancel moves a pending order that v sees to CANCELLED, with its order.cancelled and
+// order.state events (carrying the order's correlation id and ctx's trace), in one
+// transaction. When the
 // order is not pending it returns the order as it stands and order.ErrInvalidTransition
 // (wrapped); unknown or not v's, order.ErrNotFound.
 func (s *Service) Cancel(ctx context.Context, id string, v order.Viewer) (order.Order, error) {
 	now := s.now()
 	var o order.Order
-	err := s.store.Change(ctx, id, v, func(current order.Order) (order.Order, events.Envelope, error) {
+	err := s.store.Change(ctx, id, v, func(current order.Order) (order.Order, []events.Envelope, error) {
 		o = current
 		if err := o.Transition(order.Cancelled, "", now); err != nil {
-			return o, events.Envelope{}, err
+			return o, nil, err
 		}
-		env, err := events.New(o.CancelledEvent(), events.Meta{CorrelationID: o.CorrelationID, TraceParent: tracing.TraceParent(ctx)}, now)
-		return o, env, err
+		meta := events.Meta{CorrelationID: o.CorrelationID, TraceParent: tracing.TraceParent(ctx)}
+		cancelled, err := events.New(o.CancelledEvent(), meta, now)
+		if err != nil {
+			return o, nil, err
+		}
+		state, err := events.New(o.StateEvent(), meta, now)
+		return o, []events.Envelope{cancelled, state}, err
 	})
 	if err != nil {
 		return o, err

@@ -36,7 +36,7 @@ func TestChangesWakeSubscribersAcrossInstances(t *testing.T) {
 			t.Fatal(err)
 		}
 		env, _ := events.New(o.CreatedEvent(), events.Meta{}, time.Now())
-		if err := store.Create(ctx, o, env); err != nil {
+		if err := store.Create(ctx, o, []events.Envelope{env}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -32,11 +32,11 @@ type itemJSON struct {
 	UnitPriceCents int64  `json:"unit_price_cents"`
 }
 
-// Create writes the order, its first history entry and its order.created event in one
-// statement (one round trip, one implicit transaction): either the order exists and its
-// event will be published, or neither.
-func (s *Store) Create(ctx context.Context, o order.Order, created events.Envelope) error {
-	sql, args := createStatement(o, created, nil)
+// Create writes the order, its first history entry and its events (order.created,
+// order.state) in one statement (one round trip, one implicit transaction): either the
+// order exists and its events will be published, or neither.
+func (s *Store) Create(ctx context.Context, o order.Order, evs []events.Envelope) error {
+	sql, args := createStatement(o, evs, nil)
 	if _, err := s.pool.Exec(ctx, sql, args...); err != nil {
 		return fmt.Errorf("create order %s: %w", o.ID, err)
 	}
@@ -51,15 +51,15 @@ type idempotency struct {
 	response         []byte
 }
 
-// createStatement writes the order, its history entry and its event and, with idem, the
-// idempotency key (replacing an expired one).
-func createStatement(o order.Order, created events.Envelope, idem *idempotency) (string, []any) {
+// createStatement writes the order, its history entry and its events (the first's id the
+// history entry's cause) and, with idem, the idempotency key (replacing an expired one).
+func createStatement(o order.Order, evs []events.Envelope, idem *idempotency) (string, []any) {
 	items := make([]itemJSON, len(o.Items))
 	for i, it := range o.Items {
 		items[i] = itemJSON(it)
 	}
 	args := []any{o.ID, o.CustomerID, o.CustomerEmail, o.Currency, items, o.TotalCents,
-		o.PaymentMethod, o.Status, o.CorrelationID, o.CreatedAt, created.ID}
+		o.PaymentMethod, o.Status, o.CorrelationID, o.CreatedAt, evs[0].ID}
 	var keySQL string
 	if idem != nil {
 		args = append(args, idem.key, idem.requestHash, idem.status, idem.response)
@@ -72,7 +72,9 @@ func createStatement(o order.Order, created events.Envelope, idem *idempotency) 
 		)`
 	}
 	var evt outbox.Rows
-	evt.Add(0, created)
+	for _, env := range evs {
+		evt.Add(0, env)
+	}
 	insertEvent, eventArgs := evt.SQL(len(args)+1, "ord")
 	args = append(args, eventArgs...)
 	return fmt.Sprintf(`
@@ -95,7 +97,7 @@ func createStatement(o order.Order, created events.Envelope, idem *idempotency) 
 // same key and the same requestHash gets that Replay; with another hash,
 // order.ErrIdempotencyKeyReused; while the first is still being processed,
 // order.ErrIdempotencyKeyInFlight.
-func (s *Store) CreateOnce(ctx context.Context, key, requestHash string, o order.Order, created events.Envelope, status int, response []byte) (*order.Replay, error) {
+func (s *Store) CreateOnce(ctx context.Context, key, requestHash string, o order.Order, evs []events.Envelope, status int, response []byte) (*order.Replay, error) {
 	var replay *order.Replay
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var mine bool
@@ -121,7 +123,7 @@ func (s *Store) CreateOnce(ctx context.Context, key, requestHash string, o order
 		case !errors.Is(err, pgx.ErrNoRows):
 			return err
 		}
-		sql, args := createStatement(o, created, &idempotency{key: key, requestHash: requestHash, status: status, response: response})
+		sql, args := createStatement(o, evs, &idempotency{key: key, requestHash: requestHash, status: status, response: response})
 		_, err = tx.Exec(ctx, sql, args...)
 		return err
 	})
@@ -142,7 +144,7 @@ func (s *Store) PruneIdempotencyKeys(ctx context.Context) (int64, error) {
 }
 
 const orderColumns = `id::text, customer_id::text, customer_email, currency, items, total_cents, payment_method,
-	status, coalesce(failure_reason, ''), correlation_id, created_at, updated_at`
+	status, coalesce(failure_reason, ''), correlation_id, created_at, updated_at, version`
 
 const selectOrder = `SELECT ` + orderColumns + ` FROM orders WHERE id = $1`
 
@@ -150,7 +152,7 @@ func scanOrder(row pgx.Row) (order.Order, error) {
 	var o order.Order
 	var ij []byte
 	err := row.Scan(&o.ID, &o.CustomerID, &o.CustomerEmail, &o.Currency, &ij, &o.TotalCents,
-		&o.PaymentMethod, &o.Status, &o.FailureReason, &o.CorrelationID, &o.CreatedAt, &o.UpdatedAt)
+		&o.PaymentMethod, &o.Status, &o.FailureReason, &o.CorrelationID, &o.CreatedAt, &o.UpdatedAt, &o.Version)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return order.Order{}, order.ErrNotFound
 	}
@@ -231,7 +233,8 @@ func (s *Store) TransitionAll(ctx context.Context, tx pgx.Tx, changes []Change) 
 		WITH upd AS (
 			UPDATE orders o SET status = ($2::text[])[array_position($1::uuid[], o.id)],
 				failure_reason = nullif(($3::text[])[array_position($1::uuid[], o.id)], ''),
-				updated_at = ($5::timestamptz[])[array_position($1::uuid[], o.id)]
+				updated_at = ($5::timestamptz[])[array_position($1::uuid[], o.id)],
+				version = o.version + 1
 			WHERE o.id = ANY($1::uuid[]) AND o.status = $6
 			RETURNING ($4::text[])[array_position($1::uuid[], o.id)] AS cause, o.*
 		),
@@ -288,11 +291,11 @@ func ordersByID(rows pgx.Rows, err error) (map[string]order.Order, error) {
 	return byID, err
 }
 
-// Change moves order id, if v sees it, to what change makes of it, and stores the event
-// change returns with it, in one transaction that holds the order's row meanwhile. An
+// Change moves order id, if v sees it, to what change makes of it, and stores the events
+// change returns with it (the first's id the history entry's cause), in one transaction that holds the order's row meanwhile. An
 // error from change (order.ErrInvalidTransition, say) is returned as it is, and nothing
 // changes; unknown or not v's, order.ErrNotFound.
-func (s *Store) Change(ctx context.Context, id string, v order.Viewer, change func(order.Order) (order.Order, events.Envelope, error)) error {
+func (s *Store) Change(ctx context.Context, id string, v order.Viewer, change func(order.Order) (order.Order, []events.Envelope, error)) error {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		o, err := scanOrder(tx.QueryRow(ctx, selectOrder+` FOR UPDATE`, id))
 		if err != nil {
@@ -302,11 +305,11 @@ func (s *Store) Change(ctx context.Context, id string, v order.Viewer, change fu
 			return order.ErrNotFound
 		}
 		from := o.Status
-		o, env, err := change(o)
+		o, evs, err := change(o)
 		if err != nil {
 			return err
 		}
-		return update(ctx, tx, o, from, env)
+		return update(ctx, tx, o, from, evs)
 	})
 	if err != nil && !errors.Is(err, order.ErrNotFound) && !errors.Is(err, order.ErrInvalidTransition) {
 		return fmt.Errorf("change order %s: %w", id, err)
@@ -314,15 +317,17 @@ func (s *Store) Change(ctx context.Context, id string, v order.Viewer, change fu
 	return err
 }
 
-// update writes o's new status, its history entry and its event, in one statement: one
-// round trip.
-func update(ctx context.Context, tx pgx.Tx, o order.Order, from order.Status, env events.Envelope) error {
+// update writes o's new status and version, its history entry and its events, in one
+// statement: one round trip.
+func update(ctx context.Context, tx pgx.Tx, o order.Order, from order.Status, evs []events.Envelope) error {
 	var evt outbox.Rows
-	evt.Add(0, env)
-	insertEvent, eventArgs := evt.SQL(7, "upd")
+	for _, env := range evs {
+		evt.Add(0, env)
+	}
+	insertEvent, eventArgs := evt.SQL(8, "upd")
 	_, err := tx.Exec(ctx, `
 		WITH upd AS (
-			UPDATE orders SET status = $2, failure_reason = nullif($3, ''), updated_at = $4 WHERE id = $1 RETURNING id, 0 AS tag
+			UPDATE orders SET status = $2, failure_reason = nullif($3, ''), updated_at = $4, version = $7 WHERE id = $1 RETURNING id, 0 AS tag
 		),
 		hist AS (
 			INSERT INTO order_history (order_id, from_status, to_status, cause_event_id, reason, at)
@@ -330,7 +335,7 @@ func update(ctx context.Context, tx pgx.Tx, o order.Order, from order.Status, en
 		),
 		evt AS (`+insertEvent+`)
 		SELECT 1`,
-		append([]any{o.ID, o.Status, o.FailureReason, o.UpdatedAt, from, env.ID}, eventArgs...)...)
+		append([]any{o.ID, o.Status, o.FailureReason, o.UpdatedAt, from, evs[0].ID, o.Version}, eventArgs...)...)
 	if err != nil {
 		return fmt.Errorf("update order %s: %w", o.ID, err)
 	}
@@ -341,8 +346,7 @@ func update(ctx context.Context, tx pgx.Tx, o order.Order, from order.Status, en
 // creation time and the page after a given id stays the same however many orders arrive.
 func (s *Store) List(ctx context.Context, f order.Filter) ([]order.Order, error) {
 	rows, _ := s.pool.Query(ctx, `
-		SELECT id::text, customer_id::text, customer_email, currency, items, total_cents, payment_method,
-			status, coalesce(failure_reason, ''), correlation_id, created_at, updated_at
+		SELECT `+orderColumns+`
 		FROM orders
 		WHERE ($1 = '' OR customer_id = nullif($1, '')::uuid)
 		  AND ($2 = '' OR status = $2)

@@ -52,11 +52,11 @@ func TestCreateIsAllOrNothing(t *testing.T) {
 	pool, store := newStore(t)
 	now := time.Now()
 	o, env := newOrder(t, "019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f", now)
-	if err := store.Create(ctx, o, env); err != nil {
+	if err := store.Create(ctx, o, []events.Envelope{env}); err != nil {
 		t.Fatal(err)
 	}
 	again, _ := events.New(o.CreatedEvent(), events.Meta{}, now)
-	if err := store.Create(ctx, o, again); err == nil {
+	if err := store.Create(ctx, o, []events.Envelope{again}); err == nil {
 		t.Fatal("creating an order with an existing id succeeded")
 	}
 	var orders, history, outbox int
@@ -76,7 +76,7 @@ func TestCreateIsAllOrNothing(t *testing.T) {
 	other := o
 	other.ID = "019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e60"
 	third, _ := events.New(other.CreatedEvent(), events.Meta{}, now)
-	if err := store.Create(ctx, other, third); err == nil {
+	if err := store.Create(ctx, other, []events.Envelope{third}); err == nil {
 		t.Fatal("create succeeded though its event could not be stored")
 	}
 	if _, err := store.Get(ctx, other.ID); err != order.ErrNotFound {
@@ -122,7 +122,7 @@ func TestTransitionAllReportsEachOutcome(t *testing.T) {
 	ids := []string{"019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e71", "019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e72", "019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e73"}
 	for _, id := range ids {
 		o, env := newOrder(t, id, now)
-		if err := store.Create(ctx, o, env); err != nil {
+		if err := store.Create(ctx, o, []events.Envelope{env}); err != nil {
 			t.Fatal(err)
 		}
 	}
