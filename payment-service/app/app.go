@@ -110,7 +110,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		provider, ledger = sim, sim
 	}
 	stack.Log.Info("payment provider", "provider", cfg.Provider, "stripe_api_base", cfg.Stripe.BaseURL, "stripe_webhooks", hook != nil)
-	orders, err := stack.Consumer(consume.Handlers(store, provider, cfg.PaymentDeadline, settler))
+	orders, err := stack.Consumer(consume.Handlers(provider, cfg.PaymentDeadline, settler))
 	if err != nil {
 		return err
 	}
@@ -118,7 +118,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	if hook != nil { // signed by Stripe: no bearer token, the admission limits as for any route
 		api.POST(stripepay.WebhookPath, hook.Handle)
 	}
-	sweep := consume.Sweeper{Settle: settler, Provider: provider, Deadline: cfg.PaymentDeadline, Log: stack.Log}
+	sweep := &consume.Sweeper{Settle: settler, Provider: provider, Deadline: cfg.PaymentDeadline, Log: stack.Log}
 	return stack.Serve(ctx, api, []platform.Worker{orders.Run, sweep.Run}, []platform.Worker{stack.Relay().Run})
 }
 

@@ -20,13 +20,14 @@ import (
 	"github.com/orderflow/payment-service/internal/postgres"
 )
 
-// Handlers returns the handler of each topic payment-service consumes. A charge that keeps
-// failing transiently is retried until deadline after the order's creation (0: forever);
-// then the provider's records decide. settle records the outcome of a charge that was
-// pending at the provider when its order is cancelled (its Store is store).
-func Handlers(store *postgres.Store, provider payment.Provider, deadline time.Duration, settle Settler) map[string]consumer.Handler {
+// Handlers returns the handler of each topic payment-service consumes, on settle.Store.
+// A charge that keeps failing transiently is retried until deadline after the order's
+// creation (0: forever); then the provider's records decide. settle also records the
+// outcome of a charge that was pending at the provider when its order is cancelled.
+func Handlers(provider payment.Provider, deadline time.Duration, settle Settler) map[string]consumer.Handler {
+	store := settle.Store
 	c := charger{store: store, provider: provider, now: time.Now, charged: consumer.NewSet(chargedSet{store: store}.apply),
-		deadline: deadline, settle: settle}
+		deadline: deadline, settler: settle}
 	return map[string]consumer.Handler{
 		events.TopicOrderCreated:   c.handle,
 		events.TopicOrderCancelled: c.cancel,
@@ -39,7 +40,7 @@ type charger struct {
 	now      func() time.Time
 	charged  consumer.Set
 	deadline time.Duration
-	settle   Settler
+	settler  Settler
 }
 
 // chargedSet makes the consumer.Set that records a batch's charges in one statement.
@@ -115,7 +116,7 @@ func (c charger) handle(ctx context.Context, msg consumer.Message) (consumer.App
 		// A redelivery past the deadline (the answer to an earlier attempt was lost, or
 		// never came) is not charged again: the provider's records decide. Its
 		// idempotency window may have closed by then, so a charge now could be a second.
-		charge, err = c.lookup(ctx, msg, ev.OrderID, errPastDeadline, events.ReasonProviderUnavailable)
+		charge, err = c.decide(ctx, msg, ev.OrderID, errPastDeadline, events.ReasonProviderUnavailable)
 	} else {
 		charge, err = c.charge(ctx, ev)
 		switch {
@@ -131,9 +132,9 @@ func (c charger) handle(ctx context.Context, msg consumer.Message) (consumer.App
 			// other parameters, say): a bug, and no reason to leave the order pending.
 			// What it holds decides, as past the deadline.
 			msg.Log.Error("the provider refused the charge as such", "err", err)
-			charge, err = c.lookup(ctx, msg, ev.OrderID, err, events.ReasonProviderRejected)
+			charge, err = c.decide(ctx, msg, ev.OrderID, err, events.ReasonProviderRejected)
 		case err != nil && c.pastDeadline(ev):
-			charge, err = c.lookup(ctx, msg, ev.OrderID, err, events.ReasonProviderUnavailable)
+			charge, err = c.decide(ctx, msg, ev.OrderID, err, events.ReasonProviderUnavailable)
 		}
 	}
 	if err != nil {
@@ -200,14 +201,14 @@ var errPastDeadline = errors.New("the payment deadline passed before the charge 
 // attempt's may have been used up by a charge that hung.
 const lookupTimeout = 10 * time.Second
 
-// lookup decides a payment whose charging failed for good (past the deadline, or refused
+// decide decides a payment whose charging failed for good (past the deadline, or refused
 // as such) by what the provider holds under the order's key — never a guess: its charge
 // if it made one (it then went through after all), else a failure with reason, and the
 // order is not charged. No charge is attempted for the order afterwards: the payment is
 // decided. When the provider cannot say either, the error is returned and the runner
 // asks again.
-func (c charger) lookup(ctx context.Context, msg consumer.Message, orderID string, chargeErr error, reason string) (payment.Charge, error) {
-	charge, found, err := lookup(ctx, c.provider, orderID, reason)
+func (c charger) decide(ctx context.Context, msg consumer.Message, orderID string, chargeErr error, reason string) (payment.Charge, error) {
+	charge, found, err := askProvider(ctx, c.provider, orderID, reason)
 	if err != nil {
 		return payment.Charge{}, fmt.Errorf("charging failed for good (%w), and so did asking the provider for the charge: %w", chargeErr, err)
 	}
@@ -215,9 +216,9 @@ func (c charger) lookup(ctx context.Context, msg consumer.Message, orderID strin
 	return charge, nil
 }
 
-// lookup asks provider what it holds for the order, within lookupTimeout of its own:
-// its charge, or, when it holds none, a failure with reason.
-func lookup(ctx context.Context, provider payment.Provider, orderID, reason string) (payment.Charge, bool, error) {
+// askProvider asks provider what it holds for the order (Lookup), within lookupTimeout of
+// its own: its charge, or, when it holds none, a failure with reason.
+func askProvider(ctx context.Context, provider payment.Provider, orderID, reason string) (payment.Charge, bool, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupTimeout)
 	defer cancel()
 	ctx, span := tracing.Start(ctx, "provider lookup", trace.SpanKindClient, tracing.OrderID(orderID))
@@ -260,12 +261,14 @@ func (c charger) cancel(ctx context.Context, msg consumer.Message) (consumer.App
 	case p.Status == payment.Charging && !p.PendingSince.IsZero():
 		// The charge's outcome was to come later: the cancellation decides it now by what
 		// the provider holds (calling off what still waits there), then is tried again
-		// and refunds what was charged.
-		charge, err := c.lookup(ctx, msg, p.OrderID, errors.New("the order was cancelled while its charge was pending"), events.ReasonDeclined)
+		// and refunds what was charged. The outcome is recorded here, outside the Apply,
+		// through the Settler: once, by this record's id in the inbox, and before the
+		// refund that needs it; the retry's Apply is this record's own.
+		charge, err := c.decide(ctx, msg, p.OrderID, errors.New("the order was cancelled while its charge was pending"), events.ReasonDeclined)
 		if err != nil {
 			return consumer.Apply{}, err
 		}
-		if _, err := c.settle.Charged(ctx, "cancel-"+msg.ID, p.OrderID, charge); err != nil {
+		if _, err := c.settler.ChargedWith(ctx, "cancel-"+msg.ID, p.OrderID, charge, msg.Meta()); err != nil {
 			return consumer.Apply{}, err
 		}
 		return consumer.Apply{}, errChargeUnderWay

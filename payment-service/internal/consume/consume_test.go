@@ -43,7 +43,7 @@ func newFixture(t *testing.T) fixture {
 	}
 	sim := simulator.New(pool, 0, 0)
 	store := postgres.NewStore(pool)
-	return fixture{pool: pool, sim: sim, store: store, handlers: consume.Handlers(store, sim, 10*time.Minute, settler(pool, store))}
+	return fixture{pool: pool, sim: sim, store: store, handlers: consume.Handlers(sim, 10*time.Minute, settler(pool, store))}
 }
 
 // settler is the Settler of store's database.
@@ -274,7 +274,7 @@ func TestChargedRecordsABatchOnce(t *testing.T) {
 func TestAPaymentEndsAtItsDeadline(t *testing.T) {
 	f := newFixture(t)
 	down := simulator.New(f.pool, 0, 1) // every charge fails transiently
-	handlers := consume.Handlers(f.store, down, 10*time.Minute, settler(f.pool, f.store))
+	handlers := consume.Handlers(down, 10*time.Minute, settler(f.pool, f.store))
 	run := func(ev events.OrderCreated) (consumer.Apply, error) {
 		env, err := events.New(ev, events.Meta{}, time.Now())
 		if err != nil {
@@ -352,7 +352,7 @@ func (f fixture) handleWith(t *testing.T, provider payment.Provider, deadline, a
 	msg := consumer.Message{Envelope: env, Event: ev, Topic: events.TopicOrderCreated, Log: slog.New(slog.NewJSONHandler(t.Output(), nil))}
 	ctx, cancel := context.WithTimeout(context.Background(), attempt)
 	defer cancel()
-	apply, err := consume.Handlers(f.store, provider, deadline, settler(f.pool, f.store))[events.TopicOrderCreated](ctx, msg)
+	apply, err := consume.Handlers(provider, deadline, settler(f.pool, f.store))[events.TopicOrderCreated](ctx, msg)
 	if err != nil {
 		return err
 	}

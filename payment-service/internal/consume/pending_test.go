@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"testing"
 	"time"
 
@@ -17,15 +19,15 @@ import (
 
 // onStripe is the fixture with payment-service's handlers on the Stripe adapter against
 // localstripe, and a 3-D Secure card: a charge whose outcome comes later.
-func onStripe(t *testing.T) (fixture, payment.Provider, string) {
+func onStripe(t *testing.T) (fixture, payment.Provider, *testenv.Localstripe, string) {
 	f := newFixture(t)
 	ls := testenv.StartLocalstripe(t)
 	if err := stripepay.Migrate(context.Background(), f.pool); err != nil {
 		t.Fatal(err)
 	}
 	sp := stripepay.New(stripepay.Config{APIKey: "sk_test_123", BaseURL: ls.URL}, f.pool)
-	f.handlers = consume.Handlers(f.store, sp, 10*time.Minute, settler(f.pool, f.store))
-	return f, sp, ls.Card(t, "4000002500003155")
+	f.handlers = consume.Handlers(sp, 10*time.Minute, settler(f.pool, f.store))
+	return f, sp, ls, ls.Card(t, "4000002500003155")
 }
 
 // A charge whose outcome comes later (3-D Secure) does not hold the partition: the record
@@ -34,7 +36,7 @@ func onStripe(t *testing.T) (fixture, payment.Provider, string) {
 // calling off the intent still waiting — and the payment fails as provider_unavailable,
 // with its payment.failed, once however often it sweeps.
 func TestAPendingChargeWaitsAndEndsAtItsDeadline(t *testing.T) {
-	f, sp, card := onStripe(t)
+	f, sp, _, card := onStripe(t)
 	id := events.NewID(time.Now())
 	f.deliver(t, events.TopicOrderCreated, created(id, card))
 	ps, err := f.store.ByOrder(context.Background(), id)
@@ -42,7 +44,7 @@ func TestAPendingChargeWaitsAndEndsAtItsDeadline(t *testing.T) {
 		t.Fatalf("after a pending charge: payments %+v, %v; want one CHARGING, pending", ps, err)
 	}
 	log := slog.New(slog.NewJSONHandler(t.Output(), nil))
-	sweep := consume.Sweeper{Settle: settler(f.pool, f.store), Provider: sp, Deadline: time.Hour, Log: log}
+	sweep := &consume.Sweeper{Settle: settler(f.pool, f.store), Provider: sp, Deadline: time.Hour, Log: log}
 	if n := sweep.Sweep(context.Background()); n != 0 {
 		t.Fatalf("before the deadline the sweep settled %d payments, want none", n)
 	}
@@ -64,10 +66,10 @@ func TestAPendingChargeWaitsAndEndsAtItsDeadline(t *testing.T) {
 }
 
 // A cancellation of an order whose charge is pending does not wait for the webhook: it
-// decides the charge by what the provider holds (calling it off), and, tried again, finds
-// nothing to refund.
+// decides the charge by what the provider holds — calling off the intent still waiting,
+// so nothing is charged — and, tried again, finds nothing to refund.
 func TestACancellationDecidesAPendingCharge(t *testing.T) {
-	f, _, card := onStripe(t)
+	f, _, ls, card := onStripe(t)
 	id := events.NewID(time.Now())
 	f.deliver(t, events.TopicOrderCreated, created(id, card))
 	_, err := f.handle(t, events.TopicOrderCancelled, cancelled(id))
@@ -76,7 +78,44 @@ func TestACancellationDecidesAPendingCharge(t *testing.T) {
 	}
 	f.deliver(t, events.TopicOrderCancelled, cancelled(id))
 	ps, _ := f.store.ByOrder(context.Background(), id)
-	if len(ps) != 1 || ps[0].Status != payment.Failed {
-		t.Fatalf("after the cancellation: %+v, want FAILED", ps)
+	if len(ps) != 1 || ps[0].Status != payment.Failed || !ps[0].PendingSince.IsZero() {
+		t.Fatalf("after the cancellation: %+v, want FAILED, pending no more", ps)
+	}
+	if in := ls.Intents(t, id); len(in) != 1 || in[0] != "canceled" {
+		t.Errorf("localstripe holds %v for the order, want its intent canceled", in)
+	}
+	if got := f.outcome(t, id); got.refund != 0 {
+		t.Errorf("payment.refunded in the outbox %d times, want none: nothing was charged", got.refund)
+	}
+}
+
+// A pending charge that the customer authenticated just before the cancellation came is
+// decided charged, and then refunded once.
+func TestACancellationRefundsAPendingChargeThatWentThrough(t *testing.T) {
+	f, _, ls, card := onStripe(t)
+	id := events.NewID(time.Now())
+	f.deliver(t, events.TopicOrderCreated, created(id, card))
+	ps, _ := f.store.ByOrder(context.Background(), id)
+	var intent string
+	if err := f.pool.QueryRow(context.Background(), `SELECT intent_id FROM stripe_intents WHERE idempotency_key = $1`, id).Scan(&intent); err != nil {
+		t.Fatal(err)
+	}
+	var pi struct {
+		ClientSecret string `json:"client_secret"`
+	}
+	ls.API(t, http.MethodGet, "/v1/payment_intents/"+intent, nil, &pi)
+	ls.API(t, http.MethodPost, "/v1/payment_intents/"+intent+"/_authenticate", url.Values{"client_secret": {pi.ClientSecret}, "success": {"true"}}, &struct{}{})
+	if _, err := f.handle(t, events.TopicOrderCancelled, cancelled(id)); err == nil {
+		t.Fatal("the cancellation's first attempt went through, want a retry once the charge is decided")
+	}
+	f.deliver(t, events.TopicOrderCancelled, cancelled(id))
+	ps, _ = f.store.ByOrder(context.Background(), id)
+	if len(ps) != 1 || ps[0].Status != payment.Refunded || ps[0].ChargeID != intent {
+		t.Fatalf("after the cancellation: %+v, want REFUNDED on intent %s", ps, intent)
+	}
+	var refunds struct{ Data []struct{ ID string } }
+	ls.API(t, http.MethodGet, "/v1/refunds?payment_intent="+intent, nil, &refunds)
+	if len(refunds.Data) != 1 {
+		t.Errorf("localstripe holds %d refunds, want 1", len(refunds.Data))
 	}
 }

@@ -36,8 +36,14 @@ type Settler struct {
 // Charged settles the order's claimed (CHARGING) payment as charge says, once per
 // provider event id. It reports whether the payment moved.
 func (s Settler) Charged(ctx context.Context, providerEventID, orderID string, charge payment.Charge) (bool, error) {
+	return s.ChargedWith(ctx, providerEventID, orderID, charge, events.Meta{})
+}
+
+// ChargedWith is Charged with the outcome's event inheriting meta (the correlation id of
+// the record that decided it).
+func (s Settler) ChargedWith(ctx context.Context, providerEventID, orderID string, charge payment.Charge, meta events.Meta) (bool, error) {
 	return s.settle(ctx, providerEventID, orderID, payment.Charging, func(p payment.Payment, now time.Time) (payment.Payment, events.Envelope, error) {
-		return Outcome(p, charge, events.Meta{}, now)
+		return Outcome(p, charge, meta, now)
 	}, func(ctx context.Context, tx pgx.Tx, p payment.Payment) (bool, error) {
 		recorded, err := s.Store.Charged(ctx, tx, []payment.Payment{p})
 		return err == nil && recorded[0], err

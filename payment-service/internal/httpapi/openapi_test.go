@@ -285,7 +285,7 @@ func TestOpenAPIDescribesTheAPI(t *testing.T) {
 	}
 	succeeded := stripeEvent(t, "evt_spec_1", "payment_intent.succeeded", paymentIntent("pi_waiting", nil))
 	refundedCharge := stripeEvent(t, "evt_spec_2", "charge.refunded", map[string]any{
-		"id": "ch_spec", "object": "charge", "payment_intent": "pi_waiting",
+		"id": "ch_spec", "object": "charge", "payment_intent": "pi_waiting", "refunded": true,
 		"refunds": map[string]any{"object": "list", "data": []any{map[string]any{"id": "re_spec", "object": "refund"}}},
 	})
 	notOurs := stripeEvent(t, "evt_spec_3", "payment_intent.payment_failed",

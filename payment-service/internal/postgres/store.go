@@ -104,11 +104,17 @@ func (s *Store) Pending(ctx context.Context, tx pgx.Tx, id string, at time.Time)
 }
 
 // Waiting returns up to limit payments still waiting for an outcome the provider was to
-// tell later, of orders created before before, oldest first.
-func (s *Store) Waiting(ctx context.Context, before time.Time, limit int) ([]payment.Payment, error) {
+// tell later, claimed before before, in claim order after the payment (claimed at
+// afterAt, id afterID; zero: from the first): a keyset, so a sweep goes round them all
+// even when the first ones cannot be settled yet.
+func (s *Store) Waiting(ctx context.Context, before, afterAt time.Time, afterID string, limit int) ([]payment.Payment, error) {
+	if afterID == "" {
+		afterID = "00000000-0000-0000-0000-000000000000"
+	}
 	rows, _ := s.pool.Query(ctx, `SELECT `+paymentColumns+` FROM payments
-		WHERE pending_since IS NOT NULL AND status = $1 AND created_at < $2 ORDER BY created_at LIMIT $3`,
-		payment.Charging, before, limit)
+		WHERE pending_since IS NOT NULL AND status = $1 AND created_at < $2 AND (created_at, id) > ($3, $4::uuid)
+		ORDER BY created_at, id LIMIT $5`,
+		payment.Charging, before, afterAt, afterID, limit)
 	ps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (payment.Payment, error) { return scanPayment(r) })
 	if err != nil {
 		return nil, fmt.Errorf("payments waiting for the provider: %w", err)

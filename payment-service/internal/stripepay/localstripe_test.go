@@ -38,24 +38,6 @@ func newOnLocalstripe(t *testing.T) stand {
 	return stand{p, ls, rec}
 }
 
-// intents are the PaymentIntents localstripe holds for order.
-func (s stand) intents(t *testing.T, order string) []string {
-	var list struct {
-		Data []struct {
-			ID, Status string
-			Metadata   map[string]string
-		}
-	}
-	s.ls.API(t, http.MethodGet, "/v1/payment_intents?limit=100", nil, &list)
-	var got []string
-	for _, pi := range list.Data {
-		if pi.Metadata["order_id"] == order {
-			got = append(got, pi.ID+" "+pi.Status)
-		}
-	}
-	return got
-}
-
 func (s stand) refunds(t *testing.T, intent string) int {
 	var list struct{ Data []struct{ ID string } }
 	s.ls.API(t, http.MethodGet, "/v1/refunds?payment_intent="+intent, nil, &list)
@@ -82,7 +64,7 @@ func TestOnLocalstripeAChargeCompletesAndARefundRefundsOnce(t *testing.T) {
 	if err != nil || again != got {
 		t.Fatalf("charge again = %+v, %v; want %+v", again, err, got)
 	}
-	if in := s.intents(t, order); len(in) != 1 || in[0] != got.ID+" succeeded" {
+	if in := s.ls.Intents(t, order); len(in) != 1 || in[0] != "succeeded" {
 		t.Fatalf("localstripe holds %v for the order, want the one succeeded intent %s", in, got.ID)
 	}
 	found, ok, err := s.Lookup(ctx, order)
@@ -128,13 +110,13 @@ func TestOnLocalstripeThreeDSecureIsPendingUntilTheLookupCallsItOff(t *testing.T
 	if !errors.Is(err, payment.ErrPending) {
 		t.Fatalf("charge = %v, want ErrPending", err)
 	}
-	if in := s.intents(t, order); len(in) != 1 || !strings.HasSuffix(in[0], " requires_action") {
+	if in := s.ls.Intents(t, order); len(in) != 1 || in[0] != "requires_action" {
 		t.Fatalf("localstripe holds %v, want one intent requires_action", in)
 	}
 	if _, ok, err := s.Lookup(ctx, order); err != nil || ok {
 		t.Fatalf("lookup = %v, %v; want nothing charged", ok, err)
 	}
-	if in := s.intents(t, order); len(in) != 1 || !strings.HasSuffix(in[0], " canceled") {
+	if in := s.ls.Intents(t, order); len(in) != 1 || in[0] != "canceled" {
 		t.Fatalf("after the lookup localstripe holds %v, want the intent canceled", in)
 	}
 }
@@ -194,5 +176,37 @@ func TestAChargeRefundedWebhookFindsItsRefund(t *testing.T) {
 	}
 	if want := []string{order + " " + refund.ID}; !slices.Equal(got.refunded, want) {
 		t.Errorf("settled %v, want %v", got.refunded, want)
+	}
+}
+
+// After a partial refund from the dashboard, the order's refund pays back the rest, not
+// the whole again, and a retry pays back nothing more.
+func TestARefundAfterAPartialOneRefundsTheRest(t *testing.T) {
+	s := newOnLocalstripe(t)
+	ctx := context.Background()
+	order := events.NewID(time.Now())
+	got, err := s.Charge(ctx, charge(order, "tok_visa"))
+	if err != nil || !got.Succeeded {
+		t.Fatalf("charge = %+v, %v", got, err)
+	}
+	var partial struct{ ID string }
+	s.ls.API(t, http.MethodPost, "/v1/refunds", url.Values{"payment_intent": {got.ID}, "amount": {"1000"}}, &partial)
+	req := payment.RefundRequest{IdempotencyKey: order, ChargeID: got.ID, AmountCents: 4348, Currency: "EUR"}
+	rest, err := s.Refund(ctx, req)
+	if err != nil || rest.ID == "" || rest.ID == partial.ID {
+		t.Fatalf("refund = %+v, %v; want a refund of its own for the rest", rest, err)
+	}
+	again, err := s.Refund(ctx, req)
+	if err != nil || again != rest {
+		t.Fatalf("refund again = %+v, %v; want %+v", again, err, rest)
+	}
+	var list struct{ Data []struct{ Amount int64 } }
+	s.ls.API(t, http.MethodGet, "/v1/refunds?payment_intent="+got.ID, nil, &list)
+	var sum int64
+	for _, r := range list.Data {
+		sum += r.Amount
+	}
+	if len(list.Data) != 2 || sum != 4348 {
+		t.Errorf("localstripe holds %d refunds of %d in all, want 2 of 4348", len(list.Data), sum)
 	}
 }

@@ -100,10 +100,9 @@ func paymentMethod(token string) string {
 }
 
 // The Idempotency-Keys of an order's calls: one per kind of call, each derived from the
-// order id.
+// order id. (Cancelling an intent, in Lookup, takes none.)
 func createKey(key string) string  { return "orderflow-intent-" + key }
 func confirmKey(key string) string { return "orderflow-confirm-" + key }
-func cancelKey(key string) string  { return "orderflow-cancel-" + key }
 func refundKey(key string) string  { return "orderflow-refund-" + key }
 
 // Charge creates the order's PaymentIntent and confirms it; asked again, it takes the
@@ -148,14 +147,24 @@ func (p *Provider) Charge(ctx context.Context, req payment.ChargeRequest) (payme
 	return outcome(pi, err)
 }
 
-// Refund refunds the order's intent (the charge's ID) in full; a refund of it that exists
-// already is the answer, so a retry never refunds twice, whatever became of the key.
+// Refund refunds the order's intent (the charge's ID) in full. What is refunded already
+// counts — a retry never refunds twice, whatever became of the key — and only the rest
+// is refunded: after a partial refund from Stripe's dashboard, the remainder.
 func (p *Provider) Refund(ctx context.Context, req payment.RefundRequest) (payment.Refund, error) {
-	if id, err := p.refundOf(ctx, req.ChargeID); err != nil || id != "" {
-		return payment.Refund{ID: id}, err
+	last, refunded, err := p.refunds(ctx, req.ChargeID, req.IdempotencyKey)
+	if err != nil {
+		return payment.Refund{}, err
 	}
-	params := &stripe.RefundCreateParams{PaymentIntent: stripe.String(req.ChargeID), Amount: stripe.Int64(req.AmountCents)}
-	params.SetIdempotencyKey(refundKey(req.IdempotencyKey))
+	if refunded >= req.AmountCents {
+		return payment.Refund{ID: last}, nil
+	}
+	params := &stripe.RefundCreateParams{PaymentIntent: stripe.String(req.ChargeID), Amount: stripe.Int64(req.AmountCents - refunded),
+		Metadata: map[string]string{"order_id": req.IdempotencyKey}}
+	key := refundKey(req.IdempotencyKey)
+	if refunded > 0 { // the rest: another request than a refund in full
+		key += fmt.Sprintf("-rest-%d", req.AmountCents-refunded)
+	}
+	params.SetIdempotencyKey(key)
 	r, err := p.client.V1Refunds.Create(ctx, params)
 	if err != nil {
 		return payment.Refund{}, refundFailure(err)
@@ -163,17 +172,27 @@ func (p *Provider) Refund(ctx context.Context, req payment.RefundRequest) (payme
 	return payment.Refund{ID: r.ID}, nil
 }
 
-// refundOf is the refund of intent that went through or is under way, or "".
-func (p *Provider) refundOf(ctx context.Context, intent string) (string, error) {
+// refunds is what has been refunded of intent, through refunds that went through or are
+// under way: one's id — the order's own (metadata[order_id] is order) if it has one, so a
+// retry answers what the first attempt did, else the newest — and their sum.
+func (p *Provider) refunds(ctx context.Context, intent, order string) (id string, sum int64, err error) {
+	ours := false
 	for r, err := range p.client.V1Refunds.List(ctx, &stripe.RefundListParams{PaymentIntent: stripe.String(intent)}) {
 		if err != nil {
-			return "", refundFailure(err)
+			return "", 0, refundFailure(err)
 		}
-		if r.PaymentIntent != nil && r.PaymentIntent.ID == intent && r.Status != stripe.RefundStatusFailed && r.Status != stripe.RefundStatusCanceled {
-			return r.ID, nil
+		if r.PaymentIntent == nil || r.PaymentIntent.ID != intent || r.Status == stripe.RefundStatusFailed || r.Status == stripe.RefundStatusCanceled {
+			continue
+		}
+		sum += r.Amount
+		switch {
+		case order != "" && r.Metadata["order_id"] == order && !ours:
+			id, ours = r.ID, true
+		case id == "": // the list is newest first
+			id = r.ID
 		}
 	}
-	return "", nil
+	return id, sum, nil
 }
 
 // refundFailure maps a refund's error: a charge already refunded, unknown or not
@@ -200,9 +219,10 @@ func (p *Provider) Lookup(ctx context.Context, key string) (payment.Charge, bool
 		return payment.Charge{}, false, failure(err)
 	}
 	if pi.Status == stripe.PaymentIntentStatusRequiresConfirmation || pi.Status == stripe.PaymentIntentStatusRequiresAction {
-		params := &stripe.PaymentIntentCancelParams{}
-		params.SetIdempotencyKey(cancelKey(key))
-		if pi, err = p.client.V1PaymentIntents.Cancel(ctx, id, params); err != nil {
+		// No Idempotency-Key: Stripe would replay a first 500 under it for 24 hours, and
+		// the payment would stay undecided that long; the retrieve before makes asking
+		// again harmless (a cancelled intent is read as such).
+		if pi, err = p.client.V1PaymentIntents.Cancel(ctx, id, nil); err != nil {
 			// It may have moved on meanwhile (authenticated, say): asked again, the
 			// lookup reads what it became.
 			return payment.Charge{}, false, failure(err)

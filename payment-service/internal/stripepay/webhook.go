@@ -78,19 +78,24 @@ func (w Webhook) Handle(c echo.Context) error {
 			charge.DeclineCode = Reason(charge.ProviderCode)
 		}
 		settle = func(orderID string) (bool, error) { return w.Settle.Charged(ctx, ev.ID, orderID, charge) }
-	case stripe.EventTypeChargeRefunded:
+	case stripe.EventTypeChargeRefunded: // refunded in full, from Stripe's dashboard say
 		var ch stripe.Charge
 		if err := json.Unmarshal(ev.Data.Raw, &ch); err != nil || ch.PaymentIntent == nil || ch.PaymentIntent.ID == "" {
 			return badEvent(ev, "its object is not a Charge of a PaymentIntent")
 		}
 		intentID = ch.PaymentIntent.ID
 		settle = func(orderID string) (bool, error) {
+			if !ch.Refunded { // a partial refund: the payment is not paid back
+				w.Log.InfoContext(ctx, "stripe webhook: a partial refund, not settled", "stripe_event_id", ev.ID, "order_id", orderID,
+					"amount_refunded", ch.AmountRefunded)
+				return false, nil
+			}
 			// A Charge carries its refunds only in API versions before 2022-11-15 (since,
 			// only when expanded, which webhooks never are): ask Stripe when it does not.
 			refundID := ""
 			if ch.Refunds != nil && len(ch.Refunds.Data) > 0 {
 				refundID = ch.Refunds.Data[0].ID
-			} else if r, err := w.Provider.refundOf(ctx, intentID); err != nil || r == "" {
+			} else if r, _, err := w.Provider.refunds(ctx, intentID, orderID); err != nil || r == "" {
 				return false, errors.Join(fmt.Errorf("the refund of PaymentIntent %s is not to be found", intentID), err)
 			} else {
 				refundID = r
