@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# One Dockerfile for the three services, built from the repository root (the Go workspace):
+# One Dockerfile for the four services, built from the repository root (the Go workspace):
 #   docker build --build-arg SERVICE=order-service -t orderflow/order-service .
 # docker-compose.yml passes SERVICE for each. `make test` replays the build stages without
 # Docker (e2e/imagebuild) and checks that the binary the last stage copies is static.
@@ -18,7 +18,7 @@ RUN mkdir /modules \
 
 FROM golang:1.26.8-bookworm AS build
 ARG SERVICE
-RUN test -n "$SERVICE" || { echo "build with --build-arg SERVICE=order-service|payment-service|notification-service" >&2; exit 1; }
+RUN test -n "$SERVICE" || { echo "build with --build-arg SERVICE=order-service|payment-service|notification-service|reconciliation-service" >&2; exit 1; }
 WORKDIR /src
 # The dependency layer: cached until a module file changes.
 COPY --from=modules /modules/ ./

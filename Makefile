@@ -49,7 +49,8 @@ modules:
 # (TEST_BROKER=kafka), less those whose broker does not matter (the compose file, the alert
 # rules, bad settings, the doors, the HTTP edge, the scrapes, a blackholed database, a
 # hanging provider, bad input, listings, streams, idempotency keys, Prefer: wait, health,
-# a database outage, database roles, declines and provider retries, traces, metrics),
+# a database outage, database roles, declines and provider retries, traces, metrics,
+# reconciliation's rules),
 # which the first pass ran: one
 # broker per test package,
 # emptied for each test, from the jars scripts/ensure-kafka.sh fetches with Maven the first
@@ -61,7 +62,7 @@ test-kafka:
 	@scripts/ensure-kafka.sh >/dev/null
 	@cd common-events && TEST_BROKER=kafka $(GO) test -count=1 -timeout 8m -skip 'TestABlackholed' ./consumer/ ./outbox/
 	@cd e2e && TEST_BROKER=kafka $(GO) test -count=1 -timeout 12m \
-		-skip 'TestCompose[^K]|TestAlerts|TestBadSettings|TestUnreachable|TestScenarioOnlyTheRightPeopleGetIn|TestEdge|TestScrape|TestLiveness|TestScenarioBadInput|TestScenarioListing|TestScenarioLiveStatus|TestScenarioIdempotencyKey|TestScenarioPreferWait|TestHealthAndReadiness|TestADatabaseOutage|TestStartupEachService|TestAsyncAPIDocument|TestDeclinedCard|TestTransientProviderFailures|TestOneTracePerOrder|TestEveryServiceServesItsMetrics' .
+		-skip 'TestCompose[^K]|TestAlerts|TestBadSettings|TestUnreachable|TestScenarioOnlyTheRightPeopleGetIn|TestEdge|TestScrape|TestLiveness|TestScenarioBadInput|TestScenarioListing|TestScenarioLiveStatus|TestScenarioIdempotencyKey|TestScenarioPreferWait|TestHealthAndReadiness|TestADatabaseOutage|TestStartupEachService|TestAsyncAPIDocument|TestDeclinedCard|TestTransientProviderFailures|TestOneTracePerOrder|TestEveryServiceServesItsMetrics|TestReconciliation' .
 
 # The chaos run (e2e/chaos_test.go): mixed load on a devstack with Apache Kafka as a process
 # of its own while every service is killed (SIGKILL) and restarted four times (twice in a

@@ -89,10 +89,13 @@ func (roles) RoundTrip(r *http.Request) (*http.Response, error) {
 			return http.DefaultTransport.RoundTrip(r)
 		}
 		tok := tokens.customer
-		for _, view := range []string{"/payments", "/provider/", "/notifications"} {
+		for _, view := range []string{"/payments", "/provider/", "/notifications", "/mismatches"} {
 			if strings.HasPrefix(r.URL.Path, view) {
 				tok = tokens.operator
 			}
+		}
+		if strings.HasSuffix(r.URL.Path, "/timeline") { // reconciliation-service's
+			tok = tokens.operator
 		}
 		return issuer.Bearer{Token: tok}.RoundTrip(r)
 	})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/orderflow/common-events/services"
 	"github.com/orderflow/devstack/pgcluster"
 	"github.com/orderflow/devstack/testenv"
 )
@@ -46,7 +47,8 @@ func TestComposePostgresInitMakesARolePerService(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("init.sh: %v\n%s", err, out)
 	}
-	for service, db := range chaosDatabases {
+	for _, svc := range services.All() {
+		service, db := svc.Name, svc.Database
 		// The service's URL as compose gives it, pointed at this server.
 		env := p.Services[service].Environment["DATABASE_URL"]
 		if env == nil || !strings.Contains(*env, "://"+service+":") {
@@ -64,7 +66,8 @@ func TestComposePostgresInitMakesARolePerService(t *testing.T) {
 		if err != nil || owner != service {
 			t.Errorf("%s is owned by %q (%v), want %s", db, owner, err, service)
 		}
-		for other, otherDB := range chaosDatabases {
+		for _, o := range services.All() {
+			other, otherDB := o.Name, o.Database
 			if other == service {
 				continue
 			}

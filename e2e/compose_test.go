@@ -35,6 +35,7 @@ import (
 	notificationapp "github.com/orderflow/notification-service/app"
 	orderapp "github.com/orderflow/order-service/app"
 	paymentapp "github.com/orderflow/payment-service/app"
+	reconciliationapp "github.com/orderflow/reconciliation-service/app"
 )
 
 // settingsRead maps each of our compose services to the environment variables its
@@ -50,6 +51,10 @@ var settingsRead = map[string]func(getenv func(string) string) ([]config.Setting
 	},
 	"notification-service": func(getenv func(string) string) ([]config.Setting, config.Base) {
 		cfg, names, _ := notificationapp.ReadConfig(getenv)
+		return names, cfg.Base
+	},
+	"reconciliation-service": func(getenv func(string) string) ([]config.Setting, config.Base) {
+		cfg, names, _ := reconciliationapp.ReadConfig(getenv)
 		return names, cfg.Base
 	},
 }
@@ -600,7 +605,9 @@ func TestComposeFileMatchesTheCode(t *testing.T) {
 	for _, err := range checkCompose(p) {
 		t.Error(err)
 	}
-	for _, want := range []string{"kafka", "order-service-kafka-setup", "payment-service-kafka-setup", "notification-service-kafka-setup", "kafka-ui", "postgres", "mailpit", "keycloak", "order-service", "payment-service", "notification-service", "prometheus", "grafana", "jaeger"} {
+	for _, want := range []string{"kafka", "order-service-kafka-setup", "payment-service-kafka-setup", "notification-service-kafka-setup",
+		"reconciliation-service-kafka-setup", "kafka-ui", "postgres", "mailpit", "keycloak", "order-service", "payment-service",
+		"notification-service", "reconciliation-service", "prometheus", "grafana", "jaeger"} {
 		if _, ok := p.Services[want]; !ok {
 			t.Errorf("service %s is missing", want)
 		}

@@ -16,6 +16,7 @@ require (
 	github.com/orderflow/notification-service v0.0.0
 	github.com/orderflow/order-service v0.0.0
 	github.com/orderflow/payment-service v0.0.0
+	github.com/orderflow/reconciliation-service v0.0.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3
 	github.com/prometheus/common v0.72.1
@@ -201,4 +202,5 @@ replace (
 	github.com/orderflow/notification-service => ../notification-service
 	github.com/orderflow/order-service => ../order-service
 	github.com/orderflow/payment-service => ../payment-service
+	github.com/orderflow/reconciliation-service => ../reconciliation-service
 )

@@ -17,14 +17,16 @@ import (
 	notificationapp "github.com/orderflow/notification-service/app"
 	orderapp "github.com/orderflow/order-service/app"
 	paymentapp "github.com/orderflow/payment-service/app"
+	reconciliationapp "github.com/orderflow/reconciliation-service/app"
 )
 
 type runFunc func(ctx context.Context, getenv func(string) string, stdout, stderr io.Writer) error
 
 var runs = map[string]runFunc{
-	"order":        orderapp.Run,
-	"payment":      paymentapp.Run,
-	"notification": notificationapp.Run,
+	"order":          orderapp.Run,
+	"payment":        paymentapp.Run,
+	"notification":   notificationapp.Run,
+	"reconciliation": reconciliationapp.Run,
 }
 
 // identity is the service called name.
@@ -36,7 +38,7 @@ func identity(name string) services.Service {
 	return s
 }
 
-// inproc is the three services in this process, each with its own database, on one broker.
+// inproc is the four services in this process, each with its own database, on one broker.
 type inproc struct {
 	t       *testing.T
 	brokers []string
@@ -80,7 +82,7 @@ func newStack(t *testing.T, b testenv.Broker, extra map[string]map[string]string
 			setupKafka(t, b, name)
 		}
 	}
-	for _, name := range []string{"order", "payment", "notification"} {
+	for _, name := range []string{"order", "payment", "notification", "reconciliation"} {
 		s.start(name)
 	}
 	return s

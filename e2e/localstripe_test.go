@@ -120,23 +120,7 @@ func TestStripeOnLocalstripe(t *testing.T) {
 	webhooks := func() {
 		ls.Webhook(t, s.url("payment", "/webhooks/stripe"), secret, "payment_intent.succeeded", "payment_intent.payment_failed", "charge.refunded")
 	}
-	// intents is what localstripe holds for an order: each intent's status.
-	intents := func(orderID string) []string {
-		var list struct {
-			Data []struct {
-				Status   string
-				Metadata map[string]string
-			}
-		}
-		ls.API(t, http.MethodGet, "/v1/payment_intents?limit=1000", nil, &list)
-		var got []string
-		for _, pi := range list.Data {
-			if pi.Metadata["order_id"] == orderID {
-				got = append(got, pi.Status)
-			}
-		}
-		return got
-	}
+	intents := func(orderID string) []string { return ls.Intents(t, orderID) }
 	chargedOnce := func(t *testing.T, orderID string) {
 		t.Helper()
 		if got := s.waitStatus(orderID, 60*time.Second); got.Status != "CONFIRMED" {

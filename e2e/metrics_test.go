@@ -42,7 +42,10 @@ func TestEveryServiceServesItsMetrics(t *testing.T) {
 			`orderflow_order_decision_seconds_count{service="order-service",status="CONFIRMED"} 1`),
 		"payment": append(common, "orderflow_outbox_events_published_total", "orderflow_outbox_publish_latency_seconds",
 			`orderflow_payments{service="payment-service",status="COMPLETED"} 1`),
-		"notification": append(common, `orderflow_notifications{kind="order_confirmed",service="notification-service",status="SENT"} 1`),
+		"notification": append(common, "orderflow_outbox_events_published_total",
+			`orderflow_notifications{kind="order_confirmed",service="notification-service",status="SENT"} 1`),
+		"reconciliation": append(common, `orderflow_reconciliation_mismatches{kind="confirmed_without_payment",service="reconciliation-service"} 0`,
+			`orderflow_reconciliation_oldest_mismatch_seconds{kind="final_without_email",service="reconciliation-service"} 0`),
 	}
 	served := map[string]bool{}
 	for name, names := range want {

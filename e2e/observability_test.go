@@ -657,6 +657,7 @@ func TestAlertsFireWhenTheyShould(t *testing.T) {
 	const up = `
 		up{job="order-service",instance="order-service:8080"} 1x80
 		up{job="notification-service",instance="notification-service:8080"} 1x80
+		up{job="reconciliation-service",instance="reconciliation-service:8080"} 1x80
 		up{job="payment-service",instance="10.0.0.1:8080"} 1x80
 		up{job="payment-service",instance="10.0.0.2:8080"} 1x80`
 	lag := func(instance, values string) string {
@@ -714,6 +715,11 @@ func TestAlertsFireWhenTheyShould(t *testing.T) {
 		{name: "a service down", at: 3 * time.Minute, series: up + `
 			up{job="notification-service",instance="notification-service:8080"} 1x4 0x40`,
 			firing: map[string]int{"ScrapeTargetDown": 1}},
+		{name: "a mismatch held past the grace", at: 8 * time.Minute, series: up + `
+			orderflow_reconciliation_mismatches{service="reconciliation-service",instance="reconciliation-service:8080",kind="confirmed_without_payment"} 0x4 1x40`,
+			firing: map[string]int{"ReconciliationMismatch": 1}},
+		{name: "a mismatch that cleared", at: 8 * time.Minute, series: up + `
+			orderflow_reconciliation_mismatches{service="reconciliation-service",instance="reconciliation-service:8080",kind="final_without_email"} 0x4 1x8 0x30`},
 		{name: "no payment-service replica", at: 3 * time.Minute, series: `
 			up{job="order-service",instance="order-service:8080"} 1x80
 			up{job="notification-service",instance="notification-service:8080"} 1x80`,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/orderflow/common-events/services"
 	"github.com/orderflow/devstack/testenv"
 )
 
@@ -134,7 +135,8 @@ func TestStartupEachServiceOwnsItsDatabaseAlone(t *testing.T) {
 	tg := newTarget(t, nil)
 	pg := tg.control().Postgres
 	ctx := context.Background()
-	for service, db := range chaosDatabases {
+	for _, svc := range services.All() {
+		service, db := svc.Name, svc.Database
 		conn, err := pgx.Connect(ctx, pg.URLAs(service, db))
 		if err != nil {
 			t.Fatalf("%s to its own database: %v", service, err)
@@ -148,7 +150,8 @@ func TestStartupEachServiceOwnsItsDatabaseAlone(t *testing.T) {
 		if err != nil || super || tables == 0 || others != 0 {
 			t.Errorf("%s in %s: superuser %v, %d tables, %d of them another's (%v); want its own role owning them all", service, db, super, tables, others, err)
 		}
-		for other, otherDB := range chaosDatabases {
+		for _, o := range services.All() {
+			other, otherDB := o.Name, o.Database
 			if other == service {
 				continue
 			}

@@ -1,8 +1,9 @@
-// Package migrations holds the goose SQL migrations of orderflow's three databases, embedded,
+// Package migrations holds the goose SQL migrations of orderflow's four databases, embedded,
 // and applies them. Each service migrates its own database at start-up.
 //
 // shared/ is the event plumbing's schema (outbox, inbox), written once and applied first
-// in every database; order/, payment/ and notification/ hold each service's own tables.
+// in every database; order/, payment/, notification/ and reconciliation/ hold each
+// service's own tables.
 package migrations
 
 import (
@@ -19,7 +20,7 @@ import (
 	"github.com/pressly/goose/v3/lock"
 )
 
-//go:embed shared/*.sql order/*.sql payment/*.sql notification/*.sql
+//go:embed shared/*.sql order/*.sql payment/*.sql notification/*.sql reconciliation/*.sql
 var FS embed.FS
 
 // The migrations of each database: the shared plumbing followed by the service's own.
@@ -27,6 +28,9 @@ var (
 	Orders        fs.FS = union{"shared", "order"}
 	Payments      fs.FS = union{"shared", "payment"}
 	Notifications fs.FS = union{"shared", "notification"}
+	// Reconciliation is reconciliation-service's read model; it writes no events, and
+	// the shared tables give its consumer group the inbox.
+	Reconciliation fs.FS = union{"shared", "reconciliation"}
 )
 
 // Up applies every pending migration of fsys to db. It holds a PostgreSQL advisory lock

@@ -16,7 +16,7 @@ import (
 // retention with the broker's defaults.
 func TestTopicsAreMadeWithTheirSettings(t *testing.T) {
 	b := testenv.Kafka(t)
-	spec := kafka.TopicSpec{Partitions: 2, Retention: 30 * 24 * time.Hour}
+	spec := kafka.TopicSpec{Partitions: 2, Retention: 2 * time.Hour}
 	if err := kafka.EnsureTopics(b.Addrs, testenv.KafkaConfig("t"), spec, events.TopicOrderState, events.TopicOrderCreated); err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func TestTopicsAreMadeWithTheirSettings(t *testing.T) {
 		{events.TopicOrderState, "cleanup.policy", "compact"},
 		{events.TopicOrderState, "retention.ms", "-1"},
 		{events.TopicOrderCreated, "cleanup.policy", "delete"},
-		{events.TopicOrderCreated, "retention.ms", "2592000000"},
+		{events.TopicOrderCreated, "retention.ms", "7200000"},
 	} {
 		if got := config(c.topic, c.name); got != c.want {
 			t.Errorf("%s: %s = %q, want %q", c.topic, c.name, got, c.want)

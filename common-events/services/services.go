@@ -49,10 +49,16 @@ var (
 		// Under compose, 8082 and 8083 go to payment-service's replicas when it is scaled.
 		Port: 8082, PortVar: "NOTIFICATION_PORT", ComposePort: 8084, Database: "notifications",
 	}
+	Reconciliation = Service{
+		Name: "reconciliation-service", Group: "reconciliation-service",
+		Consumes: []string{events.TopicOrderState, events.TopicPaymentCompleted, events.TopicPaymentFailed,
+			events.TopicPaymentRefunded, events.TopicNotificationSent},
+		Port: 8083, PortVar: "RECONCILIATION_PORT", ComposePort: 8085, Database: "reconciliation",
+	}
 )
 
 // All lists the services in start order.
-func All() []Service { return []Service{Order, Payment, Notification} }
+func All() []Service { return []Service{Order, Payment, Notification, Reconciliation} }
 
 // Names lists the services' names in start order.
 func Names() []string { return each(func(s Service) string { return s.Name }) }

@@ -15,3 +15,4 @@ database() { # database role password
 database orders order-service "$ORDER_SERVICE_DB_PASSWORD"
 database payments payment-service "$PAYMENT_SERVICE_DB_PASSWORD"
 database notifications notification-service "$NOTIFICATION_SERVICE_DB_PASSWORD"
+database reconciliation reconciliation-service "$RECONCILIATION_SERVICE_DB_PASSWORD"

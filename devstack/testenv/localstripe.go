@@ -141,3 +141,23 @@ func (ls *Localstripe) Card(t testing.TB, number string) string {
 		"card[exp_month]": {"12"}, "card[exp_year]": {"2030"}, "card[cvc]": {"123"}}, &pm)
 	return pm.ID
 }
+
+// Intents is the status of each PaymentIntent localstripe holds for order (its
+// metadata[order_id]), oldest first.
+func (ls *Localstripe) Intents(t testing.TB, order string) []string {
+	t.Helper()
+	var list struct {
+		Data []struct {
+			Status   string
+			Metadata map[string]string
+		}
+	}
+	ls.API(t, http.MethodGet, "/v1/payment_intents?limit=1000", nil, &list)
+	var got []string
+	for _, pi := range list.Data {
+		if pi.Metadata["order_id"] == order {
+			got = append(got, pi.Status)
+		}
+	}
+	return got
+}

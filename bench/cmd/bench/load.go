@@ -14,6 +14,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/orderflow/common-events/services"
 )
 
 var client = &http.Client{
@@ -174,7 +176,7 @@ func (tg *target) finish(ctx context.Context, r runResult, posts []post, sent ti
 	}
 	if r.Confirmed > 0 {
 		var cpu float64 // the services and PostgreSQL: the work an order costs, not the load generator's
-		for _, s := range []string{"order-service", "payment-service", "notification-service", "postgres"} {
+		for _, s := range append(services.Names(), "postgres") {
 			cpu += r.Services[s].CPUSeconds
 		}
 		r.CPUMsPerOrder = cpu * 1000 / float64(r.Confirmed)

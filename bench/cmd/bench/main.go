@@ -31,6 +31,7 @@ import (
 
 	"github.com/orderflow/bench/relaycmp"
 	"github.com/orderflow/common-events/auth"
+	"github.com/orderflow/common-events/services"
 	"github.com/orderflow/devstack/stack"
 )
 
@@ -304,7 +305,8 @@ func openTarget(ctx context.Context, getenv func(string) string, stdout io.Write
 		}
 		env["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.url
 	}
-	ports := make([]int, 9)
+	names := services.Names()
+	ports := make([]int, 3+2*len(names)) // broker, PostgreSQL, issuer, and each service's HTTP and pprof
 	for i := range ports {
 		if ports[i], err = freePort(); err != nil {
 			if sink != nil {
@@ -314,16 +316,16 @@ func openTarget(ctx context.Context, getenv func(string) string, stdout io.Write
 		}
 	}
 	fmt.Fprintf(stdout, "bench: starting a devstack on %s in %s (logs in stack.log there; spans exported: %t)…\n", broker, dir, sink != nil)
+	httpPorts, serviceEnv, pprof := map[string]int{}, map[string]map[string]string{}, map[string]string{}
+	for i, name := range names {
+		httpPorts[name] = ports[3+2*i]
+		pprof[name] = fmt.Sprintf("127.0.0.1:%d", ports[4+2*i])
+		serviceEnv[name] = map[string]string{"PPROF_ADDR": pprof[name]}
+	}
 	s, err := stack.Start(ctx, stack.Options{
-		DataDir: filepath.Join(dir, "data"), KafkaPort: ports[0], PGPort: ports[1], IssuerPort: ports[8], Broker: stackBroker(broker),
+		DataDir: filepath.Join(dir, "data"), KafkaPort: ports[0], PGPort: ports[1], IssuerPort: ports[2], Broker: stackBroker(broker),
 		KafkaPlaintext: broker != brokerKafkaSecure, // the relay comparison's clients reach it as they are
-		HTTPPorts:      map[string]int{"order-service": ports[2], "payment-service": ports[3], "notification-service": ports[4]},
-		Env:            env, Log: logf, PostgresStats: true,
-		ServiceEnv: map[string]map[string]string{
-			"order-service":        {"PPROF_ADDR": fmt.Sprintf("127.0.0.1:%d", ports[5])},
-			"payment-service":      {"PPROF_ADDR": fmt.Sprintf("127.0.0.1:%d", ports[6])},
-			"notification-service": {"PPROF_ADDR": fmt.Sprintf("127.0.0.1:%d", ports[7])},
-		},
+		HTTPPorts:      httpPorts, Env: env, Log: logf, PostgresStats: true, ServiceEnv: serviceEnv,
 	})
 	if err != nil {
 		if sink != nil {
@@ -347,11 +349,8 @@ func openTarget(ctx context.Context, getenv func(string) string, stdout io.Write
 		orderURL: s.Service("order-service").URL, tokens: tokens, ordersDB: s.Postgres.URL("orders"),
 		notificationsDB: s.Postgres.URL("notifications"), adminDB: s.Postgres.URL("postgres"),
 		brokers: []string{s.KafkaAddr()}, stack: s, dir: dir, profileDir: getenv("BENCH_PROFILE"),
-		pprof: map[string]string{
-			"order-service": fmt.Sprintf("127.0.0.1:%d", ports[5]), "payment-service": fmt.Sprintf("127.0.0.1:%d", ports[6]),
-			"notification-service": fmt.Sprintf("127.0.0.1:%d", ports[7]),
-		},
-		log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		pprof: pprof,
+		log:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}, nil
 }
 

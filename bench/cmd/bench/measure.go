@@ -184,7 +184,7 @@ func (tg *target) usage() map[string]usage {
 	if tg.stack == nil {
 		return out
 	}
-	for _, name := range []string{"order-service", "payment-service", "notification-service"} {
+	for _, name := range services.Names() {
 		if pid := tg.stack.Service(name).PID(); pid > 0 {
 			out[name] = procUsage(pid)
 		}

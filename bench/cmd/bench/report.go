@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/orderflow/bench/relaycmp"
+	"github.com/orderflow/common-events/services"
 )
 
 type latency struct {
@@ -148,10 +149,12 @@ func (r report) markdown(w io.Writer) {
 		fmt.Fprintf(w, "Traces on %s: every span exported over OTLP/HTTP to a sink in the bench process: %d spans in %d requests.\n", brokerNames[t.Broker], t.Spans, t.Exports)
 	}
 	fmt.Fprintln(w, "\nCPU seconds (peak RSS MB) per process and run; the machine has", runtime.NumCPU(), "cores:")
-	fmt.Fprintln(w, "\n| broker | run | order-service | payment-service | notification-service | PostgreSQL (all) | bench (+ kfake) | Apache Kafka | per confirmed order: PG statements / commits / CPU ms (services + PG) |\n|---|---|---|---|---|---|---|---|---|")
+	names := services.Names()
+	fmt.Fprintf(w, "\n| broker | run | %s | PostgreSQL (all) | bench (+ kfake) | Apache Kafka | per confirmed order: PG statements / commits / CPU ms (services + PG) |\n|%s\n",
+		strings.Join(names, " | "), strings.Repeat("---|", len(names)+6))
 	for _, x := range r.Runs {
 		var cells []string
-		for _, s := range []string{"order-service", "payment-service", "notification-service", "postgres", "bench", "kafka"} {
+		for _, s := range append(slices.Clone(names), "postgres", "bench", "kafka") {
 			u, ok := x.Services[s]
 			if !ok {
 				cells = append(cells, "–")

@@ -1,10 +1,10 @@
 // Command devstack runs the whole of orderflow on this machine without Docker: a broker, a
-// PostgreSQL cluster and the three services, until Ctrl-C.
+// PostgreSQL cluster and the four services, until Ctrl-C.
 //
 // Settings (environment): BROKER (kfake, the embedded default, or kafka for Apache Kafka
 // as a process; it needs Java 17+ and, the first time, Maven), ORDERFLOW_DATA_DIR (default .data in the repository),
 // KAFKA_PORT (9092), PG_PORT (55432), ORDER_PORT (8080), PAYMENT_PORT (8081),
-// NOTIFICATION_PORT (8082), ISSUER_PORT (8090, the development token issuer), and
+// NOTIFICATION_PORT (8082), RECONCILIATION_PORT (8083), ISSUER_PORT (8090, the development token issuer), and
 // SMTP_ADDR to send emails to a real SMTP server. At each start it writes tokens valid for
 // 24 hours to .data/tokens: customer.jwt, customer2.jwt and operator.jwt.
 package main
@@ -76,6 +76,7 @@ orderflow is up (%.1fs). Data in %s; Ctrl-C stops everything.
   order-service          %s    POST /orders, GET /orders/{id}
   payment-service        %s    GET /payments?order_id=        (operators)
   notification-service   %s    GET /notifications?order_id=   (operators)
+  reconciliation-service %s    GET /mismatches, GET /orders/{id}/timeline   (operators)
   token issuer           %s    its keys: %s
   Kafka broker           %s  (%s)
   PostgreSQL             %s  (databases %s)
@@ -86,7 +87,7 @@ Every order and operator route needs a bearer token. Ready ones, valid for 24 ho
 
   %s/customer.jwt    the demo customer %s
   %s/customer2.jwt   a second customer %s
-  %s/operator.jwt    an operator (every order, payments, notifications)
+  %s/operator.jwt    an operator (every order, payments, notifications, mismatches)
 
   make token SUB=<customer uuid> SCOPE=orderflow:customer   mints another
 
@@ -103,7 +104,7 @@ Place an order:
 then GET the Location it answers with (same header), or run scripts/place-order.sh.
 
 `, time.Since(started).Seconds(), s.DataDir(), order, s.Service(services.Payment.Name).URL,
-		s.Service(services.Notification.Name).URL, s.Issuer.URL, s.Issuer.JWKSURL(), s.KafkaAddr(), s.BrokerName(),
+		s.Service(services.Notification.Name).URL, s.Service(services.Reconciliation.Name).URL, s.Issuer.URL, s.Issuer.JWKSURL(), s.KafkaAddr(), s.BrokerName(),
 		s.Postgres.URL(services.Order.Database), strings.Join(services.Databases(), ", "), order,
 		rel(tokens), issuer.Customer, rel(tokens), issuer.Customer2, rel(tokens), rel(tokens), order)
 

@@ -85,9 +85,9 @@ type transition struct {
 	decidedAfter time.Duration
 }
 
-// apply moves the orders, each with its order.state. An outcome that does not apply (unknown order, order no longer
-// pending) is logged and acknowledged: retrying it could never succeed, and it is a valid
-// event, so it is no dead letter either.
+// apply moves the orders, each with its order.state. An outcome that does not apply
+// (unknown order, order no longer pending) is logged and acknowledged: retrying it could
+// never succeed, and it is a valid event, so it is no dead letter either.
 func (t transitions) apply(ctx context.Context, tx consumer.Tx, rows []*transition) error {
 	changes := make([]postgres.Change, len(rows))
 	for i, r := range rows {

@@ -292,9 +292,9 @@ func ordersByID(rows pgx.Rows, err error) (map[string]order.Order, error) {
 }
 
 // Change moves order id, if v sees it, to what change makes of it, and stores the events
-// change returns with it (the first's id the history entry's cause), in one transaction that holds the order's row meanwhile. An
-// error from change (order.ErrInvalidTransition, say) is returned as it is, and nothing
-// changes; unknown or not v's, order.ErrNotFound.
+// change returns with it (the first's id the history entry's cause), in one transaction
+// that holds the order's row meanwhile. An error from change (order.ErrInvalidTransition,
+// say) is returned as it is, and nothing changes; unknown or not v's, order.ErrNotFound.
 func (s *Store) Change(ctx context.Context, id string, v order.Viewer, change func(order.Order) (order.Order, []events.Envelope, error)) error {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		o, err := scanOrder(tx.QueryRow(ctx, selectOrder+` FOR UPDATE`, id))

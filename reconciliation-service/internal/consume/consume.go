@@ -1,0 +1,29 @@
+// Package consume keeps the read model: every record of the topics reconciliation reads
+// becomes a fact about its order, in the record's transaction with its inbox row.
+package consume
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/orderflow/common-events/consumer"
+	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/common-events/services"
+	"github.com/orderflow/reconciliation-service/internal/postgres"
+)
+
+// Handlers returns the handler of each topic reconciliation-service reads.
+func Handlers(store *postgres.Store) map[string]consumer.Handler {
+	handlers := map[string]consumer.Handler{}
+	for _, topic := range services.Reconciliation.Consumes {
+		handlers[topic] = func(_ context.Context, msg consumer.Message) (consumer.Apply, error) {
+			if !events.IsUUID(msg.Subject) {
+				return consumer.Apply{}, consumer.Poison(fmt.Errorf("order id %q is not a UUID", msg.Subject))
+			}
+			return consumer.Func(func(ctx context.Context, tx consumer.Tx) error {
+				return store.Apply(ctx, tx, msg.Envelope, msg.Event)
+			}), nil
+		}
+	}
+	return handlers
+}
