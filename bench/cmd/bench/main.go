@@ -1,6 +1,6 @@
 // Command bench measures orderflow end to end and prints a report (markdown) and writes
 // it as JSON. By default it starts its own devstack (broker, PostgreSQL with synchronous
-// commit, the three services as processes), once on each broker of BENCH_BROKERS (default
+// commit, the services as processes), once on each broker of BENCH_BROKERS (default
 // "kfake,kafka": the embedded broker, then Apache Kafka), and reports the two side by
 // side; BENCH_ORDER_URL with BENCH_ORDERS_DATABASE_URL, BENCH_NOTIFICATIONS_DATABASE_URL
 // and BENCH_TOKEN (a customer's bearer token) point it at another stack instead.

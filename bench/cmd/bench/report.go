@@ -47,7 +47,7 @@ type runResult struct {
 	RelayEventsPerSec float64                 `json:"outbox_events_per_sec"`
 	Errors            map[string]int          `json:"errors"`
 	Services          map[string]serviceUsage `json:"services"`
-	// Per confirmed order, across the three services' databases and processes; the
+	// Per confirmed order, across the services' databases and processes; the
 	// bench's own few reads of the outcomes are included.
 	StatementsPerOrder float64 `json:"pg_statements_per_confirmed_order,omitempty"`
 	CommitsPerOrder    float64 `json:"pg_commits_per_confirmed_order,omitempty"`
@@ -106,7 +106,7 @@ func (r report) markdown(w io.Writer) {
 	if r.Quick {
 		quick = " (QUICK=1)"
 	}
-	fmt.Fprintf(w, "Commit %s%s. Machine: %s. Everything on one box: load generator, broker, PostgreSQL (synchronous_commit=%s), three services.\n\n",
+	fmt.Fprintf(w, "Commit %s%s. Machine: %s. Everything on one box: load generator, broker, PostgreSQL (synchronous_commit=%s), the services.\n\n",
 		cmp.Or(r.Commit, "unknown"), quick, r.Machine, r.Yardstick.SynchronousCommit)
 	fmt.Fprintln(w, "| broker | run | offered/s | accepted/s | POST p50 / p95 / p99 / max ms | POST→CONFIRMED p50 / p95 / p99 ms | POST→email p50 / p95 / p99 ms | confirmed/s | outbox events/s | pending | errors |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|")

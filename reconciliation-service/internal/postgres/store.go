@@ -71,13 +71,14 @@ func (s *Store) Apply(ctx context.Context, tx pgx.Tx, env events.Envelope, ev ev
 	default:
 		return fmt.Errorf("reconciliation does not keep %s", env.Type)
 	}
+	// The facts and the timeline in one statement: one round trip a record.
+	n := len(args)
+	args = append(args, env.ID, ev.Subject(), env.Time, env.Source, env.Type, summary)
+	sql = fmt.Sprintf(`WITH facts AS (%s)
+		INSERT INTO timeline (event_id, order_id, at, source, event_type, summary) VALUES ($%d, $%d, $%d, $%d, $%d, $%d)
+		ON CONFLICT (event_id) DO NOTHING`, sql, n+1, n+2, n+3, n+4, n+5, n+6)
 	if _, err := tx.Exec(ctx, sql, args...); err != nil {
 		return fmt.Errorf("apply %s to order %s: %w", env.Type, ev.Subject(), err)
-	}
-	_, err := tx.Exec(ctx, `INSERT INTO timeline (event_id, order_id, at, source, event_type, summary) VALUES ($1, $2, $3, $4, $5, $6)
-		ON CONFLICT (event_id) DO NOTHING`, env.ID, ev.Subject(), env.Time, env.Source, env.Type, summary)
-	if err != nil {
-		return fmt.Errorf("timeline of order %s: %w", ev.Subject(), err)
 	}
 	return nil
 }
