@@ -230,7 +230,11 @@ func (r report) sideBySide(w io.Writer) {
 		byName[x.Name][x.Broker] = x
 	}
 	for _, n := range names {
-		x, y := byName[n][bs[0]], byName[n][bs[1]]
+		x, okx := byName[n][bs[0]]
+		y, oky := byName[n][bs[1]]
+		if !okx || !oky { // run on one broker only (the providers' side by side)
+			continue
+		}
 		fmt.Fprintf(w, "| %s | %.0f / %.0f | %s / %s | %s / %s | %d / %d |\n", n, x.ConfirmedPerSec, y.ConfirmedPerSec,
 			ms(x.PostMs.P99), ms(y.PostMs.P99), ms(x.ConfirmMs.P99), ms(y.ConfirmMs.P99), x.Pending, y.Pending)
 	}
