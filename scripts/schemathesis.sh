@@ -19,13 +19,13 @@ scripts/python-venv.sh schemathesis "$req" "$venv"
 # A devstack of its own, on free ports and a throwaway data folder.
 work=$(mktemp -d)
 ports=($(python3 -c 'import socket
-ss=[socket.socket() for _ in range(6)]
+ss=[socket.socket() for _ in range(7)]
 [s.bind(("127.0.0.1",0)) for s in ss]
 print(" ".join(str(s.getsockname()[1]) for s in ss))'))
 mkdir -p .data/bin
 go build -o .data/bin/devstack ./devstack/cmd/devstack
 ORDERFLOW_DATA_DIR=$work KAFKA_PORT=${ports[0]} PG_PORT=${ports[1]} ORDER_PORT=${ports[2]} \
-	ORDER_RATE_LIMIT=10000 HTTP_RATE_LIMIT=10000 HTTP_RATE_BURST=10000 PAYMENT_PORT=${ports[3]} NOTIFICATION_PORT=${ports[4]} ISSUER_PORT=${ports[5]} .data/bin/devstack >"$work/devstack.log" 2>&1 &
+	ORDER_RATE_LIMIT=10000 HTTP_RATE_LIMIT=10000 HTTP_RATE_BURST=10000 PAYMENT_PORT=${ports[3]} NOTIFICATION_PORT=${ports[4]} ISSUER_PORT=${ports[5]} RECONCILIATION_PORT=${ports[6]} .data/bin/devstack >"$work/devstack.log" 2>&1 &
 devstack=$!
 stop() {
 	kill -INT "$devstack" 2>/dev/null || true

@@ -69,7 +69,8 @@ func identity(name string) services.Service {
 }
 
 // FromEnv returns options read from BROKER, ORDERFLOW_DATA_DIR, KAFKA_PORT, PG_PORT,
-// ISSUER_PORT, ORDER_PORT, PAYMENT_PORT and NOTIFICATION_PORT, with the defaults for what
+// ISSUER_PORT and each service's port (ORDER_PORT, PAYMENT_PORT, NOTIFICATION_PORT,
+// RECONCILIATION_PORT: its PortVar), with the defaults for what
 // is unset.
 func FromEnv(getenv func(string) string) (Options, error) {
 	o := Options{DataDir: getenv("ORDERFLOW_DATA_DIR"), HTTPPorts: map[string]int{}, Broker: getenv("BROKER")}
