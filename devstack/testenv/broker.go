@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/orderflow/common-events/kafka"
+	"github.com/orderflow/common-events/services"
 	"github.com/orderflow/devstack/kafkabroker"
 	"github.com/orderflow/devstack/stack"
 )
@@ -156,7 +157,7 @@ var shared struct {
 
 // Principals are the logins of the tests' Apache Kafka besides kafkabroker.Admin: one per
 // service, the operators' dead-letter tool, and Stranger, who may log in and do nothing else.
-var Principals = []string{"order-service", "payment-service", "notification-service", kafka.OperatorPrincipal, Stranger}
+var Principals = append(services.Names(), kafka.OperatorPrincipal, Stranger)
 
 // Stranger is a principal of the tests' Apache Kafka that no ACL names.
 const Stranger = "stranger"
