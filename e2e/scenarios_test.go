@@ -85,9 +85,7 @@ func newLoggedTarget(t *testing.T, serviceEnv map[string]map[string]string, logs
 	s, err := stack.Start(context.Background(), stack.Options{
 		Root: root, DataDir: filepath.Join(t.TempDir(), "data"), BinDir: buildOnce.dir, Prebuilt: true, Brokers: brokers, KafkaSecure: secure,
 		KafkaPort: testenv.FreePort(t), PGPort: testenv.FreePort(t), Issuer: authority,
-		HTTPPorts: map[string]int{
-			"order-service": testenv.FreePort(t), "payment-service": testenv.FreePort(t), "notification-service": testenv.FreePort(t),
-		},
+		HTTPPorts: freePorts(t, stack.Services),
 		Env: withLoadLimits(map[string]string{"SMTP_ADDR": mail.Addr, "LOG_LEVEL": "warn"}), ServiceEnv: serviceEnv,
 		Log: logs, FastPostgres: true,
 	})
