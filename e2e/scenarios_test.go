@@ -86,7 +86,7 @@ func newLoggedTarget(t *testing.T, serviceEnv map[string]map[string]string, logs
 		Root: root, DataDir: filepath.Join(t.TempDir(), "data"), BinDir: buildOnce.dir, Prebuilt: true, Brokers: brokers, KafkaSecure: secure,
 		KafkaPort: testenv.FreePort(t), PGPort: testenv.FreePort(t), Issuer: authority,
 		HTTPPorts: freePorts(t, stack.Services),
-		Env: withLoadLimits(map[string]string{"SMTP_ADDR": mail.Addr, "LOG_LEVEL": "warn"}), ServiceEnv: serviceEnv,
+		Env:       withLoadLimits(map[string]string{"SMTP_ADDR": mail.Addr, "LOG_LEVEL": "warn"}), ServiceEnv: serviceEnv,
 		Log: logs, FastPostgres: true,
 	})
 	if err != nil {
