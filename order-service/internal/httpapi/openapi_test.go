@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,16 +19,11 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/pb33f/libopenapi"
-	validator "github.com/pb33f/libopenapi-validator"
-	"github.com/pb33f/libopenapi-validator/config"
-	liberrors "github.com/pb33f/libopenapi-validator/errors"
-	"github.com/pb33f/libopenapi-validator/schema_validation"
-	v3 "github.com/pb33f/libopenapi/datamodel/high/v3"
 
 	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/web"
+	"github.com/orderflow/common-events/web/webtest"
 	"github.com/orderflow/devstack/testenv"
 	"github.com/orderflow/migrations"
 	"github.com/orderflow/order-service/internal/httpapi"
@@ -39,66 +33,9 @@ import (
 )
 
 // openAPIDoc is openapi.yaml, parsed, with a validator for requests and responses.
-type openAPIDoc struct {
-	raw       []byte
-	model     *v3.Document
-	validator validator.Validator
-	schemas   schema_validation.SchemaValidator
-}
+type openAPIDoc struct{ webtest.OpenAPI }
 
-func loadOpenAPI(t *testing.T) openAPIDoc {
-	t.Helper()
-	raw, err := os.ReadFile("openapi.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc, err := libopenapi.NewDocument(raw)
-	if err != nil {
-		t.Fatalf("openapi.yaml: %v", err)
-	}
-	if v := doc.GetVersion(); v != "3.1.0" {
-		t.Fatalf("openapi.yaml is OpenAPI %s, want 3.1.0", v)
-	}
-	m, err := doc.BuildV3Model()
-	if err != nil {
-		t.Fatalf("openapi.yaml: %v", err)
-	}
-	// Formats (uuid, date-time, email…) are checked, and strict mode reports any property
-	// or header of a documented response that the document does not describe.
-	opts := []config.Option{config.WithFormatAssertions(), config.WithStrictMode()}
-	v, errs := validator.NewValidator(doc, opts...)
-	if len(errs) > 0 {
-		t.Fatalf("openapi.yaml: %v", errs)
-	}
-	if ok, errs := v.ValidateDocument(); !ok {
-		t.Fatalf("openapi.yaml is not a valid OpenAPI document: %v", errs)
-	}
-	return openAPIDoc{raw: raw, model: &m.Model, validator: v, schemas: schema_validation.NewSchemaValidator(opts...)}
-}
-
-// documented lists every "METHOD /path status" the document describes.
-func (d openAPIDoc) documented() []string {
-	var out []string
-	for path, item := range d.model.Paths.PathItems.FromOldest() {
-		for method, op := range item.GetOperations().FromOldest() {
-			for status := range op.Responses.Codes.KeysFromOldest() {
-				out = append(out, strings.ToUpper(method)+" "+path+" "+status)
-			}
-		}
-	}
-	return out
-}
-
-// operations lists every "METHOD /path" the document describes.
-func (d openAPIDoc) operations() []string {
-	var out []string
-	for path, item := range d.model.Paths.PathItems.FromOldest() {
-		for method := range item.GetOperations().KeysFromOldest() {
-			out = append(out, strings.ToUpper(method)+" "+path)
-		}
-	}
-	return out
-}
+func loadOpenAPI(t *testing.T) openAPIDoc { return openAPIDoc{webtest.LoadOpenAPI(t, "openapi.yaml")} }
 
 // The document describes every route the API serves, and nothing else.
 func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
@@ -115,7 +52,7 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 		served = append(served, r.Method+" "+strings.Join(segs, "/"))
 	}
 	slices.Sort(served)
-	documented := slices.Sorted(slices.Values(d.operations()))
+	documented := slices.Sorted(slices.Values(d.Operations()))
 	if !slices.Equal(served, documented) {
 		t.Errorf("routes served:\n  %s\noperations documented:\n  %s",
 			strings.Join(served, "\n  "), strings.Join(documented, "\n  "))
@@ -274,7 +211,7 @@ func TestOpenAPIDescribesTheAPI(t *testing.T) {
 	for _, doc := range []struct {
 		route string
 		raw   []byte
-	}{{"/openapi.yaml", d.raw}, {"/asyncapi.yaml", events.AsyncAPI()}} {
+	}{{"/openapi.yaml", d.Raw}, {"/asyncapi.yaml", events.AsyncAPI()}} {
 		cases = append(cases, openAPICase{name: "the document " + doc.route, method: "GET", route: doc.route, status: 200,
 			check: func(t *testing.T, resp *http.Response, body []byte) {
 				if !bytes.Equal(body, doc.raw) {
@@ -446,7 +383,7 @@ func TestOpenAPIDescribesTheAPI(t *testing.T) {
 			covered[tc.method+" "+tc.route+" "+strconv.Itoa(status)] = true
 		})
 	}
-	for _, want := range d.documented() {
+	for _, want := range d.Documented() {
 		if !covered[want] {
 			t.Errorf("%s is documented, and no case shows it", want)
 		}
@@ -483,12 +420,12 @@ func (d openAPIDoc) run(t *testing.T, a api, tc openAPICase) int {
 		return req
 	}
 
-	ok, errs := d.validator.ValidateHttpRequest(newRequest())
+	ok, errs := d.Validator.ValidateHttpRequest(newRequest())
 	switch {
 	case tc.outOfSpec && ok:
 		t.Errorf("the document allows this request, which the case says breaks it")
 	case !tc.outOfSpec && !ok:
-		t.Errorf("the document does not allow this request:\n%s", validationErrors(errs))
+		t.Errorf("the document does not allow this request:\n%s", webtest.ValidationErrors(errs))
 	}
 
 	if tc.before != nil {
@@ -517,8 +454,8 @@ func (d openAPIDoc) run(t *testing.T, a api, tc openAPICase) int {
 	}
 
 	resp.Body = io.NopCloser(bytes.NewReader(body))
-	if ok, errs := d.validator.ValidateHttpResponse(req, resp); !ok {
-		t.Errorf("%d answer not as documented:\n%s\nbody %s", resp.StatusCode, validationErrors(errs), body)
+	if ok, errs := d.Validator.ValidateHttpResponse(req, resp); !ok {
+		t.Errorf("%d answer not as documented:\n%s\nbody %s", resp.StatusCode, webtest.ValidationErrors(errs), body)
 	}
 	if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
 		d.checkEvents(t, tc.route, resp.StatusCode, body)
@@ -539,7 +476,7 @@ func (d openAPIDoc) run(t *testing.T, a api, tc openAPICase) int {
 // document gives for one event: OpenAPI validators do not read streams.
 func (d openAPIDoc) checkEvents(t *testing.T, route string, status int, body []byte) {
 	t.Helper()
-	mt := d.model.Paths.PathItems.GetOrZero(route).Get.Responses.Codes.GetOrZero(strconv.Itoa(status)).Content.GetOrZero("text/event-stream")
+	mt := d.Model.Paths.PathItems.GetOrZero(route).Get.Responses.Codes.GetOrZero(strconv.Itoa(status)).Content.GetOrZero("text/event-stream")
 	if mt == nil || mt.Schema == nil {
 		t.Fatalf("GET %s %d documents no text/event-stream schema", route, status)
 	}
@@ -549,17 +486,17 @@ func (d openAPIDoc) checkEvents(t *testing.T, route string, status int, body []b
 	}
 	// data is a line of JSON, its contentSchema StatusEvent: the validator checks the
 	// string, and the decoded value is checked against StatusEvent here.
-	statusEvent := d.model.Components.Schemas.GetOrZero("StatusEvent")
+	statusEvent := d.Model.Components.Schemas.GetOrZero("StatusEvent")
 	for _, ev := range events {
-		if ok, errs := d.schemas.ValidateSchemaObject(mt.Schema.Schema(), ev); !ok {
-			t.Errorf("event %v not as documented:\n%s", ev, validationErrors(errs))
+		if ok, errs := d.Schemas.ValidateSchemaObject(mt.Schema.Schema(), ev); !ok {
+			t.Errorf("event %v not as documented:\n%s", ev, webtest.ValidationErrors(errs))
 		}
 		var data any
 		if err := json.Unmarshal([]byte(ev["data"].(string)), &data); err != nil {
 			t.Fatalf("data %q: %v", ev["data"], err)
 		}
-		if ok, errs := d.schemas.ValidateSchemaObject(statusEvent.Schema(), data); !ok {
-			t.Errorf("event data %v not a StatusEvent:\n%s", data, validationErrors(errs))
+		if ok, errs := d.Schemas.ValidateSchemaObject(statusEvent.Schema(), data); !ok {
+			t.Errorf("event data %v not a StatusEvent:\n%s", data, webtest.ValidationErrors(errs))
 		}
 	}
 }
@@ -607,17 +544,6 @@ func eventsAre(want ...string) func(t *testing.T, resp *http.Response, body []by
 			t.Errorf("events %v, want %v", got, want)
 		}
 	}
-}
-
-func validationErrors(errs []*liberrors.ValidationError) string {
-	var b strings.Builder
-	for _, e := range errs {
-		fmt.Fprintf(&b, "  %s: %s\n", e.Message, e.Reason)
-		for _, f := range e.SchemaValidationErrors {
-			fmt.Fprintf(&b, "    %s (%s): %s\n", f.FieldPath, f.KeywordLocation, f.Reason)
-		}
-	}
-	return b.String()
 }
 
 // transitionOrder moves order id to status to, as the payment consumer would.

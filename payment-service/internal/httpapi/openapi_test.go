@@ -5,12 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,11 +18,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/labstack/echo/v4"
-	"github.com/pb33f/libopenapi"
-	validator "github.com/pb33f/libopenapi-validator"
-	"github.com/pb33f/libopenapi-validator/config"
-	liberrors "github.com/pb33f/libopenapi-validator/errors"
-	v3 "github.com/pb33f/libopenapi/datamodel/high/v3"
 	"github.com/stripe/stripe-go/v82/webhook"
 
 	"github.com/orderflow/common-events/auth"
@@ -32,6 +25,7 @@ import (
 	"github.com/orderflow/common-events/metrics"
 	"github.com/orderflow/common-events/services"
 	"github.com/orderflow/common-events/web"
+	"github.com/orderflow/common-events/web/webtest"
 	"github.com/orderflow/devstack/issuer"
 	"github.com/orderflow/devstack/testenv"
 	"github.com/orderflow/migrations"
@@ -44,64 +38,9 @@ import (
 )
 
 // openAPIDoc is openapi.yaml, parsed, with a validator for requests and responses.
-type openAPIDoc struct {
-	raw       []byte
-	model     *v3.Document
-	validator validator.Validator
-}
+type openAPIDoc struct{ webtest.OpenAPI }
 
-func loadOpenAPI(t *testing.T) openAPIDoc {
-	t.Helper()
-	raw, err := os.ReadFile("openapi.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc, err := libopenapi.NewDocument(raw)
-	if err != nil {
-		t.Fatalf("openapi.yaml: %v", err)
-	}
-	if v := doc.GetVersion(); v != "3.1.0" {
-		t.Fatalf("openapi.yaml is OpenAPI %s, want 3.1.0", v)
-	}
-	m, err := doc.BuildV3Model()
-	if err != nil {
-		t.Fatalf("openapi.yaml: %v", err)
-	}
-	// Formats (uuid, date-time…) are checked, and strict mode reports any property or
-	// header of a documented response that the document does not describe.
-	v, errs := validator.NewValidator(doc, config.WithFormatAssertions(), config.WithStrictMode())
-	if len(errs) > 0 {
-		t.Fatalf("openapi.yaml: %v", errs)
-	}
-	if ok, errs := v.ValidateDocument(); !ok {
-		t.Fatalf("openapi.yaml is not a valid OpenAPI document: %v", errs)
-	}
-	return openAPIDoc{raw: raw, model: &m.Model, validator: v}
-}
-
-// documented lists every "METHOD /path status" the document describes.
-func (d openAPIDoc) documented() []string {
-	var out []string
-	for path, item := range d.model.Paths.PathItems.FromOldest() {
-		for method, op := range item.GetOperations().FromOldest() {
-			for status := range op.Responses.Codes.KeysFromOldest() {
-				out = append(out, strings.ToUpper(method)+" "+path+" "+status)
-			}
-		}
-	}
-	return out
-}
-
-// operations lists every "METHOD /path" the document describes.
-func (d openAPIDoc) operations() []string {
-	var out []string
-	for path, item := range d.model.Paths.PathItems.FromOldest() {
-		for method := range item.GetOperations().KeysFromOldest() {
-			out = append(out, strings.ToUpper(method)+" "+path)
-		}
-	}
-	return out
-}
+func loadOpenAPI(t *testing.T) openAPIDoc { return openAPIDoc{webtest.LoadOpenAPI(t, "openapi.yaml")} }
 
 // asRun adds to api what payment-service adds to it when it runs: the Stripe webhook, as
 // app.Run registers it (with PAYMENT_PROVIDER=stripe and a STRIPE_WEBHOOK_SECRET), when
@@ -135,7 +74,7 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 		served = append(served, r.Method+" "+r.Path)
 	}
 	slices.Sort(served)
-	documented := slices.Sorted(slices.Values(d.operations()))
+	documented := slices.Sorted(slices.Values(d.Operations()))
 	if !slices.Equal(served, documented) {
 		t.Errorf("routes served:\n  %s\noperations documented:\n  %s",
 			strings.Join(served, "\n  "), strings.Join(documented, "\n  "))
@@ -371,7 +310,7 @@ func TestOpenAPIDescribesTheAPI(t *testing.T) {
 	for _, doc := range []struct {
 		route string
 		raw   []byte
-	}{{"/openapi.yaml", d.raw}, {"/asyncapi.yaml", events.AsyncAPI()}} {
+	}{{"/openapi.yaml", d.Raw}, {"/asyncapi.yaml", events.AsyncAPI()}} {
 		cases = append(cases, openAPICase{name: "the document " + doc.route + ", without a token", method: "GET", route: doc.route, anonymous: true, status: 200,
 			check: func(t *testing.T, resp *http.Response, body []byte) {
 				if !bytes.Equal(body, doc.raw) {
@@ -436,7 +375,7 @@ func TestOpenAPIDescribesTheAPI(t *testing.T) {
 			covered[tc.method+" "+tc.route+" "+strconv.Itoa(status)] = true
 		})
 	}
-	for _, want := range d.documented() {
+	for _, want := range d.Documented() {
 		if !covered[want] {
 			t.Errorf("%s is documented, and no case shows it", want)
 		}
@@ -469,12 +408,12 @@ func (d openAPIDoc) run(t *testing.T, token string, tc openAPICase) int {
 		return req
 	}
 
-	ok, errs := d.validator.ValidateHttpRequest(newRequest())
+	ok, errs := d.Validator.ValidateHttpRequest(newRequest())
 	switch {
 	case tc.outOfSpec && ok:
 		t.Errorf("the document allows this request, which the case says breaks it")
 	case !tc.outOfSpec && !ok:
-		t.Errorf("the document does not allow this request:\n%s", validationErrors(errs))
+		t.Errorf("the document does not allow this request:\n%s", webtest.ValidationErrors(errs))
 	}
 
 	req := newRequest()
@@ -492,8 +431,8 @@ func (d openAPIDoc) run(t *testing.T, token string, tc openAPICase) int {
 	}
 
 	resp.Body = io.NopCloser(bytes.NewReader(body))
-	if ok, errs := d.validator.ValidateHttpResponse(req, resp); !ok {
-		t.Errorf("%d answer not as documented:\n%s\nbody %.300s", resp.StatusCode, validationErrors(errs), body)
+	if ok, errs := d.Validator.ValidateHttpResponse(req, resp); !ok {
+		t.Errorf("%d answer not as documented:\n%s\nbody %.300s", resp.StatusCode, webtest.ValidationErrors(errs), body)
 	}
 	if tc.code != "" {
 		var p web.Problem
@@ -505,17 +444,6 @@ func (d openAPIDoc) run(t *testing.T, token string, tc openAPICase) int {
 		tc.check(t, resp, body)
 	}
 	return resp.StatusCode
-}
-
-func validationErrors(errs []*liberrors.ValidationError) string {
-	var b strings.Builder
-	for _, e := range errs {
-		fmt.Fprintf(&b, "  %s: %s\n", e.Message, e.Reason)
-		for _, f := range e.SchemaValidationErrors {
-			fmt.Fprintf(&b, "    %s (%s): %s\n", f.FieldPath, f.KeywordLocation, f.Reason)
-		}
-	}
-	return b.String()
 }
 
 // claim records a payment of a new order in status, as payment-service claims one when
