@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,6 +25,8 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/orderflow/common-events/deadletter"
 	"github.com/orderflow/common-events/events"
@@ -36,8 +40,9 @@ import (
 // while faults pile up: every service killed with SIGKILL and restarted, again and again;
 // PostgreSQL restarted immediately; the broker killed with SIGKILL and restarted; the
 // SMTP server gone for a while. Then it checks, over the public REST views, the SMTP
-// server's mailbox and the dead-letter topics, that the promises held, and prints a
-// table. It runs for CHAOS_DURATION (make chaos: 3m); unset, it is skipped.
+// server's mailbox and the dead-letter topics, that the promises held, asks
+// reconciliation-service whether it agrees, and prints a table. It runs for
+// CHAOS_DURATION (make chaos: 3m); unset, it is skipped.
 func TestChaos(t *testing.T) {
 	d, err := time.ParseDuration(os.Getenv("CHAOS_DURATION"))
 	if err != nil || d <= 0 {
@@ -98,13 +103,14 @@ const (
 )
 
 type chaos struct {
-	t     *testing.T
-	s     *stack.Stack
-	mail  *testenv.MailServer
-	smtp  *testenv.Proxy
-	order string
-	pay   string
-	http  *http.Client
+	t         *testing.T
+	s         *stack.Stack
+	mail      *testenv.MailServer
+	smtp      *testenv.Proxy
+	order     string
+	pay       string
+	reconcile string
+	http      *http.Client
 	// Each service's way to PostgreSQL and to the broker, through a proxy the faults
 	// blackhole; the broker advertises each service's proxy on a listener of its own.
 	toDatabase, toBroker map[string]*testenv.Proxy
@@ -137,8 +143,17 @@ func freePorts(t *testing.T, names []string) map[string]int {
 }
 
 // flow is the services the faults hit: those the order's flow goes through, whose
-// promises the checker holds. reconciliation-service runs beside them, unharmed.
+// promises the checker holds. reconciliation-service runs beside them, unharmed, and is
+// asked at the end whether it agrees with the checker.
 var flow = []string{services.Order.Name, services.Payment.Name, services.Notification.Name}
+
+// reconciliation-service's grace and sweep in the chaos run: the grace past the normal
+// lag of the stack under the run's load on two cores, short enough that the check waits
+// only seconds for a sweep past it.
+const (
+	reconcileGrace = 5 * time.Second
+	reconcileEvery = 500 * time.Millisecond
+)
 
 // newChaos starts a devstack of the services built from the source at src (with the build
 // tags tags), each service reaching PostgreSQL and the broker through proxies of its own.
@@ -167,7 +182,10 @@ func newChaos(t *testing.T, src string, tags ...string) *chaos {
 	toDatabase, toBroker := map[string]*testenv.Proxy{}, map[string]*testenv.Proxy{}
 	var listeners []kafkabroker.Listener
 	// A provider that takes a while, so kills land while charges are under way.
-	serviceEnv := map[string]map[string]string{"payment-service": {"PROVIDER_LATENCY": "50ms"}}
+	serviceEnv := map[string]map[string]string{
+		services.Payment.Name:        {"PROVIDER_LATENCY": "50ms"},
+		services.Reconciliation.Name: {"RECONCILE_GRACE": reconcileGrace.String(), "RECONCILE_EVERY": reconcileEvery.String()},
+	}
 	for i, name := range stack.Services {
 		toDatabase[name] = testenv.NewProxy(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(pgPort)))
 		port := testenv.FreePort(t)
@@ -186,7 +204,7 @@ func newChaos(t *testing.T, src string, tags ...string) *chaos {
 		// No FastPostgres: an immediate restart must not lose what was committed. An
 		// attempt at a record gives up after 10 s, and a payment is settled by the
 		// provider's records 20 s after its order: a hanging provider is noticed within
-		// the run, and its orders end.
+		// the run, and its orders end. reconciliation-service reads the same deadline.
 		Env: withLoadLimits(map[string]string{"SMTP_ADDR": smtp.Addr, "LOG_LEVEL": cmp.Or(os.Getenv("CHAOS_LOG_LEVEL"), "warn"),
 			"CONSUMER_HANDLER_TIMEOUT": "10s", "PAYMENT_DEADLINE": "20s"}),
 		ServiceEnv: serviceEnv,
@@ -197,7 +215,8 @@ func newChaos(t *testing.T, src string, tags ...string) *chaos {
 	}
 	t.Cleanup(s.Stop)
 	return &chaos{
-		t: t, s: s, mail: mail, smtp: smtp, order: s.Service("order-service").URL, pay: s.Service("payment-service").URL,
+		t: t, s: s, mail: mail, smtp: smtp, order: s.Service(services.Order.Name).URL, pay: s.Service(services.Payment.Name).URL,
+		reconcile:  s.Service(services.Reconciliation.Name).URL,
 		http:       &http.Client{Transport: roles{}, Timeout: 10 * time.Second},
 		toDatabase: toDatabase, toBroker: toBroker,
 		accepted: map[string]*chaosOrder{}, requests: map[string]int{},
@@ -484,12 +503,17 @@ type chaosReport struct {
 	invariants []invariant
 	unfinished time.Duration // last fault → every order final
 	unsettled  time.Duration // last fault → every order settled (refunds and emails too)
+
+	mismatches int           // what reconciliation-service held open in the end
+	reconciled time.Duration // the check's wait for reconciliation-service
+	agreement  []string      // for each order the checker found violating, whether reconciliation-service reported it
 }
 
 // check waits until every accepted order is settled — final, a cancelled order's charge
 // refunded, the emails its end calls for sent — at most 60 s after the last fault (a
 // cancellation that waited for a charge under way is refunded after the order is final),
-// then holds what it read of each to the promises.
+// then holds what it read of each to the promises, and what reconciliation-service holds
+// beside what it found.
 func (c *chaos) check(lastFault time.Time) chaosReport {
 	c.mu.Lock()
 	orders := make([]*chaosOrder, 0, len(c.accepted))
@@ -518,6 +542,7 @@ func (c *chaos) check(lastFault time.Time) chaosReport {
 			break
 		}
 	}
+	quiet := time.Now() // what the checker waited for was said by now
 	rep := chaosReport{orders: len(orders), byStatus: map[string]int{}, unfinished: final, unsettled: time.Since(lastFault)}
 	if final == 0 {
 		rep.unfinished = rep.unsettled
@@ -533,7 +558,151 @@ func (c *chaos) check(lastFault time.Time) chaosReport {
 		rep.byStatus[obs[o.id].status]++
 	}
 	rep.invariants = checkInvariants(obs, c.deadLetters())
+
+	start := time.Now()
+	open, err := c.reconciled(quiet)
+	rep.reconciled, rep.mismatches = time.Since(start), len(open)
+	mismatched, disagreed, lines := agreement(slices.Collect(maps.Keys(obs)), rep.invariants, open)
+	if err != nil {
+		mismatched.violations = append(mismatched.violations, err.Error())
+	}
+	rep.invariants = append(rep.invariants, mismatched, disagreed)
+	rep.agreement = lines
 	return rep
+}
+
+// reconciled waits until reconciliation-service has heard all the services said (its
+// group's lag read 0) and swept since, past its grace after quiet, and holds no mismatch
+// — one clears itself when the facts catch up — or until grace + 30 s have passed. It
+// returns what it holds then, and why it could not tell if it could not.
+func (c *chaos) reconciled(quiet time.Time) ([]mismatchResp, error) {
+	var open []mismatchResp
+	var err error
+	var caughtUp time.Time // when the lag was first read 0, since it last was not
+	testenv.Eventually(reconcileGrace+30*time.Second, 250*time.Millisecond, func() bool {
+		var lag float64
+		if lag, err = c.reconciliationLag(); err == nil && lag > 0 {
+			err = fmt.Errorf("reconciliation-service has still %v records to apply: what it holds says nothing yet", lag)
+		}
+		if err != nil {
+			caughtUp = time.Time{}
+			return false
+		}
+		if caughtUp.IsZero() {
+			caughtUp = time.Now()
+		}
+		if swept := latest(caughtUp, quiet.Add(reconcileGrace)).Add(2 * reconcileEvery); time.Now().Before(swept) {
+			err = fmt.Errorf("reconciliation-service has not swept past its grace (%s)", reconcileGrace)
+			return false
+		}
+		open, err = c.mismatches()
+		return err == nil && len(open) == 0
+	})
+	return open, err
+}
+
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// reconciliationLag is the records reconciliation-service's group has still to apply, as
+// its GET /metrics reads them; an error when a partition cannot be read.
+func (c *chaos) reconciliationLag() (float64, error) {
+	resp, err := c.http.Get(c.reconcile + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	tp := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := tp.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return 0, fmt.Errorf("reconciliation-service's metrics: %w", err)
+	}
+	f, ok := fams["orderflow_consumer_lag_records"]
+	if !ok {
+		return 0, fmt.Errorf("reconciliation-service serves no orderflow_consumer_lag_records")
+	}
+	var lag float64
+	for _, m := range f.GetMetric() {
+		v := m.GetGauge().GetValue()
+		if math.IsNaN(v) {
+			return 0, fmt.Errorf("reconciliation-service cannot read its lag")
+		}
+		lag += v
+	}
+	return lag, nil
+}
+
+// mismatches reads every mismatch reconciliation-service holds open, page after page.
+func (c *chaos) mismatches() ([]mismatchResp, error) {
+	var all []mismatchResp
+	for after := ""; ; {
+		q := url.Values{"limit": {"1000"}}
+		if after != "" {
+			q.Set("after", after)
+		}
+		var page struct {
+			Items []mismatchResp `json:"items"`
+			Next  string         `json:"next"`
+		}
+		if err := c.getJSON(c.reconcile+"/mismatches?"+q.Encode(), &page); err != nil {
+			return nil, err
+		}
+		all = append(all, page.Items...)
+		if page.Next == "" {
+			return all, nil
+		}
+		after = page.Next
+	}
+}
+
+// agreement holds what reconciliation-service holds open beside what the checker found
+// of orders: every open mismatch is a violation; the two disagree when the checker found
+// orders violating and reconciliation-service reports none of them. For each order the
+// checker found violating, a line says whether reconciliation-service reported it too.
+func agreement(orders []string, found []invariant, open []mismatchResp) (mismatched, disagreed invariant, lines []string) {
+	mismatched = invariant{name: "reconciliation-service holds no mismatch past its grace"}
+	disagreed = invariant{name: "reconciliation-service reports the orders the checker found violating"}
+	byOrder := map[string][]string{} // order → the checker's violations
+	for _, inv := range found {
+		for _, v := range inv.violations {
+			for _, id := range orders {
+				if strings.Contains(v, id) {
+					byOrder[id] = append(byOrder[id], v)
+				}
+			}
+		}
+	}
+	reported := map[string][]string{} // order → kinds
+	for _, m := range open {
+		reported[m.OrderID] = append(reported[m.OrderID], m.Kind)
+		checker := "the checker found nothing wrong with it"
+		if len(byOrder[m.OrderID]) > 0 {
+			checker = "the checker found it too"
+		}
+		facts := make([]string, 0, len(m.Facts))
+		for _, k := range slices.Sorted(maps.Keys(m.Facts)) {
+			facts = append(facts, k+"="+m.Facts[k])
+		}
+		mismatched.violations = append(mismatched.violations, fmt.Sprintf("%s %s since %s (%s): %s",
+			m.Kind, m.OrderID, m.Since.Format(time.RFC3339), strings.Join(facts, " "), checker))
+	}
+	var both int
+	for _, id := range slices.Sorted(maps.Keys(byOrder)) {
+		says := "reconciliation-service reports nothing"
+		if kinds := reported[id]; len(kinds) > 0 {
+			says, both = "reconciliation-service reports "+strings.Join(kinds, ", ")+" too", both+1
+		}
+		lines = append(lines, fmt.Sprintf("%s: the checker: %s; %s", id, strings.Join(byOrder[id], "; "), says))
+	}
+	if len(byOrder) > 0 && both == 0 {
+		disagreed.violations = append(disagreed.violations, fmt.Sprintf("the checker found %d orders violating, reconciliation-service reports none of them",
+			len(byOrder)))
+	}
+	return mismatched, disagreed, lines
 }
 
 // emails counts the distinct emails (Message-IDs) of each kind sent for each order.
@@ -751,9 +920,17 @@ func (c *chaos) print(w io.Writer, rep chaosReport) {
 	}
 	fmt.Fprintf(w, "\nEvery accepted order final %.1f s after the last fault healed, settled (refunds and emails too) after %.1f s (the bound: 60 s).\n",
 		rep.unfinished.Seconds(), rep.unsettled.Seconds())
+	fmt.Fprintf(w, "reconciliation-service (grace %s) held %d open mismatches once it had heard everything and swept past its grace; the check waited %.1f s for it.\n",
+		reconcileGrace, rep.mismatches, rep.reconciled.Seconds())
 	fmt.Fprintln(w, "\n| invariant | violations |\n|---|---|")
 	for _, inv := range rep.invariants {
 		fmt.Fprintf(w, "| %s | %d |\n", inv.name, len(inv.violations))
+	}
+	if len(rep.agreement) > 0 {
+		fmt.Fprintln(w, "\nThe orders the checker found violating, and what reconciliation-service says of them:")
+		for _, l := range rep.agreement {
+			fmt.Fprintln(w, "- "+l)
+		}
 	}
 }
 
@@ -817,5 +994,69 @@ func TestChaosCheckerCatchesPlantedFaults(t *testing.T) {
 		if waits := p.invariant == 0 || p.invariant == 2 || p.invariant == 3; p.order != "" && settled(obs[p.order]) == waits {
 			t.Errorf("%s: settled = %v, want %v", p.name, waits, !waits)
 		}
+	}
+}
+
+// What reconciliation-service holds is set beside what the checker found: each open
+// mismatch is a violation that says whether the checker found its order too; each order
+// the checker found violating gets a line saying whether reconciliation-service reported
+// it; and the two disagree — a planted disagreement below — when the checker found orders
+// violating and reconciliation-service reports none of them.
+func TestChaosCheckerAndReconciliationAgree(t *testing.T) {
+	const confirmed, failed = "0b6c1a52-7e0f-4c1e-9d7a-3f1f2a6b9c01", "0b6c1a52-7e0f-4c1e-9d7a-3f1f2a6b9c02"
+	mismatch := func(kind, id string) mismatchResp {
+		return mismatchResp{Kind: kind, OrderID: id, Since: time.Unix(0, 0).UTC(), Facts: map[string]string{"order": "CONFIRMED"}}
+	}
+	tests := []struct {
+		name       string
+		twice      bool     // the confirmed order charged twice, which the checker finds
+		dead       []string // valid records dead-lettered, which the checker finds
+		open       []mismatchResp
+		mismatched []string // how each violation of the mismatches ends
+		disagreed  int
+		lines      []string // how each line of the checker's orders ends
+	}{
+		{name: "neither finds anything"},
+		{name: "reconciliation-service alone finds an order", open: []mismatchResp{mismatch("final_without_email", failed)},
+			mismatched: []string{"the checker found nothing wrong with it"}},
+		{name: "both find the order", twice: true, open: []mismatchResp{mismatch("charge_without_payment", confirmed)},
+			mismatched: []string{"the checker found it too"}, lines: []string{"reconciliation-service reports charge_without_payment too"}},
+		{name: "the checker alone finds it", twice: true, disagreed: 1, lines: []string{"reconciliation-service reports nothing"}},
+		{name: "each finds another order", twice: true, open: []mismatchResp{mismatch("final_without_email", failed)},
+			mismatched: []string{"the checker found nothing wrong with it"}, disagreed: 1, lines: []string{"reconciliation-service reports nothing"}},
+		{name: "a dead letter names no order", dead: []string{"order.created.payment-service.dlq/0/7"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			obs := map[string]observed{
+				confirmed: {status: "CONFIRMED", history: []string{"→PENDING_PAYMENT", "PENDING_PAYMENT→CONFIRMED"}, charged: 1, emails: map[string]int{"order_confirmed": 1}},
+				failed:    {status: "PAYMENT_FAILED", history: []string{"→PENDING_PAYMENT", "PENDING_PAYMENT→PAYMENT_FAILED"}, emails: map[string]int{"payment_failed": 1}},
+			}
+			if tt.twice {
+				o := obs[confirmed]
+				o.charged = 2
+				obs[confirmed] = o
+			}
+			mismatched, disagreed, lines := agreement(slices.Collect(maps.Keys(obs)), checkInvariants(obs, tt.dead), tt.open)
+			if got := len(mismatched.violations); got != len(tt.mismatched) {
+				t.Fatalf("%d mismatch violations %v, want %d", got, mismatched.violations, len(tt.mismatched))
+			}
+			for i, v := range mismatched.violations {
+				if !strings.HasSuffix(v, tt.mismatched[i]) {
+					t.Errorf("mismatch violation %q, want it to end %q", v, tt.mismatched[i])
+				}
+			}
+			if got := len(disagreed.violations); got != tt.disagreed {
+				t.Errorf("%d disagreements %v, want %d", got, disagreed.violations, tt.disagreed)
+			}
+			if len(lines) != len(tt.lines) {
+				t.Fatalf("lines %q, want %d", lines, len(tt.lines))
+			}
+			for i, l := range lines {
+				if !strings.HasPrefix(l, confirmed+": the checker: CONFIRMED "+confirmed+": 2 charges") || !strings.HasSuffix(l, tt.lines[i]) {
+					t.Errorf("line %q, want the checker's finding of %s, then %q", l, confirmed, tt.lines[i])
+				}
+			}
+		})
 	}
 }

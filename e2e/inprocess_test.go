@@ -82,6 +82,9 @@ func newStack(t *testing.T, b testenv.Broker, extra map[string]map[string]string
 			setupKafka(t, b, name)
 		}
 	}
+	if _, set := extra["reconciliation"]["PROVIDER_LEDGER_URL"]; !set { // the simulator's ledger: payment-service's database
+		s.env["reconciliation"]["PROVIDER_LEDGER_URL"] = s.dbs["payment"]
+	}
 	for _, name := range []string{"order", "payment", "notification", "reconciliation"} {
 		s.start(name)
 	}

@@ -287,14 +287,23 @@ func (t *Tool) replay(r Record, to string) (string, error) {
 	return string(audit), nil
 }
 
-// replayed reads the ledger: the ids of the records replayed so far.
+// replayed makes sure of the ledger and reads it.
 func (t *Tool) replayed(ctx context.Context) (map[string]bool, error) {
 	if err := kafka.EnsureTopics(brokerAddrs(t.Client), t.Client.Config(), kafka.TopicSpec{Partitions: 1}, Ledger); err != nil {
 		return nil, fmt.Errorf("ledger %s: %w", Ledger, err)
 	}
+	return t.Replayed(ctx)
+}
+
+// Replayed reads the ledger: the ids (Record.ID) of the records replayed so far. No
+// ledger yet is none replayed.
+func (t *Tool) Replayed(ctx context.Context) (map[string]bool, error) {
 	recs, err := t.read(ctx, Ledger, All)
+	if errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
+		return map[string]bool{}, nil
+	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("ledger %s: %w", Ledger, err)
 	}
 	done := make(map[string]bool, len(recs))
 	for _, r := range recs {

@@ -49,10 +49,12 @@ func Permissions(service string, groups map[string][]string) []Permission {
 }
 
 // The principals, besides each service's own (its name), that a service's kafka-setup
-// grants by default: the operators' dead-letter tool and the read-only viewer.
+// grants by default: the operators' dead-letter tool, the read-only viewer, and the
+// auditor of its dead letters.
 const (
 	OperatorPrincipal = "dlq"
 	ViewerPrincipal   = "kafka-ui"
+	AuditorPrincipal  = "reconciliation-service"
 )
 
 // OperatorPermissions are what the operators' dead-letter tool (cmd/dlq) may do with the
@@ -70,6 +72,21 @@ func OperatorPermissions(groups map[string][]string, ledger string) []Permission
 	}
 	ps.add(sarama.AclResourceTopic, ledger, sarama.AclOperationRead, sarama.AclOperationWrite, sarama.AclOperationDescribe)
 	ps.add(sarama.AclResourceCluster, "kafka-cluster", sarama.AclOperationIdempotentWrite)
+	return ps
+}
+
+// AuditorPermissions are what reconciliation-service may see of a service's dead letters,
+// to report those not replayed: what the operators' tool may read (each dead-letter topic
+// of the service's groups, and the ledger of replays), and nothing it may write.
+func AuditorPermissions(groups map[string][]string, ledger string) []Permission {
+	operator := OperatorPermissions(groups, ledger)
+	var ps permissions
+	for _, p := range operator {
+		read := slices.Contains(operator, Permission{Resource: p.Resource, Name: p.Name, Operation: sarama.AclOperationRead})
+		if p.Resource == sarama.AclResourceTopic && read && (p.Operation == sarama.AclOperationRead || p.Operation == sarama.AclOperationDescribe) {
+			ps.add(p.Resource, p.Name, p.Operation)
+		}
+	}
 	return ps
 }
 

@@ -50,7 +50,8 @@ func TestPermissionsHoldOnACluster(t *testing.T) {
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.EnableSASL(), kfake.EnableACLs(), kfake.SeedTopics(1, topics...),
 		kfake.Superuser(kafka.MechanismPlain, "admin", "admin"),
 		kfake.User(kafka.MechanismPlain, "order-service", "o"), kfake.User(kafka.MechanismPlain, "payment-service", "p"),
-		kfake.User(kafka.MechanismPlain, "dlq", "d"), kfake.User(kafka.MechanismPlain, "kafka-ui", "v"))
+		kfake.User(kafka.MechanismPlain, "dlq", "d"), kfake.User(kafka.MechanismPlain, "kafka-ui", "v"),
+		kfake.User(kafka.MechanismPlain, "auditor", "a"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,6 +74,9 @@ func TestPermissionsHoldOnACluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		if err := kafka.Grant(admin, "User:kafka-ui", kafka.ViewerPermissions(service, groups)); err != nil {
+			t.Fatal(err)
+		}
+		if err := kafka.Grant(admin, "User:auditor", kafka.AuditorPermissions(groups, ledger)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -136,13 +140,13 @@ func TestPermissionsHoldOnACluster(t *testing.T) {
 		}
 	}
 	dead := events.DeadLetterTopic(events.TopicPaymentFailed, "order-service")
-	for _, topic := range []string{events.TopicPaymentFailed, events.TopicOrderCreated, dead} {
+	for _, topic := range []string{events.TopicPaymentFailed, events.TopicOrderCreated, dead, ledger} {
 		if err := produce(as("admin", "admin"), topic); err != nil {
 			t.Fatal(err)
 		}
 	}
 	order, payment := as("order-service", "o"), as("payment-service", "p")
-	operator, viewer := as("dlq", "d"), as("kafka-ui", "v")
+	operator, viewer, auditor := as("dlq", "d"), as("kafka-ui", "v"), as("auditor", "a")
 	for _, tc := range []struct {
 		name    string
 		do      func() error
@@ -172,6 +176,13 @@ func TestPermissionsHoldOnACluster(t *testing.T) {
 		{"kafka-ui writes order.created", func() error { return produce(viewer, events.TopicOrderCreated) }, false},
 		{"kafka-ui writes payment.completed", func() error { return produce(viewer, events.TopicPaymentCompleted) }, false},
 		{"kafka-ui joins order-service's group", func() error { return join(viewer, "order-service", events.TopicPaymentCompleted) }, false},
+		// reconciliation's auditor reads the dead letters and the ledger, nothing live, and
+		// writes nothing.
+		{"auditor reads a dead letter", func() error { return read(auditor, dead) }, true},
+		{"auditor reads the ledger", func() error { return read(auditor, ledger) }, true},
+		{"auditor reads payment.failed", func() error { return read(auditor, events.TopicPaymentFailed) }, false},
+		{"auditor writes the ledger", func() error { return produce(auditor, ledger) }, false},
+		{"auditor writes a dead letter", func() error { return produce(auditor, dead) }, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.do()

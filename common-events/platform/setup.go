@@ -38,8 +38,9 @@ type Grant struct {
 // kafka.Permissions; the operators' dead-letter tool, KAFKA_SETUP_OPERATOR (default
 // User:dlq), its kafka.OperatorPermissions over the service's dead letters; and a
 // read-only viewer, KAFKA_SETUP_VIEWER (default User:kafka-ui, compose's Kafka UI),
-// kafka.ViewerPermissions of the service's topics and groups. "none" grants nobody. It
-// returns the settings it read.
+// kafka.ViewerPermissions of the service's topics and groups; and the auditor of its dead
+// letters, KAFKA_SETUP_AUDITOR (default User:reconciliation-service),
+// kafka.AuditorPermissions. "none" grants nobody. It returns the settings it read.
 func ReadSetup(svc services.Service, getenv func(string) string) (Setup, []config.Setting, error) {
 	service, groups := svc.Name, svc.Groups()
 	env := config.NewEnv(getenv)
@@ -55,6 +56,7 @@ func ReadSetup(svc services.Service, getenv func(string) string) (Setup, []confi
 		{env.String("KAFKA_SETUP_PRINCIPAL", "User:"+service), own},
 		{env.String("KAFKA_SETUP_OPERATOR", "User:"+kafka.OperatorPrincipal), kafka.OperatorPermissions(groups, deadletter.Ledger)},
 		{env.String("KAFKA_SETUP_VIEWER", "User:"+kafka.ViewerPrincipal), kafka.ViewerPermissions(service, groups)},
+		{env.String("KAFKA_SETUP_AUDITOR", "User:"+kafka.AuditorPrincipal), kafka.AuditorPermissions(groups, deadletter.Ledger)},
 	} {
 		if g.Principal != "none" {
 			s.Grants = append(s.Grants, g)

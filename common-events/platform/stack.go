@@ -155,6 +155,26 @@ func Boot(ctx context.Context, svc services.Service, cfg config.Base, stdout io.
 	return s, nil
 }
 
+// OtherPool is a small pool on a database that is not the service's own (name says
+// which setting gave url): no migration, guarded against a silent server like the
+// service's own, and connecting on first use, so that database being away at start is
+// a failed read later rather than a failed start.
+func OtherPool(name, url string) (*pgxpool.Pool, error) {
+	pcfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	pcfg.MaxConns = 2
+	guardSilence(pcfg)
+	return pgxpool.NewWithConfig(context.Background(), pcfg)
+}
+
+// OpenPool connects to the service's database at url and migrates it with schema, as
+// Boot does: for a command of the service's that runs without the rest of the stack.
+func OpenPool(ctx context.Context, url string, schema fs.FS) (*pgxpool.Pool, error) {
+	return openPool(ctx, url, schema)
+}
+
 func openPool(ctx context.Context, url string, schema fs.FS) (*pgxpool.Pool, error) {
 	pcfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
@@ -296,16 +316,23 @@ func (s *Stack) checkReady(ctx context.Context) *readiness {
 // watchReady checks the readiness every readyEvery until ctx is done; a check cut short
 // by shutdown is not kept.
 func (s *Stack) watchReady(ctx context.Context) error {
-	t := time.NewTicker(readyEvery)
+	return Every(ctx, readyEvery, func(ctx context.Context) {
+		if r := s.checkReady(ctx); ctx.Err() == nil {
+			s.readiness.Store(r)
+		}
+	})
+}
+
+// Every is a Worker that runs do every d, the first time d from now, until ctx is done.
+func Every(ctx context.Context, d time.Duration, do func(context.Context)) error {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-		}
-		if r := s.checkReady(ctx); ctx.Err() == nil {
-			s.readiness.Store(r)
+			do(ctx)
 		}
 	}
 }

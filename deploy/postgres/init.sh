@@ -16,3 +16,11 @@ database orders order-service "$ORDER_SERVICE_DB_PASSWORD"
 database payments payment-service "$PAYMENT_SERVICE_DB_PASSWORD"
 database notifications notification-service "$NOTIFICATION_SERVICE_DB_PASSWORD"
 database reconciliation reconciliation-service "$RECONCILIATION_SERVICE_DB_PASSWORD"
+# reconciliation-service reads the payment simulator's ledger, as it would a real provider's
+# list API: provider_reader may connect to payments, and the simulator's schema grants it
+# SELECT on its ledger table alone.
+psql -v ON_ERROR_STOP=1 --no-psqlrc --username "${POSTGRES_USER:-postgres}" --dbname postgres <<-'SQL'
+	CREATE ROLE provider_reader NOLOGIN;
+	GRANT CONNECT ON DATABASE payments TO provider_reader;
+	GRANT provider_reader TO "reconciliation-service";
+SQL

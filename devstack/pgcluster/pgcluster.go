@@ -201,6 +201,29 @@ func (c *Cluster) OwnDatabase(ctx context.Context, role, db string) error {
 	return OwnDatabase(ctx, c.URL("postgres"), c.URL(db), role, db)
 }
 
+// ProviderReader makes provider_reader (NOLOGIN), which may connect to db, and grants it
+// to each of roles: the payment simulator's schema grants it SELECT on its ledger table,
+// the provider's records that reconciliation reads.
+func (c *Cluster) ProviderReader(ctx context.Context, db string, roles ...string) error {
+	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	stmts := []string{`DO $$ BEGIN
+			IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'provider_reader') THEN CREATE ROLE provider_reader NOLOGIN; END IF;
+		END $$`, "GRANT CONNECT ON DATABASE " + pgx.Identifier{db}.Sanitize() + " TO provider_reader"}
+	for _, r := range roles {
+		stmts = append(stmts, "GRANT provider_reader TO "+pgx.Identifier{r}.Sanitize())
+	}
+	for _, q := range stmts {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			return fmt.Errorf("provider_reader: %s: %w", q, err)
+		}
+	}
+	return nil
+}
+
 // OwnDatabase is Cluster.OwnDatabase through the server's adminURL; dbURL reaches db as a
 // superuser.
 func OwnDatabase(ctx context.Context, adminURL, dbURL, role, db string) error {

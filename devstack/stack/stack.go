@@ -106,6 +106,12 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 			return nil, err
 		}
 	}
+	// reconciliation-service reads the simulator's ledger as it would a provider's list API:
+	// through provider_reader, which may connect to payments and, by the simulator's
+	// schema, read its ledger table alone.
+	if err := s.Postgres.ProviderReader(ctx, services.Payment.Database, services.Reconciliation.Name); err != nil {
+		return nil, err
+	}
 
 	for _, name := range Services {
 		env := []string{
@@ -116,6 +122,9 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 			"AUTH_ISSUER=" + s.Issuer.URL,
 			"AUTH_JWKS_URL=" + s.Issuer.JWKSURL(),
 			"AUTH_AUDIENCE=" + s.Issuer.Audience,
+		}
+		if name == services.Reconciliation.Name {
+			env = append(env, "PROVIDER_LEDGER_URL="+s.Postgres.URLAs(name, services.Payment.Database))
 		}
 		for k, v := range s.kafkaEnv(name) {
 			env = append(env, k+"="+v)

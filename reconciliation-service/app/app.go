@@ -13,7 +13,16 @@ import (
 	"github.com/orderflow/reconciliation-service/internal/consume"
 	"github.com/orderflow/reconciliation-service/internal/httpapi"
 	"github.com/orderflow/reconciliation-service/internal/postgres"
+	"github.com/orderflow/reconciliation-service/internal/provider"
 	"github.com/orderflow/reconciliation-service/internal/reconcile"
+)
+
+// The payment providers whose records reconciliation reads: payment-service's
+// PAYMENT_PROVIDER, or none.
+const (
+	ProviderSimulator = "simulator" // its ledger, at PROVIDER_LEDGER_URL
+	ProviderStripe    = "stripe"    // Stripe's list API, with STRIPE_API_KEY (a restricted key that may read PaymentIntents is enough)
+	ProviderNone      = "none"      // no provider records: charge_without_payment and completed_without_charge are not watched
 )
 
 // Config is everything reconciliation-service reads from its environment.
@@ -21,6 +30,10 @@ type Config struct {
 	config.Base
 	Grace reconcile.Grace
 	Every time.Duration
+
+	Provider  string
+	LedgerURL string
+	Stripe    provider.StripeConfig
 }
 
 // ReadConfig reads the configuration once, and says what it read; the error names every
@@ -33,8 +46,20 @@ func ReadConfig(getenv func(string) string) (Config, []config.Setting, error) {
 			Settle:          env.Duration("RECONCILE_GRACE", 2*time.Minute, time.Second, 24*time.Hour),
 			PaymentDeadline: env.Duration("PAYMENT_DEADLINE", 10*time.Minute, time.Second, 7*24*time.Hour),
 		},
-		Every: env.Duration("RECONCILE_EVERY", 5*time.Second, 100*time.Millisecond, 10*time.Minute),
+		Every:    env.Duration("RECONCILE_EVERY", 5*time.Second, 100*time.Millisecond, 10*time.Minute),
+		Provider: env.OneOf("PAYMENT_PROVIDER", ProviderSimulator, ProviderSimulator, ProviderStripe, ProviderNone),
 	}
+	switch cfg.Provider {
+	case ProviderSimulator:
+		cfg.LedgerURL = env.PostgresURL("PROVIDER_LEDGER_URL", services.Payment.DefaultDatabaseURL())
+	case ProviderStripe:
+		cfg.Stripe = provider.StripeConfig{
+			APIKey:  env.Secret("STRIPE_API_KEY"),
+			BaseURL: env.URL("STRIPE_API_BASE", ""),
+			Timeout: env.Duration("STRIPE_TIMEOUT", 10*time.Second, 100*time.Millisecond, time.Minute),
+		}
+	}
+	cfg.Grace.Provider = cfg.Provider != ProviderNone
 	return cfg, env.Settings(), env.Err()
 }
 
@@ -59,6 +84,17 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	if err := sweep.Register(stack.Registerer); err != nil {
 		return err
 	}
+	dead := &consume.DeadLetterWatch{Client: stack.Kafka, Store: store, Every: cfg.Every, Log: stack.Log}
+	workers := []platform.Worker{facts.Run, sweep.Run, dead.Run}
+	records, closeRecords, err := providerRecords(cfg)
+	if err != nil {
+		return err
+	}
+	defer closeRecords()
+	if records != nil {
+		watch := &consume.ProviderWatch{Records: records, Store: store, Every: cfg.Every, Horizon: cfg.TopicRetention, Log: stack.Log}
+		workers = append(workers, watch.Run)
+	}
 	api := httpapi.New(stack.Log, store, stack.Ready, stack.Verifier)
-	return stack.Serve(ctx, api, []platform.Worker{facts.Run, sweep.Run}, nil)
+	return stack.Serve(ctx, api, workers, nil)
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/common-events/platform"
 	"github.com/orderflow/payment-service/internal/payment"
 )
 
@@ -35,16 +36,7 @@ func (s *Sweeper) Run(ctx context.Context) error {
 	if every <= 0 {
 		every = min(max(s.Deadline/10, time.Second), time.Minute)
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			s.Sweep(ctx)
-		}
-	}
+	return platform.Every(ctx, every, func(ctx context.Context) { s.Sweep(ctx) })
 }
 
 // Sweep settles the payments waiting past the deadline now, and says how many moved.

@@ -23,6 +23,7 @@ type Sweeper struct {
 	Now   func() time.Time // default time.Now
 
 	open, oldest *prometheus.GaugeVec
+	after        string // where the next pass goes on: more than a batch unsettled are looked at in turn
 }
 
 // sweepBatch bounds the orders one pass reads.
@@ -44,16 +45,19 @@ func (s *Sweeper) Register(reg prometheus.Registerer) error {
 
 // Run sweeps until ctx ends.
 func (s *Sweeper) Run(ctx context.Context) error {
-	t := time.NewTicker(s.Every)
-	defer t.Stop()
+	return every(ctx, s.Every, s.Log, "sweep", s.Sweep)
+}
+
+// All sweeps every order not settled, however many batches that takes: what a rebuild
+// ends with.
+func (s *Sweeper) All(ctx context.Context) error {
+	s.after = ""
 	for {
-		select {
-		case <-ctx.Done():
+		if err := s.Sweep(ctx); err != nil {
+			return err
+		}
+		if s.after == "" {
 			return nil
-		case <-t.C:
-			if err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
-				s.Log.Warn("reconciliation sweep", "err", err)
-			}
 		}
 	}
 }
@@ -64,9 +68,13 @@ func (s *Sweeper) Sweep(ctx context.Context) error {
 	if s.Now != nil {
 		now = s.Now()
 	}
-	facts, err := s.Store.Unsettled(ctx, sweepBatch)
+	facts, err := s.Store.Unsettled(ctx, s.after, sweepBatch)
 	if err != nil {
 		return err
+	}
+	s.after = ""
+	if len(facts) == sweepBatch {
+		s.after = facts[len(facts)-1].OrderID
 	}
 	var orders, settled []string
 	var found []reconcile.Mismatch

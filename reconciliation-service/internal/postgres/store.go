@@ -5,13 +5,16 @@ package postgres
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/reconciliation-service/internal/provider"
 	"github.com/orderflow/reconciliation-service/internal/reconcile"
 )
 
@@ -83,21 +86,139 @@ func (s *Store) Apply(ctx context.Context, tx pgx.Tx, env events.Envelope, ev ev
 	return nil
 }
 
-// Unsettled returns the facts of up to limit orders the sweep has not found settled.
-func (s *Store) Unsettled(ctx context.Context, limit int) ([]reconcile.Facts, error) {
-	rows, _ := s.pool.Query(ctx, `SELECT order_id::text, coalesce(status, ''), version, coalesce(failure_reason, ''),
+// Reset drops the read model, and the inbox of what was applied to it, for a rebuild.
+func (s *Store) Reset(ctx context.Context) error {
+	_, err := s.pool.Exec(ctx, `TRUNCATE order_facts, timeline, mismatches, provider_listed, dead_letters, processed_events`)
+	return err
+}
+
+// ApplyAll applies each record of a replay, in one transaction.
+func (s *Store) ApplyAll(ctx context.Context, envs []events.Envelope, evs []events.Event) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		for i := range envs {
+			if err := s.Apply(ctx, tx, envs[i], evs[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Unsettled returns the facts of up to limit orders the sweep has not found settled, in
+// order id order after the order after ("": from the first), with
+// the provider's charge, whether the provider's records were read past each order's
+// payment, and its dead letters.
+func (s *Store) Unsettled(ctx context.Context, after string, limit int) ([]reconcile.Facts, error) {
+	rows, _ := s.pool.Query(ctx, `SELECT f.order_id::text, coalesce(status, ''), version, coalesce(failure_reason, ''),
 			placed_at, changed_at, coalesce(payment, ''), coalesce(charge_id, ''), coalesce(refund_id, ''),
-			payment_at, refunded_at, emails
-		FROM order_facts WHERE NOT settled ORDER BY order_id LIMIT $1`, limit)
+			payment_at, refunded_at, emails, coalesce(provider_charge, ''), provider_charged_at,
+			coalesce((SELECT listed_until FROM provider_listed) > f.payment_at, false),
+			coalesce((SELECT jsonb_agg(jsonb_build_object('topic', d.topic, 'partition', d.partition, 'offset', d."offset", 'at', d.at))
+				FROM dead_letters d WHERE d.order_id = f.order_id), '[]')
+		FROM order_facts f WHERE NOT settled AND f.order_id > coalesce(nullif($1, '')::uuid, '00000000-0000-0000-0000-000000000000')
+		ORDER BY f.order_id LIMIT $2`, after, limit)
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (reconcile.Facts, error) {
 		var f reconcile.Facts
-		var placed, changed, paid, refunded *time.Time
+		var placed, changed, paid, refunded, charged *time.Time
 		var emails map[string]time.Time
+		var dead []struct {
+			Topic     string    `json:"topic"`
+			Partition int32     `json:"partition"`
+			Offset    int64     `json:"offset"`
+			At        time.Time `json:"at"`
+		}
 		err := r.Scan(&f.OrderID, &f.Status, &f.Version, &f.FailureReason, &placed, &changed, &f.Payment, &f.ChargeID,
-			&f.RefundID, &paid, &refunded, &emails)
-		f.PlacedAt, f.ChangedAt, f.PaymentAt, f.RefundedAt = at(placed), at(changed), at(paid), at(refunded)
+			&f.RefundID, &paid, &refunded, &emails, &f.ProviderCharge, &charged, &f.ProviderAsked, &dead)
+		f.PlacedAt, f.ChangedAt, f.PaymentAt, f.RefundedAt, f.ProviderChargedAt = at(placed), at(changed), at(paid), at(refunded), at(charged)
 		f.Emails = emails
+		for _, d := range dead {
+			f.DeadLetters = append(f.DeadLetters, reconcile.DeadLetter{Topic: d.Topic, Partition: d.Partition, Offset: d.Offset, At: d.At.UTC()})
+		}
 		return f, err
+	})
+}
+
+// ListedUntil is how far the provider's records were read (ok false: not yet).
+func (s *Store) ListedUntil(ctx context.Context) (until time.Time, ok bool, err error) {
+	err = s.pool.QueryRow(ctx, `SELECT listed_until FROM provider_listed`).Scan(&until)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return time.Time{}, false, nil
+	}
+	return until.UTC(), err == nil, err
+}
+
+// ProviderCharges records the provider's charges, read up to until, in one transaction:
+// each becomes its order's provider charge (an order no service told of yet gets a row of
+// its own) and joins its timeline; an order whose provider charge is news is looked at
+// again.
+func (s *Store) ProviderCharges(ctx context.Context, charges []provider.Charge, until time.Time) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		for _, c := range charges {
+			if _, err := tx.Exec(ctx, `WITH facts AS (
+					INSERT INTO order_facts (order_id, provider_charge, provider_charged_at) VALUES ($1, $2, $3)
+					ON CONFLICT (order_id) DO UPDATE SET provider_charge = $2, provider_charged_at = $3, settled = false
+					WHERE order_facts.provider_charge IS DISTINCT FROM $2)
+				INSERT INTO timeline (event_id, order_id, at, source, event_type, summary)
+				VALUES ('provider/' || $2, $1, $3, 'payment-provider', 'provider.charge', jsonb_build_object('charge_id', $2::text))
+				ON CONFLICT (event_id) DO NOTHING`, c.OrderID, c.ChargeID, c.At); err != nil {
+				return fmt.Errorf("provider charge %s of order %s: %w", c.ChargeID, c.OrderID, err)
+			}
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO provider_listed (listed_until) VALUES ($1)
+			ON CONFLICT (only_row) DO UPDATE SET listed_until = greatest(provider_listed.listed_until, $1)`, until)
+		return err
+	})
+}
+
+// DeadLetter is a record about an order in a dead-letter topic.
+type DeadLetter struct {
+	OrderID string
+	reconcile.DeadLetter
+}
+
+// DeadLetters replaces the dead letters held with those found now, in one transaction;
+// an order whose dead letters changed (one came, one was replayed) is looked at again.
+func (s *Store) DeadLetters(ctx context.Context, found []DeadLetter) error {
+	type key struct {
+		topic     string
+		partition int32
+		offset    int64
+	}
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, `SELECT topic, partition, "offset", order_id::text FROM dead_letters`)
+		held := map[key]string{}
+		var k key
+		var order string
+		if _, err := pgx.ForEachRow(rows, []any{&k.topic, &k.partition, &k.offset, &order}, func() error {
+			held[k] = order
+			return nil
+		}); err != nil {
+			return err
+		}
+		var changed []string
+		for _, d := range found {
+			k := key{d.Topic, d.Partition, d.Offset}
+			if _, ok := held[k]; ok {
+				delete(held, k)
+				continue
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO dead_letters (topic, partition, "offset", order_id, at) VALUES ($1, $2, $3, $4, $5)`,
+				d.Topic, d.Partition, d.Offset, d.OrderID, d.At); err != nil {
+				return err
+			}
+			changed = append(changed, d.OrderID)
+		}
+		for k, order := range held { // replayed, or gone with the topic's retention
+			if _, err := tx.Exec(ctx, `DELETE FROM dead_letters WHERE topic = $1 AND partition = $2 AND "offset" = $3`,
+				k.topic, k.partition, k.offset); err != nil {
+				return err
+			}
+			changed = append(changed, order)
+		}
+		slices.Sort(changed)
+		_, err := tx.Exec(ctx, `INSERT INTO order_facts (order_id) SELECT unnest($1::uuid[])
+			ON CONFLICT (order_id) DO UPDATE SET settled = false`, slices.Compact(changed))
+		return err
 	})
 }
 

@@ -83,9 +83,11 @@ type Facts struct {
 	// notification-service, from notification.sent: when each kind of email went.
 	Emails map[string]time.Time
 
-	// The provider's own records, when reconciliation asked (ProviderAsked).
+	// The provider's own records: its charge for the order ("" when it holds none), and
+	// whether they were read past the order's payment, so that none there means none made
+	// (a charge is made before payment.completed says so).
 	ProviderAsked     bool
-	ProviderCharge    string // its charge for the order; "" when it holds none
+	ProviderCharge    string
 	ProviderChargedAt time.Time
 
 	// Records about the order in dead-letter topics, not replayed.
@@ -94,13 +96,14 @@ type Facts struct {
 
 // DeadLetter is one record in a dead-letter topic.
 type DeadLetter struct {
-	Topic  string
-	Offset int64
-	At     time.Time
+	Topic     string
+	Partition int32
+	Offset    int64
+	At        time.Time // when it was dead-lettered
 }
 
-// Mismatch is one disagreement: its kind, the order, since when it holds, and the facts
-// that disagree, by name.
+// Mismatch is one disagreement: its kind, the order, since when it holds (when the later
+// of the facts that disagree was said), and the facts that disagree, by name.
 type Mismatch struct {
 	Kind    Kind
 	OrderID string
@@ -116,6 +119,9 @@ type Grace struct {
 	// PaymentDeadline is payment-service's PAYMENT_DEADLINE: an order pending longer is a
 	// mismatch once Settle more has passed.
 	PaymentDeadline time.Duration
+	// Provider says the provider's records are read: a paid order is settled only once
+	// they were read past its payment.
+	Provider bool
 }
 
 // Mismatches are the disagreements in f that have lasted longer than their grace at now,
@@ -136,21 +142,21 @@ func Mismatches(f Facts, g Grace, now time.Time) []Mismatch {
 	paid := payment == PaymentCompleted || payment == PaymentRefunded
 
 	if status == events.StatusConfirmed && !paid {
-		add(ConfirmedWithoutPayment, f.ChangedAt, "order", status, "payment", orNone(payment))
+		add(ConfirmedWithoutPayment, later(f.ChangedAt, f.PaymentAt), "order", status, "payment", orNone(payment))
 	}
 	if payment == PaymentCompleted && (status == events.StatusPendingPayment || status == events.StatusPaymentFailed) {
-		add(PaidNotConfirmed, f.PaymentAt, "order", status, "payment", payment, "charge", f.ChargeID)
+		add(PaidNotConfirmed, later(f.PaymentAt, f.ChangedAt), "order", status, "payment", payment, "charge", f.ChargeID)
 	}
 	if status == events.StatusCancelled && payment == PaymentCompleted {
 		add(CancelledNotRefunded, later(f.ChangedAt, f.PaymentAt), "order", status, "payment", payment, "charge", f.ChargeID)
 	}
 	if payment == PaymentRefunded && status != events.StatusCancelled {
-		add(RefundedNotCancelled, f.RefundedAt, "order", orNone(status), "payment", payment, "refund", f.RefundID)
+		add(RefundedNotCancelled, later(f.RefundedAt, f.ChangedAt), "order", orNone(status), "payment", payment, "refund", f.RefundID)
 	}
 	if status == events.StatusPendingPayment && g.PaymentDeadline > 0 {
 		add(PendingPastDeadline, f.PlacedAt.Add(g.PaymentDeadline), "order", status, "placed_at", stamp(f.PlacedAt), "payment", orNone(payment))
 	}
-	if f.ProviderAsked && f.ProviderCharge != "" && !paid {
+	if f.ProviderCharge != "" && !paid {
 		add(ChargeWithoutPayment, f.ProviderChargedAt, "provider_charge", f.ProviderCharge, "payment", orNone(payment), "order", orNone(status))
 	}
 	if f.ProviderAsked && f.ProviderCharge == "" && paid {
@@ -167,7 +173,8 @@ func Mismatches(f Facts, g Grace, now time.Time) []Mismatch {
 	}
 	if len(f.DeadLetters) > 0 {
 		first := slices.MinFunc(f.DeadLetters, func(a, b DeadLetter) int { return a.At.Compare(b.At) })
-		add(DeadLetterUnresolved, first.At, "topic", first.Topic, "offset", fmt.Sprint(first.Offset), "records", fmt.Sprint(len(f.DeadLetters)))
+		add(DeadLetterUnresolved, first.At, "topic", first.Topic, "partition", fmt.Sprint(first.Partition),
+			"offset", fmt.Sprint(first.Offset), "records", fmt.Sprint(len(f.DeadLetters)))
 	}
 	return out
 }
@@ -182,6 +189,15 @@ func Settled(f Facts, g Grace, now time.Time) bool {
 	}
 	if f.Status == events.StatusCancelled && f.Payment == PaymentCompleted {
 		return false // the refund is to come
+	}
+	paid := f.Payment == PaymentCompleted || f.Payment == PaymentRefunded
+	if g.Provider && paid && !f.ProviderAsked {
+		return false // the provider's records are to be read
+	}
+	eager := g
+	eager.Settle = 0
+	if len(Mismatches(f, eager, now)) > 0 {
+		return false // a disagreement within its grace is one all the same
 	}
 	for _, kind := range emailsFor(f.Status, f.Payment) {
 		if _, sent := f.Emails[kind]; !sent {

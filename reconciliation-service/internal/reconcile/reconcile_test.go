@@ -90,7 +90,7 @@ func TestEachFaultIsItsKindOfMismatch(t *testing.T) {
 			func(f *reconcile.Facts) { f.Emails = map[string]time.Time{"payment_failed": t0.Add(time.Hour)} }},
 		{reconcile.DeadLetterUnresolved, "confirmed", func(f *reconcile.Facts) {
 			f.DeadLetters = []reconcile.DeadLetter{{Topic: "payment.completed.notification-service.dlq", Offset: 7, At: t0.Add(3 * time.Second)}}
-		}, t0.Add(3 * time.Second), map[string]string{"topic": "payment.completed.notification-service.dlq", "offset": "7", "records": "1"},
+		}, t0.Add(3 * time.Second), map[string]string{"topic": "payment.completed.notification-service.dlq", "partition": "0", "offset": "7", "records": "1"},
 			func(f *reconcile.Facts) { f.DeadLetters = nil }},
 	} {
 		t.Run(string(tt.kind), func(t *testing.T) {
@@ -146,4 +146,46 @@ func mapsEqual(a, b map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// An order is settled once it ended, its emails went, and — when the provider's records
+// are read — they were read past its payment; not before, nor while a dead letter or a
+// refund is to come.
+func TestSettled(t *testing.T) {
+	withProvider := grace
+	withProvider.Provider = true
+	late := t0.Add(time.Hour)
+	for name, f := range healthy() {
+		want := name != "pending, within the deadline"
+		if got := reconcile.Settled(f, withProvider, late); got != want {
+			t.Errorf("%s: settled = %v, want %v", name, got, want)
+		}
+	}
+	confirmed := healthy()["confirmed"]
+	if reconcile.Settled(confirmed, withProvider, confirmed.ChangedAt.Add(grace.Settle-time.Second)) {
+		t.Error("settled within the grace")
+	}
+	confirmed.ProviderAsked = false
+	if reconcile.Settled(confirmed, withProvider, late) {
+		t.Error("a paid order settled before the provider's records were read past its payment")
+	}
+	if !reconcile.Settled(confirmed, grace, late) {
+		t.Error("without the provider's records, a paid order never settles")
+	}
+	confirmed = healthy()["confirmed"]
+	confirmed.DeadLetters = []reconcile.DeadLetter{{Topic: "x.dlq", At: t0}}
+	if reconcile.Settled(confirmed, withProvider, late) {
+		t.Error("settled with a dead letter")
+	}
+	dashboard := healthy()["confirmed"] // refunded from the provider's dashboard a moment ago
+	dashboard.Payment, dashboard.RefundID, dashboard.RefundedAt = reconcile.PaymentRefunded, "re_9", late.Add(-time.Second)
+	if reconcile.Settled(dashboard, withProvider, late) {
+		t.Error("settled with a disagreement still within its grace")
+	}
+	refunding := healthy()["cancelled and refunded"]
+	refunding.Payment, refunding.RefundID, refunding.RefundedAt = reconcile.PaymentCompleted, "", time.Time{}
+	delete(refunding.Emails, "payment_refunded")
+	if reconcile.Settled(refunding, withProvider, late) {
+		t.Error("a cancelled order settled before its refund")
+	}
 }

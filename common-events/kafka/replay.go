@@ -1,0 +1,75 @@
+package kafka
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/IBM/sarama"
+)
+
+// ReadAll hands fn every record of topic that the cluster keeps, partition by partition,
+// from the oldest to the end each partition had when ReadAll began, and returns those
+// ends: where a consumer group goes on from. It reads without a group, so it needs only
+// the topic's Read. A partition that sends nothing for silence is an error.
+func ReadAll(ctx context.Context, client sarama.Client, topic string, silence time.Duration, fn func(*sarama.ConsumerMessage) error) (map[int32]int64, error) {
+	parts, err := client.Partitions(topic)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", topic, err)
+	}
+	c, err := sarama.NewConsumerFromClient(client)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	ends := map[int32]int64{}
+	for _, p := range parts {
+		from, err := client.GetOffset(topic, p, sarama.OffsetOldest)
+		if err != nil {
+			return nil, fmt.Errorf("%s/%d: %w", topic, p, err)
+		}
+		end, err := client.GetOffset(topic, p, sarama.OffsetNewest)
+		if err != nil {
+			return nil, fmt.Errorf("%s/%d: %w", topic, p, err)
+		}
+		ends[p] = end
+		if from < end {
+			if err := readPartition(ctx, c, topic, p, from, end, silence, fn); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return ends, nil
+}
+
+func readPartition(ctx context.Context, c sarama.Consumer, topic string, p int32, from, end int64, silence time.Duration, fn func(*sarama.ConsumerMessage) error) error {
+	pc, err := c.ConsumePartition(topic, p, from)
+	if err != nil {
+		return fmt.Errorf("%s/%d: %w", topic, p, err)
+	}
+	defer pc.Close()
+	quiet := time.NewTimer(silence)
+	defer quiet.Stop()
+	for {
+		select {
+		case m := <-pc.Messages():
+			quiet.Reset(silence)
+			if err := fn(m); err != nil {
+				return err
+			}
+			if m.Offset+1 >= end {
+				return nil
+			}
+		case err := <-pc.Errors():
+			return fmt.Errorf("%s/%d: %w", topic, p, err)
+		case <-quiet.C:
+			// The offsets left may hold no record (compacted away, or control records).
+			if pc.HighWaterMarkOffset() >= end {
+				return nil
+			}
+			return fmt.Errorf("%s/%d: offsets %d to %d not all read: nothing came for %s", topic, p, from, end-1, silence)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

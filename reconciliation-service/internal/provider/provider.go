@@ -1,0 +1,26 @@
+// Package provider reads the payment provider's own records: the charges it made, each
+// for an order, as the provider lists them — the simulator's ledger, or Stripe's list API.
+// Reconciliation holds them against what payment-service said, so a charge no payment
+// tells of (an answer lost after the provider charged) and a payment.completed the
+// provider holds no charge for are both found.
+package provider
+
+import (
+	"context"
+	"time"
+)
+
+// Charge is one successful charge in the provider's records.
+type Charge struct {
+	OrderID  string // the order it was made for (the idempotency key, or Stripe's metadata[order_id])
+	ChargeID string // the provider's id, as payment.completed carries it
+	At       time.Time
+}
+
+// Records lists the provider's successful charges.
+type Records interface {
+	// Charges returns every successful charge the provider made in [from, to) for an
+	// order, in no particular order. A charge made for no order (not orderflow's) is left
+	// out.
+	Charges(ctx context.Context, from, to time.Time) ([]Charge, error)
+}
