@@ -149,6 +149,13 @@ token:
 dlq:
 	@cd common-events && $(if $(KAFKA_ENV),set -a && . $(abspath $(KAFKA_ENV)) && set +a && )$(GO) run ./cmd/dlq $(ARGS)
 
+# Rebuild reconciliation-service's read model by replay on the running devstack (make run):
+# the service stopped, its model dropped and replayed from the topics and the provider's
+# records, the service started again (docs/reconciliation.md).
+.PHONY: reconcile-rebuild
+reconcile-rebuild:
+	@scripts/reconcile-rebuild.sh
+
 # The end-to-end scenarios alone. Against another stack, with its tokens:
 #   E2E_ORDER_URL=http://localhost:8080 E2E_PAYMENT_URL=http://localhost:8081 \
 #   E2E_NOTIFICATION_URL=http://localhost:8082 E2E_CUSTOMER_TOKEN=… E2E_CUSTOMER2_TOKEN=… \

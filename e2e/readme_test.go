@@ -103,6 +103,16 @@ func TestTheREADMEQuickStartWorks(t *testing.T) {
 	if !strings.Contains(out, `"status":"CONFIRMED"`) || !strings.Contains(out, `"to":"CONFIRMED"`) {
 		t.Errorf("the curl sequence did not see its order confirmed and its history:\n%s", out)
 	}
+
+	// make reconcile-rebuild's work on this stack, the orders above in its topics:
+	// reconciliation-service stopped, rebuilt by replay, and ready again.
+	var rebuilt strings.Builder
+	if err := tg.ctl.RebuildReconciliation(context.Background(), &rebuilt); err != nil {
+		t.Fatalf("reconcile-rebuild: %v\n%s", err, rebuilt.String())
+	}
+	if !strings.Contains(rebuilt.String(), "rebuilt from") || strings.Contains(rebuilt.String(), "rebuilt from 0 records") {
+		t.Errorf("reconcile-rebuild's account: %s, want the records it replayed", rebuilt.String())
+	}
 }
 
 // The README's table of ports gives each service the ports of its identity

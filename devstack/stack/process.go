@@ -78,6 +78,20 @@ func (sv *Service) Start(ctx context.Context) error {
 	}
 }
 
+// Run runs the service's binary once with args (a command of its own, such as
+// reconciliation-service's rebuild) and its settings, its output to out, and waits for it.
+func (sv *Service) Run(ctx context.Context, out io.Writer, args ...string) error {
+	cmd := exec.CommandContext(ctx, sv.bin, args...)
+	sv.mu.Lock()
+	cmd.Env = append(os.Environ(), sv.env...)
+	sv.mu.Unlock()
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s %v: %w", sv.Name, args, err)
+	}
+	return nil
+}
+
 // PID is the service's process id, or 0 when it is not running.
 func (sv *Service) PID() int {
 	sv.mu.Lock()

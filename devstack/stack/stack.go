@@ -6,7 +6,9 @@ package stack
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -266,6 +268,21 @@ func (s *Stack) BrokerName() string {
 		return "Apache Kafka, PLAINTEXT, open (log in " + filepath.Join(s.Kafka.Dir(), "server.log") + ")"
 	}
 	return "kfake, embedded, PLAINTEXT and open to anyone on the loopback"
+}
+
+// RebuildReconciliation is make reconcile-rebuild: it stops reconciliation-service, runs
+// its rebuild (its read model dropped and rebuilt by replaying the topics), and starts it
+// again, whatever the rebuild's outcome; out gets the rebuild's account.
+func (s *Stack) RebuildReconciliation(ctx context.Context, out io.Writer) error {
+	sv := s.Service(services.Reconciliation.Name)
+	if err := sv.Stop(); err != nil {
+		return err
+	}
+	err := sv.Run(ctx, out, "rebuild")
+	if serr := sv.Start(ctx); serr != nil {
+		return errors.Join(err, serr)
+	}
+	return err
 }
 
 // Service returns a service by name.

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -47,6 +48,7 @@ func Rebuild(ctx context.Context, getenv func(string) string, stdout io.Writer) 
 	}
 	defer client.Close()
 
+	started := time.Now()
 	store := postgres.NewStore(pool)
 	if err := store.Reset(ctx); err != nil {
 		return fmt.Errorf("drop the read model: %w", err)
@@ -118,8 +120,8 @@ func Rebuild(ctx context.Context, getenv func(string) string, stdout io.Writer) 
 	for _, n := range counts {
 		open += n
 	}
-	fmt.Fprintf(stdout, "%s: rebuilt from %d records of %d topics (%d skipped as poison); %d open mismatches %v\n",
-		svc.Name, applied, len(ends), skipped, open, counts)
+	fmt.Fprintf(stdout, "%s: rebuilt in %.1f s from %d records of %d topics (%d skipped as poison); %d open mismatches %v\n",
+		svc.Name, time.Since(started).Seconds(), applied, len(ends), skipped, open, counts)
 	return nil
 }
 
@@ -160,11 +162,16 @@ func commitOffsets(client sarama.Client, group string, ends map[string]map[int32
 	om.Commit()
 	for _, pom := range poms {
 		pom.AsyncClose()
+	}
+	// Closing the manager commits what is left and releases every partition at once, which
+	// ends their error channels (buffered: Consumer.Return.Errors).
+	errs := []error{om.Close()}
+	for _, pom := range poms {
 		for err := range pom.Errors() {
-			return fmt.Errorf("offsets of group %s: %w", group, err)
+			errs = append(errs, err)
 		}
 	}
-	if err := om.Close(); err != nil {
+	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("offsets of group %s: %w", group, err)
 	}
 	return nil

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -108,7 +109,40 @@ then GET the Location it answers with (same header), or run scripts/place-order.
 		s.Postgres.URL(services.Order.Database), strings.Join(services.Databases(), ", "), order,
 		rel(tokens), issuer.Customer, rel(tokens), issuer.Customer2, rel(tokens), rel(tokens), order)
 
-	<-ctx.Done()
-	fmt.Fprintln(stdout, "devstack: stopping…")
-	return nil
+	// make reconcile-rebuild: SIGUSR1 (to the pid in devstack.pid) rebuilds
+	// reconciliation-service's read model; the account goes to reconcile-rebuild.log,
+	// whose last line says how it ended.
+	pidFile := filepath.Join(s.DataDir(), "devstack.pid")
+	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return err
+	}
+	defer os.Remove(pidFile)
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	for {
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(stdout, "devstack: stopping…")
+			return nil
+		case <-usr1:
+			rebuild(ctx, s, filepath.Join(s.DataDir(), "reconcile-rebuild.log"), stdout)
+		}
+	}
+}
+
+// rebuild runs the stack's reconciliation rebuild, its account to log and stdout.
+func rebuild(ctx context.Context, s *stack.Stack, log string, stdout io.Writer) {
+	f, err := os.Create(log)
+	if err != nil {
+		fmt.Fprintf(stdout, "devstack: reconcile-rebuild: %v\n", err)
+		return
+	}
+	defer f.Close()
+	w := io.MultiWriter(f, stdout)
+	fmt.Fprintln(w, "devstack: rebuilding reconciliation-service's read model…")
+	if err := s.RebuildReconciliation(ctx, w); err != nil {
+		fmt.Fprintf(w, "rebuild: failed: %v\n", err)
+		return
+	}
+	fmt.Fprintln(w, "rebuild: done")
 }
