@@ -19,7 +19,9 @@ import (
 
 // compose's PostgreSQL init script (deploy/postgres/init.sh), run as the postgres image
 // runs it, on a fresh server: each service's database is owned by a role of its own, with
-// the password compose gives it, and no other service's role may connect to it.
+// the password compose gives it, and no other service's role may connect to it — but
+// reconciliation-service, which may read the payment simulator's ledger there and nothing
+// else.
 func TestComposePostgresInitMakesARolePerService(t *testing.T) {
 	root := testenv.Root(t)
 	bin, err := pgcluster.BinDir()
@@ -68,13 +70,44 @@ func TestComposePostgresInitMakesARolePerService(t *testing.T) {
 		}
 		for _, o := range services.All() {
 			other, otherDB := o.Name, o.Database
-			if other == service {
-				continue
+			if other == service || service == services.Reconciliation.Name && otherDB == services.Payment.Database {
+				continue // the simulator's ledger, below
 			}
 			if conn, err := pgx.Connect(ctx, c.URLAs(service, otherDB)); err == nil {
 				conn.Close(ctx)
 				t.Errorf("%s connected to %s", service, otherDB)
 			}
+		}
+	}
+
+	// reconciliation-service reads the simulator's ledger in payments, and nothing else
+	// there: the grant the simulator's schema makes to provider_reader, which init.sh made.
+	grant, err := os.ReadFile(filepath.Join(root, "payment-service", "internal", "simulator", "schema", "00002_reader.sql"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, _, _ := strings.Cut(string(grant), "-- +goose Down")
+	asPayment, err := pgx.Connect(ctx, c.URLAs(services.Payment.Name, services.Payment.Database))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer asPayment.Close(ctx)
+	for _, q := range []string{`CREATE TABLE provider_charges (idempotency_key text PRIMARY KEY)`, `CREATE TABLE payments (id text PRIMARY KEY)`, up} {
+		if _, err := asPayment.Exec(ctx, q); err != nil {
+			t.Fatalf("as payment-service: %s: %v", q, err)
+		}
+	}
+	asReconciliation, err := pgx.Connect(ctx, c.URLAs(services.Reconciliation.Name, services.Payment.Database))
+	if err != nil {
+		t.Fatalf("reconciliation-service to payments: %v", err)
+	}
+	defer asReconciliation.Close(ctx)
+	if _, err := asReconciliation.Exec(ctx, `SELECT count(*) FROM provider_charges`); err != nil {
+		t.Errorf("reconciliation-service reads the ledger: %v", err)
+	}
+	for _, q := range []string{`SELECT count(*) FROM payments`, `INSERT INTO provider_charges VALUES ('x')`} {
+		if _, err := asReconciliation.Exec(ctx, q); err == nil {
+			t.Errorf("reconciliation-service may %s in payments", q)
 		}
 	}
 }

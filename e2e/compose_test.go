@@ -645,8 +645,8 @@ func TestComposeScaleOverride(t *testing.T) {
 
 // The Stripe variant runs stripe-mock, pinned to the version the tests build, on the
 // loopback like every port, locked down like every container, and switches payment-service
-// to PAYMENT_PROVIDER=stripe against it; nothing else changes, and the stack still passes
-// every check.
+// to PAYMENT_PROVIDER=stripe against it, reconciliation-service reading Stripe's records
+// there too; nothing else changes, and the stack still passes every check.
 func TestComposeStripeOverride(t *testing.T) {
 	root := testenv.Root(t)
 	base, err := loadCompose(t, root, "docker-compose.yml")
@@ -675,17 +675,20 @@ func TestComposeStripeOverride(t *testing.T) {
 			t.Errorf("stripe-mock publishes %s on %q, want the loopback", port.Published, port.HostIP)
 		}
 	}
-	env := p.Services["payment-service"].Environment
-	for k, want := range map[string]string{"PAYMENT_PROVIDER": "stripe", "STRIPE_API_BASE": "http://stripe-mock:12111"} {
-		if v := env[k]; v == nil || *v != want {
-			t.Errorf("payment-service's %s = %v, want %s", k, v, want)
+	// payment-service charges through Stripe, and reconciliation-service reads its records.
+	for _, service := range []string{"payment-service", "reconciliation-service"} {
+		env := p.Services[service].Environment
+		for k, want := range map[string]string{"PAYMENT_PROVIDER": "stripe", "STRIPE_API_BASE": "http://stripe-mock:12111"} {
+			if v := env[k]; v == nil || *v != want {
+				t.Errorf("%s's %s = %v, want %s", service, k, v, want)
+			}
+		}
+		if v := env["STRIPE_API_KEY"]; v == nil || !strings.HasPrefix(*v, "sk_test_") {
+			t.Errorf("%s's STRIPE_API_KEY = %v, want a test key", service, v)
 		}
 	}
-	if v := env["STRIPE_API_KEY"]; v == nil || !strings.HasPrefix(*v, "sk_test_") {
-		t.Errorf("payment-service's STRIPE_API_KEY = %v, want a test key", v)
-	}
 	for name, svc := range base.Services {
-		if name != "payment-service" && !reflect.DeepEqual(svc, p.Services[name]) {
+		if name != "payment-service" && name != "reconciliation-service" && !reflect.DeepEqual(svc, p.Services[name]) {
 			t.Errorf("the Stripe override changes service %s", name)
 		}
 	}

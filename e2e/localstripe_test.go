@@ -116,6 +116,9 @@ func TestStripeOnLocalstripe(t *testing.T) {
 	s := newStack(t, testenv.Kafka(t), map[string]map[string]string{
 		"payment": {"PAYMENT_PROVIDER": "stripe", "STRIPE_API_KEY": "sk_test_123", "STRIPE_API_BASE": way.URL,
 			"STRIPE_TIMEOUT": "1s", "STRIPE_WEBHOOK_SECRET": secret},
+		// reconciliation-service reads Stripe's records (its list of PaymentIntents).
+		"reconciliation": {"PAYMENT_PROVIDER": "stripe", "STRIPE_API_KEY": "sk_test_123", "STRIPE_API_BASE": ls.URL,
+			"RECONCILE_GRACE": "2s", "RECONCILE_EVERY": "200ms"},
 	})
 	webhooks := func() {
 		ls.Webhook(t, s.url("payment", "/webhooks/stripe"), secret, "payment_intent.succeeded", "payment_intent.payment_failed", "charge.refunded")
@@ -222,5 +225,29 @@ func TestStripeOnLocalstripe(t *testing.T) {
 			url.Values{"client_secret": {pi.ClientSecret}, "success": {"true"}}, &struct{}{})
 		chargedOnce(t, o.ID)
 	})
-
+	// reconciliation-service, reading Stripe's list of intents, finds every order's charge
+	// where payment-service said it is: no charge without its payment, no payment without
+	// its charge (and no other mismatch), once the grace has passed.
+	t.Run("reconciliation agrees with Stripe's records", func(t *testing.T) {
+		time.Sleep(3 * time.Second)
+		if !testenv.Eventually(20*time.Second, 200*time.Millisecond, func() bool { return len(s.mismatches()) == 0 }) {
+			t.Errorf("mismatches %v, want none", s.mismatches())
+		}
+		o := s.placeOrder("tok_visa", "ls-reconciled@example.com")
+		chargedOnce(t, o.ID)
+		charge := s.payments(o.ID)[0].ChargeID
+		if !testenv.Eventually(10*time.Second, 200*time.Millisecond, func() bool {
+			var tl struct {
+				Items []struct {
+					EventID string `json:"event_id"`
+				}
+			}
+			s.getJSON("reconciliation", "/orders/"+o.ID+"/timeline", &tl)
+			return slices.ContainsFunc(tl.Items, func(x struct {
+				EventID string `json:"event_id"`
+			}) bool { return x.EventID == "provider/"+charge })
+		}) {
+			t.Errorf("the order's timeline has no provider.charge for its intent %s", charge)
+		}
+	})
 }

@@ -11,7 +11,9 @@ beyond the first:
   * POST /v1/payment_intents/{id}/confirm takes off_session, as Stripe's API does
     (localstripe 1.15.10 refuses it as unexpected) and ignores it, as localstripe has no
     notion of the customer being present. stripe-mock checks the parameter against
-    Stripe's OpenAPI document instead.
+    Stripe's OpenAPI document instead;
+  * GET /v1/payment_intents takes created[gt|gte|lt|lte], as Stripe's API does
+    (localstripe refuses it as unexpected), which reconciliation-service's listing sends.
 """
 import argparse
 import logging
@@ -55,6 +57,25 @@ resources.PaymentIntent._api_confirm = classmethod(confirm_off_session)
 for i, (method, url, func) in enumerate(resources.extra_apis):
     if url == "/v1/payment_intents/{id}/confirm":
         resources.extra_apis[i] = (method, url, resources.PaymentIntent._api_confirm)
+
+list_all = resources.PaymentIntent._api_list_all.__func__
+
+
+def list_created(cls, url, limit=None, starting_after=None, created=None, **kwargs):
+    li = list_all(cls, url, limit=limit, starting_after=starting_after, **kwargs)
+    if created is not None:
+        if not isinstance(created, dict):
+            created = {"eq": created}
+        tests = {"gt": lambda c, v: c > v, "gte": lambda c, v: c >= v, "lt": lambda c, v: c < v,
+                 "lte": lambda c, v: c <= v, "eq": lambda c, v: c == v}
+        for op, value in created.items():
+            if op not in tests:
+                raise resources.UserError(400, "Unexpected created[" + op + "]")
+            li._list = [o for o in li._list if tests[op](o.created, int(value))]
+    return li
+
+
+resources.PaymentIntent._api_list_all = classmethod(list_created)
 
 from localstripe import server  # noqa: E402
 

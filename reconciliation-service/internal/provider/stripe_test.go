@@ -23,9 +23,9 @@ const fillers = 101
 
 // Charges are the succeeded intents of orders in the window, each under its intent's
 // id, from every page of the list: not a declined intent, nor a charge made for no
-// order, nor anything before the window. localstripe (1.15.10) refuses the created
-// filter on /v1/payment_intents, so a proxy in front of it takes the filter off and
-// keeps what was asked: the server is a stand-in that lists beyond the window, and the
+// order, nor anything before the window. A proxy in front of localstripe (which
+// tools/localstripe/serve.py teaches the created filter) takes the filter off and keeps
+// what was asked: the server then is a stand-in that lists beyond the window, and the
 // window the adapter itself keeps is what is tested.
 func TestStripeChargesAreTheSucceededIntentsOfOrders(t *testing.T) {
 	t.Parallel()
