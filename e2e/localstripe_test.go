@@ -245,7 +245,9 @@ func TestStripeOnLocalstripe(t *testing.T) {
 			s.getJSON("reconciliation", "/orders/"+o.ID+"/timeline", &tl)
 			return slices.ContainsFunc(tl.Items, func(x struct {
 				EventID string `json:"event_id"`
-			}) bool { return x.EventID == "provider/"+charge })
+			}) bool {
+				return x.EventID == "provider/"+charge
+			})
 		}) {
 			t.Errorf("the order's timeline has no provider.charge for its intent %s", charge)
 		}
