@@ -110,7 +110,7 @@ func TestTheREADMEQuickStartWorks(t *testing.T) {
 	if err := tg.ctl.RebuildReconciliation(context.Background(), &rebuilt); err != nil {
 		t.Fatalf("reconcile-rebuild: %v\n%s", err, rebuilt.String())
 	}
-	if !strings.Contains(rebuilt.String(), "rebuilt from") || strings.Contains(rebuilt.String(), "rebuilt from 0 records") {
+	if !strings.Contains(rebuilt.String(), "rebuilt in") || strings.Contains(rebuilt.String(), " from 0 records") {
 		t.Errorf("reconcile-rebuild's account: %s, want the records it replayed", rebuilt.String())
 	}
 }

@@ -130,7 +130,8 @@ func TestHealthAndReadiness(t *testing.T) {
 
 // Each service connects as a role of its own that owns its database — every table in it,
 // migrations included — and can connect to no other: payment-service's role cannot read
-// the orders. They all connected as the superuser before.
+// the orders. They all connected as the superuser before. The one exception:
+// reconciliation-service reads the simulator's ledger in payments, and nothing else there.
 func TestStartupEachServiceOwnsItsDatabaseAlone(t *testing.T) {
 	tg := newTarget(t, nil)
 	pg := tg.control().Postgres
@@ -153,6 +154,23 @@ func TestStartupEachServiceOwnsItsDatabaseAlone(t *testing.T) {
 		for _, o := range services.All() {
 			other, otherDB := o.Name, o.Database
 			if other == service {
+				continue
+			}
+			if service == services.Reconciliation.Name && otherDB == services.Payment.Database {
+				// The simulator's ledger there, through provider_reader: that table alone.
+				conn, err := pgx.Connect(ctx, pg.URLAs(service, otherDB))
+				if err != nil {
+					t.Fatalf("%s to the simulator's ledger in %s: %v", service, otherDB, err)
+				}
+				if _, err := conn.Exec(ctx, `SELECT count(*) FROM provider_charges`); err != nil {
+					t.Errorf("%s reads the simulator's ledger: %v", service, err)
+				}
+				for _, q := range []string{`SELECT count(*) FROM payments`, `SELECT count(*) FROM provider_refunds`, `DELETE FROM provider_charges`} {
+					if _, err := conn.Exec(ctx, q); err == nil {
+						t.Errorf("%s may %s in %s", service, q, otherDB)
+					}
+				}
+				conn.Close(ctx)
 				continue
 			}
 			conn, err := pgx.Connect(ctx, pg.URLAs(service, otherDB))

@@ -86,13 +86,16 @@ func readPartition(ctx context.Context, c sarama.Consumer, topic string, p int32
 	for {
 		select {
 		case m := <-pc.Messages():
-			quiet.Reset(silence)
+			// Silence is the broker's: the time fn takes (waiting its turn, a batch being
+			// written) does not count.
+			quiet.Stop() // (Go 1.23 timers: no stale tick is received after Stop)
 			if err := fn(m); err != nil {
 				return err
 			}
 			if m.Offset+1 >= end {
 				return nil
 			}
+			quiet.Reset(silence)
 		case err := <-pc.Errors():
 			return fmt.Errorf("%s/%d: %w", topic, p, err)
 		case <-quiet.C:

@@ -25,7 +25,8 @@ const rebuildBatch = 500
 // Rebuild is `reconciliation-service rebuild`, run while the service is stopped: it drops
 // the read model, replays every topic the service reads from the oldest record the
 // cluster keeps (order.state from the start, it being compacted and kept for ever; the
-// event topics from the start of their retention, the rebuild horizon) to their ends, reads
+// event topics from the start of their retention, the rebuild horizon: an order that ended
+// before the oldest event kept is taken as settled) to their ends, reads
 // the provider's records over the horizon and the dead-letter topics, sweeps once, and
 // commits the topics' ends as its group's offsets, so the service, started again, goes on
 // from where the replay ended. It prints what it rebuilt.
@@ -55,6 +56,7 @@ func Rebuild(ctx context.Context, getenv func(string) string, stdout io.Writer) 
 	}
 	ends := map[string]map[int32]int64{}
 	applied, skipped := 0, 0
+	var horizon time.Time // the oldest event the event topics still keep
 	for _, topic := range svc.Consumes {
 		var envs []events.Envelope
 		var evs []events.Event
@@ -73,6 +75,9 @@ func Rebuild(ctx context.Context, getenv func(string) string, stdout io.Writer) 
 			if err != nil || !events.IsUUID(ev.Subject()) {
 				skipped++
 				return nil
+			}
+			if !events.IsEntityTopic(topic) && (horizon.IsZero() || env.Time.Before(horizon)) {
+				horizon = env.Time
 			}
 			envs, evs = append(envs, env), append(evs, ev)
 			applied++
@@ -97,13 +102,20 @@ func Rebuild(ctx context.Context, getenv func(string) string, stdout io.Writer) 
 	defer closeRecords()
 	if records != nil {
 		watch := &consume.ProviderWatch{Records: records, Store: store, Horizon: cfg.TopicRetention}
-		if err := watch.Look(ctx); err != nil {
+		if err := watch.All(ctx); err != nil {
 			return fmt.Errorf("the provider's records: %w", err)
 		}
 	}
 	dead := &consume.DeadLetterWatch{Client: client, Store: store}
 	if err := dead.Look(ctx); err != nil {
 		return fmt.Errorf("the dead letters: %w", err)
+	}
+	// An order that ended before the horizon has its payment and emails beyond what the
+	// topics keep: it is taken as settled, not reported for facts no longer there.
+	if !horizon.IsZero() {
+		if err := store.SettleEnded(ctx, horizon); err != nil {
+			return err
+		}
 	}
 	sweep := &consume.Sweeper{Store: store, Grace: cfg.Grace}
 	if err := sweep.All(ctx); err != nil {
@@ -155,7 +167,8 @@ func commitOffsets(client sarama.Client, group string, ends map[string]map[int32
 			if err != nil {
 				return fmt.Errorf("offsets of group %s on %s/%d: %w", group, topic, p, err)
 			}
-			pom.ResetOffset(end, "")
+			pom.MarkOffset(end, "")  // forward only,
+			pom.ResetOffset(end, "") // back only: together, to end whatever was committed
 			poms = append(poms, pom)
 		}
 	}

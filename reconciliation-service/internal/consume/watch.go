@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -56,7 +57,51 @@ func (w *ProviderWatch) Look(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return w.Store.ProviderCharges(ctx, charges, to)
+	if err := w.Store.ProviderCharges(ctx, charges, to); err != nil {
+		return err
+	}
+	_, err = w.lookUp(ctx, to)
+	return err
+}
+
+// lookupBatch bounds the charges one look asks the provider about one by one.
+const lookupBatch = 100
+
+// lookUp asks the provider, one by one, about the charges of paid orders that its list
+// did not show (paid before the list was read to): a charge that succeeded after the
+// window that listed it, or none at all. It says how many it asked about.
+func (w *ProviderWatch) lookUp(ctx context.Context, listed time.Time) (int, error) {
+	unasked, err := w.Store.Unasked(ctx, listed, lookupBatch)
+	if err != nil {
+		return 0, err
+	}
+	for _, u := range unasked {
+		c, found, err := w.Records.Lookup(ctx, u.OrderID, u.ChargeID)
+		if err != nil {
+			return 0, err
+		}
+		if err := w.Store.Asked(ctx, u, c, found); err != nil {
+			return 0, err
+		}
+	}
+	return len(unasked), nil
+}
+
+// All is Look, then every lookup it leaves: what a rebuild does once.
+func (w *ProviderWatch) All(ctx context.Context) error {
+	if err := w.Look(ctx); err != nil {
+		return err
+	}
+	for {
+		to, _, err := w.Store.ListedUntil(ctx)
+		if err != nil {
+			return err
+		}
+		n, err := w.lookUp(ctx, to)
+		if err != nil || n < lookupBatch {
+			return err
+		}
+	}
 }
 
 // DeadLetterWatch looks, every Every, at every dead-letter topic of every service's
@@ -108,7 +153,7 @@ func (w *DeadLetterWatch) Look(ctx context.Context) error {
 // keys it) and when it was dead-lettered; a record with no order id as its key is about
 // no order reconciliation could name.
 func deadLetterOf(r deadletter.Record) (postgres.DeadLetter, bool) {
-	order := string(r.Key)
+	order := strings.ToLower(string(r.Key))
 	if !events.IsUUID(order) {
 		return postgres.DeadLetter{}, false
 	}

@@ -50,6 +50,7 @@ func (s *Store) Apply(ctx context.Context, tx pgx.Tx, env events.Envelope, ev ev
 	case events.PaymentCompleted:
 		sql = `INSERT INTO order_facts (order_id, payment, charge_id, payment_at) VALUES ($1, 'COMPLETED', $2, $3)
 			ON CONFLICT (order_id) DO UPDATE SET charge_id = $2, payment_at = $3, settled = false,
+				provider_asked = ` + askedFor("$2") + `,
 				payment = CASE WHEN order_facts.payment = 'REFUNDED' THEN 'REFUNDED' ELSE 'COMPLETED' END`
 		args = []any{e.OrderID, e.ChargeID, e.CompletedAt}
 		summary["charge_id"], summary["amount_cents"], summary["currency"] = e.ChargeID, e.AmountCents, e.Currency
@@ -62,7 +63,8 @@ func (s *Store) Apply(ctx context.Context, tx pgx.Tx, env events.Envelope, ev ev
 		summary["reason"] = e.Reason
 	case events.PaymentRefunded:
 		sql = `INSERT INTO order_facts (order_id, payment, charge_id, refund_id, refunded_at) VALUES ($1, 'REFUNDED', $2, $3, $4)
-			ON CONFLICT (order_id) DO UPDATE SET payment = 'REFUNDED', charge_id = $2, refund_id = $3, refunded_at = $4, settled = false`
+			ON CONFLICT (order_id) DO UPDATE SET payment = 'REFUNDED', charge_id = $2, refund_id = $3, refunded_at = $4, settled = false,
+				provider_asked = ` + askedFor("$2") + ``
 		args = []any{e.OrderID, e.ChargeID, e.RefundID, e.RefundedAt}
 		summary["refund_id"] = e.RefundID
 	case events.NotificationSent:
@@ -92,6 +94,14 @@ func (s *Store) Reset(ctx context.Context) error {
 	return err
 }
 
+// SettleEnded marks settled the orders that ended before horizon (a rebuild's: the oldest
+// event its topics keep).
+func (s *Store) SettleEnded(ctx context.Context, horizon time.Time) error {
+	_, err := s.pool.Exec(ctx, `UPDATE order_facts SET settled = true
+		WHERE status IN ('CONFIRMED', 'PAYMENT_FAILED', 'CANCELLED') AND changed_at < $1`, horizon)
+	return err
+}
+
 // ApplyAll applies each record of a replay, in one transaction.
 func (s *Store) ApplyAll(ctx context.Context, envs []events.Envelope, evs []events.Event) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -104,15 +114,21 @@ func (s *Store) ApplyAll(ctx context.Context, envs []events.Envelope, evs []even
 	})
 }
 
+// askedFor is whether the provider was asked about charge (a parameter) already: it was
+// if its list showed that charge, or it was asked about the same charge before.
+func askedFor(charge string) string {
+	return fmt.Sprintf(`coalesce(order_facts.provider_charge = %[1]s OR (order_facts.provider_asked AND order_facts.charge_id = %[1]s), false)`, charge)
+}
+
 // Unsettled returns the facts of up to limit orders the sweep has not found settled, in
 // order id order after the order after ("": from the first), with
-// the provider's charge, whether the provider's records were read past each order's
-// payment, and its dead letters.
+// the provider's charge, whether the provider was asked about the payment's charge, and
+// its dead letters.
 func (s *Store) Unsettled(ctx context.Context, after string, limit int) ([]reconcile.Facts, error) {
 	rows, _ := s.pool.Query(ctx, `SELECT f.order_id::text, coalesce(status, ''), version, coalesce(failure_reason, ''),
 			placed_at, changed_at, coalesce(payment, ''), coalesce(charge_id, ''), coalesce(refund_id, ''),
 			payment_at, refunded_at, emails, coalesce(provider_charge, ''), provider_charged_at,
-			coalesce((SELECT listed_until FROM provider_listed) > f.payment_at, false),
+			provider_asked,
 			coalesce((SELECT jsonb_agg(jsonb_build_object('topic', d.topic, 'partition', d.partition, 'offset', d."offset", 'at', d.at))
 				FROM dead_letters d WHERE d.order_id = f.order_id), '[]')
 		FROM order_facts f WHERE NOT settled AND f.order_id > coalesce(nullif($1, '')::uuid, '00000000-0000-0000-0000-000000000000')
@@ -147,7 +163,8 @@ func (s *Store) ListedUntil(ctx context.Context) (until time.Time, ok bool, err 
 	return until.UTC(), err == nil, err
 }
 
-// ProviderCharges records the provider's charges, read up to until, in one transaction:
+// ProviderCharges records the provider's charges, read up to until (zero: not a listing,
+// which leaves how far the list was read alone), in one transaction:
 // each becomes its order's provider charge (an order no service told of yet gets a row of
 // its own) and joins its timeline; an order whose provider charge is news is looked at
 // again.
@@ -156,7 +173,8 @@ func (s *Store) ProviderCharges(ctx context.Context, charges []provider.Charge, 
 		for _, c := range charges {
 			if _, err := tx.Exec(ctx, `WITH facts AS (
 					INSERT INTO order_facts (order_id, provider_charge, provider_charged_at) VALUES ($1, $2, $3)
-					ON CONFLICT (order_id) DO UPDATE SET provider_charge = $2, provider_charged_at = $3, settled = false
+					ON CONFLICT (order_id) DO UPDATE SET provider_charge = $2, provider_charged_at = $3, settled = false,
+						provider_asked = order_facts.provider_asked OR order_facts.charge_id = $2
 					WHERE order_facts.provider_charge IS DISTINCT FROM $2)
 				INSERT INTO timeline (event_id, order_id, at, source, event_type, summary)
 				VALUES ('provider/' || $2, $1, $3, 'payment-provider', 'provider.charge', jsonb_build_object('charge_id', $2::text))
@@ -164,10 +182,41 @@ func (s *Store) ProviderCharges(ctx context.Context, charges []provider.Charge, 
 				return fmt.Errorf("provider charge %s of order %s: %w", c.ChargeID, c.OrderID, err)
 			}
 		}
+		if until.IsZero() {
+			return nil
+		}
 		_, err := tx.Exec(ctx, `INSERT INTO provider_listed (listed_until) VALUES ($1)
 			ON CONFLICT (only_row) DO UPDATE SET listed_until = greatest(provider_listed.listed_until, $1)`, until)
 		return err
 	})
+}
+
+// Unasked is a paid order whose charge the provider was not asked about yet.
+type Unasked struct{ OrderID, ChargeID string }
+
+// Unasked returns up to limit paid orders, paid before before, whose charge the
+// provider's list has not shown: to be looked up.
+func (s *Store) Unasked(ctx context.Context, before time.Time, limit int) ([]Unasked, error) {
+	rows, _ := s.pool.Query(ctx, `SELECT order_id::text, coalesce(charge_id, '') FROM order_facts
+		WHERE NOT provider_asked AND payment IN ('COMPLETED', 'REFUNDED') AND payment_at < $1
+		ORDER BY payment_at LIMIT $2`, before, limit)
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (u Unasked, err error) {
+		err = r.Scan(&u.OrderID, &u.ChargeID)
+		return u, err
+	})
+}
+
+// Asked records what the provider answered about u's charge: its charge (found), or
+// none; an answer about a charge the order no longer names is dropped.
+func (s *Store) Asked(ctx context.Context, u Unasked, c provider.Charge, found bool) error {
+	if found {
+		if err := s.ProviderCharges(ctx, []provider.Charge{c}, time.Time{}); err != nil {
+			return err
+		}
+	}
+	_, err := s.pool.Exec(ctx, `UPDATE order_facts SET provider_asked = true, settled = false
+		WHERE order_id = $1 AND charge_id IS NOT DISTINCT FROM nullif($2, '')`, u.OrderID, u.ChargeID)
+	return err
 }
 
 // DeadLetter is a record about an order in a dead-letter topic.

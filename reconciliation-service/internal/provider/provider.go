@@ -7,7 +7,10 @@ package provider
 
 import (
 	"context"
+	"strings"
 	"time"
+
+	"github.com/orderflow/common-events/events"
 )
 
 // Charge is one successful charge in the provider's records.
@@ -19,8 +22,20 @@ type Charge struct {
 
 // Records lists the provider's successful charges.
 type Records interface {
-	// Charges returns every successful charge the provider made in [from, to) for an
-	// order, in no particular order. A charge made for no order (not orderflow's) is left
-	// out.
+	// Charges returns every charge the provider made in [from, to) for an order that has
+	// succeeded by now, in no particular order. A charge made for no order (not
+	// orderflow's) is left out.
 	Charges(ctx context.Context, from, to time.Time) ([]Charge, error)
+	// Lookup returns the provider's successful charge for the order, asked by the id
+	// payment.completed gave it (chargeID), if it holds one: a charge that succeeded well
+	// after it was made (3-D Secure, a retried confirmation) is no longer in the window
+	// Charges was asked for.
+	Lookup(ctx context.Context, orderID, chargeID string) (Charge, bool, error)
+}
+
+// normalize is c with its order id as orderflow writes it (lower case), or false for a
+// charge made for no order.
+func normalize(c Charge) (Charge, bool) {
+	c.OrderID = strings.ToLower(c.OrderID)
+	return c, events.IsUUID(c.OrderID)
 }

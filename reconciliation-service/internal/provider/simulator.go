@@ -2,13 +2,12 @@ package provider
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/orderflow/common-events/events"
 )
 
 // Ledger is the simulator's records: its ledger table, read through a role that may read
@@ -35,9 +34,24 @@ func (l *Ledger) Charges(ctx context.Context, from, to time.Time) ([]Charge, err
 	}
 	out := all[:0]
 	for _, c := range all {
-		if events.IsUUID(c.OrderID) { // a key that is no order id is not orderflow's
+		if c, ok := normalize(c); ok {
 			out = append(out, c)
 		}
 	}
 	return out, nil
+}
+
+// Lookup reads the ledger's successful charge under the order's key.
+func (l *Ledger) Lookup(ctx context.Context, orderID, _ string) (Charge, bool, error) {
+	var c Charge
+	err := l.pool.QueryRow(ctx, `SELECT idempotency_key, charge_id, created_at FROM provider_charges
+		WHERE idempotency_key = $1 AND outcome = 'succeeded'`, orderID).Scan(&c.OrderID, &c.ChargeID, &c.At)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Charge{}, false, nil
+	}
+	if err != nil {
+		return Charge{}, false, fmt.Errorf("simulator ledger: %w", err)
+	}
+	c.At = c.At.UTC()
+	return c, true, nil
 }

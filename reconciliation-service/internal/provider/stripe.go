@@ -2,8 +2,10 @@ package provider
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/stripe/stripe-go/v82"
@@ -67,11 +69,35 @@ func (s *Stripe) Charges(ctx context.Context, from, to time.Time) ([]Charge, err
 		if pi.Created < gte || pi.Created >= lt {
 			continue
 		}
-		order := pi.Metadata["order_id"]
-		if pi.Status != stripe.PaymentIntentStatusSucceeded || order == "" {
-			continue
+		if c, ok := charged(pi); ok {
+			charges = append(charges, c)
 		}
-		charges = append(charges, Charge{OrderID: order, ChargeID: pi.ID, At: time.Unix(pi.Created, 0).UTC()})
 	}
 	return charges, nil
+}
+
+// Lookup retrieves the intent payment.completed named: a charge of the order's if it
+// succeeded and was made for it.
+func (s *Stripe) Lookup(ctx context.Context, orderID, chargeID string) (Charge, bool, error) {
+	if !strings.HasPrefix(chargeID, "pi_") {
+		return Charge{}, false, nil // not an intent's id: Stripe holds no such charge
+	}
+	pi, err := s.client.V1PaymentIntents.Retrieve(ctx, chargeID, nil)
+	var se *stripe.Error
+	if errors.As(err, &se) && se.HTTPStatusCode == http.StatusNotFound {
+		return Charge{}, false, nil
+	}
+	if err != nil {
+		return Charge{}, false, fmt.Errorf("stripe: retrieve payment intent %s: %w", chargeID, err)
+	}
+	c, ok := charged(pi)
+	return c, ok && c.OrderID == strings.ToLower(orderID), nil
+}
+
+// charged is the charge a succeeded intent made for an order.
+func charged(pi *stripe.PaymentIntent) (Charge, bool) {
+	if pi.Status != stripe.PaymentIntentStatusSucceeded {
+		return Charge{}, false
+	}
+	return normalize(Charge{OrderID: pi.Metadata["order_id"], ChargeID: pi.ID, At: time.Unix(pi.Created, 0).UTC()})
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/devstack/testenv"
 	"github.com/orderflow/reconciliation-service/internal/provider"
 )
@@ -38,7 +39,7 @@ func TestStripeChargesAreTheSucceededIntentsOfOrders(t *testing.T) {
 	for range fillers {
 		createIntent(t, ls, url.Values{"payment_method": {"pm_card_visa"}}) // never confirmed
 	}
-	a, b := "order-a-"+fmt.Sprint(before.UnixNano()), "order-b-"+fmt.Sprint(before.UnixNano())
+	a, b := events.NewID(before), events.NewID(before)
 	charged := createIntent(t, ls, url.Values{"payment_method": {"pm_card_visa"}, "metadata[order_id]": {a}})
 	ls.API(t, http.MethodPost, "/v1/payment_intents/"+charged+"/confirm", nil, nil)
 	declined := createIntent(t, ls, url.Values{"payment_method": {ls.Card(t, "4000000000000341")}, "metadata[order_id]": {b}})
@@ -68,6 +69,17 @@ func TestStripeChargesAreTheSucceededIntentsOfOrders(t *testing.T) {
 	end := before.Truncate(time.Second) // the intents' second is not before it
 	if got, err := s.Charges(ctx, end.Add(-time.Hour), end); err != nil || len(got) != 0 {
 		t.Fatalf("charges before them = %+v, %v; want none", got, err)
+	}
+
+	// Asked by the id payment.completed would name: the order's succeeded intent only.
+	for _, tt := range []struct {
+		order, charge string
+		want          bool
+	}{{a, charged, true}, {b, declined, false}, {b, charged, false}, {a, "pi_missing", false}, {a, "ch_simulator", false}} {
+		c, found, err := s.Lookup(ctx, tt.order, tt.charge)
+		if err != nil || found != tt.want || found && (c.ChargeID != charged || c.OrderID != a) {
+			t.Errorf("Lookup(%s, %s) = %+v, %v, %v; want found %v", tt.order, tt.charge, c, found, err, tt.want)
+		}
 	}
 }
 
