@@ -58,11 +58,10 @@ func Rebuild(ctx context.Context, getenv func(string) string, stdout io.Writer) 
 	applied, skipped := 0, 0
 	var horizon time.Time // the oldest event the event topics still keep
 	for _, topic := range svc.Consumes {
-		var envs []events.Envelope
-		var evs []events.Event
+		var recs []postgres.Record
 		flush := func() error {
-			err := store.ApplyAll(ctx, envs, evs)
-			envs, evs = envs[:0], evs[:0]
+			err := store.ApplyAll(ctx, recs)
+			recs = recs[:0]
 			return err
 		}
 		end, err := kafka.ReadAll(ctx, client, topic, 5*time.Second, func(m *sarama.ConsumerMessage) error {
@@ -79,9 +78,9 @@ func Rebuild(ctx context.Context, getenv func(string) string, stdout io.Writer) 
 			if !events.IsEntityTopic(topic) && (horizon.IsZero() || env.Time.Before(horizon)) {
 				horizon = env.Time
 			}
-			envs, evs = append(envs, env), append(evs, ev)
+			recs = append(recs, postgres.Record{Env: env, Event: ev})
 			applied++
-			if len(envs) == rebuildBatch {
+			if len(recs) == rebuildBatch {
 				return flush()
 			}
 			return nil

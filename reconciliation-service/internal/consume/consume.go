@@ -12,17 +12,19 @@ import (
 	"github.com/orderflow/reconciliation-service/internal/postgres"
 )
 
-// Handlers returns the handler of each topic reconciliation-service reads.
+// Handlers returns the handler of each topic reconciliation-service reads: every record
+// a row of one Set, so a batch's records are applied in two statements.
 func Handlers(store *postgres.Store) map[string]consumer.Handler {
+	facts := consumer.NewSet(func(ctx context.Context, tx consumer.Tx, recs []postgres.Record) error {
+		return store.ApplyBatch(ctx, tx, recs)
+	})
 	handlers := map[string]consumer.Handler{}
 	for _, topic := range services.Reconciliation.Consumes {
 		handlers[topic] = func(_ context.Context, msg consumer.Message) (consumer.Apply, error) {
 			if !events.IsUUID(msg.Subject) {
 				return consumer.Apply{}, consumer.Poison(fmt.Errorf("order id %q is not a UUID", msg.Subject))
 			}
-			return consumer.Func(func(ctx context.Context, tx consumer.Tx) error {
-				return store.Apply(ctx, tx, msg.Envelope, msg.Event)
-			}), nil
+			return consumer.Row(facts, postgres.Record{Env: msg.Envelope, Event: msg.Event}), nil
 		}
 	}
 	return handlers

@@ -13,7 +13,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/reconciliation-service/internal/provider"
 	"github.com/orderflow/reconciliation-service/internal/reconcile"
 )
@@ -25,68 +24,6 @@ type Store struct {
 
 // NewStore returns a store on pool.
 func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
-
-// Apply records what env says about its order, in tx: the order's facts move (an
-// order.state only if its version is higher than the one held, so a redelivered or
-// reordered record cannot move an order back; a payment refunded stays refunded), the
-// order is to be looked at again by the sweep, and the event joins the order's timeline.
-func (s *Store) Apply(ctx context.Context, tx pgx.Tx, env events.Envelope, ev events.Event) error {
-	var sql string
-	var args []any
-	summary := map[string]any{}
-	switch e := ev.(type) {
-	case events.OrderState:
-		sql = `INSERT INTO order_facts (order_id, status, version, failure_reason, placed_at, changed_at)
-			VALUES ($1, $2, $3, nullif($4, ''), $5, $6)
-			ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status, version = EXCLUDED.version,
-				failure_reason = EXCLUDED.failure_reason, placed_at = EXCLUDED.placed_at, changed_at = EXCLUDED.changed_at,
-				settled = false
-			WHERE order_facts.version < EXCLUDED.version`
-		args = []any{e.OrderID, e.Status, e.Version, e.FailureReason, e.CreatedAt, e.UpdatedAt}
-		summary["status"], summary["version"] = e.Status, e.Version
-		if e.FailureReason != "" {
-			summary["failure_reason"] = e.FailureReason
-		}
-	case events.PaymentCompleted:
-		sql = `INSERT INTO order_facts (order_id, payment, charge_id, payment_at) VALUES ($1, 'COMPLETED', $2, $3)
-			ON CONFLICT (order_id) DO UPDATE SET charge_id = $2, payment_at = $3, settled = false,
-				provider_asked = ` + askedFor("$2") + `,
-				payment = CASE WHEN order_facts.payment = 'REFUNDED' THEN 'REFUNDED' ELSE 'COMPLETED' END`
-		args = []any{e.OrderID, e.ChargeID, e.CompletedAt}
-		summary["charge_id"], summary["amount_cents"], summary["currency"] = e.ChargeID, e.AmountCents, e.Currency
-	case events.PaymentFailed:
-		sql = `INSERT INTO order_facts (order_id, payment, payment_at) VALUES ($1, 'FAILED', $2)
-			ON CONFLICT (order_id) DO UPDATE SET settled = false,
-				payment = CASE WHEN order_facts.payment IN ('COMPLETED', 'REFUNDED') THEN order_facts.payment ELSE 'FAILED' END,
-				payment_at = coalesce(order_facts.payment_at, $2)`
-		args = []any{e.OrderID, e.FailedAt}
-		summary["reason"] = e.Reason
-	case events.PaymentRefunded:
-		sql = `INSERT INTO order_facts (order_id, payment, charge_id, refund_id, refunded_at) VALUES ($1, 'REFUNDED', $2, $3, $4)
-			ON CONFLICT (order_id) DO UPDATE SET payment = 'REFUNDED', charge_id = $2, refund_id = $3, refunded_at = $4, settled = false,
-				provider_asked = ` + askedFor("$2") + ``
-		args = []any{e.OrderID, e.ChargeID, e.RefundID, e.RefundedAt}
-		summary["refund_id"] = e.RefundID
-	case events.NotificationSent:
-		sql = `INSERT INTO order_facts (order_id, emails) VALUES ($1, jsonb_build_object($2::text, $3::timestamptz))
-			ON CONFLICT (order_id) DO UPDATE SET emails = order_facts.emails || jsonb_build_object($2::text, $3::timestamptz),
-				settled = false`
-		args = []any{e.OrderID, e.Kind, e.SentAt}
-		summary["kind"], summary["message_id"], summary["recipient_domain"] = e.Kind, e.MessageID, e.RecipientDomain
-	default:
-		return fmt.Errorf("reconciliation does not keep %s", env.Type)
-	}
-	// The facts and the timeline in one statement: one round trip a record.
-	n := len(args)
-	args = append(args, env.ID, ev.Subject(), env.Time, env.Source, env.Type, summary)
-	sql = fmt.Sprintf(`WITH facts AS (%s)
-		INSERT INTO timeline (event_id, order_id, at, source, event_type, summary) VALUES ($%d, $%d, $%d, $%d, $%d, $%d)
-		ON CONFLICT (event_id) DO NOTHING`, sql, n+1, n+2, n+3, n+4, n+5, n+6)
-	if _, err := tx.Exec(ctx, sql, args...); err != nil {
-		return fmt.Errorf("apply %s to order %s: %w", env.Type, ev.Subject(), err)
-	}
-	return nil
-}
 
 // Reset drops the read model, and the inbox of what was applied to it, for a rebuild.
 func (s *Store) Reset(ctx context.Context) error {
@@ -102,16 +39,9 @@ func (s *Store) SettleEnded(ctx context.Context, horizon time.Time) error {
 	return err
 }
 
-// ApplyAll applies each record of a replay, in one transaction.
-func (s *Store) ApplyAll(ctx context.Context, envs []events.Envelope, evs []events.Event) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		for i := range envs {
-			if err := s.Apply(ctx, tx, envs[i], evs[i]); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+// ApplyAll applies the records of a replay, in one transaction.
+func (s *Store) ApplyAll(ctx context.Context, recs []Record) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return s.ApplyBatch(ctx, tx, recs) })
 }
 
 // askedFor is whether the provider was asked about charge (a parameter) already: it was
