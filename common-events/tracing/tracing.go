@@ -15,6 +15,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -169,20 +170,48 @@ func OrderID(id string) attribute.KeyValue       { return attribute.String("orde
 func CorrelationID(id string) attribute.KeyValue { return attribute.String("correlation_id", id) }
 
 // LogHandler adds trace_id and span_id to every line logged with a context that carries a
-// span (InfoContext and the like), so a log line leads to its trace.
-func LogHandler(h slog.Handler) slog.Handler { return logHandler{h} }
+// span (InfoContext and the like), so a log line leads to its trace. The attributes a
+// logger is given With are kept as they are and written only when a line is: a consumer
+// makes a logger with the record's topic, partition, offset and ids for every record,
+// and most records log nothing (the JSON handler would encode them at once).
+func LogHandler(h slog.Handler) slog.Handler { return logHandler{inner: h} }
 
-type logHandler struct{ slog.Handler }
+type logHandler struct {
+	inner   slog.Handler
+	pending []slog.Attr // given With, not yet handed to inner
+}
+
+func (h logHandler) Enabled(ctx context.Context, l slog.Level) bool { return h.inner.Enabled(ctx, l) }
 
 func (h logHandler) Handle(ctx context.Context, r slog.Record) error {
-	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+	sc := trace.SpanContextFromContext(ctx)
+	if len(h.pending) > 0 {
+		// The logger's attributes first, as the handler would have written them.
+		with := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+		with.AddAttrs(h.pending...)
+		r.Attrs(func(a slog.Attr) bool { with.AddAttrs(a); return true })
+		r = with
+	}
+	if sc.IsValid() {
 		r.AddAttrs(slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
 	}
-	return h.Handler.Handle(ctx, r)
+	return h.inner.Handle(ctx, r)
 }
 
 func (h logHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return logHandler{h.Handler.WithAttrs(attrs)}
+	if len(attrs) == 0 {
+		return h
+	}
+	return logHandler{inner: h.inner, pending: append(slices.Clip(h.pending), attrs...)}
 }
 
-func (h logHandler) WithGroup(name string) slog.Handler { return logHandler{h.Handler.WithGroup(name)} }
+func (h logHandler) WithGroup(name string) slog.Handler {
+	if name == "" {
+		return h
+	}
+	inner := h.inner
+	if len(h.pending) > 0 {
+		inner = inner.WithAttrs(h.pending)
+	}
+	return logHandler{inner: inner.WithGroup(name)}
+}

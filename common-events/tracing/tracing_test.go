@@ -188,6 +188,46 @@ func TestLogLinesCarryTheTrace(t *testing.T) {
 	}
 }
 
+// A logger's attributes are written as the JSON handler writes them, in order and in
+// their groups, and only when a line is: a logger made and not used encodes nothing.
+func TestLoggersAttributesAreWrittenWhenALineIs(t *testing.T) {
+	var buf bytes.Buffer
+	counted := &countingHandler{Handler: slog.NewJSONHandler(&buf, nil)}
+	log := slog.New(tracing.LogHandler(counted)).With("service", "svc")
+	for i := range 100 {
+		_ = log.With("topic", "order.created", "offset", i) // a record's logger, never used
+	}
+	rec := log.With("topic", "order.created", "offset", 7)
+	rec.Info("applied", "status", "ok")
+	rec.WithGroup("g").With("inner", 1).Info("grouped", "x", 2)
+	rec.Debug("not enabled")
+	if counted.withAttrs != 1 { // the one under the group, when the group was made
+		t.Errorf("the JSON handler was given attributes %d times; want once, for the group", counted.withAttrs)
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d lines: %q", len(lines), buf.String())
+	}
+	for i, want := range []string{
+		`"msg":"applied","service":"svc","topic":"order.created","offset":7,"status":"ok"}`,
+		`"msg":"grouped","service":"svc","topic":"order.created","offset":7,"g":{"inner":1,"x":2}}`,
+	} {
+		if !strings.HasSuffix(lines[i], want) {
+			t.Errorf("line %d = %s; want it to end %s", i, lines[i], want)
+		}
+	}
+}
+
+type countingHandler struct {
+	slog.Handler
+	withAttrs int
+}
+
+func (h *countingHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	h.withAttrs++
+	return h.Handler.WithAttrs(attrs)
+}
+
 // Without an exporter, spans still have ids (for the logs and the records), a new trace
 // is not sampled, and a trace sampled upstream stays sampled for the services after.
 func TestWithoutAnExporterTracesStillPropagate(t *testing.T) {

@@ -150,3 +150,36 @@ func Eventually(within, every time.Duration, done func() bool) bool {
 	}
 	return true
 }
+
+// HoldWrites keeps every write to table waiting, from a transaction of its own on pool,
+// until the function it returns is called (or the test ends): the writers that come
+// meanwhile queue up, as they do behind a slow commit. It returns once the lock is held.
+func HoldWrites(t testing.TB, pool *pgxpool.Pool, table string) (release func()) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "LOCK TABLE "+pgx.Identifier{table}.Sanitize()+" IN EXCLUSIVE MODE"); err != nil {
+		_ = tx.Rollback(ctx)
+		t.Fatal(err)
+	}
+	var once sync.Once
+	release = func() { once.Do(func() { _ = tx.Commit(ctx) }) }
+	t.Cleanup(release)
+	return release
+}
+
+// WaitForLockWaiters waits until n sessions on pool's database wait for a lock.
+func WaitForLockWaiters(t testing.TB, pool *pgxpool.Pool, n int) {
+	t.Helper()
+	if !Eventually(10*time.Second, 5*time.Millisecond, func() bool {
+		var waiting int
+		err := pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting)
+		return err == nil && waiting >= n
+	}) {
+		t.Fatalf("fewer than %d sessions came to wait for a lock", n)
+	}
+}

@@ -172,6 +172,8 @@ func (tg *target) finish(ctx context.Context, r runResult, posts []post, sent ti
 	if db := tg.dbWorkSince(ctx, db0); db.ok && r.Confirmed > 0 {
 		r.StatementsPerOrder = float64(db.statements) / float64(r.Confirmed)
 		r.CommitsPerOrder = float64(db.commits) / float64(r.Confirmed)
+		r.RowsPerOrder = float64(db.rows) / float64(r.Confirmed)
+		r.WALBytesPerOrder = float64(db.walBytes) / float64(r.Confirmed)
 		r.TopStatements = db.top
 	}
 	if r.Confirmed > 0 {
@@ -180,6 +182,7 @@ func (tg *target) finish(ctx context.Context, r runResult, posts []post, sent ti
 			cpu += r.Services[s].CPUSeconds
 		}
 		r.CPUMsPerOrder = cpu * 1000 / float64(r.Confirmed)
+		r.PostgresCPUMsPerOrder = r.Services["postgres"].CPUSeconds * 1000 / float64(r.Confirmed)
 	}
 	return r, nil
 }

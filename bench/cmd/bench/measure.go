@@ -103,13 +103,15 @@ func (tg *target) outcomes(ctx context.Context, ids []string, within time.Durati
 var serviceDBs = services.Databases()
 
 // dbWork is what the services' databases did during a run: statements run (by
-// pg_stat_statements, BEGIN and COMMIT included) and transactions committed (by
-// pg_stat_database, single-statement ones included), and the statements run most often.
-// ok is false when the target's PostgreSQL does not load pg_stat_statements.
+// pg_stat_statements, BEGIN and COMMIT included), transactions committed and rows
+// written, inserted, updated or deleted (by pg_stat_database, single-statement
+// transactions included), the WAL the server wrote (pg_stat_wal: the whole server's, the
+// bench's own few reads included), and the statements run most often. ok is false when
+// the target's PostgreSQL does not load pg_stat_statements.
 type dbWork struct {
-	statements, commits int64
-	top                 []statement
-	ok                  bool
+	statements, commits, rows, walBytes int64
+	top                                 []statement
+	ok                                  bool
 }
 
 type statement struct {
@@ -131,10 +133,16 @@ func (tg *target) dbWorkStart(ctx context.Context) dbWork {
 	}
 	var w dbWork
 	err = conn.QueryRow(ctx, `
-		SELECT (SELECT coalesce(sum(xact_commit), 0) FROM pg_stat_database WHERE datname = ANY($1))::bigint,
-			pg_stat_statements_reset() IS NOT NULL`, serviceDBs).Scan(&w.commits, &w.ok)
+		SELECT `+dbCounters+`, pg_stat_statements_reset() IS NOT NULL`, serviceDBs).Scan(&w.commits, &w.rows, &w.walBytes, &w.ok)
 	return w
 }
+
+// dbCounters are the commits and rows written in the databases $1, and the WAL bytes
+// the server wrote, so far.
+const dbCounters = `
+	(SELECT coalesce(sum(xact_commit), 0) FROM pg_stat_database WHERE datname = ANY($1))::bigint,
+	(SELECT coalesce(sum(tup_inserted + tup_updated + tup_deleted), 0) FROM pg_stat_database WHERE datname = ANY($1))::bigint,
+	(SELECT wal_bytes FROM pg_stat_wal)::bigint`
 
 // dbWorkSince returns the work done since start.
 func (tg *target) dbWorkSince(ctx context.Context, start dbWork) dbWork {
@@ -151,13 +159,14 @@ func (tg *target) dbWorkSince(ctx context.Context, start dbWork) dbWork {
 	var w dbWork
 	err = conn.QueryRow(ctx, `
 		SELECT (SELECT coalesce(sum(s.calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
-				WHERE d.datname = ANY($1))::bigint,
-			(SELECT coalesce(sum(xact_commit), 0) FROM pg_stat_database WHERE datname = ANY($1))::bigint`,
-		serviceDBs).Scan(&w.statements, &w.commits)
+				WHERE d.datname = ANY($1))::bigint, `+dbCounters,
+		serviceDBs).Scan(&w.statements, &w.commits, &w.rows, &w.walBytes)
 	if err != nil {
 		return dbWork{}
 	}
 	w.commits -= start.commits
+	w.rows -= start.rows
+	w.walBytes -= start.walBytes
 	rows, _ := conn.Query(ctx, `
 		SELECT d.datname, s.calls, s.total_exec_time, regexp_replace(s.query, '\s+', ' ', 'g')
 		FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid

@@ -51,7 +51,11 @@ type runResult struct {
 	// bench's own few reads of the outcomes are included.
 	StatementsPerOrder float64 `json:"pg_statements_per_confirmed_order,omitempty"`
 	CommitsPerOrder    float64 `json:"pg_commits_per_confirmed_order,omitempty"`
+	RowsPerOrder       float64 `json:"pg_rows_written_per_confirmed_order,omitempty"`
+	WALBytesPerOrder   float64 `json:"pg_wal_bytes_per_confirmed_order,omitempty"`
 	CPUMsPerOrder      float64 `json:"cpu_ms_per_confirmed_order,omitempty"`
+	// PostgresCPUMsPerOrder is PostgreSQL's share of CPUMsPerOrder.
+	PostgresCPUMsPerOrder float64 `json:"pg_cpu_ms_per_confirmed_order,omitempty"`
 	// TopStatements are the statements the databases ran most often in the run.
 	TopStatements []statement `json:"top_statements,omitempty"`
 }
@@ -150,8 +154,8 @@ func (r report) markdown(w io.Writer) {
 	}
 	fmt.Fprintln(w, "\nCPU seconds (peak RSS MB) per process and run; the machine has", runtime.NumCPU(), "cores:")
 	names := services.Names()
-	fmt.Fprintf(w, "\n| broker | run | %s | PostgreSQL (all) | bench (+ kfake) | Apache Kafka | per confirmed order: PG statements / commits / CPU ms (services + PG) |\n|%s\n",
-		strings.Join(names, " | "), strings.Repeat("---|", len(names)+6))
+	fmt.Fprintf(w, "\n| broker | run | %s | PostgreSQL (all) | bench (+ kfake) | Apache Kafka |\n|%s\n",
+		strings.Join(names, " | "), strings.Repeat("---|", len(names)+5))
 	for _, x := range r.Runs {
 		var cells []string
 		for _, s := range append(slices.Clone(names), "postgres", "bench", "kafka") {
@@ -166,8 +170,17 @@ func (r report) markdown(w io.Writer) {
 			}
 			cells = append(cells, fmt.Sprintf("%.1f s (%.0f MB)", u.CPUSeconds, u.PeakRSSMB))
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s / %s / %s |\n", brokerNames[x.Broker], x.Name, strings.Join(cells, " | "),
-			ms(x.StatementsPerOrder), ms(x.CommitsPerOrder), ms(x.CPUMsPerOrder))
+		fmt.Fprintf(w, "| %s | %s | %s |\n", brokerNames[x.Broker], x.Name, strings.Join(cells, " | "))
+	}
+	fmt.Fprintln(w, "\nEach run's confirmed orders/s beside the limit, the yardstick, and what a confirmed order cost: the services' databases' rows written (inserted, updated or deleted), statements (BEGIN and COMMIT included) and commits; the WAL the server wrote; PostgreSQL's CPU, and everything's but the load generator's and the broker's (services + PostgreSQL):")
+	fmt.Fprintln(w, "\n| broker | run | confirmed/s | × yardstick | rows | WAL kB | statements | commits | PostgreSQL CPU ms | CPU ms (services + PG) |\n|---|---|---|---|---|---|---|---|---|---|")
+	for _, x := range r.Runs {
+		ratio := "–"
+		if r.Yardstick.TPS > 0 {
+			ratio = fmt.Sprintf("%.3f", x.ConfirmedPerSec/r.Yardstick.TPS)
+		}
+		fmt.Fprintf(w, "| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s |\n", brokerNames[x.Broker], x.Name, x.ConfirmedPerSec, ratio,
+			ms(x.RowsPerOrder), ms(x.WALBytesPerOrder/1024), ms(x.StatementsPerOrder), ms(x.CommitsPerOrder), ms(x.PostgresCPUMsPerOrder), ms(x.CPUMsPerOrder))
 	}
 	if len(r.Relay) == 2 {
 		fmt.Fprintf(w, "\nOutbox relay, PostgreSQL → %s, side by side (writers commit %d events a transaction; published = seen by a consumer).\n", brokerNames[r.RelayBroker], relaycmp.TxSize)

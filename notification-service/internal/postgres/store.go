@@ -5,30 +5,59 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orderflow/common-events/coalesce"
 	"github.com/orderflow/notification-service/internal/notification"
 )
 
 // Store is the notifications database.
 type Store struct {
-	pool *pgxpool.Pool
+	pool  *pgxpool.Pool
+	kinds *coalesce.Batcher[string, []notification.Kind]
 }
 
 // NewStore returns a store on pool.
-func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+func NewStore(pool *pgxpool.Pool) *Store {
+	s := &Store{pool: pool}
+	s.kinds = coalesce.New(s.kindsAll, coalesce.Options{Max: maxKinds})
+	return s
+}
 
-// Kinds returns the kinds of notification the order has had.
+// maxKinds is the most orders one read of their kinds asks about.
+const maxKinds = 256
+
+// Kinds returns the kinds of notification the order has had. The orders asked about at
+// the same time are read together, in one statement.
 func (s *Store) Kinds(ctx context.Context, orderID string) ([]notification.Kind, error) {
-	rows, _ := s.pool.Query(ctx, `SELECT kind FROM notifications WHERE order_id = $1`, orderID)
-	kinds, err := pgx.CollectRows(rows, pgx.RowTo[notification.Kind])
+	kinds, err := s.kinds.Do(ctx, orderID)
 	if err != nil {
 		return nil, fmt.Errorf("notifications of order %s: %w", orderID, err)
 	}
 	return kinds, nil
+}
+
+// kindsAll reads the kinds of notification each of orders has had.
+func (s *Store) kindsAll(ctx context.Context, orders []string) ([][]notification.Kind, error) {
+	rows, _ := s.pool.Query(ctx, `SELECT order_id::text, kind FROM notifications WHERE order_id = ANY($1::uuid[])`, orders)
+	byOrder := map[string][]notification.Kind{}
+	var id string
+	var kind notification.Kind
+	if _, err := pgx.ForEachRow(rows, []any{&id, &kind}, func() error {
+		byOrder[id] = append(byOrder[id], kind)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	out := make([][]notification.Kind, len(orders))
+	for i, o := range orders {
+		out[i] = byOrder[strings.ToLower(o)]
+	}
+	return out, nil
 }
 
 // Record writes notifications (SENT or SUPPRESSED), in tx, in one statement, except those

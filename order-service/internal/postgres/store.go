@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orderflow/common-events/coalesce"
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/outbox"
 	"github.com/orderflow/order-service/internal/order"
@@ -20,11 +21,19 @@ import (
 // Store is the orders database. Its writes store each change with its event; waking
 // the outbox relay afterwards is the caller's (package orders).
 type Store struct {
-	pool *pgxpool.Pool
+	pool    *pgxpool.Pool
+	creates *coalesce.Batcher[placed, struct{}]
 }
 
 // NewStore returns a store on pool.
-func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+func NewStore(pool *pgxpool.Pool) *Store {
+	s := &Store{pool: pool}
+	s.creates = coalesce.New(s.createAll, coalesce.Options{Max: maxCreates, Alone: coalesce.ByRow})
+	return s
+}
+
+// maxCreates is the most orders one statement writes.
+const maxCreates = 128
 
 type itemJSON struct {
 	SKU            string `json:"sku"`
@@ -32,15 +41,33 @@ type itemJSON struct {
 	UnitPriceCents int64  `json:"unit_price_cents"`
 }
 
+// placed is an order to create and its events.
+type placed struct {
+	order  order.Order
+	events []events.Envelope
+}
+
 // Create writes the order, its first history entry and its events (order.created,
-// order.state) in one statement (one round trip, one implicit transaction): either the
-// order exists and its events will be published, or neither.
+// order.state), and returns once they are committed: either the order exists and its
+// events will be published, or neither. The orders placed at the same time are written
+// together, in one statement and one commit (group commit): a lone order waits for
+// nobody, and under load a commit serves many.
 func (s *Store) Create(ctx context.Context, o order.Order, evs []events.Envelope) error {
-	sql, args := createStatement(o, evs, nil)
-	if _, err := s.pool.Exec(ctx, sql, args...); err != nil {
+	if _, err := s.creates.Do(ctx, placed{o, evs}); err != nil {
 		return fmt.Errorf("create order %s: %w", o.ID, err)
 	}
 	return nil
+}
+
+// createAll writes ps in one statement (one implicit transaction). When it fails for what
+// one order holds (a constraint, a value out of range), the Batcher writes each again on
+// its own, so that only that order fails.
+func (s *Store) createAll(ctx context.Context, ps []placed) ([]struct{}, error) {
+	sql, args := createStatement(ps, nil)
+	if _, err := s.pool.Exec(ctx, sql, args...); err != nil {
+		return nil, err
+	}
+	return make([]struct{}, len(ps)), nil
 }
 
 // idempotency is an Idempotency-Key with the request it came with and the response to
@@ -51,42 +78,58 @@ type idempotency struct {
 	response         []byte
 }
 
-// createStatement writes the order, its history entry and its events (the first's id the
-// history entry's cause) and, with idem, the idempotency key (replacing an expired one).
-func createStatement(o order.Order, evs []events.Envelope, idem *idempotency) (string, []any) {
-	items := make([]itemJSON, len(o.Items))
-	for i, it := range o.Items {
-		items[i] = itemJSON(it)
+// createStatement writes the orders, their history entries and their events (each
+// order's first event the cause of its history entry) and, with idem, the idempotency key
+// of the one order (replacing an expired one).
+func createStatement(ps []placed, idem *idempotency) (string, []any) {
+	n := len(ps)
+	ids, customers, emails, currencies := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	items, totals, methods, statuses := make([]string, n), make([]int64, n), make([]string, n), make([]string, n)
+	correlations, causes, created := make([]string, n), make([]string, n), make([]time.Time, n)
+	var evt outbox.Rows
+	for i, p := range ps {
+		o := p.order
+		ids[i], customers[i], emails[i], currencies[i] = o.ID, o.CustomerID, o.CustomerEmail, o.Currency
+		its := make([]itemJSON, len(o.Items))
+		for j, it := range o.Items {
+			its[j] = itemJSON(it)
+		}
+		js, _ := json.Marshal(its) // a slice of plain structs always marshals
+		items[i] = string(js)
+		totals[i], methods[i], statuses[i] = o.TotalCents, o.PaymentMethod, string(o.Status)
+		correlations[i], causes[i], created[i] = o.CorrelationID, p.events[0].ID, o.CreatedAt
+		for _, env := range p.events {
+			evt.Add(i, env)
+		}
 	}
-	args := []any{o.ID, o.CustomerID, o.CustomerEmail, o.Currency, items, o.TotalCents,
-		o.PaymentMethod, o.Status, o.CorrelationID, o.CreatedAt, evs[0].ID}
+	args := []any{ids, customers, emails, currencies, items, totals, methods, statuses, correlations, created, causes}
 	var keySQL string
 	if idem != nil {
 		args = append(args, idem.key, idem.requestHash, idem.status, idem.response)
 		keySQL = `,
 		idem AS (
 			INSERT INTO idempotency_keys (customer_id, key, request_hash, status, response, order_id)
-			SELECT $2, $12, $13, $14, $15, id FROM ord
+			SELECT customer_id, $12, $13, $14, $15, id FROM ord
 			ON CONFLICT (customer_id, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, status = EXCLUDED.status,
 				response = EXCLUDED.response, order_id = EXCLUDED.order_id, created_at = now()
 		)`
 	}
-	var evt outbox.Rows
-	for _, env := range evs {
-		evt.Add(0, env)
-	}
-	insertEvent, eventArgs := evt.SQL(len(args)+1, "ord")
+	insertEvent, eventArgs := evt.SQL(len(args)+1, "")
 	args = append(args, eventArgs...)
+	// The history entries take their orders' rows from ord, so that they reference rows
+	// the statement wrote, and their causes from the array, at the order's position.
 	return fmt.Sprintf(`
 		WITH ord AS (
 			INSERT INTO orders (id, customer_id, customer_email, currency, items, total_cents,
 				payment_method, status, correlation_id, created_at, updated_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
-			RETURNING id, 0 AS tag
+			SELECT o.*, o.created_at FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::bigint[],
+				$7::text[], $8::text[], $9::text[], $10::timestamptz[])
+				AS o(id, customer_id, customer_email, currency, items, total_cents, payment_method, status, correlation_id, created_at)
+			RETURNING id, customer_id, status, created_at
 		),
 		hist AS (
 			INSERT INTO order_history (order_id, from_status, to_status, cause_event_id, reason, at)
-			SELECT id, NULL, $8, $11, NULL, $10 FROM ord
+			SELECT id, NULL, status, ($11::text[])[array_position($1::uuid[], id)], NULL, created_at FROM ord
 		),
 		evt AS (%s)%s
 		SELECT 1`, insertEvent, keySQL), args
@@ -123,7 +166,7 @@ func (s *Store) CreateOnce(ctx context.Context, key, requestHash string, o order
 		case !errors.Is(err, pgx.ErrNoRows):
 			return err
 		}
-		sql, args := createStatement(o, evs, &idempotency{key: key, requestHash: requestHash, status: status, response: response})
+		sql, args := createStatement([]placed{{o, evs}}, &idempotency{key: key, requestHash: requestHash, status: status, response: response})
 		_, err = tx.Exec(ctx, sql, args...)
 		return err
 	})

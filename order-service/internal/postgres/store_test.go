@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/common-events/events"
@@ -86,6 +89,102 @@ func TestCreateIsAllOrNothing(t *testing.T) {
 	got, err := store.Get(ctx, o.ID)
 	if err != nil || got.Status != order.PendingPayment || got.TotalCents != 100 || !got.CreatedAt.Equal(o.CreatedAt) {
 		t.Errorf("Get = %+v, %v", got, err)
+	}
+}
+
+// Orders placed at once are written together, and each as it would be alone: its row,
+// its history entry caused by its first event, its events in order; an order that
+// breaks a constraint fails alone, the others of its statement stored.
+func TestConcurrentCreatesAreEachAsAlone(t *testing.T) {
+	ctx := context.Background()
+	pool, store := newStore(t)
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	dup := "019a8f3e-6c19-7d4a-8e55-0a1b2c3d0000"
+	first, firstEnv := newOrder(t, dup, now)
+	if err := store.Create(ctx, first, []events.Envelope{firstEnv}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	type result struct {
+		o     order.Order
+		cause string
+		err   error
+	}
+	results := make(chan result, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			id := fmt.Sprintf("019a8f3e-6c19-7d4a-8e55-0a1b2c3d%04d", i+1)
+			if i == n/2 {
+				id = dup // a second order with an existing id: it alone fails
+			}
+			o, env := newOrder(t, id, now.Add(time.Duration(i)*time.Microsecond))
+			state, _ := events.New(o.StateEvent(), env.Meta(), now)
+			results <- result{o, env.ID, store.Create(ctx, o, []events.Envelope{env, state})}
+		})
+	}
+	wg.Wait()
+	close(results)
+	for r := range results {
+		if r.o.ID == dup {
+			if r.err == nil {
+				t.Error("an order with an existing id was created")
+			}
+			continue
+		}
+		if r.err != nil {
+			t.Errorf("create %s: %v", r.o.ID, r.err)
+			continue
+		}
+		got, err := store.Get(ctx, r.o.ID)
+		if err != nil || got.Status != order.PendingPayment || got.TotalCents != r.o.TotalCents || !got.CreatedAt.Equal(r.o.CreatedAt) ||
+			got.CustomerEmail != r.o.CustomerEmail || len(got.Items) != 1 || got.Items[0] != r.o.Items[0] {
+			t.Errorf("order %s stored as %+v, %v; want %+v", r.o.ID, got, err, r.o)
+		}
+		h, err := store.History(ctx, r.o.ID)
+		if err != nil || len(h) != 1 || h[0].CauseEventID != r.cause || h[0].To != order.PendingPayment {
+			t.Errorf("order %s history %+v, %v; want one entry caused by %s", r.o.ID, h, err, r.cause)
+		}
+		var topics []string
+		rows, _ := pool.Query(ctx, `SELECT topic FROM outbox WHERE key = $1 ORDER BY id`, r.o.ID)
+		topics, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil || !slices.Equal(topics, []string{events.TopicOrderCreated, events.TopicOrderState}) {
+			t.Errorf("order %s events %v, %v; want order.created then order.state", r.o.ID, topics, err)
+		}
+	}
+	var orders int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM orders`).Scan(&orders); err != nil || orders != n {
+		t.Errorf("%d orders stored, %v; want %d (the first and %d of the %d at once)", orders, err, n, n-1, n)
+	}
+}
+
+// Orders that come while a write is under way wait for it and are written together: a
+// commit for many.
+func TestOrdersPlacedWhileAWriteIsUnderWayShareACommit(t *testing.T) {
+	ctx := context.Background()
+	pool, store := newStore(t)
+	now := time.Now().UTC()
+	release := testenv.HoldWrites(t, pool, "orders")
+	const n = 200
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			o, env := newOrder(t, fmt.Sprintf("019a8f3e-6c19-7d4a-8e55-0a1b2c3d%04d", i), now)
+			if err := store.Create(ctx, o, []events.Envelope{env}); err != nil {
+				t.Errorf("create %s: %v", o.ID, err)
+			}
+		})
+	}
+	testenv.WaitForLockWaiters(t, pool, 1) // the first write, and the others behind it
+	time.Sleep(200 * time.Millisecond)
+	release()
+	wg.Wait()
+	var orders, commits int
+	if err := pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT xmin::text) FROM orders`).Scan(&orders, &commits); err != nil {
+		t.Fatal(err)
+	}
+	if orders != n || commits > 5 {
+		t.Errorf("%d orders placed while a write was under way: %d stored in %d transactions; want %d in a few", n, orders, commits, n)
 	}
 }
 

@@ -2,51 +2,99 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orderflow/common-events/coalesce"
 	"github.com/orderflow/payment-service/internal/payment"
 )
 
 // Store is the payments database.
 type Store struct {
-	pool *pgxpool.Pool
+	pool   *pgxpool.Pool
+	claims *coalesce.Batcher[payment.Payment, claimed]
 }
 
 // NewStore returns a store on pool.
-func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+func NewStore(pool *pgxpool.Pool) *Store {
+	s := &Store{pool: pool}
+	s.claims = coalesce.New(s.claimAll, coalesce.Options{Max: maxClaims, Alone: coalesce.ByRow})
+	return s
+}
+
+// maxClaims is the most claims one statement makes.
+const maxClaims = 128
+
+// claimed is what became of a claim: the order's payment, or why there is none to show.
+type claimed struct {
+	payment payment.Payment
+	err     error
+}
 
 // Claim inserts p (CHARGING, to charge; CANCELLED, never to charge) unless the order has
 // a payment already, and returns the order's payment: p if it was inserted, or whatever
 // decided the order first. It runs on its own, outside any transaction, before the
 // provider is asked, so a charge and a cancellation of one order always see each other.
-// The order's unique payment makes this hold under any concurrency.
+// The order's unique payment makes this hold under any concurrency. The claims made at
+// the same time share one statement and one commit.
 func (s *Store) Claim(ctx context.Context, p payment.Payment) (payment.Payment, error) {
-	got, err := scanPayment(s.pool.QueryRow(ctx, `
+	c, err := s.claims.Do(ctx, p)
+	if err = cmp.Or(err, c.err); err != nil {
+		return payment.Payment{}, fmt.Errorf("claim payment of order %s: %w", p.OrderID, err)
+	}
+	return c.payment, nil
+}
+
+// claimAll makes the claims ps in one statement: those whose order has no payment yet
+// are inserted (in order id order, the one order in which any two claim statements lock
+// the orders they share), and every order's payment is returned.
+func (s *Store) claimAll(ctx context.Context, ps []payment.Payment) ([]claimed, error) {
+	n := len(ps)
+	ids, orders, customers, emails := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	amounts, currencies, statuses, causes, created := make([]int64, n), make([]string, n), make([]string, n), make([]string, n), make([]time.Time, n)
+	for i, p := range ps {
+		ids[i], orders[i], customers[i], emails[i] = p.ID, p.OrderID, p.CustomerID, p.CustomerEmail
+		amounts[i], currencies[i], statuses[i], causes[i], created[i] = p.AmountCents, p.Currency, string(p.Status), p.CauseEventID, p.CreatedAt
+	}
+	rows, _ := s.pool.Query(ctx, `
 		WITH ins AS (
 			INSERT INTO payments (id, order_id, customer_id, customer_email, amount_cents, currency, status,
 				cause_event_id, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+			SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::bigint[], $6::text[], $7::text[],
+				$8::text[], $9::timestamptz[])
+			ORDER BY 2
 			ON CONFLICT (order_id) DO NOTHING
 			RETURNING `+paymentColumns+`
 		)
 		SELECT * FROM ins
 		UNION ALL
-		SELECT `+paymentColumns+` FROM payments WHERE order_id = $2 AND NOT EXISTS (SELECT 1 FROM ins)`,
-		p.ID, p.OrderID, p.CustomerID, p.CustomerEmail, p.AmountCents, p.Currency, p.Status, p.CauseEventID, p.CreatedAt))
-	if errors.Is(err, pgx.ErrNoRows) {
-		// The order's first payment is being written by a transaction not committed yet.
-		return payment.Payment{}, fmt.Errorf("claim payment of order %s: a concurrent write is under way", p.OrderID)
-	}
+		SELECT `+paymentColumns+` FROM payments
+		WHERE order_id = ANY($2::uuid[]) AND order_id NOT IN (SELECT order_id::uuid FROM ins)`,
+		ids, orders, customers, emails, amounts, currencies, statuses, causes, created)
+	got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (payment.Payment, error) { return scanPayment(r) })
 	if err != nil {
-		return payment.Payment{}, fmt.Errorf("claim payment of order %s: %w", p.OrderID, err)
+		return nil, err
 	}
-	return got, nil
+	byOrder := make(map[string]payment.Payment, len(got))
+	for _, p := range got {
+		byOrder[p.OrderID] = p
+	}
+	out := make([]claimed, n)
+	for i, p := range ps {
+		var ok bool
+		if out[i].payment, ok = byOrder[strings.ToLower(p.OrderID)]; !ok {
+			// The order's first payment is being written by a transaction not committed yet.
+			out[i].err = errors.New("a concurrent write is under way")
+		}
+	}
+	return out, nil
 }
 
 // Charged records the provider's answers to claimed payments (each COMPLETED or FAILED),

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orderflow/common-events/coalesce"
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/migrations"
 	"github.com/orderflow/payment-service/internal/payment"
@@ -40,6 +41,8 @@ type Simulator struct {
 	transientRate float64
 	// answered, while the provider hangs, is closed when it answers again.
 	answered atomic.Pointer[chan struct{}]
+	// charges writes the ledger: the charges made at the same time in one statement.
+	charges *coalesce.Batcher[ledgerCharge, ledgerCharge]
 }
 
 var _ payment.Provider = (*Simulator)(nil)
@@ -57,7 +60,9 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 // New returns a simulator whose every charge takes latency and fails transiently with
 // probability transientRate (0 to 1).
 func New(pool *pgxpool.Pool, latency time.Duration, transientRate float64) *Simulator {
-	return &Simulator{pool: pool, latency: latency, transientRate: transientRate}
+	s := &Simulator{pool: pool, latency: latency, transientRate: transientRate}
+	s.charges = coalesce.New(s.chargeAll, coalesce.Options{Max: maxCharges, Alone: coalesce.ByRow})
+	return s
 }
 
 // Hang makes the provider hang, as one that takes requests and answers none: every
@@ -115,40 +120,80 @@ func (s *Simulator) Charge(ctx context.Context, req payment.ChargeRequest) (paym
 	}
 	chargeID := "ch_" + strings.ReplaceAll(events.NewID(time.Now()), "-", "")
 
-	var c payment.Charge
-	var gotOutcome, gotCurrency, gotMethod string
-	var gotAmount int64
 	if err := plant(ctx, s.pool); err != nil {
 		return payment.Charge{}, err
 	}
-	err := s.pool.QueryRow(ctx, `
-		WITH ins AS (
-			INSERT INTO provider_charges (idempotency_key, charge_id, amount_cents, currency, payment_method, outcome, decline_code)
-			VALUES ($1, $2, $3, $4, $5, $6, nullif($7, ''))
-			`+onChargeConflict+`
-			RETURNING charge_id, outcome, coalesce(decline_code, ''), amount_cents, currency, payment_method
-		)
-		SELECT * FROM ins
-		UNION ALL
-		SELECT charge_id, outcome, coalesce(decline_code, ''), amount_cents, currency, payment_method
-		FROM provider_charges WHERE idempotency_key = $1 AND NOT EXISTS (SELECT 1 FROM ins)`,
-		req.IdempotencyKey, chargeID, req.AmountCents, req.Currency, req.PaymentMethod, outcome, decline,
-	).Scan(&c.ID, &gotOutcome, &c.DeclineCode, &gotAmount, &gotCurrency, &gotMethod)
-	if errors.Is(err, pgx.ErrNoRows) {
-		// A concurrent first charge with this key has not committed yet: ask again.
-		return payment.Charge{}, fmt.Errorf("%w: concurrent charge with the same key", payment.ErrTransient)
-	}
+	got, err := s.charges.Do(ctx, ledgerCharge{key: req.IdempotencyKey, chargeID: chargeID, amount: req.AmountCents,
+		currency: req.Currency, method: req.PaymentMethod, outcome: outcome, decline: decline})
 	if err != nil {
 		return payment.Charge{}, fmt.Errorf("%w: ledger: %w", payment.ErrTransient, err)
 	}
-	if gotAmount != req.AmountCents || gotCurrency != req.Currency || gotMethod != req.PaymentMethod {
+	if !got.found {
+		// A concurrent first charge with this key has not committed yet: ask again.
+		return payment.Charge{}, fmt.Errorf("%w: concurrent charge with the same key", payment.ErrTransient)
+	}
+	if got.amount != req.AmountCents || got.currency != req.Currency || got.method != req.PaymentMethod {
 		return payment.Charge{}, fmt.Errorf("%w: key %s", payment.ErrIdempotencyMismatch, req.IdempotencyKey)
 	}
-	c.Succeeded = gotOutcome == outcomeSucceeded
+	c := payment.Charge{ID: got.chargeID, DeclineCode: got.decline, Succeeded: got.outcome == outcomeSucceeded}
 	if err := wait(ctx, s.latency-s.latency/2); err != nil {
 		return payment.Charge{}, err
 	}
 	return c, nil
+}
+
+// ledgerCharge is a charge for the ledger, and what the ledger holds under its key.
+type ledgerCharge struct {
+	key, chargeID, currency, method, outcome, decline string
+	amount                                            int64
+	found                                             bool
+}
+
+// maxCharges is the most charges one ledger statement writes.
+const maxCharges = 128
+
+// chargeAll writes the charges made at the same time in one statement, each unless the
+// ledger holds its key already, and returns what the ledger holds under each key (found
+// false: a charge under that key not committed yet).
+func (s *Simulator) chargeAll(ctx context.Context, cs []ledgerCharge) ([]ledgerCharge, error) {
+	n := len(cs)
+	keys, ids, amounts, currencies := make([]string, n), make([]string, n), make([]int64, n), make([]string, n)
+	methods, outcomes, declines := make([]string, n), make([]string, n), make([]string, n)
+	for i, c := range cs {
+		keys[i], ids[i], amounts[i], currencies[i] = c.key, c.chargeID, c.amount, c.currency
+		methods[i], outcomes[i], declines[i] = c.method, c.outcome, c.decline
+	}
+	rows, _ := s.pool.Query(ctx, `
+		WITH ins AS (
+			INSERT INTO provider_charges (idempotency_key, charge_id, amount_cents, currency, payment_method, outcome, decline_code)
+			SELECT k, id, a, c, m, o, nullif(d, '')
+			FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[]) AS r(k, id, a, c, m, o, d)
+			ORDER BY k
+			`+onChargeConflict+`
+			RETURNING idempotency_key, charge_id, outcome, coalesce(decline_code, ''), amount_cents, currency, payment_method
+		)
+		SELECT * FROM ins
+		UNION ALL
+		SELECT idempotency_key, charge_id, outcome, coalesce(decline_code, ''), amount_cents, currency, payment_method
+		FROM provider_charges WHERE idempotency_key = ANY($1) AND idempotency_key NOT IN (SELECT idempotency_key FROM ins)`,
+		keys, ids, amounts, currencies, methods, outcomes, declines)
+	held, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (c ledgerCharge, err error) {
+		err = r.Scan(&c.key, &c.chargeID, &c.outcome, &c.decline, &c.amount, &c.currency, &c.method)
+		c.found = true
+		return c, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	byKey := make(map[string]ledgerCharge, len(held))
+	for _, c := range held {
+		byKey[c.key] = c
+	}
+	out := make([]ledgerCharge, n)
+	for i, c := range cs {
+		out[i] = byKey[c.key]
+	}
+	return out, nil
 }
 
 // Lookup reads the ledger for the charge under key. It is not subject to the simulated

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -81,6 +82,67 @@ func TestSameKeyChargesOnce(t *testing.T) {
 	req.AmountCents = 1
 	if _, err := sim.Charge(context.Background(), req); !errors.Is(err, payment.ErrIdempotencyMismatch) {
 		t.Errorf("same key, other amount: err = %v, want ErrIdempotencyMismatch", err)
+	}
+}
+
+// Charges that come while a write is under way share the ledger's statements, and each is as it would be alone:
+// one charge per key, its outcome by its token, every request under a key answered with
+// the one charge (or asked to try again while another under its key is not committed).
+func TestConcurrentChargesEachOncePerKey(t *testing.T) {
+	pool := openPool(t)
+	sim := simulator.New(pool, 0, 0)
+	const keys, perKey = 100, 3
+	type answer struct {
+		key    string
+		charge payment.Charge
+	}
+	answers := make(chan answer, keys*perKey)
+	release := testenv.HoldWrites(t, pool, "provider_charges") // the charges queue behind a write under way
+	var wg sync.WaitGroup
+	for i := range keys * perKey {
+		wg.Go(func() {
+			k, token := fmt.Sprintf("order-%d", i%keys), "tok_visa"
+			if i%keys%4 == 0 {
+				token = "tok_chargeDeclined"
+			}
+			for {
+				c, err := sim.Charge(context.Background(), payment.ChargeRequest{IdempotencyKey: k, AmountCents: 100, Currency: "EUR", PaymentMethod: token})
+				if errors.Is(err, payment.ErrTransient) {
+					continue // another charge under the key was not committed yet
+				}
+				if err != nil {
+					t.Errorf("charge %s: %v", k, err)
+					return
+				}
+				answers <- answer{k, c}
+				return
+			}
+		})
+	}
+	testenv.WaitForLockWaiters(t, pool, 1)
+	time.Sleep(200 * time.Millisecond)
+	release()
+	wg.Wait()
+	close(answers)
+	first := map[string]payment.Charge{}
+	for a := range answers {
+		if f, ok := first[a.key]; ok && f != a.charge {
+			t.Errorf("key %s answered %+v and %+v", a.key, f, a.charge)
+		}
+		first[a.key] = a.charge
+		var k int
+		fmt.Sscanf(a.key, "order-%d", &k)
+		if declined := k%4 == 0; declined == a.charge.Succeeded || declined != (a.charge.DeclineCode == "card_declined") {
+			t.Errorf("key %s (declined: %v): %+v", a.key, declined, a.charge)
+		}
+	}
+	var n, distinct, transactions int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*), count(DISTINCT idempotency_key), count(DISTINCT xmin::text) FROM provider_charges`).
+		Scan(&n, &distinct, &transactions); err != nil || n != keys || distinct != keys {
+		t.Errorf("ledger holds %d charges under %d keys (%v), want %d under %d", n, distinct, err, keys, keys)
+	}
+	if transactions > 5 {
+		t.Errorf("%d charges made while a write was under way took %d transactions: they were not written together", keys, transactions)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -99,17 +100,35 @@ func (s *Store) ListedUntil(ctx context.Context) (until time.Time, ok bool, err 
 // its own) and joins its timeline; an order whose provider charge is news is looked at
 // again.
 func (s *Store) ProviderCharges(ctx context.Context, charges []provider.Charge, until time.Time) error {
+	// One statement for them all: an order's row takes its last charge listed (as one
+	// update after another would leave it), the timeline every charge.
+	n := len(charges)
+	orders, ids, ats := make([]string, n), make([]string, n), make([]time.Time, n)
+	last := make([]bool, n)
+	seen := make(map[string]bool, n)
+	for i := n - 1; i >= 0; i-- {
+		c := charges[i]
+		orders[i], ids[i], ats[i] = c.OrderID, c.ChargeID, c.At
+		k := strings.ToLower(c.OrderID)
+		last[i], seen[k] = !seen[k], true
+	}
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		for _, c := range charges {
-			if _, err := tx.Exec(ctx, `WITH facts AS (
-					INSERT INTO order_facts (order_id, provider_charge, provider_charged_at) VALUES ($1, $2, $3)
-					ON CONFLICT (order_id) DO UPDATE SET provider_charge = $2, provider_charged_at = $3, settled = false,
-						provider_asked = order_facts.provider_asked OR order_facts.charge_id = $2
-					WHERE order_facts.provider_charge IS DISTINCT FROM $2)
+		if n > 0 {
+			if _, err := tx.Exec(ctx, `WITH c AS (
+					SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::bool[]) AS c(order_id, charge_id, at, last)
+				),
+				facts AS (
+					INSERT INTO order_facts (order_id, provider_charge, provider_charged_at)
+					SELECT order_id, charge_id, at FROM c WHERE last ORDER BY order_id
+					ON CONFLICT (order_id) DO UPDATE SET provider_charge = EXCLUDED.provider_charge,
+						provider_charged_at = EXCLUDED.provider_charged_at, settled = false,
+						provider_asked = order_facts.provider_asked OR order_facts.charge_id = EXCLUDED.provider_charge
+					WHERE order_facts.provider_charge IS DISTINCT FROM EXCLUDED.provider_charge)
 				INSERT INTO timeline (event_id, order_id, at, source, event_type, summary)
-				VALUES ('provider/' || $2, $1, $3, 'payment-provider', 'provider.charge', jsonb_build_object('charge_id', $2::text))
-				ON CONFLICT (event_id) DO NOTHING`, c.OrderID, c.ChargeID, c.At); err != nil {
-				return fmt.Errorf("provider charge %s of order %s: %w", c.ChargeID, c.OrderID, err)
+				SELECT 'provider/' || charge_id, order_id, at, 'payment-provider', 'provider.charge', jsonb_build_object('charge_id', charge_id)
+				FROM c
+				ON CONFLICT (event_id) DO NOTHING`, orders, ids, ats, last); err != nil {
+				return fmt.Errorf("%d provider charges: %w", n, err)
 			}
 		}
 		if until.IsZero() {
