@@ -93,7 +93,7 @@ func TestABatchErrorReachesEveryCallerOfIt(t *testing.T) {
 			return []int{0}, nil
 		}
 		return nil, boom
-	}, coalesce.Options{})
+	}, coalesce.Options{Flights: 1})
 	first := make(chan error)
 	go func() { _, err := b.Do(context.Background(), 0); first <- err }()
 	waitFor(t, func() bool { return batches.Load() == 1 })
@@ -135,7 +135,7 @@ func TestABatchFailingForOneRequestIsRunOneByOne(t *testing.T) {
 			}
 		}
 		return reqs, nil
-	}, coalesce.Options{Alone: coalesce.ByRow})
+	}, coalesce.Options{Flights: 1, Alone: coalesce.ByRow})
 	first := make(chan error)
 	go func() { _, err := b.Do(context.Background(), 0); first <- err }()
 	waitFor(t, func() bool { return calls.Load() == 1 })
@@ -176,7 +176,7 @@ func TestACallGivenUpWhileQueuedIsLeftOut(t *testing.T) {
 			<-release
 		}
 		return reqs, nil
-	}, coalesce.Options{})
+	}, coalesce.Options{Flights: 1})
 	first := make(chan error)
 	go func() { _, err := b.Do(context.Background(), 0); first <- err }()
 	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(ran) == 1 })
@@ -212,6 +212,24 @@ func TestACallInABatchWaitsForItsEnd(t *testing.T) {
 	got, err := b.Do(ctx, 7)
 	if err != nil || got != 7 {
 		t.Fatalf("Do = %d, %v; want the batch's answer, 7, whatever became of the caller's context", got, err)
+	}
+}
+
+// A batch ends by its callers' latest deadline, not the Batcher's Timeout: a caller with
+// a short deadline hears back by it even when the statement hangs.
+func TestABatchEndsByItsCallersDeadline(t *testing.T) {
+	b := coalesce.New(func(ctx context.Context, reqs []int) ([]int, error) {
+		<-ctx.Done() // a database gone silent
+		return nil, ctx.Err()
+	}, coalesce.Options{Timeout: time.Minute})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := b.Do(ctx, 1); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Do = %v; want the deadline's error", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("a caller with a 50 ms deadline heard back after %v", took)
 	}
 }
 

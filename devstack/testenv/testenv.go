@@ -151,13 +151,19 @@ func Eventually(within, every time.Duration, done func() bool) bool {
 	return true
 }
 
-// HoldWrites keeps every write to table waiting, from a transaction of its own on pool,
-// until the function it returns is called (or the test ends): the writers that come
-// meanwhile queue up, as they do behind a slow commit. It returns once the lock is held.
+// HoldWrites keeps every write to table waiting, from a transaction on a connection of
+// its own to pool's database (the pool's stay free for the writers), until the function
+// it returns is called (or the test ends): the writers that come meanwhile queue up, as
+// they do behind a slow commit. It returns once the lock is held.
 func HoldWrites(t testing.TB, pool *pgxpool.Pool, table string) (release func()) {
 	t.Helper()
 	ctx := context.Background()
-	tx, err := pool.Begin(ctx)
+	conn, err := pgx.Connect(ctx, pool.Config().ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(ctx) })
+	tx, err := conn.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,12 +177,19 @@ func HoldWrites(t testing.TB, pool *pgxpool.Pool, table string) (release func())
 	return release
 }
 
-// WaitForLockWaiters waits until n sessions on pool's database wait for a lock.
+// WaitForLockWaiters waits until n sessions on pool's database wait for a lock. It asks
+// on a connection of its own: the pool's may all be waiting.
 func WaitForLockWaiters(t testing.TB, pool *pgxpool.Pool, n int) {
 	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, pool.Config().ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
 	if !Eventually(10*time.Second, 5*time.Millisecond, func() bool {
 		var waiting int
-		err := pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+		err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
 			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting)
 		return err == nil && waiting >= n
 	}) {

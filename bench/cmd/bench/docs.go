@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 )
 
@@ -42,6 +43,15 @@ func writeDocs(reportPath, doc string) error {
 	out.WriteString("\n")
 	out.WriteString(strings.Replace(strings.TrimSpace(figures.String()), "## orderflow bench", "### orderflow bench", 1))
 	out.WriteString("\n")
+	// The curve, beside the page, drawn from the same report.
+	var curve bytes.Buffer
+	if r.svg(&curve) {
+		name := strings.TrimSuffix(filepath.Base(doc), ".md") + ".svg"
+		if err := os.WriteFile(filepath.Join(filepath.Dir(doc), name), curve.Bytes(), 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(&out, "\nConfirmed orders/s and POST→CONFIRMED p50 and p99 against the load offered, per broker, from the same runs:\n\n![confirmed orders/s and latency against offered load](%s)\n", name)
+	}
 	out.Write(page[end:])
 	return os.WriteFile(doc, out.Bytes(), 0o644)
 }

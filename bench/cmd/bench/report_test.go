@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -53,7 +54,7 @@ func TestDocsTakeTheFiguresBetweenTheMarkers(t *testing.T) {
 	dir := t.TempDir()
 	rep := filepath.Join(dir, "latest.json")
 	b, _ := json.Marshal(report{Commit: "abc1234567", Machine: "2 cores (test)", Quick: true,
-		Runs: []runResult{{Name: "open 250/s", Broker: "kfake", ConfirmedPerSec: 250}}})
+		Runs: []runResult{{Name: "open 250/s", Broker: "kfake", Mode: "open", OfferedRate: 250, ConfirmedPerSec: 250, Confirmed: 1000}}})
 	if err := os.WriteFile(rep, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -74,6 +75,10 @@ func TestDocsTakeTheFiguresBetweenTheMarkers(t *testing.T) {
 			t.Errorf("page lacks %q:\n%s", want, got)
 		}
 	}
+	if svg, err := os.ReadFile(filepath.Join(dir, "performance.svg")); err != nil || !strings.Contains(string(svg), "abc1234567") ||
+		!strings.Contains(string(got), "](performance.svg)") || strings.Count(string(got), "](performance.svg)") != 1 {
+		t.Errorf("the curve beside the page: %v; the page links it once: %v", err, strings.Count(string(got), "](performance.svg)"))
+	}
 	if strings.Contains(string(got), "old figures") || strings.Count(string(got), "### orderflow bench") != 1 {
 		t.Errorf("the old figures stay, or the new ones are written twice:\n%s", got)
 	}
@@ -82,5 +87,47 @@ func TestDocsTakeTheFiguresBetweenTheMarkers(t *testing.T) {
 	}
 	if err := writeDocs(rep, doc); err == nil || !strings.Contains(err.Error(), "has no "+docsBegin) {
 		t.Errorf("a page without markers: %v", err)
+	}
+}
+
+// The curve takes the instant provider's runs on each broker, open and closed loops, by
+// load offered, and leaves out the slow providers' and the other providers'; the SVG names
+// its commit, its machine and its brokers, and draws three lines per broker.
+func TestTheCurveDrawsTheInstantProvidersRuns(t *testing.T) {
+	run := func(name, broker, mode string, offered, confirmed, p50, p99 float64) runResult {
+		return runResult{Name: name, Broker: broker, Mode: mode, OfferedRate: offered, ConfirmedPerSec: confirmed, Confirmed: 100,
+			ConfirmMs: latency{P50: p50, P99: p99}}
+	}
+	r := report{Commit: "abc1234567", Machine: "2 cores (test)", Runs: []runResult{
+		run("open 500/s", "kfake", "open", 500, 490, 20, 80),
+		run("open 250/s", "kfake", "open", 250, 249, 10, 40),
+		run("closed 32 clients", "kfake", "closed", 820, 800, 300, 600),
+		run("provider 100ms, 250/s", "kfake", "open", 250, 240, 150, 200),
+		run("Stripe on localstripe, 100/s", "kfake", "open", 100, 98, 40, 120),
+		run("open 250/s", "kafka", "open", 250, 245, 30, 90),
+	}}
+	brokers, points := r.curves()
+	want := map[string][]curvePoint{
+		"kfake": {{250, 249, 10, 40}, {500, 490, 20, 80}, {820, 800, 300, 600}},
+		"kafka": {{250, 245, 30, 90}},
+	}
+	if !slices.Equal(brokers, []string{"kfake", "kafka"}) || !slices.Equal(points["kfake"], want["kfake"]) || !slices.Equal(points["kafka"], want["kafka"]) {
+		t.Fatalf("curves = %v %v; want %v", brokers, points, want)
+	}
+	var b strings.Builder
+	if !r.svg(&b) {
+		t.Fatal("no curve drawn")
+	}
+	svg := b.String()
+	for _, s := range []string{"<svg", "commit abc1234567", "2 cores (test)", ">kfake</text>", ">Apache Kafka</text>", "</svg>"} {
+		if !strings.Contains(svg, s) {
+			t.Errorf("the SVG lacks %q", s)
+		}
+	}
+	if n := strings.Count(svg, "<polyline"); n != 6 {
+		t.Errorf("%d lines drawn, want 6: throughput, p99 and p50 for each of two brokers", n)
+	}
+	if (report{}).svg(&b) {
+		t.Error("a curve drawn without runs")
 	}
 }
