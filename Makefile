@@ -199,7 +199,7 @@ config-docs:
 	@cd e2e && out=$$($(GO) test -count=1 -run TestTheConfigurationPageIsTheCodes -update-config-docs . 2>&1) || { echo "$$out"; exit 1; }; echo "docs/configuration.md: the table of settings written from the code"
 .PHONY: bench bench-docs
 # bench-docs writes the last bench's figures (.data/bench/latest.json), with its commit and
-# machine, into docs/performance.md.
+# machine, into docs/performance.md, and its curve into docs/performance.svg.
 bench-docs:
 	@cd bench && $(GO) run ./cmd/bench docs ../.data/bench/latest.json ../docs/performance.md
 bench: deps

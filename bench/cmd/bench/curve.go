@@ -13,6 +13,7 @@ import (
 // came of it.
 type curvePoint struct {
 	offered, confirmed, p50, p99 float64
+	closed                       bool // a closed loop's: its clients sent as fast as they were answered
 }
 
 // curves are the runs with the instant provider (the open loops at fixed rates and the
@@ -27,7 +28,7 @@ func (r report) curves() (brokers []string, points map[string][]curvePoint) {
 		if _, ok := points[x.Broker]; !ok {
 			brokers = append(brokers, x.Broker)
 		}
-		points[x.Broker] = append(points[x.Broker], curvePoint{x.OfferedRate, x.ConfirmedPerSec, x.ConfirmMs.P50, x.ConfirmMs.P99})
+		points[x.Broker] = append(points[x.Broker], curvePoint{x.OfferedRate, x.ConfirmedPerSec, x.ConfirmMs.P50, x.ConfirmMs.P99, x.Mode == "closed"})
 	}
 	for _, b := range brokers {
 		slices.SortFunc(points[b], func(a, b curvePoint) int { return cmp.Compare(a.offered, b.offered) })
@@ -43,7 +44,7 @@ func (r report) svg(w io.Writer) bool {
 	if len(brokers) == 0 {
 		return false
 	}
-	const width, height, top, bottom, left, gap = 960, 400, 60, 50, 70, 90
+	const width, height, top, bottom, left, gap = 960, 420, 76, 50, 70, 90
 	panel := (width - 2*left - gap) / 2
 	maxX, maxY, maxMs, minMs := 0.0, 0.0, 0.0, math.Inf(1)
 	for _, ps := range points {
@@ -69,8 +70,9 @@ func (r report) svg(w io.Writer) bool {
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", width, height, width, height)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
-	fmt.Fprintf(&b, `<text x="%d" y="20" font-size="14">orderflow bench, %s: commit %s%s; %s</text>`+"\n", left, r.Started.Format("2006-01-02 15:04 MST"),
-		esc(cmp.Or(r.Commit, "unknown")), map[bool]string{true: " (QUICK=1)"}[r.Quick], esc(r.Machine))
+	fmt.Fprintf(&b, `<text x="%d" y="18" font-size="14">orderflow bench, %s, commit %s%s; hollow points: closed loops</text>`+"\n", left,
+		r.Started.Format("2006-01-02 15:04 MST"), esc(cmp.Or(r.Commit, "unknown")), map[bool]string{true: " (QUICK=1)"}[r.Quick])
+	fmt.Fprintf(&b, `<text x="%d" y="34" fill="#555">%s</text>`+"\n", left, esc(r.Machine))
 	for i, title := range []string{"confirmed orders/s against orders/s offered", "POST→CONFIRMED ms (log scale): p99 solid, p50 dashed"} {
 		x0 := float64(left + i*(panel+gap))
 		fmt.Fprintf(&b, `<text x="%.0f" y="%d">%s</text>`+"\n", x0, top-12, esc(title))
@@ -97,7 +99,11 @@ func (r report) svg(w io.Writer) bool {
 		for _, p := range ps {
 			if v, ok := y(p); ok {
 				pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(xi, p.offered), v))
-				fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>`+"\n", x(xi, p.offered), v, color)
+				fill := color
+				if p.closed {
+					fill = "white"
+				}
+				fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="3.5" fill="%s" stroke="%s"/>`+"\n", x(xi, p.offered), v, fill, color)
 			}
 		}
 		fmt.Fprintf(&b, `<polyline points="%s" fill="none" stroke="%s" stroke-width="2"%s/>`+"\n", strings.Join(pts, " "), color, dash)

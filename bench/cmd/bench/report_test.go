@@ -108,8 +108,8 @@ func TestTheCurveDrawsTheInstantProvidersRuns(t *testing.T) {
 	}}
 	brokers, points := r.curves()
 	want := map[string][]curvePoint{
-		"kfake": {{250, 249, 10, 40}, {500, 490, 20, 80}, {820, 800, 300, 600}},
-		"kafka": {{250, 245, 30, 90}},
+		"kfake": {{250, 249, 10, 40, false}, {500, 490, 20, 80, false}, {820, 800, 300, 600, true}},
+		"kafka": {{250, 245, 30, 90, false}},
 	}
 	if !slices.Equal(brokers, []string{"kfake", "kafka"}) || !slices.Equal(points["kfake"], want["kfake"]) || !slices.Equal(points["kafka"], want["kafka"]) {
 		t.Fatalf("curves = %v %v; want %v", brokers, points, want)
