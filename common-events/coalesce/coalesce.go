@@ -29,7 +29,6 @@ type Batcher[Req, Res any] struct {
 	max     int
 	flights int
 	timeout time.Duration
-	sizes   func(n int)
 	alone   func(error) bool
 
 	mu      sync.Mutex
@@ -51,8 +50,6 @@ type Options struct {
 	// caller that gives up does not fail the others' statement, and none waits past its
 	// own deadline unless another's is later.
 	Timeout time.Duration
-	// Sizes, when set, is told each batch's size: for a histogram.
-	Sizes func(n int)
 	// Alone, when set, tells a batch's failure for what one of its requests holds from
 	// the batch's own (ByRow does, for a statement): a batch failing so is run again one
 	// request at a time, so that only the request at fault fails.
@@ -88,7 +85,7 @@ func New[Req, Res any](fn Func[Req, Res], o Options) *Batcher[Req, Res] {
 	if o.Timeout <= 0 {
 		o.Timeout = 10 * time.Second
 	}
-	return &Batcher[Req, Res]{fn: fn, max: o.Max, flights: o.Flights, timeout: o.Timeout, sizes: o.Sizes, alone: o.Alone}
+	return &Batcher[Req, Res]{fn: fn, max: o.Max, flights: o.Flights, timeout: o.Timeout, alone: o.Alone}
 }
 
 type call[Req, Res any] struct {
@@ -146,9 +143,6 @@ func (b *Batcher[Req, Res]) runner() {
 			c.taken = true
 		}
 		b.mu.Unlock()
-		if b.sizes != nil {
-			b.sizes(n)
-		}
 		b.answer(batch)
 	}
 }
