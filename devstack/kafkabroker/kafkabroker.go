@@ -207,6 +207,10 @@ func (b *Broker) java(ctx context.Context, main string, args ...string) *exec.Cm
 	jvm := []string{
 		fmt.Sprintf("-Xms%dm", min(256, o.HeapMB)), fmt.Sprintf("-Xmx%dm", o.HeapMB),
 		"-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+		// The client compiler only: the optimizing one's work in a broker's first minutes,
+		// all a test's or a bench's broker lives, took CPU from everything else on the
+		// machine and never paid back (docs/performance.md, "Apache Kafka's JVM").
+		"-XX:TieredStopAtLevel=1",
 		"-Dlog4j2.configurationFile=" + filepath.Join(o.Dir, "log4j2.yaml"),
 		"-cp", filepath.Join(o.Libs, "*"), main,
 	}

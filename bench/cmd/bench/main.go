@@ -66,20 +66,23 @@ type plan struct {
 	// providerRate is the open load the simulator and the Stripe adapter on localstripe
 	// are measured at, side by side, on the first broker (0: not measured).
 	providerRate float64
-	yardstick    time.Duration
-	relayN       int           // events each relay moves in the side-by-side comparison
-	relayMax     time.Duration // how long each relay gets
-	authN        int           // bearer tokens verified to measure what one costs
+	// hopRates are the open loads run with order-service and payment-service exporting
+	// their spans, for the hops of POST→CONFIRMED (every run has them with BENCH_TRACES=1).
+	hopRates  []float64
+	yardstick time.Duration
+	relayN    int           // events each relay moves in the side-by-side comparison
+	relayMax  time.Duration // how long each relay gets
+	authN     int           // bearer tokens verified to measure what one costs
 }
 
 func newPlan(quick bool) plan {
 	if quick {
 		return plan{quick: true, duration: 4 * time.Second, rates: []float64{250, 500}, workers: []int{32},
-			slow: []slowRun{{"100ms", 250}, {"500ms", 250}}, providerRate: 100, yardstick: 3 * time.Second,
+			slow: []slowRun{{"100ms", 250}, {"500ms", 250}}, providerRate: 100, hopRates: []float64{250, 500}, yardstick: 3 * time.Second,
 			relayN: 3000, relayMax: 30 * time.Second, authN: 2000}
 	}
 	return plan{duration: 10 * time.Second, rates: []float64{250, 500, 1000, 2000}, workers: []int{16, 64},
-		slow: []slowRun{{"100ms", 1000}, {"500ms", 1000}}, providerRate: 100, yardstick: 5 * time.Second,
+		slow: []slowRun{{"100ms", 1000}, {"500ms", 1000}}, providerRate: 100, hopRates: []float64{250, 1000}, yardstick: 5 * time.Second,
 		relayN: 20000, relayMax: 90 * time.Second, authN: 10000}
 }
 
@@ -90,7 +93,7 @@ func (p *plan) onlyRates(v string) error {
 	if v == "" {
 		return nil
 	}
-	p.rates, p.workers, p.slow, p.relayN, p.providerRate = nil, nil, nil, 0, 0
+	p.rates, p.workers, p.slow, p.relayN, p.providerRate, p.hopRates = nil, nil, nil, 0, 0, nil
 	for _, f := range strings.Split(v, ",") {
 		f = strings.TrimSpace(f)
 		if n, err := strconv.Atoi(strings.TrimPrefix(f, "c")); strings.HasPrefix(f, "c") && err == nil && n > 0 {
@@ -195,11 +198,18 @@ func (p plan) measure(ctx context.Context, getenv func(string) string, stdout io
 	if _, err := tg.openLoop(ctx, "warm-up", 50, 3*time.Second); err != nil {
 		return err
 	}
+	if tg.sink != nil {
+		tg.sink.log.take() // the warm-up's
+	}
 	add := func(r runResult, err error) error {
 		if err != nil {
 			return err
 		}
 		r.Broker = broker
+		if tg.tracing {
+			time.Sleep(time.Second) // the last spans' export (OTEL_BSP_SCHEDULE_DELAY)
+			r.Hops, r.HopOrders = tg.sink.log.take()
+		}
 		rep.Runs = append(rep.Runs, r)
 		return nil
 	}
@@ -230,12 +240,29 @@ func (p plan) measure(ctx context.Context, getenv func(string) string, stdout io
 	if err := tg.restartPayment(ctx, "0s"); err != nil {
 		return err
 	}
+	if !tg.traceAll && len(p.hopRates) > 0 {
+		if err := tg.traced(ctx, stdout, true); err != nil {
+			return err
+		}
+		tg.tracing = true
+		tg.sink.log.take()
+		for _, rate := range p.hopRates {
+			fmt.Fprintf(stdout, "bench [%s]: open loop at %.0f orders/s for %s, its hops traced…\n", broker, rate, p.duration)
+			if err := add(tg.openLoop(ctx, fmt.Sprintf("traced %g/s", rate), rate, p.duration)); err != nil {
+				return err
+			}
+		}
+		tg.tracing = false
+		if err := tg.traced(ctx, stdout, false); err != nil {
+			return err
+		}
+	}
 	if first && p.providerRate > 0 {
 		if err := tg.providerRuns(ctx, stdout, broker, p.providerRate, p.duration, add); err != nil {
 			return err
 		}
 	}
-	if tg.sink != nil {
+	if tg.traceAll {
 		rep.Traces = append(rep.Traces, tracesResult{Broker: broker, Spans: tg.sink.spans.Load(), Exports: tg.sink.exports.Load()})
 		fmt.Fprintf(stdout, "bench [%s]: the services exported %d spans in %d OTLP requests\n", broker, tg.sink.spans.Load(), tg.sink.exports.Load())
 	}
@@ -268,8 +295,12 @@ type target struct {
 	dir             string
 	pprof           map[string]string // service → its pprof address
 	profileDir      string            // BENCH_PROFILE: CPU profiles of the closed-loop runs go here
-	sink            *traceSink        // BENCH_TRACES=1: where the services export their spans
-	log             *slog.Logger
+	// sink takes the spans of our own stack's services, when they export them: all of
+	// them with BENCH_TRACES=1 (traceAll), order-service's and payment-service's in the hop
+	// runs; tracing says whether they do now.
+	sink              *traceSink
+	traceAll, tracing bool
+	log               *slog.Logger
 }
 
 // stackBroker is the devstack broker a bench broker runs on.
@@ -297,25 +328,26 @@ func openTarget(ctx context.Context, getenv func(string) string, stdout io.Write
 	if err != nil {
 		return nil, err
 	}
-	env := map[string]string{"LOG_LEVEL": "warn"}
-	var sink *traceSink
-	if getenv("BENCH_TRACES") == "1" { // before the ports are chosen, so none is its
-		if sink, err = startTraceSink(); err != nil {
-			return nil, err
-		}
+	// Spans, when exported, leave at least every 100 ms, and none is dropped for a full
+	// queue: the hops are made of every order's.
+	env := map[string]string{"LOG_LEVEL": "warn", "OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_BSP_MAX_QUEUE_SIZE": "200000"}
+	sink, err := startTraceSink() // before the ports are chosen, so none is its
+	if err != nil {
+		return nil, err
+	}
+	traceAll := getenv("BENCH_TRACES") == "1"
+	if traceAll {
 		env["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.url
 	}
 	names := services.Names()
 	ports := make([]int, 3+2*len(names)) // broker, PostgreSQL, issuer, and each service's HTTP and pprof
 	for i := range ports {
 		if ports[i], err = freePort(); err != nil {
-			if sink != nil {
-				sink.close()
-			}
+			sink.close()
 			return nil, err
 		}
 	}
-	fmt.Fprintf(stdout, "bench: starting a devstack on %s in %s (logs in stack.log there; spans exported: %t)…\n", broker, dir, sink != nil)
+	fmt.Fprintf(stdout, "bench: starting a devstack on %s in %s (logs in stack.log there; spans exported: %t)…\n", broker, dir, traceAll)
 	httpPorts, serviceEnv, pprof := map[string]int{}, map[string]map[string]string{}, map[string]string{}
 	for i, name := range names {
 		httpPorts[name] = ports[3+2*i]
@@ -328,9 +360,7 @@ func openTarget(ctx context.Context, getenv func(string) string, stdout io.Write
 		HTTPPorts:      httpPorts, Env: env, Log: logf, PostgresStats: true, ServiceEnv: serviceEnv,
 	})
 	if err != nil {
-		if sink != nil {
-			sink.close()
-		}
+		sink.close()
 		return nil, err
 	}
 	// Enough customers that each orders at most a few a second at the highest rate the
@@ -339,13 +369,11 @@ func openTarget(ctx context.Context, getenv func(string) string, stdout io.Write
 	for i := range tokens {
 		if tokens[i], err = s.Token(uuid.NewString(), []string{auth.ScopeCustomer}, 24*time.Hour); err != nil {
 			s.Stop()
-			if sink != nil {
-				sink.close()
-			}
+			sink.close()
 			return nil, err
 		}
 	}
-	return &target{sink: sink,
+	return &target{sink: sink, traceAll: traceAll, tracing: traceAll,
 		orderURL: s.Service("order-service").URL, tokens: tokens, ordersDB: s.Postgres.URL("orders"),
 		notificationsDB: s.Postgres.URL("notifications"), adminDB: s.Postgres.URL("postgres"),
 		brokers: []string{s.KafkaAddr()}, stack: s, dir: dir, profileDir: getenv("BENCH_PROFILE"),

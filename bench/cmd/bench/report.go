@@ -58,6 +58,10 @@ type runResult struct {
 	PostgresCPUMsPerOrder float64 `json:"pg_cpu_ms_per_confirmed_order,omitempty"`
 	// TopStatements are the statements the databases ran most often in the run.
 	TopStatements []statement `json:"top_statements,omitempty"`
+	// Hops are where POST→CONFIRMED spent its time, from the traces of HopOrders orders,
+	// when the services exported their spans.
+	Hops      []hopResult `json:"hops,omitempty"`
+	HopOrders int         `json:"hop_orders,omitempty"`
 }
 
 type yardstickResult struct {
@@ -182,6 +186,7 @@ func (r report) markdown(w io.Writer) {
 		fmt.Fprintf(w, "| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s |\n", brokerNames[x.Broker], x.Name, x.ConfirmedPerSec, ratio,
 			ms(x.RowsPerOrder), ms(x.WALBytesPerOrder/1024), ms(x.StatementsPerOrder), ms(x.CommitsPerOrder), ms(x.PostgresCPUMsPerOrder), ms(x.CPUMsPerOrder))
 	}
+	markdownHops(w, r.Runs)
 	if len(r.Relay) == 2 {
 		fmt.Fprintf(w, "\nOutbox relay, PostgreSQL → %s, side by side (writers commit %d events a transaction; published = seen by a consumer).\n", brokerNames[r.RelayBroker], relaycmp.TxSize)
 		fmt.Fprintln(w, "Live: the relay runs while the events are written. Backlog: all are written first, then the relay starts.")

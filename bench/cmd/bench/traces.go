@@ -11,13 +11,15 @@ import (
 )
 
 // traceSink is an OTLP/HTTP collector that counts the spans the services export and
-// drops them: with BENCH_TRACES=1 the bench measures the services exporting every span,
-// the most tracing costs them.
+// keeps of them only what the hops are made of: with BENCH_TRACES=1 the bench measures
+// the services exporting every span, the most tracing costs them; in the hop runs, two
+// services export theirs.
 type traceSink struct {
 	srv     *http.Server
 	url     string
 	spans   atomic.Int64
 	exports atomic.Int64
+	log     traceLog // the spans the hops are made of
 }
 
 func startTraceSink() (*traceSink, error) {
@@ -36,6 +38,9 @@ func startTraceSink() (*traceSink, error) {
 		for _, rs := range req.ResourceSpans {
 			for _, ss := range rs.ScopeSpans {
 				s.spans.Add(int64(len(ss.Spans)))
+				for _, span := range ss.Spans {
+					s.log.add(span)
+				}
 			}
 		}
 		s.exports.Add(1)
