@@ -191,7 +191,7 @@ e2e-compose:
 		$(GO) test -count=1 -timeout 8m -run 'TestScenario' -v ./...
 
 # Throughput and latency of the whole pipeline on its own devstack, printed as a table
-# and written to .data/bench/latest.json. QUICK=1 for the short version (under a minute).
+# and written to .data/bench/latest.json. QUICK=1 for the short version (about 3 minutes).
 # config-docs writes docs/configuration.md's table of settings from what the services read
 # (e2e/configdoc_test.go holds the page to it).
 .PHONY: config-docs
