@@ -11,24 +11,47 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 )
 
-// The hops of an order's way from POST to CONFIRMED, each from the spans of its trace:
-// where POST→CONFIRMED spends its time. Consecutive, so they add up to the whole.
-var hopNames = []string{
-	"POST → order and order.created committed (order-service)",
-	"commit → relay sends order.created",
-	"order.created through the broker to payment-service",
-	"payment-service: charge, payment and payment.completed committed",
-	"commit → relay sends payment.completed",
-	"payment.completed through the broker to order-service",
-	"order-service: CONFIRMED committed",
+// The spans an order's hops are made of, as orderTrace holds them.
+const (
+	spanPost          = iota // POST /orders, in order-service
+	spanWrite                // outbox order.created: the order and its event committed
+	spanCreatedSent          // publish order.created, by order-service's relay
+	spanCharged              // process order.created, in payment-service
+	spanCompletedSent        // publish payment.completed, by payment-service's relay
+	spanConfirmed            // process payment.completed, in order-service
+	spans
+)
+
+// mark is a span's start, or its end.
+type mark struct {
+	span int
+	end  bool
 }
 
-// The hops' total and the two sends, which overlap the hops through the broker.
-const (
-	hopTotal        = "all: POST → CONFIRMED committed"
-	hopCreatedAck   = "of which the broker acknowledging order.created"
-	hopCompletedAck = "of which the broker acknowledging payment.completed"
-)
+func start(span int) mark { return mark{span, false} }
+func end(span int) mark   { return mark{span, true} }
+
+// hop is the time from one mark of an order's trace to another.
+type hop struct {
+	name     string
+	from, to mark
+}
+
+// hops are where POST→CONFIRMED spends its time. The first seven follow each other, so
+// they add up to the whole, which comes next; the last two, the broker's
+// acknowledgements, overlap the hops through the broker.
+var hops = []hop{
+	{"POST → order and order.created committed (order-service)", start(spanPost), end(spanWrite)},
+	{"commit → relay sends order.created", end(spanWrite), start(spanCreatedSent)},
+	{"order.created through the broker to payment-service", start(spanCreatedSent), start(spanCharged)},
+	{"payment-service: charge, payment and payment.completed committed", start(spanCharged), end(spanCharged)},
+	{"commit → relay sends payment.completed", end(spanCharged), start(spanCompletedSent)},
+	{"payment.completed through the broker to order-service", start(spanCompletedSent), start(spanConfirmed)},
+	{"order-service: CONFIRMED committed", start(spanConfirmed), end(spanConfirmed)},
+	{"all: POST → CONFIRMED committed", start(spanPost), end(spanConfirmed)},
+	{"of which the broker acknowledging order.created", start(spanCreatedSent), end(spanCreatedSent)},
+	{"of which the broker acknowledging payment.completed", start(spanCompletedSent), end(spanCompletedSent)},
+}
 
 // hopBounds are the upper bounds, in ms, of the histograms' buckets; one more bucket
 // takes what is slower.
@@ -47,54 +70,49 @@ type interval struct{ start, end int64 }
 
 func (i interval) seen() bool { return i.start != 0 }
 
-// orderTrace is what the hops need of one order's trace.
-type orderTrace struct {
-	post, write, createdSent, charged, completedSent, confirmed interval
-}
+// orderTrace is what the hops need of one order's trace: its spans, by the span* constants.
+type orderTrace [spans]interval
 
-// spans that make the hops, by span name, and the consumer group for a process span.
+// keep records a span that makes the hops, by its name and, for a process span, its
+// consumer group; other spans are ignored.
 func (t *orderTrace) keep(name, group string, iv interval) {
-	var at *interval
+	var i int
 	switch {
 	case name == "POST /orders":
-		at = &t.post
+		i = spanPost
 	case name == "outbox order.created":
-		at = &t.write
+		i = spanWrite
 	case name == "publish order.created":
-		at = &t.createdSent
+		i = spanCreatedSent
 	case name == "process order.created" && group == "payment-service":
-		at = &t.charged
+		i = spanCharged
 	case name == "publish payment.completed":
-		at = &t.completedSent
+		i = spanCompletedSent
 	case name == "process payment.completed" && group == "order-service":
-		at = &t.confirmed
+		i = spanConfirmed
 	default:
 		return
 	}
-	if !at.seen() || iv.start < at.start { // a redelivery: the first handling counts
-		*at = iv
+	if !t[i].seen() || iv.start < t[i].start { // a redelivery: the first handling counts
+		t[i] = iv
 	}
 }
 
 func (t *orderTrace) complete() bool {
-	return t.post.seen() && t.write.seen() && t.createdSent.seen() && t.charged.seen() && t.completedSent.seen() && t.confirmed.seen()
+	for _, iv := range t {
+		if !iv.seen() {
+			return false
+		}
+	}
+	return true
 }
 
-// hops are the order's hops, in hopNames' order, then the total and the two sends.
-func (t *orderTrace) hops() []time.Duration {
-	d := func(from, to int64) time.Duration { return time.Duration(to - from) }
-	return []time.Duration{
-		d(t.post.start, t.write.end),
-		d(t.write.end, t.createdSent.start),
-		d(t.createdSent.start, t.charged.start),
-		d(t.charged.start, t.charged.end),
-		d(t.charged.end, t.completedSent.start),
-		d(t.completedSent.start, t.confirmed.start),
-		d(t.confirmed.start, t.confirmed.end),
-		d(t.post.start, t.confirmed.end),
-		d(t.createdSent.start, t.createdSent.end),
-		d(t.completedSent.start, t.completedSent.end),
+// at is the time of m, in ns since the epoch.
+func (t *orderTrace) at(m mark) int64 {
+	if m.end {
+		return t[m.span].end
 	}
+	return t[m.span].start
 }
 
 // traceLog keeps, per trace, the spans the hops are made of.
@@ -127,27 +145,27 @@ func (l *traceLog) add(s *tracepb.Span) {
 
 // take returns the hops of the orders whose traces are complete, and how many those are,
 // and forgets every trace.
-func (l *traceLog) take() (hops []hopResult, orders int) {
+func (l *traceLog) take() (results []hopResult, orders int) {
 	l.mu.Lock()
 	traces := l.traces
 	l.traces = nil
 	l.mu.Unlock()
-	names := append(append([]string{}, hopNames...), hopTotal, hopCreatedAck, hopCompletedAck)
-	all := make([][]time.Duration, len(names))
+	all := make([][]time.Duration, len(hops))
 	for _, t := range traces {
 		if !t.complete() {
 			continue
 		}
 		orders++
-		for i, d := range t.hops() {
+		for i, h := range hops {
+			d := time.Duration(t.at(h.to) - t.at(h.from))
 			all[i] = append(all[i], max(d, 0)) // a few µs of clock order between processes
 		}
 	}
 	if orders == 0 {
 		return nil, 0
 	}
-	for i, name := range names {
-		h := hopResult{Name: name, Ms: percentiles(all[i]), Buckets: make([]int, len(hopBounds)+1)}
+	for i, hop := range hops {
+		h := hopResult{Name: hop.name, Ms: percentiles(all[i]), Buckets: make([]int, len(hopBounds)+1)}
 		for _, d := range all[i] {
 			ms := float64(d.Microseconds()) / 1000
 			b := 0
@@ -156,9 +174,9 @@ func (l *traceLog) take() (hops []hopResult, orders int) {
 			}
 			h.Buckets[b]++
 		}
-		hops = append(hops, h)
+		results = append(results, h)
 	}
-	return hops, orders
+	return results, orders
 }
 
 // traced has order-service and payment-service export every span to the bench's sink
@@ -170,12 +188,7 @@ func (tg *target) traced(ctx context.Context, stdout io.Writer, on bool) error {
 		endpoint = tg.sink.url
 	}
 	for _, name := range []string{"payment-service", "order-service"} {
-		sv := tg.stack.Service(name)
-		if err := sv.Stop(); err != nil {
-			return err
-		}
-		sv.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
-		if err := sv.Start(ctx); err != nil {
+		if err := tg.restart(ctx, name, "OTEL_EXPORTER_OTLP_ENDPOINT", endpoint); err != nil {
 			return err
 		}
 	}

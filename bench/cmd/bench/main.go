@@ -399,10 +399,15 @@ func (tg *target) close() {
 }
 
 func (tg *target) restartPayment(ctx context.Context, latency string) error {
-	sv := tg.stack.Service("payment-service")
+	return tg.restart(ctx, "payment-service", "PROVIDER_LATENCY", latency)
+}
+
+// restart stops service and starts it again with key set to value.
+func (tg *target) restart(ctx context.Context, service, key, value string) error {
+	sv := tg.stack.Service(service)
 	if err := sv.Stop(); err != nil {
 		return err
 	}
-	sv.Setenv("PROVIDER_LATENCY", latency)
+	sv.Setenv(key, value)
 	return sv.Start(ctx)
 }
