@@ -25,10 +25,13 @@ MODULES := $(shell $(GO) work edit -json | sed -n 's/.*"DiskPath": "\.\/\(.*\)".
 .PHONY: test vet deps build modules
 
 # e2e/imagebuild replays the Dockerfile for every image docker-compose.yml builds (docs/compose.md).
+# On kfake each end-to-end test has a broker and a stack of its own, and most of its time
+# goes to waiting (for a restart, a deadline, a reading), so those that may run four at
+# a time (e2e's parallel); the timeout is the whole package's, with room for a slow machine.
 test: deps modules vet lint
 	@for m in $(MODULES); do \
 		echo "== $$m"; \
-		(cd $$m && $(GO) test -count=1 -timeout 8m ./...) || exit 1; \
+		(cd $$m && $(GO) test -count=1 -timeout 15m -parallel 4 ./...) || exit 1; \
 	done
 	@$(MAKE) --no-print-directory test-kafka
 	@$(MAKE) --no-print-directory test-keycloak

@@ -72,6 +72,7 @@ func newRequest(t *testing.T, ctx context.Context, method, url, body string, hea
 // order's GET waits on both instances, so for every order one of the two waits on the
 // instance that did not consume.
 func TestScenarioPreferWaitAcrossInstances(t *testing.T) {
+	parallel(t)
 	logs := &testenv.LogBuffer{}
 	tg := newLoggedTarget(t, map[string]map[string]string{
 		"order-service":   {"LOG_LEVEL": "info"},
@@ -190,6 +191,7 @@ func readStream(t *testing.T, url string, headers ...string) []statusEvent {
 // A customer watching an order sees each change as it happens; the stream ends with the
 // final one.
 func TestScenarioLiveStatusStream(t *testing.T) {
+	parallel(t)
 	tg := newTarget(t, map[string]map[string]string{"payment-service": {"PROVIDER_LATENCY": "1s"}})
 	p, err := tg.place("tok_visa")
 	if err != nil {
@@ -217,6 +219,7 @@ func eventually(t *testing.T, check func() string) {
 // CANCELLED, the charge is refunded once, and the customer hears "cancelled" and
 // "cancelled and refunded", never "confirmed".
 func TestScenarioCancelAfterPaymentIsRefunded(t *testing.T) {
+	parallel(t)
 	tg := newTarget(t, map[string]map[string]string{"payment-service": {"PROVIDER_LATENCY": "3s"}})
 	p, err := tg.place("tok_visa")
 	if err != nil {
@@ -288,6 +291,7 @@ func TestScenarioCancelAfterPaymentIsRefunded(t *testing.T) {
 // order.cancelled it reads first, the customer is never charged, or charged and refunded
 // once; never confirmed.
 func TestScenarioCancelBeforePayment(t *testing.T) {
+	parallel(t)
 	tg := newTarget(t, nil)
 	tg.stopService("payment-service")
 	p, err := tg.place("tok_visa")
@@ -322,6 +326,7 @@ func TestScenarioCancelBeforePayment(t *testing.T) {
 // Bad input to any endpoint of the running stack is a problem+json with a 4xx status,
 // never a 500, and changes nothing.
 func TestScenarioBadInputIsAProblem(t *testing.T) {
+	parallel(t)
 	tg := newTarget(t, nil)
 	const unknown = "019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f"
 	huge := strings.Repeat("x", 2<<20)

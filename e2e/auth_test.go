@@ -144,6 +144,7 @@ func politely(r *http.Request, send func(*http.Request) (*http.Response, error))
 // The doors of a running stack: an order is its customer's alone, the operators' views are
 // operators' alone, and a token that must not get in gets nowhere.
 func TestScenarioOnlyTheRightPeopleGetIn(t *testing.T) {
+	parallel(t)
 	tg := newTarget(t, nil)
 	p, err := tg.place("tok_visa")
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 // reconciliation-service, which may read the payment simulator's ledger there and nothing
 // else.
 func TestComposePostgresInitMakesARolePerService(t *testing.T) {
+	parallel(t)
 	root := testenv.Root(t)
 	bin, err := pgcluster.BinDir()
 	if err != nil {

@@ -713,6 +713,7 @@ func TestComposeRefusesToStartWithoutASecret(t *testing.T) {
 
 // Each way of breaking the stack must be caught: the checks themselves are tested.
 func TestComposeChecksCatchBreakage(t *testing.T) {
+	parallel(t)
 	root := testenv.Root(t)
 	original, err := os.ReadFile(filepath.Join(root, "docker-compose.yml"))
 	if err != nil {

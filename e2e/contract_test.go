@@ -83,6 +83,7 @@ func TestAsyncAPIDocumentNamesTheServicesConsumerGroups(t *testing.T) {
 // failed, cancelled and refunded — is a message of the document, with the correlation id
 // as the CloudEvents extension and never the legacy header.
 func TestEveryPublishedRecordIsAMessageOfTheAsyncAPIDocument(t *testing.T) {
+	parallel(t)
 	c, err := eventstest.Load()
 	if err != nil {
 		t.Fatal(err)
@@ -174,6 +175,7 @@ func (s *inproc) charges(orderID string) int {
 // to the broker, is applied like one of ours: the pending order is confirmed with that
 // event as its cause, the customer is emailed, and both consumers carry its correlation id.
 func TestAnEventWrittenWithTheCloudEventsSDKIsAppliedLikeOurs(t *testing.T) {
+	parallel(t)
 	b := testenv.Kafka(t)
 	s := newStack(t, b, map[string]map[string]string{"order": {"LOG_LEVEL": "info"}, "notification": {"LOG_LEVEL": "info"}})
 	s.stop("payment") // the other team's service pays instead

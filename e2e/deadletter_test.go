@@ -20,6 +20,7 @@ import (
 // poison record replayed goes back to the dead-letter topic once, and a second run
 // replays nothing; a valid event replayed twice changes nothing — one payment, one charge.
 func TestDeadLettersCanBeShownAndReplayedSafely(t *testing.T) {
+	parallel(t)
 	b := testenv.Kafka(t)
 	brokers := b.Addrs
 	s := newStack(t, b, nil)

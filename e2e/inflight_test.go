@@ -49,6 +49,7 @@ func (tg *target) waitCharging(n int) int {
 const slowProvider = "1500ms"
 
 func TestScenarioPaymentServiceKilledWithHundredsInFlight(t *testing.T) {
+	parallel(t)
 	tg := newTarget(t, map[string]map[string]string{"payment-service": {"PROVIDER_LATENCY": slowProvider}})
 	orders := tg.placeMany(300, 30, func(int) string { return "tok_visa" })
 	t.Logf("%d charges in flight when payment-service is killed", tg.waitCharging(200))
@@ -58,6 +59,7 @@ func TestScenarioPaymentServiceKilledWithHundredsInFlight(t *testing.T) {
 }
 
 func TestScenarioRebalanceWithHundredsInFlight(t *testing.T) {
+	parallel(t)
 	tg := newTarget(t, map[string]map[string]string{"payment-service": {"PROVIDER_LATENCY": slowProvider}})
 	orders := tg.placeMany(200, 30, func(int) string { return "tok_visa" })
 	t.Logf("%d charges in flight when a second instance joins", tg.waitCharging(100))
@@ -79,6 +81,7 @@ func TestScenarioRebalanceWithHundredsInFlight(t *testing.T) {
 // at the provider) or charged and refunded exactly once; an order the cancel came too
 // late for is confirmed and charged once.
 func TestScenarioCreateAndCancelBackToBack(t *testing.T) {
+	parallel(t)
 	tg := newTarget(t, map[string]map[string]string{"payment-service": {"PROVIDER_LATENCY": "150ms"}})
 	const n = 120
 	ids := make([]string, n)

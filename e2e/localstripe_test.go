@@ -110,6 +110,7 @@ func (d *discard) WriteHeader(int)             {}
 // recorded instead of making another (localstripe ignores Idempotency-Key, so nothing
 // else would save a second charge).
 func TestStripeOnLocalstripe(t *testing.T) {
+	parallel(t)
 	const secret = "whsec_e2e_localstripe"
 	ls := testenv.StartLocalstripe(t)
 	way := newStripeWay(t, ls.URL)

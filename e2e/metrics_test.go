@@ -25,6 +25,7 @@ import (
 // each service's orders, payments or emails by status. Every metric the compose stack's
 // alert rules and dashboard read is among them.
 func TestEveryServiceServesItsMetrics(t *testing.T) {
+	parallel(t)
 	s := newStack(t, testenv.Kafka(t), nil)
 	o := s.placeOrder("tok_visa", "metrics@example.com")
 	if got := s.waitStatus(o.ID, 30*time.Second); got.Status != "CONFIRMED" {

@@ -17,6 +17,7 @@ import (
 )
 
 func TestHappyPathConfirmsChargesOnceAndEmailsOnce(t *testing.T) {
+	parallel(t)
 	s := newStack(t, testenv.Kafka(t), nil)
 	o := s.placeOrder("tok_visa", "ada@example.com")
 
@@ -39,6 +40,7 @@ func TestHappyPathConfirmsChargesOnceAndEmailsOnce(t *testing.T) {
 }
 
 func TestDeclinedCardFailsThePaymentAndSaysWhy(t *testing.T) {
+	parallel(t)
 	s := newStack(t, testenv.Kafka(t), nil)
 	declined := s.placeOrder("tok_chargeDeclined", "bob@example.com")
 	broke := s.placeOrder("tok_chargeDeclinedInsufficientFunds", "cy@example.com")
@@ -73,6 +75,7 @@ func TestDeclinedCardFailsThePaymentAndSaysWhy(t *testing.T) {
 // The same order.created and payment.completed records delivered twice change nothing:
 // one charge, one transition, one email.
 func TestRedeliveredEventsChangeNothing(t *testing.T) {
+	parallel(t)
 	b := testenv.Kafka(t)
 	s := newStack(t, b, nil)
 	o := s.placeOrder("tok_visa", "eve@example.com")
@@ -133,6 +136,7 @@ func TestRedeliveredEventsChangeNothing(t *testing.T) {
 // The dual-write window: an order accepted while the broker is unreachable is stored with
 // its event, published when the broker returns, and goes through; none is lost.
 func TestOrdersAcceptedDuringABrokerOutageAreNotLost(t *testing.T) {
+	parallel(t)
 	b := testenv.RestartableKafka(t)
 	s := newStack(t, *b, nil)
 	before := s.placeOrder("tok_visa", "fay@example.com")
@@ -169,6 +173,7 @@ func TestOrdersAcceptedDuringABrokerOutageAreNotLost(t *testing.T) {
 // A garbage record on order.created is parked in payment-service's dead-letter topic with
 // where it came from and why; the next valid order is still paid.
 func TestPoisonRecordIsDeadLetteredAndTheFlowGoesOn(t *testing.T) {
+	parallel(t)
 	b := testenv.Kafka(t)
 	s := newStack(t, b, nil)
 	testenv.Produce(t, b.Addrs, &sarama.ProducerMessage{
@@ -204,6 +209,7 @@ func TestPoisonRecordIsDeadLetteredAndTheFlowGoesOn(t *testing.T) {
 // Transient provider failures are retried, never turned into failed payments, and never
 // charge twice.
 func TestTransientProviderFailuresAreRetried(t *testing.T) {
+	parallel(t)
 	s := newStack(t, testenv.Kafka(t), map[string]map[string]string{
 		"payment": {"PROVIDER_TRANSIENT_FAILURE_RATE": "0.5", "PROVIDER_LATENCY": "5ms"},
 	})
@@ -247,6 +253,7 @@ func withDB(t *testing.T, dbURL string, fn func(context.Context, *pgx.Conn) erro
 // The provider charged, then payment-service died before recording the payment and its
 // event. The redelivered order.created must find the provider's charge, not make another.
 func TestACrashBetweenChargingAndPublishingDoesNotChargeTwice(t *testing.T) {
+	parallel(t)
 	s := newStack(t, testenv.Kafka(t), nil)
 	s.stop("payment")
 	o := s.placeOrder("tok_visa", "joe@example.com")
@@ -280,6 +287,7 @@ func exec(t *testing.T, dbURL, query string, args ...any) {
 // no-op: the order keeps its status, its history does not grow, and the valid event is
 // not dead-lettered.
 func TestAnOutcomeThatDoesNotApplyChangesNothing(t *testing.T) {
+	parallel(t)
 	b := testenv.Kafka(t)
 	s := newStack(t, b, nil)
 	o := s.placeOrder("tok_visa", "kim@example.com")

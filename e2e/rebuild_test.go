@@ -47,6 +47,7 @@ func (s *inproc) readModel(t *testing.T) map[string][]string {
 // rows and mismatches it had when it stopped; started again, it goes on from where the
 // replay ended. On both brokers.
 func TestRebuildByReplayGivesTheLiveReadModel(t *testing.T) {
+	parallel(t)
 	const grace = 2 * time.Second
 	b := testenv.Kafka(t)
 	s := newStack(t, b, map[string]map[string]string{

@@ -119,6 +119,7 @@ func state(o orderResp, status string, version int64) events.OrderState {
 //   - a planted fault of each kind is reported within its grace and a few seconds, with
 //     the facts that disagree; a dead letter clears once the ledger says it was replayed.
 func TestReconciliationReportsWhatDisagrees(t *testing.T) {
+	parallel(t)
 	const grace = 2 * time.Second
 	b := testenv.Kafka(t)
 	s := newStack(t, b, map[string]map[string]string{

@@ -36,6 +36,17 @@ type target struct {
 	mail         *testenv.MailServer // nil for an external stack
 }
 
+// parallel lets t run beside the package's other parallel tests: each has a stack of its
+// own, on a broker of its own (testenv.Parallel). Against an external stack (E2E_ORDER_URL)
+// they run one at a time. A test that counts the process's goroutines, times a scrape or
+// an answer, or meters a rate stays out: it runs first, alone.
+func parallel(t *testing.T) {
+	t.Helper()
+	if os.Getenv("E2E_ORDER_URL") == "" {
+		testenv.Parallel(t)
+	}
+}
+
 var buildOnce struct {
 	sync.Once
 	dir string
@@ -281,6 +292,7 @@ func (tg *target) checkOutcomes(orders []placed, states map[string]orderResp) {
 }
 
 func TestScenario200ConcurrentOrders(t *testing.T) {
+	parallel(t)
 	tg := newTarget(t, nil)
 	tokens := []string{"tok_visa", "tok_chargeDeclined", "tok_chargeDeclinedInsufficientFunds"}
 	orders := tg.placeMany(200, 20, func(i int) string { return tokens[i%len(tokens)] })
@@ -291,6 +303,7 @@ func TestScenario200ConcurrentOrders(t *testing.T) {
 // Seed 004's outage story: with payment-service down, orders are accepted and wait,
 // honestly PENDING_PAYMENT, and nobody is emailed; when it returns, each is paid once.
 func TestScenarioPaymentServiceOutage(t *testing.T) {
+	parallel(t)
 	tg := newTarget(t, nil)
 	tg.stopService("payment-service")
 	orders := tg.placeMany(50, 10, func(int) string { return "tok_visa" })
@@ -313,6 +326,7 @@ func TestScenarioPaymentServiceOutage(t *testing.T) {
 // notification-service is independent: orders are confirmed without it, and the emails
 // follow when it returns.
 func TestScenarioNotificationServiceOutage(t *testing.T) {
+	parallel(t)
 	tg := newTarget(t, nil)
 	tg.stopService("notification-service")
 	orders := tg.placeMany(30, 10, func(int) string { return "tok_visa" })
@@ -327,6 +341,7 @@ func TestScenarioNotificationServiceOutage(t *testing.T) {
 // order-service dies (SIGKILL) right after accepting orders: each accepted order is in its
 // outbox, so after the restart every one is paid, none twice.
 func TestScenarioOrderServiceKilledAfterAccepting(t *testing.T) {
+	parallel(t)
 	tg := newTarget(t, nil)
 	orders := tg.placeMany(40, 10, func(int) string { return "tok_visa" })
 	tg.killService("order-service")
@@ -337,6 +352,7 @@ func TestScenarioOrderServiceKilledAfterAccepting(t *testing.T) {
 // payment-service dies (SIGKILL) while it is charging a batch: after the restart every
 // order ends up terminal and the provider's ledger shows one charge per order.
 func TestScenarioPaymentServiceKilledWhileCharging(t *testing.T) {
+	parallel(t)
 	tg := newTarget(t, map[string]map[string]string{"payment-service": {"PROVIDER_LATENCY": "40ms"}})
 	orders := tg.placeMany(60, 10, func(int) string { return "tok_visa" })
 	time.Sleep(150 * time.Millisecond) // some charged, some in flight, some waiting
@@ -355,6 +371,7 @@ func TestScenarioPaymentServiceKilledWhileCharging(t *testing.T) {
 // A client that retries POST /orders with the same Idempotency-Key (a timeout, a lost
 // answer) gets the first answer back and is charged once.
 func TestScenarioIdempotencyKeyRetry(t *testing.T) {
+	parallel(t)
 	tg := newTarget(t, nil)
 	key := fmt.Sprintf("checkout-%x", rand.Uint64())
 	body := `{"customer_id":"` + issuer.Customer + `","customer_email":"idem@example.com","currency":"EUR",
@@ -386,6 +403,7 @@ func TestScenarioIdempotencyKeyRetry(t *testing.T) {
 
 // A customer's orders can be listed page by page, and an order's story told.
 func TestScenarioListingAndHistory(t *testing.T) {
+	parallel(t)
 	tg := newTarget(t, nil)
 	customer := fmt.Sprintf("%08x-0000-4000-8000-%012x", rand.Uint32(), rand.Uint64()&0xffffffffffff)
 	as := "Bearer " + customerToken(t, customer)

@@ -298,6 +298,7 @@ var lagLine = regexp.MustCompile(`(?m)^orderflow_consumer_lag_records\{[^}]*\} (
 // as NaN (not an old number, not nothing) and its reading's timestamp stops; once the
 // broker is back it is read again.
 func TestScrapeLagWhileTheBrokerIsAway(t *testing.T) {
+	parallel(t)
 	b := testenv.RestartableKafka(t)
 	s := newStack(t, *b, nil)
 	// lag returns the lag values order-service serves, and when it last read them.

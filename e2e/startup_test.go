@@ -95,6 +95,7 @@ func TestUnreachableDependenciesAndBusyPortsAreNamed(t *testing.T) {
 }
 
 func TestHealthAndReadiness(t *testing.T) {
+	parallel(t)
 	s := newStack(t, testenv.Kafka(t), nil)
 	for name := range runs {
 		for _, path := range []string{"/healthz", "/readyz"} {
@@ -133,6 +134,7 @@ func TestHealthAndReadiness(t *testing.T) {
 // the orders. They all connected as the superuser before. The one exception:
 // reconciliation-service reads the simulator's ledger in payments, and nothing else there.
 func TestStartupEachServiceOwnsItsDatabaseAlone(t *testing.T) {
+	parallel(t)
 	tg := newTarget(t, nil)
 	pg := tg.control().Postgres
 	ctx := context.Background()

@@ -23,6 +23,7 @@ import (
 // reason: the order fails "declined", having been through the create, the recording of
 // its intent and the confirm. What Stripe does over time is a stateful stand-in's part.
 func TestPaymentServiceChargesThroughStripe(t *testing.T) {
+	parallel(t)
 	s := newStack(t, testenv.Kafka(t), map[string]map[string]string{
 		"payment": {"PAYMENT_PROVIDER": "stripe", "STRIPE_API_KEY": "sk_test_123", "STRIPE_API_BASE": testenv.StripeMock(t)},
 	})
@@ -46,6 +47,7 @@ func TestPaymentServiceChargesThroughStripe(t *testing.T) {
 // with a 400 and changes nothing either. The deliveries are signed by stripe-go's own
 // test helper.
 func TestAStripeWebhookSettlesAWaitingPayment(t *testing.T) {
+	parallel(t)
 	const secret, oldSecret = "whsec_e2e_current", "whsec_e2e_previous"
 	ls := testenv.StartLocalstripe(t)
 	s := newStack(t, testenv.Kafka(t), map[string]map[string]string{

@@ -114,6 +114,7 @@ func (c *collector) trace(orderID string) []span {
 // order-service's and notification-service's handling of that event, down to the email.
 // Every span's parent is in the trace; the log lines of each service carry its trace_id.
 func TestOneTracePerOrderAcrossTheServices(t *testing.T) {
+	parallel(t)
 	col := newCollector(t)
 	env := map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": col.URL, "LOG_LEVEL": "info"}
 	s := newStack(t, testenv.Kafka(t), map[string]map[string]string{"order": env, "payment": env, "notification": env})

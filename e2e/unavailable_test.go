@@ -16,6 +16,7 @@ import (
 // failure, never the address; once the database is back, the same requests work, and an
 // order placed again with its Idempotency-Key exists once.
 func TestADatabaseOutageIsAnHonest503(t *testing.T) {
+	parallel(t)
 	proxies, extra := map[string]*testenv.Proxy{}, map[string]map[string]string{}
 	for _, name := range []string{"order", "payment", "notification"} {
 		u, err := url.Parse(testenv.Database(t))

@@ -279,3 +279,13 @@ func empty(t testing.TB, addr string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// Parallel lets t run beside the package's other parallel tests when each test has a broker
+// of its own (kfake). On Apache Kafka or KAFKA_BROKERS the tests share one broker, which
+// Kafka (above) empties for each test, so they run one at a time.
+func Parallel(t *testing.T) {
+	t.Helper()
+	if BrokerKind() == Kfake && os.Getenv("KAFKA_BROKERS") == "" {
+		t.Parallel()
+	}
+}
