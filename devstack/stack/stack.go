@@ -288,6 +288,9 @@ func (s *Stack) RebuildReconciliation(ctx context.Context, out io.Writer) error 
 // Service returns a service by name.
 func (s *Stack) Service(name string) *Service { return s.services[name] }
 
+// Partitions is how many partitions each of the stack's topics has.
+func (s *Stack) Partitions() int { return s.opts.Partitions }
+
 // DataDir is where the broker and PostgreSQL keep their data.
 func (s *Stack) DataDir() string { return s.opts.DataDir }
 

@@ -16,13 +16,13 @@ type curvePoint struct {
 	closed                       bool // a closed loop's: its clients sent as fast as they were answered
 }
 
-// curves are the runs with the instant provider (the open loops at fixed rates and the
-// closed loops, whose offered load is what their clients sent), by broker, in the order
+// curves are orderflow's runs with the instant provider (the open loops at fixed rates and
+// the closed loops, whose offered load is what their clients sent), by broker, in the order
 // the report lists the brokers, each by offered load.
 func (r report) curves() (brokers []string, points map[string][]curvePoint) {
 	points = map[string][]curvePoint{}
 	for _, x := range r.Runs {
-		if !strings.HasPrefix(x.Name, "open ") && x.Mode != "closed" || x.Confirmed == 0 {
+		if !strings.HasPrefix(x.Name, "open ") && x.Mode != "closed" || x.Confirmed == 0 || x.Peer {
 			continue
 		}
 		if _, ok := points[x.Broker]; !ok {

@@ -11,7 +11,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -175,10 +177,18 @@ func (tg *target) finish(ctx context.Context, r runResult, posts []post, sent ti
 		r.RowsPerOrder = float64(db.rows) / float64(r.Confirmed)
 		r.WALBytesPerOrder = float64(db.walBytes) / float64(r.Confirmed)
 		r.TopStatements = db.top
+		for name, c := range db.tables {
+			if c == (tableCount{}) {
+				continue
+			}
+			per := func(v int64) float64 { return float64(v) / float64(r.Confirmed) }
+			r.Tables = append(r.Tables, tableRows{name, per(c.inserted), per(c.updated), per(c.hot), per(c.deleted)})
+		}
+		slices.SortFunc(r.Tables, func(a, b tableRows) int { return strings.Compare(a.Table, b.Table) })
 	}
 	if r.Confirmed > 0 {
 		var cpu float64 // the services and PostgreSQL: the work an order costs, not the load generator's
-		for _, s := range append(services.Names(), "postgres") {
+		for _, s := range append(services.Names(), peerName, "postgres") {
 			cpu += r.Services[s].CPUSeconds
 		}
 		r.CPUMsPerOrder = cpu * 1000 / float64(r.Confirmed)

@@ -19,6 +19,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -39,9 +40,12 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var err error
-	if len(os.Args) == 4 && os.Args[1] == "docs" { // bench docs REPORT.json DOC.md
+	switch {
+	case len(os.Args) == 4 && os.Args[1] == "docs": // bench docs REPORT.json DOC.md
 		err = writeDocs(os.Args[2], os.Args[3])
-	} else {
+	case len(os.Args) == 2 && os.Args[1] == peerCommand: // the peer's flow, in a process of its own
+		err = runPeer(ctx, os.Getenv)
+	default:
 		err = run(ctx, os.Getenv, os.Stdout)
 	}
 	if err != nil {
@@ -73,27 +77,32 @@ type plan struct {
 	relayN    int           // events each relay moves in the side-by-side comparison
 	relayMax  time.Duration // how long each relay gets
 	authN     int           // bearer tokens verified to measure what one costs
+	// peer loads the same flow built from Watermill's parts (peer.go) with the closed
+	// loops and the open loops of peerRates, on every broker.
+	peer      bool
+	peerRates []float64
 }
 
 func newPlan(quick bool) plan {
 	if quick {
 		return plan{quick: true, duration: 4 * time.Second, rates: []float64{250, 500}, workers: []int{32},
 			slow: []slowRun{{"100ms", 250}, {"500ms", 250}}, providerRate: 100, hopRates: []float64{250, 500}, yardstick: 3 * time.Second,
-			relayN: 3000, relayMax: 30 * time.Second, authN: 2000}
+			relayN: 3000, relayMax: 30 * time.Second, authN: 2000, peer: true, peerRates: []float64{250, 500}}
 	}
 	return plan{duration: 10 * time.Second, rates: []float64{250, 500, 1000, 2000}, workers: []int{16, 64},
 		slow: []slowRun{{"100ms", 1000}, {"500ms", 1000}}, providerRate: 100, hopRates: []float64{250, 1000}, yardstick: 5 * time.Second,
-		relayN: 20000, relayMax: 90 * time.Second, authN: 10000}
+		relayN: 20000, relayMax: 90 * time.Second, authN: 10000, peer: true, peerRates: []float64{250, 1000}}
 }
 
 // onlyRates, given BENCH_RATES (comma-separated: orders/s for an open loop, cN for a closed
 // loop of N clients), runs just those, with the instant provider: for looking into one
-// load.
-func (p *plan) onlyRates(v string) error {
+// load. The peer's flow runs them too with BENCH_PEER=1.
+func (p *plan) onlyRates(v string, peer bool) error {
 	if v == "" {
 		return nil
 	}
 	p.rates, p.workers, p.slow, p.relayN, p.providerRate, p.hopRates = nil, nil, nil, 0, 0, nil
+	p.peer, p.peerRates = peer, nil
 	for _, f := range strings.Split(v, ",") {
 		f = strings.TrimSpace(f)
 		if n, err := strconv.Atoi(strings.TrimPrefix(f, "c")); strings.HasPrefix(f, "c") && err == nil && n > 0 {
@@ -105,13 +114,14 @@ func (p *plan) onlyRates(v string) error {
 			return fmt.Errorf("BENCH_RATES: want orders/s or cN (N clients), comma-separated, got %q", v)
 		}
 		p.rates = append(p.rates, r)
+		p.peerRates = append(p.peerRates, r)
 	}
 	return nil
 }
 
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
 	p := newPlan(getenv("BENCH_QUICK") != "" && getenv("BENCH_QUICK") != "0")
-	if err := p.onlyRates(getenv("BENCH_RATES")); err != nil {
+	if err := p.onlyRates(getenv("BENCH_RATES"), getenv("BENCH_PEER") == "1"); err != nil {
 		return err
 	}
 	out := getenv("BENCH_OUT")
@@ -262,6 +272,11 @@ func (p plan) measure(ctx context.Context, getenv func(string) string, stdout io
 			return err
 		}
 	}
+	if p.peer {
+		if err := p.peerRuns(ctx, stdout, tg, broker, add); err != nil {
+			return err
+		}
+	}
 	if tg.traceAll {
 		rep.Traces = append(rep.Traces, tracesResult{Broker: broker, Spans: tg.sink.spans.Load(), Exports: tg.sink.exports.Load()})
 		fmt.Fprintf(stdout, "bench [%s]: the services exported %d spans in %d OTLP requests\n", broker, tg.sink.spans.Load(), tg.sink.exports.Load())
@@ -301,6 +316,18 @@ type target struct {
 	sink              *traceSink
 	traceAll, tracing bool
 	log               *slog.Logger
+	// dbs are the databases whose work the report counts; default the services'.
+	dbs []string
+	// peer is the process of the peer's flow this target is (peer.go); nil for orderflow.
+	peer *exec.Cmd
+}
+
+// databases are the databases whose statements, commits and rows a run counts.
+func (tg *target) databases() []string {
+	if tg.dbs != nil {
+		return tg.dbs
+	}
+	return services.Databases()
 }
 
 // stackBroker is the devstack broker a bench broker runs on.

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"runtime"
 	"strconv"
@@ -99,9 +100,6 @@ func (tg *target) outcomes(ctx context.Context, ids []string, within time.Durati
 	return out, rows.Err()
 }
 
-// serviceDBs are the databases of the services.
-var serviceDBs = services.Databases()
-
 // dbWork is what the services' databases did during a run: statements run (by
 // pg_stat_statements, BEGIN and COMMIT included), transactions committed and rows
 // written, inserted, updated or deleted (by pg_stat_database, single-statement
@@ -111,7 +109,39 @@ var serviceDBs = services.Databases()
 type dbWork struct {
 	statements, commits, rows, walBytes int64
 	top                                 []statement
+	tables                              map[string]tableCount // by database.table
 	ok                                  bool
+}
+
+// tableCount is the rows of one table inserted, updated (HOT or not) and deleted.
+type tableCount struct{ inserted, updated, hot, deleted int64 }
+
+// tableRows reads each table's counters in each of dbs (pg_stat_user_tables is per
+// database): where a run's rows go.
+func (tg *target) tableRows(ctx context.Context, dbs []string) map[string]tableCount {
+	out := map[string]tableCount{}
+	u, err := url.Parse(tg.adminDB)
+	if err != nil {
+		return out
+	}
+	for _, db := range dbs {
+		u.Path = "/" + db
+		conn, err := pgx.Connect(ctx, u.String())
+		if err != nil {
+			continue
+		}
+		rows, _ := conn.Query(ctx, `SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del FROM pg_stat_user_tables`)
+		for rows.Next() {
+			var name string
+			var c tableCount
+			if rows.Scan(&name, &c.inserted, &c.updated, &c.hot, &c.deleted) == nil {
+				out[db+"."+name] = c
+			}
+		}
+		rows.Close()
+		conn.Close(ctx)
+	}
+	return out
 }
 
 type statement struct {
@@ -133,7 +163,8 @@ func (tg *target) dbWorkStart(ctx context.Context) dbWork {
 	}
 	var w dbWork
 	err = conn.QueryRow(ctx, `
-		SELECT `+dbCounters+`, pg_stat_statements_reset() IS NOT NULL`, serviceDBs).Scan(&w.commits, &w.rows, &w.walBytes, &w.ok)
+		SELECT `+dbCounters+`, pg_stat_statements_reset() IS NOT NULL`, tg.databases()).Scan(&w.commits, &w.rows, &w.walBytes, &w.ok)
+	w.tables = tg.tableRows(ctx, tg.databases())
 	return w
 }
 
@@ -160,17 +191,22 @@ func (tg *target) dbWorkSince(ctx context.Context, start dbWork) dbWork {
 	err = conn.QueryRow(ctx, `
 		SELECT (SELECT coalesce(sum(s.calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
 				WHERE d.datname = ANY($1))::bigint, `+dbCounters,
-		serviceDBs).Scan(&w.statements, &w.commits, &w.rows, &w.walBytes)
+		tg.databases()).Scan(&w.statements, &w.commits, &w.rows, &w.walBytes)
 	if err != nil {
 		return dbWork{}
 	}
 	w.commits -= start.commits
 	w.rows -= start.rows
 	w.walBytes -= start.walBytes
+	w.tables = tg.tableRows(ctx, tg.databases())
+	for name, c := range w.tables {
+		b := start.tables[name]
+		w.tables[name] = tableCount{c.inserted - b.inserted, c.updated - b.updated, c.hot - b.hot, c.deleted - b.deleted}
+	}
 	rows, _ := conn.Query(ctx, `
 		SELECT d.datname, s.calls, s.total_exec_time, regexp_replace(s.query, '\s+', ' ', 'g')
 		FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
-		WHERE d.datname = ANY($1) ORDER BY s.total_exec_time DESC LIMIT 40`, serviceDBs)
+		WHERE d.datname = ANY($1) ORDER BY s.total_exec_time DESC LIMIT 40`, tg.databases())
 	w.top, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (st statement, err error) {
 		return st, r.Scan(&st.Database, &st.Calls, &st.Ms, &st.Query)
 	})
@@ -184,7 +220,7 @@ type usage struct {
 	peakRSS int64 // bytes
 }
 
-// usage reads the CPU time of each service, of all PostgreSQL processes together and of
+// usage reads the CPU time of each service (or of the peer's flow), of all PostgreSQL processes together and of
 // this process (the load generator and, on our own devstack, kfake) and of Apache Kafka's
 // JVM when the stack runs it, so a report
 // shows where the machine's cores went.
@@ -193,9 +229,13 @@ func (tg *target) usage() map[string]usage {
 	if tg.stack == nil {
 		return out
 	}
-	for _, name := range services.Names() {
-		if pid := tg.stack.Service(name).PID(); pid > 0 {
-			out[name] = procUsage(pid)
+	if tg.peer != nil {
+		out[peerName] = procUsage(tg.peer.Process.Pid)
+	} else {
+		for _, name := range services.Names() {
+			if pid := tg.stack.Service(name).PID(); pid > 0 {
+				out[name] = procUsage(pid)
+			}
 		}
 	}
 	out["bench"] = procUsage(os.Getpid()) // with kfake, the broker runs in this process

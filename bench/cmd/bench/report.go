@@ -56,12 +56,26 @@ type runResult struct {
 	CPUMsPerOrder      float64 `json:"cpu_ms_per_confirmed_order,omitempty"`
 	// PostgresCPUMsPerOrder is PostgreSQL's share of CPUMsPerOrder.
 	PostgresCPUMsPerOrder float64 `json:"pg_cpu_ms_per_confirmed_order,omitempty"`
+	// Tables are the rows each table of the databases had written, per confirmed order.
+	Tables []tableRows `json:"tables,omitempty"`
 	// TopStatements are the statements the databases ran most often in the run.
 	TopStatements []statement `json:"top_statements,omitempty"`
 	// Hops are where POST→CONFIRMED spent its time, from the traces of HopOrders orders,
 	// when the services exported their spans.
 	Hops      []hopResult `json:"hops,omitempty"`
 	HopOrders int         `json:"hop_orders,omitempty"`
+	// Peer: the run loaded the peer's flow (peer.go), not orderflow.
+	Peer bool `json:"peer,omitempty"`
+}
+
+// tableRows is one table's rows inserted, updated (of them HOT, without a new index entry)
+// and deleted per confirmed order.
+type tableRows struct {
+	Table    string  `json:"table"` // database.table
+	Inserted float64 `json:"inserted"`
+	Updated  float64 `json:"updated"`
+	HOT      float64 `json:"hot_updated"`
+	Deleted  float64 `json:"deleted"`
 }
 
 type yardstickResult struct {
@@ -126,7 +140,7 @@ func (r report) markdown(w io.Writer) {
 			ms(x.ConfirmMs.P50), ms(x.ConfirmMs.P95), ms(x.ConfirmMs.P99),
 			ms(x.EmailMs.P50), ms(x.EmailMs.P95), ms(x.EmailMs.P99),
 			x.ConfirmedPerSec, x.RelayEventsPerSec, x.Pending, errs(x.Errors))
-		if x.Pending == 0 && x.ConfirmedPerSec > best[x.Broker] {
+		if !x.Peer && x.Pending == 0 && x.ConfirmedPerSec > best[x.Broker] {
 			best[x.Broker] = x.ConfirmedPerSec
 		}
 	}
@@ -158,6 +172,9 @@ func (r report) markdown(w io.Writer) {
 	}
 	fmt.Fprintln(w, "\nCPU seconds (peak RSS MB) per process and run; the machine has", runtime.NumCPU(), "cores:")
 	names := services.Names()
+	if slices.ContainsFunc(r.Runs, func(x runResult) bool { return x.Peer }) {
+		names = append(names, peerName)
+	}
 	fmt.Fprintf(w, "\n| broker | run | %s | PostgreSQL (all) | bench (+ kfake) | Apache Kafka |\n|%s\n",
 		strings.Join(names, " | "), strings.Repeat("---|", len(names)+5))
 	for _, x := range r.Runs {
@@ -186,7 +203,9 @@ func (r report) markdown(w io.Writer) {
 		fmt.Fprintf(w, "| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s |\n", brokerNames[x.Broker], x.Name, x.ConfirmedPerSec, ratio,
 			ms(x.RowsPerOrder), ms(x.WALBytesPerOrder/1024), ms(x.StatementsPerOrder), ms(x.CommitsPerOrder), ms(x.PostgresCPUMsPerOrder), ms(x.CPUMsPerOrder))
 	}
+	markdownTables(w, r.Runs)
 	markdownHops(w, r.Runs)
+	r.peerTable(w)
 	if len(r.Relay) == 2 {
 		fmt.Fprintf(w, "\nOutbox relay, PostgreSQL → %s, side by side (writers commit %d events a transaction; published = seen by a consumer).\n", brokerNames[r.RelayBroker], relaycmp.TxSize)
 		fmt.Fprintln(w, "Live: the relay runs while the events are written. Backlog: all are written first, then the relay starts.")
@@ -289,4 +308,61 @@ type tracesResult struct {
 	Broker  string `json:"broker"`
 	Spans   int64  `json:"spans"`
 	Exports int64  `json:"exports"`
+}
+
+// markdownTables shows where a confirmed order's rows go, table by table, in orderflow's
+// runs at 250/s and in its closed loops: what each table has inserted, updated (HOT
+// updates, which add no index entry, in brackets) and deleted per confirmed order.
+func markdownTables(w io.Writer, runs []runResult) {
+	var cols []runResult
+	var tables []string
+	for _, x := range runs {
+		if x.Peer || len(x.Tables) == 0 || x.Name != "open 250/s" && x.Mode != "closed" {
+			continue
+		}
+		cols = append(cols, x)
+		for _, t := range x.Tables {
+			if !slices.Contains(tables, t.Table) {
+				tables = append(tables, t.Table)
+			}
+		}
+	}
+	if len(cols) == 0 {
+		return
+	}
+	slices.Sort(tables)
+	fmt.Fprintln(w, "\nRows per confirmed order, table by table: inserted / updated (of them HOT) / deleted:")
+	fmt.Fprint(w, "\n| table |")
+	for _, x := range cols {
+		fmt.Fprintf(w, " %s, %s |", brokerNames[x.Broker], x.Name)
+	}
+	fmt.Fprintf(w, "\n|---|%s\n", strings.Repeat("---|", len(cols)))
+	for _, t := range tables {
+		fmt.Fprintf(w, "| %s |", t)
+		for _, x := range cols {
+			i := slices.IndexFunc(x.Tables, func(r tableRows) bool { return r.Table == t })
+			if i < 0 {
+				fmt.Fprint(w, " – |")
+				continue
+			}
+			r := x.Tables[i]
+			hot := ""
+			if r.HOT > 0 {
+				hot = " (" + rowsPer(r.HOT) + ")"
+			}
+			fmt.Fprintf(w, " %s / %s%s / %s |", rowsPer(r.Inserted), rowsPer(r.Updated), hot, rowsPer(r.Deleted))
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+// rowsPer is a count of rows per order, to two figures.
+func rowsPer(v float64) string {
+	switch {
+	case v == 0:
+		return "–"
+	case v < 10:
+		return fmt.Sprintf("%.2g", v)
+	}
+	return fmt.Sprintf("%.0f", v)
 }

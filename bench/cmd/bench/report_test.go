@@ -33,18 +33,25 @@ func TestReportPutsTheBrokersSideBySide(t *testing.T) {
 		{Name: "open 250/s", Broker: "kfake", ConfirmedPerSec: 250, ConfirmMs: latency{P99: 40}},
 		{Name: "open 250/s", Broker: "kafka", ConfirmedPerSec: 249, ConfirmMs: latency{P99: 55}},
 	}}
-	var b strings.Builder
-	r.markdown(&b)
-	for _, want := range []string{
+	reportHas(t, r,
 		"| open 250/s | 250 / 249 |",
 		"| 40 / 55 |",
 		"Best sustained confirmed orders/s on Apache Kafka: 249",
 		"| Apache Kafka | open 250/s |",
-	} {
+	)
+}
+
+// reportHas fails t unless r's markdown has each of wants; it returns the markdown.
+func reportHas(t *testing.T, r report, wants ...string) string {
+	t.Helper()
+	var b strings.Builder
+	r.markdown(&b)
+	for _, want := range wants {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, b.String())
 		}
 	}
+	return b.String()
 }
 
 // bench docs writes a report between the markers of a page, labelled with its commit and
@@ -91,7 +98,7 @@ func TestDocsTakeTheFiguresBetweenTheMarkers(t *testing.T) {
 }
 
 // The curve takes the instant provider's runs on each broker, open and closed loops, by
-// load offered, and leaves out the slow providers' and the other providers'; the SVG names
+// load offered, and leaves out the slow providers', the other providers' and the peer's; the SVG names
 // its commit, its machine and its brokers, and draws three lines per broker.
 func TestTheCurveDrawsTheInstantProvidersRuns(t *testing.T) {
 	run := func(name, broker, mode string, offered, confirmed, p50, p99 float64) runResult {
@@ -105,7 +112,10 @@ func TestTheCurveDrawsTheInstantProvidersRuns(t *testing.T) {
 		run("provider 100ms, 250/s", "kfake", "open", 250, 240, 150, 200),
 		run("Stripe on localstripe, 100/s", "kfake", "open", 100, 98, 40, 120),
 		run("open 250/s", "kafka", "open", 250, 245, 30, 90),
+		run(peerName+": closed 32 clients", "kfake", "closed", 1500, 1000, 3000, 4000),
+		run(peerName+": open 250/s", "kfake", "open", 250, 210, 1100, 1600),
 	}}
+	r.Runs[6].Peer, r.Runs[7].Peer = true, true
 	brokers, points := r.curves()
 	want := map[string][]curvePoint{
 		"kfake": {{250, 249, 10, 40, false}, {500, 490, 20, 80, false}, {820, 800, 300, 600, true}},
@@ -129,5 +139,44 @@ func TestTheCurveDrawsTheInstantProvidersRuns(t *testing.T) {
 	}
 	if (report{}).svg(&b) {
 		t.Error("a curve drawn without runs")
+	}
+}
+
+// Each run of the peer's flow stands beside orderflow's run of the same name on the same
+// broker, with the ratio of their confirmed/s; the peer's runs are not orderflow's best.
+func TestThePeersRunsStandBesideOurs(t *testing.T) {
+	r := report{Yardstick: yardstickResult{TPS: 10000}, Runs: []runResult{
+		{Name: "closed 32 clients", Broker: "kfake", Mode: "closed", AchievedRate: 750, ConfirmedPerSec: 720, CPUMsPerOrder: 2.5, RowsPerOrder: 31},
+		{Name: "closed 32 clients", Broker: "kafka", Mode: "closed", AchievedRate: 600, ConfirmedPerSec: 580},
+		{Name: peerName + ": closed 32 clients", Broker: "kfake", Mode: "closed", AchievedRate: 1500, ConfirmedPerSec: 960, CPUMsPerOrder: 1.5, RowsPerOrder: 5.5, Peer: true},
+		{Name: peerName + ": open 250/s", Broker: "kfake", Mode: "open", AchievedRate: 250, ConfirmedPerSec: 207, Peer: true},
+	}}
+	md := reportHas(t, r,
+		"| kfake | closed 32 clients | 750 / 1500 | 720 / 960 | 0.75× |",
+		"| 2.5 / 1.5 | 31 / 5.5 |",
+		"Best sustained confirmed orders/s on kfake: 720 ",
+	)
+	if strings.Contains(md, "| kfake | open 250/s | 0 / 250") {
+		t.Errorf("a peer's run without orderflow's beside it is listed:\n%s", md)
+	}
+}
+
+// Where an order's rows go, table by table, for orderflow's 250/s and closed-loop runs:
+// inserted / updated (HOT) / deleted per order; other runs and the peer's are left out.
+func TestTheRowsOfEachTableArePerOrder(t *testing.T) {
+	tables := []tableRows{{Table: "orders.outbox", Inserted: 3, Deleted: 3}, {Table: "payments.payments", Inserted: 0.92, Updated: 1, HOT: 0.98}}
+	r := report{Runs: []runResult{
+		{Name: "open 250/s", Broker: "kfake", Mode: "open", Tables: tables},
+		{Name: "open 500/s", Broker: "kfake", Mode: "open", Tables: tables},
+		{Name: "closed 32 clients", Broker: "kfake", Mode: "closed", Tables: tables[:1]},
+		{Name: peerName + ": closed 32 clients", Broker: "kfake", Mode: "closed", Peer: true, Tables: []tableRows{{Table: "pipecmp.orders", Inserted: 1}}},
+	}}
+	md := reportHas(t, r,
+		"| table | kfake, open 250/s | kfake, closed 32 clients |\n",
+		"| orders.outbox | 3 / – / 3 | 3 / – / 3 |\n",
+		"| payments.payments | 0.92 / 1 (0.98) / – | – |\n",
+	)
+	if strings.Contains(md, "pipecmp.orders") {
+		t.Errorf("the peer's tables are listed:\n%s", md)
 	}
 }
