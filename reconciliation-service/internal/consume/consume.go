@@ -13,9 +13,11 @@ import (
 )
 
 // Handlers returns the handler of each topic reconciliation-service reads: every record
-// a row of one Set, so a batch's records are applied in two statements.
+// a row of one Set, so a batch's records are applied in two statements. The Set is
+// idempotent (postgres.Store.ApplyBatch: applying records again changes nothing), so its
+// records take no inbox row.
 func Handlers(store *postgres.Store) map[string]consumer.Handler {
-	facts := consumer.NewSet(func(ctx context.Context, tx consumer.Tx, recs []postgres.Record) error {
+	facts := consumer.NewIdempotentSet(func(ctx context.Context, tx consumer.Tx, recs []postgres.Record) error {
 		return store.ApplyBatch(ctx, tx, recs)
 	})
 	handlers := map[string]consumer.Handler{}
