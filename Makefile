@@ -194,7 +194,7 @@ e2e-compose:
 		$(GO) test -count=1 -timeout 8m -run 'TestScenario' -v ./...
 
 # Throughput and latency of the whole pipeline on its own devstack, printed as a table
-# and written to .data/bench/latest.json. QUICK=1 for the short version (about 3 minutes).
+# and written to .data/bench/latest.json. QUICK=1 for the short version (about 4 minutes; the whole one about 9½).
 # config-docs writes docs/configuration.md's table of settings from what the services read
 # (e2e/configdoc_test.go holds the page to it).
 .PHONY: config-docs
