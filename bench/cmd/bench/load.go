@@ -79,6 +79,8 @@ func (tg *target) openLoop(ctx context.Context, name string, rate float64, d tim
 	n := int(rate * d.Seconds())
 	posts := make([]post, n)
 	db0, cpu0 := tg.dbWorkStart(ctx), tg.usage()
+	stopProfiles := tg.profile(ctx, fmt.Sprintf("open-%g", rate), d)
+	defer stopProfiles()
 	start := time.Now()
 	var wg sync.WaitGroup
 	for i := range n {
@@ -221,7 +223,7 @@ func freePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
-// profile records a CPU profile of each service for d, when BENCH_PROFILE names a folder;
+// profile records a CPU profile of each service for d (a run's), when BENCH_PROFILE names a folder;
 // the returned func waits for them to be written.
 func (tg *target) profile(ctx context.Context, name string, d time.Duration) func() {
 	if tg.profileDir == "" || tg.pprof == nil {

@@ -309,7 +309,7 @@ type target struct {
 	stack           *stack.Stack
 	dir             string
 	pprof           map[string]string // service → its pprof address
-	profileDir      string            // BENCH_PROFILE: CPU profiles of the closed-loop runs go here
+	profileDir      string            // BENCH_PROFILE: CPU profiles of the runs go here
 	// sink takes the spans of our own stack's services, when they export them: all of
 	// them with BENCH_TRACES=1 (traceAll), order-service's and payment-service's in the hop
 	// runs; tracing says whether they do now.
