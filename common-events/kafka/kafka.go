@@ -12,9 +12,16 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/rcrowley/go-metrics"
 
 	"github.com/orderflow/common-events/events"
 )
+
+// sarama times and sizes every request, record and batch in go-metrics histograms that
+// nothing here reads (a service's metrics are Prometheus's, package metrics), and the
+// services' CPU profiles had that bookkeeping among their costliest work. Turned off for
+// every client of the process before any is made.
+func init() { metrics.UseNilMetrics = true }
 
 // Config returns sarama settings that keep delivery guarantees, not sarama's defaults:
 // an idempotent producer waiting for every in-sync replica, one request in flight per
