@@ -109,8 +109,7 @@ func (a *applier) commit(batch []applyReq) {
 }
 
 // applyTx runs batch's Applies in one transaction, each guarded by the inbox: one
-// statement records every event id and says which were new (an idempotent Set's records
-// take no inbox row: NewIdempotentSet). It is not cut short when the
+// statement records every event id and says which were new. It is not cut short when the
 // session ends: the records in flight finish, within ctx (HandlerTimeout). It leaves
 // a.conn nil when it has no connection to the database: none could be had, or it was lost.
 func (a *applier) applyTx(ctx context.Context, batch []applyReq) error {
@@ -131,11 +130,9 @@ func (a *applier) applyTx(ctx context.Context, batch []applyReq) error {
 	// Rows and locks are taken in a stable order (the order id), so two partitions'
 	// transactions touching the same orders wait for each other instead of deadlocking.
 	slices.SortStableFunc(batch, func(a, b applyReq) int { return strings.Compare(a.msg.Subject, b.msg.Subject) })
-	ids := make([]string, 0, len(batch))
-	for _, req := range batch {
-		if req.apply.inboxed() {
-			ids = append(ids, req.msg.ID)
-		}
+	ids := make([]string, len(batch))
+	for i, req := range batch {
+		ids[i] = req.msg.ID
 	}
 	type count struct{ topic, outcome string }
 	var counts map[count]int // what the transaction did, told once it committed
@@ -145,25 +142,18 @@ func (a *applier) applyTx(ctx context.Context, batch []applyReq) error {
 	err := pgx.BeginFunc(ctx, a.conn, func(ptx pgx.Tx) error {
 		counts, setRows, sets = map[count]int{}, map[Set][]any{}, nil
 		tx := &emitTx{Tx: ptx}
-		fresh := make(map[string]bool, len(batch))
-		if len(ids) > 0 {
-			rows, _ := tx.Query(ctx, `
-				INSERT INTO processed_events (consumer_group, event_id)
-				SELECT $1, id FROM unnest($2::text[]) AS id ORDER BY id
-				ON CONFLICT DO NOTHING
-				RETURNING event_id`, r.Group, ids)
-			inserted, err := pgx.CollectRows(rows, pgx.RowTo[string])
-			if err != nil {
-				return fmt.Errorf("inbox: %w", err)
-			}
-			for _, id := range inserted {
-				fresh[id] = true
-			}
+		rows, _ := tx.Query(ctx, `
+			INSERT INTO processed_events (consumer_group, event_id)
+			SELECT $1, id FROM unnest($2::text[]) AS id ORDER BY id
+			ON CONFLICT DO NOTHING
+			RETURNING event_id`, r.Group, ids)
+		inserted, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return fmt.Errorf("inbox: %w", err)
 		}
-		for _, req := range batch {
-			if !req.apply.inboxed() { // no inbox row: a redelivery applies again, to no effect
-				fresh[req.msg.ID] = true
-			}
+		fresh := make(map[string]bool, len(inserted))
+		for _, id := range inserted {
+			fresh[id] = true
 		}
 		for _, req := range batch {
 			if !fresh[req.msg.ID] {
@@ -190,7 +180,6 @@ func (a *applier) applyTx(ctx context.Context, batch []applyReq) error {
 				return err
 			}
 		}
-		var err error
 		emitted, err = tx.flush(ctx)
 		return err
 	})

@@ -169,28 +169,10 @@ func NewSetThen[T any](apply func(ctx context.Context, tx Tx, rows []T) error, t
 	return &typedSet[T]{apply: apply, then: then}
 }
 
-// NewIdempotentSet is NewSet for an apply that a record may reach again to no effect:
-// applying its rows twice, in any batches, leaves what applying them once left, and it
-// emits nothing. Its records take no inbox row: the row, its index entry and, for a batch
-// of them alone, the inbox statement are saved, and a redelivered record is applied again
-// (and counted applied, not duplicate). An event twice in one batch still applies once.
-func NewIdempotentSet[T any](apply func(ctx context.Context, tx Tx, rows []T) error) Set {
-	return &typedSet[T]{apply: apply, idempotent: true}
-}
-
 type typedSet[T any] struct {
-	apply      func(ctx context.Context, tx Tx, rows []T) error
-	then       func(rows []T)
-	idempotent bool
+	apply func(ctx context.Context, tx Tx, rows []T) error
+	then  func(rows []T)
 }
-
-// inboxed says whether a's record takes an inbox row: all but an idempotent Set's.
-func (a Apply) inboxed() bool {
-	s, ok := a.set.(interface{ isIdempotent() bool })
-	return !ok || !s.isIdempotent()
-}
-
-func (s *typedSet[T]) isIdempotent() bool { return s.idempotent }
 
 // committer is a Set told of its rows after they committed.
 type committer interface{ committed(rows []any) }

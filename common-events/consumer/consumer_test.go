@@ -686,30 +686,3 @@ func TestEmittedEventsCommitWithTheirApply(t *testing.T) {
 		t.Errorf("outbox holds %v, want the one payment.failed of order-a, bound for its kind's topic", stored)
 	}
 }
-
-// An idempotent Set's records take no inbox row: a redelivered record reaches the Set
-// again (which, being idempotent, makes nothing of it), and the other records still go on.
-func TestAnIdempotentSetsRecordsTakeNoInboxRow(t *testing.T) {
-	f := setup(t)
-	ctx := context.Background()
-	applied := consumer.NewIdempotentSet(func(ctx context.Context, tx consumer.Tx, keys []string) error {
-		_, err := tx.Exec(ctx, `INSERT INTO effects (order_id) SELECT unnest($1::text[])`, keys)
-		return err
-	})
-	f.run(t, func(_ context.Context, msg consumer.Message) (consumer.Apply, error) {
-		return consumer.Row(applied, msg.Subject), nil
-	})
-	a := orderCreated(t, "order-a")
-	testenv.Produce(t, f.brokers, a, orderCreated(t, "order-b"))
-	f.waitEffects(t, 2, 15*time.Second)
-	testenv.Produce(t, f.brokers, a) // redelivered: same ce_id
-	got := f.waitEffects(t, 3, 15*time.Second)
-	slices.Sort(got)
-	if fmt.Sprint(got) != "[order-a order-a order-b]" {
-		t.Errorf("effects = %v, want order-a applied again and order-b once", got)
-	}
-	var inbox int
-	if err := f.pool.QueryRow(ctx, `SELECT count(*) FROM processed_events`).Scan(&inbox); err != nil || inbox != 0 {
-		t.Errorf("%d inbox rows (%v), want none", inbox, err)
-	}
-}

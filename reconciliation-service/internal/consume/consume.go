@@ -13,11 +13,9 @@ import (
 )
 
 // Handlers returns the handler of each topic reconciliation-service reads: every record
-// a row of one Set, so a batch's records are applied in two statements. The Set is
-// idempotent (postgres.Store.ApplyBatch: applying records again changes nothing), so its
-// records take no inbox row.
+// a row of one Set, so a batch's records are applied in two statements.
 func Handlers(store *postgres.Store) map[string]consumer.Handler {
-	facts := consumer.NewIdempotentSet(func(ctx context.Context, tx consumer.Tx, recs []postgres.Record) error {
+	facts := consumer.NewSet(func(ctx context.Context, tx consumer.Tx, recs []postgres.Record) error {
 		return store.ApplyBatch(ctx, tx, recs)
 	})
 	handlers := map[string]consumer.Handler{}
