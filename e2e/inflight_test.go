@@ -49,7 +49,6 @@ func (tg *target) waitCharging(n int) int {
 const slowProvider = "1500ms"
 
 func TestScenarioPaymentServiceKilledWithHundredsInFlight(t *testing.T) {
-	parallel(t)
 	tg := newTarget(t, map[string]map[string]string{"payment-service": {"PROVIDER_LATENCY": slowProvider}})
 	orders := tg.placeMany(300, 30, func(int) string { return "tok_visa" })
 	t.Logf("%d charges in flight when payment-service is killed", tg.waitCharging(200))
@@ -59,7 +58,6 @@ func TestScenarioPaymentServiceKilledWithHundredsInFlight(t *testing.T) {
 }
 
 func TestScenarioRebalanceWithHundredsInFlight(t *testing.T) {
-	parallel(t)
 	tg := newTarget(t, map[string]map[string]string{"payment-service": {"PROVIDER_LATENCY": slowProvider}})
 	orders := tg.placeMany(200, 30, func(int) string { return "tok_visa" })
 	t.Logf("%d charges in flight when a second instance joins", tg.waitCharging(100))

@@ -39,7 +39,8 @@ type target struct {
 // parallel lets t run beside the package's other parallel tests: each has a stack of its
 // own, on a broker of its own (testenv.Parallel). Against an external stack (E2E_ORDER_URL)
 // they run one at a time. A test that counts the process's goroutines, times a scrape or
-// an answer, or meters a rate stays out: it runs first, alone.
+// an answer, or needs so many charges in flight at once (a rate) stays out: it runs
+// first, alone.
 func parallel(t *testing.T) {
 	t.Helper()
 	if os.Getenv("E2E_ORDER_URL") == "" {

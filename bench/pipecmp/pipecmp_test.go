@@ -23,7 +23,8 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 const body = `{"customer_email":"peer@example.com","currency":"EUR","items":[{"sku":"BOOK-42","quantity":2,"unit_price_cents":1999}],"payment_method":"tok_visa"}`
 
 // The peer must do what it is compared on: every order accepted is charged once,
-// confirmed and notified, and a redelivered order.created charges nothing again.
+// confirmed and notified, and a redelivered order.created neither holds up the orders
+// after it nor publishes a second payment.completed.
 func TestTheWatermillFlowConfirmsEveryOrderOnce(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -112,6 +113,9 @@ func TestTheWatermillFlowConfirmsEveryOrderOnce(t *testing.T) {
 	}
 	if got := count(payments, `SELECT count(*) FROM payments WHERE amount_cents = 3998`); got != n+1 {
 		t.Errorf("%d payments of 39.98, want %d: one per order", got, n+1)
+	}
+	if got := testenv.Records(t, b.Addrs, c.Topics+"payment.completed", n+1, 10*time.Second); len(got) != n+1 {
+		t.Errorf("%d payment.completed published, want %d: the redelivered order.created published another", len(got), n+1)
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -98,28 +100,53 @@ func Pool(t testing.TB) *pgxpool.Pool {
 	return pool
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that nothing listens on right now.
+// FreePort returns a TCP port on 127.0.0.1 that nothing listens on right now, given out
+// once per test binary. It is below the kernel's ephemeral range, from which the kernel
+// gives every connection its local port and every listener on port 0 its port: a port of
+// that range that a test's broker, proxy or service lets go while it restarts may be
+// taken by a connection or listener of another (all the likelier with tests running side
+// by side), and the restart then fails. Ports below the range are taken only by asking
+// for them.
 func FreePort(t testing.TB) int {
 	t.Helper()
 	given.Lock()
 	defer given.Unlock()
-	// The kernel may hand a just-closed port out again at once: two services of one stack
-	// would then be given the same port, and the second one's probe answered by the
-	// first. A port is given out once per test binary.
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("testenv: %v", err)
+	from, to := fixedPorts()
+	for range 1000 {
+		port := from + rand.IntN(to-from)
+		if given.ports[port] {
+			continue
 		}
-		port := ln.Addr().(*net.TCPAddr).Port
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue // in use
+		}
 		ln.Close()
-		if !given.ports[port] {
-			given.ports[port] = true
-			return port
+		given.ports[port] = true
+		return port
+	}
+	t.Fatalf("testenv: no free port in %d–%d", from, to-1)
+	return 0
+}
+
+// fixedPorts is the range FreePort gives out from: 20000 up to the start of the kernel's
+// ephemeral range (net.ipv4.ip_local_port_range; 32768 when it cannot be read), or, when
+// that starts too low to leave room, the 5000 ports above its end.
+func fixedPorts() (from, to int) {
+	lo, hi := 32768, 60999
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			l, err1 := strconv.Atoi(f[0])
+			h, err2 := strconv.Atoi(f[1])
+			if err1 == nil && err2 == nil && l <= h {
+				lo, hi = l, h
+			}
 		}
 	}
-	t.Fatal("testenv: no free port not given out before")
-	return 0
+	if lo >= 21000 {
+		return 20000, lo
+	}
+	return hi + 1, min(hi+5001, 65536)
 }
 
 // given are the ports FreePort has handed out.

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -79,7 +80,7 @@ func (tg *target) openLoop(ctx context.Context, name string, rate float64, d tim
 	n := int(rate * d.Seconds())
 	posts := make([]post, n)
 	db0, cpu0 := tg.dbWorkStart(ctx), tg.usage()
-	stopProfiles := tg.profile(ctx, fmt.Sprintf("open-%g", rate), d)
+	stopProfiles := tg.profile(ctx, name, d)
 	defer stopProfiles()
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -107,7 +108,7 @@ func (tg *target) openLoop(ctx context.Context, name string, rate float64, d tim
 // is answered, for d: the rate the stack sustains when pushed.
 func (tg *target) closedLoop(ctx context.Context, name string, workers int, d time.Duration) (runResult, error) {
 	db0, cpu0 := tg.dbWorkStart(ctx), tg.usage()
-	stopProfiles := tg.profile(ctx, fmt.Sprintf("closed-%d", workers), d)
+	stopProfiles := tg.profile(ctx, name, d)
 	defer stopProfiles()
 	start := time.Now()
 	deadline := start.Add(d)
@@ -199,6 +200,9 @@ func (tg *target) finish(ctx context.Context, r runResult, posts []post, sent ti
 	return r, nil
 }
 
+// unsafeInName is what a file name here does without: all but letters and digits.
+var unsafeInName = regexp.MustCompile(`[^A-Za-z0-9]+`)
+
 // percentiles returns p50, p95, p99 and max in milliseconds.
 func percentiles(ds []time.Duration) latency {
 	if len(ds) == 0 {
@@ -223,12 +227,14 @@ func freePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
-// profile records a CPU profile of each service for d (a run's), when BENCH_PROFILE names a folder;
-// the returned func waits for them to be written.
+// profile records a CPU profile of each service for d, the run called name, when
+// BENCH_PROFILE names a folder: BROKER-RUN-SERVICE.pprof there. The returned func waits
+// for them to be written.
 func (tg *target) profile(ctx context.Context, name string, d time.Duration) func() {
 	if tg.profileDir == "" || tg.pprof == nil {
 		return func() {}
 	}
+	name = strings.Trim(unsafeInName.ReplaceAllString(tg.broker+"-"+name, "-"), "-")
 	var wg sync.WaitGroup
 	for service, addr := range tg.pprof {
 		wg.Go(func() {

@@ -272,7 +272,7 @@ func (p plan) measure(ctx context.Context, getenv func(string) string, stdout io
 			return err
 		}
 	}
-	if p.peer {
+	if p.peer && broker != brokerKafkaSecure { // the peer's clients are plaintext
 		if err := p.peerRuns(ctx, stdout, tg, broker, add); err != nil {
 			return err
 		}
@@ -310,6 +310,7 @@ type target struct {
 	dir             string
 	pprof           map[string]string // service → its pprof address
 	profileDir      string            // BENCH_PROFILE: CPU profiles of the runs go here
+	broker          string            // the bench's name of the broker: kfake, kafka, kafka-secure
 	// sink takes the spans of our own stack's services, when they export them: all of
 	// them with BENCH_TRACES=1 (traceAll), order-service's and payment-service's in the hop
 	// runs; tracing says whether they do now.
@@ -318,8 +319,10 @@ type target struct {
 	log               *slog.Logger
 	// dbs are the databases whose work the report counts; default the services'.
 	dbs []string
-	// peer is the process of the peer's flow this target is (peer.go); nil for orderflow.
-	peer *exec.Cmd
+	// peer is the process of the peer's flow this target is (peer.go), closed peerExited
+	// once it ended; nil for orderflow.
+	peer       *exec.Cmd
+	peerExited chan struct{}
 }
 
 // databases are the databases whose statements, commits and rows a run counts.
@@ -403,7 +406,7 @@ func openTarget(ctx context.Context, getenv func(string) string, stdout io.Write
 	return &target{sink: sink, traceAll: traceAll, tracing: traceAll,
 		orderURL: s.Service("order-service").URL, tokens: tokens, ordersDB: s.Postgres.URL("orders"),
 		notificationsDB: s.Postgres.URL("notifications"), adminDB: s.Postgres.URL("postgres"),
-		brokers: []string{s.KafkaAddr()}, stack: s, dir: dir, profileDir: getenv("BENCH_PROFILE"),
+		brokers: []string{s.KafkaAddr()}, stack: s, dir: dir, profileDir: getenv("BENCH_PROFILE"), broker: broker,
 		pprof: pprof,
 		log:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}, nil

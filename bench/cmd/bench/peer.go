@@ -61,9 +61,11 @@ func (tg *target) startPeer(ctx context.Context) (*target, error) {
 		logf.Close()
 		return nil, err
 	}
-	go func() { _ = cmd.Wait(); logf.Close() }()
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); logf.Close(); close(exited) }()
 	peer := &target{orderURL: "http://" + c.HTTPAddr, tokens: tg.tokens, ordersDB: c.OrdersDB, notificationsDB: c.NotificationsDB,
-		adminDB: tg.adminDB, brokers: tg.brokers, stack: tg.stack, dir: tg.dir, log: tg.log, dbs: c.Databases(), peer: cmd}
+		adminDB: tg.adminDB, brokers: tg.brokers, stack: tg.stack, dir: tg.dir, log: tg.log, dbs: c.Databases(),
+		peer: cmd, peerExited: exited}
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		resp, err := client.Get(peer.orderURL + "/readyz")
 		if err == nil {
@@ -73,23 +75,27 @@ func (tg *target) startPeer(ctx context.Context) (*target, error) {
 				return peer, nil
 			}
 		}
-		if time.Now().After(deadline) || cmd.ProcessState != nil || ctx.Err() != nil {
+		select {
+		case <-exited:
+			return nil, fmt.Errorf("the Watermill flow ended at its start (its log: %s)", logf.Name())
+		default:
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
 			peer.stopPeer()
 			return nil, fmt.Errorf("the Watermill flow was not ready within 60 s (its log: %s)", logf.Name())
 		}
 	}
 }
 
-// stopPeer ends the peer's process.
+// stopPeer ends the peer's process: SIGTERM, and after 5 s SIGKILL.
 func (tg *target) stopPeer() {
 	_ = tg.peer.Process.Signal(syscall.SIGTERM)
-	for range 100 {
-		if syscall.Kill(tg.peer.Process.Pid, 0) != nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
+	select {
+	case <-tg.peerExited:
+	case <-time.After(5 * time.Second):
+		_ = tg.peer.Process.Kill()
+		<-tg.peerExited
 	}
-	_ = tg.peer.Process.Kill()
 }
 
 // peerRuns loads the peer as the plan loaded orderflow: its closed loops and the open
