@@ -10,7 +10,7 @@ GO ?= go
 help:
 	@echo "orderflow: make TARGET (README.md has the table, with how long each takes)"
 	@echo "  run           the whole stack on this machine, until Ctrl-C (BROKER=kafka: Apache Kafka)"
-	@echo "  test          everything proven, 20 to 31 minutes from a fresh clone"
+	@echo "  test          everything proven, 17 to 21 minutes from a fresh clone"
 	@echo "  test-kafka    the integration and end-to-end tests again on Apache Kafka"
 	@echo "  test-keycloak the compose stack's Keycloak, as a process, and its tokens"
 	@echo "  chaos         load while the stack's parts are killed and cut off (CHAOS_DURATION=3m)"
