@@ -27,7 +27,8 @@ MODULES := $(shell $(GO) work edit -json | sed -n 's/.*"DiskPath": "\.\/\(.*\)".
 # e2e/imagebuild replays the Dockerfile for every image docker-compose.yml builds (docs/compose.md).
 # On kfake each end-to-end test has a broker and a stack of its own, and most of its time
 # goes to waiting (for a restart, a deadline, a reading), so those that may run four at
-# a time (e2e's parallel); the timeout is the whole package's, with room for a slow machine.
+# a time do (e2e's parallel); the timeout is the whole package's, with room for a slow
+# machine.
 test: deps modules vet lint
 	@for m in $(MODULES); do \
 		echo "== $$m"; \

@@ -282,7 +282,7 @@ func empty(t testing.TB, addr string) {
 
 // Parallel lets t run beside the package's other parallel tests when each test has a broker
 // of its own (kfake). On Apache Kafka or KAFKA_BROKERS the tests share one broker, which
-// Kafka (above) empties for each test, so they run one at a time.
+// Kafka (the function) empties for each test, so they run one at a time.
 func Parallel(t *testing.T) {
 	t.Helper()
 	if BrokerKind() == Kfake && os.Getenv("KAFKA_BROKERS") == "" {

@@ -130,10 +130,19 @@ func FreePort(t testing.TB) int {
 }
 
 // fixedPorts is the range FreePort gives out from: 20000 up to the start of the kernel's
-// ephemeral range (net.ipv4.ip_local_port_range; 32768 when it cannot be read), or, when
-// that starts too low to leave room, the 5000 ports above its end.
+// ephemeral range, or, when that starts too low to leave room, the 5000 ports above its end.
 func fixedPorts() (from, to int) {
-	lo, hi := 32768, 60999
+	lo, hi := ephemeralPorts()
+	if lo >= 21000 {
+		return 20000, lo
+	}
+	return hi + 1, min(hi+5001, 65536)
+}
+
+// ephemeralPorts is the kernel's ephemeral range, net.ipv4.ip_local_port_range (Linux's
+// default, 32768–60999, when it cannot be read).
+func ephemeralPorts() (lo, hi int) {
+	lo, hi = 32768, 60999
 	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
 		if f := strings.Fields(string(b)); len(f) == 2 {
 			l, err1 := strconv.Atoi(f[0])
@@ -143,10 +152,7 @@ func fixedPorts() (from, to int) {
 			}
 		}
 	}
-	if lo >= 21000 {
-		return 20000, lo
-	}
-	return hi + 1, min(hi+5001, 65536)
+	return lo, hi
 }
 
 // given are the ports FreePort has handed out.
