@@ -307,6 +307,9 @@ type Base struct {
 	// HandlerTimeout bounds one attempt at a consumed record, both its steps
 	// (consumer.Runner.HandlerTimeout; 0, unset: the runner's default).
 	HandlerTimeout time.Duration
+	// ConsumerLinger is how long a consumed record ready to commit may wait for others
+	// to share its transaction (consumer.Runner.Linger).
+	ConsumerLinger time.Duration
 	// MaxInFlight bounds the API's requests being worked on at once (0: two per
 	// database connection of the pool); MaxWaiting those waiting (event streams,
 	// Prefer: wait). ClientInFlight and ClientWaiting are one client's shares of them
@@ -340,7 +343,7 @@ func TopicRetention(e *Env) time.Duration {
 }
 
 // ReadBase reads the shared settings; httpAddr and database are the service's defaults.
-func ReadBase(e *Env, httpAddr, databaseURL string) Base {
+func ReadBase(e *Env, httpAddr, databaseURL string, linger time.Duration) Base {
 	return Base{
 		HTTPAddr:        e.Addr("HTTP_ADDR", httpAddr),
 		DatabaseURL:     e.PostgresURL("DATABASE_URL", databaseURL),
@@ -354,6 +357,7 @@ func ReadBase(e *Env, httpAddr, databaseURL string) Base {
 
 		ConsumerConcurrency: e.Int("CONSUMER_CONCURRENCY", 0, 1, 10000),
 		HandlerTimeout:      e.Duration("CONSUMER_HANDLER_TIMEOUT", 0, time.Second, 10*time.Minute),
+		ConsumerLinger:      e.Duration("CONSUMER_LINGER", linger, 0, time.Second),
 		MaxInFlight:         e.Int("HTTP_MAX_IN_FLIGHT", 0, 0, 100000),
 		MaxWaiting:          e.Int("HTTP_MAX_WAITING", 1000, 1, 100000),
 		ClientInFlight:      e.Int("HTTP_CLIENT_MAX_IN_FLIGHT", 0, 0, 100000),

@@ -24,7 +24,7 @@ func withAuth(m map[string]string) map[string]string {
 
 func TestReadBaseDefaults(t *testing.T) {
 	env := config.NewEnv(getenv(withAuth(nil)))
-	got := config.ReadBase(env, ":8080", "postgres://localhost/orders")
+	got := config.ReadBase(env, ":8080", "postgres://localhost/orders", 0)
 	if err := env.Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestReadBaseFromEnv(t *testing.T) {
 		"AUTH_AUDIENCE": "shop", "HTTP_ADDR": "127.0.0.1:9000", "DATABASE_URL": "postgresql://u:p@db:5432/x", "KAFKA_BROKERS": "k1:9092, k2:9093",
 		"KAFKA_TOPIC_PARTITIONS": "12", "LOG_LEVEL": "debug", "SHUTDOWN_TIMEOUT": "30s", "CONSUMER_CONCURRENCY": "16",
 	})))
-	got := config.ReadBase(env, ":8080", "")
+	got := config.ReadBase(env, ":8080", "", 0)
 	if err := env.Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +80,7 @@ func TestBadSettingsAreNamedOnOneLine(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
 			env := config.NewEnv(getenv(withAuth(map[string]string{tt.name: tt.value})))
-			config.ReadBase(env, ":8080", "postgres://localhost/x")
+			config.ReadBase(env, ":8080", "postgres://localhost/x", 0)
 			err := env.Err()
 			if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
 				t.Fatalf("err = %v, want one line containing %q", err, tt.want)
@@ -88,7 +88,7 @@ func TestBadSettingsAreNamedOnOneLine(t *testing.T) {
 		})
 	}
 	env := config.NewEnv(getenv(map[string]string{"KAFKA_TOPIC_PARTITIONS": "x", "LOG_LEVEL": "y"}))
-	config.ReadBase(env, ":8080", "postgres://localhost/x")
+	config.ReadBase(env, ":8080", "postgres://localhost/x", 0)
 	if err := env.Err(); err == nil || !strings.Contains(err.Error(), "KAFKA_TOPIC_PARTITIONS") || !strings.Contains(err.Error(), "LOG_LEVEL") {
 		t.Errorf("two bad settings: err = %v, want both named", err)
 	}

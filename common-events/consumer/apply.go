@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -13,7 +14,8 @@ import (
 // applier commits the Applies of a runner's records, from all its partitions. The records
 // whose Applies are waiting together commit in one transaction, with one inbox statement
 // for all of them: under load one commit serves many records, and when idle a record
-// commits alone at once. Run owns its goroutine.
+// commits alone at once, or after the runner's Linger with those that came meanwhile. Run
+// owns its goroutine.
 type applier struct {
 	r    *Runner
 	reqs chan applyReq
@@ -59,21 +61,43 @@ func (a *applier) run() {
 		}
 	}()
 	for req := range a.reqs {
-		batch := []applyReq{req}
-	more:
-		for len(batch) < a.r.BatchSize {
+		a.commit(a.gather(req))
+	}
+}
+
+// gather makes a batch of first and the requests waiting behind it, up to BatchSize. With
+// a Linger it waits that long, at most, for more to come: fewer, larger commits for a
+// group whose records may wait.
+func (a *applier) gather(first applyReq) []applyReq {
+	batch := []applyReq{first}
+	var linger <-chan time.Time // nil: take only what waits already
+	if a.r.Linger > 0 {
+		t := time.NewTimer(a.r.Linger)
+		defer t.Stop()
+		linger = t.C
+	}
+	for len(batch) < a.r.BatchSize {
+		var next applyReq
+		ok := true
+		if linger == nil {
 			select {
-			case next, ok := <-a.reqs:
-				if !ok {
-					break more
-				}
-				batch = append(batch, next)
+			case next, ok = <-a.reqs:
 			default:
-				break more
+				return batch
+			}
+		} else {
+			select {
+			case next, ok = <-a.reqs:
+			case <-linger:
+				return batch
 			}
 		}
-		a.commit(batch)
+		if !ok {
+			return batch
+		}
+		batch = append(batch, next)
 	}
+	return batch
 }
 
 // stop returns once the requests made before it are answered. Call it after the last

@@ -239,6 +239,12 @@ type Runner struct {
 	HandlerTimeout time.Duration  // one attempt, both steps; default DefaultHandlerTimeout
 	BatchSize      int            // records applied in one transaction at most; default 100
 	InboxRetention time.Duration  // inbox rows older than this are pruned; default 7 days
+	// Linger is how long a record ready to commit may wait for others to share its
+	// transaction, unless BatchSize of them are ready sooner: 0, none — the group's
+	// records commit as soon as they are ready, for a group on the customer's path; a
+	// few tens of milliseconds turn the many small commits of a light load into a few
+	// large ones, for a group whose records may wait.
+	Linger time.Duration
 
 	// Concurrency bounds the records of one partition taken and not yet finished:
 	// running, or waiting behind an earlier record of their key. At the bound the

@@ -686,3 +686,39 @@ func TestEmittedEventsCommitWithTheirApply(t *testing.T) {
 		t.Errorf("outbox holds %v, want the one payment.failed of order-a, bound for its kind's topic", stored)
 	}
 }
+
+// With a Linger, records that become ready one after another within it commit in one
+// transaction; without one, each commits as soon as it is ready, alone when it comes alone.
+func TestALingerGathersTheRecordsThatComeWithinItIntoOneCommit(t *testing.T) {
+	for _, tc := range []struct {
+		linger  time.Duration
+		atLeast int // distinct transactions of the 5 spaced records, at least…
+		atMost  int // …and at most
+	}{
+		{linger: 0, atLeast: 4, atMost: 5},
+		{linger: 2 * time.Second, atLeast: 1, atMost: 1},
+	} {
+		t.Run(fmt.Sprint("linger ", tc.linger), func(t *testing.T) {
+			f := setup(t)
+			f.run(t, consumer.InTx(func(ctx context.Context, tx consumer.Tx, msg consumer.Message) error {
+				_, err := tx.Exec(ctx, `INSERT INTO effects (order_id, n) VALUES ($1, txid_current())`, msg.Subject)
+				return err
+			}), func(r *consumer.Runner) { r.Linger = tc.linger })
+			testenv.Produce(t, f.brokers, orderCreated(t, "order-first")) // the group has joined once it is applied
+			f.waitEffects(t, 1, 15*time.Second)
+			for i := range 5 {
+				time.Sleep(100 * time.Millisecond)
+				testenv.Produce(t, f.brokers, orderCreated(t, fmt.Sprint("order-", i)))
+			}
+			f.waitEffects(t, 6, 15*time.Second)
+			var txs int
+			if err := f.pool.QueryRow(context.Background(),
+				`SELECT count(DISTINCT n) FROM effects WHERE order_id <> 'order-first'`).Scan(&txs); err != nil {
+				t.Fatal(err)
+			}
+			if txs < tc.atLeast || txs > tc.atMost {
+				t.Errorf("5 records 100 ms apart committed in %d transactions with Linger %s, want %d to %d", txs, tc.linger, tc.atLeast, tc.atMost)
+			}
+		})
+	}
+}

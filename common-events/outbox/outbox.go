@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -124,10 +125,16 @@ func Wake(ctx context.Context, db Execer) error {
 // follow within every share one NOTIFY at its end. Under load that is one NOTIFY (and one
 // relay round) for many rows instead of one each. Run it as one of the service's workers;
 // wake-ups while it does not run are dropped, which costs at most the relay's poll.
+//
+// While the relay of its own process leads (Relay.Waker is this Waker), a wake-up goes to
+// that relay directly and costs the database nothing: a NOTIFY is for a relay elsewhere.
 type Waker struct {
 	db     Execer
 	every  time.Duration
 	signal chan struct{}
+
+	leading atomic.Bool   // this process's relay leads and takes local
+	local   chan struct{} // wakes it; one pending at most
 }
 
 // WakeEvery is how often, at most, a Waker notifies: a burst of commits shares one NOTIFY
@@ -136,18 +143,39 @@ const WakeEvery = 5 * time.Millisecond
 
 // NewWaker returns a waker on db that notifies at most once every every.
 func NewWaker(db Execer, every time.Duration) *Waker {
-	return &Waker{db: db, every: every, signal: make(chan struct{}, 1)}
+	return &Waker{db: db, every: every, signal: make(chan struct{}, 1), local: make(chan struct{}, 1)}
 }
 
-// Wake asks for a NOTIFY; it never blocks. A nil Waker does nothing.
+// Wake wakes the relay: this process's own while it leads, otherwise the leader wherever
+// it runs, with a NOTIFY. It never blocks. A nil Waker does nothing.
 func (w *Waker) Wake() {
 	if w == nil {
 		return
 	}
+	ch := w.signal
+	if w.leading.Load() {
+		ch = w.local
+	}
 	select {
-	case w.signal <- struct{}{}:
+	case ch <- struct{}{}:
 	default: // one is pending already
 	}
+}
+
+// lead tells w whether this process's relay leads and takes its wake-ups directly.
+func (w *Waker) lead(leading bool) {
+	if w != nil {
+		w.leading.Store(leading)
+	}
+}
+
+// woken is the channel on which this process's writers wake its leading relay; nil for a
+// nil Waker.
+func (w *Waker) woken() chan struct{} {
+	if w == nil {
+		return nil
+	}
+	return w.local
 }
 
 // Run sends the NOTIFYs until ctx is done.
@@ -180,6 +208,9 @@ type Relay struct {
 	Retry        backoff.Policy
 	Metrics      *Metrics     // nil: none
 	Tracer       trace.Tracer // a span per record published, in its event's trace; nil: none
+	// Waker is the one this process's writers wake the relay with: while the relay leads,
+	// their wake-ups come to it directly instead of as NOTIFYs. nil: NOTIFYs only.
+	Waker *Waker
 }
 
 func (r *Relay) defaults() {
@@ -259,6 +290,8 @@ func (r *Relay) lead(ctx context.Context) error {
 		return err
 	}
 	r.Log.Info("outbox relay: leading")
+	r.Waker.lead(true)
+	defer r.Waker.lead(false)
 
 	// Rows published and not yet deleted: they are deleted by the statement that reads
 	// the next batch, one round trip instead of two. A crash in between republishes them
@@ -330,13 +363,34 @@ const LeaderSilence = 10 * time.Second
 // deleteDelay bounds how long published rows stay in the outbox when nothing else comes.
 const deleteDelay = 50 * time.Millisecond
 
-// wait blocks until a NOTIFY arrives or d passes.
+// wait blocks until a NOTIFY arrives, this process's writers wake the relay, or d passes.
 func (r *Relay) wait(ctx context.Context, conn *pgx.Conn, d time.Duration) error {
 	wctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
+	if local := r.Waker.woken(); local != nil {
+		select {
+		case <-local:
+			return nil
+		default:
+		}
+		waited := make(chan struct{})
+		defer close(waited)
+		go func() {
+			select {
+			case <-local:
+				cancel()
+				select {
+				case <-waited: // the wait ended first: keep the wake-up for the next
+					r.Waker.Wake()
+				default:
+				}
+			case <-waited:
+			}
+		}()
+	}
 	_, err := conn.WaitForNotification(wctx)
-	if err != nil && ctx.Err() == nil && errors.Is(wctx.Err(), context.DeadlineExceeded) {
-		return nil // the time passed: look again anyway
+	if err != nil && ctx.Err() == nil && wctx.Err() != nil {
+		return nil // the time passed, or a writer here woke the relay: look again
 	}
 	if err != nil && ctx.Err() != nil {
 		return ctx.Err()

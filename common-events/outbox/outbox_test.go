@@ -326,3 +326,71 @@ func runRelay(t *testing.T, pool *pgxpool.Pool, brokers []string) {
 	wg.Go(func() { _ = r.Run(ctx) })
 	t.Cleanup(func() { cancel(); wg.Wait(); producer.Close() })
 }
+
+// While a process's relay leads, its writers' wake-ups go to it directly: the rows go out
+// at once, and the database hears no NOTIFY. A writer whose relay does not lead (another
+// process's Waker) notifies, and the leader hears it.
+func TestALeadingRelayIsWokenWithoutANotify(t *testing.T) {
+	pool, brokers := withTopic(t, 1)
+	ctx := context.Background()
+	listener, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Release()
+	if _, err := listener.Exec(ctx, "LISTEN "+outbox.Channel); err != nil {
+		t.Fatal(err)
+	}
+	notified := func(within time.Duration) bool {
+		wctx, cancel := context.WithTimeout(ctx, within)
+		defer cancel()
+		_, err := listener.Conn().WaitForNotification(wctx)
+		return err == nil
+	}
+
+	here, elsewhere := outbox.NewWaker(pool, outbox.WakeEvery), outbox.NewWaker(pool, outbox.WakeEvery)
+	wctx, stopWakers := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = here.Run(wctx) })
+	wg.Go(func() { _ = elsewhere.Run(wctx) })
+	defer func() { stopWakers(); wg.Wait() }()
+	p, err := sarama.NewSyncProducer(brokers, testenv.KafkaConfig("relay-test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// It polls once a minute: within the test, only a wake-up sends a row.
+	r := &outbox.Relay{Pool: pool, Producer: p, Log: quietLog(), PollInterval: time.Minute, Waker: here}
+	rctx, stopRelay := context.WithCancel(ctx)
+	var rwg sync.WaitGroup
+	rwg.Go(func() { _ = r.Run(rctx) })
+	defer func() { stopRelay(); rwg.Wait(); p.Close() }()
+
+	write := func(w *outbox.Waker, i int) {
+		t.Helper()
+		if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return outbox.Write(ctx, tx, orderEvent(t, i)) }); err != nil {
+			t.Fatal(err)
+		}
+		w.Wake()
+	}
+	// Leading, it has read the outbox once and waits: a row written before it led may
+	// have notified, the next ones must not.
+	write(elsewhere, 0)
+	waitEmpty(t, pool, 5*time.Second)
+	for notified(200 * time.Millisecond) {
+	}
+	for i := 1; i <= 3; i++ {
+		write(here, i)
+		waitEmpty(t, pool, time.Second)
+		if notified(100 * time.Millisecond) {
+			t.Fatalf("wake-up %d of the leader's own process sent a NOTIFY", i)
+		}
+	}
+	write(elsewhere, 4)
+	if !notified(time.Second) {
+		t.Fatal("a wake-up from a process whose relay does not lead sent no NOTIFY")
+	}
+	waitEmpty(t, pool, time.Second)
+	if got := testenv.Records(t, brokers, events.TopicOrderCreated, 5, 5*time.Second); len(got) != 5 {
+		t.Errorf("published %d records, want 5", len(got))
+	}
+}

@@ -220,7 +220,8 @@ func (s *Stack) Consumer(handlers map[string]consumer.Handler) (*consumer.Runner
 	}
 	return &consumer.Runner{
 		Group: group, Client: c, Pool: s.Pool, DeadLetters: s.Producer, Handlers: handlers, Log: s.Log,
-		Concurrency: s.Config.ConsumerConcurrency, HandlerTimeout: s.Config.HandlerTimeout, Metrics: s.consumerMetrics, Tracer: s.Tracer,
+		Concurrency: s.Config.ConsumerConcurrency, HandlerTimeout: s.Config.HandlerTimeout, Linger: s.Config.ConsumerLinger,
+		Metrics: s.consumerMetrics, Tracer: s.Tracer,
 		Waker: s.waker,
 	}, nil
 }
@@ -231,7 +232,7 @@ func (s *Stack) Waker() *outbox.Waker { return s.waker }
 
 // Relay returns the outbox relay of the service's database.
 func (s *Stack) Relay() *outbox.Relay {
-	return &outbox.Relay{Pool: s.Pool, Producer: s.Producer, Log: s.Log, Metrics: s.outboxMetrics, Tracer: s.Tracer}
+	return &outbox.Relay{Pool: s.Pool, Producer: s.Producer, Log: s.Log, Metrics: s.outboxMetrics, Tracer: s.Tracer, Waker: s.waker}
 }
 
 // Limits are the API's admission limits: Config's, with MaxInFlight 0 meaning two

@@ -42,7 +42,7 @@ func TestBootReachesAClusterThatWantsSASLAndTLS(t *testing.T) {
 			"AUTH_ISSUER": "http://issuer.test", "AUTH_JWKS_URL": "http://issuer.test/jwks.json",
 		}[k]
 	})
-	cfg := config.ReadBase(env, ":0", "")
+	cfg := config.ReadBase(env, ":0", "", 0)
 	if err := env.Err(); err != nil {
 		t.Fatal(err)
 	}

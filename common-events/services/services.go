@@ -9,6 +9,7 @@ package services
 import (
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/orderflow/common-events/events"
 )
@@ -29,6 +30,10 @@ type Service struct {
 	ComposePort int
 	// Database is its own database, which its role alone owns.
 	Database string
+	// Linger is its consumer group's default CONSUMER_LINGER (consumer.Runner.Linger):
+	// none for the groups on the way from POST to CONFIRMED; the others' records may
+	// wait a little to commit together.
+	Linger time.Duration
 }
 
 // The services, in start order.
@@ -48,12 +53,14 @@ var (
 		Consumes: []string{events.TopicPaymentCompleted, events.TopicPaymentFailed, events.TopicOrderCancelled, events.TopicPaymentRefunded},
 		// Under compose, 8082 and 8083 go to payment-service's replicas when it is scaled.
 		Port: 8082, PortVar: "NOTIFICATION_PORT", ComposePort: 8084, Database: "notifications",
+		Linger: 50 * time.Millisecond,
 	}
 	Reconciliation = Service{
 		Name: "reconciliation-service", Group: "reconciliation-service",
 		Consumes: []string{events.TopicOrderState, events.TopicPaymentCompleted, events.TopicPaymentFailed,
 			events.TopicPaymentRefunded, events.TopicNotificationSent},
 		Port: 8083, PortVar: "RECONCILIATION_PORT", ComposePort: 8085, Database: "reconciliation",
+		Linger: 100 * time.Millisecond,
 	}
 )
 
