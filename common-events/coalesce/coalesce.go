@@ -1,7 +1,7 @@
 // Package coalesce groups concurrent calls into one: group commit for the callers of a
 // statement. The calls that arrive while batches are in flight wait and go together in
 // the next one, so under load many callers share one statement and one commit, and a
-// lone caller waits for nobody (there is no linger to sit out). A call returns only once
+// lone caller waits for nobody, unless its Batcher has a Linger. A call returns only once
 // its batch has run: a write acknowledged to its caller is a write committed.
 package coalesce
 
@@ -30,10 +30,13 @@ type Batcher[Req, Res any] struct {
 	flights int
 	timeout time.Duration
 	alone   func(error) bool
+	linger  time.Duration
+	full    chan struct{} // the lingering runner stops lingering: Max calls are queued
 
-	mu      sync.Mutex
-	queue   []*call[Req, Res]
-	running int
+	mu        sync.Mutex
+	queue     []*call[Req, Res]
+	running   int
+	lingering bool // the one runner lingers: calls only queue
 }
 
 // Options tune a Batcher. Every field has a default.
@@ -54,6 +57,10 @@ type Options struct {
 	// the batch's own (ByRow does, for a statement): a batch failing so is run again one
 	// request at a time, so that only the request at fault fails.
 	Alone func(error) bool
+	// Linger is how long the first call after a quiet spell (no batch in flight) waits
+	// for others to join its batch, unless Max of them come sooner; 0, none. For calls
+	// that may wait: the calls of a light load then share a statement too.
+	Linger time.Duration
 }
 
 // ByRow reports whether err is a statement's failure for what one of its rows holds: an
@@ -85,7 +92,8 @@ func New[Req, Res any](fn Func[Req, Res], o Options) *Batcher[Req, Res] {
 	if o.Timeout <= 0 {
 		o.Timeout = 10 * time.Second
 	}
-	return &Batcher[Req, Res]{fn: fn, max: o.Max, flights: o.Flights, timeout: o.Timeout, alone: o.Alone}
+	return &Batcher[Req, Res]{fn: fn, max: o.Max, flights: o.Flights, timeout: o.Timeout, alone: o.Alone,
+		linger: o.Linger, full: make(chan struct{}, 1)}
 }
 
 type call[Req, Res any] struct {
@@ -105,9 +113,18 @@ func (b *Batcher[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
 	c := &call[Req, Res]{ctx: ctx, req: req, done: make(chan struct{})}
 	b.mu.Lock()
 	b.queue = append(b.queue, c)
-	if b.running < b.flights {
+	switch {
+	case b.lingering:
+		if len(b.queue) >= b.max {
+			select {
+			case b.full <- struct{}{}:
+			default:
+			}
+		}
+	case b.running < b.flights:
+		b.lingering = b.linger > 0 && b.running == 0
 		b.running++
-		go b.runner()
+		go b.runner(b.lingering)
 	}
 	b.mu.Unlock()
 	select {
@@ -127,8 +144,24 @@ func (b *Batcher[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
 	return zero, ctx.Err()
 }
 
-// runner runs batches from the front of the queue until it is empty.
-func (b *Batcher[Req, Res]) runner() {
+// runner runs batches from the front of the queue until it is empty. The runner started
+// after a quiet spell lingers first, alone.
+func (b *Batcher[Req, Res]) runner(linger bool) {
+	if linger {
+		t := time.NewTimer(b.linger)
+		select {
+		case <-t.C:
+		case <-b.full:
+		}
+		t.Stop()
+		b.mu.Lock()
+		b.lingering = false
+		select {
+		case <-b.full: // sent as the time ran out
+		default:
+		}
+		b.mu.Unlock()
+	}
 	for {
 		b.mu.Lock()
 		n := min(len(b.queue), b.max)

@@ -283,3 +283,36 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// With a Linger, calls that come one after another within it share one batch, and Max of
+// them end the linger early; the next call after the batch, a new quiet spell, lingers
+// again. Without one, each of the same calls runs in a batch of its own.
+func TestALingerGathersTheCallsThatComeWithinIt(t *testing.T) {
+	spaced := func(b *coalesce.Batcher[int, int], from, n int) {
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() { _, _ = b.Do(context.Background(), from+i) })
+			time.Sleep(20 * time.Millisecond)
+		}
+		wg.Wait()
+	}
+	for _, tc := range []struct {
+		linger time.Duration
+		want   string
+	}{
+		{0, "[[0] [1] [2] [3] [4] [5] [6]]"},
+		{time.Second, "[[0 1 2 3] [4 5 6]]"},
+	} {
+		d := &double{}
+		b := coalesce.New(d.run, coalesce.Options{Max: 4, Linger: tc.linger})
+		start := time.Now()
+		spaced(b, 0, 4) // Max within the linger: it ends early
+		if tc.linger > 0 && time.Since(start) > tc.linger/2 {
+			t.Errorf("Max calls waited %s; the linger ends when they are there", time.Since(start))
+		}
+		spaced(b, 4, 3) // the linger runs its course
+		if got := fmt.Sprint(d.batches); got != tc.want {
+			t.Errorf("with Linger %s: batches %s, want %s", tc.linger, got, tc.want)
+		}
+	}
+}

@@ -210,7 +210,14 @@ func (s *Stack) Consumer(handlers map[string]consumer.Handler) (*consumer.Runner
 	if err := s.Identity.CheckHandlers(topics); err != nil {
 		return nil, err
 	}
-	c, err := sarama.NewClient(s.Config.KafkaBrokers, s.Config.Kafka.Config(s.Identity.Name))
+	kc := s.Config.Kafka.Config(s.Identity.Name)
+	if linger := s.Config.ConsumerLinger; linger > 0 {
+		// Records that may wait for their commit may wait for their fetch: the broker
+		// answers once it has fetchMin bytes or the linger passed, not with each record.
+		kc.Consumer.Fetch.Min = fetchMin
+		kc.Consumer.MaxWaitTime = linger
+	}
+	c, err := sarama.NewClient(s.Config.KafkaBrokers, kc)
 	if err != nil {
 		return nil, fmt.Errorf("kafka consumer client: %w", err)
 	}
@@ -225,6 +232,10 @@ func (s *Stack) Consumer(handlers map[string]consumer.Handler) (*consumer.Runner
 		Waker: s.waker,
 	}, nil
 }
+
+// fetchMin is the least a lingering group's fetch waits for, unless its linger passes
+// first: a few hundred records.
+const fetchMin = 64 << 10
 
 // Waker wakes the outbox relay after a commit that stored events (outbox.Waker): the
 // consumers' runners use it, and so should whatever else writes the outbox. Serve runs it.

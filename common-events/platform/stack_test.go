@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"io"
 	"testing"
+	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -59,5 +60,42 @@ func TestBootReachesAClusterThatWantsSASLAndTLS(t *testing.T) {
 	}
 	if _, err := s.Consumer(map[string]consumer.Handler{events.TopicOrderCreated: nil, events.TopicOrderCancelled: nil}); err != nil {
 		t.Errorf("a consumer's client over SASL_SSL: %v", err)
+	}
+}
+
+// A group that lingers has its fetches wait too, up to its linger, for fetchMin bytes; a
+// group that does not keeps sarama's and Kafka's defaults: answered with the first byte.
+func TestALingeringGroupsFetchesWaitForBytes(t *testing.T) {
+	brokers := testenv.Kafka(t).Addrs
+	for _, linger := range []time.Duration{0, 80 * time.Millisecond} {
+		env := config.NewEnv(func(k string) string {
+			return map[string]string{
+				"HTTP_ADDR": "127.0.0.1:0", "DATABASE_URL": testenv.Database(t), "KAFKA_BROKERS": brokers[0],
+				"CONSUMER_LINGER": linger.String(), "AUTH_ISSUER": "http://issuer.test", "AUTH_JWKS_URL": "http://issuer.test/jwks.json",
+			}[k]
+		})
+		cfg := config.ReadBase(env, ":0", "", time.Second)
+		if err := env.Err(); err != nil {
+			t.Fatal(err)
+		}
+		s, err := Boot(context.Background(), services.Notification, cfg, io.Discard, migrations.Notifications)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := s.Consumer(map[string]consumer.Handler{events.TopicPaymentCompleted: nil, events.TopicPaymentFailed: nil,
+			events.TopicOrderCancelled: nil, events.TopicPaymentRefunded: nil})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := r.Client.Config().Consumer
+		wantMin, wantWait := int32(1), sarama.NewConfig().Consumer.MaxWaitTime
+		if linger > 0 {
+			wantMin, wantWait = fetchMin, linger
+		}
+		if r.Linger != linger || got.Fetch.Min != wantMin || got.MaxWaitTime != wantWait {
+			t.Errorf("CONSUMER_LINGER=%s: the runner lingers %s, its fetches wait for %d bytes up to %s; want %s, %d bytes, %s",
+				linger, r.Linger, got.Fetch.Min, got.MaxWaitTime, linger, wantMin, wantWait)
+		}
+		s.Close()
 	}
 }

@@ -52,7 +52,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		sender = mail.SMTP{Addr: cfg.SMTPAddr}
 	}
 	stack.Log.Info("email delivery", slog.String("smtp_addr", cfg.SMTPAddr), slog.Bool("log_only", cfg.SMTPAddr == ""))
-	store := postgres.NewStore(stack.Pool)
+	store := postgres.NewStore(stack.Pool, cfg.ConsumerLinger)
 	if err := postgres.RegisterMetrics(stack.Registerer, stack.Pool); err != nil {
 		return err
 	}

@@ -32,7 +32,7 @@ func TestCancelledOrderIsNeverConfirmed(t *testing.T) {
 		t.Fatal(err)
 	}
 	server := testenv.SMTP(t)
-	handlers := consume.Handlers(postgres.NewStore(pool), mail.SMTP{Addr: server.Addr}, "orderflow <orders@orderflow.local>")
+	handlers := consume.Handlers(postgres.NewStore(pool, 0), mail.SMTP{Addr: server.Addr}, "orderflow <orders@orderflow.local>")
 	deliver := func(topic string, ev events.Event) {
 		t.Helper()
 		env, err := events.New(ev, events.Meta{}, time.Now())
@@ -73,7 +73,7 @@ func TestCancelledOrderIsNeverConfirmed(t *testing.T) {
 	if len(subjects) != 2 || subjects[0] != want[0] || subjects[1] != want[1] {
 		t.Errorf("cancelled order's emails = %q, want %q", subjects, want)
 	}
-	ns, err := postgres.NewStore(pool).ByOrder(ctx, cancelledID)
+	ns, err := postgres.NewStore(pool, 0).ByOrder(ctx, cancelledID)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,7 @@ func newAPI(t *testing.T, is *issuer.Issuer) string {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewJSONHandler(t.Output(), nil))
-	api := httpapi.New(log, postgres.NewStore(pool), func(context.Context) error { return nil }, auth.NewVerifier(is.Config(), nil))
+	api := httpapi.New(log, postgres.NewStore(pool, 0), func(context.Context) error { return nil }, auth.NewVerifier(is.Config(), nil))
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
 	return srv.URL

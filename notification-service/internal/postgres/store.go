@@ -21,10 +21,12 @@ type Store struct {
 	kinds *coalesce.Batcher[string, []notification.Kind]
 }
 
-// NewStore returns a store on pool.
-func NewStore(pool *pgxpool.Pool) *Store {
+// NewStore returns a store on pool. A look-up of the kinds an order has had waits up to
+// linger for others to share its statement (the consumer group's CONSUMER_LINGER: the
+// records it looks up for may wait).
+func NewStore(pool *pgxpool.Pool, linger time.Duration) *Store {
 	s := &Store{pool: pool}
-	s.kinds = coalesce.New(s.kindsAll, coalesce.Options{Max: maxKinds})
+	s.kinds = coalesce.New(s.kindsAll, coalesce.Options{Max: maxKinds, Linger: linger})
 	return s
 }
 

@@ -26,7 +26,7 @@ func TestConcurrentKindsAreEachTheirOrders(t *testing.T) {
 	if err := migrations.UpPool(ctx, pool, migrations.Notifications); err != nil {
 		t.Fatal(err)
 	}
-	store := postgres.NewStore(pool)
+	store := postgres.NewStore(pool, 0)
 	const n = 120
 	orders := make([]string, n)
 	want := make([][]notification.Kind, n)
