@@ -237,9 +237,11 @@ func TestStripeOnLocalstripe(t *testing.T) {
 			EventID string `json:"event_id"`
 		}
 		if !testenv.Eventually(10*time.Second, 200*time.Millisecond, func() bool {
+			// 404 until reconciliation-service heard of the order: its group lingers
+			// (CONSUMER_LINGER), so it may hear a little after the order is charged.
 			var tl struct{ Items []said }
-			s.getJSON("reconciliation", "/orders/"+o.ID+"/timeline", &tl)
-			return slices.ContainsFunc(tl.Items, func(x said) bool { return x.EventID == "provider/"+charge })
+			err := getJSON(s.url("reconciliation", "/orders/"+o.ID+"/timeline"), &tl)
+			return err == nil && slices.ContainsFunc(tl.Items, func(x said) bool { return x.EventID == "provider/"+charge })
 		}) {
 			t.Errorf("the order's timeline has no provider.charge for its intent %s", charge)
 		}
