@@ -344,7 +344,7 @@ func TopicRetention(e *Env) time.Duration {
 
 // ReadBase reads the shared settings; httpAddr and database are the service's defaults.
 func ReadBase(e *Env, httpAddr, databaseURL string, linger time.Duration) Base {
-	return Base{
+	b := Base{
 		HTTPAddr:        e.Addr("HTTP_ADDR", httpAddr),
 		DatabaseURL:     e.PostgresURL("DATABASE_URL", databaseURL),
 		KafkaBrokers:    e.HostPorts("KAFKA_BROKERS", []string{"127.0.0.1:9092"}),
@@ -371,6 +371,12 @@ func ReadBase(e *Env, httpAddr, databaseURL string, linger time.Duration) Base {
 		Auth:                ReadAuth(e),
 		Tracing:             tracing.ReadConfig(e),
 	}
+	// A record's attempt lingers (its look-ups, its commit) within its handler timeout: a
+	// linger near the timeout would fail every attempt of a record that comes alone.
+	if t := b.HandlerTimeout; t > 0 && b.ConsumerLinger > t/4 {
+		e.fail("CONSUMER_LINGER", "want at most a quarter of CONSUMER_HANDLER_TIMEOUT (%s), got %s", short(t/4), short(b.ConsumerLinger))
+	}
+	return b
 }
 
 // ReadAuth reads whose tokens the service accepts: AUTH_ISSUER and AUTH_JWKS_URL (an

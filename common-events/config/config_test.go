@@ -94,6 +94,24 @@ func TestBadSettingsAreNamedOnOneLine(t *testing.T) {
 	}
 }
 
+// A linger must leave a record's attempt most of its handler timeout; with the default
+// timeout any linger the range allows does.
+func TestALingerMustFitWellWithinTheHandlerTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		linger, timeout string
+		ok              bool
+	}{
+		{"1s", "", true}, {"250ms", "1s", true}, {"251ms", "1s", false}, {"1s", "2s", false},
+	} {
+		env := config.NewEnv(getenv(withAuth(map[string]string{"CONSUMER_LINGER": tc.linger, "CONSUMER_HANDLER_TIMEOUT": tc.timeout})))
+		config.ReadBase(env, ":8080", "postgres://localhost/x", 0)
+		err := env.Err()
+		if tc.ok != (err == nil) || (err != nil && !strings.Contains(err.Error(), "CONSUMER_LINGER: want at most a quarter of CONSUMER_HANDLER_TIMEOUT")) {
+			t.Errorf("CONSUMER_LINGER=%s CONSUMER_HANDLER_TIMEOUT=%s: err = %v, want ok %v", tc.linger, tc.timeout, err, tc.ok)
+		}
+	}
+}
+
 func TestRequiredAndRanges(t *testing.T) {
 	env := config.NewEnv(getenv(map[string]string{"RATE": "1.5", "WAIT": "2h"}))
 	env.Required("TOKEN")

@@ -215,7 +215,7 @@ func (s *Stack) Consumer(handlers map[string]consumer.Handler) (*consumer.Runner
 		// Records that may wait for their commit may wait for their fetch: the broker
 		// answers once it has fetchMin bytes or the linger passed, not with each record.
 		kc.Consumer.Fetch.Min = fetchMin
-		kc.Consumer.MaxWaitTime = linger
+		kc.Consumer.MaxWaitTime = max(linger, time.Millisecond) // the least sarama takes
 	}
 	c, err := sarama.NewClient(s.Config.KafkaBrokers, kc)
 	if err != nil {

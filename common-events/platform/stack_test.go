@@ -63,11 +63,12 @@ func TestBootReachesAClusterThatWantsSASLAndTLS(t *testing.T) {
 	}
 }
 
-// A group that lingers has its fetches wait too, up to its linger, for fetchMin bytes; a
-// group that does not keeps sarama's and Kafka's defaults: answered with the first byte.
+// A group that lingers has its fetches wait too, up to its linger (1 ms at least, which
+// sarama asks), for fetchMin bytes; a group that does not keeps sarama's and Kafka's
+// defaults: answered with the first byte.
 func TestALingeringGroupsFetchesWaitForBytes(t *testing.T) {
 	brokers := testenv.Kafka(t).Addrs
-	for _, linger := range []time.Duration{0, 80 * time.Millisecond} {
+	for _, linger := range []time.Duration{0, 80 * time.Millisecond, 500 * time.Microsecond} {
 		env := config.NewEnv(func(k string) string {
 			return map[string]string{
 				"HTTP_ADDR": "127.0.0.1:0", "DATABASE_URL": testenv.Database(t), "KAFKA_BROKERS": brokers[0],
@@ -90,7 +91,7 @@ func TestALingeringGroupsFetchesWaitForBytes(t *testing.T) {
 		got := r.Client.Config().Consumer
 		wantMin, wantWait := int32(1), sarama.NewConfig().Consumer.MaxWaitTime
 		if linger > 0 {
-			wantMin, wantWait = fetchMin, linger
+			wantMin, wantWait = fetchMin, max(linger, time.Millisecond) // sarama refuses less
 		}
 		if r.Linger != linger || got.Fetch.Min != wantMin || got.MaxWaitTime != wantWait {
 			t.Errorf("CONSUMER_LINGER=%s: the runner lingers %s, its fetches wait for %d bytes up to %s; want %s, %d bytes, %s",
