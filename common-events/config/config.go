@@ -342,7 +342,8 @@ func TopicRetention(e *Env) time.Duration {
 	return e.Duration("KAFKA_TOPIC_RETENTION", 30*24*time.Hour, time.Hour, 10*365*24*time.Hour)
 }
 
-// ReadBase reads the shared settings; httpAddr and database are the service's defaults.
+// ReadBase reads the shared settings; httpAddr, databaseURL and linger are the service's
+// defaults (services.Service's Addr, DefaultDatabaseURL and Linger).
 func ReadBase(e *Env, httpAddr, databaseURL string, linger time.Duration) Base {
 	b := Base{
 		HTTPAddr:        e.Addr("HTTP_ADDR", httpAddr),
