@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/url"
 	"strconv"
 	"strings"
@@ -163,6 +164,41 @@ func (e *Env) Duration(name string, def, lo, hi time.Duration) time.Duration {
 	return d
 }
 
+// Bytes returns the variable as an amount of memory in Go's GOMEMLIMIT form (a number of
+// bytes with an optional B, KiB, MiB, GiB or TiB: "64MiB"), at least lo, or def when
+// unset; "off" is no limit, math.MaxInt64.
+func (e *Env) Bytes(name string, def, lo int64) int64 {
+	e.note(name, sizeName(def), "a size of at least "+sizeName(lo)+" (B, KiB, MiB, GiB, TiB), or off")
+	v := e.lookup(name)
+	switch v {
+	case "":
+		return def
+	case "off":
+		return math.MaxInt64
+	}
+	digits := strings.TrimRight(v, "BKMGTi")
+	unit, ok := sizeUnits[v[len(digits):]]
+	n, err := strconv.ParseInt(digits, 10, 64)
+	if !ok || err != nil || n > math.MaxInt64/unit || n*unit < lo {
+		e.fail(name, "want a size of at least %s such as \"512MiB\", or off, got %q", sizeName(lo), v)
+		return def
+	}
+	return n * unit
+}
+
+// sizeUnits are the suffixes Go's GOMEMLIMIT takes, "" being bytes.
+var sizeUnits = map[string]int64{"": 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+
+// sizeName writes n bytes in the largest of sizeUnits that divides it.
+func sizeName(n int64) string {
+	for _, u := range []string{"TiB", "GiB", "MiB", "KiB"} {
+		if n%sizeUnits[u] == 0 && n >= sizeUnits[u] {
+			return strconv.FormatInt(n/sizeUnits[u], 10) + u
+		}
+	}
+	return strconv.FormatInt(n, 10) + "B"
+}
+
 // HostPorts returns a comma-separated list of host:port, or def when unset.
 func (e *Env) HostPorts(name string, def []string) []string {
 	e.note(name, strings.Join(def, ","), "host:port[,host:port…]")
@@ -301,6 +337,11 @@ type Base struct {
 	LogLevel        slog.Level
 	ShutdownTimeout time.Duration
 	PprofAddr       string // where net/http/pprof listens; empty: nowhere
+	// GCPercent is the Go collector's GOGC: how far the heap grows past what the last
+	// collection kept before the next one starts, in percent. MemoryLimit is its
+	// GOMEMLIMIT, in bytes: near it the collector runs as often as it must to stay under.
+	GCPercent   int
+	MemoryLimit int64
 	// ConsumerConcurrency bounds the records in flight per partition in every consumer
 	// group of the service (consumer.Runner.Concurrency; 0, unset: the runner's default).
 	ConsumerConcurrency int
@@ -355,6 +396,8 @@ func ReadBase(e *Env, httpAddr, databaseURL string, linger time.Duration) Base {
 		LogLevel:        e.Level("LOG_LEVEL", slog.LevelInfo),
 		ShutdownTimeout: e.Duration("SHUTDOWN_TIMEOUT", 15*time.Second, time.Second, 5*time.Minute),
 		PprofAddr:       e.Addr("PPROF_ADDR", ""),
+		GCPercent:       e.Int("GOGC", 200, 25, 10000),
+		MemoryLimit:     e.Bytes("GOMEMLIMIT", 64<<20, 16<<20),
 
 		ConsumerConcurrency: e.Int("CONSUMER_CONCURRENCY", 0, 1, 10000),
 		HandlerTimeout:      e.Duration("CONSUMER_HANDLER_TIMEOUT", 0, time.Second, 10*time.Minute),

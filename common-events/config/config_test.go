@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,7 +32,7 @@ func TestReadBaseDefaults(t *testing.T) {
 	if got.HTTPAddr != ":8080" || got.DatabaseURL != "postgres://localhost/orders" || got.TopicPartitions != 6 ||
 		len(got.KafkaBrokers) != 1 || got.KafkaBrokers[0] != "127.0.0.1:9092" || got.LogLevel != slog.LevelInfo ||
 		got.ShutdownTimeout != 15*time.Second || got.Auth.Audience != "orderflow" ||
-		got.MaxInFlight != 0 || got.MaxWaiting != 1000 || got.ReadTimeout != 10*time.Second {
+		got.MaxInFlight != 0 || got.MaxWaiting != 1000 || got.ReadTimeout != 10*time.Second || got.GCPercent != 200 || got.MemoryLimit != 64<<20 {
 		t.Errorf("defaults = %+v", got)
 	}
 }
@@ -40,6 +41,7 @@ func TestReadBaseFromEnv(t *testing.T) {
 	env := config.NewEnv(getenv(withAuth(map[string]string{
 		"AUTH_AUDIENCE": "shop", "HTTP_ADDR": "127.0.0.1:9000", "DATABASE_URL": "postgresql://u:p@db:5432/x", "KAFKA_BROKERS": "k1:9092, k2:9093",
 		"KAFKA_TOPIC_PARTITIONS": "12", "LOG_LEVEL": "debug", "SHUTDOWN_TIMEOUT": "30s", "CONSUMER_CONCURRENCY": "16",
+		"GOGC": "100", "GOMEMLIMIT": "1GiB",
 	})))
 	got := config.ReadBase(env, ":8080", "", 0)
 	if err := env.Err(); err != nil {
@@ -47,7 +49,7 @@ func TestReadBaseFromEnv(t *testing.T) {
 	}
 	if got.HTTPAddr != "127.0.0.1:9000" || got.TopicPartitions != 12 || strings.Join(got.KafkaBrokers, ",") != "k1:9092,k2:9093" ||
 		got.LogLevel != slog.LevelDebug || got.ShutdownTimeout != 30*time.Second || got.ConsumerConcurrency != 16 ||
-		got.Auth.Issuer != "http://issuer.test" || got.Auth.JWKSURL != "http://issuer.test/jwks.json" || got.Auth.Audience != "shop" {
+		got.GCPercent != 100 || got.MemoryLimit != 1<<30 || got.Auth.Issuer != "http://issuer.test" || got.Auth.JWKSURL != "http://issuer.test/jwks.json" || got.Auth.Audience != "shop" {
 		t.Errorf("read = %+v", got)
 	}
 }
@@ -64,6 +66,9 @@ func TestBadSettingsAreNamedOnOneLine(t *testing.T) {
 		{"LOG_LEVEL", "loud", "LOG_LEVEL: want debug, info, warn or error"},
 		{"SHUTDOWN_TIMEOUT", "10", "SHUTDOWN_TIMEOUT: want a duration"},
 		{"CONSUMER_CONCURRENCY", "0", "CONSUMER_CONCURRENCY: want an integer from 1 to 10000"},
+		{"GOGC", "off", `GOGC: want an integer from 25 to 10000, got "off"`},
+		{"GOMEMLIMIT", "64MB", `GOMEMLIMIT: want a size of at least 16MiB such as "512MiB", or off, got "64MB"`},
+		{"GOMEMLIMIT", "8MiB", `GOMEMLIMIT: want a size of at least 16MiB`},
 		{"AUTH_ISSUER", "", "AUTH_ISSUER: required but not set"},
 		{"AUTH_JWKS_URL", "", "AUTH_JWKS_URL: required but not set"},
 		{"AUTH_JWKS_URL", "issuer.test/jwks.json", `AUTH_JWKS_URL: want an http:// or https:// URL, got "issuer.test/jwks.json"`},
@@ -108,6 +113,25 @@ func TestALingerMustFitWellWithinTheHandlerTimeout(t *testing.T) {
 		err := env.Err()
 		if tc.ok != (err == nil) || (err != nil && !strings.Contains(err.Error(), "CONSUMER_LINGER: want at most a quarter of CONSUMER_HANDLER_TIMEOUT")) {
 			t.Errorf("CONSUMER_LINGER=%s CONSUMER_HANDLER_TIMEOUT=%s: err = %v, want ok %v", tc.linger, tc.timeout, err, tc.ok)
+		}
+	}
+}
+
+// GOMEMLIMIT reads as Go reads it: a number of bytes with one of Go's suffixes, or off.
+func TestSizesReadAsGoReadsGOMEMLIMIT(t *testing.T) {
+	for v, want := range map[string]int64{
+		"": 64 << 20, "off": math.MaxInt64, "16777216": 16 << 20, "16777216B": 16 << 20, "20480KiB": 20 << 20,
+		"512MiB": 512 << 20, "2GiB": 2 << 30, "1TiB": 1 << 40,
+	} {
+		env := config.NewEnv(getenv(map[string]string{"GOMEMLIMIT": v}))
+		if got := env.Bytes("GOMEMLIMIT", 64<<20, 16<<20); got != want || env.Err() != nil {
+			t.Errorf("GOMEMLIMIT=%q: %d (%v), want %d", v, got, env.Err(), want)
+		}
+	}
+	for _, v := range []string{"64MB", "64 MiB", "MiB", "-1GiB", "1.5GiB", "9999999TiB", "16777215"} {
+		env := config.NewEnv(getenv(map[string]string{"GOMEMLIMIT": v}))
+		if env.Bytes("GOMEMLIMIT", 64<<20, 16<<20); env.Err() == nil {
+			t.Errorf("GOMEMLIMIT=%q taken", v)
 		}
 	}
 }

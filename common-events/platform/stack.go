@@ -16,6 +16,7 @@ import (
 	_ "net/http/pprof" // served only on PPROF_ADDR
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -107,6 +108,12 @@ type Stack struct {
 // On error everything opened so far is closed again.
 func Boot(ctx context.Context, svc services.Service, cfg config.Base, stdout io.Writer, schema fs.FS) (_ *Stack, err error) {
 	service, groups := svc.Name, svc.Groups()
+	// GOGC and GOMEMLIMIT: with Go's own default, 100, the collector took a large share
+	// of each service's CPU under load. The services collect half as often, and their
+	// soft memory limit keeps a burst's peak where Go's default had it
+	// (docs/performance.md, "Garbage collection").
+	debug.SetGCPercent(cfg.GCPercent)
+	debug.SetMemoryLimit(cfg.MemoryLimit)
 	s := &Stack{Identity: svc, Config: cfg, Log: NewLogger(stdout, service, cfg.LogLevel), Verifier: auth.NewVerifier(cfg.Auth, nil)}
 	if cfg.LogLevel <= slog.LevelDebug { // the Kafka client's own account of its connections, sessions and retries
 		sarama.Logger = slog.NewLogLogger(s.Log.With("logger", "sarama").Handler(), slog.LevelDebug)

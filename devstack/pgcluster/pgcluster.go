@@ -120,6 +120,7 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	args := []string{"-D", data, "-p", strconv.Itoa(o.Port), "-k", o.Dir,
 		"-c", "listen_addresses=" + o.Host, "-c", "max_connections=500", "-c", "shared_buffers=256MB"}
 	args = append(args, silentClients...)
+	args = append(args, freshPlans...)
 	if o.Fast {
 		args = append(args, "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off")
 	}
@@ -393,6 +394,14 @@ func portFree(host string, port int) error {
 	}
 	return ln.Close()
 }
+
+// freshPlans has autovacuum look for tables to analyze every second instead of every
+// minute. A devstack's databases start empty and fill in seconds, and the services'
+// statements are prepared: PostgreSQL plans one once, generic, and keeps that plan until
+// its tables are next analyzed. A plan made while a table was empty reads it whole to
+// find rows by key, which costs more with every row the table gains until autovacuum
+// comes by. A database that has lived a minute has its statistics, as production's has.
+var freshPlans = []string{"-c", "autovacuum_naptime=1s"}
 
 // silentClients has the server notice a client whose packets vanish and end its session,
 // releasing what it holds (a relay's lock, a transaction's rows): keepalive probes after

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/url"
+	"os"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -64,5 +67,49 @@ func TestOwnDatabaseHandsOverWhatWasMadeBefore(t *testing.T) {
 	defer own.Close(ctx)
 	if _, err := own.Exec(ctx, `INSERT INTO things (n) VALUES (twice(21)); SELECT nextval('loose'); SELECT * FROM big`); err != nil {
 		t.Errorf("the role using what it was handed: %v", err)
+	}
+}
+
+// A statement planned while its table was nearly empty reads the table whole to find a
+// row by key (PostgreSQL keeps a prepared statement's generic plan until the table is
+// next analyzed); once the table has filled, the cluster's autovacuum analyzes it within
+// seconds and the statement finds its rows through the index. With autovacuum's default
+// minute between looks this waits far longer than the test does.
+func TestAStatementPlannedOnAnEmptyTableFindsByIndexOnceItFills(t *testing.T) {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, testenv.Database(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if os.Getenv("TEST_DATABASE_URL") != "" {
+		t.Skip("TEST_DATABASE_URL: a server this package did not start, with settings of its own")
+	}
+	if _, err := conn.Exec(ctx, `CREATE TABLE things (id uuid PRIMARY KEY, n int);
+		INSERT INTO things SELECT gen_random_uuid(), g FROM generate_series(1, 10) g;
+		ANALYZE things;
+		SET plan_cache_mode = force_generic_plan;
+		PREPARE find(uuid[]) AS SELECT n FROM things WHERE id = ANY($1)`); err != nil {
+		t.Fatal(err)
+	}
+	plan := func() string {
+		var p string
+		if err := conn.QueryRow(ctx, `EXPLAIN (COSTS OFF) EXECUTE find(ARRAY[gen_random_uuid()])`).Scan(&p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if p := plan(); !strings.Contains(p, "Seq Scan") {
+		t.Fatalf("on the nearly empty table the plan is %q; this test needs one that reads it whole", p)
+	}
+	if _, err := conn.Exec(ctx, `INSERT INTO things SELECT gen_random_uuid(), g FROM generate_series(1, 20000) g`); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for p := plan(); strings.Contains(p, "Seq Scan"); p = plan() {
+		if time.Now().After(deadline) {
+			t.Fatalf("20 s after the table filled, finding a row by key still reads it whole: %q", p)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

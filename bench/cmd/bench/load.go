@@ -185,7 +185,7 @@ func (tg *target) finish(ctx context.Context, r runResult, posts []post, sent ti
 				continue
 			}
 			per := func(v int64) float64 { return float64(v) / float64(r.Confirmed) }
-			r.Tables = append(r.Tables, tableRows{name, per(c.inserted), per(c.updated), per(c.hot), per(c.deleted)})
+			r.Tables = append(r.Tables, tableRows{name, per(c.inserted), per(c.updated), per(c.hot), per(c.deleted), per(c.scanned)})
 		}
 		slices.SortFunc(r.Tables, func(a, b tableRows) int { return strings.Compare(a.Table, b.Table) })
 	}

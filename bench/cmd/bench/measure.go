@@ -113,8 +113,9 @@ type dbWork struct {
 	ok                                  bool
 }
 
-// tableCount is the rows of one table inserted, updated (HOT or not) and deleted.
-type tableCount struct{ inserted, updated, hot, deleted int64 }
+// tableCount is the rows of one table inserted, updated (HOT or not) and deleted, and
+// read by sequential scans (each row of the table read once per scan).
+type tableCount struct{ inserted, updated, hot, deleted, scanned int64 }
 
 // tableRows reads each table's counters in each of dbs (pg_stat_user_tables is per
 // database): where a run's rows go.
@@ -130,11 +131,11 @@ func (tg *target) tableRows(ctx context.Context, dbs []string) map[string]tableC
 		if err != nil {
 			continue
 		}
-		rows, _ := conn.Query(ctx, `SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del FROM pg_stat_user_tables`)
+		rows, _ := conn.Query(ctx, `SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del, coalesce(seq_tup_read, 0) FROM pg_stat_user_tables`)
 		for rows.Next() {
 			var name string
 			var c tableCount
-			if rows.Scan(&name, &c.inserted, &c.updated, &c.hot, &c.deleted) == nil {
+			if rows.Scan(&name, &c.inserted, &c.updated, &c.hot, &c.deleted, &c.scanned) == nil {
 				out[db+"."+name] = c
 			}
 		}
@@ -201,7 +202,7 @@ func (tg *target) dbWorkSince(ctx context.Context, start dbWork) dbWork {
 	w.tables = tg.tableRows(ctx, tg.databases())
 	for name, c := range w.tables {
 		b := start.tables[name]
-		w.tables[name] = tableCount{c.inserted - b.inserted, c.updated - b.updated, c.hot - b.hot, c.deleted - b.deleted}
+		w.tables[name] = tableCount{c.inserted - b.inserted, c.updated - b.updated, c.hot - b.hot, c.deleted - b.deleted, c.scanned - b.scanned}
 	}
 	rows, _ := conn.Query(ctx, `
 		SELECT d.datname, s.calls, s.total_exec_time, regexp_replace(s.query, '\s+', ' ', 'g')

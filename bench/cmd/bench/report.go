@@ -69,13 +69,15 @@ type runResult struct {
 }
 
 // tableRows is one table's rows inserted, updated (of them HOT, without a new index entry)
-// and deleted per confirmed order.
+// and deleted per confirmed order, and read by sequential scans: a statement that finds
+// its rows by key and reads the table whole instead shows there.
 type tableRows struct {
 	Table    string  `json:"table"` // database.table
 	Inserted float64 `json:"inserted"`
 	Updated  float64 `json:"updated"`
 	HOT      float64 `json:"hot_updated"`
 	Deleted  float64 `json:"deleted"`
+	Scanned  float64 `json:"seq_scanned,omitempty"`
 }
 
 type yardstickResult struct {
@@ -312,7 +314,8 @@ type tracesResult struct {
 
 // markdownTables shows where a confirmed order's rows go, table by table, in orderflow's
 // runs at 250/s and in its closed loops: what each table has inserted, updated (HOT
-// updates, which add no index entry, in brackets) and deleted per confirmed order.
+// updates, which add no index entry, in brackets) and deleted per confirmed order, and
+// the rows its sequential scans read, where there were any.
 func markdownTables(w io.Writer, runs []runResult) {
 	var cols []runResult
 	var tables []string
@@ -331,7 +334,7 @@ func markdownTables(w io.Writer, runs []runResult) {
 		return
 	}
 	slices.Sort(tables)
-	fmt.Fprintln(w, "\nRows per confirmed order, table by table: inserted / updated (of them HOT) / deleted:")
+	fmt.Fprintln(w, "\nRows per confirmed order, table by table: inserted / updated (of them HOT) / deleted; and, after a dot, read by sequential scans:")
 	fmt.Fprint(w, "\n| table |")
 	for _, x := range cols {
 		fmt.Fprintf(w, " %s, %s |", brokerNames[x.Broker], x.Name)
@@ -350,7 +353,11 @@ func markdownTables(w io.Writer, runs []runResult) {
 			if r.HOT > 0 {
 				hot = " (" + rowsPer(r.HOT) + ")"
 			}
-			fmt.Fprintf(w, " %s / %s%s / %s |", rowsPer(r.Inserted), rowsPer(r.Updated), hot, rowsPer(r.Deleted))
+			scanned := ""
+			if r.Scanned > 0 {
+				scanned = " · " + rowsPer(r.Scanned)
+			}
+			fmt.Fprintf(w, " %s / %s%s / %s%s |", rowsPer(r.Inserted), rowsPer(r.Updated), hot, rowsPer(r.Deleted), scanned)
 		}
 		fmt.Fprintln(w)
 	}

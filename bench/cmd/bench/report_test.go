@@ -162,9 +162,10 @@ func TestThePeersRunsStandBesideOurs(t *testing.T) {
 }
 
 // Where an order's rows go, table by table, for orderflow's 250/s and closed-loop runs:
-// inserted / updated (HOT) / deleted per order; other runs and the peer's are left out.
+// inserted / updated (HOT) / deleted per order, and the rows sequential scans read where
+// there were any; other runs and the peer's are left out.
 func TestTheRowsOfEachTableArePerOrder(t *testing.T) {
-	tables := []tableRows{{Table: "orders.outbox", Inserted: 3, Deleted: 3}, {Table: "payments.payments", Inserted: 0.92, Updated: 1, HOT: 0.98}}
+	tables := []tableRows{{Table: "orders.outbox", Inserted: 3, Deleted: 3}, {Table: "payments.payments", Inserted: 0.92, Updated: 1, HOT: 0.98, Scanned: 830}}
 	r := report{Runs: []runResult{
 		{Name: "open 250/s", Broker: "kfake", Mode: "open", Tables: tables},
 		{Name: "open 500/s", Broker: "kfake", Mode: "open", Tables: tables},
@@ -174,7 +175,7 @@ func TestTheRowsOfEachTableArePerOrder(t *testing.T) {
 	md := reportHas(t, r,
 		"| table | kfake, open 250/s | kfake, closed 32 clients |\n",
 		"| orders.outbox | 3 / – / 3 | 3 / – / 3 |\n",
-		"| payments.payments | 0.92 / 1 (0.98) / – | – |\n",
+		"| payments.payments | 0.92 / 1 (0.98) / – · 830 | – |\n",
 	)
 	if strings.Contains(md, "pipecmp.orders") {
 		t.Errorf("the peer's tables are listed:\n%s", md)
