@@ -17,6 +17,25 @@ import (
 	"github.com/orderflow/common-events/events"
 )
 
+// goldenRecord is one of events' golden records: its headers and its value.
+type goldenRecord struct {
+	Headers map[string]string `json:"headers"`
+	Data    json.RawMessage   `json:"data"`
+}
+
+// golden reads the golden record in file.
+func golden(t testing.TB, file string) goldenRecord {
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g goldenRecord
+	if err := json.Unmarshal(raw, &g); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
 // FuzzRecordDecoding feeds the runner's decoding arbitrary records: headers (one "key:
 // value" a line) and a value, on a topic it consumes. No input panics; every refusal is a
 // *events.DecodeError, a permanent error, so the record is dead-lettered rather than
@@ -28,17 +47,7 @@ func FuzzRecordDecoding(f *testing.F) {
 		f.Fatalf("golden records: %v (%d files)", err, len(files))
 	}
 	for _, file := range files {
-		raw, err := os.ReadFile(file)
-		if err != nil {
-			f.Fatal(err)
-		}
-		var g struct {
-			Headers map[string]string `json:"headers"`
-			Data    json.RawMessage   `json:"data"`
-		}
-		if err := json.Unmarshal(raw, &g); err != nil {
-			f.Fatal(err)
-		}
+		g := golden(f, file)
 		var hs strings.Builder
 		for k, v := range g.Headers {
 			hs.WriteString(k + ": " + v + "\n")

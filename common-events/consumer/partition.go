@@ -169,7 +169,8 @@ type item struct {
 
 // decode turns a record into a message for its handler, or says why it is poison.
 func (r *Runner) decode(rec *sarama.ConsumerMessage) (item, *slog.Logger, error) {
-	log := r.Log.With("group", r.Group, "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset)
+	log := recordLogger(r.Log, slog.String("group", r.Group), slog.String("topic", rec.Topic),
+		slog.Int("partition", int(rec.Partition)), slog.Int64("offset", rec.Offset))
 	env, err := kafka.Envelope(rec)
 	if err != nil {
 		return item{}, log, err
@@ -178,7 +179,8 @@ func (r *Runner) decode(rec *sarama.ConsumerMessage) (item, *slog.Logger, error)
 	if err != nil {
 		return item{}, log, err
 	}
-	log = log.With("event_id", env.ID, "event_type", env.Type, "order_id", env.Subject, "correlation_id", env.CorrelationID)
+	log = recordLogger(log, slog.String("event_id", env.ID), slog.String("event_type", env.Type),
+		slog.String("order_id", env.Subject), slog.String("correlation_id", env.CorrelationID))
 	handler, ok := r.Handlers[rec.Topic]
 	if !ok {
 		return item{}, log, fmt.Errorf("no handler for topic %s", rec.Topic)
@@ -261,7 +263,7 @@ func (r *Runner) span(ctx context.Context, it *item) (context.Context, trace.Spa
 		m.TraceParent = tp
 	}
 	if id := tracing.TraceID(ctx); id != "" {
-		m.Log = m.Log.With("trace_id", id)
+		m.Log = recordLogger(m.Log, slog.String("trace_id", id))
 	}
 	return ctx, span
 }
