@@ -4,7 +4,6 @@ package outbox
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -55,12 +54,7 @@ func (r *Rows) Add(tag int, env events.Envelope) {
 	if topic == "" {
 		topic = env.Topic()
 	}
-	hs := env.Headers()
-	headers := make(map[string]string, len(hs))
-	for _, h := range hs {
-		headers[h.Key] = string(h.Value)
-	}
-	h, _ := json.Marshal(headers) // a map of strings always marshals
+	h := appendHeaders(make([]byte, 0, 512), env.Headers())
 	r.topics, r.keys, r.headers = append(r.topics, topic), append(r.keys, env.Subject), append(r.headers, string(h))
 	r.payloads, r.tags = append(r.payloads, env.Data), append(r.tags, int32(tag))
 }
@@ -406,7 +400,7 @@ type row struct {
 	id      int64
 	topic   string
 	key     string
-	headers map[string]string
+	headers []sarama.RecordHeader
 	payload []byte
 	written time.Time
 }
@@ -428,7 +422,10 @@ func (r *Relay) next(ctx context.Context, conn *pgx.Conn, published []int64) ([]
 		return nil, err
 	}
 	return pgx.CollectRows(rows, func(cr pgx.CollectableRow) (b row, err error) {
-		err = cr.Scan(&b.id, &b.topic, &b.key, &b.headers, &b.payload, &b.written)
+		var headers []byte
+		if err = cr.Scan(&b.id, &b.topic, &b.key, &headers, &b.payload, &b.written); err == nil {
+			b.headers, err = recordHeaders(headers)
+		}
 		return b, err
 	})
 }
@@ -441,21 +438,17 @@ func (r *Relay) publish(batch []row) ([]int64, error) {
 	msgs := make([]*sarama.ProducerMessage, len(batch))
 	spans := make([]trace.Span, len(batch))
 	for i, b := range batch {
-		ctx := tracing.Remote(context.Background(), b.headers[events.HeaderTraceParent])
+		ctx := tracing.Remote(context.Background(), header(b.headers, events.HeaderTraceParent))
 		ctx, spans[i] = r.Tracer.Start(ctx, "publish "+b.topic, trace.WithSpanKind(trace.SpanKindProducer),
 			trace.WithAttributes(attribute.String("messaging.system", "kafka"), attribute.String("messaging.operation.type", "send"),
-				attribute.String("messaging.destination.name", b.topic), attribute.String("messaging.message.id", b.headers[events.HeaderID]),
-				tracing.OrderID(b.key), tracing.CorrelationID(b.headers[events.HeaderCorrelationID])))
+				attribute.String("messaging.destination.name", b.topic), attribute.String("messaging.message.id", header(b.headers, events.HeaderID)),
+				tracing.OrderID(b.key), tracing.CorrelationID(header(b.headers, events.HeaderCorrelationID))))
 		if tp := tracing.TraceParent(ctx); tp != "" {
-			b.headers[events.HeaderTraceParent] = tp
-		}
-		hs := make([]sarama.RecordHeader, 0, len(b.headers))
-		for k, v := range b.headers {
-			hs = append(hs, sarama.RecordHeader{Key: []byte(k), Value: []byte(v)})
+			b.headers = setHeader(b.headers, events.HeaderTraceParent, tp)
 		}
 		msgs[i] = &sarama.ProducerMessage{
 			Topic: b.topic, Key: sarama.StringEncoder(b.key), Value: sarama.ByteEncoder(b.payload),
-			Headers: hs, Metadata: b.id,
+			Headers: b.headers, Metadata: b.id,
 		}
 	}
 	sendErr := r.Producer.SendMessages(msgs)
