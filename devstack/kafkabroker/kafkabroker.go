@@ -22,6 +22,7 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/orderflow/devstack/internal/proc"
+	"github.com/orderflow/devstack/ports"
 )
 
 // clusterID is the KRaft cluster id every broker of ours is formatted with: a base64
@@ -82,7 +83,7 @@ func Start(ctx context.Context, o Options) (*Broker, error) {
 	var err error
 	for _, p := range []*int{&o.Port, &o.ControllerPort} {
 		if *p == 0 {
-			if *p, err = freePort(); err != nil {
+			if *p, err = ports.Free(); err != nil {
 				return nil, err
 			}
 		}
@@ -329,15 +330,6 @@ func (b *Broker) PID() int {
 		return 0
 	}
 	return b.cmd.Process.Pid
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // Libs runs root's scripts/ensure-kafka.sh, which fetches the broker's jars the first time

@@ -8,11 +8,8 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/url"
 	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/devstack/pgcluster"
+	"github.com/orderflow/devstack/ports"
 	"github.com/orderflow/devstack/stack"
 )
 
@@ -101,65 +99,15 @@ func Pool(t testing.TB) *pgxpool.Pool {
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that nothing listens on right now, given out
-// once per test binary. It is below the kernel's ephemeral range, from which the kernel
-// gives every connection its local port and every listener on port 0 its port: a port of
-// that range that a test's broker, proxy or service lets go while it restarts may be
-// taken by a connection or listener of another (all the likelier with tests running side
-// by side), and the restart then fails. Ports below the range are taken only by asking
-// for them.
+// once per test binary, from below the kernel's ephemeral range (devstack/ports says why).
 func FreePort(t testing.TB) int {
 	t.Helper()
-	given.Lock()
-	defer given.Unlock()
-	from, to := fixedPorts()
-	for range 1000 {
-		port := from + rand.IntN(to-from)
-		if given.ports[port] {
-			continue
-		}
-		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		if err != nil {
-			continue // in use
-		}
-		ln.Close()
-		given.ports[port] = true
-		return port
+	port, err := ports.Free()
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
 	}
-	t.Fatalf("testenv: no free port in %d–%d", from, to-1)
-	return 0
+	return port
 }
-
-// fixedPorts is the range FreePort gives out from: 20000 up to the start of the kernel's
-// ephemeral range, or, when that starts too low to leave room, the 5000 ports above its end.
-func fixedPorts() (from, to int) {
-	lo, hi := ephemeralPorts()
-	if lo >= 21000 {
-		return 20000, lo
-	}
-	return hi + 1, min(hi+5001, 65536)
-}
-
-// ephemeralPorts is the kernel's ephemeral range, net.ipv4.ip_local_port_range (Linux's
-// default, 32768–60999, when it cannot be read).
-func ephemeralPorts() (lo, hi int) {
-	lo, hi = 32768, 60999
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			l, err1 := strconv.Atoi(f[0])
-			h, err2 := strconv.Atoi(f[1])
-			if err1 == nil && err2 == nil && l <= h {
-				lo, hi = l, h
-			}
-		}
-	}
-	return lo, hi
-}
-
-// given are the ports FreePort has handed out.
-var given = struct {
-	sync.Mutex
-	ports map[int]bool
-}{ports: map[int]bool{}}
 
 // Root is the repository, found from the test's working folder (stack.FindRoot).
 func Root(t testing.TB) string {

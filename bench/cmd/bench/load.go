@@ -218,15 +218,6 @@ func percentiles(ds []time.Duration) latency {
 	return latency{P50: at(0.50), P95: at(0.95), P99: at(0.99), Max: float64(s[len(s)-1].Microseconds()) / 1000}
 }
 
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 // profile records a CPU profile of each service for d, the run called name, when
 // BENCH_PROFILE names a folder: BROKER-RUN-SERVICE.pprof there. The returned func waits
 // for them to be written.

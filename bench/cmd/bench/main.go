@@ -33,6 +33,7 @@ import (
 	"github.com/orderflow/bench/relaycmp"
 	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/services"
+	"github.com/orderflow/devstack/ports"
 	"github.com/orderflow/devstack/stack"
 )
 
@@ -370,9 +371,9 @@ func openTarget(ctx context.Context, getenv func(string) string, stdout io.Write
 		env["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.url
 	}
 	names := services.Names()
-	ports := make([]int, 3+2*len(names)) // broker, PostgreSQL, issuer, and each service's HTTP and pprof
-	for i := range ports {
-		if ports[i], err = freePort(); err != nil {
+	chosen := make([]int, 3+2*len(names)) // broker, PostgreSQL, issuer, and each service's HTTP and pprof
+	for i := range chosen {
+		if chosen[i], err = ports.Free(); err != nil {
 			sink.close()
 			return nil, err
 		}
@@ -380,12 +381,12 @@ func openTarget(ctx context.Context, getenv func(string) string, stdout io.Write
 	fmt.Fprintf(stdout, "bench: starting a devstack on %s in %s (logs in stack.log there; spans exported: %t)…\n", broker, dir, traceAll)
 	httpPorts, serviceEnv, pprof := map[string]int{}, map[string]map[string]string{}, map[string]string{}
 	for i, name := range names {
-		httpPorts[name] = ports[3+2*i]
-		pprof[name] = fmt.Sprintf("127.0.0.1:%d", ports[4+2*i])
+		httpPorts[name] = chosen[3+2*i]
+		pprof[name] = fmt.Sprintf("127.0.0.1:%d", chosen[4+2*i])
 		serviceEnv[name] = map[string]string{"PPROF_ADDR": pprof[name]}
 	}
 	s, err := stack.Start(ctx, stack.Options{
-		DataDir: filepath.Join(dir, "data"), KafkaPort: ports[0], PGPort: ports[1], IssuerPort: ports[2], Broker: stackBroker(broker),
+		DataDir: filepath.Join(dir, "data"), KafkaPort: chosen[0], PGPort: chosen[1], IssuerPort: chosen[2], Broker: stackBroker(broker),
 		KafkaPlaintext: broker != brokerKafkaSecure, // the relay comparison's clients reach it as they are
 		HTTPPorts:      httpPorts, Env: env, Log: logf, PostgresStats: true, ServiceEnv: serviceEnv,
 	})

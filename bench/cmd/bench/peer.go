@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/orderflow/bench/pipecmp"
+	"github.com/orderflow/devstack/ports"
 )
 
 // The peer: orderflow's flow end to end built from Watermill's parts (bench/pipecmp),
@@ -42,7 +43,7 @@ func (tg *target) startPeer(ctx context.Context) (*target, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the Watermill flow: %w", err)
 	}
-	port, err := freePort()
+	port, err := ports.Free()
 	if err != nil {
 		return nil, err
 	}

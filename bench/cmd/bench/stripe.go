@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/orderflow/devstack/ports"
 	"github.com/orderflow/devstack/stack"
 )
 
@@ -35,7 +36,7 @@ func startLocalstripe(ctx context.Context, log io.Writer) (*localstripe, error) 
 	if err != nil {
 		return nil, fmt.Errorf("installing localstripe: %w", err)
 	}
-	port, err := freePort()
+	port, err := ports.Free()
 	if err != nil {
 		return nil, err
 	}

@@ -1,14 +1,17 @@
-package testenv
+package ports
 
 import "testing"
 
-// FreePort's ports are never ones the kernel hands out unasked (its ephemeral range, from
+// Free's ports are never ones the kernel hands out unasked (its ephemeral range, from
 // which connections and listeners on port 0 get theirs), and never the same one twice.
-func TestFreePortIsOutsideTheEphemeralRange(t *testing.T) {
-	lo, hi := ephemeralPorts()
+func TestFreeIsOutsideTheEphemeralRange(t *testing.T) {
+	lo, hi := ephemeral()
 	seen := map[int]bool{}
 	for range 200 {
-		p := FreePort(t)
+		p, err := Free()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if p >= lo && p <= hi {
 			t.Fatalf("port %d is in the kernel's ephemeral range %d–%d", p, lo, hi)
 		}
