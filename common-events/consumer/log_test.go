@@ -3,6 +3,7 @@ package consumer
 import (
 	"bytes"
 	"context"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/orderflow/common-events/events"
+	"github.com/orderflow/common-events/tracing"
 )
 
 // withAttrsCounter counts the calls to WithAttrs of the JSON handler it wraps.
@@ -23,9 +25,9 @@ func (h withAttrsCounter) WithAttrs(as []slog.Attr) slog.Handler {
 	return withAttrsCounter{h.Handler.WithAttrs(as), h.calls}
 }
 
-// A record's logger renders its attributes only when a line is logged: decoding a record
-// that logs nothing hands the service's handler nothing. A line logged has them all, in
-// the order they were given.
+// A record's logger, on the services' handler, renders its attributes only when a line is
+// logged: decoding a record that logs nothing hands the JSON handler nothing. A line
+// logged has them all, in the order they were given.
 func TestARecordsLoggerRendersItsAttributesOnlyWhenALineIsLogged(t *testing.T) {
 	g := golden(t, "../events/testdata/golden/order.created.json")
 	var hs []*sarama.RecordHeader
@@ -34,7 +36,7 @@ func TestARecordsLoggerRendersItsAttributesOnlyWhenALineIsLogged(t *testing.T) {
 	}
 	var out bytes.Buffer
 	calls := 0
-	r := &Runner{Group: "g", Log: slog.New(withAttrsCounter{slog.NewJSONHandler(&out, nil), &calls}),
+	r := &Runner{Group: "g", Log: slog.New(tracing.LogHandler(withAttrsCounter{slog.NewJSONHandler(&out, nil), &calls})),
 		Handlers: map[string]Handler{events.TopicOrderCreated: func(context.Context, Message) (Apply, error) { return Apply{}, nil }}}
 	it, _, err := r.decode(&sarama.ConsumerMessage{Topic: events.TopicOrderCreated, Partition: 3, Offset: 42, Headers: hs, Value: g.Data})
 	if err != nil {
@@ -57,5 +59,24 @@ func TestARecordsLoggerRendersItsAttributesOnlyWhenALineIsLogged(t *testing.T) {
 			t.Fatalf("line %s: no %s after position %d", line, w, at)
 		}
 		at += i + len(w)
+	}
+}
+
+// BenchmarkDecode is the runner's decoding of one record, its logger made: the
+// allocations it reports are what every record consumed costs before its handler runs.
+func BenchmarkDecode(b *testing.B) {
+	g := golden(b, "../events/testdata/golden/order.created.json")
+	var hs []*sarama.RecordHeader
+	for k, v := range g.Headers {
+		hs = append(hs, &sarama.RecordHeader{Key: []byte(k), Value: []byte(v)})
+	}
+	r := &Runner{Group: "g", Log: slog.New(tracing.LogHandler(slog.NewJSONHandler(io.Discard, nil))),
+		Handlers: map[string]Handler{events.TopicOrderCreated: func(context.Context, Message) (Apply, error) { return Apply{}, nil }}}
+	rec := &sarama.ConsumerMessage{Topic: events.TopicOrderCreated, Partition: 3, Offset: 42, Headers: hs, Value: g.Data}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := r.decode(rec); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
