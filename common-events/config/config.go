@@ -14,6 +14,7 @@ import (
 
 	"github.com/orderflow/common-events/auth"
 	"github.com/orderflow/common-events/kafka"
+	"github.com/orderflow/common-events/services"
 	"github.com/orderflow/common-events/tracing"
 )
 
@@ -383,12 +384,12 @@ func TopicRetention(e *Env) time.Duration {
 	return e.Duration("KAFKA_TOPIC_RETENTION", 30*24*time.Hour, time.Hour, 10*365*24*time.Hour)
 }
 
-// ReadBase reads the shared settings; httpAddr, databaseURL and linger are the service's
-// defaults (services.Service's Addr, DefaultDatabaseURL and Linger).
-func ReadBase(e *Env, httpAddr, databaseURL string, linger time.Duration) Base {
+// ReadBase reads the shared settings, with svc's defaults where the services' differ (its
+// Addr, DefaultDatabaseURL and Linger).
+func ReadBase(e *Env, svc services.Service) Base {
 	b := Base{
-		HTTPAddr:        e.Addr("HTTP_ADDR", httpAddr),
-		DatabaseURL:     e.PostgresURL("DATABASE_URL", databaseURL),
+		HTTPAddr:        e.Addr("HTTP_ADDR", svc.Addr()),
+		DatabaseURL:     e.PostgresURL("DATABASE_URL", svc.DefaultDatabaseURL()),
 		KafkaBrokers:    e.HostPorts("KAFKA_BROKERS", []string{"127.0.0.1:9092"}),
 		Kafka:           ReadKafka(e),
 		TopicPartitions: e.Int("KAFKA_TOPIC_PARTITIONS", 6, 1, 1000),
@@ -401,7 +402,7 @@ func ReadBase(e *Env, httpAddr, databaseURL string, linger time.Duration) Base {
 
 		ConsumerConcurrency: e.Int("CONSUMER_CONCURRENCY", 0, 1, 10000),
 		HandlerTimeout:      e.Duration("CONSUMER_HANDLER_TIMEOUT", 0, time.Second, 10*time.Minute),
-		ConsumerLinger:      e.Duration("CONSUMER_LINGER", linger, 0, time.Second),
+		ConsumerLinger:      e.Duration("CONSUMER_LINGER", svc.Linger, 0, time.Second),
 		MaxInFlight:         e.Int("HTTP_MAX_IN_FLIGHT", 0, 0, 100000),
 		MaxWaiting:          e.Int("HTTP_MAX_WAITING", 1000, 1, 100000),
 		ClientInFlight:      e.Int("HTTP_CLIENT_MAX_IN_FLIGHT", 0, 0, 100000),

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/orderflow/common-events/config"
+	"github.com/orderflow/common-events/services"
 )
 
 func getenv(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -25,15 +26,20 @@ func withAuth(m map[string]string) map[string]string {
 
 func TestReadBaseDefaults(t *testing.T) {
 	env := config.NewEnv(getenv(withAuth(nil)))
-	got := config.ReadBase(env, ":8080", "postgres://localhost/orders", 0)
+	got := config.ReadBase(env, services.Order)
 	if err := env.Err(); err != nil {
 		t.Fatal(err)
 	}
-	if got.HTTPAddr != ":8080" || got.DatabaseURL != "postgres://localhost/orders" || got.TopicPartitions != 6 ||
+	if got.HTTPAddr != services.Order.Addr() || got.DatabaseURL != services.Order.DefaultDatabaseURL() || got.TopicPartitions != 6 ||
 		len(got.KafkaBrokers) != 1 || got.KafkaBrokers[0] != "127.0.0.1:9092" || got.LogLevel != slog.LevelInfo ||
 		got.ShutdownTimeout != 15*time.Second || got.Auth.Audience != "orderflow" ||
 		got.MaxInFlight != 0 || got.MaxWaiting != 1000 || got.ReadTimeout != 10*time.Second || got.GCPercent != 200 || got.MemoryLimit != 64<<20 {
 		t.Errorf("defaults = %+v", got)
+	}
+	// Where the services' defaults differ, each has its own.
+	if r := config.ReadBase(config.NewEnv(getenv(withAuth(nil))), services.Reconciliation); r.DatabaseURL != services.Reconciliation.DefaultDatabaseURL() ||
+		r.ConsumerLinger != services.Reconciliation.Linger || r.HTTPAddr != services.Reconciliation.Addr() {
+		t.Errorf("reconciliation-service's defaults = %+v", r)
 	}
 }
 
@@ -43,7 +49,7 @@ func TestReadBaseFromEnv(t *testing.T) {
 		"KAFKA_TOPIC_PARTITIONS": "12", "LOG_LEVEL": "debug", "SHUTDOWN_TIMEOUT": "30s", "CONSUMER_CONCURRENCY": "16",
 		"GOGC": "100", "GOMEMLIMIT": "1GiB",
 	})))
-	got := config.ReadBase(env, ":8080", "", 0)
+	got := config.ReadBase(env, services.Order)
 	if err := env.Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +91,7 @@ func TestBadSettingsAreNamedOnOneLine(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
 			env := config.NewEnv(getenv(withAuth(map[string]string{tt.name: tt.value})))
-			config.ReadBase(env, ":8080", "postgres://localhost/x", 0)
+			config.ReadBase(env, services.Order)
 			err := env.Err()
 			if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
 				t.Fatalf("err = %v, want one line containing %q", err, tt.want)
@@ -93,7 +99,7 @@ func TestBadSettingsAreNamedOnOneLine(t *testing.T) {
 		})
 	}
 	env := config.NewEnv(getenv(map[string]string{"KAFKA_TOPIC_PARTITIONS": "x", "LOG_LEVEL": "y"}))
-	config.ReadBase(env, ":8080", "postgres://localhost/x", 0)
+	config.ReadBase(env, services.Order)
 	if err := env.Err(); err == nil || !strings.Contains(err.Error(), "KAFKA_TOPIC_PARTITIONS") || !strings.Contains(err.Error(), "LOG_LEVEL") {
 		t.Errorf("two bad settings: err = %v, want both named", err)
 	}
@@ -109,7 +115,7 @@ func TestALingerMustFitWellWithinTheHandlerTimeout(t *testing.T) {
 		{"1s", "", true}, {"250ms", "1s", true}, {"251ms", "1s", false}, {"1s", "2s", false},
 	} {
 		env := config.NewEnv(getenv(withAuth(map[string]string{"CONSUMER_LINGER": tc.linger, "CONSUMER_HANDLER_TIMEOUT": tc.timeout})))
-		config.ReadBase(env, ":8080", "postgres://localhost/x", 0)
+		config.ReadBase(env, services.Order)
 		err := env.Err()
 		if tc.ok != (err == nil) || (err != nil && !strings.Contains(err.Error(), "CONSUMER_LINGER: want at most a quarter of CONSUMER_HANDLER_TIMEOUT")) {
 			t.Errorf("CONSUMER_LINGER=%s CONSUMER_HANDLER_TIMEOUT=%s: err = %v, want ok %v", tc.linger, tc.timeout, err, tc.ok)

@@ -43,7 +43,7 @@ func TestBootReachesAClusterThatWantsSASLAndTLS(t *testing.T) {
 			"AUTH_ISSUER": "http://issuer.test", "AUTH_JWKS_URL": "http://issuer.test/jwks.json",
 		}[k]
 	})
-	cfg := config.ReadBase(env, ":0", "", 0)
+	cfg := config.ReadBase(env, services.Payment)
 	if err := env.Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestALingeringGroupsFetchesWaitForBytes(t *testing.T) {
 				"CONSUMER_LINGER": linger.String(), "AUTH_ISSUER": "http://issuer.test", "AUTH_JWKS_URL": "http://issuer.test/jwks.json",
 			}[k]
 		})
-		cfg := config.ReadBase(env, ":0", "", time.Second)
+		cfg := config.ReadBase(env, services.Notification)
 		if err := env.Err(); err != nil {
 			t.Fatal(err)
 		}

@@ -28,7 +28,7 @@ type Config struct {
 func ReadConfig(getenv func(string) string) (Config, []config.Setting, error) {
 	env := config.NewEnv(getenv)
 	cfg := Config{
-		Base:     config.ReadBase(env, services.Notification.Addr(), services.Notification.DefaultDatabaseURL(), services.Notification.Linger),
+		Base:     config.ReadBase(env, services.Notification),
 		SMTPAddr: env.Addr("SMTP_ADDR", ""),
 		MailFrom: env.String("MAIL_FROM", "orderflow <no-reply@orderflow.local>"),
 	}

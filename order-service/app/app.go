@@ -30,7 +30,7 @@ type Config struct {
 // bad setting in one line.
 func ReadConfig(getenv func(string) string) (Config, []config.Setting, error) {
 	env := config.NewEnv(getenv)
-	cfg := Config{Base: config.ReadBase(env, services.Order.Addr(), services.Order.DefaultDatabaseURL(), services.Order.Linger)}
+	cfg := Config{Base: config.ReadBase(env, services.Order)}
 	cfg.OrderRate = web.RatePolicy{Name: "orders", Rate: env.Float("ORDER_RATE_LIMIT", 10, 0, 1e6), Burst: env.Int("ORDER_RATE_BURST", 50, 1, 1e6)}
 	return cfg, env.Settings(), env.Err()
 }

@@ -50,7 +50,7 @@ const (
 func ReadConfig(getenv func(string) string) (Config, []config.Setting, error) {
 	env := config.NewEnv(getenv)
 	cfg := Config{
-		Base:                  config.ReadBase(env, services.Payment.Addr(), services.Payment.DefaultDatabaseURL(), services.Payment.Linger),
+		Base:                  config.ReadBase(env, services.Payment),
 		ProviderLatency:       env.Duration("PROVIDER_LATENCY", 0, 0, time.Minute),
 		ProviderTransientRate: env.Float("PROVIDER_TRANSIENT_FAILURE_RATE", 0, 0, 1),
 		PaymentDeadline:       env.Duration("PAYMENT_DEADLINE", 10*time.Minute, time.Second, 7*24*time.Hour),

@@ -41,7 +41,7 @@ type Config struct {
 func ReadConfig(getenv func(string) string) (Config, []config.Setting, error) {
 	env := config.NewEnv(getenv)
 	cfg := Config{
-		Base: config.ReadBase(env, services.Reconciliation.Addr(), services.Reconciliation.DefaultDatabaseURL(), services.Reconciliation.Linger),
+		Base: config.ReadBase(env, services.Reconciliation),
 		Grace: reconcile.Grace{
 			Settle:          env.Duration("RECONCILE_GRACE", 2*time.Minute, time.Second, 24*time.Hour),
 			PaymentDeadline: env.Duration("PAYMENT_DEADLINE", 10*time.Minute, time.Second, 7*24*time.Hour),
