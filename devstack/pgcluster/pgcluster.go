@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/orderflow/devstack/ports"
 )
 
 // Options says where and how the cluster runs.
@@ -86,7 +88,11 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	if o.Host == "" {
 		o.Host = "127.0.0.1"
 	}
-	if o.Port == 0 {
+	if o.Port == 0 && o.Host == "127.0.0.1" {
+		if o.Port, err = ports.Free(); err != nil { // below the ephemeral range (devstack/ports)
+			return nil, err
+		}
+	} else if o.Port == 0 {
 		if o.Port, err = freePort(o.Host); err != nil {
 			return nil, err
 		}
