@@ -23,6 +23,15 @@ type goldenRecord struct {
 	Data    json.RawMessage   `json:"data"`
 }
 
+// record is g as a consumed record of topic, at partition and offset.
+func (g goldenRecord) record(topic string, partition int32, offset int64) *sarama.ConsumerMessage {
+	var hs []*sarama.RecordHeader
+	for k, v := range g.Headers {
+		hs = append(hs, &sarama.RecordHeader{Key: []byte(k), Value: []byte(v)})
+	}
+	return &sarama.ConsumerMessage{Topic: topic, Partition: partition, Offset: offset, Headers: hs, Value: g.Data}
+}
+
 // golden reads the golden record in file.
 func golden(t testing.TB, file string) goldenRecord {
 	raw, err := os.ReadFile(file)

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/IBM/sarama"
-
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/tracing"
 )
@@ -30,15 +28,11 @@ func (h withAttrsCounter) WithAttrs(as []slog.Attr) slog.Handler {
 // logged has them all, in the order they were given.
 func TestARecordsLoggerRendersItsAttributesOnlyWhenALineIsLogged(t *testing.T) {
 	g := golden(t, "../events/testdata/golden/order.created.json")
-	var hs []*sarama.RecordHeader
-	for k, v := range g.Headers {
-		hs = append(hs, &sarama.RecordHeader{Key: []byte(k), Value: []byte(v)})
-	}
 	var out bytes.Buffer
 	calls := 0
 	r := &Runner{Group: "g", Log: slog.New(tracing.LogHandler(withAttrsCounter{slog.NewJSONHandler(&out, nil), &calls})),
 		Handlers: map[string]Handler{events.TopicOrderCreated: func(context.Context, Message) (Apply, error) { return Apply{}, nil }}}
-	it, _, err := r.decode(&sarama.ConsumerMessage{Topic: events.TopicOrderCreated, Partition: 3, Offset: 42, Headers: hs, Value: g.Data})
+	it, _, err := r.decode(g.record(events.TopicOrderCreated, 3, 42))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,13 +60,9 @@ func TestARecordsLoggerRendersItsAttributesOnlyWhenALineIsLogged(t *testing.T) {
 // allocations it reports are what every record consumed costs before its handler runs.
 func BenchmarkDecode(b *testing.B) {
 	g := golden(b, "../events/testdata/golden/order.created.json")
-	var hs []*sarama.RecordHeader
-	for k, v := range g.Headers {
-		hs = append(hs, &sarama.RecordHeader{Key: []byte(k), Value: []byte(v)})
-	}
 	r := &Runner{Group: "g", Log: slog.New(tracing.LogHandler(slog.NewJSONHandler(io.Discard, nil))),
 		Handlers: map[string]Handler{events.TopicOrderCreated: func(context.Context, Message) (Apply, error) { return Apply{}, nil }}}
-	rec := &sarama.ConsumerMessage{Topic: events.TopicOrderCreated, Partition: 3, Offset: 42, Headers: hs, Value: g.Data}
+	rec := g.record(events.TopicOrderCreated, 3, 42)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, _, err := r.decode(rec); err != nil {

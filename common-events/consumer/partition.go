@@ -169,18 +169,20 @@ type item struct {
 
 // decode turns a record into a message for its handler, or says why it is poison.
 func (r *Runner) decode(rec *sarama.ConsumerMessage) (item, *slog.Logger, error) {
-	log := recordLogger(r.Log, slog.String("group", r.Group), slog.String("topic", rec.Topic),
+	// One logger a record, made once what it carries is known: the record's place, then
+	// its event's ids.
+	attrs := append(make([]slog.Attr, 0, 8), slog.String("group", r.Group), slog.String("topic", rec.Topic),
 		slog.Int("partition", int(rec.Partition)), slog.Int64("offset", rec.Offset))
 	env, err := kafka.Envelope(rec)
 	if err != nil {
-		return item{}, log, err
+		return item{}, recordLogger(r.Log, attrs...), err
 	}
 	ev, err := events.Decode(env)
 	if err != nil {
-		return item{}, log, err
+		return item{}, recordLogger(r.Log, attrs...), err
 	}
-	log = recordLogger(log, slog.String("event_id", env.ID), slog.String("event_type", env.Type),
-		slog.String("order_id", env.Subject), slog.String("correlation_id", env.CorrelationID))
+	log := recordLogger(r.Log, append(attrs, slog.String("event_id", env.ID), slog.String("event_type", env.Type),
+		slog.String("order_id", env.Subject), slog.String("correlation_id", env.CorrelationID))...)
 	handler, ok := r.Handlers[rec.Topic]
 	if !ok {
 		return item{}, log, fmt.Errorf("no handler for topic %s", rec.Topic)

@@ -88,15 +88,12 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	if o.Host == "" {
 		o.Host = "127.0.0.1"
 	}
-	if o.Port == 0 && o.Host == "127.0.0.1" {
+	if o.Port == 0 {
 		if o.Port, err = ports.Free(); err != nil { // below the ephemeral range (devstack/ports)
 			return nil, err
 		}
-	} else if o.Port == 0 {
-		if o.Port, err = freePort(o.Host); err != nil {
-			return nil, err
-		}
-	} else if err := portFree(o.Host, o.Port); err != nil {
+	}
+	if err := portFree(o.Host, o.Port); err != nil {
 		return nil, err
 	}
 	cred, err := credential()
@@ -382,15 +379,6 @@ func traversable(dir string) error {
 			return nil
 		}
 	}
-}
-
-func freePort(host string) (int, error) {
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 func portFree(host string, port int) error {
