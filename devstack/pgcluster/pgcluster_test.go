@@ -76,15 +76,9 @@ func TestOwnDatabaseHandsOverWhatWasMadeBefore(t *testing.T) {
 // seconds and the statement finds its rows through the index. With autovacuum's default
 // minute between looks this waits far longer than the test does.
 func TestAStatementPlannedOnAnEmptyTableFindsByIndexOnceItFills(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, testenv.Database(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if os.Getenv("TEST_DATABASE_URL") != "" {
-		t.Skip("TEST_DATABASE_URL: a server this package did not start, with settings of its own")
-	}
+	conn := ownServersDatabase(t)
 	if _, err := conn.Exec(ctx, `CREATE TABLE things (id uuid PRIMARY KEY, n int);
 		INSERT INTO things SELECT gen_random_uuid(), g FROM generate_series(1, 10) g;
 		ANALYZE things;
@@ -112,4 +106,60 @@ func TestAStatementPlannedOnAnEmptyTableFindsByIndexOnceItFills(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// Autovacuum, looking every second, does not analyze a table again each time a tenth more
+// of it has changed (the default scale factor, which would have a bench's tables sampled
+// and sorted every second or two): a table that grew by a third keeps its statistics
+// through several of autovacuum's looks.
+func TestAGrowingTableIsNotAnalyzedAgainForEveryTenthMore(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	conn := ownServersDatabase(t)
+	grow := func(n int) {
+		t.Helper()
+		if _, err := conn.Exec(ctx, `INSERT INTO things (n) SELECT g FROM generate_series(1, $1) g`, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	analyzed := func() (n int64) {
+		t.Helper()
+		if err := conn.QueryRow(ctx, `SELECT autoanalyze_count FROM pg_stat_user_tables WHERE relname = 'things'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if _, err := conn.Exec(ctx, `CREATE TABLE things (id bigserial PRIMARY KEY, n int)`); err != nil {
+		t.Fatal(err)
+	}
+	grow(1000)
+	for deadline := time.Now().Add(20 * time.Second); analyzed() == 0; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("a new table of 1000 rows not analyzed within 20 s")
+		}
+	}
+	grow(300)
+	// Polled, not slept on: a session reports what it wrote once its transactions end a
+	// second apart, or after ten seconds idle.
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		if n := analyzed(); n != 1 {
+			t.Fatalf("a table a third larger was analyzed again (%d analyzes in all)", n)
+		}
+	}
+}
+
+// ownServersDatabase connects to a new database on the server this package started, for a
+// test of that server's settings; it skips the test on a server given by TEST_DATABASE_URL.
+func ownServersDatabase(t *testing.T) *pgx.Conn {
+	t.Helper()
+	if os.Getenv("TEST_DATABASE_URL") != "" {
+		t.Skip("TEST_DATABASE_URL: a server this package did not start, with settings of its own")
+	}
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, testenv.Database(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(ctx) })
+	return conn
 }
