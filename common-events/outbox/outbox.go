@@ -406,7 +406,8 @@ type row struct {
 }
 
 // next deletes the rows published (acknowledged by the broker) and reads up to
-// BatchSize others, oldest first, in one statement.
+// BatchSize others, oldest first, in one statement. The ids come through a scalar
+// subquery: one plan kept for every call (docs/performance.md, "Plans made once").
 func (r *Relay) next(ctx context.Context, conn *pgx.Conn, published []int64) ([]row, error) {
 	if published == nil {
 		published = []int64{}
@@ -415,8 +416,8 @@ func (r *Relay) next(ctx context.Context, conn *pgx.Conn, published []int64) ([]
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), statementTimeout)
 	defer cancel()
 	rows, err := conn.Query(qctx, `
-		WITH published AS (DELETE FROM outbox WHERE id = ANY($1))
-		SELECT id, topic, key, headers, payload, created_at FROM outbox WHERE NOT (id = ANY($1)) ORDER BY id LIMIT $2`,
+		WITH published AS (DELETE FROM outbox WHERE id = ANY(((SELECT $1::bigint[]))::bigint[]))
+		SELECT id, topic, key, headers, payload, created_at FROM outbox WHERE NOT (id = ANY(((SELECT $1::bigint[]))::bigint[])) ORDER BY id LIMIT $2`,
 		published, r.BatchSize)
 	if err != nil {
 		return nil, err

@@ -98,6 +98,43 @@ func Pool(t testing.TB) *pgxpool.Pool {
 	return pool
 }
 
+// SessionPool is Pool with one connection: everything the test does through it runs in
+// one session of PostgreSQL's, which GenericPlans can then ask about.
+func SessionPool(t testing.TB) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(Database(t))
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	cfg.MaxConns = 1
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// GenericPlans is how many times session (a pgx.Conn, or a SessionPool) ran the prepared
+// statement whose text holds fragment with its generic plan, made once, and how many times
+// with a custom plan, made for the call's arguments (pg_prepared_statements). The test
+// fails when no statement or more than one holds fragment.
+func GenericPlans(t testing.TB, session interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, fragment string) (generic, custom int64) {
+	t.Helper()
+	rows, _ := session.Query(context.Background(), `SELECT generic_plans, custom_plans FROM pg_prepared_statements
+		WHERE strpos(statement, $1) > 0`, fragment)
+	plans, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (p [2]int64, err error) { return p, r.Scan(&p[0], &p[1]) })
+	if err != nil {
+		t.Fatalf("testenv: prepared statements: %v", err)
+	}
+	if len(plans) != 1 {
+		t.Fatalf("testenv: %d prepared statements hold %q, want one", len(plans), fragment)
+	}
+	return plans[0][0], plans[0][1]
+}
+
 // FreePort returns a TCP port on 127.0.0.1 that nothing listens on right now, given out
 // once per test binary, from below the kernel's ephemeral range (devstack/ports says why).
 func FreePort(t testing.TB) int {

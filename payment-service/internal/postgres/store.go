@@ -63,6 +63,8 @@ func (s *Store) claimAll(ctx context.Context, ps []payment.Payment) ([]claimed, 
 		ids[i], orders[i], customers[i], emails[i] = p.ID, p.OrderID, p.CustomerID, p.CustomerEmail
 		amounts[i], currencies[i], statuses[i], causes[i], created[i] = p.AmountCents, p.Currency, string(p.Status), p.CauseEventID, p.CreatedAt
 	}
+	// The orders already paid for are found through a scalar subquery: one plan kept for
+	// every batch (docs/performance.md, "Plans made once").
 	rows, _ := s.pool.Query(ctx, `
 		WITH ins AS (
 			INSERT INTO payments (id, order_id, customer_id, customer_email, amount_cents, currency, status,
@@ -76,7 +78,7 @@ func (s *Store) claimAll(ctx context.Context, ps []payment.Payment) ([]claimed, 
 		SELECT * FROM ins
 		UNION ALL
 		SELECT `+paymentColumns+` FROM payments
-		WHERE order_id = ANY($2::uuid[]) AND order_id NOT IN (SELECT order_id::uuid FROM ins)`,
+		WHERE order_id = ANY(((SELECT $2::uuid[]))::uuid[]) AND order_id NOT IN (SELECT order_id::uuid FROM ins)`,
 		ids, orders, customers, emails, amounts, currencies, statuses, causes, created)
 	got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (payment.Payment, error) { return scanPayment(r) })
 	if err != nil {
@@ -108,13 +110,15 @@ func (s *Store) Charged(ctx context.Context, tx pgx.Tx, ps []payment.Payment) ([
 		ids[i], statuses[i], reasons[i], chargeIDs[i], tags[i] = p.ID, string(p.Status), p.FailureReason, p.ChargeID, int32(i)
 	}
 	// Found by id = ANY, an index scan whatever the statistics say, each payment taking
-	// its values at its id's position in the arrays: no join to plan.
+	// its values at its id's position in the arrays: no join to plan. The ids come through
+	// a scalar subquery: one plan kept for every batch (docs/performance.md, "Plans made
+	// once").
 	rows, _ := tx.Query(ctx, `
 		UPDATE payments p SET status = ($2::text[])[array_position($1::uuid[], p.id)],
 			failure_reason = nullif(($3::text[])[array_position($1::uuid[], p.id)], ''),
 			charge_id = nullif(($4::text[])[array_position($1::uuid[], p.id)], ''),
 			pending_since = NULL
-		WHERE p.id = ANY($1::uuid[]) AND p.status = $6
+		WHERE p.id = ANY(((SELECT $1::uuid[]))::uuid[]) AND p.status = $6
 		RETURNING ($5::int[])[array_position($1::uuid[], p.id)] AS tag`,
 		ids, statuses, reasons, chargeIDs, tags, payment.Charging)
 	done, err := pgx.CollectRows(rows, pgx.RowTo[int32])

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/orderflow/devstack/issuer"
 	"github.com/orderflow/devstack/testenv"
@@ -70,5 +71,48 @@ func TestConcurrentClaimsAreEachAsAlone(t *testing.T) {
 	}
 	if want := n - len(cancelled); payments != want || transactions > 8 {
 		t.Errorf("%d claims made while a write was under way: %d stored in %d transactions; want %d in a few", want, payments, transactions, want)
+	}
+}
+
+// A claim and the record of its charge are made by statements PostgreSQL plans once and
+// keeps: after their first five calls, each of one payment, on a table of settled
+// payments, a plan made for the arguments would look no cheaper than the generic one.
+func TestClaimAndChargedArePlannedOnce(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.SessionPool(t)
+	if err := migrations.UpPool(ctx, pool, migrations.Payments); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `
+		INSERT INTO payments (id, order_id, customer_id, customer_email, amount_cents, currency, status, charge_id,
+			cause_event_id, created_at)
+		SELECT gen_random_uuid(), gen_random_uuid(), $1, 'ada@example.com', 100, 'EUR', 'COMPLETED', 'ch_' || g, 'ev-' || g, now()
+		FROM generate_series(1, 2000) g`, issuer.Customer); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `ANALYZE payments`); err != nil {
+		t.Fatal(err)
+	}
+	store := postgres.NewStore(pool)
+	for i := range 9 {
+		orderID := fmt.Sprintf("019a8f3e-6c19-7d4a-8e55-0a1b2c3d%04d", i)
+		p, err := store.Claim(ctx, payment.Payment{ID: uuid.Must(uuid.NewV7()).String(), OrderID: orderID, CustomerID: issuer.Customer,
+			CustomerEmail: "ada@example.com", AmountCents: 100, Currency: "EUR", Status: payment.Charging, CauseEventID: "ev-" + orderID,
+			CreatedAt: time.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Status, p.ChargeID = payment.Completed, "ch-"+orderID
+		if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			_, err := store.Charged(ctx, tx, []payment.Payment{p})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, statement := range []string{"ON CONFLICT (order_id) DO NOTHING", "UPDATE payments p SET status"} {
+		if generic, custom := testenv.GenericPlans(t, pool, statement); generic < 4 {
+			t.Errorf("%s…: %d generic plans and %d custom ones, want the last four calls generic", statement, generic, custom)
+		}
 	}
 }

@@ -163,6 +163,8 @@ func (s *Simulator) chargeAll(ctx context.Context, cs []ledgerCharge) ([]ledgerC
 		keys[i], ids[i], amounts[i], currencies[i] = c.key, c.chargeID, c.amount, c.currency
 		methods[i], outcomes[i], declines[i] = c.method, c.outcome, c.decline
 	}
+	// The charges already made are found through a scalar subquery: one plan kept for
+	// every batch (docs/performance.md, "Plans made once").
 	rows, _ := s.pool.Query(ctx, `
 		WITH ins AS (
 			INSERT INTO provider_charges (idempotency_key, charge_id, amount_cents, currency, payment_method, outcome, decline_code)
@@ -175,7 +177,7 @@ func (s *Simulator) chargeAll(ctx context.Context, cs []ledgerCharge) ([]ledgerC
 		SELECT * FROM ins
 		UNION ALL
 		SELECT idempotency_key, charge_id, outcome, coalesce(decline_code, ''), amount_cents, currency, payment_method
-		FROM provider_charges WHERE idempotency_key = ANY($1) AND idempotency_key NOT IN (SELECT idempotency_key FROM ins)`,
+		FROM provider_charges WHERE idempotency_key = ANY(((SELECT $1::text[]))::text[]) AND idempotency_key NOT IN (SELECT idempotency_key FROM ins)`,
 		keys, ids, amounts, currencies, methods, outcomes, declines)
 	held, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (c ledgerCharge, err error) {
 		err = r.Scan(&c.key, &c.chargeID, &c.outcome, &c.decline, &c.amount, &c.currency, &c.method)

@@ -238,3 +238,35 @@ func TestTheLedgerIsTheSimulatorsOwn(t *testing.T) {
 		t.Errorf("a charge on the adopted ledger: %v", err)
 	}
 }
+
+// The ledger's charge is written by a statement PostgreSQL plans once and keeps: after
+// its first five calls, each of one charge, on a ledger of many, a plan made for the
+// arguments would look no cheaper than the generic one.
+func TestAChargeIsPlannedOnce(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.SessionPool(t)
+	if err := migrations.UpPool(ctx, pool, migrations.Payments); err != nil {
+		t.Fatal(err)
+	}
+	if err := simulator.Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `
+		INSERT INTO provider_charges (charge_id, idempotency_key, amount_cents, currency, payment_method, outcome)
+		SELECT 'ch_' || g, 'key-' || g, 100, 'EUR', 'tok_visa', 'succeeded' FROM generate_series(1, 2000) g`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `ANALYZE provider_charges`); err != nil {
+		t.Fatal(err)
+	}
+	sim := simulator.New(pool, 0, 0)
+	for i := range 9 {
+		if _, err := sim.Charge(ctx, payment.ChargeRequest{IdempotencyKey: fmt.Sprintf("order-%d", i), AmountCents: 100,
+			Currency: "EUR", PaymentMethod: "tok_visa"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if generic, custom := testenv.GenericPlans(t, pool, "INSERT INTO provider_charges (idempotency_key"); generic < 4 {
+		t.Errorf("%d generic plans and %d custom ones, want the last four calls generic", generic, custom)
+	}
+}
