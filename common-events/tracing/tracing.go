@@ -138,9 +138,9 @@ var w3c = propagation.TraceContext{}
 
 // TraceParent returns the W3C traceparent of the span in ctx, or "" when there is none.
 func TraceParent(ctx context.Context) string {
-	c := propagation.MapCarrier{}
-	w3c.Inject(ctx, c)
-	return c["traceparent"]
+	var c traceparentCarrier
+	w3c.Inject(ctx, &c)
+	return string(c)
 }
 
 // Remote returns ctx carrying the span context traceparent names, as the parent of the
@@ -149,8 +149,31 @@ func Remote(ctx context.Context, traceparent string) context.Context {
 	if traceparent == "" {
 		return ctx
 	}
-	return w3c.Extract(ctx, propagation.MapCarrier{"traceparent": traceparent})
+	c := traceparentCarrier(traceparent)
+	return w3c.Extract(ctx, &c)
 }
+
+// traceparentCarrier carries a traceparent alone, for the propagator to read or write:
+// every consumed record and published event goes through one, and a map for the one
+// header cost most of the time and memory of the way.
+type traceparentCarrier string
+
+func (c *traceparentCarrier) Get(key string) string {
+	if key != traceparentHeader {
+		return ""
+	}
+	return string(*c)
+}
+
+func (c *traceparentCarrier) Set(key, value string) {
+	if key == traceparentHeader {
+		*c = traceparentCarrier(value)
+	}
+}
+
+func (c *traceparentCarrier) Keys() []string { return []string{traceparentHeader} }
+
+const traceparentHeader = "traceparent"
 
 // Extract returns ctx carrying the trace context of an incoming request's headers.
 func Extract(ctx context.Context, carrier propagation.TextMapCarrier) context.Context {
