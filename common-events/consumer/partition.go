@@ -32,7 +32,6 @@ func (h groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim saram
 		r: h.r, sess: sess, claim: claim,
 		waiting: map[string][]*sarama.ConsumerMessage{},
 		results: make(chan result),
-		work:    make(chan *sarama.ConsumerMessage),
 		applier: h.r.applier,
 	}
 	p.run()
@@ -53,17 +52,10 @@ type partition struct {
 	// records of that key taken since, in offset order.
 	waiting  map[string][]*sarama.ConsumerMessage
 	inFlight int // taken and not finished: running or waiting
-	running  int // records handed to a worker and not reported back
+	running  int // goroutines started and not reported back
 	results  chan result
-	// work hands a record to an idle worker: one that reported its last record and is
-	// waiting, or on its way to wait, for the next. A worker handles record after record,
-	// so the stack a record's decoding and handling grew serves the next one instead of
-	// being grown again in a goroutine of its own; there are never more workers than
-	// records handled at once.
-	work    chan *sarama.ConsumerMessage
-	idle    int
-	wg      sync.WaitGroup
-	applier *applier
+	wg       sync.WaitGroup
+	applier  *applier
 }
 
 type slot struct {
@@ -103,13 +95,11 @@ func (p *partition) run() {
 			}
 			p.take(ctx, rec)
 		case res := <-p.results:
-			p.idle++
 			p.finish(ctx, res, stopping)
 		case <-done:
 			stopping, done = true, nil // finish what runs, start nothing new; wait on results only
 		}
 	}
-	close(p.work) // every worker is idle: none has a record
 	p.wg.Wait()
 }
 
@@ -125,22 +115,11 @@ func (p *partition) take(ctx context.Context, rec *sarama.ConsumerMessage) {
 	p.start(ctx, rec)
 }
 
-// start hands rec to an idle worker, or to a new one when none is idle.
 func (p *partition) start(ctx context.Context, rec *sarama.ConsumerMessage) {
 	p.running++
-	if p.idle == 0 {
-		p.wg.Go(func() { p.worker(ctx, rec) })
-		return
-	}
-	p.idle--
-	p.work <- rec // an idle worker has nothing to do but take it
-}
-
-// worker handles rec, reports it, and then every record it is handed until work closes.
-func (p *partition) worker(ctx context.Context, rec *sarama.ConsumerMessage) {
-	for ok := true; ok; rec, ok = <-p.work {
+	p.wg.Go(func() {
 		p.results <- result{rec: rec, finished: p.r.handle(ctx, rec, p.applier)}
-	}
+	})
 }
 
 // finish books a record's end and starts the next record of its key.
