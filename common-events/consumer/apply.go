@@ -132,6 +132,20 @@ func (a *applier) commit(batch []applyReq) {
 	}
 }
 
+// inbox records ids in the inbox, in tx, and returns those it had not recorded before:
+// every one of them for an Idempotent group, which keeps no inbox.
+func (a *applier) inbox(ctx context.Context, tx pgx.Tx, ids []string) ([]string, error) {
+	if a.r.Idempotent {
+		return ids, nil
+	}
+	rows, _ := tx.Query(ctx, `
+		INSERT INTO processed_events (consumer_group, event_id)
+		SELECT $1, id FROM unnest($2::text[]) AS id ORDER BY id
+		ON CONFLICT DO NOTHING
+		RETURNING event_id`, a.r.Group, ids)
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
 // applyTx runs batch's Applies in one transaction, each guarded by the inbox: one
 // statement records every event id and says which were new. It is not cut short when the
 // session ends: the records in flight finish, within ctx (HandlerTimeout). It leaves
@@ -166,12 +180,7 @@ func (a *applier) applyTx(ctx context.Context, batch []applyReq) error {
 	err := pgx.BeginFunc(ctx, a.conn, func(ptx pgx.Tx) error {
 		counts, setRows, sets = map[count]int{}, map[Set][]any{}, nil
 		tx := &emitTx{Tx: ptx}
-		rows, _ := tx.Query(ctx, `
-			INSERT INTO processed_events (consumer_group, event_id)
-			SELECT $1, id FROM unnest($2::text[]) AS id ORDER BY id
-			ON CONFLICT DO NOTHING
-			RETURNING event_id`, r.Group, ids)
-		inserted, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		inserted, err := a.inbox(ctx, tx, ids)
 		if err != nil {
 			return fmt.Errorf("inbox: %w", err)
 		}

@@ -239,6 +239,11 @@ type Runner struct {
 	HandlerTimeout time.Duration  // one attempt, both steps; default DefaultHandlerTimeout
 	BatchSize      int            // records applied in one transaction at most; default 100
 	InboxRetention time.Duration  // inbox rows older than this are pruned; default 7 days
+	// Idempotent says that every Apply of the group has the effect of one however often it
+	// is applied: its statements insert what is keyed by the event and do nothing the
+	// second time, or keep the highest of what they are told. Such a group needs no inbox:
+	// it writes no inbox rows, and counts none of its records a duplicate.
+	Idempotent bool
 	// Linger is how long a record ready to commit may wait for others to share its
 	// transaction, unless BatchSize of them are ready sooner: 0, none — the group's
 	// records commit as soon as they are ready, for a group on the customer's path; a
@@ -318,7 +323,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			r.Log.Warn("consumer group error", "group", r.Group, "err", err)
 		}
 	})
-	wg.Go(func() { r.pruneInbox(ctx) })
+	wg.Go(func() { r.pruneInbox(ctx) }) // an Idempotent group's too, for rows written before it was one
 
 	for attempt := 1; ctx.Err() == nil; {
 		err := group.Consume(ctx, topics, groupHandler{r})

@@ -159,6 +159,28 @@ func TestAppliesEachEventOnceAndCommitsOffsets(t *testing.T) {
 	}
 }
 
+// An Idempotent group keeps no inbox: it writes no inbox row, and a redelivered event is
+// applied again (the group's Applies have the effect of one however often they run; this
+// one's does not, to show it).
+func TestAnIdempotentGroupKeepsNoInbox(t *testing.T) {
+	f := setup(t)
+	a := orderCreated(t, "order-a")
+	testenv.Produce(t, f.brokers, a)
+	testenv.Produce(t, f.brokers, a) // the same event redelivered: same ce_id
+	testenv.Produce(t, f.brokers, orderCreated(t, "order-b"))
+
+	f.run(t, consumer.InTx(recordEffect), func(r *consumer.Runner) { r.Idempotent = true })
+	got := f.waitEffects(t, 3, 15*time.Second)
+	slices.Sort(got)
+	if fmt.Sprint(got) != "[order-a order-a order-b]" {
+		t.Errorf("effects = %v, want [order-a order-a order-b]: no inbox skips the redelivery", got)
+	}
+	var rows int
+	if err := f.pool.QueryRow(context.Background(), `SELECT count(*) FROM processed_events`).Scan(&rows); err != nil || rows != 0 {
+		t.Errorf("%d inbox rows (%v), want none", rows, err)
+	}
+}
+
 func TestPoisonRecordsGoToTheDeadLetterTopicAndTheNextIsApplied(t *testing.T) {
 	f := setup(t)
 	garbage := &sarama.ProducerMessage{Topic: events.TopicOrderCreated, Key: sarama.StringEncoder("k-1"),

@@ -1,5 +1,6 @@
 // Package consume keeps the read model: every record of the topics reconciliation reads
-// becomes a fact about its order, in the record's transaction with its inbox row.
+// becomes a fact about its order, in the record's transaction. The group keeps no inbox
+// (consumer.Runner.Idempotent): a record that comes again changes nothing.
 package consume
 
 import (
