@@ -68,22 +68,23 @@ func (s *Sweeper) Sweep(ctx context.Context) error {
 	if s.Now != nil {
 		now = s.Now()
 	}
-	facts, err := s.Store.Unsettled(ctx, s.after, sweepBatch)
+	reads, err := s.Store.Unsettled(ctx, s.after, sweepBatch)
 	if err != nil {
 		return err
 	}
 	s.after = ""
-	if len(facts) == sweepBatch {
-		s.after = facts[len(facts)-1].OrderID
+	if len(reads) == sweepBatch {
+		s.after = reads[len(reads)-1].OrderID
 	}
-	var orders, settled []string
+	var orders []string
+	var settled []postgres.Read
 	var found []reconcile.Mismatch
-	for _, f := range facts {
-		orders = append(orders, f.OrderID)
-		ms := reconcile.Mismatches(f, s.Grace, now)
+	for _, r := range reads {
+		orders = append(orders, r.OrderID)
+		ms := reconcile.Mismatches(r.Facts, s.Grace, now)
 		found = append(found, ms...)
-		if len(ms) == 0 && reconcile.Settled(f, s.Grace, now) {
-			settled = append(settled, f.OrderID)
+		if len(ms) == 0 && reconcile.Settled(r.Facts, s.Grace, now) {
+			settled = append(settled, r)
 		}
 	}
 	if err := s.Store.Found(ctx, orders, found, settled); err != nil {

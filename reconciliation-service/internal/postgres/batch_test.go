@@ -10,7 +10,6 @@ import (
 
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/devstack/testenv"
-	"github.com/orderflow/migrations"
 	"github.com/orderflow/reconciliation-service/internal/postgres"
 )
 
@@ -64,11 +63,7 @@ func TestABatchIsItsRecordsOneByOne(t *testing.T) {
 		completed(d, "ch_d", 2), failed(d, 6),
 	}
 	model := func(t *testing.T, batches [][]postgres.Record) []string {
-		pool := testenv.Pool(t)
-		if err := migrations.UpPool(ctx, pool, migrations.Reconciliation); err != nil {
-			t.Fatal(err)
-		}
-		store := postgres.NewStore(pool)
+		pool, store := migrated(t)
 		for _, batch := range batches {
 			if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return store.ApplyBatch(ctx, tx, batch) }); err != nil {
 				t.Fatal(err)

@@ -51,12 +51,19 @@ func askedFor(charge string) string {
 	return fmt.Sprintf(`coalesce(order_facts.provider_charge = %[1]s OR (order_facts.provider_asked AND order_facts.charge_id = %[1]s), false)`, charge)
 }
 
+// Read is an order's facts as a sweep read them, and the version of their row they were
+// read from: a fact written since makes it another.
+type Read struct {
+	reconcile.Facts
+	Row string // the row's xmin
+}
+
 // Unsettled returns the facts of up to limit orders the sweep has not found settled, in
 // order id order after the order after ("": from the first), with
 // the provider's charge, whether the provider was asked about the payment's charge, and
 // its dead letters.
-func (s *Store) Unsettled(ctx context.Context, after string, limit int) ([]reconcile.Facts, error) {
-	rows, _ := s.pool.Query(ctx, `SELECT f.order_id::text, coalesce(status, ''), version, coalesce(failure_reason, ''),
+func (s *Store) Unsettled(ctx context.Context, after string, limit int) ([]Read, error) {
+	rows, _ := s.pool.Query(ctx, `SELECT f.xmin::text, f.order_id::text, coalesce(status, ''), version, coalesce(failure_reason, ''),
 			placed_at, changed_at, coalesce(payment, ''), coalesce(charge_id, ''), coalesce(refund_id, ''),
 			payment_at, refunded_at, emails, coalesce(provider_charge, ''), provider_charged_at,
 			provider_asked,
@@ -64,8 +71,9 @@ func (s *Store) Unsettled(ctx context.Context, after string, limit int) ([]recon
 				FROM dead_letters d WHERE d.order_id = f.order_id), '[]')
 		FROM order_facts f WHERE NOT settled AND f.order_id > coalesce(nullif($1, '')::uuid, '00000000-0000-0000-0000-000000000000')
 		ORDER BY f.order_id LIMIT $2`, after, limit)
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (reconcile.Facts, error) {
-		var f reconcile.Facts
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Read, error) {
+		var read Read
+		f := &read.Facts
 		var placed, changed, paid, refunded, charged *time.Time
 		var emails map[string]time.Time
 		var dead []struct {
@@ -74,14 +82,14 @@ func (s *Store) Unsettled(ctx context.Context, after string, limit int) ([]recon
 			Offset    int64     `json:"offset"`
 			At        time.Time `json:"at"`
 		}
-		err := r.Scan(&f.OrderID, &f.Status, &f.Version, &f.FailureReason, &placed, &changed, &f.Payment, &f.ChargeID,
+		err := r.Scan(&read.Row, &f.OrderID, &f.Status, &f.Version, &f.FailureReason, &placed, &changed, &f.Payment, &f.ChargeID,
 			&f.RefundID, &paid, &refunded, &emails, &f.ProviderCharge, &charged, &f.ProviderAsked, &dead)
 		f.PlacedAt, f.ChangedAt, f.PaymentAt, f.RefundedAt, f.ProviderChargedAt = at(placed), at(changed), at(paid), at(refunded), at(charged)
 		f.Emails = emails
 		for _, d := range dead {
 			f.DeadLetters = append(f.DeadLetters, reconcile.DeadLetter{Topic: d.Topic, Partition: d.Partition, Offset: d.Offset, At: d.At.UTC()})
 		}
-		return f, err
+		return read, err
 	})
 }
 
@@ -228,9 +236,13 @@ func at(t *time.Time) time.Time {
 }
 
 // Found records what a sweep found for orders: their open mismatches replace those held,
-// and the orders in settled are settled — unless a fact about them came meanwhile (their
-// row then says settled = false again, and the next sweep looks).
-func (s *Store) Found(ctx context.Context, orders []string, ms []reconcile.Mismatch, settled []string) error {
+// and the orders read as settled are settled — unless a fact about them came since they
+// were read (their row is then another version, stays unsettled, and the next sweep looks).
+func (s *Store) Found(ctx context.Context, orders []string, ms []reconcile.Mismatch, settled []Read) error {
+	ids, seen := make([]string, len(settled)), make([]string, len(settled))
+	for i, r := range settled {
+		ids[i], seen[i] = r.OrderID, r.Row
+	}
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `DELETE FROM mismatches WHERE order_id = ANY($1::uuid[])`, orders); err != nil {
 			return err
@@ -242,7 +254,8 @@ func (s *Store) Found(ctx context.Context, orders []string, ms []reconcile.Misma
 				return err
 			}
 		}
-		_, err := tx.Exec(ctx, `UPDATE order_facts SET settled = true WHERE order_id = ANY($1::uuid[])`, settled)
+		_, err := tx.Exec(ctx, `UPDATE order_facts f SET settled = true FROM unnest($1::uuid[], $2::text[]) AS r(id, seen)
+			WHERE f.order_id = r.id AND f.xmin::text = r.seen`, ids, seen)
 		return err
 	})
 }

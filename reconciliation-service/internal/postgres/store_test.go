@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/devstack/testenv"
@@ -17,16 +18,22 @@ import (
 	"github.com/orderflow/reconciliation-service/internal/provider"
 )
 
+// migrated is a database of its own, migrated, and a store on it.
+func migrated(t *testing.T) (*pgxpool.Pool, *postgres.Store) {
+	t.Helper()
+	pool := testenv.Pool(t)
+	if err := migrations.UpPool(context.Background(), pool, migrations.Reconciliation); err != nil {
+		t.Fatal(err)
+	}
+	return pool, postgres.NewStore(pool)
+}
+
 // A listing's charges, in one statement, leave the facts as one update after another
 // would: an order charged twice names its last charge, every charge joins its order's
 // timeline once, and a listing read again changes nothing.
 func TestProviderChargesAsListed(t *testing.T) {
 	ctx := context.Background()
-	pool := testenv.Pool(t)
-	if err := migrations.UpPool(ctx, pool, migrations.Reconciliation); err != nil {
-		t.Fatal(err)
-	}
-	store := postgres.NewStore(pool)
+	pool, store := migrated(t)
 	t0 := time.Date(2026, 12, 6, 9, 0, 0, 0, time.UTC)
 	a, b := events.NewID(t0), events.NewID(t0)
 	listing := []provider.Charge{
@@ -63,5 +70,53 @@ func TestProviderChargesAsListed(t *testing.T) {
 	}
 	if until, ok, err := store.ListedUntil(ctx); err != nil || !ok || !until.Equal(t0.Add(time.Minute)) {
 		t.Errorf("listed until %v, %v, %v", until, ok, err)
+	}
+}
+
+// A sweep settles only what it read: an order about which a fact came between the
+// sweep's read and its settling stays unsettled for the next sweep, which settles it once
+// nothing came meanwhile.
+func TestAFactAfterTheSweepsReadKeepsTheOrderUnsettled(t *testing.T) {
+	ctx := context.Background()
+	pool, store := migrated(t)
+	t0 := time.Date(2026, 12, 6, 9, 0, 0, 0, time.UTC)
+	id := events.NewID(t0)
+	apply := func(status string, version int64) {
+		t.Helper()
+		ev := events.OrderState{OrderID: id, CustomerID: id, Status: status, Items: []events.Item{{SKU: "A", Quantity: 1, UnitPriceCents: 100}},
+			TotalCents: 100, Currency: "EUR", Version: version, CreatedAt: t0, UpdatedAt: t0.Add(time.Duration(version) * time.Second)}
+		env, err := events.New(ev, events.Meta{}, ev.UpdatedAt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			return store.ApplyBatch(ctx, tx, []postgres.Record{{Env: env, Event: ev}})
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unsettled := func() []postgres.Read {
+		t.Helper()
+		reads, err := store.Unsettled(ctx, "", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return reads
+	}
+	apply(events.StatusConfirmed, 2)
+	read := unsettled()
+	apply(events.StatusPendingPayment, 3) // put back by hand, as the sweep decides
+	if err := store.Found(ctx, []string{id}, nil, read); err != nil {
+		t.Fatal(err)
+	}
+	again := unsettled()
+	if len(again) != 1 || again[0].Status != events.StatusPendingPayment {
+		t.Fatalf("after a fact that came since the read: unsettled %+v, want the order, pending", again)
+	}
+	if err := store.Found(ctx, []string{id}, nil, again); err != nil {
+		t.Fatal(err)
+	}
+	if left := unsettled(); len(left) != 0 {
+		t.Errorf("settled as read, with nothing since: unsettled %+v, want none", left)
 	}
 }
