@@ -93,6 +93,7 @@ replace github.com/orderflow/migrations => ../migrations
 require (
 	github.com/cloudevents/sdk-go/protocol/kafka_sarama/v2 v2.16.2
 	github.com/cloudevents/sdk-go/v2 v2.16.2
+	github.com/go-json-experiment/json v1.27.2
 	github.com/lestrrat-go/jwx/v3 v3.3.0
 	github.com/orderflow/devstack v0.0.0
 	github.com/pb33f/libopenapi v0.42.5

@@ -13,7 +13,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/internal/backoff"
 	"github.com/orderflow/common-events/kafka"
 	"github.com/orderflow/common-events/tracing"
@@ -177,7 +176,7 @@ func (r *Runner) decode(rec *sarama.ConsumerMessage) (item, *slog.Logger, error)
 	if err != nil {
 		return item{}, recordLogger(r.Log, attrs...), err
 	}
-	ev, err := events.Decode(env)
+	ev, err := kafka.Event(env)
 	if err != nil {
 		return item{}, recordLogger(r.Log, attrs...), err
 	}

@@ -10,6 +10,7 @@ import (
 	"mime"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // CloudEvents 1.0 Kafka protocol binding, binary content mode: every attribute travels as a
@@ -154,11 +155,12 @@ func decodeErr(sentinel error, format string, args ...any) error {
 // (application/json; charset=utf-8), the structured content mode, the legacy correlationid
 // header, and ce_traceparent where traceparent is absent.
 func ParseEnvelope(headers []Header, value []byte) (Envelope, error) {
-	h := make(map[string]string, len(headers))
+	var h binaryHeaders
 	for _, hd := range headers {
-		h[strings.ToLower(hd.Key)] = string(hd.Value)
+		h.set(hd.Key, hd.Value)
 	}
-	if ct, ok := h[HeaderContentType]; ok {
+	if h.hasContentType && h.contentType != ContentType {
+		ct := h.contentType
 		mt, params, err := mime.ParseMediaType(ct)
 		if err != nil {
 			return Envelope{}, decodeErr(ErrInvalidHeader, "%s: %q: %v", HeaderContentType, ct, err)
@@ -169,23 +171,78 @@ func ParseEnvelope(headers []Header, value []byte) (Envelope, error) {
 		switch mt {
 		case ContentType:
 		case StructuredContentType:
-			return parseStructured(h, value)
+			return parseStructured(h.traceParent, value)
 		default:
 			return Envelope{}, decodeErr(ErrInvalidHeader, "%s: want %q, got %q", HeaderContentType, ContentType, ct)
 		}
 	}
-	attr := func(name string) string { return h["ce_"+name] }
-	env, err := envelopeOf(attr, value)
+	env, err := envelopeOf(h.attr, value)
 	if err != nil {
 		return Envelope{}, err
 	}
 	if env.CorrelationID == "" {
-		env.CorrelationID = h[HeaderLegacyCorrelationID]
+		env.CorrelationID = h.legacyCorrelationID
 	}
-	if env.TraceParent = h[HeaderTraceParent]; env.TraceParent == "" {
-		env.TraceParent = h[headerCETraceParent]
+	if env.TraceParent = h.traceParent; env.TraceParent == "" {
+		env.TraceParent = h.ceTraceParent
 	}
 	return env, nil
+}
+
+// binaryHeaders are the headers ParseEnvelope reads, each the last of its name, names in
+// any case; the others are not kept.
+type binaryHeaders struct {
+	hasContentType                                             bool
+	contentType                                                string
+	specVersion, id, source, typ, time, subject, correlationID string
+	legacyCorrelationID, traceParent, ceTraceParent            string
+}
+
+func (h *binaryHeaders) set(key string, value []byte) {
+	if strings.ContainsFunc(key, unicode.IsUpper) {
+		key = strings.ToLower(key)
+	}
+	if to := h.field(key); to != nil {
+		*to = string(value)
+		h.hasContentType = h.hasContentType || key == HeaderContentType
+	}
+}
+
+// attr is the attribute of that CloudEvents name, from its ce_ header.
+func (h *binaryHeaders) attr(name string) string {
+	if to := h.field("ce_" + name); to != nil {
+		return *to
+	}
+	return ""
+}
+
+// field is where the header of that name (lower case) is kept; nil: not kept.
+func (h *binaryHeaders) field(key string) *string {
+	switch key {
+	case HeaderContentType:
+		return &h.contentType
+	case HeaderSpecVersion:
+		return &h.specVersion
+	case HeaderID:
+		return &h.id
+	case HeaderSource:
+		return &h.source
+	case HeaderType:
+		return &h.typ
+	case HeaderTime:
+		return &h.time
+	case HeaderSubject:
+		return &h.subject
+	case HeaderCorrelationID:
+		return &h.correlationID
+	case HeaderLegacyCorrelationID:
+		return &h.legacyCorrelationID
+	case HeaderTraceParent:
+		return &h.traceParent
+	case headerCETraceParent:
+		return &h.ceTraceParent
+	}
+	return nil
 }
 
 // envelopeOf checks and reads the attributes attr returns by their CloudEvents names.
@@ -216,7 +273,7 @@ func envelopeOf(attr func(name string) string, data []byte) (Envelope, error) {
 
 // parseStructured reads the structured content mode: the value is the event as JSON, its
 // attributes as members and the payload in data (or data_base64).
-func parseStructured(h map[string]string, value []byte) (Envelope, error) {
+func parseStructured(traceParent string, value []byte) (Envelope, error) {
 	var ev map[string]json.RawMessage
 	if err := json.Unmarshal(value, &ev); err != nil {
 		return Envelope{}, decodeErr(ErrInvalidPayload, "structured event: %v", err)
@@ -245,19 +302,27 @@ func parseStructured(h map[string]string, value []byte) (Envelope, error) {
 		return Envelope{}, err
 	}
 	if env.TraceParent == "" {
-		env.TraceParent = h[HeaderTraceParent]
+		env.TraceParent = traceParent
 	}
 	return env, nil
 }
 
 // Decode turns the envelope's payload into its typed event and validates it.
 // Unknown JSON fields are ignored: producers may add fields, never remove them.
-func Decode(env Envelope) (Event, error) {
+func Decode(env Envelope) (Event, error) { return DecodeWith(env, json.Unmarshal) }
+
+// Unmarshal reads one JSON value into v as json.Unmarshal does: unknown fields ignored,
+// anything after the value refused.
+type Unmarshal func(data []byte, v any) error
+
+// DecodeWith is Decode with the payload read by unmarshal: for a consumer that brings a
+// faster JSON reader than the standard library's (this package uses that one only).
+func DecodeWith(env Envelope, unmarshal Unmarshal) (Event, error) {
 	k, ok := KindOf(env.Type)
 	if !ok {
 		return nil, decodeErr(ErrUnknownType, "%q", env.Type)
 	}
-	ev, err := k.decode(env.Data)
+	ev, err := k.decode(env.Data, unmarshal)
 	if err != nil {
 		return nil, decodeErr(ErrInvalidPayload, "%s: %v", env.Type, err)
 	}

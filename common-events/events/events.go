@@ -6,8 +6,6 @@
 package events
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -55,7 +53,7 @@ type Kind struct {
 	// is compacted: the broker keeps each key's latest record for ever and drops the
 	// older ones, so a new consumer reads every key's current state from the start.
 	Entity bool
-	decode func(data []byte) (Event, error)
+	decode func(data []byte, unmarshal Unmarshal) (Event, error)
 }
 
 var kinds = []Kind{
@@ -82,14 +80,10 @@ func IsEntityTopic(topic string) bool {
 // (a value, not a pointer, so a type switch reads naturally).
 func kind[E Event](topic, source string) Kind {
 	var zero E
-	return Kind{Type: zero.EventType(), Topic: topic, Source: source, decode: func(data []byte) (Event, error) {
+	return Kind{Type: zero.EventType(), Topic: topic, Source: source, decode: func(data []byte, unmarshal Unmarshal) (Event, error) {
 		var ev E
-		dec := json.NewDecoder(bytes.NewReader(data))
-		if err := dec.Decode(&ev); err != nil {
+		if err := unmarshal(data, &ev); err != nil {
 			return nil, err
-		}
-		if dec.More() {
-			return nil, errors.New("trailing data after the JSON object")
 		}
 		return ev, nil
 	}}

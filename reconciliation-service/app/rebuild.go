@@ -70,7 +70,7 @@ func Rebuild(ctx context.Context, getenv func(string) string, stdout io.Writer) 
 				skipped++ // poison: the live service dead-lettered it too
 				return nil
 			}
-			ev, err := events.Decode(env)
+			ev, err := kafka.Event(env)
 			if err != nil || !events.IsUUID(ev.Subject()) {
 				skipped++
 				return nil
