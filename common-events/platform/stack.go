@@ -35,6 +35,7 @@ import (
 	"github.com/orderflow/common-events/kafka"
 	"github.com/orderflow/common-events/metrics"
 	"github.com/orderflow/common-events/outbox"
+	"github.com/orderflow/common-events/pguuid"
 	"github.com/orderflow/common-events/services"
 	"github.com/orderflow/common-events/tracing"
 	"github.com/orderflow/common-events/web"
@@ -173,6 +174,7 @@ func OtherPool(name, url string) (*pgxpool.Pool, error) {
 	}
 	pcfg.MaxConns = 2
 	guardSilence(pcfg)
+	pcfg.AfterConnect = pguuid.AfterConnect
 	return pgxpool.NewWithConfig(context.Background(), pcfg)
 }
 
@@ -191,6 +193,7 @@ func openPool(ctx context.Context, url string, schema fs.FS) (*pgxpool.Pool, err
 		pcfg.MaxConns = 10
 	}
 	guardSilence(pcfg)
+	pcfg.AfterConnect = pguuid.AfterConnect
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)

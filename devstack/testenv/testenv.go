@@ -17,6 +17,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orderflow/common-events/pguuid"
+
 	"github.com/orderflow/devstack/pgcluster"
 	"github.com/orderflow/devstack/ports"
 	"github.com/orderflow/devstack/stack"
@@ -90,23 +92,28 @@ func Database(t testing.TB) string {
 // Pool opens a pool on a fresh database for this test, closed when the test ends.
 func Pool(t testing.TB) *pgxpool.Pool {
 	t.Helper()
-	pool, err := pgxpool.New(context.Background(), Database(t))
-	if err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
-	t.Cleanup(pool.Close)
-	return pool
+	return pool(t, 0)
 }
 
 // SessionPool is Pool with one connection: everything the test does through it runs in
 // one session of PostgreSQL's, which GenericPlans can then ask about.
 func SessionPool(t testing.TB) *pgxpool.Pool {
 	t.Helper()
+	return pool(t, 1)
+}
+
+// pool is a pool on a database of the test's own, of at most maxConns connections (0:
+// pgxpool's default), encoding as the services' pools do (pguuid).
+func pool(t testing.TB, maxConns int32) *pgxpool.Pool {
+	t.Helper()
 	cfg, err := pgxpool.ParseConfig(Database(t))
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
-	cfg.MaxConns = 1
+	if maxConns > 0 {
+		cfg.MaxConns = maxConns
+	}
+	cfg.AfterConnect = pguuid.AfterConnect
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
