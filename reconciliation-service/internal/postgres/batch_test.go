@@ -96,3 +96,46 @@ func TestABatchIsItsRecordsOneByOne(t *testing.T) {
 		t.Log(r)
 	}
 }
+
+// An order's new status is written beside its facts (a HOT update, no new index entry),
+// as their pages keep room for it (fillfactor), for nearly every order of a batch.
+func TestANewStatusIsWrittenBesideTheFacts(t *testing.T) {
+	ctx := context.Background()
+	pool, store := migrated(t)
+	t0 := time.Date(2026, 12, 6, 9, 0, 0, 0, time.UTC)
+	ids := make([]string, 200)
+	for i := range ids {
+		ids[i] = events.NewID(t0)
+	}
+	states := func(status string, version int64) []postgres.Record {
+		recs := make([]postgres.Record, len(ids))
+		for i, id := range ids {
+			ev := events.OrderState{OrderID: id, CustomerID: id, Status: status, Items: []events.Item{{SKU: "A", Quantity: 1, UnitPriceCents: 100}},
+				TotalCents: 100, Currency: "EUR", Version: version, CreatedAt: t0, UpdatedAt: t0.Add(time.Duration(version) * time.Second)}
+			env, err := events.New(ev, events.Meta{}, ev.UpdatedAt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			recs[i] = postgres.Record{Env: env, Event: ev}
+		}
+		return recs
+	}
+	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		return store.ApplyBatch(ctx, tx, states(events.StatusPendingPayment, 1))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var updated, hot int
+	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if err := store.ApplyBatch(ctx, tx, states(events.StatusConfirmed, 2)); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `SELECT pg_stat_get_xact_tuples_updated('order_facts'::regclass),
+			pg_stat_get_xact_tuples_hot_updated('order_facts'::regclass)`).Scan(&updated, &hot)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if updated != len(ids) || hot < len(ids)*9/10 {
+		t.Errorf("%d orders confirmed: %d updates, %d of them beside the row (HOT); want %d, at least %d", len(ids), updated, hot, len(ids), len(ids)*9/10)
+	}
+}
