@@ -92,19 +92,19 @@ func Database(t testing.TB) string {
 // Pool opens a pool on a fresh database for this test, closed when the test ends.
 func Pool(t testing.TB) *pgxpool.Pool {
 	t.Helper()
-	return pool(t, 0)
+	return newPool(t, 0)
 }
 
 // SessionPool is Pool with one connection: everything the test does through it runs in
 // one session of PostgreSQL's, which GenericPlans can then ask about.
 func SessionPool(t testing.TB) *pgxpool.Pool {
 	t.Helper()
-	return pool(t, 1)
+	return newPool(t, 1)
 }
 
-// pool is a pool on a database of the test's own, of at most maxConns connections (0:
+// newPool is a pool on a database of the test's own, of at most maxConns connections (0:
 // pgxpool's default), encoding as the services' pools do (pguuid).
-func pool(t testing.TB, maxConns int32) *pgxpool.Pool {
+func newPool(t testing.TB, maxConns int32) *pgxpool.Pool {
 	t.Helper()
 	cfg, err := pgxpool.ParseConfig(Database(t))
 	if err != nil {
@@ -122,13 +122,18 @@ func pool(t testing.TB, maxConns int32) *pgxpool.Pool {
 	return pool
 }
 
-// GenericPlans is how many times session (a pgx.Conn, or a SessionPool) ran the prepared
-// statement whose text holds fragment with its generic plan, made once, and how many times
-// with a custom plan, made for the call's arguments (pg_prepared_statements). The test
-// fails when no statement or more than one holds fragment.
-func GenericPlans(t testing.TB, session interface {
+// PlannedCalls is how many times a plan test runs its statement: PostgreSQL plans a
+// prepared statement's first five calls for their arguments and then keeps its generic
+// plan if that looks no dearer, so the last four calls show which plan it kept.
+const PlannedCalls = 9
+
+// WantGenericPlans fails the test unless the prepared statement whose text holds fragment
+// ran with its generic plan, made once, in at least its last four calls in session (a
+// pgx.Conn, or a SessionPool), as pg_prepared_statements counts them. It fails too when no
+// statement or more than one holds fragment.
+func WantGenericPlans(t testing.TB, session interface {
 	Query(context.Context, string, ...any) (pgx.Rows, error)
-}, fragment string) (generic, custom int64) {
+}, fragment string) {
 	t.Helper()
 	rows, _ := session.Query(context.Background(), `SELECT generic_plans, custom_plans FROM pg_prepared_statements
 		WHERE strpos(statement, $1) > 0`, fragment)
@@ -139,7 +144,9 @@ func GenericPlans(t testing.TB, session interface {
 	if len(plans) != 1 {
 		t.Fatalf("testenv: %d prepared statements hold %q, want one", len(plans), fragment)
 	}
-	return plans[0][0], plans[0][1]
+	if generic, custom := plans[0][0], plans[0][1]; generic < PlannedCalls-5 {
+		t.Errorf("%s…: %d generic plans and %d custom ones, want the last %d calls generic", fragment, generic, custom, PlannedCalls-5)
+	}
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that nothing listens on right now, given out

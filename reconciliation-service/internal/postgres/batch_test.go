@@ -65,9 +65,7 @@ func TestABatchIsItsRecordsOneByOne(t *testing.T) {
 	model := func(t *testing.T, batches [][]postgres.Record) []string {
 		pool, store := migrated(t)
 		for _, batch := range batches {
-			if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return store.ApplyBatch(ctx, tx, batch) }); err != nil {
-				t.Fatal(err)
-			}
+			applyBatch(t, pool, store, batch)
 		}
 		rows, _ := pool.Query(ctx, `SELECT r FROM (SELECT 1 AS t, order_id::text AS k, to_jsonb(f)::text AS r FROM order_facts f
 			UNION ALL SELECT 2, event_id, to_jsonb(x)::text FROM timeline x) m ORDER BY t, k`)
@@ -110,21 +108,11 @@ func TestANewStatusIsWrittenBesideTheFacts(t *testing.T) {
 	states := func(status string, version int64) []postgres.Record {
 		recs := make([]postgres.Record, len(ids))
 		for i, id := range ids {
-			ev := events.OrderState{OrderID: id, CustomerID: id, Status: status, Items: []events.Item{{SKU: "A", Quantity: 1, UnitPriceCents: 100}},
-				TotalCents: 100, Currency: "EUR", Version: version, CreatedAt: t0, UpdatedAt: t0.Add(time.Duration(version) * time.Second)}
-			env, err := events.New(ev, events.Meta{}, ev.UpdatedAt)
-			if err != nil {
-				t.Fatal(err)
-			}
-			recs[i] = postgres.Record{Env: env, Event: ev}
+			recs[i] = stateRecord(t, id, status, version, t0)
 		}
 		return recs
 	}
-	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		return store.ApplyBatch(ctx, tx, states(events.StatusPendingPayment, 1))
-	}); err != nil {
-		t.Fatal(err)
-	}
+	applyBatch(t, pool, store, states(events.StatusPendingPayment, 1))
 	var updated, hot int
 	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if err := store.ApplyBatch(ctx, tx, states(events.StatusConfirmed, 2)); err != nil {

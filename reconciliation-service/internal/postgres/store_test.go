@@ -28,6 +28,28 @@ func migrated(t *testing.T) (*pgxpool.Pool, *postgres.Store) {
 	return pool, postgres.NewStore(pool)
 }
 
+// stateRecord is order id's order.state record at that status and version: placed at t0,
+// changed version seconds later.
+func stateRecord(t *testing.T, id, status string, version int64, t0 time.Time) postgres.Record {
+	t.Helper()
+	ev := events.OrderState{OrderID: id, CustomerID: id, Status: status, Items: []events.Item{{SKU: "A", Quantity: 1, UnitPriceCents: 100}},
+		TotalCents: 100, Currency: "EUR", Version: version, CreatedAt: t0, UpdatedAt: t0.Add(time.Duration(version) * time.Second)}
+	env, err := events.New(ev, events.Meta{}, ev.UpdatedAt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return postgres.Record{Env: env, Event: ev}
+}
+
+// applyBatch applies recs through store in a transaction of their own.
+func applyBatch(t *testing.T, pool *pgxpool.Pool, store *postgres.Store, recs []postgres.Record) {
+	t.Helper()
+	ctx := context.Background()
+	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return store.ApplyBatch(ctx, tx, recs) }); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A listing's charges, in one statement, leave the facts as one update after another
 // would: an order charged twice names its last charge, every charge joins its order's
 // timeline once, and a listing read again changes nothing.
@@ -83,17 +105,7 @@ func TestAFactAfterTheSweepsReadKeepsTheOrderUnsettled(t *testing.T) {
 	id := events.NewID(t0)
 	apply := func(status string, version int64) {
 		t.Helper()
-		ev := events.OrderState{OrderID: id, CustomerID: id, Status: status, Items: []events.Item{{SKU: "A", Quantity: 1, UnitPriceCents: 100}},
-			TotalCents: 100, Currency: "EUR", Version: version, CreatedAt: t0, UpdatedAt: t0.Add(time.Duration(version) * time.Second)}
-		env, err := events.New(ev, events.Meta{}, ev.UpdatedAt)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-			return store.ApplyBatch(ctx, tx, []postgres.Record{{Env: env, Event: ev}})
-		}); err != nil {
-			t.Fatal(err)
-		}
+		applyBatch(t, pool, store, []postgres.Record{stateRecord(t, id, status, version, t0)})
 	}
 	unsettled := func() []postgres.Read {
 		t.Helper()
