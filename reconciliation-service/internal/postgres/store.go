@@ -130,7 +130,7 @@ func (s *Store) ProviderCharges(ctx context.Context, charges []provider.Charge, 
 					SELECT order_id, charge_id, at FROM c WHERE last ORDER BY order_id
 					ON CONFLICT (order_id) DO UPDATE SET provider_charge = EXCLUDED.provider_charge,
 						provider_charged_at = EXCLUDED.provider_charged_at, settled = false,
-						provider_asked = order_facts.provider_asked OR order_facts.charge_id = EXCLUDED.provider_charge
+						provider_asked = coalesce(order_facts.provider_asked OR order_facts.charge_id = EXCLUDED.provider_charge, false)
 					WHERE order_facts.provider_charge IS DISTINCT FROM EXCLUDED.provider_charge)
 				INSERT INTO timeline (event_id, order_id, at, source, event_type, summary)
 				SELECT 'provider/' || charge_id, order_id, at, 'payment-provider', 'provider.charge', jsonb_build_object('charge_id', charge_id)

@@ -132,3 +132,24 @@ func TestAFactAfterTheSweepsReadKeepsTheOrderUnsettled(t *testing.T) {
 		t.Errorf("settled as read, with nothing since: unsettled %+v, want none", left)
 	}
 }
+
+// A charge listed for an order whose payment no service told of yet (its facts hold its
+// state, no charge) is recorded: the provider was not asked about a payment not yet told.
+func TestAChargeListedBeforeItsPaymentIsRecorded(t *testing.T) {
+	ctx := context.Background()
+	pool, store := migrated(t)
+	t0 := time.Date(2026, 12, 6, 9, 0, 0, 0, time.UTC)
+	id := events.NewID(t0)
+	applyBatch(t, pool, store, []postgres.Record{stateRecord(t, id, events.StatusPendingPayment, 1, t0)})
+	if err := store.ProviderCharges(ctx, []provider.Charge{{OrderID: id, ChargeID: "ch_early", At: t0}}, t0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	var charge string
+	var asked bool
+	if err := pool.QueryRow(ctx, `SELECT provider_charge, provider_asked FROM order_facts WHERE order_id = $1`, id).Scan(&charge, &asked); err != nil {
+		t.Fatal(err)
+	}
+	if charge != "ch_early" || asked {
+		t.Errorf("provider charge %q, asked %v; want ch_early, not asked", charge, asked)
+	}
+}
