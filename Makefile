@@ -74,7 +74,8 @@ test-kafka:
 # SMTP gone for a while, one service's database and another's broker blackholed
 # (CHAOS_SILENT=<database's>,<broker's> names them), and the provider hanging; then the
 # promises are checked and a table printed; a failed run keeps the logs and says where
-# (CHAOS_LOG_LEVEL=debug adds the Kafka client's lines). CHAOS_DURATION sets
+# (CHAOS_LOG_LEVEL=debug adds the Kafka client's lines; CHAOS_FAULTS="provider hangs,postgres"
+# injects only those, docs/operations.md). CHAOS_DURATION sets
 # how long (default 3m; make test runs 60 s, about 150 s with the build, the broker's
 # start, the faults that outlast the 60 s and the checks).
 CHAOS_DURATION ?= 3m

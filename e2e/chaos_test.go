@@ -66,6 +66,9 @@ func TestChaos(t *testing.T) {
 		silent = strings.Split(v, ",")
 	}
 	faults = append(faults, "postgres", "broker", "smtp", faultDatabaseSilent+silent[0], faultBrokerSilent+silent[1], faultProviderHangs)
+	if v := os.Getenv("CHAOS_FAULTS"); v != "" { // CHAOS_FAULTS="provider hangs,postgres": only these, for a run that chases one
+		faults = strings.Split(v, ",")
+	}
 	report := newChaos(t, root).run(d, faults)
 	for _, inv := range report.invariants {
 		for _, v := range inv.violations {
@@ -115,6 +118,7 @@ type chaos struct {
 	// blackhole; the broker advertises each service's proxy on a listener of its own.
 	toDatabase, toBroker map[string]*testenv.Proxy
 
+	began    time.Time // the load's start, which the report's times count from
 	mu       sync.Mutex
 	accepted map[string]*chaosOrder // by order id
 	faults   []fault
@@ -124,6 +128,7 @@ type chaos struct {
 type chaosOrder struct {
 	id, email, token string
 	cancelAsked      bool
+	accepted         time.Time
 }
 
 type fault struct {
@@ -257,6 +262,7 @@ func (c *chaos) run(d time.Duration, faults []string) chaosReport {
 		wg.Go(func() { c.load(ctx, w) })
 	}
 	start := time.Now()
+	c.began = start
 	c.inject(d, faults) // the load goes on until every fault was injected and d has passed
 	time.Sleep(time.Until(start.Add(d)))
 	stop()
@@ -284,7 +290,7 @@ func (c *chaos) load(ctx context.Context, worker int) {
 		if id == "" {
 			continue
 		}
-		o := &chaosOrder{id: id, email: email, token: token}
+		o := &chaosOrder{id: id, email: email, token: token, accepted: time.Now()}
 		c.mu.Lock()
 		c.accepted[id] = o
 		c.mu.Unlock()
@@ -507,6 +513,7 @@ type chaosReport struct {
 	mismatches int           // what reconciliation-service held open in the end
 	reconciled time.Duration // the check's wait for reconciliation-service
 	agreement  []string      // for each order the checker found violating, whether reconciliation-service reported it
+	stuck      []string      // a few orders not final at the bound, with what reconciliation-service heard of each
 }
 
 // check waits until every accepted order is settled — final, a cancelled order's charge
@@ -544,6 +551,7 @@ func (c *chaos) check(lastFault time.Time) chaosReport {
 	}
 	quiet := time.Now() // what the checker waited for was said by now
 	rep := chaosReport{orders: len(orders), byStatus: map[string]int{}, unfinished: final, unsettled: time.Since(lastFault)}
+	rep.stuck = c.stuck(pending, obs)
 	if final == 0 {
 		rep.unfinished = rep.unsettled
 	}
@@ -569,6 +577,31 @@ func (c *chaos) check(lastFault time.Time) chaosReport {
 	rep.invariants = append(rep.invariants, mismatched, disagreed)
 	rep.agreement = lines
 	return rep
+}
+
+// stuck says, for the first few of the orders left pending that are not final, where
+// they stand: their status, and everything reconciliation-service heard about them — a
+// failed run then shows which service's word is missing.
+func (c *chaos) stuck(pending []*chaosOrder, obs map[string]observed) []string {
+	var lines []string
+	for _, o := range pending {
+		if finalStatus[obs[o.id].status] {
+			continue
+		}
+		if len(lines) == 3 {
+			break
+		}
+		var tl json.RawMessage
+		heard := "its timeline: "
+		if err := c.getJSON(c.reconcile+"/orders/"+o.id+"/timeline", &tl); err != nil {
+			heard += err.Error()
+		} else {
+			heard += string(tl[:min(len(tl), 2000)])
+		}
+		lines = append(lines, fmt.Sprintf("%s (%s, accepted %s into the run): %s", o.id, cmp.Or(obs[o.id].status, "unread"),
+			o.accepted.Sub(c.began).Round(100*time.Millisecond), heard))
+	}
+	return lines
 }
 
 // reconciled waits until reconciliation-service has heard all the services said (its
@@ -918,6 +951,12 @@ func (c *chaos) print(w io.Writer, rep chaosReport) {
 		}
 		fmt.Fprintf(w, "| %s | %d | %s |\n", name, len(byKind[k]), strings.Join(byKind[k], ", "))
 	}
+	fmt.Fprint(w, "\nThe faults in order, from and to (s into the run):")
+	byStart := slices.SortedFunc(slices.Values(c.faults), func(a, b fault) int { return a.at.Compare(b.at) })
+	for _, f := range byStart {
+		fmt.Fprintf(w, " %s %.1f–%.1f;", f.kind, f.at.Sub(c.began).Seconds(), f.healed.Sub(c.began).Seconds())
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "\nEvery accepted order final %.1f s after the last fault healed, settled (refunds and emails too) after %.1f s (the bound: 60 s).\n",
 		rep.unfinished.Seconds(), rep.unsettled.Seconds())
 	fmt.Fprintf(w, "reconciliation-service (grace %s) held %d open mismatches once it had heard everything and swept past its grace; the check waited %.1f s for it.\n",
@@ -925,6 +964,12 @@ func (c *chaos) print(w io.Writer, rep chaosReport) {
 	fmt.Fprintln(w, "\n| invariant | violations |\n|---|---|")
 	for _, inv := range rep.invariants {
 		fmt.Fprintf(w, "| %s | %d |\n", inv.name, len(inv.violations))
+	}
+	if len(rep.stuck) > 0 {
+		fmt.Fprintln(w, "\nOrders not final at the bound, and what reconciliation-service heard of them:")
+		for _, l := range rep.stuck {
+			fmt.Fprintln(w, "- "+l)
+		}
 	}
 	if len(rep.agreement) > 0 {
 		fmt.Fprintln(w, "\nThe orders the checker found violating, and what reconciliation-service says of them:")
