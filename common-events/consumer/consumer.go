@@ -237,7 +237,7 @@ type Runner struct {
 
 	Retry          backoff.Policy // transient failures; default 100ms doubling to 10s
 	HandlerTimeout time.Duration  // one attempt, both steps; default DefaultHandlerTimeout
-	BatchSize      int            // records applied in one transaction at most; default 100
+	BatchSize      int            // records applied in one transaction at most; default 100, or LingerBatchSize with a Linger
 	InboxRetention time.Duration  // inbox rows older than this are pruned; default 7 days
 	// Idempotent says that every Apply of the group has the effect of one however often it
 	// is applied: its statements insert what is keyed by the event and do nothing the
@@ -274,6 +274,11 @@ type Runner struct {
 // DefaultHandlerTimeout bounds one attempt at a record unless configured.
 const DefaultHandlerTimeout = 30 * time.Second
 
+// LingerBatchSize is the records a group with a Linger commits in one transaction at
+// most, unless configured: what its linger gathers under load, so that more of what one
+// order's records say is folded into one write.
+const LingerBatchSize = 500
+
 // DefaultConcurrency is the records in flight per partition unless configured: enough
 // for 1,000 orders/s on six partitions with a provider that takes half a second.
 const DefaultConcurrency = 128
@@ -287,6 +292,9 @@ func (r *Runner) defaults() {
 	}
 	if r.BatchSize <= 0 {
 		r.BatchSize = 100
+		if r.Linger > 0 {
+			r.BatchSize = LingerBatchSize
+		}
 	}
 	if r.InboxRetention <= 0 {
 		r.InboxRetention = 7 * 24 * time.Hour

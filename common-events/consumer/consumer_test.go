@@ -744,3 +744,29 @@ func TestALingerGathersTheRecordsThatComeWithinItIntoOneCommit(t *testing.T) {
 		})
 	}
 }
+
+// A group with a Linger commits what is ready together in larger transactions than one
+// without: 300 records ready at once, in one transaction.
+func TestALingeringGroupCommitsHundredsAtOnce(t *testing.T) {
+	f := setup(t)
+	f.run(t, consumer.InTx(func(ctx context.Context, tx consumer.Tx, msg consumer.Message) error {
+		_, err := tx.Exec(ctx, `INSERT INTO effects (order_id, n) VALUES ($1, txid_current())`, msg.Subject)
+		return err
+	}), func(r *consumer.Runner) { r.Linger, r.Concurrency = time.Second, 1000 })
+	testenv.Produce(t, f.brokers, orderCreated(t, "order-first")) // the group has joined once it is applied
+	f.waitEffects(t, 1, 15*time.Second)
+	msgs := make([]*sarama.ProducerMessage, 300)
+	for i := range msgs {
+		msgs[i] = orderCreated(t, fmt.Sprint("order-", i))
+	}
+	testenv.Produce(t, f.brokers, msgs...)
+	f.waitEffects(t, 301, 15*time.Second)
+	var txs int
+	if err := f.pool.QueryRow(context.Background(),
+		`SELECT count(DISTINCT n) FROM effects WHERE order_id <> 'order-first'`).Scan(&txs); err != nil {
+		t.Fatal(err)
+	}
+	if txs != 1 {
+		t.Errorf("300 records ready at once committed in %d transactions with a Linger, want 1", txs)
+	}
+}
