@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"io/fs"
+	"strings"
 	"testing"
 
 	_ "github.com/jackc/pgx/v5/stdlib"
@@ -92,5 +93,85 @@ func TestIdempotencyKeysBecomePerCustomer(t *testing.T) {
 	var n int
 	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM idempotency_keys WHERE key = 'k1'`).Scan(&n); err != nil || n != 1 {
 		t.Errorf("after the way back, %d keys k1 (%v), want 1", n, err)
+	}
+}
+
+// A shared migration is applied in every database after the service's own: its version
+// is one no service's migration has, or goose would see two files of one version.
+func TestASharedVersionIsNoServicesVersion(t *testing.T) {
+	versions := func(dir string) map[string]bool {
+		es, err := fs.ReadDir(migrations.FS, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vs := map[string]bool{}
+		for _, e := range es {
+			v, _, _ := strings.Cut(e.Name(), "_")
+			vs[v] = true
+		}
+		return vs
+	}
+	shared := versions("shared")
+	for _, dir := range []string{"order", "payment", "notification", "reconciliation"} {
+		for v := range versions(dir) {
+			if shared[v] {
+				t.Errorf("%s/ has a migration %s, a version shared/ holds", dir, v)
+			}
+		}
+	}
+}
+
+// The outbox's headers and the timeline's summaries become json: what was written as
+// jsonb reads back the same text, and the way back makes them jsonb again.
+func TestHeadersAndSummariesBecomeJSON(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		fsys   fs.FS
+		before int64 // the last version with jsonb
+		insert string
+		read   string
+	}{
+		{"outbox", migrations.Orders, 7,
+			`INSERT INTO outbox (topic, key, headers, payload) VALUES ('t', 'k', '{"ce_type": "order.created", "ce_id": "1"}', '\x7b7d')`,
+			`SELECT pg_typeof(headers)::text, headers::text FROM outbox`},
+		{"timeline", migrations.Reconciliation, 4,
+			`INSERT INTO timeline (event_id, order_id, at, source, event_type, summary)
+				VALUES ('e', '019a8f3e-6c19-7d4a-8e55-0a1b2c3d4e5f', now(), 's', 't', '{"status": "CONFIRMED", "cents": 100}')`,
+			`SELECT pg_typeof(summary)::text, summary::text FROM timeline`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db, err := sql.Open("pgx", testenv.Database(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			p, err := goose.NewProvider(goose.DialectPostgres, db, tc.fsys)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := p.UpTo(ctx, tc.before); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.ExecContext(ctx, tc.insert); err != nil {
+				t.Fatal(err)
+			}
+			var typ, was, is string
+			if err := db.QueryRowContext(ctx, tc.read).Scan(&typ, &was); err != nil || typ != "jsonb" {
+				t.Fatalf("before: %s (%v), want jsonb", typ, err)
+			}
+			if _, err := p.Up(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.QueryRowContext(ctx, tc.read).Scan(&typ, &is); err != nil || typ != "json" || is != was {
+				t.Errorf("after: %s %s (%v), want json %s", typ, is, err, was)
+			}
+			if _, err := p.DownTo(ctx, tc.before); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.QueryRowContext(ctx, tc.read).Scan(&typ, &is); err != nil || typ != "jsonb" || is != was {
+				t.Errorf("the way back: %s %s (%v), want jsonb %s", typ, is, err, was)
+			}
+		})
 	}
 }

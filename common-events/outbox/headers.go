@@ -13,7 +13,7 @@ import (
 )
 
 // The outbox's headers column holds an event's Kafka headers as a JSON object of strings
-// (jsonb). The relay reads every row's, and the writers write one for every event:
+// (json). The relay reads every row's, and the writers write one for every event:
 // through encoding/json's maps both ways that was a share of the services' CPU under
 // load (docs/performance.md, "The outbox's headers"), so both ways have a path of their
 // own for what events' headers are, plain strings, and hand the rest to encoding/json.
@@ -55,7 +55,7 @@ func appendString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// recordHeaders reads a headers column, jsonb's text of a JSON object of strings, as
+// recordHeaders reads a headers column, the text of a JSON object of strings, as
 // Kafka record headers, sharing text's bytes. Strings without escapes, which is what
 // events' headers are, are read here; anything else goes through encoding/json.
 func recordHeaders(text []byte) ([]sarama.RecordHeader, error) {

@@ -48,7 +48,7 @@ func TestHeadersAreReadAsEncodingJSONReadsThem(t *testing.T) {
 	}
 }
 
-// An event's headers written to the outbox read back the same through PostgreSQL's jsonb,
+// An event's headers written to the outbox read back the same through its column,
 // whatever its correlation id holds: quotes, backslashes, control characters, other
 // alphabets, bytes that are not UTF-8 (written as encoding/json writes them, U+FFFD).
 func TestHeadersReadBackThroughPostgreSQL(t *testing.T) {

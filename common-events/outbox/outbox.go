@@ -74,7 +74,7 @@ func (r *Rows) SQL(first int, from string) (string, []any) {
 	}
 	sql := fmt.Sprintf(`
 		INSERT INTO outbox (topic, key, headers, payload)
-		SELECT r.topic, r.key, r.headers::jsonb, r.payload
+		SELECT r.topic, r.key, r.headers::json, r.payload
 		FROM unnest($%d::text[], $%d::text[], $%d::text[], $%d::bytea[], $%d::int[]) AS r(topic, key, headers, payload, tag)
 		%s
 		ORDER BY r.tag

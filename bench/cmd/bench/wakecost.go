@@ -38,7 +38,7 @@ func wakeCost(ctx context.Context, adminURL string, d time.Duration) (wakeResult
 	}
 	defer pool.Close()
 	if _, err := pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS wakecost (id bigserial PRIMARY KEY, topic text NOT NULL,
-		key text NOT NULL, headers jsonb NOT NULL, payload bytea NOT NULL)`); err != nil {
+		key text NOT NULL, headers json NOT NULL, payload bytea NOT NULL)`); err != nil {
 		return wakeResult{}, fmt.Errorf("wake cost: %w", err)
 	}
 	defer func() { _, _ = pool.Exec(context.WithoutCancel(ctx), `DROP TABLE wakecost`) }()

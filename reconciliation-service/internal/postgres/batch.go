@@ -72,7 +72,7 @@ func (s *Store) ApplyBatch(ctx context.Context, tx pgx.Tx, recs []Record) error 
 		return fmt.Errorf("apply %d records to %d orders: %w", len(recs), len(orders), err)
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO timeline (event_id, order_id, at, source, event_type, summary)
-		SELECT * FROM unnest($1::text[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[], $6::jsonb[])
+		SELECT * FROM unnest($1::text[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[], $6::json[])
 		ON CONFLICT (event_id) DO NOTHING`, tl.ids, tl.orders, tl.at, tl.sources, tl.types, tl.summaries); err != nil {
 		return fmt.Errorf("timeline of %d records: %w", len(recs), err)
 	}

@@ -133,7 +133,7 @@ func (s *Store) ProviderCharges(ctx context.Context, charges []provider.Charge, 
 						provider_asked = coalesce(order_facts.provider_asked OR order_facts.charge_id = EXCLUDED.provider_charge, false)
 					WHERE order_facts.provider_charge IS DISTINCT FROM EXCLUDED.provider_charge)
 				INSERT INTO timeline (event_id, order_id, at, source, event_type, summary)
-				SELECT 'provider/' || charge_id, order_id, at, 'payment-provider', 'provider.charge', jsonb_build_object('charge_id', charge_id)
+				SELECT 'provider/' || charge_id, order_id, at, 'payment-provider', 'provider.charge', json_build_object('charge_id', charge_id)
 				FROM c
 				ON CONFLICT (event_id) DO NOTHING`, orders, ids, ats, last); err != nil {
 				return fmt.Errorf("%d provider charges: %w", n, err)
