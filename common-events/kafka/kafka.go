@@ -278,11 +278,38 @@ func RecordHeaders(hs []events.Header) []sarama.RecordHeader {
 
 // Envelope reads a consumed record back into an envelope.
 func Envelope(msg *sarama.ConsumerMessage) (events.Envelope, error) {
-	hs := make([]events.Header, 0, len(msg.Headers))
+	var buf [12]events.Header // an event's headers fit: no allocation for them
+	hs := buf[:0]
 	for _, h := range msg.Headers {
 		if h != nil {
-			hs = append(hs, events.Header{Key: string(h.Key), Value: h.Value})
+			hs = append(hs, events.Header{Key: headerName(h.Key), Value: h.Value})
 		}
 	}
 	return events.ParseEnvelope(hs, msg.Value)
+}
+
+// headerName is name as a string: the header names events carry are the constants
+// themselves, so a consumed record's names cost no allocation; any other is copied.
+func headerName(name []byte) string {
+	switch string(name) { // compared in place, not copied
+	case events.HeaderSpecVersion:
+		return events.HeaderSpecVersion
+	case events.HeaderID:
+		return events.HeaderID
+	case events.HeaderSource:
+		return events.HeaderSource
+	case events.HeaderType:
+		return events.HeaderType
+	case events.HeaderTime:
+		return events.HeaderTime
+	case events.HeaderSubject:
+		return events.HeaderSubject
+	case events.HeaderContentType:
+		return events.HeaderContentType
+	case events.HeaderCorrelationID:
+		return events.HeaderCorrelationID
+	case events.HeaderTraceParent:
+		return events.HeaderTraceParent
+	}
+	return string(name)
 }
