@@ -291,25 +291,14 @@ func Envelope(msg *sarama.ConsumerMessage) (events.Envelope, error) {
 // headerName is name as a string: the header names events carry are the constants
 // themselves, so a consumed record's names cost no allocation; any other is copied.
 func headerName(name []byte) string {
-	switch string(name) { // compared in place, not copied
-	case events.HeaderSpecVersion:
-		return events.HeaderSpecVersion
-	case events.HeaderID:
-		return events.HeaderID
-	case events.HeaderSource:
-		return events.HeaderSource
-	case events.HeaderType:
-		return events.HeaderType
-	case events.HeaderTime:
-		return events.HeaderTime
-	case events.HeaderSubject:
-		return events.HeaderSubject
-	case events.HeaderContentType:
-		return events.HeaderContentType
-	case events.HeaderCorrelationID:
-		return events.HeaderCorrelationID
-	case events.HeaderTraceParent:
-		return events.HeaderTraceParent
+	for _, known := range headerNames {
+		if string(name) == known { // compared in place, not copied
+			return known
+		}
 	}
 	return string(name)
 }
+
+// headerNames are the header names an event's record carries.
+var headerNames = []string{events.HeaderID, events.HeaderSource, events.HeaderSpecVersion, events.HeaderType,
+	events.HeaderTime, events.HeaderSubject, events.HeaderContentType, events.HeaderCorrelationID, events.HeaderTraceParent}
