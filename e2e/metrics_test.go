@@ -51,7 +51,7 @@ func TestEveryServiceServesItsMetrics(t *testing.T) {
 	served := map[string]bool{}
 	for name, names := range want {
 		// GOGC and GOMEMLIMIT, the services' defaults (64 MiB)
-		names = append(names, `go_gc_gogc_percent{service="`+name+`-service"} 200`, `go_gc_gomemlimit_bytes{service="`+name+`-service"} 6.7108864e+07`)
+		names = append(names, `go_gc_gogc_percent{service="`+name+`-service"} 300`, `go_gc_gomemlimit_bytes{service="`+name+`-service"} 6.7108864e+07`)
 		// The email goes out after the order is confirmed, and reconciliation hears of it
 		// after that: scrape until every series is there and a record was applied, or
 		// 10 s have passed.

@@ -397,7 +397,7 @@ func ReadBase(e *Env, svc services.Service) Base {
 		LogLevel:        e.Level("LOG_LEVEL", slog.LevelInfo),
 		ShutdownTimeout: e.Duration("SHUTDOWN_TIMEOUT", 15*time.Second, time.Second, 5*time.Minute),
 		PprofAddr:       e.Addr("PPROF_ADDR", ""),
-		GCPercent:       e.Int("GOGC", 200, 25, 10000),
+		GCPercent:       e.Int("GOGC", 300, 25, 10000),
 		MemoryLimit:     e.Bytes("GOMEMLIMIT", 64<<20, 16<<20),
 
 		ConsumerConcurrency: e.Int("CONSUMER_CONCURRENCY", 0, 1, 10000),

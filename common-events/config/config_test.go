@@ -33,7 +33,7 @@ func TestReadBaseDefaults(t *testing.T) {
 	if got.HTTPAddr != services.Order.Addr() || got.DatabaseURL != services.Order.DefaultDatabaseURL() || got.TopicPartitions != 6 ||
 		len(got.KafkaBrokers) != 1 || got.KafkaBrokers[0] != "127.0.0.1:9092" || got.LogLevel != slog.LevelInfo ||
 		got.ShutdownTimeout != 15*time.Second || got.Auth.Audience != "orderflow" ||
-		got.MaxInFlight != 0 || got.MaxWaiting != 1000 || got.ReadTimeout != 10*time.Second || got.GCPercent != 200 || got.MemoryLimit != 64<<20 {
+		got.MaxInFlight != 0 || got.MaxWaiting != 1000 || got.ReadTimeout != 10*time.Second || got.GCPercent != 300 || got.MemoryLimit != 64<<20 {
 		t.Errorf("defaults = %+v", got)
 	}
 	// Where the services' defaults differ, each has its own.

@@ -110,7 +110,7 @@ type Stack struct {
 func Boot(ctx context.Context, svc services.Service, cfg config.Base, stdout io.Writer, schema fs.FS) (_ *Stack, err error) {
 	service, groups := svc.Name, svc.Groups()
 	// GOGC and GOMEMLIMIT: with Go's own default, 100, the collector took a large share
-	// of each service's CPU under load. The services collect half as often, and their
+	// of each service's CPU under load. The services collect a third as often, and their
 	// soft memory limit keeps a burst's peak where Go's default had it
 	// (docs/performance.md, "Garbage collection").
 	debug.SetGCPercent(cfg.GCPercent)
