@@ -299,6 +299,12 @@ func headerName(name []byte) string {
 	return string(name)
 }
 
-// headerNames are the header names an event's record carries.
-var headerNames = []string{events.HeaderID, events.HeaderSource, events.HeaderSpecVersion, events.HeaderType,
-	events.HeaderTime, events.HeaderSubject, events.HeaderContentType, events.HeaderCorrelationID, events.HeaderTraceParent}
+// headerNames are the header names an event's record carries, as Envelope.Headers
+// writes them.
+var headerNames = func() []string {
+	var names []string
+	for _, h := range (events.Envelope{}).Headers() {
+		names = append(names, h.Key)
+	}
+	return names
+}()
