@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderflow/common-events/outbox"
 )
 
 // applier commits the Applies of a runner's records, from all its partitions. The records
@@ -146,10 +148,139 @@ func (a *applier) inbox(ctx context.Context, tx pgx.Tx, ids []string) ([]string,
 	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
+// inboxGroup is the group whose inbox a statement set's statement writes: none for an
+// Idempotent group.
+func (a *applier) inboxGroup() string {
+	if a.r.Idempotent {
+		return ""
+	}
+	return a.r.Group
+}
+
+// querier runs a statement: the applier's connection, or a transaction.
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// statementResult is what a statement set's statement did.
+type statementResult struct {
+	fresh    []string // the ids the inbox took as new
+	recorded []bool   // by row
+	stored   int      // events stored in the outbox
+}
+
+// runStatement records set's rows (rowIDs[i] is the event id of rows[i]'s record), the
+// inbox rows of ids (rowIDs and the ids of records with only an inbox row; with group
+// empty, no inbox: every id is new) and the events of the rows it records, in one
+// statement on db. A record's row is recorded only if the inbox took its id as new, and
+// only the first row of an id that comes twice.
+func runStatement(ctx context.Context, db querier, set statementSet, group string, ids, rowIDs []string, rows []any) (statementResult, error) {
+	var stored outbox.Rows
+	for i, row := range rows {
+		for _, env := range set.emits(row) {
+			stored.Add(i, env)
+		}
+	}
+	args := []any{ids, rowIDs}
+	inbox := `SELECT id AS event_id FROM unnest($1::text[]) AS id`
+	if group != "" {
+		args = append(args, group)
+		inbox = `INSERT INTO processed_events (consumer_group, event_id)
+			SELECT $3, id FROM unnest($1::text[]) AS id ORDER BY id
+			ON CONFLICT DO NOTHING
+			RETURNING event_id`
+	}
+	apply, applyArgs := set.statement(rows, len(args)+1, "fresh")
+	args = append(args, applyArgs...)
+	store, storeArgs := stored.SQL(len(args)+1, "applied")
+	args = append(args, storeArgs...)
+	res := statementResult{recorded: make([]bool, len(rows))}
+	var tags []int32
+	err := db.QueryRow(ctx, `
+		WITH inbox AS (`+inbox+`),
+		fresh AS (
+			SELECT (min(r.i) - 1)::int AS tag FROM unnest($2::text[]) WITH ORDINALITY AS r(id, i)
+			WHERE r.id IN (SELECT event_id FROM inbox) GROUP BY r.id
+		),
+		applied AS (`+apply+`),
+		stored AS (`+store+`)
+		SELECT ARRAY(SELECT event_id FROM inbox), ARRAY(SELECT tag FROM applied), (SELECT count(*) FROM stored)`,
+		args...).Scan(&res.fresh, &tags, &res.stored)
+	if err != nil {
+		return statementResult{}, fmt.Errorf("record %d rows, their inbox rows and events: %w", len(rows), err)
+	}
+	for _, tag := range tags {
+		res.recorded[tag] = true
+	}
+	return res, nil
+}
+
+// outcome is what a batch's transaction did, told once it committed.
+type outcome struct {
+	counts  map[count]int
+	setRows map[Set][]any
+	sets    []Set // in the order of their first row
+	stmts   []statementRun
+	emitted int
+}
+
+type count struct{ topic, outcome string }
+
+type statementRun struct {
+	set      statementSet
+	rows     []any
+	recorded []bool
+}
+
+// tally counts reqs as applied or duplicate by fresh, the ids the inbox took as new, and
+// returns those applied: an event twice in one batch applies once.
+func (o *outcome) tally(reqs []applyReq, fresh []string) []applyReq {
+	isFresh := make(map[string]bool, len(fresh))
+	for _, id := range fresh {
+		isFresh[id] = true
+	}
+	applied := reqs[:0:0]
+	for _, req := range reqs {
+		if !isFresh[req.msg.ID] {
+			req.msg.Log.Info("duplicate event skipped")
+			o.counts[count{req.msg.Topic, OutcomeDuplicate}]++
+			continue
+		}
+		delete(isFresh, req.msg.ID)
+		o.counts[count{req.msg.Topic, OutcomeApplied}]++
+		applied = append(applied, req)
+	}
+	return applied
+}
+
+// statement runs a statement set's requests reqs, with the inbox rows of others (records
+// with only an inbox row), on db.
+func (a *applier) statement(ctx context.Context, db querier, set statementSet, reqs, others []applyReq, o *outcome) error {
+	rowIDs, rows := make([]string, len(reqs)), make([]any, len(reqs))
+	for i, req := range reqs {
+		rowIDs[i], rows[i] = req.msg.ID, req.apply.row
+	}
+	ids := slices.Clone(rowIDs)
+	for _, req := range others {
+		ids = append(ids, req.msg.ID)
+	}
+	res, err := runStatement(ctx, db, set, a.inboxGroup(), ids, rowIDs, rows)
+	if err != nil {
+		return err
+	}
+	o.tally(slices.Concat(reqs, others), res.fresh)
+	o.stmts = append(o.stmts, statementRun{set: set, rows: rows, recorded: res.recorded})
+	o.emitted += res.stored
+	return nil
+}
+
 // applyTx runs batch's Applies in one transaction, each guarded by the inbox: one
-// statement records every event id and says which were new. It is not cut short when the
-// session ends: the records in flight finish, within ctx (HandlerTimeout). It leaves
-// a.conn nil when it has no connection to the database: none could be had, or it was lost.
+// statement records every event id and says which were new. The rows of a statement set
+// write their inbox rows in its statement; a batch of nothing else (but records with only
+// an inbox row) is that one statement, with no transaction block around it. It is not
+// cut short when the session ends: the records in flight finish, within ctx
+// (HandlerTimeout). It leaves a.conn nil when it has no connection to the database: none
+// could be had, or it was lost.
 func (a *applier) applyTx(ctx context.Context, batch []applyReq) error {
 	r := a.r
 	if a.conn == nil {
@@ -168,66 +299,90 @@ func (a *applier) applyTx(ctx context.Context, batch []applyReq) error {
 	// Rows and locks are taken in a stable order (the order id), so two partitions'
 	// transactions touching the same orders wait for each other instead of deadlocking.
 	slices.SortStableFunc(batch, func(a, b applyReq) int { return strings.Compare(a.msg.Subject, b.msg.Subject) })
-	ids := make([]string, len(batch))
-	for i, req := range batch {
-		ids[i] = req.msg.ID
+	var plain, inboxOnly []applyReq // their inbox rows in the inbox statement
+	stmtReqs := map[statementSet][]applyReq{}
+	var stmts []statementSet // in the order of their first row
+	for _, req := range batch {
+		switch s, ok := req.apply.set.(statementSet); {
+		case ok:
+			if stmtReqs[s] == nil {
+				stmts = append(stmts, s)
+			}
+			stmtReqs[s] = append(stmtReqs[s], req)
+		case req.apply.fn == nil && req.apply.set == nil:
+			inboxOnly = append(inboxOnly, req)
+		default:
+			plain = append(plain, req)
+		}
 	}
-	type count struct{ topic, outcome string }
-	var counts map[count]int // what the transaction did, told once it committed
-	var setRows map[Set][]any
-	var sets []Set // in the order of their first row
-	emitted := 0
-	err := pgx.BeginFunc(ctx, a.conn, func(ptx pgx.Tx) error {
-		counts, setRows, sets = map[count]int{}, map[Set][]any{}, nil
-		tx := &emitTx{Tx: ptx}
-		inserted, err := a.inbox(ctx, tx, ids)
+	var o outcome
+	var err error
+	if len(stmts) == 1 && len(plain) == 0 {
+		o = outcome{counts: map[count]int{}}
+		err = a.statement(ctx, a.conn, stmts[0], stmtReqs[stmts[0]], inboxOnly, &o)
+	} else {
+		err = pgx.BeginFunc(ctx, a.conn, func(ptx pgx.Tx) error {
+			o = outcome{counts: map[count]int{}, setRows: map[Set][]any{}}
+			return a.applyIn(ctx, &emitTx{Tx: ptx}, slices.Concat(plain, inboxOnly), stmts, stmtReqs, &o)
+		})
+	}
+	if err != nil {
+		return err
+	}
+	if o.emitted > 0 {
+		r.Waker.Wake()
+	}
+	for c, n := range o.counts {
+		r.Metrics.outcome(r.Group, c.topic, c.outcome, n)
+	}
+	for _, set := range o.sets {
+		if c, ok := set.(committer); ok {
+			c.committed(o.setRows[set])
+		}
+	}
+	for _, run := range o.stmts {
+		run.set.recorded(run.rows, run.recorded)
+	}
+	return nil
+}
+
+// applyIn runs, in tx, the Applies of reqs, guarded by one inbox statement, then those of
+// stmts, each set's in its own statement.
+func (a *applier) applyIn(ctx context.Context, tx *emitTx, reqs []applyReq, stmts []statementSet, stmtReqs map[statementSet][]applyReq, o *outcome) error {
+	if len(reqs) > 0 {
+		ids := make([]string, len(reqs))
+		for i, req := range reqs {
+			ids[i] = req.msg.ID
+		}
+		fresh, err := a.inbox(ctx, tx, ids)
 		if err != nil {
 			return fmt.Errorf("inbox: %w", err)
 		}
-		fresh := make(map[string]bool, len(inserted))
-		for _, id := range inserted {
-			fresh[id] = true
-		}
-		for _, req := range batch {
-			if !fresh[req.msg.ID] {
-				req.msg.Log.Info("duplicate event skipped")
-				counts[count{req.msg.Topic, OutcomeDuplicate}]++
-				continue
-			}
-			delete(fresh, req.msg.ID) // the same event twice in one batch applies once
-			counts[count{req.msg.Topic, OutcomeApplied}]++
+		for _, req := range o.tally(reqs, fresh) {
 			switch a := req.apply; {
 			case a.fn != nil:
 				if err := a.fn(ctx, tx); err != nil {
 					return err
 				}
 			case a.set != nil:
-				if setRows[a.set] == nil {
-					sets = append(sets, a.set)
+				if o.setRows[a.set] == nil {
+					o.sets = append(o.sets, a.set)
 				}
-				setRows[a.set] = append(setRows[a.set], a.row)
+				o.setRows[a.set] = append(o.setRows[a.set], a.row)
 			}
 		}
-		for _, set := range sets {
-			if err := set.Apply(ctx, tx, setRows[set]); err != nil {
+		for _, set := range o.sets {
+			if err := set.Apply(ctx, tx, o.setRows[set]); err != nil {
 				return err
 			}
 		}
-		emitted, err = tx.flush(ctx)
-		return err
-	})
-	if err == nil {
-		if emitted > 0 {
-			r.Waker.Wake()
-		}
-		for c, n := range counts {
-			r.Metrics.outcome(r.Group, c.topic, c.outcome, n)
-		}
-		for _, set := range sets {
-			if c, ok := set.(committer); ok {
-				c.committed(setRows[set])
-			}
+	}
+	for _, set := range stmts {
+		if err := a.statement(ctx, tx, set, stmtReqs[set], nil, o); err != nil {
+			return err
 		}
 	}
+	n, err := tx.flush(ctx)
+	o.emitted += n
 	return err
 }

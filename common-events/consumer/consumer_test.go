@@ -770,3 +770,145 @@ func TestALingeringGroupCommitsHundredsAtOnce(t *testing.T) {
 		t.Errorf("300 records ready at once committed in %d transactions with a Linger, want 1", txs)
 	}
 }
+
+// statementTracer keeps the statements a pool's connections send.
+type statementTracer struct {
+	mu  sync.Mutex
+	sql []string
+}
+
+func (s *statementTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sql = append(s.sql, strings.ToLower(strings.TrimSpace(data.SQL)))
+	return ctx
+}
+
+func (s *statementTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// count says how many statements sent held each of substrings.
+func (s *statementTracer) count(substrings ...string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, sql := range s.sql {
+		all := true
+		for _, sub := range substrings {
+			all = all && strings.Contains(sql, sub)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
+}
+
+// stamped is a row of the statement set below: an effect, stamped with its transaction,
+// and the event it emits.
+type stamped struct {
+	key string
+	env events.Envelope
+}
+
+// stampedSet records its rows in stamped_effects with their transaction's id, and emits
+// each row's event, in one statement.
+var stampedSet = consumer.NewStatementSet(func(rows []stamped, first int, fresh string) (string, []any) {
+	keys, tags := make([]string, len(rows)), make([]int32, len(rows))
+	for i, r := range rows {
+		keys[i], tags[i] = r.key, int32(i)
+	}
+	guard := ""
+	if fresh != "" {
+		guard = "WHERE r.tag IN (SELECT tag FROM " + fresh + ")"
+	}
+	return fmt.Sprintf(`INSERT INTO stamped_effects (order_id, tag, tx)
+		SELECT r.key, r.tag, txid_current() FROM unnest($%d::text[], $%d::int[]) AS r(key, tag) %s
+		RETURNING tag`, first, first+1, guard), []any{keys, tags}
+}, func(r stamped) []events.Envelope { return []events.Envelope{r.env} }, nil)
+
+// A StatementSet's rows, their inbox rows and their events are one statement: on its own
+// when the batch holds nothing else, with no BEGIN and no COMMIT; in the batch's
+// transaction beside a Func's work otherwise. Either way an event delivered twice is
+// recorded once and emits once.
+func TestAStatementSetRecordsItsRowsInboxAndEventsInOneStatement(t *testing.T) {
+	for _, withFunc := range []bool{false, true} {
+		t.Run(fmt.Sprint("beside a Func ", withFunc), func(t *testing.T) {
+			f := setup(t)
+			ctx := context.Background()
+			if _, err := f.pool.Exec(ctx, `CREATE TABLE stamped_effects (order_id text, tag int, tx bigint)`); err != nil {
+				t.Fatal(err)
+			}
+			tracer := &statementTracer{}
+			conf := f.pool.Config()
+			conf.ConnConfig.Tracer = tracer
+			traced, err := pgxpool.NewWithConfig(ctx, conf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(traced.Close)
+			f.run(t, func(_ context.Context, msg consumer.Message) (consumer.Apply, error) {
+				if msg.Subject == "order-func" {
+					return consumer.Func(func(ctx context.Context, tx consumer.Tx) error {
+						_, err := tx.Exec(ctx, `INSERT INTO effects (order_id, n) VALUES ($1, txid_current())`, msg.Subject)
+						return err
+					}), nil
+				}
+				env, err := events.New(events.PaymentFailed{OrderID: msg.Subject, PaymentID: "p", CustomerID: "c", CustomerEmail: "a@b.c",
+					AmountCents: 100, Currency: "EUR", Reason: events.ReasonDeclined, FailedAt: time.Now()}, msg.Meta(), time.Now())
+				return consumer.Row(stampedSet, stamped{key: msg.Subject, env: env}), err
+			}, func(r *consumer.Runner) { r.Pool, r.Linger = traced, time.Second })
+
+			a := orderCreated(t, "order-a")
+			testenv.Produce(t, f.brokers, a)
+			msgs := []*sarama.ProducerMessage{orderCreated(t, "order-b")}
+			if withFunc {
+				msgs = append(msgs, orderCreated(t, "order-func"))
+			}
+			testenv.Produce(t, f.brokers, msgs...)
+			testenv.Produce(t, f.brokers, a) // the same event again (its ce_id): in the same batch, or a later one
+			var got []string
+			testenv.Eventually(15*time.Second, 25*time.Millisecond, func() bool {
+				rows, _ := f.pool.Query(ctx, `SELECT order_id FROM stamped_effects ORDER BY order_id`)
+				got, err = pgx.CollectRows(rows, pgx.RowTo[string])
+				return err == nil && len(got) >= 2
+			})
+			time.Sleep(1500 * time.Millisecond) // a second linger: anything recorded twice is in
+			rows, _ := f.pool.Query(ctx, `SELECT order_id FROM stamped_effects ORDER BY order_id`)
+			if got, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil || fmt.Sprint(got) != "[order-a order-b]" {
+				t.Errorf("stamped effects %v (%v), want order-a and order-b once each", got, err)
+			}
+			rows, _ = f.pool.Query(ctx, `SELECT topic || ' ' || key FROM outbox ORDER BY key`)
+			stored, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil || fmt.Sprint(stored) != "[payment.failed order-a payment.failed order-b]" {
+				t.Errorf("outbox holds %v (%v), want one payment.failed for each of order-a and order-b", stored, err)
+			}
+			var inbox int
+			if err := f.pool.QueryRow(ctx, `SELECT count(*) FROM processed_events WHERE consumer_group = $1`, group).Scan(&inbox); err != nil {
+				t.Fatal(err)
+			}
+			statements, begins := tracer.count("stamped_effects", "processed_events", "outbox"), tracer.count("begin")
+			t.Logf("%d statements recording rows, inbox and events; %d BEGINs; %d inbox rows", statements, begins, inbox)
+			if statements < 1 {
+				t.Errorf("no statement recorded the rows, their inbox rows and events together")
+			}
+			if !withFunc {
+				if inbox != 2 || begins != 0 {
+					t.Errorf("%d inbox rows and %d BEGINs, want 2 and none: a statement set alone is its own transaction", inbox, begins)
+				}
+				return
+			}
+			var funcTx int64
+			if err := f.pool.QueryRow(ctx, `SELECT n FROM effects WHERE order_id = 'order-func'`).Scan(&funcTx); err != nil {
+				t.Fatal(err)
+			}
+			var shared int
+			if err := f.pool.QueryRow(ctx, `SELECT count(*) FROM stamped_effects WHERE tx = $1`, funcTx).Scan(&shared); err != nil {
+				t.Fatal(err)
+			}
+			if inbox != 3 || begins == 0 || shared == 0 {
+				t.Errorf("%d inbox rows, %d BEGINs, %d rows in the Func's transaction; want 3, some, some: the Func's record lingered with the others into one transaction",
+					inbox, begins, shared)
+			}
+		})
+	}
+}

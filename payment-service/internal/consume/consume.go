@@ -26,7 +26,7 @@ import (
 // outcome of a charge that was pending at the provider when its order is cancelled.
 func Handlers(provider payment.Provider, deadline time.Duration, settle Settler) map[string]consumer.Handler {
 	store := settle.Store
-	c := charger{store: store, provider: provider, now: time.Now, charged: consumer.NewSet(chargedSet{store: store}.apply),
+	c := charger{store: store, provider: provider, now: time.Now, charged: chargedSet{}.set(),
 		deadline: deadline, settler: settle}
 	return map[string]consumer.Handler{
 		events.TopicOrderCreated:   c.handle,
@@ -43,9 +43,12 @@ type charger struct {
 	settler  Settler
 }
 
-// chargedSet makes the consumer.Set that records a batch's charges in one statement.
-type chargedSet struct {
-	store *postgres.Store
+// chargedSet makes the consumer.Set that records a batch's charges, the inbox rows of
+// their records and their outcome events in one statement.
+type chargedSet struct{}
+
+func (c chargedSet) set() consumer.Set {
+	return consumer.NewStatementSet(c.statement, c.emits, c.recorded)
 }
 
 // charged is the provider's answer to a claimed payment: the payment, COMPLETED or
@@ -56,22 +59,22 @@ type charged struct {
 	log     *slog.Logger
 }
 
-func (s chargedSet) apply(ctx context.Context, tx consumer.Tx, rows []charged) error {
+func (chargedSet) statement(rows []charged, first int, fresh string) (string, []any) {
 	ps := make([]payment.Payment, len(rows))
 	for i, r := range rows {
 		ps[i] = r.payment
 	}
-	recorded, err := s.store.Charged(ctx, tx, ps)
-	if err != nil {
-		return err
-	}
+	return postgres.ChargedStatement(ps, first, fresh)
+}
+
+func (chargedSet) emits(r charged) []events.Envelope { return []events.Envelope{r.event} }
+
+func (chargedSet) recorded(rows []charged, recorded []bool) {
 	for i, r := range rows {
-		if p := ps[i]; recorded[i] {
-			tx.Emit(r.event)
+		if p := r.payment; recorded[i] {
 			r.log.Info("payment recorded", "status", p.Status, "failure_reason", p.FailureReason, "charge_id", p.ChargeID, "payment_id", p.ID)
 		}
 	}
-	return nil
 }
 
 // errChargeUnderWay makes a cancellation wait, through the runner's retries, for the

@@ -241,7 +241,7 @@ func TestChargedRecordsABatchOnce(t *testing.T) {
 		t.Helper()
 		var emitted []events.Envelope
 		err := pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) (err error) {
-			emitted, err = consume.RecordCharges(ctx, tx, f.store, ps, envs)
+			emitted, err = consume.RecordCharges(ctx, tx, ps, envs)
 			return err
 		})
 		if err != nil {

@@ -104,32 +104,48 @@ func (s *Store) claimAll(ctx context.Context, ps []payment.Payment) ([]claimed, 
 // not when the claim was settled already, by an earlier delivery of the same
 // order.created.
 func (s *Store) Charged(ctx context.Context, tx pgx.Tx, ps []payment.Payment) ([]bool, error) {
+	sql, args := ChargedStatement(ps, 1, "")
+	rows, _ := tx.Query(ctx, sql, args...)
+	done, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return nil, fmt.Errorf("record %d payments: %w", len(ps), err)
+	}
+	recorded := make([]bool, len(ps))
+	for _, tag := range done {
+		recorded[tag] = true
+	}
+	return recorded, nil
+}
+
+// ChargedStatement is the statement that records the provider's answers ps (Charged), its
+// parameters numbered from first on, and their values. It returns the tag of each payment
+// it recorded: its index in ps. With fresh, the name of a relation of the caller's
+// statement with an int column tag, it records only the payments whose index fresh holds
+// (consumer.NewStatementSet).
+func ChargedStatement(ps []payment.Payment, first int, fresh string) (string, []any) {
 	n := len(ps)
 	ids, statuses, reasons, chargeIDs, tags := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]int32, n)
 	for i, p := range ps {
 		ids[i], statuses[i], reasons[i], chargeIDs[i], tags[i] = p.ID, string(p.Status), p.FailureReason, p.ChargeID, int32(i)
 	}
+	id, status, reason, chargeID, tag, charging := first, first+1, first+2, first+3, first+4, first+5
+	guard := ""
+	if fresh != "" {
+		guard = fmt.Sprintf(" AND ($%d::int[])[array_position($%d::uuid[], p.id)] IN (SELECT tag FROM %s)", tag, id, fresh)
+	}
 	// Found by id = ANY, an index scan whatever the statistics say, each payment taking
 	// its values at its id's position in the arrays: no join to plan. The ids come through
 	// a scalar subquery: one plan kept for every batch (docs/performance.md, "Plans made
 	// once").
-	rows, _ := tx.Query(ctx, `
-		UPDATE payments p SET status = ($2::text[])[array_position($1::uuid[], p.id)],
-			failure_reason = nullif(($3::text[])[array_position($1::uuid[], p.id)], ''),
-			charge_id = nullif(($4::text[])[array_position($1::uuid[], p.id)], ''),
+	return fmt.Sprintf(`
+		UPDATE payments p SET status = ($%[2]d::text[])[array_position($%[1]d::uuid[], p.id)],
+			failure_reason = nullif(($%[3]d::text[])[array_position($%[1]d::uuid[], p.id)], ''),
+			charge_id = nullif(($%[4]d::text[])[array_position($%[1]d::uuid[], p.id)], ''),
 			pending_since = NULL
-		WHERE p.id = ANY(((SELECT $1::uuid[]))::uuid[]) AND p.status = $6
-		RETURNING ($5::int[])[array_position($1::uuid[], p.id)] AS tag`,
-		ids, statuses, reasons, chargeIDs, tags, payment.Charging)
-	done, err := pgx.CollectRows(rows, pgx.RowTo[int32])
-	if err != nil {
-		return nil, fmt.Errorf("record %d payments: %w", n, err)
-	}
-	recorded := make([]bool, n)
-	for _, tag := range done {
-		recorded[tag] = true
-	}
-	return recorded, nil
+		WHERE p.id = ANY(((SELECT $%[1]d::uuid[]))::uuid[]) AND p.status = $%[6]d::text%[7]s
+		RETURNING ($%[5]d::int[])[array_position($%[1]d::uuid[], p.id)] AS tag`,
+			id, status, reason, chargeID, tag, charging, guard),
+		[]any{ids, statuses, reasons, chargeIDs, tags, string(payment.Charging)}
 }
 
 // Refunded marks the completed payment p refunded, in tx. It reports false, changing
