@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -392,5 +393,52 @@ func TestALeadingRelayIsWokenWithoutANotify(t *testing.T) {
 	waitEmpty(t, pool, time.Second)
 	if got := testenv.Records(t, brokers, events.TopicOrderCreated, 5, 5*time.Second); len(got) != 5 {
 		t.Errorf("published %d records, want 5", len(got))
+	}
+}
+
+// sentStatements keeps the statements a pool's connections send, in order.
+type sentStatements struct {
+	mu  sync.Mutex
+	sql []string
+}
+
+func (s *sentStatements) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sql = append(s.sql, data.SQL)
+	return ctx
+}
+
+func (s *sentStatements) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// The relay's commits (the deletes of rows published) do not wait for the WAL's flush: a
+// delete lost to a crash of the server republishes rows, which consumers absorb. Its
+// session turns synchronous_commit off before it reads the outbox.
+func TestTheRelaysDeletesDoNotWaitForTheFlush(t *testing.T) {
+	pool, brokers := withTopic(t, 1)
+	sent := &sentStatements{}
+	conf := pool.Config()
+	conf.ConnConfig.Tracer = sent
+	traced, err := pgxpool.NewWithConfig(context.Background(), conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(traced.Close)
+	startRelay(t, traced, brokers)
+	insert(t, pool, orderEvent(t, 1))
+	waitEmpty(t, pool, 10*time.Second)
+	sent.mu.Lock()
+	defer sent.mu.Unlock()
+	set, read := -1, -1
+	for i, sql := range sent.sql {
+		if set < 0 && sql == "SET synchronous_commit = off" {
+			set = i
+		}
+		if read < 0 && strings.Contains(sql, "DELETE FROM outbox") {
+			read = i
+		}
+	}
+	if set < 0 || read < 0 || set > read {
+		t.Errorf("statements %q: want SET synchronous_commit = off before the first read of the outbox", sent.sql)
 	}
 }
