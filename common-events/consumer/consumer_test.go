@@ -771,38 +771,6 @@ func TestALingeringGroupCommitsHundredsAtOnce(t *testing.T) {
 	}
 }
 
-// statementTracer keeps the statements a pool's connections send.
-type statementTracer struct {
-	mu  sync.Mutex
-	sql []string
-}
-
-func (s *statementTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.sql = append(s.sql, strings.ToLower(strings.TrimSpace(data.SQL)))
-	return ctx
-}
-
-func (s *statementTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-
-// count says how many statements sent held each of substrings.
-func (s *statementTracer) count(substrings ...string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for _, sql := range s.sql {
-		all := true
-		for _, sub := range substrings {
-			all = all && strings.Contains(sql, sub)
-		}
-		if all {
-			n++
-		}
-	}
-	return n
-}
-
 // stamped is a row of the statement set below: an effect, stamped with its transaction,
 // and the event it emits.
 type stamped struct {
@@ -838,14 +806,7 @@ func TestAStatementSetRecordsItsRowsInboxAndEventsInOneStatement(t *testing.T) {
 			if _, err := f.pool.Exec(ctx, `CREATE TABLE stamped_effects (order_id text, tag int, tx bigint)`); err != nil {
 				t.Fatal(err)
 			}
-			tracer := &statementTracer{}
-			conf := f.pool.Config()
-			conf.ConnConfig.Tracer = tracer
-			traced, err := pgxpool.NewWithConfig(ctx, conf)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(traced.Close)
+			traced, tracer := testenv.TracedPool(t, f.pool)
 			f.run(t, func(_ context.Context, msg consumer.Message) (consumer.Apply, error) {
 				if msg.Subject == "order-func" {
 					return consumer.Func(func(ctx context.Context, tx consumer.Tx) error {
@@ -866,18 +827,19 @@ func TestAStatementSetRecordsItsRowsInboxAndEventsInOneStatement(t *testing.T) {
 			}
 			testenv.Produce(t, f.brokers, msgs...)
 			testenv.Produce(t, f.brokers, a) // the same event again (its ce_id): in the same batch, or a later one
-			var got []string
-			testenv.Eventually(15*time.Second, 25*time.Millisecond, func() bool {
+			stampedEffects := func() ([]string, error) {
 				rows, _ := f.pool.Query(ctx, `SELECT order_id FROM stamped_effects ORDER BY order_id`)
-				got, err = pgx.CollectRows(rows, pgx.RowTo[string])
+				return pgx.CollectRows(rows, pgx.RowTo[string])
+			}
+			testenv.Eventually(15*time.Second, 25*time.Millisecond, func() bool {
+				got, err := stampedEffects()
 				return err == nil && len(got) >= 2
 			})
 			time.Sleep(1500 * time.Millisecond) // a second linger: anything recorded twice is in
-			rows, _ := f.pool.Query(ctx, `SELECT order_id FROM stamped_effects ORDER BY order_id`)
-			if got, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil || fmt.Sprint(got) != "[order-a order-b]" {
+			if got, err := stampedEffects(); err != nil || fmt.Sprint(got) != "[order-a order-b]" {
 				t.Errorf("stamped effects %v (%v), want order-a and order-b once each", got, err)
 			}
-			rows, _ = f.pool.Query(ctx, `SELECT topic || ' ' || key FROM outbox ORDER BY key`)
+			rows, _ := f.pool.Query(ctx, `SELECT topic || ' ' || key FROM outbox ORDER BY key`)
 			stored, err := pgx.CollectRows(rows, pgx.RowTo[string])
 			if err != nil || fmt.Sprint(stored) != "[payment.failed order-a payment.failed order-b]" {
 				t.Errorf("outbox holds %v (%v), want one payment.failed for each of order-a and order-b", stored, err)
@@ -886,7 +848,7 @@ func TestAStatementSetRecordsItsRowsInboxAndEventsInOneStatement(t *testing.T) {
 			if err := f.pool.QueryRow(ctx, `SELECT count(*) FROM processed_events WHERE consumer_group = $1`, group).Scan(&inbox); err != nil {
 				t.Fatal(err)
 			}
-			statements, begins := tracer.count("stamped_effects", "processed_events", "outbox"), tracer.count("begin")
+			statements, begins := tracer.Count("stamped_effects", "processed_events", "outbox"), tracer.Count("begin")
 			t.Logf("%d statements recording rows, inbox and events; %d BEGINs; %d inbox rows", statements, begins, inbox)
 			if statements < 1 {
 				t.Errorf("no statement recorded the rows, their inbox rows and events together")

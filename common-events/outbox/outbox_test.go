@@ -396,41 +396,18 @@ func TestALeadingRelayIsWokenWithoutANotify(t *testing.T) {
 	}
 }
 
-// sentStatements keeps the statements a pool's connections send, in order.
-type sentStatements struct {
-	mu  sync.Mutex
-	sql []string
-}
-
-func (s *sentStatements) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.sql = append(s.sql, data.SQL)
-	return ctx
-}
-
-func (s *sentStatements) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-
 // The relay's commits (the deletes of rows published) do not wait for the WAL's flush: a
 // delete lost to a crash of the server republishes rows, which consumers absorb. Its
 // session turns synchronous_commit off before it reads the outbox.
 func TestTheRelaysDeletesDoNotWaitForTheFlush(t *testing.T) {
 	pool, brokers := withTopic(t, 1)
-	sent := &sentStatements{}
-	conf := pool.Config()
-	conf.ConnConfig.Tracer = sent
-	traced, err := pgxpool.NewWithConfig(context.Background(), conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(traced.Close)
+	traced, sent := testenv.TracedPool(t, pool)
 	startRelay(t, traced, brokers)
 	insert(t, pool, orderEvent(t, 1))
 	waitEmpty(t, pool, 10*time.Second)
-	sent.mu.Lock()
-	defer sent.mu.Unlock()
+	statements := sent.All()
 	set, read := -1, -1
-	for i, sql := range sent.sql {
+	for i, sql := range statements {
 		if set < 0 && sql == "SET synchronous_commit = off" {
 			set = i
 		}
@@ -439,6 +416,6 @@ func TestTheRelaysDeletesDoNotWaitForTheFlush(t *testing.T) {
 		}
 	}
 	if set < 0 || read < 0 || set > read {
-		t.Errorf("statements %q: want SET synchronous_commit = off before the first read of the outbox", sent.sql)
+		t.Errorf("statements %q: want SET synchronous_commit = off before the first read of the outbox", statements)
 	}
 }
