@@ -235,7 +235,7 @@ func (e *Env) Addr(name, def string) string {
 
 // PostgresURL returns a postgres:// URL.
 func (e *Env) PostgresURL(name, def string) string {
-	e.note(name, redact(def), "a postgres:// URL")
+	e.note(name, redact(def), "a postgres:// URL (`?host=/run/postgresql`: through a Unix socket)")
 	v := e.lookup(name)
 	if v == "" {
 		v = def

@@ -35,7 +35,10 @@ func guardSilence(cfg *pgxpool.Config) {
 	}
 	d := &net.Dialer{
 		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: keepAliveIdle, Interval: keepAliveInterval, Count: keepAliveCount},
-		Control: func(_, _ string, c syscall.RawConn) error {
+		Control: func(network, _ string, c syscall.RawConn) error {
+			if network == "unix" {
+				return nil // a server on this machine, through its socket: no packets to lose
+			}
 			var err error
 			if cerr := c.Control(func(fd uintptr) { err = setUserTimeout(fd, userTimeout) }); cerr != nil {
 				return cerr

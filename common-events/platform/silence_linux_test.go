@@ -2,7 +2,9 @@ package platform
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -74,4 +76,35 @@ func TestAConnectToASilentServerGivesUp(t *testing.T) {
 		t.Fatalf("a connect to a silent server: %v after %s, want it to give up after %s", err, took, connectTimeout)
 	}
 	t.Logf("gave up after %s: %v", took.Round(100*time.Millisecond), err)
+}
+
+// A DATABASE_URL naming the server's Unix socket (host=/run/postgresql, as for a server
+// on the same machine) connects: the user timeout is a TCP option, and setting it on a
+// Unix socket failed every connection ("operation not supported").
+func TestAPoolThroughTheServersUnixSocketConnects(t *testing.T) {
+	ctx := context.Background()
+	tcp := testenv.Pool(t)
+	var dirs, port string
+	if err := tcp.QueryRow(ctx, `SELECT current_setting('unix_socket_directories'), current_setting('port')`).Scan(&dirs, &port); err != nil {
+		t.Fatal(err)
+	}
+	dir, _, _ := strings.Cut(dirs, ",")
+	if dir == "" {
+		t.Skip("the server listens on no Unix socket")
+	}
+	cfg := tcp.Config()
+	cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Fallbacks = strings.TrimSpace(dir), 0, nil
+	if _, err := fmt.Sscan(port, &cfg.ConnConfig.Port); err != nil {
+		t.Fatal(err)
+	}
+	guardSilence(cfg)
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var one int
+	if err := pool.QueryRow(ctx, `SELECT 1`).Scan(&one); err != nil {
+		t.Fatalf("through the socket in %s: %v", dir, err)
+	}
 }
