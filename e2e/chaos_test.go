@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -580,8 +581,9 @@ func (c *chaos) check(lastFault time.Time) chaosReport {
 }
 
 // stuck says, for the first few of the orders left pending that are not final, where
-// they stand: their status, and everything reconciliation-service heard about them — a
-// failed run then shows which service's word is missing.
+// they stand: their status, what the databases hold of them (held), and everything
+// reconciliation-service heard about them — a failed run then shows which service's
+// word is missing.
 func (c *chaos) stuck(pending []*chaosOrder, obs map[string]observed) []string {
 	var lines []string
 	for _, o := range pending {
@@ -598,10 +600,35 @@ func (c *chaos) stuck(pending []*chaosOrder, obs map[string]observed) []string {
 		} else {
 			heard += string(tl[:min(len(tl), 2000)])
 		}
-		lines = append(lines, fmt.Sprintf("%s (%s, accepted %s into the run): %s", o.id, cmp.Or(obs[o.id].status, "unread"),
-			o.accepted.Sub(c.began).Round(100*time.Millisecond), heard))
+		lines = append(lines, fmt.Sprintf("%s (%s, accepted %s into the run): %s; %s", o.id, cmp.Or(obs[o.id].status, "unread"),
+			o.accepted.Sub(c.began).Round(100*time.Millisecond), c.held(o.id), heard))
 	}
 	return lines
+}
+
+// held says what the databases hold of an order at the end: its payment, if any, and
+// the events of it still in order-service's and payment-service's outboxes, waiting for
+// their relay — whether a payment was never recorded or its event never published.
+func (c *chaos) held(orderID string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	query := func(db, sql string) string {
+		conn, err := pgx.Connect(ctx, c.s.Postgres.URL(db))
+		if err != nil {
+			return err.Error()
+		}
+		defer conn.Close(ctx)
+		rows, _ := conn.Query(ctx, sql, orderID)
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err.Error()
+		}
+		return "[" + strings.Join(got, ", ") + "]"
+	}
+	return fmt.Sprintf("its payment %s; its events waiting in order-service's outbox %s, in payment-service's %s",
+		query(services.Payment.Database, `SELECT status || coalesce(' since ' || pending_since::text, '') FROM payments WHERE order_id = $1::uuid`),
+		query(services.Order.Database, `SELECT topic FROM outbox WHERE key = $1 ORDER BY id`),
+		query(services.Payment.Database, `SELECT topic FROM outbox WHERE key = $1 ORDER BY id`))
 }
 
 // reconciled waits until reconciliation-service has heard all the services said (its
