@@ -171,16 +171,10 @@ type statementResult struct {
 
 // runStatement records set's rows (rowIDs[i] is the event id of rows[i]'s record), the
 // inbox rows of ids (rowIDs and the ids of records with only an inbox row; with group
-// empty, no inbox: every id is new) and the events of the rows it records, in one
-// statement on db. A record's row is recorded only if the inbox took its id as new, and
-// only the first row of an id that comes twice.
-func runStatement(ctx context.Context, db querier, set statementSet, group string, ids, rowIDs []string, rows []any) (statementResult, error) {
-	var stored outbox.Rows
-	for i, row := range rows {
-		for _, env := range set.emits(row) {
-			stored.Add(i, env)
-		}
-	}
+// empty, no inbox: every id is new) and the events in stored of the rows it records
+// (eventsOf), in one statement on db. A record's row is recorded only if the inbox took
+// its id as new, and only the first row of an id that comes twice.
+func runStatement(ctx context.Context, db querier, set statementSet, group string, ids, rowIDs []string, rows []any, stored outbox.Rows) (statementResult, error) {
 	args := []any{ids, rowIDs}
 	inbox := `SELECT id AS event_id FROM unnest($1::text[]) AS id`
 	if group != "" {
@@ -213,6 +207,43 @@ func runStatement(ctx context.Context, db querier, set statementSet, group strin
 		res.recorded[tag] = true
 	}
 	return res, nil
+}
+
+// eventsOf is what set's rows emit, each event tagged with its row's index.
+func eventsOf(set statementSet, rows []any) outbox.Rows {
+	var stored outbox.Rows
+	for i, row := range rows {
+		for _, env := range set.emits(row) {
+			stored.Add(i, env)
+		}
+	}
+	return stored
+}
+
+// applyEach runs applies in tx: each Func as it comes, then each Set once with its rows,
+// in the order of the Sets' first rows. It returns those Sets and their rows.
+func applyEach(ctx context.Context, tx Tx, applies []Apply) ([]Set, map[Set][]any, error) {
+	setRows := map[Set][]any{}
+	var sets []Set
+	for _, a := range applies {
+		switch {
+		case a.fn != nil:
+			if err := a.fn(ctx, tx); err != nil {
+				return nil, nil, err
+			}
+		case a.set != nil:
+			if setRows[a.set] == nil {
+				sets = append(sets, a.set)
+			}
+			setRows[a.set] = append(setRows[a.set], a.row)
+		}
+	}
+	for _, set := range sets {
+		if err := set.Apply(ctx, tx, setRows[set]); err != nil {
+			return nil, nil, err
+		}
+	}
+	return sets, setRows, nil
 }
 
 // outcome is what a batch's transaction did, told once it committed.
@@ -264,7 +295,7 @@ func (a *applier) statement(ctx context.Context, db querier, set statementSet, r
 	for _, req := range others {
 		ids = append(ids, req.msg.ID)
 	}
-	res, err := runStatement(ctx, db, set, a.inboxGroup(), ids, rowIDs, rows)
+	res, err := runStatement(ctx, db, set, a.inboxGroup(), ids, rowIDs, rows, eventsOf(set, rows))
 	if err != nil {
 		return err
 	}
@@ -322,7 +353,7 @@ func (a *applier) applyTx(ctx context.Context, batch []applyReq) error {
 		err = a.statement(ctx, a.conn, stmts[0], stmtReqs[stmts[0]], inboxOnly, &o)
 	} else {
 		err = pgx.BeginFunc(ctx, a.conn, func(ptx pgx.Tx) error {
-			o = outcome{counts: map[count]int{}, setRows: map[Set][]any{}}
+			o = outcome{counts: map[count]int{}}
 			return a.applyIn(ctx, &emitTx{Tx: ptx}, slices.Concat(plain, inboxOnly), stmts, stmtReqs, &o)
 		})
 	}
@@ -358,23 +389,13 @@ func (a *applier) applyIn(ctx context.Context, tx *emitTx, reqs []applyReq, stmt
 		if err != nil {
 			return fmt.Errorf("inbox: %w", err)
 		}
-		for _, req := range o.tally(reqs, fresh) {
-			switch a := req.apply; {
-			case a.fn != nil:
-				if err := a.fn(ctx, tx); err != nil {
-					return err
-				}
-			case a.set != nil:
-				if o.setRows[a.set] == nil {
-					o.sets = append(o.sets, a.set)
-				}
-				o.setRows[a.set] = append(o.setRows[a.set], a.row)
-			}
+		applied := o.tally(reqs, fresh)
+		applies := make([]Apply, len(applied))
+		for i, req := range applied {
+			applies[i] = req.apply
 		}
-		for _, set := range o.sets {
-			if err := set.Apply(ctx, tx, o.setRows[set]); err != nil {
-				return err
-			}
+		if o.sets, o.setRows, err = applyEach(ctx, tx, applies); err != nil {
+			return err
 		}
 	}
 	for _, set := range stmts {

@@ -131,38 +131,8 @@ func (a Apply) Run(ctx context.Context, tx pgx.Tx) ([]events.Envelope, error) {
 // tests.
 func RunBatch(ctx context.Context, tx pgx.Tx, applies ...Apply) ([]events.Envelope, error) {
 	t := &recordingTx{emitTx: emitTx{Tx: tx}}
-	setRows := map[Set][]any{}
-	var sets []Set // in the order of their first row
-	for _, a := range applies {
-		switch {
-		case a.fn != nil:
-			if err := a.fn(ctx, t); err != nil {
-				return nil, err
-			}
-		case a.set != nil:
-			if setRows[a.set] == nil {
-				sets = append(sets, a.set)
-			}
-			setRows[a.set] = append(setRows[a.set], a.row)
-		}
-	}
-	for _, set := range sets {
-		if s, ok := set.(statementSet); ok {
-			rows := setRows[set]
-			res, err := runAsNew(ctx, t, s, rows)
-			if err != nil {
-				return nil, err
-			}
-			for i, row := range rows {
-				if res.recorded[i] {
-					t.emitted = append(t.emitted, s.emits(row)...)
-				}
-			}
-			continue
-		}
-		if err := set.Apply(ctx, t, setRows[set]); err != nil {
-			return nil, err
-		}
+	if _, _, err := applyEach(ctx, t, applies); err != nil {
+		return nil, err
 	}
 	_, err := t.flush(ctx)
 	return t.emitted, err
@@ -260,19 +230,24 @@ type typedStatementSet[T any] struct {
 	then  func(rows []T, recorded []bool)
 }
 
-// Apply records rows in tx as if the inbox took each as new.
+// Apply records rows in tx as if the inbox took each as new, and emits in tx what the
+// rows it recorded emit: for a caller outside the runner (RunBatch), whose transaction
+// stores the events.
 func (s *typedStatementSet[T]) Apply(ctx context.Context, tx Tx, rows []any) error {
-	_, err := runAsNew(ctx, tx, s, rows)
-	return err
-}
-
-// runAsNew runs set's statement for rows on db, with no inbox: as if it took each as new.
-func runAsNew(ctx context.Context, db querier, set statementSet, rows []any) (statementResult, error) {
 	ids := make([]string, len(rows))
 	for i := range ids {
 		ids[i] = strconv.Itoa(i)
 	}
-	return runStatement(ctx, db, set, "", ids, ids, rows)
+	res, err := runStatement(ctx, tx, s, "", ids, ids, rows, outbox.Rows{})
+	if err != nil {
+		return err
+	}
+	for i, row := range rows {
+		if res.recorded[i] {
+			tx.Emit(s.emits(row)...)
+		}
+	}
+	return nil
 }
 
 func (s *typedStatementSet[T]) statement(rows []any, first int, fresh string) (string, []any) {
