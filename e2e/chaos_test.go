@@ -67,10 +67,11 @@ func TestChaos(t *testing.T) {
 		silent = strings.Split(v, ",")
 	}
 	faults = append(faults, "postgres", "broker", "smtp", faultDatabaseSilent+silent[0], faultBrokerSilent+silent[1], faultProviderHangs)
-	if v := os.Getenv("CHAOS_FAULTS"); v != "" { // CHAOS_FAULTS="provider hangs,postgres": only these, for a run that chases one
-		faults = strings.Split(v, ",")
+	c := newChaos(t, root)
+	if v := os.Getenv("CHAOS_FAULTS"); v != "" { // CHAOS_FAULTS="provider hangs,postgres": only these, in this order, for a run that chases one
+		faults, c.inOrder = strings.Split(v, ","), true
 	}
-	report := newChaos(t, root).run(d, faults)
+	report := c.run(d, faults)
 	for _, inv := range report.invariants {
 		for _, v := range inv.violations {
 			t.Errorf("%s: %s", inv.name, v)
@@ -119,6 +120,7 @@ type chaos struct {
 	// blackhole; the broker advertises each service's proxy on a listener of its own.
 	toDatabase, toBroker map[string]*testenv.Proxy
 
+	inOrder  bool      // the faults in the order given, not shuffled
 	began    time.Time // the load's start, which the report's times count from
 	mu       sync.Mutex
 	accepted map[string]*chaosOrder // by order id
@@ -370,7 +372,9 @@ func (c *chaos) inject(d time.Duration, faults []string) {
 	defer canaries.Wait()
 	start := time.Now()
 	kinds := slices.Clone(faults)
-	rand.Shuffle(len(kinds), func(i, j int) { kinds[i], kinds[j] = kinds[j], kinds[i] })
+	if !c.inOrder {
+		rand.Shuffle(len(kinds), func(i, j int) { kinds[i], kinds[j] = kinds[j], kinds[i] })
+	}
 	every := d / time.Duration(len(kinds)+1)
 	for i, kind := range kinds {
 		at := start.Add(every*time.Duration(i) + every/2 + time.Duration(rand.Int64N(int64(every))))

@@ -314,10 +314,44 @@ func TestABlackholedRelayLeadsAgainOnceTheServerAnswers(t *testing.T) {
 	t.Logf("published %s after the server answered again", time.Since(start).Round(100*time.Millisecond))
 }
 
+// A relay whose way to the broker went silent — the connections it had, and those it
+// dialed meanwhile, swallowed by the blackhole for good — publishes again soon after the
+// broker answers, with the services' own Kafka settings: a request that gets no answer is
+// given up after the client's read timeout, and the next one dials afresh. Each silent
+// connection used to hold a request for 30 s, one after the other, and the chaos run saw
+// a relay keep its batch for 91 s, 79 s past the network's return.
+func TestARelayWhoseBrokerWentSilentPublishesAgainOnceItAnswers(t *testing.T) {
+	pool := openDB(t)
+	b, proxy := testenv.ProxiedKafka(t)
+	conf := kafka.Producing(kafka.Config("relay-test")) // as platform makes a service's producer
+	if err := kafka.EnsureTopics(b.Addrs, conf, kafka.TopicSpec{Partitions: 1}, events.TopicOrderCreated); err != nil {
+		t.Fatal(err)
+	}
+	runRelayWith(t, pool, b.Addrs, conf)
+	insert(t, pool, orderEvent(t, 0))
+	waitEmpty(t, pool, 5*time.Second)
+
+	proxy.Blackhole()
+	insert(t, pool, orderEvent(t, 1)) // its publication goes into the silence
+	time.Sleep(3 * time.Second)
+	proxy.Restore()
+	start := time.Now()
+	// The request under way, given up at the read timeout, then its retry on a fresh
+	// connection. With the consumers' 30 s, 27 s.
+	waitEmpty(t, pool, 20*time.Second)
+	t.Logf("published %s after the broker answered again (read timeout %s)", time.Since(start).Round(100*time.Millisecond), conf.Net.ReadTimeout)
+}
+
 // runRelay runs a relay on pool that polls every second, until the test ends.
 func runRelay(t *testing.T, pool *pgxpool.Pool, brokers []string) {
 	t.Helper()
-	producer, err := sarama.NewSyncProducer(brokers, testenv.KafkaConfig("relay-test"))
+	runRelayWith(t, pool, brokers, testenv.KafkaConfig("relay-test"))
+}
+
+// runRelayWith is runRelay with a producer of conf.
+func runRelayWith(t *testing.T, pool *pgxpool.Pool, brokers []string, conf *sarama.Config) {
+	t.Helper()
+	producer, err := sarama.NewSyncProducer(brokers, conf)
 	if err != nil {
 		t.Fatal(err)
 	}

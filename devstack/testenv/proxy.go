@@ -7,8 +7,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kfake"
 )
 
 // Proxy is a TCP proxy in front of a dependency (PostgreSQL, a broker) that a test cuts,
@@ -173,3 +175,43 @@ func ProxiedPool(t testing.TB, pool *pgxpool.Pool) (*pgxpool.Pool, *Proxy) {
 	t.Cleanup(func() { p.Cut(); proxied.Close() })
 	return proxied, p
 }
+
+// ProxiedKafka is a broker for a test that cuts or blackholes the way to it: a kfake
+// (whatever TEST_BROKER says: the fault is in the path, not in the broker) that
+// advertises a Proxy's address instead of its own, so that every connection a client
+// makes to it, the bootstrap's and those it dials from the metadata, goes through the
+// proxy. The broker's Addrs are the proxy's.
+func ProxiedKafka(t testing.TB, opts ...kfake.Opt) (Broker, *Proxy) {
+	t.Helper()
+	port := FreePort(t)
+	p := NewProxy(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	advertised, err := net.ResolveTCPAddr("tcp", p.Addr)
+	if err != nil {
+		t.Fatalf("testenv: proxied kafka: %v", err)
+	}
+	listen := func(network, addr string) (net.Listener, error) {
+		ln, err := net.Listen(network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return advertisedListener{ln, advertised}, nil
+	}
+	c, err := kfake.NewCluster(append([]kfake.Opt{
+		kfake.NumBrokers(1), kfake.Ports(port), kfake.ListenFn(listen),
+		kfake.GroupMinSessionTimeout(100 * time.Millisecond),
+	}, opts...)...)
+	if err != nil {
+		t.Fatalf("testenv: proxied kafka: %v", err)
+	}
+	t.Cleanup(func() { p.Cut(); c.Close() })
+	return Broker{Addrs: []string{p.Addr}, Cluster: c, t: t}, p
+}
+
+// advertisedListener is a listener that says it listens at addr: kfake advertises to its
+// clients the address its listener gives.
+type advertisedListener struct {
+	net.Listener
+	addr net.Addr
+}
+
+func (l advertisedListener) Addr() net.Addr { return l.addr }
