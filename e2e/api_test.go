@@ -115,7 +115,10 @@ func TestScenarioPreferWaitAcrossInstances(t *testing.T) {
 
 	crossed := 0
 	for i, id := range ids {
-		consumers := consumerOf(logs, id)
+		// The line is logged once the decision committed, so it may come a moment after
+		// the answers that the commit woke.
+		var consumers []string
+		testenv.Eventually(5*time.Second, 50*time.Millisecond, func() bool { consumers = consumerOf(logs, id); return len(consumers) > 0 })
 		if len(consumers) != 1 {
 			t.Fatalf("order %s was moved by %v, want exactly one instance", id, consumers)
 		}

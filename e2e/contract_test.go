@@ -218,7 +218,11 @@ func TestAnEventWrittenWithTheCloudEventsSDKIsAppliedLikeOurs(t *testing.T) {
 		t.Errorf("emails = %+v, want one confirmation", emails)
 	}
 	for service, msg := range map[string]string{"order": "order status changed", "notification": "customer notified"} {
-		lines := s.logs[service].Lines(map[string]string{"msg": msg, "order_id": o.ID})
+		var lines []map[string]any
+		testenv.Eventually(5*time.Second, 50*time.Millisecond, func() bool { // logged once committed
+			lines = s.logs[service].Lines(map[string]string{"msg": msg, "order_id": o.ID})
+			return len(lines) > 0
+		})
 		if len(lines) != 1 || lines[0]["correlation_id"] != correlationID || lines[0]["event_id"] != e.ID() {
 			t.Errorf("%s-service logged %v, want one %q line with correlation_id %s and event_id %s", service, lines, msg, correlationID, e.ID())
 		}

@@ -171,8 +171,8 @@ type statementResult struct {
 
 // runStatement records set's rows (rowIDs[i] is the event id of rows[i]'s record), the
 // inbox rows of ids (rowIDs and the ids of records with only an inbox row; with group
-// empty, no inbox: every id is new) and the events in stored of the rows it records
-// (eventsOf), in one statement on db. A record's row is recorded only if the inbox took
+// empty, no inbox: every id is new), the events in stored of the rows it records
+// (eventsOf) and what else the set writes of them (AlsoWrite), in one statement on db. A record's row is recorded only if the inbox took
 // its id as new, and only the first row of an id that comes twice.
 func runStatement(ctx context.Context, db querier, set statementSet, group string, ids, rowIDs []string, rows []any, stored outbox.Rows) (statementResult, error) {
 	args := []any{ids, rowIDs}
@@ -197,7 +197,7 @@ func runStatement(ctx context.Context, db querier, set statementSet, group strin
 			WHERE r.id IN (SELECT event_id FROM inbox) GROUP BY r.id
 		),
 		applied AS (`+apply+`),
-		stored AS (`+store+`)
+		stored AS (`+store+`)`+set.alsoWrites("applied")+`
 		SELECT ARRAY(SELECT event_id FROM inbox), ARRAY(SELECT tag FROM applied), (SELECT count(*) FROM stored)`,
 		args...).Scan(&res.fresh, &tags, &res.stored)
 	if err != nil {

@@ -210,16 +210,39 @@ func typed[T any](rows []any) []T {
 // records only the rows whose index in rows fresh holds; with fresh empty, every row (for
 // a caller outside the runner). Either way it returns the tag (index) of each row it
 // recorded. then, if not nil, is told once the statement committed which rows it
-// recorded: for a log line or a metric.
+// recorded: for a log line or a metric. opts add to the statement (AlsoWrite).
 func NewStatementSet[T any](build func(rows []T, first int, fresh string) (string, []any),
-	emits func(row T) []events.Envelope, then func(rows []T, recorded []bool)) Set {
-	return &typedStatementSet[T]{build: build, emit: emits, then: then}
+	emits func(row T) []events.Envelope, then func(rows []T, recorded []bool), opts ...StatementOption) Set {
+	s := &typedStatementSet[T]{build: build, emit: emits, then: then}
+	for _, opt := range opts {
+		opt(&s.statementOptions)
+	}
+	return s
+}
+
+// StatementOption adds to a NewStatementSet's statement.
+type StatementOption func(*statementOptions)
+
+type statementOptions struct {
+	also func(recorded string) string
+}
+
+// AlsoWrite writes more, in the same statement, of the rows build's statement recorded
+// (a history entry of each, say): with is given the name of the relation that holds what
+// that statement returned, and gives more clauses of the statement's WITH, each starting
+// with a comma (", hist AS (INSERT … SELECT … FROM <recorded>)"). A data-modifying
+// statement inside build's own cannot do it: PostgreSQL allows those only at the top of
+// the WITH.
+func AlsoWrite(with func(recorded string) string) StatementOption {
+	return func(o *statementOptions) { o.also = with }
 }
 
 // statementSet is a Set made by NewStatementSet.
 type statementSet interface {
 	Set
 	statement(rows []any, first int, fresh string) (string, []any)
+	// alsoWrites is more clauses of the WITH that read recorded: AlsoWrite's, or none.
+	alsoWrites(recorded string) string
 	emits(row any) []events.Envelope
 	recorded(rows []any, recorded []bool)
 }
@@ -228,6 +251,7 @@ type typedStatementSet[T any] struct {
 	build func(rows []T, first int, fresh string) (string, []any)
 	emit  func(row T) []events.Envelope
 	then  func(rows []T, recorded []bool)
+	statementOptions
 }
 
 // Apply records rows in tx as if the inbox took each as new, and emits in tx what the
@@ -252,6 +276,13 @@ func (s *typedStatementSet[T]) Apply(ctx context.Context, tx Tx, rows []any) err
 
 func (s *typedStatementSet[T]) statement(rows []any, first int, fresh string) (string, []any) {
 	return s.build(typed[T](rows), first, fresh)
+}
+
+func (s *typedStatementSet[T]) alsoWrites(recorded string) string {
+	if s.also == nil {
+		return ""
+	}
+	return s.also(recorded)
 }
 
 func (s *typedStatementSet[T]) emits(row any) []events.Envelope { return s.emit(row.(T)) }

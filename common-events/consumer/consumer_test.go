@@ -778,8 +778,9 @@ type stamped struct {
 	env events.Envelope
 }
 
-// stampedSet records its rows in stamped_effects with their transaction's id, and emits
-// each row's event, in one statement.
+// stampedSet records its rows in stamped_effects with their transaction's id, a line in
+// stamped_log for each row it recorded (AlsoWrite), and emits each row's event, in one
+// statement.
 var stampedSet = consumer.NewStatementSet(func(rows []stamped, first int, fresh string) (string, []any) {
 	keys, tags := make([]string, len(rows)), make([]int32, len(rows))
 	for i, r := range rows {
@@ -792,7 +793,10 @@ var stampedSet = consumer.NewStatementSet(func(rows []stamped, first int, fresh 
 	return fmt.Sprintf(`INSERT INTO stamped_effects (order_id, tag, tx)
 		SELECT r.key, r.tag, txid_current() FROM unnest($%d::text[], $%d::int[]) AS r(key, tag) %s
 		RETURNING tag`, first, first+1, guard), []any{keys, tags}
-}, func(r stamped) []events.Envelope { return []events.Envelope{r.env} }, nil)
+}, func(r stamped) []events.Envelope { return []events.Envelope{r.env} }, nil,
+	consumer.AlsoWrite(func(recorded string) string {
+		return ", logged AS (INSERT INTO stamped_log (tag, tx) SELECT tag, txid_current() FROM " + recorded + ")"
+	}))
 
 // A StatementSet's rows, their inbox rows and their events are one statement: on its own
 // when the batch holds nothing else, with no BEGIN and no COMMIT; in the batch's
@@ -803,7 +807,7 @@ func TestAStatementSetRecordsItsRowsInboxAndEventsInOneStatement(t *testing.T) {
 		t.Run(fmt.Sprint("beside a Func ", withFunc), func(t *testing.T) {
 			f := setup(t)
 			ctx := context.Background()
-			if _, err := f.pool.Exec(ctx, `CREATE TABLE stamped_effects (order_id text, tag int, tx bigint)`); err != nil {
+			if _, err := f.pool.Exec(ctx, `CREATE TABLE stamped_effects (order_id text, tag int, tx bigint); CREATE TABLE stamped_log (tag int, tx bigint)`); err != nil {
 				t.Fatal(err)
 			}
 			traced, tracer := testenv.TracedPool(t, f.pool)
@@ -843,6 +847,10 @@ func TestAStatementSetRecordsItsRowsInboxAndEventsInOneStatement(t *testing.T) {
 			stored, err := pgx.CollectRows(rows, pgx.RowTo[string])
 			if err != nil || fmt.Sprint(stored) != "[payment.failed order-a payment.failed order-b]" {
 				t.Errorf("outbox holds %v (%v), want one payment.failed for each of order-a and order-b", stored, err)
+			}
+			var logged int
+			if err := f.pool.QueryRow(ctx, `SELECT count(*) FROM stamped_log l JOIN stamped_effects e USING (tag, tx)`).Scan(&logged); err != nil || logged != 2 {
+				t.Errorf("%d lines in stamped_log, each in its row's statement (%v); want 2, one for each row recorded (AlsoWrite)", logged, err)
 			}
 			var inbox int
 			if err := f.pool.QueryRow(ctx, `SELECT count(*) FROM processed_events WHERE consumer_group = $1`, group).Scan(&inbox); err != nil {

@@ -40,7 +40,9 @@ func Handlers(store *postgres.Store, reg prometheus.Registerer) (map[string]cons
 			}
 		}
 	})
-	h := paymentOutcome{set: set, now: time.Now}
+	d := decisions{store: store, decided: decided}
+	known := consumer.NewStatementSet(d.statement, d.emits, d.recorded, consumer.AlsoWrite(postgres.DecidedHistory))
+	h := paymentOutcome{set: set, known: known, store: store, now: time.Now}
 	return map[string]consumer.Handler{
 		events.TopicPaymentCompleted: h.handle,
 		events.TopicPaymentFailed:    h.handle,
@@ -48,12 +50,18 @@ func Handlers(store *postgres.Store, reg prometheus.Registerer) (map[string]cons
 }
 
 type paymentOutcome struct {
-	set consumer.Set
-	now func() time.Time
+	set   consumer.Set // transitions
+	known consumer.Set // decisions: the outcomes of orders the store placed
+	store *postgres.Store
+	now   func() time.Time
 }
 
 // handle asks for a pending order to move to CONFIRMED or PAYMENT_FAILED; the orders of a
-// batch move together, in one statement.
+// batch move together, in one statement. An order this process placed (postgres.Store's
+// Placed) is moved from what it wrote, its order.state built before the statement, which
+// then records the decision, its history entry, its inbox row and its event at once
+// (consumer.NewStatementSet); any other is read back by the update, its order.state
+// built from the row and stored after it (transitions).
 func (h paymentOutcome) handle(_ context.Context, msg consumer.Message) (consumer.Apply, error) {
 	c := postgres.Change{OrderID: msg.Subject, CauseEventID: msg.ID, At: h.now()}
 	switch ev := msg.Event.(type) {
@@ -67,7 +75,56 @@ func (h paymentOutcome) handle(_ context.Context, msg consumer.Message) (consume
 	if !events.IsUUID(msg.Subject) {
 		return consumer.Apply{}, consumer.Poison(fmt.Errorf("order id %q is not a UUID", msg.Subject))
 	}
+	if o, ok := h.store.Placed(msg.Subject); ok && o.Transition(c.To, c.Reason, c.At) == nil {
+		state, err := events.New(o.StateEvent(), msg.Meta(), c.At)
+		if err != nil {
+			return consumer.Apply{}, err
+		}
+		return consumer.Row(h.known, decision{Decided: postgres.Decided{Order: o, CauseEventID: msg.ID}, state: state, at: c.At, log: msg.Log}), nil
+	}
 	return consumer.Row(h.set, &transition{change: c, meta: msg.Meta(), log: msg.Log}), nil
+}
+
+// decisions makes the consumer.Set of the decisions on orders the store placed: a batch's
+// moves, their history entries, inbox rows and order.state events in one statement.
+type decisions struct {
+	store   *postgres.Store
+	decided *prometheus.HistogramVec
+}
+
+// decision is a payment decision on an order the store placed: the order as it stands
+// once moved, and its order.state.
+type decision struct {
+	postgres.Decided
+	state events.Envelope
+	at    time.Time // of the outcome, as the handler took it
+	log   *slog.Logger
+}
+
+func (decisions) statement(rows []decision, first int, fresh string) (string, []any) {
+	ds := make([]postgres.Decided, len(rows))
+	for i, r := range rows {
+		ds[i] = r.Decided
+	}
+	return postgres.DecidedStatement(ds, first, fresh)
+}
+
+func (decisions) emits(r decision) []events.Envelope { return []events.Envelope{r.state} }
+
+// recorded forgets the orders decided, and those that were not pending any more: either
+// way, what the store remembers of them is not how they stand. The latter, cancelled
+// while payment was under way, payment-service refunds.
+func (d decisions) recorded(rows []decision, recorded []bool) {
+	for i, r := range rows {
+		o := r.Order
+		d.store.Forget(o.ID)
+		if !recorded[i] {
+			r.log.Debug("payment outcome for an order no longer pending, or seen before, ignored", "to", o.Status)
+			continue
+		}
+		d.decided.WithLabelValues(string(o.Status)).Observe(r.at.Sub(o.CreatedAt).Seconds())
+		r.log.Info("order status changed", "status", o.Status, "failure_reason", o.FailureReason)
+	}
 }
 
 // transitions makes the consumer.Set of order-service: a batch's status changes in one

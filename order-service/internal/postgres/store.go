@@ -23,11 +23,12 @@ import (
 type Store struct {
 	pool    *pgxpool.Pool
 	creates *coalesce.Batcher[placed, struct{}]
+	placed  *placedOrders
 }
 
 // NewStore returns a store on pool.
 func NewStore(pool *pgxpool.Pool) *Store {
-	s := &Store{pool: pool}
+	s := &Store{pool: pool, placed: newPlacedOrders(maxRemembered)}
 	s.creates = coalesce.New(s.createAll, coalesce.Options{Max: maxCreates, Alone: coalesce.ByRow})
 	return s
 }
@@ -66,6 +67,9 @@ func (s *Store) createAll(ctx context.Context, ps []placed) ([]struct{}, error) 
 	sql, args := createStatement(ps, nil)
 	if _, err := s.pool.Exec(ctx, sql, args...); err != nil {
 		return nil, err
+	}
+	for _, p := range ps {
+		s.placed.add(p.order)
 	}
 	return make([]struct{}, len(ps)), nil
 }
@@ -173,6 +177,9 @@ func (s *Store) CreateOnce(ctx context.Context, key, requestHash string, o order
 	if err != nil {
 		return nil, fmt.Errorf("create order %s with idempotency key: %w", o.ID, err)
 	}
+	if replay == nil {
+		s.placed.add(o)
+	}
 	return replay, nil
 }
 
@@ -275,19 +282,8 @@ func (s *Store) TransitionAll(ctx context.Context, tx pgx.Tx, changes []Change) 
 	// is written in, so that PostgreSQL keeps one plan for every batch instead of planning
 	// each afresh (docs/performance.md, "Plans made once").
 	moved, err := ordersByID(tx.Query(ctx, `
-		WITH upd AS (
-			UPDATE orders o SET status = ($2::text[])[array_position($1::uuid[], o.id)],
-				failure_reason = nullif(($3::text[])[array_position($1::uuid[], o.id)], ''),
-				updated_at = ($5::timestamptz[])[array_position($1::uuid[], o.id)],
-				version = o.version + 1
-			WHERE o.id = ANY(((SELECT $1::uuid[]))::uuid[]) AND o.status = '`+string(order.PendingPayment)+`'
-			RETURNING ($4::text[])[array_position($1::uuid[], o.id)] AS cause, o.*
-		),
-		hist AS (
-			INSERT INTO order_history (order_id, from_status, to_status, cause_event_id, reason, at)
-			SELECT id, $6, status, cause, failure_reason, updated_at FROM upd
-		)
-		SELECT `+orderColumns+` FROM upd`, ids, tos, reasons, causes, ats, order.PendingPayment))
+		WITH upd AS (`+decide(1, "", "o.*")+`)`+decidedHistory("upd")+`
+		SELECT `+orderColumns+` FROM upd`, ids, tos, reasons, causes, ats))
 	if err != nil {
 		return nil, fmt.Errorf("update orders: %w", err)
 	}
@@ -323,6 +319,79 @@ func (s *Store) TransitionAll(ctx context.Context, tx pgx.Tx, changes []Change) 
 	return out, nil
 }
 
+// decide is the UPDATE that moves pending orders, each found by id = ANY and taking its
+// values at its id's position in the arrays of its parameters, numbered from first on:
+// ids, statuses, failure reasons, times of the change and the events that caused them.
+// It returns the cause of each change as cause, then returning; only where guard, if it
+// is not empty, holds too.
+func decide(first int, guard, returning string) string {
+	at := func(param int, typ string) string {
+		return fmt.Sprintf("($%d::%s[])[array_position($%d::uuid[], o.id)]", first+param, typ, first)
+	}
+	if guard != "" {
+		guard = " AND " + guard
+	}
+	return `
+		UPDATE orders o SET status = ` + at(1, "text") + `,
+			failure_reason = nullif(` + at(2, "text") + `, ''),
+			updated_at = ` + at(4, "timestamptz") + `,
+			version = o.version + 1
+		WHERE o.id = ANY(((SELECT $` + fmt.Sprint(first) + `::uuid[]))::uuid[]) AND o.status = '` + string(order.PendingPayment) + `'` + guard + `
+		RETURNING ` + at(3, "text") + ` AS cause, ` + returning
+}
+
+// decidedHistory is the WITH clause that writes the history entry of each order decide
+// moved, from the relation moved that holds what it returned.
+func decidedHistory(moved string) string {
+	return `,
+		hist AS (
+			INSERT INTO order_history (order_id, from_status, to_status, cause_event_id, reason, at)
+			SELECT id, '` + string(order.PendingPayment) + `', status, cause, failure_reason, updated_at FROM ` + moved + `
+		)`
+}
+
+// Placed returns the order o as this store wrote it, if it placed it a short while ago
+// and has not seen it change since: a pending order's row does not change until it
+// leaves PENDING_PAYMENT (order.Transition), so while it is pending the row is o. A
+// store remembers at most the maxRemembered orders it placed last; another instance's
+// orders, and those placed before a restart, it does not know.
+func (s *Store) Placed(id string) (order.Order, bool) { return s.placed.get(id) }
+
+// Decided is a pending order's payment decision: the order as it stands once the decision
+// applies (order.Transition), and the event that caused it.
+type Decided struct {
+	Order        order.Order
+	CauseEventID string
+}
+
+// DecidedStatement is the statement that moves the pending orders ds to their decided
+// status (the statement of consumer.NewStatementSet), its parameters numbered from first
+// on, and their values. It returns the tag of each order it moved, its index in ds, with
+// what DecidedHistory needs. With fresh, the name of a relation of the caller's statement
+// with an int column tag, it moves only the orders whose index fresh holds. It moves an
+// order only if it is still pending: one cancelled meanwhile stays CANCELLED.
+func DecidedStatement(ds []Decided, first int, fresh string) (string, []any) {
+	n := len(ds)
+	ids, tos, reasons, causes, ats, tags := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]time.Time, n), make([]int32, n)
+	for i, d := range ds {
+		o := d.Order
+		ids[i], tos[i], reasons[i], causes[i], ats[i], tags[i] = o.ID, string(o.Status), o.FailureReason, d.CauseEventID, o.UpdatedAt, int32(i)
+	}
+	tag := fmt.Sprintf("($%d::int[])[array_position($%d::uuid[], o.id)]", first+5, first)
+	guard := ""
+	if fresh != "" {
+		guard = tag + " IN (SELECT tag FROM " + fresh + ")"
+	}
+	return decide(first, guard, tag+" AS tag, o.id, o.status, o.failure_reason, o.updated_at"), []any{ids, tos, reasons, causes, ats, tags}
+}
+
+// DecidedHistory writes the history entries of the orders DecidedStatement moved, whose
+// rows are in the relation moved (consumer.AlsoWrite).
+func DecidedHistory(moved string) string { return decidedHistory(moved) }
+
+// Forget tells the store that the order id changed: it stops remembering it as placed.
+func (s *Store) Forget(id string) { s.placed.forget(id) }
+
 // ordersByID reads rows of orderColumns.
 func ordersByID(rows pgx.Rows, err error) (map[string]order.Order, error) {
 	if err != nil {
@@ -356,6 +425,9 @@ func (s *Store) Change(ctx context.Context, id string, v order.Viewer, change fu
 		}
 		return update(ctx, tx, o, from, evs)
 	})
+	if err == nil {
+		s.placed.forget(id)
+	}
 	if err != nil && !errors.Is(err, order.ErrNotFound) && !errors.Is(err, order.ErrInvalidTransition) {
 		return fmt.Errorf("change order %s: %w", id, err)
 	}
