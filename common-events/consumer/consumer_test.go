@@ -40,6 +40,12 @@ type fixture struct {
 
 func setup(t *testing.T) fixture {
 	t.Helper()
+	return setupOn(t, testenv.Kafka(t).Addrs, testenv.KafkaConfig("t"))
+}
+
+// setupOn is setup on the broker at brokers, reached with conf.
+func setupOn(t *testing.T, brokers []string, conf *sarama.Config) fixture {
+	t.Helper()
 	ctx := context.Background()
 	pool := testenv.Pool(t)
 	if err := migrations.UpPool(ctx, pool, migrations.Payments); err != nil {
@@ -48,12 +54,11 @@ func setup(t *testing.T) fixture {
 	if _, err := pool.Exec(ctx, `CREATE TABLE effects (seq serial, order_id text NOT NULL, n bigint)`); err != nil {
 		t.Fatal(err)
 	}
-	b := testenv.Kafka(t)
 	topics := append([]string{events.TopicOrderCreated}, consumer.DeadLetterTopics(group, events.TopicOrderCreated)...)
-	if err := kafka.EnsureTopics(b.Addrs, testenv.KafkaConfig("t"), kafka.TopicSpec{Partitions: 1}, topics...); err != nil {
+	if err := kafka.EnsureTopics(brokers, conf, kafka.TopicSpec{Partitions: 1}, topics...); err != nil {
 		t.Fatal(err)
 	}
-	return fixture{pool: pool, brokers: b.Addrs}
+	return fixture{pool: pool, brokers: brokers}
 }
 
 // run starts a runner with handler, configured by the options; the returned stop ends it
@@ -592,6 +597,34 @@ func TestAFailingBatchFallsBackToOneByOne(t *testing.T) {
 	if largest.Load() < 2 {
 		t.Errorf("the set never got more than %d rows at once: nothing was batched", largest.Load())
 	}
+}
+
+// A runner whose way to the broker went silent — its connections swallowed by the
+// blackhole for good — consumes again soon after the broker answers, with the services'
+// Kafka settings: its fetch, heartbeat and commit caught on the silent connections are
+// given up after the client's read timeout, and sent again on fresh ones. With sarama's
+// 30 s it did not within 20 s.
+func TestARunnerWhoseBrokerWentSilentConsumesAgainOnceItAnswers(t *testing.T) {
+	b, proxy := testenv.ProxiedKafka(t)
+	conf := kafka.Config("t")
+	f := setupOn(t, b.Addrs, conf)
+	f.run(t, consumer.InTx(recordEffect))
+	testenv.Produce(t, f.brokers, orderCreated(t, "before"))
+	if got := f.waitEffects(t, 1, 15*time.Second); len(got) != 1 {
+		t.Fatalf("effects = %v before the blackhole, want the record", got)
+	}
+
+	proxy.Blackhole()
+	time.Sleep(3 * time.Second)
+	proxy.Restore()
+	start := time.Now()
+	testenv.Produce(t, f.brokers, orderCreated(t, "after")) // on connections of its own, dialed now
+	// The fetch under way, given up at the read timeout, then the next on a fresh
+	// connection.
+	if got := f.waitEffects(t, 2, 20*time.Second); len(got) != 2 {
+		t.Fatalf("effects = %v 20 s after the broker answered again, want the record produced then (read timeout %s)", got, conf.Net.ReadTimeout)
+	}
+	t.Logf("consumed %s after the broker answered again (read timeout %s)", time.Since(start).Round(100*time.Millisecond), conf.Net.ReadTimeout)
 }
 
 // With the database's packets dropped (nothing refused, nothing closed), the runner

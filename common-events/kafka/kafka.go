@@ -34,12 +34,19 @@ func Config(clientID string) *sarama.Config {
 
 	c.Net.MaxOpenRequests = 1
 	// A broker that goes silent (packets dropped, nothing refused) is noticed, and the
-	// connection given up: a dial that gets no answer for 5 s, an answer that does not
-	// come within 30 s (sarama's default, kept: well over what a fetch, 500 ms, waits at
-	// the broker; a producer waits less, Producing), a write not taken within 10 s, an
-	// idle connection whose keepalive probes, every 10 s, go unanswered.
+	// connection given up: a dial that gets no answer for 5 s; an answer that does not
+	// come within 15 s, 5 s more than the longest a request waits at the broker (a
+	// produce, Producer.Timeout, for the in-sync replicas; a fetch waits 500 ms at most);
+	// a write not taken within 10 s; an idle connection whose keepalive probes, every
+	// 10 s, go unanswered. A request caught on a silent connection is retried on a fresh
+	// one when its answer is due, and the retries may meet another such connection (the
+	// metadata's, the group coordinator's), one after the other: sarama's 30 s held an
+	// outbox relay's batch for 91 s in a chaos run. A JoinGroup is the one request the
+	// broker may hold longer, until the group's other members have rejoined
+	// (Rebalance.Timeout): one held past 15 s is given up and sent again, which the broker
+	// answers as the first.
 	c.Net.DialTimeout = 5 * time.Second
-	c.Net.ReadTimeout = 30 * time.Second
+	c.Net.ReadTimeout = 15 * time.Second
 	c.Net.WriteTimeout = 10 * time.Second
 	c.Net.KeepAlive = 10 * time.Second
 	c.Metadata.Retry.Max = 2
@@ -47,7 +54,7 @@ func Config(clientID string) *sarama.Config {
 
 	c.Producer.Idempotent = true
 	c.Producer.RequiredAcks = sarama.WaitForAll
-	c.Producer.Timeout = 10 * time.Second // the longest a produce waits at the broker for the in-sync replicas
+	c.Producer.Timeout = 10 * time.Second // the longest a produce waits at the broker for the in-sync replicas, under Net.ReadTimeout
 	c.Producer.Retry.Max = 5
 	c.Producer.Retry.Backoff = 200 * time.Millisecond
 	c.Producer.Return.Successes = true
@@ -62,18 +69,6 @@ func Config(clientID string) *sarama.Config {
 	c.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyRoundRobin()}
 	c.Consumer.Group.Session.Timeout = 10 * time.Second
 	c.Consumer.Group.Heartbeat.Interval = 3 * time.Second
-	return c
-}
-
-// Producing makes c, a Config, the settings of a client that only produces (a service's
-// outbox relay and dead-letter copies): an answer it waits for within Producer.Timeout,
-// the longest a produce waits at the broker, and 5 s more, rather than 30 s. A request
-// on a connection that went silent holds up the batch it carries, and the retries after
-// it may meet another such connection (the metadata's), one after the other. A consumer
-// group's client keeps Config's 30 s: the broker holds a JoinGroup until the group's
-// other members have rejoined.
-func Producing(c *sarama.Config) *sarama.Config {
-	c.Net.ReadTimeout = c.Producer.Timeout + 5*time.Second
 	return c
 }
 

@@ -316,14 +316,14 @@ func TestABlackholedRelayLeadsAgainOnceTheServerAnswers(t *testing.T) {
 
 // A relay whose way to the broker went silent — the connections it had, and those it
 // dialed meanwhile, swallowed by the blackhole for good — publishes again soon after the
-// broker answers, with the services' own Kafka settings: a request that gets no answer is
+// broker answers, with the services' Kafka settings: a request that gets no answer is
 // given up after the client's read timeout, and the next one dials afresh. Each silent
 // connection used to hold a request for 30 s, one after the other, and the chaos run saw
 // a relay keep its batch for 91 s, 79 s past the network's return.
 func TestARelayWhoseBrokerWentSilentPublishesAgainOnceItAnswers(t *testing.T) {
 	pool := openDB(t)
 	b, proxy := testenv.ProxiedKafka(t)
-	conf := kafka.Producing(kafka.Config("relay-test")) // as platform makes a service's producer
+	conf := kafka.Config("relay-test")
 	if err := kafka.EnsureTopics(b.Addrs, conf, kafka.TopicSpec{Partitions: 1}, events.TopicOrderCreated); err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +337,7 @@ func TestARelayWhoseBrokerWentSilentPublishesAgainOnceItAnswers(t *testing.T) {
 	proxy.Restore()
 	start := time.Now()
 	// The request under way, given up at the read timeout, then its retry on a fresh
-	// connection. With the consumers' 30 s, 27 s.
+	// connection. With sarama's 30 s, 27 s.
 	waitEmpty(t, pool, 20*time.Second)
 	t.Logf("published %s after the broker answered again (read timeout %s)", time.Since(start).Round(100*time.Millisecond), conf.Net.ReadTimeout)
 }

@@ -157,7 +157,7 @@ func Boot(ctx context.Context, svc services.Service, cfg config.Base, stdout io.
 	if s.Kafka, err = sarama.NewClient(cfg.KafkaBrokers, cfg.Kafka.Config(service)); err != nil {
 		return nil, fmt.Errorf("kafka at KAFKA_BROKERS %v: %w", cfg.KafkaBrokers, err)
 	}
-	if s.Producer, err = sarama.NewSyncProducer(cfg.KafkaBrokers, kafka.Producing(cfg.Kafka.Config(service))); err != nil {
+	if s.Producer, err = sarama.NewSyncProducer(cfg.KafkaBrokers, cfg.Kafka.Config(service)); err != nil {
 		return nil, fmt.Errorf("kafka producer at KAFKA_BROKERS %v: %w", cfg.KafkaBrokers, err)
 	}
 	return s, nil
