@@ -52,7 +52,6 @@ modules:
 # The consumer-runner and outbox integration tests and the end-to-end tests on Apache Kafka
 # (TEST_BROKER=kafka), less those whose broker does not matter (the compose file, the alert
 # rules, bad settings, the doors, the HTTP edge, the scrapes, a blackholed database, a
-# blackholed way to a kfake broker (testenv.ProxiedKafka, whatever TEST_BROKER says), a
 # hanging provider, bad input, listings, streams, idempotency keys, Prefer: wait, health,
 # a database outage, database roles, declines and provider retries, traces, metrics,
 # reconciliation's rules),
@@ -65,7 +64,7 @@ modules:
 test-kafka:
 	@echo "== on Apache Kafka $$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' tools/kafka/pom.xml)"
 	@scripts/ensure-kafka.sh >/dev/null
-	@cd common-events && TEST_BROKER=kafka $(GO) test -count=1 -timeout 8m -skip 'TestABlackholed|WhoseBrokerWentSilent' ./consumer/ ./outbox/
+	@cd common-events && TEST_BROKER=kafka $(GO) test -count=1 -timeout 8m -skip 'TestABlackholed' ./consumer/ ./outbox/
 	@cd e2e && TEST_BROKER=kafka $(GO) test -count=1 -timeout 12m \
 		-skip 'TestCompose[^K]|TestAlerts|TestBadSettings|TestUnreachable|TestScenarioOnlyTheRightPeopleGetIn|TestEdge|TestScrape|TestLiveness|TestScenarioBadInput|TestScenarioListing|TestScenarioLiveStatus|TestScenarioIdempotencyKey|TestScenarioPreferWait|TestHealthAndReadiness|TestADatabaseOutage|TestStartupEachService|TestAsyncAPIDocument|TestDeclinedCard|TestTransientProviderFailures|TestOneTracePerOrder|TestEveryServiceServesItsMetrics|TestReconciliation' .
 

@@ -328,7 +328,10 @@ func (a *applier) applyTx(ctx context.Context, batch []applyReq) error {
 		}
 	}()
 	// Rows and locks are taken in a stable order (the order id), so two partitions'
-	// transactions touching the same orders wait for each other instead of deadlocking.
+	// transactions touching the same orders wait for each other instead of deadlocking:
+	// within each Apply. A batch of several Sets locks each Set's rows in turn, and should
+	// two such batches deadlock (the same records in two members' hands for a moment of a
+	// rebalance), PostgreSQL fails one, whose records are then applied one by one.
 	slices.SortStableFunc(batch, func(a, b applyReq) int { return strings.Compare(a.msg.Subject, b.msg.Subject) })
 	var plain, inboxOnly []applyReq // their inbox rows in the inbox statement
 	stmtReqs := map[statementSet][]applyReq{}

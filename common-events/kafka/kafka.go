@@ -36,7 +36,7 @@ func Config(clientID string) *sarama.Config {
 	// A broker that goes silent (packets dropped, nothing refused) is noticed, and the
 	// connection given up: a dial that gets no answer for 5 s; an answer that does not
 	// come within 15 s, 5 s more than the longest a request waits at the broker (a
-	// produce, Producer.Timeout, for the in-sync replicas; a fetch waits 500 ms at most);
+	// produce, Producer.Timeout, for the in-sync replicas; a fetch, a second at most);
 	// a write not taken within 10 s; an idle connection whose keepalive probes, every
 	// 10 s, go unanswered. A request caught on a silent connection is retried on a fresh
 	// one when its answer is due, and the retries may meet another such connection (the

@@ -119,7 +119,7 @@ func (d decisions) recorded(rows []decision, recorded []bool) {
 		o := r.Order
 		d.store.Forget(o.ID)
 		if !recorded[i] {
-			r.log.Debug("payment outcome for an order no longer pending, or seen before, ignored", "to", o.Status)
+			r.log.Info("payment outcome ignored: the order is no longer pending (cancelled meanwhile), or the outcome was seen before", "to", o.Status)
 			continue
 		}
 		d.decided.WithLabelValues(string(o.Status)).Observe(r.at.Sub(o.CreatedAt).Seconds())

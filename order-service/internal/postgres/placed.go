@@ -10,7 +10,7 @@ import (
 // decided within seconds, so the orders of many seconds at the highest rates.
 const maxRemembered = 1 << 14
 
-// placedOrders remembers the orders a store placed until they change, at most max: two
+// placedOrders remembers the orders a store placed until they change, at most limit: two
 // generations of at most limit/2 each, the older dropped when the newer is full. An order
 // that is never decided here (another instance consumed its outcome) is forgotten so.
 type placedOrders struct {

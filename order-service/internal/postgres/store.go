@@ -321,7 +321,7 @@ func (s *Store) TransitionAll(ctx context.Context, tx pgx.Tx, changes []Change) 
 
 // decide is the UPDATE that moves pending orders, each found by id = ANY and taking its
 // values at its id's position in the arrays of its parameters, numbered from first on:
-// ids, statuses, failure reasons, times of the change and the events that caused them.
+// ids, statuses, failure reasons, the events that caused the changes, and their times.
 // It returns the cause of each change as cause, then returning; only where guard, if it
 // is not empty, holds too.
 func decide(first int, guard, returning string) string {
@@ -368,8 +368,11 @@ type Decided struct {
 // status (the statement of consumer.NewStatementSet), its parameters numbered from first
 // on, and their values. It returns the tag of each order it moved, its index in ds, with
 // what DecidedHistory needs. With fresh, the name of a relation of the caller's statement
-// with an int column tag, it moves only the orders whose index fresh holds. It moves an
-// order only if it is still pending: one cancelled meanwhile stays CANCELLED.
+// with an int column tag, it moves only the orders whose index fresh holds: an order
+// given twice goes by its first, as the update moves a row once. (A decision whose event
+// the inbox had seen was applied then, and its order is pending no more: a later decision
+// beside it in the batch could not move it either.) It moves an order only if it is still
+// pending: one cancelled meanwhile stays CANCELLED.
 func DecidedStatement(ds []Decided, first int, fresh string) (string, []any) {
 	n := len(ds)
 	ids, tos, reasons, causes, ats, tags := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]time.Time, n), make([]int32, n)
