@@ -282,7 +282,7 @@ func (s *Store) TransitionAll(ctx context.Context, tx pgx.Tx, changes []Change) 
 	// is written in, so that PostgreSQL keeps one plan for every batch instead of planning
 	// each afresh (docs/performance.md, "Plans made once").
 	moved, err := ordersByID(tx.Query(ctx, `
-		WITH upd AS (`+decide(1, "", "o.*")+`)`+decidedHistory("upd")+`
+		WITH upd AS (`+decide(1, "", "o.*")+`)`+DecidedHistory("upd")+`
 		SELECT `+orderColumns+` FROM upd`, ids, tos, reasons, causes, ats))
 	if err != nil {
 		return nil, fmt.Errorf("update orders: %w", err)
@@ -340,9 +340,10 @@ func decide(first int, guard, returning string) string {
 		RETURNING ` + at(3, "text") + ` AS cause, ` + returning
 }
 
-// decidedHistory is the WITH clause that writes the history entry of each order decide
-// moved, from the relation moved that holds what it returned.
-func decidedHistory(moved string) string {
+// DecidedHistory is the WITH clause that writes the history entry of each order decide
+// moved (TransitionAll's, DecidedStatement's: consumer.AlsoWrite), from the relation
+// moved that holds what it returned.
+func DecidedHistory(moved string) string {
 	return `,
 		hist AS (
 			INSERT INTO order_history (order_id, from_status, to_status, cause_event_id, reason, at)
@@ -387,10 +388,6 @@ func DecidedStatement(ds []Decided, first int, fresh string) (string, []any) {
 	}
 	return decide(first, guard, tag+" AS tag, o.id, o.status, o.failure_reason, o.updated_at"), []any{ids, tos, reasons, causes, ats, tags}
 }
-
-// DecidedHistory writes the history entries of the orders DecidedStatement moved, whose
-// rows are in the relation moved (consumer.AlsoWrite).
-func DecidedHistory(moved string) string { return decidedHistory(moved) }
 
 // Forget tells the store that the order id changed: it stops remembering it as placed.
 func (s *Store) Forget(id string) { s.placed.forget(id) }
