@@ -363,7 +363,10 @@ func (a *applier) applyTx(ctx context.Context, batch []applyReq) error {
 	if err != nil {
 		return err
 	}
-	if o.emitted > 0 {
+	switch {
+	case o.emitted > 0 && r.WakeSoon:
+		r.Waker.WakeSoon()
+	case o.emitted > 0:
 		r.Waker.Wake()
 	}
 	for c, n := range o.counts {

@@ -363,8 +363,11 @@ type Runner struct {
 	// Tracer makes a span of each record's handling, in its event's trace; nil: none.
 	Tracer trace.Tracer
 	// Waker wakes the outbox relay after a transaction that stored events committed;
-	// nil: the relay finds them at its next poll.
-	Waker *outbox.Waker
+	// nil: the relay finds them at its next poll. With WakeSoon, the events may wait up to
+	// outbox.Soon for the relay's next round (Waker.WakeSoon): for a group whose events
+	// are off the customer's way.
+	Waker    *outbox.Waker
+	WakeSoon bool
 
 	applier *applier // shared by the partitions, so their ready records commit together
 }

@@ -127,8 +127,9 @@ type Waker struct {
 	every  time.Duration
 	signal chan struct{}
 
-	leading atomic.Bool   // this process's relay leads and takes local
+	leading atomic.Bool   // this process's relay leads and takes local and soon
 	local   chan struct{} // wakes it; one pending at most
+	soon    chan struct{} // asks it for a round within Soon; one pending at most
 }
 
 // WakeEvery is how often, at most, a Waker notifies: a burst of commits shares one NOTIFY
@@ -137,7 +138,7 @@ const WakeEvery = 5 * time.Millisecond
 
 // NewWaker returns a waker on db that notifies at most once every every.
 func NewWaker(db Execer, every time.Duration) *Waker {
-	return &Waker{db: db, every: every, signal: make(chan struct{}, 1), local: make(chan struct{}, 1)}
+	return &Waker{db: db, every: every, signal: make(chan struct{}, 1), local: make(chan struct{}, 1), soon: make(chan struct{}, 1)}
 }
 
 // Wake wakes the relay: this process's own while it leads, otherwise the leader wherever
@@ -156,6 +157,28 @@ func (w *Waker) Wake() {
 	}
 }
 
+// WakeSoon wakes the relay within Soon, for events off the customer's way (an order's new
+// state, for the read models): while the relay of this process leads, they go out with
+// the next round any writer wakes it for, or at the latest Soon later, instead of taking
+// a round of their own. A round is a statement, and a light load's every commit took one.
+// Without the lead it is Wake: a NOTIFY is coalesced already. A nil Waker does nothing.
+func (w *Waker) WakeSoon() {
+	if w == nil {
+		return
+	}
+	if !w.leading.Load() {
+		w.Wake()
+		return
+	}
+	select {
+	case w.soon <- struct{}{}:
+	default: // one is pending already
+	}
+}
+
+// Soon is the longest WakeSoon's events wait for the relay's next round.
+const Soon = 20 * time.Millisecond
+
 // lead tells w whether this process's relay leads and takes its wake-ups directly.
 func (w *Waker) lead(leading bool) {
 	if w != nil {
@@ -163,13 +186,13 @@ func (w *Waker) lead(leading bool) {
 	}
 }
 
-// woken is the channel on which this process's writers wake its leading relay; nil for a
-// nil Waker.
-func (w *Waker) woken() chan struct{} {
+// woken are the channels on which this process's writers wake its leading relay, at once
+// and within Soon; nil for a nil Waker.
+func (w *Waker) woken() (local, soon chan struct{}) {
 	if w == nil {
-		return nil
+		return nil, nil
 	}
-	return w.local
+	return w.local, w.soon
 }
 
 // Run sends the NOTIFYs until ctx is done.
@@ -368,28 +391,56 @@ const LeaderSilence = 10 * time.Second
 // deleteDelay bounds how long published rows stay in the outbox when nothing else comes.
 const deleteDelay = 50 * time.Millisecond
 
-// wait blocks until a NOTIFY arrives, this process's writers wake the relay, or d passes.
+// wait blocks until a NOTIFY arrives, this process's writers wake the relay, or d passes;
+// a WakeSoon shortens d to Soon.
 func (r *Relay) wait(ctx context.Context, conn *pgx.Conn, d time.Duration) error {
-	wctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	if local := r.Waker.woken(); local != nil {
+	local, soon := r.Waker.woken()
+	if local != nil {
 		select {
 		case <-local:
 			return nil
+		case <-soon:
+			d = min(d, Soon)
 		default:
 		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	if local != nil {
 		waited := make(chan struct{})
 		defer close(waited)
-		go func() {
+		ended := func() bool {
 			select {
-			case <-local:
-				cancel()
-				select {
-				case <-waited: // the wait ended first: keep the wake-up for the next
-					r.Waker.Wake()
-				default:
-				}
 			case <-waited:
+				return true
+			default:
+				return false
+			}
+		}
+		go func() {
+			var soonPassed <-chan time.Time
+			for {
+				select {
+				case <-local:
+					cancel()
+					if ended() { // the wait ended first: keep the wake-up for the next
+						r.Waker.Wake()
+					}
+					return
+				case <-soon:
+					if ended() {
+						r.Waker.WakeSoon()
+						return
+					}
+					if soonPassed == nil {
+						soonPassed = time.After(Soon)
+					}
+				case <-soonPassed:
+					cancel()
+					return
+				case <-waited:
+					return
+				}
 			}
 		}()
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -429,6 +430,81 @@ func TestALeadingRelayIsWokenWithoutANotify(t *testing.T) {
 		t.Errorf("published %d records, want 5", len(got))
 	}
 }
+
+// Events that may wait (WakeSoon) go out with the next round a writer wakes the leading
+// relay for, or Soon later when none does, instead of taking a round each: under a light
+// load every round is a statement of its own.
+func TestEventsThatMayWaitShareTheRelaysNextRound(t *testing.T) {
+	pool, brokers := withTopic(t, 1)
+	ctx := context.Background()
+	// The relay's pool counts its rounds: the statements that read the outbox.
+	var rounds atomic.Int32
+	cfg := pool.Config()
+	cfg.ConnConfig.Tracer = roundCounter{&rounds}
+	relayPool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relayPool.Close()
+	waker := outbox.NewWaker(pool, outbox.WakeEvery)
+	p, err := sarama.NewSyncProducer(brokers, testenv.KafkaConfig("relay-test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// It polls once a minute: within the test, only a wake-up sends a row.
+	r := &outbox.Relay{Pool: relayPool, Producer: p, Log: quietLog(), PollInterval: time.Minute, Waker: waker}
+	rctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = waker.Run(rctx) })
+	wg.Go(func() { _ = r.Run(rctx) })
+	defer func() { stop(); wg.Wait(); p.Close() }()
+
+	write := func(i int, wake func()) {
+		t.Helper()
+		if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return outbox.Write(ctx, tx, orderEvent(t, i)) }); err != nil {
+			t.Fatal(err)
+		}
+		wake()
+	}
+	write(0, waker.Wake) // a NOTIFY while the relay does not lead yet
+	waitEmpty(t, pool, 5*time.Second)
+
+	// Alone, it goes out within Soon (and its row is deleted within the relay's 50 ms).
+	write(1, waker.WakeSoon)
+	waitEmpty(t, pool, time.Second)
+
+	// Four that may wait, then one that may not: one round publishes the five, the next
+	// deletes them.
+	rounds.Store(0)
+	start := time.Now()
+	for i := 2; i < 6; i++ {
+		write(i, waker.WakeSoon)
+	}
+	write(6, waker.Wake)
+	took := time.Since(start)
+	waitEmpty(t, pool, time.Second)
+	switch n := rounds.Load(); {
+	case took >= outbox.Soon:
+		t.Logf("the writes took %s, more than the %s the first could wait: %d rounds, not counted", took, outbox.Soon, n)
+	case n != 2:
+		t.Errorf("the relay took %d rounds for 5 rows, 4 of which could wait for the fifth; want 2", n)
+	}
+	if got := testenv.Records(t, brokers, events.TopicOrderCreated, 7, 5*time.Second); len(got) != 7 {
+		t.Errorf("published %d records, want 7", len(got))
+	}
+}
+
+// roundCounter counts a relay's rounds: the statements that read the outbox.
+type roundCounter struct{ n *atomic.Int32 }
+
+func (c roundCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, q pgx.TraceQueryStartData) context.Context {
+	if strings.Contains(q.SQL, "SELECT id, topic, key, headers, payload") {
+		c.n.Add(1)
+	}
+	return ctx
+}
+
+func (roundCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
 // The relay's commits (the deletes of rows published) do not wait for the WAL's flush: a
 // delete lost to a crash of the server republishes rows, which consumers absorb. Its

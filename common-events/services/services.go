@@ -34,6 +34,11 @@ type Service struct {
 	// none for the groups on the way from POST to CONFIRMED; the others' records may
 	// wait a little to commit together.
 	Linger time.Duration
+	// EmitsOnTheWay says its group's handlers store events on the way from POST to
+	// CONFIRMED (payment.completed): the relay sends them at once. The other groups'
+	// events may wait up to outbox.Soon to share the relay's next round
+	// (consumer.Runner.WakeSoon).
+	EmitsOnTheWay bool
 }
 
 // The services, in start order.
@@ -47,6 +52,7 @@ var (
 		Name: events.SourcePaymentService, Group: "payment-service",
 		Consumes: []string{events.TopicOrderCreated, events.TopicOrderCancelled},
 		Port:     8081, PortVar: "PAYMENT_PORT", ComposePort: 8081, Database: "payments",
+		EmitsOnTheWay: true,
 	}
 	Notification = Service{
 		Name: events.SourceNotificationService, Group: "notification-service",
