@@ -27,7 +27,8 @@ type Sender interface {
 
 // Handlers returns the handler of each topic notification-service consumes.
 func Handlers(store *postgres.Store, sender Sender, from string) map[string]consumer.Handler {
-	n := notifier{store: store, sender: sender, from: from, now: time.Now, records: consumer.NewSet(records{store: store}.apply)}
+	n := notifier{store: store, sender: sender, from: from, now: time.Now,
+		records: consumer.NewStatementSet(recordStatement, record.emits, recorded)}
 	return map[string]consumer.Handler{
 		events.TopicPaymentCompleted: n.handle,
 		events.TopicPaymentFailed:    n.handle,
@@ -74,7 +75,13 @@ func (h notifier) handle(ctx context.Context, msg consumer.Message) (consumer.Ap
 	if by, ok := n.Kind.SuppressedBy(); ok && slices.Contains(has, by) {
 		n.Status, n.SentAt = notification.Suppressed, time.Time{}
 	}
+	r := record{n: n, log: msg.Log}
 	if n.Status == notification.Sent {
+		env, err := events.New(n.SentEvent(), msg.Meta(), n.SentAt)
+		if err != nil {
+			return consumer.Apply{}, consumer.Poison(err)
+		}
+		r.sent = &env
 		sctx, span := tracing.Start(ctx, "send email", trace.SpanKindClient, tracing.OrderID(n.OrderID),
 			attribute.String("kind", string(n.Kind)), attribute.String("message_id", n.MessageID))
 		err = h.sender.Send(sctx, mail.Message{
@@ -85,46 +92,43 @@ func (h notifier) handle(ctx context.Context, msg consumer.Message) (consumer.Ap
 			return consumer.Apply{}, fmt.Errorf("send %s email: %w", n.Kind, err)
 		}
 	}
-	return consumer.Row(h.records, record{n: n, meta: msg.Meta(), log: msg.Log}), nil
+	return consumer.Row(h.records, r), nil
 }
 
-// records makes the consumer.Set of notification-service: a batch's notifications in one
-// statement.
-type records struct {
-	store *postgres.Store
-}
-
+// record is a notification to record, with its notification.sent when an email went
+// out (nil when it was suppressed). A batch's are recorded in one statement with their
+// inbox rows and events (consumer.NewStatementSet).
 type record struct {
 	n    notification.Notification
-	meta events.Meta // what its notification.sent inherits
+	sent *events.Envelope
 	log  *slog.Logger
 }
 
-// apply records the batch's notifications, each email sent with its notification.sent.
-func (s records) apply(ctx context.Context, tx consumer.Tx, rows []record) error {
+func recordStatement(rows []record, first int, fresh string) (string, []any) {
 	ns := make([]notification.Notification, len(rows))
 	for i, r := range rows {
 		ns[i] = r.n
 	}
-	fresh, err := s.store.Record(ctx, tx, ns)
-	if err != nil {
-		return err
+	return postgres.RecordStatement(ns, first, fresh)
+}
+
+func (r record) emits() []events.Envelope {
+	if r.sent == nil {
+		return nil
 	}
+	return []events.Envelope{*r.sent}
+}
+
+// recorded logs each notification's outcome once its statement committed.
+func recorded(rows []record, recorded []bool) {
 	for i, r := range rows {
-		n, log := ns[i], r.log
-		switch {
-		case !fresh[i]:
-			log.Info("customer already notified", "kind", n.Kind)
+		switch n := r.n; {
+		case !recorded[i]:
+			r.log.Info("customer already notified", "kind", n.Kind)
 		case n.Status == notification.Suppressed:
-			log.Info("notification suppressed: the order was cancelled", "kind", n.Kind)
+			r.log.Info("notification suppressed: the order was cancelled", "kind", n.Kind)
 		default:
-			env, err := events.New(n.SentEvent(), r.meta, n.SentAt)
-			if err != nil {
-				return err
-			}
-			tx.Emit(env)
-			log.Info("customer notified", "kind", n.Kind, "message_id", n.MessageID)
+			r.log.Info("customer notified", "kind", n.Kind, "message_id", n.MessageID)
 		}
 	}
-	return nil
 }

@@ -4,7 +4,6 @@ package postgres
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -67,6 +66,25 @@ func (s *Store) kindsAll(ctx context.Context, orders []string) ([][]notification
 // is new. The unique (order_id, kind) constraint makes this hold under any concurrency: a
 // second record waits for the first and then finds it.
 func (s *Store) Record(ctx context.Context, tx pgx.Tx, ns []notification.Notification) ([]bool, error) {
+	sql, args := RecordStatement(ns, 1, "")
+	rows, _ := tx.Query(ctx, sql, args...)
+	done, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return nil, fmt.Errorf("record %d notifications: %w", len(ns), err)
+	}
+	fresh := make([]bool, len(ns))
+	for _, tag := range done {
+		fresh[tag] = true
+	}
+	return fresh, nil
+}
+
+// RecordStatement is the statement that records notifications ns (Record), its
+// parameters numbered from first on, and their values. It returns the tag of each
+// notification it recorded: its index in ns. With fresh, the name of a relation of the
+// caller's statement with an int column tag, it records only the notifications whose
+// index fresh holds (consumer.NewStatementSet).
+func RecordStatement(ns []notification.Notification, first int, fresh string) (string, []any) {
 	n := len(ns)
 	ids, orders, kinds, recipients, subjects, bodies := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	messageIDs, statuses, causes := make([]string, n), make([]string, n), make([]string, n)
@@ -75,24 +93,27 @@ func (s *Store) Record(ctx context.Context, tx pgx.Tx, ns []notification.Notific
 		ids[i], orders[i], kinds[i], recipients[i], subjects[i], bodies[i] = x.ID, x.OrderID, string(x.Kind), x.Recipient, x.Subject, x.Body
 		messageIDs[i], statuses[i], causes[i], created[i], sent[i] = x.MessageID, x.Status, x.CauseEventID, x.CreatedAt, sentAt(x)
 	}
-	rows, _ := tx.Query(ctx, `
+	p := make([]any, 11)
+	for i := range p {
+		p[i] = first + i
+	}
+	guard := ""
+	if fresh != "" {
+		guard = "WHERE (n.i - 1)::int IN (SELECT tag FROM " + fresh + ")"
+	}
+	return fmt.Sprintf(`
 		INSERT INTO notifications (id, order_id, kind, recipient, subject, body, message_id, status,
 			cause_event_id, created_at, sent_at)
-		SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-			$9::text[], $10::timestamptz[], $11::timestamptz[]) AS n
+		SELECT n.id, n.order_id, n.kind, n.recipient, n.subject, n.body, n.message_id, n.status,
+			n.cause_event_id, n.created_at, n.sent_at
+		FROM unnest($%d::uuid[], $%d::uuid[], $%d::text[], $%d::text[], $%d::text[], $%d::text[], $%d::text[], $%d::text[],
+			$%d::text[], $%d::timestamptz[], $%d::timestamptz[]) WITH ORDINALITY
+			AS n(id, order_id, kind, recipient, subject, body, message_id, status, cause_event_id, created_at, sent_at, i)
+		`, p...) + guard + fmt.Sprintf(`
 		ORDER BY 2, 3
 		ON CONFLICT (order_id, kind) DO NOTHING
-		RETURNING id::text`,
-		ids, orders, kinds, recipients, subjects, bodies, messageIDs, statuses, causes, created, sent)
-	inserted, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("record %d notifications: %w", n, err)
-	}
-	fresh := make([]bool, n)
-	for _, id := range inserted {
-		fresh[slices.Index(ids, id)] = true
-	}
-	return fresh, nil
+		RETURNING (array_position($%d::uuid[], id) - 1)::int AS tag`, first),
+		[]any{ids, orders, kinds, recipients, subjects, bodies, messageIDs, statuses, causes, created, sent}
 }
 
 func sentAt(n notification.Notification) *time.Time {
