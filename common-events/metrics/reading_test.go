@@ -191,6 +191,63 @@ func TestAFailingReadingKeepsItsLastValues(t *testing.T) {
 	})
 }
 
+// A slow tally is taken less often, so its share of the database's time stays small
+// however slow it gets (a count over a table that keeps growing), and in one backend; a
+// quick one beside it is taken every Interval as before.
+func TestASlowTallyIsTakenLessOften(t *testing.T) {
+	pool := testenv.Pool(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `CREATE SEQUENCE slow_reads; CREATE SEQUENCE quick_reads`); err != nil {
+		t.Fatal(err)
+	}
+	r, err := metrics.New("svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Interval = 5 * time.Millisecond
+	reg := r.Registerer("svc")
+	// Each reading serves how many times it was taken.
+	if err := metrics.Tally(reg, pool, "slow_reads", "Reads of a slow query.", nil, `SELECT nextval('slow_reads')::float8 FROM pg_sleep(0.1)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := metrics.Tally(reg, pool, "quick_reads", "Reads of a quick query.", nil, `SELECT nextval('quick_reads')::float8`); err != nil {
+		t.Fatal(err)
+	}
+	// A count runs in one backend: parallel workers would take several cores' time.
+	if err := metrics.Tally(reg, pool, "workers", "Parallel workers a tally may take.", nil, `SELECT current_setting('max_parallel_workers_per_gather')::float8`); err != nil {
+		t.Fatal(err)
+	}
+	run(t, r)
+	time.Sleep(1500 * time.Millisecond)
+	body := scraper(r)(t)
+	slow, quick := value(t, body, "orderflow_slow_reads"), value(t, body, "orderflow_quick_reads")
+	// Taken every Interval, the 100 ms query would have been read some 15 times; spaced
+	// out to 2% of the time, once (the next in 5 s).
+	if slow > 2 {
+		t.Errorf("a reading that takes 100 ms was taken %v times in 1.5 s; want once, the next 5 s later", slow)
+	}
+	if quick < 3 {
+		t.Errorf("a quick reading beside it was taken %v times in 1.5 s; want it taken again and again", quick)
+	}
+	if w := value(t, body, "orderflow_workers"); w != 0 {
+		t.Errorf("a tally may take %v parallel workers; want none", w)
+	}
+}
+
+// value is the value of the one series of name in a scrape's body.
+func value(t *testing.T, body, name string) float64 {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^` + name + `\{[^}]*\} (\S+)$`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("no %s in:\n%s", name, body)
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
 // Only a Registry runs readings: one registered elsewhere would never be read.
 func TestABackgroundReadingNeedsARegistry(t *testing.T) {
 	err := metrics.Background(prometheus.NewRegistry(), metrics.Reading{
