@@ -37,6 +37,7 @@ import (
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/internal/backoff"
 	"github.com/orderflow/common-events/outbox"
+	"github.com/orderflow/common-events/prune"
 )
 
 // ErrPoison marks an error as permanent: retrying the record can never succeed.
@@ -555,16 +556,17 @@ func headerOf(m *sarama.ProducerMessage, key string) string {
 	return ""
 }
 
-// pruneInbox deletes inbox rows past retention once an hour: redeliveries come within
-// minutes, never weeks. A prune takes pruneTimeout at most, so one on a connection gone
-// silent ends, and the next hour's runs.
+// pruneInbox deletes inbox rows past retention once an hour, a batch at a time
+// (prune.Rows): redeliveries come within minutes, never weeks. A prune takes pruneTimeout
+// at most, so one on a connection gone silent ends, and the next hour's runs; what it
+// deleted by then stays deleted.
 func (r *Runner) pruneInbox(ctx context.Context) {
 	const pruneTimeout = 5 * time.Minute
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
 		pctx, cancel := context.WithTimeout(ctx, pruneTimeout)
-		_, err := r.Pool.Exec(pctx, `DELETE FROM processed_events WHERE consumer_group = $1 AND processed_at < now() - $2::interval`,
+		_, err := prune.Rows(pctx, r.Pool, "processed_events", "consumer_group = $1 AND processed_at < now() - $2::interval", "processed_at",
 			r.Group, fmt.Sprintf("%d seconds", int(r.InboxRetention.Seconds())))
 		cancel()
 		if err != nil && ctx.Err() == nil {

@@ -915,3 +915,31 @@ func TestAStatementSetRecordsItsRowsInboxAndEventsInOneStatement(t *testing.T) {
 		})
 	}
 }
+
+// A runner prunes its group's inbox rows past InboxRetention when it starts, and only
+// those: not the recent ones, nor another group's.
+func TestARunnerPrunesItsInboxPastRetention(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	if _, err := f.pool.Exec(ctx, `INSERT INTO processed_events (consumer_group, event_id, processed_at)
+		SELECT g, g || '-' || n, now() - n * interval '1 hour'
+		FROM generate_series(0, 47) n, unnest(ARRAY[$1, 'other-group']) g`, group); err != nil {
+		t.Fatal(err)
+	}
+	f.run(t, consumer.InTx(recordEffect), func(r *consumer.Runner) { r.InboxRetention = 24 * time.Hour })
+	left := func() (mine, others int) {
+		err := f.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE consumer_group = $1), count(*) FILTER (WHERE consumer_group <> $1)
+			FROM processed_events`, group).Scan(&mine, &others)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return mine, others
+	}
+	if !testenv.Eventually(5*time.Second, 20*time.Millisecond, func() bool { mine, _ := left(); return mine == 24 }) {
+		mine, _ := left()
+		t.Fatalf("the group's inbox holds %d rows; want the 24 of the last day", mine)
+	}
+	if _, others := left(); others != 48 {
+		t.Errorf("another group's inbox holds %d rows; want its 48 untouched", others)
+	}
+}

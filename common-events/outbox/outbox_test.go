@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -437,15 +436,9 @@ func TestALeadingRelayIsWokenWithoutANotify(t *testing.T) {
 func TestEventsThatMayWaitShareTheRelaysNextRound(t *testing.T) {
 	pool, brokers := withTopic(t, 1)
 	ctx := context.Background()
-	// The relay's pool counts its rounds: the statements that read the outbox.
-	var rounds atomic.Int32
-	cfg := pool.Config()
-	cfg.ConnConfig.Tracer = roundCounter{&rounds}
-	relayPool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer relayPool.Close()
+	// The relay's pool keeps its statements: a round is one that reads the outbox.
+	relayPool, sent := testenv.TracedPool(t, pool)
+	rounds := func() int { return sent.Count("SELECT id, topic, key, headers, payload") }
 	waker := outbox.NewWaker(pool, outbox.WakeEvery)
 	p, err := sarama.NewSyncProducer(brokers, testenv.KafkaConfig("relay-test"))
 	if err != nil {
@@ -475,7 +468,7 @@ func TestEventsThatMayWaitShareTheRelaysNextRound(t *testing.T) {
 
 	// Four that may wait, then one that may not: one round publishes the five, the next
 	// deletes them.
-	rounds.Store(0)
+	before := rounds()
 	start := time.Now()
 	for i := 2; i < 6; i++ {
 		write(i, waker.WakeSoon)
@@ -483,7 +476,7 @@ func TestEventsThatMayWaitShareTheRelaysNextRound(t *testing.T) {
 	write(6, waker.Wake)
 	took := time.Since(start)
 	waitEmpty(t, pool, time.Second)
-	switch n := rounds.Load(); {
+	switch n := rounds() - before; {
 	case took >= outbox.Soon:
 		t.Logf("the writes took %s, more than the %s the first could wait: %d rounds, not counted", took, outbox.Soon, n)
 	case n != 2:
@@ -493,18 +486,6 @@ func TestEventsThatMayWaitShareTheRelaysNextRound(t *testing.T) {
 		t.Errorf("published %d records, want 7", len(got))
 	}
 }
-
-// roundCounter counts a relay's rounds: the statements that read the outbox.
-type roundCounter struct{ n *atomic.Int32 }
-
-func (c roundCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, q pgx.TraceQueryStartData) context.Context {
-	if strings.Contains(q.SQL, "SELECT id, topic, key, headers, payload") {
-		c.n.Add(1)
-	}
-	return ctx
-}
-
-func (roundCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
 // The relay's commits (the deletes of rows published) do not wait for the WAL's flush: a
 // delete lost to a crash of the server republishes rows, which consumers absorb. Its

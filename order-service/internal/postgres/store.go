@@ -15,6 +15,7 @@ import (
 	"github.com/orderflow/common-events/coalesce"
 	"github.com/orderflow/common-events/events"
 	"github.com/orderflow/common-events/outbox"
+	"github.com/orderflow/common-events/prune"
 	"github.com/orderflow/order-service/internal/order"
 )
 
@@ -183,14 +184,15 @@ func (s *Store) CreateOnce(ctx context.Context, key, requestHash string, o order
 	return replay, nil
 }
 
-// PruneIdempotencyKeys deletes the keys past their time to live and says how many.
+// PruneIdempotencyKeys deletes the keys past their time to live, a batch at a time
+// (prune.Rows), and says how many.
 func (s *Store) PruneIdempotencyKeys(ctx context.Context) (int64, error) {
-	tag, err := s.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE created_at < now() - $1::interval`,
+	n, err := prune.Rows(ctx, s.pool, "idempotency_keys", "created_at < now() - $1::interval", "created_at",
 		fmt.Sprintf("%d seconds", int(order.IdempotencyKeyTTL.Seconds())))
 	if err != nil {
-		return 0, fmt.Errorf("prune idempotency keys: %w", err)
+		return n, fmt.Errorf("prune idempotency keys: %w", err)
 	}
-	return tag.RowsAffected(), nil
+	return n, nil
 }
 
 const orderColumns = `id::text, customer_id::text, customer_email, currency, items, total_cents, payment_method,
