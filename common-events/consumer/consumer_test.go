@@ -922,7 +922,7 @@ func TestARunnerPrunesItsInboxPastRetention(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
 	if _, err := f.pool.Exec(ctx, `INSERT INTO processed_events (consumer_group, event_id, processed_at)
-		SELECT g, g || '-' || n, now() - n * interval '1 hour'
+		SELECT g, g || '-' || n, now() - n * interval '1 hour' - interval '30 minutes'
 		FROM generate_series(0, 47) n, unnest(ARRAY[$1, 'other-group']) g`, group); err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -192,10 +193,16 @@ func Const(desc *prometheus.Desc, t prometheus.ValueType, v float64, labels ...s
 // Meant for counts a service keeps in its tables anyway (orders by status), which survive
 // restarts, unlike counters. known are label values always served, at 0 when the query
 // has no row for them, so that the first order of a status shows as a change of a series
-// rather than as a new one; until the first reading they are NaN. It is Spaced: a count
-// over a table that a long run fills is read less often, not at a growing cost.
+// rather than as a new one; until the first reading they are NaN.
+//
+// A count is a scan of every row, whose cost grows with the table a long run fills:
+// taken every Interval, it would take a growing share of the database's CPU. So a count
+// that took d is taken again no sooner than 50·d after it started (at most 10 minutes
+// later), keeping the database busy 2% of the time at most however large the table, its
+// values as old as that; it runs in one backend, not with parallel workers, and may take
+// 30 s.
 func Tally(reg prometheus.Registerer, pool *pgxpool.Pool, name, help string, labels []string, query string, known ...[]string) error {
-	t := tally{pool: pool, query: query, labels: len(labels), known: known,
+	t := tally{pool: pool, query: query, labels: len(labels), known: known, took: new(atomic.Int64),
 		desc: prometheus.NewDesc(Namespace+"_"+name, help, labels, nil)}
 	for _, k := range known {
 		if len(k) != len(labels) {
@@ -209,7 +216,8 @@ func Tally(reg prometheus.Registerer, pool *pgxpool.Pool, name, help string, lab
 	for _, k := range known {
 		unread = append(unread, NaN(t.desc, k...))
 	}
-	return Background(reg, Reading{Name: name, Descs: []*prometheus.Desc{t.desc}, Read: t.read, Unread: unread, Spaced: true})
+	return Background(reg, Reading{Name: name, Descs: []*prometheus.Desc{t.desc}, Read: t.read, Unread: unread,
+		Timeout: tallyTimeout, Spacing: t.spacing})
 }
 
 type tally struct {
@@ -218,15 +226,31 @@ type tally struct {
 	labels int
 	known  [][]string
 	desc   *prometheus.Desc
+	took   *atomic.Int64 // the last count's duration, waits for a connection aside
 }
 
-// read counts in one backend: a count over a large table would otherwise take parallel
-// workers, several cores' time where Spaced counts one's.
+// tallyIdle is how many times a count's duration a tally rests after it started, up to
+// tallyMaxSpacing; tallyTimeout bounds a count.
+const (
+	tallyIdle       = 50
+	tallyMaxSpacing = 10 * time.Minute
+	tallyTimeout    = 30 * time.Second
+)
+
+func (t tally) spacing() time.Duration {
+	return min(tallyIdle*time.Duration(t.took.Load()), tallyMaxSpacing)
+}
+
+// read counts in one backend: parallel workers would take several cores' time where the
+// spacing counts one's. It times the count alone, whatever its outcome: a wait for a
+// connection costs the database nothing.
 func (t tally) read(ctx context.Context) (out []prometheus.Metric, err error) {
 	err = pgx.BeginFunc(ctx, t.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SET LOCAL max_parallel_workers_per_gather = 0`); err != nil {
 			return err
 		}
+		start := time.Now()
+		defer func() { t.took.Store(int64(time.Since(start))) }()
 		rows, _ := tx.Query(ctx, t.query)
 		out, err = t.scan(rows)
 		return err

@@ -17,16 +17,13 @@ import (
 const DefaultInterval = 5 * time.Second
 
 // readTimeout bounds one reading that honours its context (a query), well under the
-// interval: a slow database delays the values, never a scrape. A Spaced reading has
-// spacedTimeout: long enough for a count over a large table.
-const (
-	readTimeout   = 2 * time.Second
-	spacedTimeout = 30 * time.Second
-)
+// interval, unless the Reading says otherwise: a slow database delays the values, never a
+// scrape.
+const readTimeout = 2 * time.Second
 
-// idleFactor spaces out a Spaced reading: one that took d is not taken again until
-// idleFactor·d after it started.
-const idleFactor = 50
+// epoch is what a reading's next time is counted from: a monotonic clock, which a step of
+// the wall clock does not move.
+var epoch = time.Now()
 
 // A Reading is series that cost a query or a broker round trip to read. Registered with
 // Background, it is read by the Registry's Run every Interval, and a scrape serves what
@@ -42,13 +39,12 @@ type Reading struct {
 	// Unread is served until the first reading succeeds, so that every series is there
 	// from the first scrape on: NaN (see NaN), not a guess.
 	Unread []prometheus.Metric
-	// Spaced is for a reading whose cost grows with what it reads, a count over a table
-	// that keeps growing (orders by status: a scan of every row). Taken every Interval,
-	// it would take a growing share of the database's CPU as a long run fills the table;
-	// spaced, one that took d is taken again no sooner than idleFactor·d after it started,
-	// so it keeps the database busy 1/idleFactor of the time at most, however large the
-	// table, its values as old as that. It may take up to spacedTimeout.
-	Spaced bool
+	// Timeout bounds one Read; 0: readTimeout.
+	Timeout time.Duration
+	// Spacing, if set, is how long after a Read started the next may start, asked once
+	// it ended (whatever its outcome), when that is longer than the Interval: for a
+	// reading whose cost grows with what it reads (Tally).
+	Spacing func() time.Duration
 }
 
 // NaN returns a gauge of desc at NaN: a value not read yet, or not readable now.
@@ -80,7 +76,7 @@ func Background(reg prometheus.Registerer, rd Reading) error {
 type reading struct {
 	Reading
 	busy  atomic.Bool   // a read in flight: the next tick does not start another
-	due   atomic.Int64  // when, in Unix nanoseconds, the next read may start (Spaced)
+	due   atomic.Int64  // when the next read may start, in nanoseconds since epoch (Spacing)
 	tried chan struct{} // closed once the first read ended, whatever its outcome
 	once  sync.Once
 
@@ -104,20 +100,19 @@ func (b *reading) Collect(ch chan<- prometheus.Metric) {
 }
 
 // read takes one reading unless ctx ended meanwhile: a reading cut short by shutdown
-// says nothing about what it reads. A Spaced reading that succeeded is not taken again
-// until idleFactor times its duration after it started.
+// says nothing about what it reads.
 func (b *reading) read(ctx context.Context) {
 	defer b.once.Do(func() { close(b.tried) })
-	timeout := readTimeout
-	if b.Spaced {
-		timeout = spacedTimeout
+	timeout := b.Timeout
+	if timeout <= 0 {
+		timeout = readTimeout
 	}
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	start := time.Now()
+	start := time.Since(epoch)
 	ms, err := b.Read(rctx)
-	if b.Spaced && err == nil {
-		b.due.Store(start.Add(idleFactor * time.Since(start)).UnixNano())
+	if b.Spacing != nil {
+		b.due.Store(int64(start + b.Spacing()))
 	}
 	if ctx.Err() != nil {
 		return
@@ -178,9 +173,10 @@ func (rs *readings) Collect(ch chan<- prometheus.Metric) {
 
 // Run takes every reading at once and then every Interval until ctx is done, each in a
 // goroutine of its own so a slow one (the broker's offsets) holds back no other, and
-// never two of the same at a time; a Spaced one as its last duration says. It returns once the readings in flight have ended: a
-// query ends with ctx; a reading through the broker client, which takes no context,
-// within the client's own timeouts. A reading registered later is taken at the next tick.
+// never two of the same at a time, nor one sooner than its Spacing says. It returns once
+// the readings in flight have ended: a query ends with ctx; a reading through the broker
+// client, which takes no context, within the client's own timeouts. A reading registered
+// later is taken at the next tick.
 func (r *Registry) Run(ctx context.Context) error {
 	interval := r.Interval
 	if interval <= 0 {
@@ -192,7 +188,7 @@ func (r *Registry) Run(ctx context.Context) error {
 	defer t.Stop()
 	for {
 		for _, b := range r.readings.all() {
-			if time.Now().UnixNano() >= b.due.Load() && b.busy.CompareAndSwap(false, true) {
+			if int64(time.Since(epoch)) >= b.due.Load() && b.busy.CompareAndSwap(false, true) {
 				wg.Go(func() {
 					defer b.busy.Store(false)
 					b.read(ctx)

@@ -192,12 +192,13 @@ func TestAFailingReadingKeepsItsLastValues(t *testing.T) {
 }
 
 // A slow tally is taken less often, so its share of the database's time stays small
-// however slow it gets (a count over a table that keeps growing), and in one backend; a
-// quick one beside it is taken every Interval as before.
+// however slow it gets (a count over a table that keeps growing), and so is one that
+// fails after a while; a quick one beside them is taken every Interval as before. A
+// count runs in one backend.
 func TestASlowTallyIsTakenLessOften(t *testing.T) {
 	pool := testenv.Pool(t)
 	ctx := context.Background()
-	if _, err := pool.Exec(ctx, `CREATE SEQUENCE slow_reads; CREATE SEQUENCE quick_reads`); err != nil {
+	if _, err := pool.Exec(ctx, `CREATE SEQUENCE slow_reads; CREATE SEQUENCE failing_reads; CREATE SEQUENCE quick_reads`); err != nil {
 		t.Fatal(err)
 	}
 	r, err := metrics.New("svc")
@@ -206,28 +207,35 @@ func TestASlowTallyIsTakenLessOften(t *testing.T) {
 	}
 	r.Interval = 5 * time.Millisecond
 	reg := r.Registerer("svc")
-	// Each reading serves how many times it was taken.
-	if err := metrics.Tally(reg, pool, "slow_reads", "Reads of a slow query.", nil, `SELECT nextval('slow_reads')::float8 FROM pg_sleep(0.1)`); err != nil {
-		t.Fatal(err)
-	}
-	if err := metrics.Tally(reg, pool, "quick_reads", "Reads of a quick query.", nil, `SELECT nextval('quick_reads')::float8`); err != nil {
-		t.Fatal(err)
-	}
-	// A count runs in one backend: parallel workers would take several cores' time.
-	if err := metrics.Tally(reg, pool, "workers", "Parallel workers a tally may take.", nil, `SELECT current_setting('max_parallel_workers_per_gather')::float8`); err != nil {
-		t.Fatal(err)
+	// Each reading serves how many times it was taken; the failing one counts in its
+	// sequence, which a rollback does not undo.
+	for name, query := range map[string]string{
+		"slow_reads":    `SELECT nextval('slow_reads')::float8 FROM pg_sleep(0.1)`,
+		"failing_reads": `SELECT nextval('failing_reads')::float8 / 0 FROM pg_sleep(0.1)`,
+		"quick_reads":   `SELECT nextval('quick_reads')::float8`,
+		// Parallel workers would take several cores' time.
+		"workers": `SELECT current_setting('max_parallel_workers_per_gather')::float8`,
+	} {
+		if err := metrics.Tally(reg, pool, name, "A test's tally.", nil, query); err != nil {
+			t.Fatal(err)
+		}
 	}
 	run(t, r)
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(2 * time.Second)
 	body := scraper(r)(t)
-	slow, quick := value(t, body, "orderflow_slow_reads"), value(t, body, "orderflow_quick_reads")
-	// Taken every Interval, the 100 ms query would have been read some 15 times; spaced
-	// out to 2% of the time, once (the next in 5 s).
-	if slow > 2 {
-		t.Errorf("a reading that takes 100 ms was taken %v times in 1.5 s; want once, the next 5 s later", slow)
+	var failing float64
+	if err := pool.QueryRow(ctx, `SELECT last_value::float8 FROM failing_reads`).Scan(&failing); err != nil {
+		t.Fatal(err)
 	}
-	if quick < 3 {
-		t.Errorf("a quick reading beside it was taken %v times in 1.5 s; want it taken again and again", quick)
+	// Taken every Interval, each 100 ms query would have been taken some 20 times;
+	// spaced, once (the next 5 s later).
+	for name, n := range map[string]float64{"slow": value(t, body, "orderflow_slow_reads"), "failing": failing} {
+		if n > 2 {
+			t.Errorf("a %s tally that takes 100 ms was taken %v times in 2 s; want once, the next 5 s later", name, n)
+		}
+	}
+	if quick := value(t, body, "orderflow_quick_reads"); quick < 3 {
+		t.Errorf("a quick tally beside it was taken %v times in 2 s; want it taken again and again", quick)
 	}
 	if w := value(t, body, "orderflow_workers"); w != 0 {
 		t.Errorf("a tally may take %v parallel workers; want none", w)

@@ -123,13 +123,17 @@ func Wake(ctx context.Context, db Execer) error {
 // While the relay of its own process leads (Relay.Waker is this Waker), a wake-up goes to
 // that relay directly and costs the database nothing: a NOTIFY is for a relay elsewhere.
 type Waker struct {
+	// MayWait is how long WakeSoon's events may wait for the relay's next round; Soon
+	// when 0. Set it before Run.
+	MayWait time.Duration
+
 	db     Execer
 	every  time.Duration
 	signal chan struct{}
 
 	leading atomic.Bool   // this process's relay leads and takes local and soon
 	local   chan struct{} // wakes it; one pending at most
-	soon    chan struct{} // asks it for a round within Soon; one pending at most
+	soon    chan struct{} // asks it for a round within MayWait; one pending at most
 }
 
 // WakeEvery is how often, at most, a Waker notifies: a burst of commits shares one NOTIFY
@@ -157,11 +161,11 @@ func (w *Waker) Wake() {
 	}
 }
 
-// WakeSoon wakes the relay within Soon, for events off the customer's way (an order's new
-// state, for the read models): while the relay of this process leads, they go out with
-// the next round any writer wakes it for, or at the latest Soon later, instead of taking
-// a round of their own. A round is a statement, and a light load's every commit took one.
-// Without the lead it is Wake: a NOTIFY is coalesced already. A nil Waker does nothing.
+// WakeSoon wakes the relay within MayWait, for events off the customer's way (an order's
+// new state, for the read models): while the relay of this process leads, they go out
+// with the next round any writer wakes it for, or at the latest MayWait later, instead of
+// taking a round of their own, a statement. Without the lead it is Wake: a NOTIFY is
+// coalesced already. A nil Waker does nothing.
 func (w *Waker) WakeSoon() {
 	if w == nil {
 		return
@@ -176,8 +180,16 @@ func (w *Waker) WakeSoon() {
 	}
 }
 
-// Soon is the longest WakeSoon's events wait for the relay's next round.
+// Soon is how long WakeSoon's events may wait for the relay's next round by default.
 const Soon = 20 * time.Millisecond
+
+// mayWait is how long WakeSoon's events may wait.
+func (w *Waker) mayWait() time.Duration {
+	if w.MayWait > 0 {
+		return w.MayWait
+	}
+	return Soon
+}
 
 // lead tells w whether this process's relay leads and takes its wake-ups directly.
 func (w *Waker) lead(leading bool) {
@@ -187,7 +199,7 @@ func (w *Waker) lead(leading bool) {
 }
 
 // woken are the channels on which this process's writers wake its leading relay, at once
-// and within Soon; nil for a nil Waker.
+// and within MayWait; nil for a nil Waker.
 func (w *Waker) woken() (local, soon chan struct{}) {
 	if w == nil {
 		return nil, nil
@@ -392,7 +404,7 @@ const LeaderSilence = 10 * time.Second
 const deleteDelay = 50 * time.Millisecond
 
 // wait blocks until a NOTIFY arrives, this process's writers wake the relay, or d passes;
-// a WakeSoon shortens d to Soon.
+// a WakeSoon shortens d to the Waker's MayWait.
 func (r *Relay) wait(ctx context.Context, conn *pgx.Conn, d time.Duration) error {
 	local, soon := r.Waker.woken()
 	if local != nil {
@@ -400,7 +412,7 @@ func (r *Relay) wait(ctx context.Context, conn *pgx.Conn, d time.Duration) error
 		case <-local:
 			return nil
 		case <-soon:
-			d = min(d, Soon)
+			d = min(d, r.Waker.mayWait())
 		default:
 		}
 	}
@@ -433,7 +445,7 @@ func (r *Relay) wait(ctx context.Context, conn *pgx.Conn, d time.Duration) error
 						return
 					}
 					if soonPassed == nil {
-						soonPassed = time.After(Soon)
+						soonPassed = time.After(r.Waker.mayWait())
 					}
 				case <-soonPassed:
 					cancel()

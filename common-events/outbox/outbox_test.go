@@ -440,6 +440,7 @@ func TestEventsThatMayWaitShareTheRelaysNextRound(t *testing.T) {
 	relayPool, sent := testenv.TracedPool(t, pool)
 	rounds := func() int { return sent.Count("SELECT id, topic, key, headers, payload") }
 	waker := outbox.NewWaker(pool, outbox.WakeEvery)
+	waker.MayWait = time.Second // longer than the test's writes take, however slow the machine
 	p, err := sarama.NewSyncProducer(brokers, testenv.KafkaConfig("relay-test"))
 	if err != nil {
 		t.Fatal(err)
@@ -462,24 +463,27 @@ func TestEventsThatMayWaitShareTheRelaysNextRound(t *testing.T) {
 	write(0, waker.Wake) // a NOTIFY while the relay does not lead yet
 	waitEmpty(t, pool, 5*time.Second)
 
-	// Alone, it goes out within Soon (and its row is deleted within the relay's 50 ms).
+	// Alone, it waits, then goes out within MayWait (and its row is deleted within the
+	// relay's 50 ms).
 	write(1, waker.WakeSoon)
-	waitEmpty(t, pool, time.Second)
+	time.Sleep(200 * time.Millisecond)
+	if n := outboxRows(t, pool); n != 1 {
+		t.Errorf("a row that may wait was published at once (%d rows in the outbox 200 ms later, want 1)", n)
+	}
+	waitEmpty(t, pool, 3*time.Second)
 
-	// Four that may wait, then one that may not: one round publishes the five, the next
-	// deletes them.
+	// Four that may wait take no round; with one that may not, one round publishes the
+	// five, the next deletes them.
 	before := rounds()
-	start := time.Now()
 	for i := 2; i < 6; i++ {
 		write(i, waker.WakeSoon)
 	}
+	if n := rounds() - before; n != 0 {
+		t.Errorf("the relay took %d rounds for 4 rows that may wait; want none before a row that may not", n)
+	}
 	write(6, waker.Wake)
-	took := time.Since(start)
 	waitEmpty(t, pool, time.Second)
-	switch n := rounds() - before; {
-	case took >= outbox.Soon:
-		t.Logf("the writes took %s, more than the %s the first could wait: %d rounds, not counted", took, outbox.Soon, n)
-	case n != 2:
+	if n := rounds() - before; n != 2 {
 		t.Errorf("the relay took %d rounds for 5 rows, 4 of which could wait for the fifth; want 2", n)
 	}
 	if got := testenv.Records(t, brokers, events.TopicOrderCreated, 7, 5*time.Second); len(got) != 7 {

@@ -239,7 +239,7 @@ func (s *Stack) Consumer(handlers map[string]consumer.Handler) (*consumer.Runner
 		Group: group, Client: c, Pool: s.Pool, DeadLetters: s.Producer, Handlers: handlers, Log: s.Log,
 		Concurrency: s.Config.ConsumerConcurrency, HandlerTimeout: s.Config.HandlerTimeout, Linger: s.Config.ConsumerLinger,
 		Metrics: s.consumerMetrics, Tracer: s.Tracer,
-		Waker: s.waker, WakeSoon: !s.Identity.EmitsOnTheWay,
+		Waker: s.waker, WakeSoon: s.Identity.EmitsOffTheWay,
 	}, nil
 }
 

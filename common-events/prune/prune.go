@@ -1,8 +1,8 @@
 // Package prune deletes rows past their time in batches: a table that a sustained load
-// fills by millions of rows an hour (the inbox, the idempotency keys) loses them a few
-// thousand per transaction instead of all in one. One statement for an hour's rows was a
-// burst of WAL and I/O beside the orders, a long transaction holding back vacuum, and,
-// cut short by its timeout, rolled back whole: the next hour's had more to do.
+// fills by millions of rows an hour (the inbox, the idempotency keys) loses them ten
+// thousand to a transaction, not all in one, which would be a burst of WAL beside the
+// orders, a long transaction holding back vacuum and, cut short by a timeout, undone
+// whole.
 package prune
 
 import (
@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -22,15 +23,17 @@ type Execer interface {
 }
 
 // Rows deletes the rows of table that where selects (a condition on its columns, its
-// parameters args), Batch at a time in the order of by, an indexed column (their time),
+// parameters args: SQL the caller writes, never a value from outside), Batch at a time in
+// the order of by, an indexed column (their time),
 // each batch a transaction of its own, until none is left or ctx ends. In that order each
 // batch reads its rows through by's index, past the entries of the batches before it,
 // instead of scanning the table from its start. Between batches it rests as long as the
 // last one took, so a prune keeps the database at most half busy. It returns how many
 // rows it deleted, also when it fails or is cut short: what it deleted stays deleted.
 func Rows(ctx context.Context, db Execer, table, where, by string, args ...any) (int64, error) {
-	sql := `DELETE FROM ` + table + ` WHERE ctid = ANY(ARRAY(SELECT ctid FROM ` + table + ` WHERE ` + where +
-		` ORDER BY ` + by + ` LIMIT ` + strconv.Itoa(Batch) + `))`
+	t, b := pgx.Identifier{table}.Sanitize(), pgx.Identifier{by}.Sanitize()
+	sql := `DELETE FROM ` + t + ` WHERE ctid = ANY(ARRAY(SELECT ctid FROM ` + t + ` WHERE ` + where +
+		` ORDER BY ` + b + ` LIMIT ` + strconv.Itoa(Batch) + `))`
 	var deleted int64
 	for {
 		start := time.Now()

@@ -35,7 +35,7 @@ func TestRowsGoABatchAtATime(t *testing.T) {
 	if left != 7 || recent != 7 {
 		t.Errorf("%d rows left, %d of them recent; want the 7 recent ones", left, recent)
 	}
-	if got := sent.Count("DELETE FROM kept"); got != 3 {
+	if got := sent.Count(`DELETE FROM "kept"`); got != 3 {
 		t.Errorf("%d statements deleted %d rows; want 3, %d at most each", got, old, prune.Batch)
 	}
 }

@@ -34,11 +34,11 @@ type Service struct {
 	// none for the groups on the way from POST to CONFIRMED; the others' records may
 	// wait a little to commit together.
 	Linger time.Duration
-	// EmitsOnTheWay says its group's handlers store events on the way from POST to
-	// CONFIRMED (payment.completed): the relay sends them at once. The other groups'
-	// events may wait up to outbox.Soon to share the relay's next round
-	// (consumer.Runner.WakeSoon).
-	EmitsOnTheWay bool
+	// EmitsOffTheWay says no event its group's handlers store is on the way from POST to
+	// CONFIRMED, nor awaited by a customer: they may wait up to outbox.Soon to share the
+	// relay's next round (consumer.Runner.WakeSoon). The others' (payment-service's
+	// payment.completed) go at once.
+	EmitsOffTheWay bool
 }
 
 // The services, in start order.
@@ -47,26 +47,26 @@ var (
 		Name: events.SourceOrderService, Group: "order-service",
 		Consumes: []string{events.TopicPaymentCompleted, events.TopicPaymentFailed},
 		Port:     8080, PortVar: "ORDER_PORT", ComposePort: 8080, Database: "orders",
+		EmitsOffTheWay: true, // an order's new state, for the read models
 	}
 	Payment = Service{
 		Name: events.SourcePaymentService, Group: "payment-service",
 		Consumes: []string{events.TopicOrderCreated, events.TopicOrderCancelled},
 		Port:     8081, PortVar: "PAYMENT_PORT", ComposePort: 8081, Database: "payments",
-		EmitsOnTheWay: true,
 	}
 	Notification = Service{
 		Name: events.SourceNotificationService, Group: "notification-service",
 		Consumes: []string{events.TopicPaymentCompleted, events.TopicPaymentFailed, events.TopicOrderCancelled, events.TopicPaymentRefunded},
 		// Under compose, 8082 and 8083 go to payment-service's replicas when it is scaled.
 		Port: 8082, PortVar: "NOTIFICATION_PORT", ComposePort: 8084, Database: "notifications",
-		Linger: 50 * time.Millisecond,
+		Linger: 50 * time.Millisecond, EmitsOffTheWay: true,
 	}
 	Reconciliation = Service{
 		Name: "reconciliation-service", Group: "reconciliation-service",
 		Consumes: []string{events.TopicOrderState, events.TopicPaymentCompleted, events.TopicPaymentFailed,
 			events.TopicPaymentRefunded, events.TopicNotificationSent},
 		Port: 8083, PortVar: "RECONCILIATION_PORT", ComposePort: 8085, Database: "reconciliation",
-		Linger: 100 * time.Millisecond,
+		Linger: 100 * time.Millisecond, EmitsOffTheWay: true,
 	}
 )
 

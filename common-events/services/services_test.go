@@ -49,3 +49,20 @@ func TestIdentitiesAreDistinct(t *testing.T) {
 		}
 	}
 }
+
+// The events order-service reads to decide an order are on the way from POST to
+// CONFIRMED: the service that emits them wakes its relay at once, never a little later.
+func TestTheEventsOnTheWayToConfirmedGoAtOnce(t *testing.T) {
+	for _, k := range events.Kinds() {
+		if !slices.Contains(services.Order.Consumes, k.Topic) {
+			continue
+		}
+		s, ok := services.Named(k.Source)
+		if !ok {
+			t.Fatalf("%s comes from %s, which is no service", k.Topic, k.Source)
+		}
+		if s.EmitsOffTheWay {
+			t.Errorf("%s emits %s, which order-service decides by, yet says its events may wait", s.Name, k.Topic)
+		}
+	}
+}

@@ -123,8 +123,8 @@ func (r record) emits() []events.Envelope {
 func recorded(rows []record, recorded []bool) {
 	for i, r := range rows {
 		switch n := r.n; {
-		case !recorded[i]:
-			r.log.Info("customer already notified", "kind", n.Kind)
+		case !recorded[i]: // the inbox had its event, or the order a notification of its kind
+			r.log.Info("notification not recorded: its event was seen before, or the customer was notified already", "kind", n.Kind)
 		case n.Status == notification.Suppressed:
 			r.log.Info("notification suppressed: the order was cancelled", "kind", n.Kind)
 		default:

@@ -61,29 +61,13 @@ func (s *Store) kindsAll(ctx context.Context, orders []string) ([][]notification
 	return out, nil
 }
 
-// Record writes notifications (SENT or SUPPRESSED), in tx, in one statement, except those
-// whose order already has a notification of their kind; it reports, for each, whether it
-// is new. The unique (order_id, kind) constraint makes this hold under any concurrency: a
-// second record waits for the first and then finds it.
-func (s *Store) Record(ctx context.Context, tx pgx.Tx, ns []notification.Notification) ([]bool, error) {
-	sql, args := RecordStatement(ns, 1, "")
-	rows, _ := tx.Query(ctx, sql, args...)
-	done, err := pgx.CollectRows(rows, pgx.RowTo[int32])
-	if err != nil {
-		return nil, fmt.Errorf("record %d notifications: %w", len(ns), err)
-	}
-	fresh := make([]bool, len(ns))
-	for _, tag := range done {
-		fresh[tag] = true
-	}
-	return fresh, nil
-}
-
-// RecordStatement is the statement that records notifications ns (Record), its
-// parameters numbered from first on, and their values. It returns the tag of each
-// notification it recorded: its index in ns. With fresh, the name of a relation of the
-// caller's statement with an int column tag, it records only the notifications whose
-// index fresh holds (consumer.NewStatementSet).
+// RecordStatement is the statement that records notifications ns (SENT or SUPPRESSED),
+// except those whose order already has a notification of their kind, its parameters
+// numbered from first on, and their values. It returns the tag of each notification it
+// recorded: its index in ns. The unique (order_id, kind) constraint makes this hold under
+// any concurrency: a second record waits for the first and then finds it. With fresh,
+// the name of a relation of the caller's statement with an int column tag, it records
+// only the notifications whose index fresh holds (consumer.NewStatementSet).
 func RecordStatement(ns []notification.Notification, first int, fresh string) (string, []any) {
 	n := len(ns)
 	ids, orders, kinds, recipients, subjects, bodies := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/orderflow/devstack/testenv"
 	"github.com/orderflow/migrations"
@@ -40,7 +39,8 @@ func TestConcurrentKindsAreEachTheirOrders(t *testing.T) {
 				Status: notification.Sent, CauseEventID: fmt.Sprintf("ev-%d-%s", i, k), CreatedAt: time.Now(), SentAt: time.Now()})
 		}
 	}
-	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { _, err := store.Record(ctx, tx, ns); return err }); err != nil {
+	sql, args := postgres.RecordStatement(ns, 1, "")
+	if _, err := pool.Exec(ctx, sql, args...); err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
