@@ -602,8 +602,8 @@ func TestAFailingBatchFallsBackToOneByOne(t *testing.T) {
 // A runner whose way to the broker went silent — its connections swallowed by the
 // blackhole for good — consumes again soon after the broker answers, with the services'
 // Kafka settings: its fetch, heartbeat and commit caught on the silent connections are
-// given up after the client's read timeout, and sent again on fresh ones. With sarama's
-// 30 s it did not within 20 s.
+// given up after the client's read timeout, and sent again on fresh ones: within 20 s,
+// which sarama's 30 s read timeout does not allow.
 func TestARunnerWhoseBrokerWentSilentConsumesAgainOnceItAnswers(t *testing.T) {
 	b, proxy := testenv.ProxiedKafka(t)
 	conf := kafka.Config("t")

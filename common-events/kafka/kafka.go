@@ -40,8 +40,9 @@ func Config(clientID string) *sarama.Config {
 	// a write not taken within 10 s; an idle connection whose keepalive probes, every
 	// 10 s, go unanswered. A request caught on a silent connection is retried on a fresh
 	// one when its answer is due, and the retries may meet another such connection (the
-	// metadata's, the group coordinator's), one after the other: sarama's 30 s held an
-	// outbox relay's batch for 91 s in a chaos run. A JoinGroup is the one request the
+	// metadata's, the group coordinator's), one after the other, each costing a whole
+	// read timeout (docs/liveness.md has what sarama's 30 s cost in a chaos run). A
+	// JoinGroup is the one request the
 	// broker may hold longer, until the group's other members have rejoined
 	// (Rebalance.Timeout): one held past 15 s is given up and sent again, which the broker
 	// answers as the first.

@@ -202,7 +202,7 @@ func Const(desc *prometheus.Desc, t prometheus.ValueType, v float64, labels ...s
 // values as old as that; it runs in one backend, not with parallel workers, and may take
 // 30 s.
 func Tally(reg prometheus.Registerer, pool *pgxpool.Pool, name, help string, labels []string, query string, known ...[]string) error {
-	t := tally{pool: pool, query: query, labels: len(labels), known: known, took: new(atomic.Int64),
+	t := &tally{pool: pool, query: query, labels: len(labels), known: known,
 		desc: prometheus.NewDesc(Namespace+"_"+name, help, labels, nil)}
 	for _, k := range known {
 		if len(k) != len(labels) {
@@ -226,7 +226,7 @@ type tally struct {
 	labels int
 	known  [][]string
 	desc   *prometheus.Desc
-	took   *atomic.Int64 // the last count's duration, waits for a connection aside
+	took   atomic.Int64 // the last count's duration, waits for a connection aside
 }
 
 // tallyIdle is how many times a count's duration a tally rests after it started, up to
@@ -237,14 +237,14 @@ const (
 	tallyTimeout    = 30 * time.Second
 )
 
-func (t tally) spacing() time.Duration {
+func (t *tally) spacing() time.Duration {
 	return min(tallyIdle*time.Duration(t.took.Load()), tallyMaxSpacing)
 }
 
 // read counts in one backend: parallel workers would take several cores' time where the
 // spacing counts one's. It times the count alone, whatever its outcome: a wait for a
 // connection costs the database nothing.
-func (t tally) read(ctx context.Context) (out []prometheus.Metric, err error) {
+func (t *tally) read(ctx context.Context) (out []prometheus.Metric, err error) {
 	err = pgx.BeginFunc(ctx, t.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SET LOCAL max_parallel_workers_per_gather = 0`); err != nil {
 			return err
@@ -258,7 +258,7 @@ func (t tally) read(ctx context.Context) (out []prometheus.Metric, err error) {
 	return out, err
 }
 
-func (t tally) scan(rows pgx.Rows) ([]prometheus.Metric, error) {
+func (t *tally) scan(rows pgx.Rows) ([]prometheus.Metric, error) {
 	defer rows.Close()
 	var out []prometheus.Metric
 	seen := map[string]bool{}
