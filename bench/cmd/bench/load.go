@@ -58,17 +58,26 @@ func (tg *target) placeOrder(ctx context.Context) post {
 		return post{latency: time.Since(start), errKind: "connection"}
 	}
 	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return post{latency: time.Since(start), errKind: "connection"}
+	}
+	return answered(resp.StatusCode, body, time.Since(start))
+}
+
+// answered is what the answer to a POST /orders says: the order accepted, the POST
+// refused by the admission limits (503 overloaded), or an error of its kind.
+func answered(status int, body []byte, lat time.Duration) post {
 	var o struct {
 		ID   string `json:"id"`
 		Code string `json:"code"` // of a problem
 	}
-	decErr := json.NewDecoder(resp.Body).Decode(&o)
-	lat := time.Since(start)
-	if resp.StatusCode == http.StatusServiceUnavailable && o.Code == "overloaded" {
+	decErr := json.Unmarshal(body, &o)
+	if status == http.StatusServiceUnavailable && o.Code == "overloaded" {
 		return post{latency: lat, refused: true}
 	}
-	if resp.StatusCode != http.StatusAccepted || decErr != nil {
-		return post{latency: lat, errKind: fmt.Sprintf("http %d", resp.StatusCode)}
+	if status != http.StatusAccepted || decErr != nil {
+		return post{latency: lat, errKind: fmt.Sprintf("http %d", status)}
 	}
 	return post{latency: lat, id: o.ID}
 }

@@ -82,37 +82,45 @@ type plan struct {
 	// loops and the open loops of peerRates, on every broker.
 	peer      bool
 	peerRates []float64
+	// independent offers the best rate the runs before it sustained on the broker again,
+	// from vegeta (vegeta.go): the same figure from a load generator no one here wrote.
+	independent bool
 }
 
 func newPlan(quick bool) plan {
 	if quick {
 		return plan{quick: true, duration: 4 * time.Second, rates: []float64{250, 500}, workers: []int{32},
 			slow: []slowRun{{"100ms", 250}, {"500ms", 250}}, providerRate: 100, hopRates: []float64{250, 500}, yardstick: 3 * time.Second,
-			relayN: 3000, relayMax: 30 * time.Second, authN: 2000, peer: true, peerRates: []float64{250, 500}}
+			relayN: 3000, relayMax: 30 * time.Second, authN: 2000, peer: true, peerRates: []float64{250, 500}, independent: true}
 	}
 	return plan{duration: 10 * time.Second, rates: []float64{250, 500, 1000, 2000}, workers: []int{16, 64},
 		slow: []slowRun{{"100ms", 1000}, {"500ms", 1000}}, providerRate: 100, hopRates: []float64{250, 1000}, yardstick: 5 * time.Second,
-		relayN: 20000, relayMax: 90 * time.Second, authN: 10000, peer: true, peerRates: []float64{250, 1000}}
+		relayN: 20000, relayMax: 90 * time.Second, authN: 10000, peer: true, peerRates: []float64{250, 1000}, independent: true}
 }
 
 // onlyRates, given BENCH_RATES (comma-separated: orders/s for an open loop, cN for a closed
-// loop of N clients), runs just those, with the instant provider: for looking into one
-// load. The peer's flow runs them too with BENCH_PEER=1.
+// loop of N clients, vegeta for vegeta at the best rate of those), runs just those, with
+// the instant provider: for looking into one load. The peer's flow runs them too with
+// BENCH_PEER=1.
 func (p *plan) onlyRates(v string, peer bool) error {
 	if v == "" {
 		return nil
 	}
 	p.rates, p.workers, p.slow, p.relayN, p.providerRate, p.hopRates = nil, nil, nil, 0, 0, nil
-	p.peer, p.peerRates = peer, nil
+	p.peer, p.peerRates, p.independent = peer, nil, false
 	for _, f := range strings.Split(v, ",") {
 		f = strings.TrimSpace(f)
+		if f == "vegeta" {
+			p.independent = true
+			continue
+		}
 		if n, err := strconv.Atoi(strings.TrimPrefix(f, "c")); strings.HasPrefix(f, "c") && err == nil && n > 0 {
 			p.workers = append(p.workers, n)
 			continue
 		}
 		r, err := strconv.ParseFloat(f, 64)
 		if err != nil || r <= 0 {
-			return fmt.Errorf("BENCH_RATES: want orders/s or cN (N clients), comma-separated, got %q", v)
+			return fmt.Errorf("BENCH_RATES: want orders/s, cN (N clients) or vegeta, comma-separated, got %q", v)
 		}
 		p.rates = append(p.rates, r)
 		p.peerRates = append(p.peerRates, r)
@@ -233,6 +241,16 @@ func (p plan) measure(ctx context.Context, getenv func(string) string, stdout io
 	for _, w := range p.workers {
 		fmt.Fprintf(stdout, "bench [%s]: closed loop with %d clients for %s…\n", broker, w, p.duration)
 		if err := add(tg.closedLoop(ctx, fmt.Sprintf("closed %d clients", w), w, p.duration)); err != nil {
+			return err
+		}
+	}
+	if p.independent {
+		rate := bestSustained(rep.Runs, broker)
+		if rate == 0 {
+			return independentNeedsARun(broker)
+		}
+		fmt.Fprintf(stdout, "bench [%s]: vegeta, open loop at %.0f orders/s (the best rate sustained so far) for %s…\n", broker, rate, p.duration)
+		if err := add(tg.vegetaLoop(ctx, rate, p.duration)); err != nil {
 			return err
 		}
 	}

@@ -66,6 +66,8 @@ type runResult struct {
 	HopOrders int         `json:"hop_orders,omitempty"`
 	// Peer: the run loaded the peer's flow (peer.go), not orderflow.
 	Peer bool `json:"peer,omitempty"`
+	// Independent: the load came from vegeta (vegeta.go), not the bench's own loops.
+	Independent bool `json:"independent,omitempty"`
 }
 
 // tableRows is one table's rows inserted, updated (of them HOT, without a new index entry)
@@ -142,9 +144,9 @@ func (r report) markdown(w io.Writer) {
 			ms(x.ConfirmMs.P50), ms(x.ConfirmMs.P95), ms(x.ConfirmMs.P99),
 			ms(x.EmailMs.P50), ms(x.EmailMs.P95), ms(x.EmailMs.P99),
 			x.ConfirmedPerSec, x.RelayEventsPerSec, x.Pending, errs(x.Errors))
-		if !x.Peer && x.Pending == 0 && x.ConfirmedPerSec > best[x.Broker] {
-			best[x.Broker] = x.ConfirmedPerSec
-		}
+	}
+	for _, b := range r.brokers() {
+		best[b] = bestSustained(r.Runs, b)
 	}
 	for _, x := range r.Runs {
 		if x.Refused > 0 {
@@ -161,6 +163,7 @@ func (r report) markdown(w io.Writer) {
 			fmt.Fprintf(w, "Best sustained confirmed orders/s on %s: %.0f = %.3f × the yardstick.\n", brokerNames[b], best[b], best[b]/r.Yardstick.TPS)
 		}
 	}
+	r.independent(w)
 	if k := r.Wake; k.InTxTPS > 0 {
 		fmt.Fprintf(w, "Waking the relay (%d connections, single-row outbox transactions, a listener on the channel): a NOTIFY inside each transaction %.0f/s; outbox's Waker after the commits %.0f/s (%.2f×, %d NOTIFYs in all).\n",
 			k.Connections, k.InTxTPS, k.WakerTPS, k.WakerTPS/k.InTxTPS, k.Notifies)
