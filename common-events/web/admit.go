@@ -37,9 +37,10 @@ type Limits struct {
 	Waiting, ClientWaiting int
 	// Queue bounds the requests that wait for a working place. One waits at most
 	// QueueWait while the service keeps up, so a burst is served; once requests are
-	// being turned away for want of places (sustained overload), for QueueWait nobody
-	// waits: a request finds a place or is refused at once, before its token or its body
-	// cost anything, as if there were no queue.
+	// being turned away for want of places (sustained overload), for QueueWait no more
+	// wait than there are working places (each for about one request's work), and a
+	// request that finds those waiting is refused at once, before its token or its body
+	// cost anything.
 	Queue     int
 	QueueWait time.Duration
 	// Rate is every client's rate limit on the routes Routes does not name; Routes
@@ -134,7 +135,7 @@ type admission struct {
 	large   *semaphore.Weighted // the budget of large bodies, in bytes
 	queue   []*waiter           // for a working place, oldest first
 	// refusedAt is when a request was last turned away for want of a place: until
-	// QueueWait after it the service is overloaded, and nobody queues.
+	// QueueWait after it the service is overloaded, and its queue short (queueLimit).
 	refusedAt time.Time
 	sweptAt   time.Time
 }
@@ -335,21 +336,8 @@ func (a *admission) take(c echo.Context, t *ticket) error {
 		return nil
 	}
 	now := a.now()
-	if a.overloaded(now) { // no queue: a place now, or a refusal now
-		var p *Problem
-		if a.free(t.cl) {
-			a.hold(t.cl)
-		} else {
-			p = a.refusal(t.cl)
-		}
-		a.mu.Unlock()
-		if p != nil {
-			return p
-		}
-		return nil
-	}
 	wait := a.l.QueueWait
-	if len(a.queue) >= a.l.Queue && !a.evict(t.cl) {
+	if len(a.queue) >= a.queueLimit(now) && !a.evict(t.cl) {
 		p := a.refusal(t.cl)
 		a.mu.Unlock()
 		return p
@@ -385,13 +373,27 @@ func (a *admission) overloaded(now time.Time) bool {
 	return !a.refusedAt.IsZero() && now.Sub(a.refusedAt) < a.l.QueueWait
 }
 
-// saturated is the refusal of a request that arrives while the service is overloaded and
-// every working place is taken: answered before anything is spent on it, as the limits
-// did before they knew clients.
+// queueLimit is how many may wait for a working place now: Queue, or while overloaded
+// no more than there are working places, so that what waits waits about one request's
+// work and what the service cannot take on is refused at once. (With no queue at all
+// while overloaded, a request was refused whenever every place was busy for a moment,
+// and an open load near the service's capacity had far more refused than it exceeded
+// the capacity by, while the places were freeing within moments.) Under a.mu.
+func (a *admission) queueLimit(now time.Time) int {
+	if a.overloaded(now) {
+		return min(a.l.Queue, a.l.Working)
+	}
+	return a.l.Queue
+}
+
+// saturated is the refusal of a request that arrives while the service is overloaded,
+// every working place taken and its queue full: answered before anything is spent on it,
+// as the limits did before they knew clients.
 func (a *admission) saturated() *Problem {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.working < a.l.Working || !a.overloaded(a.now()) {
+	now := a.now()
+	if a.working < a.l.Working || !a.overloaded(now) || len(a.queue) < a.queueLimit(now) {
 		return nil
 	}
 	return a.refusal(nil)

@@ -378,6 +378,48 @@ func TestSustainedOverloadIsRefusedQuickly(t *testing.T) {
 	}
 }
 
+// While overloaded, a request that finds every place busy waits for one in a queue as
+// short as the places, not none: a service near its capacity is refused only what it
+// cannot take on, not each request that comes while its places are busy for a moment.
+func TestWhileOverloadedAFewWaitForAPlace(t *testing.T) {
+	ed := newEdge(t, web.Limits{Working: 2, Waiting: 1, Queue: 4, QueueWait: 5 * time.Second}, time.Minute, time.Millisecond)
+	held := make(chan answer, 2)
+	ed.hold("a", "/work", held)
+	ed.hold("b", "/work", held)
+	queued := make(chan answer, 4)
+	for i := range 4 {
+		go func() { queued <- ed.do(fmt.Sprint("q", i), http.MethodGet, "/nap", "") }()
+	}
+	time.Sleep(200 * time.Millisecond) // the four in the queue
+	if a := ed.do("over", http.MethodGet, "/nap", ""); !refused(a, http.StatusServiceUnavailable, web.CodeOverloaded) {
+		t.Fatalf("a request beyond the full queue: %d %s, want 503 overloaded", a.status, a.code)
+	}
+	for range 4 { // overload began: those queued are turned away
+		if a := <-queued; !refused(a, http.StatusServiceUnavailable, web.CodeOverloaded) {
+			t.Errorf("a request queued when overload began: %d %s, want 503 overloaded", a.status, a.code)
+		}
+	}
+
+	waiting := make(chan answer, 2)
+	for i := range 2 {
+		go func() { waiting <- ed.do(fmt.Sprint("w", i), http.MethodGet, "/nap", "") }()
+	}
+	time.Sleep(200 * time.Millisecond) // the two in the queue, as long as the places
+	a := ed.do("third", http.MethodGet, "/nap", "")
+	if !refused(a, http.StatusServiceUnavailable, web.CodeOverloaded) || a.took > time.Second {
+		t.Errorf("a third request while overloaded, the places busy and two waiting: %d %s in %s, want 503 overloaded at once", a.status, a.code, a.took)
+	}
+	close(ed.work)
+	for range 2 {
+		if a := <-waiting; a.status != http.StatusNoContent {
+			t.Errorf("a request that came while overloaded and every place was busy: %d %s, want it served once a place was free", a.status, a.code)
+		}
+	}
+	for range 2 {
+		<-held
+	}
+}
+
 // A client over its rate gets 429 with Retry-After and the RateLimit headers, for the
 // policy of the route; other routes and other clients are not touched.
 func TestAClientOverItsRateGets429(t *testing.T) {
