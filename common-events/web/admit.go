@@ -38,9 +38,9 @@ type Limits struct {
 	// Queue bounds the requests that wait for a working place. One waits at most
 	// QueueWait while the service keeps up, so a burst is served; once requests are
 	// being turned away for want of places (sustained overload), for QueueWait no more
-	// wait than there are working places (each for about one request's work), and a
-	// request that finds those waiting is refused at once, before its token or its body
-	// cost anything.
+	// wait than there are working places, each for about one request's work and at most
+	// a tenth of QueueWait, and a request that finds those waiting is refused at once,
+	// before its token or its body cost anything.
 	Queue     int
 	QueueWait time.Duration
 	// Rate is every client's rate limit on the routes Routes does not name; Routes
@@ -151,7 +151,6 @@ type client struct {
 
 type waiter struct {
 	cl      *client
-	since   time.Time
 	ready   chan struct{} // closed when given a place (granted) or turned away
 	granted bool
 }
@@ -336,13 +335,13 @@ func (a *admission) take(c echo.Context, t *ticket) error {
 		return nil
 	}
 	now := a.now()
-	wait := a.l.QueueWait
+	wait := a.queueWait(now)
 	if len(a.queue) >= a.queueLimit(now) && !a.evict(t.cl) {
 		p := a.refusal(t.cl)
 		a.mu.Unlock()
 		return p
 	}
-	w := &waiter{cl: t.cl, since: now, ready: make(chan struct{})}
+	w := &waiter{cl: t.cl, ready: make(chan struct{})}
 	a.queue = append(a.queue, w)
 	t.cl.queued++
 	a.grant() // a place may be free to this client though not to those before it
@@ -386,14 +385,37 @@ func (a *admission) queueLimit(now time.Time) int {
 	return a.l.Queue
 }
 
+// queueWait is how long one that queues now may wait for a place: QueueWait, or while
+// overloaded a tenth of it, so that places that stop freeing (a database that hangs)
+// hold the few who wait for moments, not for QueueWait. Under a.mu.
+func (a *admission) queueWait(now time.Time) time.Duration {
+	if a.overloaded(now) {
+		return a.l.QueueWait / 10
+	}
+	return a.l.QueueWait
+}
+
+// evictable reports whether a client has more than one waiter: a newcomer of another
+// client could take the place of one of them (evict). Under a.mu.
+func (a *admission) evictable() bool {
+	for _, w := range a.queue {
+		if w.cl.queued > 1 {
+			return true
+		}
+	}
+	return false
+}
+
 // saturated is the refusal of a request that arrives while the service is overloaded,
-// every working place taken and its queue full: answered before anything is spent on it,
-// as the limits did before they knew clients.
+// every working place taken and its queue full of one waiter a client: answered before
+// anything is spent on it, as the limits did before they knew clients. (Where a client
+// has more than one waiter, the request goes on to learn its client: it may take the
+// place of one of them.)
 func (a *admission) saturated() *Problem {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := a.now()
-	if a.working < a.l.Working || !a.overloaded(now) || len(a.queue) < a.queueLimit(now) {
+	if a.working < a.l.Working || !a.overloaded(now) || len(a.queue) < a.queueLimit(now) || a.evictable() {
 		return nil
 	}
 	return a.refusal(nil)
@@ -466,17 +488,16 @@ func (a *admission) refusal(cl *client) *Problem {
 	}
 	now := a.now()
 	if !a.overloaded(now) {
-		// Overload begins: those queued for longer than a newcomer would now wait are
-		// turned away at once, rather than served a queue's wait late.
-		for i := 0; i < len(a.queue); {
-			if w := a.queue[i]; now.Sub(w.since) > 0 {
-				a.queue = slices.Delete(a.queue, i, i+1)
-				w.cl.queued--
-				close(w.ready)
-				continue
-			}
-			i++
+		// Overload begins: the queue is cut to its length while overloaded, the oldest
+		// (next in line) kept, the newest turned away at once rather than served a long
+		// queue's wait late.
+		keep := min(a.l.Queue, a.l.Working, len(a.queue))
+		for _, w := range a.queue[keep:] {
+			w.cl.queued--
+			close(w.ready)
 		}
+		clear(a.queue[keep:])
+		a.queue = a.queue[:keep]
 	}
 	a.refusedAt = now
 	p := NewProblem(http.StatusServiceUnavailable, CodeOverloaded, "Service Unavailable",

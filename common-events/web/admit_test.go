@@ -378,11 +378,81 @@ func TestSustainedOverloadIsRefusedQuickly(t *testing.T) {
 	}
 }
 
-// While overloaded, a request that finds every place busy waits for one in a queue as
-// short as the places, not none: a service near its capacity is refused only what it
-// cannot take on, not each request that comes while its places are busy for a moment.
+// While overloaded, the queue is as short as the places, not gone: a service near its
+// capacity is refused what it cannot take on, not each request that comes while its
+// places are busy for a moment. Overload cuts a long queue to that length, the oldest
+// kept; a request that finds it full is refused at once, unless a client holds more
+// than one of its places.
 func TestWhileOverloadedAFewWaitForAPlace(t *testing.T) {
-	ed := newEdge(t, web.Limits{Working: 2, Waiting: 1, Queue: 4, QueueWait: 5 * time.Second}, time.Minute, time.Millisecond)
+	const nap = 150 * time.Millisecond // well within the wait while overloaded, a tenth of QueueWait
+	ed := newEdge(t, web.Limits{Working: 2, Waiting: 1, Queue: 4, QueueWait: 10 * time.Second}, time.Minute, nap)
+	send := func(who string, to chan<- answer) { go func() { to <- ed.do(who, http.MethodGet, "/nap", "") }() }
+	want := func(what string, a answer, status int, code string) {
+		t.Helper()
+		if a.status != status || a.code != code {
+			t.Errorf("%s: %d %s, want %d %s", what, a.status, a.code, status, code)
+		}
+	}
+	held := make(chan answer, 2)
+	ed.hold("a", "/work", held)
+	ed.hold("b", "/work", held)
+	queued := make(chan answer, 4)
+	for i := range 4 {
+		send(fmt.Sprint("q", i), queued)
+	}
+	time.Sleep(200 * time.Millisecond) // the four in the queue
+	want("a request beyond the full queue", ed.do("over", http.MethodGet, "/nap", ""), http.StatusServiceUnavailable, web.CodeOverloaded)
+	for range 2 { // overload began: the queue cut to two
+		want("one of the two newest queued when overload began", <-queued, http.StatusServiceUnavailable, web.CodeOverloaded)
+	}
+	a := ed.do("third", http.MethodGet, "/nap", "")
+	want("a request while overloaded, the places busy and two waiting", a, http.StatusServiceUnavailable, web.CodeOverloaded)
+	if a.took > time.Second {
+		t.Errorf("the refusal took %s, want it at once", a.took)
+	}
+	close(ed.work)
+	for range 2 {
+		want("one of the two oldest queued when overload began", <-queued, http.StatusNoContent, "")
+		<-held
+	}
+
+	// Still overloaded: two newcomers that find the places busy wait for them.
+	busy, waiting := make(chan answer, 2), make(chan answer, 2)
+	send("p0", busy)
+	send("p1", busy)
+	time.Sleep(20 * time.Millisecond)
+	send("w0", waiting)
+	send("w1", waiting)
+	time.Sleep(20 * time.Millisecond)
+	want("a third newcomer, two waiting", ed.do("fourth", http.MethodGet, "/nap", ""), http.StatusServiceUnavailable, web.CodeOverloaded)
+	for range 2 {
+		want("a newcomer while overloaded", <-waiting, http.StatusNoContent, "")
+		<-busy
+	}
+
+	// A client holding both places of the queue makes room for another's request.
+	send("p0", busy)
+	send("p1", busy)
+	time.Sleep(20 * time.Millisecond)
+	heavy := make(chan answer, 2)
+	send("h", heavy)
+	send("h", heavy)
+	time.Sleep(20 * time.Millisecond)
+	want("another client's request, the queue held by one", ed.do("light", http.MethodGet, "/nap", ""), http.StatusNoContent, "")
+	h0, h1 := <-heavy, <-heavy
+	if h0.status == h1.status || h0.status+h1.status != http.StatusNoContent+http.StatusServiceUnavailable {
+		t.Errorf("the queue's client with two waiters: %d and %d, want one served and one turned away for the other client", h0.status, h1.status)
+	}
+	for range 2 {
+		<-busy
+	}
+}
+
+// While overloaded, one that waits for a place waits a tenth of QueueWait at most: places
+// that stop freeing (a database that hangs) hold the few who wait for moments.
+func TestWhileOverloadedAWaitIsShort(t *testing.T) {
+	const queueWait = 2 * time.Second
+	ed := newEdge(t, web.Limits{Working: 2, Waiting: 1, Queue: 4, QueueWait: queueWait}, time.Minute, time.Millisecond)
 	held := make(chan answer, 2)
 	ed.hold("a", "/work", held)
 	ed.hold("b", "/work", held)
@@ -390,31 +460,18 @@ func TestWhileOverloadedAFewWaitForAPlace(t *testing.T) {
 	for i := range 4 {
 		go func() { queued <- ed.do(fmt.Sprint("q", i), http.MethodGet, "/nap", "") }()
 	}
-	time.Sleep(200 * time.Millisecond) // the four in the queue
+	time.Sleep(200 * time.Millisecond)
 	if a := ed.do("over", http.MethodGet, "/nap", ""); !refused(a, http.StatusServiceUnavailable, web.CodeOverloaded) {
 		t.Fatalf("a request beyond the full queue: %d %s, want 503 overloaded", a.status, a.code)
 	}
-	for range 4 { // overload began: those queued are turned away
-		if a := <-queued; !refused(a, http.StatusServiceUnavailable, web.CodeOverloaded) {
-			t.Errorf("a request queued when overload began: %d %s, want 503 overloaded", a.status, a.code)
-		}
+	for range 4 { // two at once, two after the QueueWait they came with
+		<-queued
 	}
-
-	waiting := make(chan answer, 2)
-	for i := range 2 {
-		go func() { waiting <- ed.do(fmt.Sprint("w", i), http.MethodGet, "/nap", "") }()
-	}
-	time.Sleep(200 * time.Millisecond) // the two in the queue, as long as the places
-	a := ed.do("third", http.MethodGet, "/nap", "")
-	if !refused(a, http.StatusServiceUnavailable, web.CodeOverloaded) || a.took > time.Second {
-		t.Errorf("a third request while overloaded, the places busy and two waiting: %d %s in %s, want 503 overloaded at once", a.status, a.code, a.took)
+	a := ed.do("late", http.MethodGet, "/nap", "")
+	if !refused(a, http.StatusServiceUnavailable, web.CodeOverloaded) || a.took < queueWait/20 || a.took > queueWait/2 {
+		t.Errorf("a request while overloaded, the places held: %d %s after %s, want 503 overloaded after about %s", a.status, a.code, a.took, queueWait/10)
 	}
 	close(ed.work)
-	for range 2 {
-		if a := <-waiting; a.status != http.StatusNoContent {
-			t.Errorf("a request that came while overloaded and every place was busy: %d %s, want it served once a place was free", a.status, a.code)
-		}
-	}
 	for range 2 {
 		<-held
 	}

@@ -51,18 +51,22 @@ func (tg *target) placeOrder(ctx context.Context) post {
 	req.Header.Set("Authorization", "Bearer "+tg.token())
 	resp, err := client.Do(req)
 	if err != nil {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return post{latency: time.Since(start), errKind: "timeout"}
-		}
-		return post{latency: time.Since(start), errKind: "connection"}
+		return post{latency: time.Since(start), errKind: failure(err)}
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return post{latency: time.Since(start), errKind: "connection"}
+		return post{latency: time.Since(start), errKind: failure(err)}
 	}
 	return answered(resp.StatusCode, body, time.Since(start))
+}
+
+// failure is the kind of error of a POST that got no whole answer.
+func failure(err error) string {
+	if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+		return "timeout"
+	}
+	return "connection"
 }
 
 // answered is what the answer to a POST /orders says: the order accepted, the POST

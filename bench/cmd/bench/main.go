@@ -125,6 +125,9 @@ func (p *plan) onlyRates(v string, peer bool) error {
 		p.rates = append(p.rates, r)
 		p.peerRates = append(p.peerRates, r)
 	}
+	if p.independent && len(p.rates) == 0 && len(p.workers) == 0 {
+		return errVegetaAlone
+	}
 	return nil
 }
 
@@ -244,11 +247,9 @@ func (p plan) measure(ctx context.Context, getenv func(string) string, stdout io
 			return err
 		}
 	}
-	if p.independent {
-		rate := bestSustained(rep.Runs, broker)
-		if rate == 0 {
-			return independentNeedsARun(broker)
-		}
+	if rate := bestSustained(rep.Runs, broker); p.independent && rate == 0 {
+		fmt.Fprintf(stdout, "bench [%s]: no vegeta: every run before it left orders pending, so none sustained a rate\n", broker)
+	} else if p.independent {
 		fmt.Fprintf(stdout, "bench [%s]: vegeta, open loop at %.0f orders/s (the best rate sustained so far) for %s…\n", broker, rate, p.duration)
 		if err := add(tg.vegetaLoop(ctx, rate, p.duration)); err != nil {
 			return err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -39,9 +40,11 @@ func (tg *target) vegetaPosts(ctx context.Context, rate float64, d time.Duration
 		t.Header = http.Header{"Content-Type": {"application/json"}, "Authorization": {"Bearer " + tg.token()}}
 		return nil
 	}
-	attacker := vegeta.NewAttacker(vegeta.Timeout(client.Timeout), vegeta.KeepAlive(true), vegeta.HTTP2(false))
+	// As the bench's own client: no proxy, HTTP/1.1, connections kept.
+	attacker := vegeta.NewAttacker(vegeta.Timeout(client.Timeout), vegeta.KeepAlive(true), vegeta.HTTP2(false), vegeta.Proxy(nil))
 	start := time.Now()
-	results := attacker.Attack(targeter, vegeta.Rate{Freq: int(rate + 0.5), Per: time.Second}, d, independentRun)
+	// A whole number of hits a second, and at least one: vegeta takes 0 for no limit.
+	results := attacker.Attack(targeter, vegeta.Rate{Freq: max(1, int(rate+0.5)), Per: time.Second}, d, independentRun)
 	var posts []post
 	for {
 		select {
@@ -52,6 +55,10 @@ func (tg *target) vegetaPosts(ctx context.Context, rate float64, d time.Duration
 			posts = append(posts, vegetaPost(res))
 		case <-ctx.Done():
 			attacker.Stop()
+			go func() { // its workers finish the hits under way, then the channel closes
+				for range results {
+				}
+			}()
 			return nil, 0, ctx.Err()
 		}
 	}
@@ -87,11 +94,8 @@ func bestSustained(runs []runResult, broker string) float64 {
 // pending: the runs "best sustained" is taken from.
 func sustained(x runResult) bool { return !x.Peer && !x.Independent && x.Pending == 0 }
 
-// independentNeedsARun is the error of a plan whose independent client has no run before
-// it on the broker to take its rate from.
-func independentNeedsARun(broker string) error {
-	return fmt.Errorf("BENCH_RATES: vegeta runs at the best rate of the runs before it on %s; give it at least one (say c64,vegeta)", broker)
-}
+// errVegetaAlone is BENCH_RATES with vegeta and no load before it to take its rate from.
+var errVegetaAlone = errors.New("BENCH_RATES: vegeta runs at the best rate of the loads before it; give it at least one (say c64,vegeta)")
 
 // independent prints, for each vegeta run, what it offered and what came of it: whether
 // an independent client sees the rate the bench reports as sustained, each order it got

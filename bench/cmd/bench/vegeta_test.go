@@ -81,7 +81,14 @@ func TestVegetaChecksTheBestSustainedRateAndDoesNotSetIt(t *testing.T) {
 	behind.Confirmed, behind.Pending = 14850, 50
 	reportHas(t, report{Yardstick: yardstickResult{TPS: 10000}, Runs: []runResult{own, behind}},
 		"50 accepted orders not confirmed, 50 of them still pending.")
-	if got := bestSustained([]runResult{behind}, "kfake"); got != 0 {
+	if got := bestSustained([]runResult{kept}, "kfake"); got != 0 {
 		t.Errorf("best sustained of the vegeta run alone: %v, want none", got)
+	}
+	var p plan
+	if err := p.onlyRates("vegeta", false); err == nil {
+		t.Error("BENCH_RATES=vegeta alone: no error, want one (no load before it to take its rate from)")
+	}
+	if err := p.onlyRates("c64,vegeta", false); err != nil || !p.independent || len(p.workers) != 1 {
+		t.Errorf("BENCH_RATES=c64,vegeta: %v, independent %t, closed loops %v", err, p.independent, p.workers)
 	}
 }
