@@ -258,8 +258,8 @@ func (s *Stack) Relay() *outbox.Relay {
 
 // Limits are the API's admission limits: Config's, with MaxInFlight 0 meaning two
 // requests per connection of the database pool — each holds one for part of its time,
-// and more would only queue for them (measured at 2,000 orders/s offered, make bench on
-// kfake: two per connection accepted the most with the lowest p99) — a client's share 0
+// and more would only queue for them (of the numbers measured under overload, two per
+// connection accepted the most with the lowest tail; CHANGELOG.md) — a client's share 0
 // meaning a quarter of that, and MaxQueued 0 ten per working place: a burst of that many
 // at an idle service is served.
 func (s *Stack) Limits() web.Limits {

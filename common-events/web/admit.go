@@ -24,9 +24,8 @@ const MaxBodyBytes = 1 << 20
 // bearer token's subject; without a valid token, the peer's address). Beyond them a
 // request waits a little in a bounded queue, or is refused — 503 overloaded, or 429 for
 // a client over its own share or rate — with Retry-After: a queue longer than the service
-// can drain only makes every client wait until it gives up (measured before admission
-// control: 2,000 orders/s offered, twice what the stack sustains, gave POST p50 8.2 s and a
-// 569 MB order-service).
+// can drain only makes every client wait until it gives up, and grows the service's
+// memory with it (docs/http-edge.md; CHANGELOG.md has what overload did before).
 type Limits struct {
 	// Working bounds the requests being worked on: most of them hold a database
 	// connection for part of their time. ClientWorking is one client's share of them.

@@ -279,8 +279,8 @@ func (s *Store) TransitionAll(ctx context.Context, tx pgx.Tx, changes []Change) 
 	// The orders are found by id = ANY(ids), an index scan whatever the planner thinks of
 	// the table, and each takes its values from the arrays at its id's position: no join
 	// to plan. (Joined with the unnested arrays instead, a fresh table without statistics
-	// got a plan comparing every order with every change: 300 ms for a batch of 100 among
-	// 20,000 orders, against 5 ms.) The ids come through a scalar subquery and the status
+	// got a plan comparing every order with every change, many times slower; CHANGELOG.md
+	// has the figures.) The ids come through a scalar subquery and the status
 	// is written in, so that PostgreSQL keeps one plan for every batch instead of planning
 	// each afresh (docs/performance.md, "Plans made once").
 	moved, err := ordersByID(tx.Query(ctx, `
